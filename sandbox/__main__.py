@@ -1,0 +1,75 @@
+"""Entry point.  ``sandbox run`` takes a fast path that never imports typer.
+
+A coding-agent plugin starts ``sandbox run -- CMD`` for every shell command,
+and importing typer costs more than the whole sandbox start.  The fast path
+understands exactly the ``run`` options; anything else (``--help``, an
+unknown option, a missing ``--``) falls through to the typer CLI, which gives
+the full help and error messages.  tests/test_main.py checks that both paths
+produce the same options.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+_VALUE_OPTS = {"--profile": "profile", "-p": "profile", "--workspace": "workspace",
+               "-w": "workspace", "--report": "report"}
+_LIST_OPTS = {"--allow-write": "allow_write", "--unprotect": "unprotect"}
+
+
+def parse_run(args: list[str]):
+    """Parse ``run`` arguments, or return None to let typer handle them."""
+    from sandbox.app import RunOptions
+
+    values: dict = {"allow_write": [], "unprotect": []}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            command = args[i + 1:]
+            if not command:
+                return None
+            values["allow_write"] = tuple(values["allow_write"])
+            values["unprotect"] = tuple(values["unprotect"])
+            return RunOptions(command=tuple(command), **values)
+        name, eq, inline = arg.partition("=")
+        key = _VALUE_OPTS.get(name) or _LIST_OPTS.get(name)
+        if arg == "--dry-run":
+            values["dry_run"] = True
+            i += 1
+            continue
+        if key is None or (eq and name.startswith("-") and not name.startswith("--")):
+            return None
+        if eq:
+            value = inline
+            i += 1
+        else:
+            if i + 1 >= len(args):
+                return None
+            value = args[i + 1]
+            i += 2
+        if not value:
+            return None
+        if key in ("allow_write", "unprotect"):
+            values[key].append(value)
+        else:
+            values[key] = value
+    return None
+
+
+def main() -> None:
+    args = sys.argv[1:]
+    if args[:1] == ["run"]:
+        opts = parse_run(args[1:])
+        if opts is not None:
+            from sandbox.app import run
+
+            sys.exit(run(opts, dict(os.environ)))
+    from sandbox.cli import main as cli_main
+
+    cli_main()
+
+
+if __name__ == "__main__":
+    main()

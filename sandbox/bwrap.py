@@ -1,0 +1,103 @@
+"""Policy + Layout -> bubblewrap argv.  A pure function: no I/O, no spawning.
+
+bwrap applies its arguments in order, and a later mount covers an earlier
+one at the same or a parent path.  The order below is therefore part of the
+policy's meaning (tests pin it exactly):
+
+1. namespaces and process options;
+2. ``--ro-bind / /``: the whole host, read-only;
+3. fresh ``/dev`` and ``/proc`` (they must cover the host's);
+4. private scratch (``/tmp``, ``/var/tmp``, ``/dev/shm``) and the empty dirs
+   (``/run``...) as tmpfs, *before* the workspace, so a workspace under
+   ``/tmp`` is still the real host directory mounted on top;
+5. writable roots (workspace, extra writable paths, git dirs, caches);
+6. keep-in-place binds: parents of protected paths and ``.git`` directories
+   become mount points, which cannot be renamed (rename(2) gives EBUSY), so
+   ``mv .git x; mkdir -p .git/hooks`` cannot plant a hook;
+7. protected paths, read-only, on top of the writable roots;
+8. secrets last, so no earlier bind can re-expose them: directories become
+   an empty read-only tmpfs, files and host sockets an empty read-only file;
+9. ``--remount-ro`` for tmpfs mounts that had to stay writable while bwrap
+   created mount points inside them (it is not recursive, so the binds on
+   top keep their own flags).
+"""
+
+from __future__ import annotations
+
+from sandbox.envfilter import sandbox_env
+from sandbox.invocation import Invocation
+from sandbox.layout import Layout
+from sandbox.policy import Access, NetworkMode, Policy
+
+SCRATCH = ("/tmp", "/var/tmp", "/dev/shm")
+STATUS_FD = 3
+
+
+def namespace_args(policy: Policy) -> list[str]:
+    args = [
+        # a user namespace even for root: capabilities are dropped inside it
+        "--unshare-user",
+        "--unshare-pid",
+        "--unshare-ipc",
+        "--unshare-uts",
+        "--unshare-cgroup-try",
+    ]
+    if policy.network is NetworkMode.NONE:
+        args.append("--unshare-net")  # loopback only
+    args += [
+        # no nested user namespaces: they are the usual door to kernel bugs
+        "--disable-userns",
+        "--die-with-parent",
+        # a new session: the command has no controlling terminal, so TIOCSTI
+        # cannot push keystrokes into the caller's terminal
+        "--new-session",
+        "--cap-drop", "ALL",
+        "--hostname", "sandbox",
+    ]
+    return args
+
+
+def mount_args(policy: Policy, layout: Layout) -> list[str]:
+    args = ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
+    for d in SCRATCH:
+        args += ["--tmpfs", d]
+    for d in layout.empty_dirs:
+        args += ["--tmpfs", d]
+    if policy.workspace is Access.READ:
+        # visible even when it lives under a private dir such as /tmp
+        args += ["--ro-bind", layout.workspace, layout.workspace]
+    for root in layout.writable_roots:
+        args += ["--bind", root, root]
+    for path in layout.keep_in_place:
+        args += ["--bind", path, path]
+    for path in layout.read_only:
+        args += ["--ro-bind", path, path]
+    for d in layout.masked_dirs:
+        args += ["--tmpfs", d, "--remount-ro", d]
+    for f in layout.masked_files:
+        args += ["--ro-bind", layout.empty_file, f]
+    for d in layout.empty_dirs:
+        args += ["--remount-ro", d]
+    if policy.scratch is Access.READ:
+        for d in SCRATCH:
+            args += ["--remount-ro", d]
+    return args
+
+
+def build(policy: Policy, layout: Layout, command: list[str], environ: dict[str, str], *,
+          bwrap_path: str = "bwrap", ctty_helper: str | None = None) -> Invocation:
+    """Return the bwrap invocation for ``command``.
+
+    ``ctty_helper`` (util-linux ``setsid``) is given when the caller is on a
+    terminal: the command then runs on a pseudo-terminal of its own, which
+    the runner relays, and the helper makes it the controlling terminal so
+    job control, Ctrl-C and /dev/tty work inside.
+    """
+    argv = [bwrap_path, *namespace_args(policy), *mount_args(policy, layout),
+            "--chdir", layout.cwd, "--json-status-fd", str(STATUS_FD), "--"]
+    status_index = len(argv) - 2
+    if ctty_helper:
+        argv += [ctty_helper, "--wait", "--ctty", "--"]
+    argv += command
+    env = sandbox_env(environ, policy, layout.cache_dir, layout.cwd)
+    return Invocation(tuple(argv), env, status_index, ctty_helper is not None)

@@ -1,0 +1,193 @@
+"""The command-line surface.  The only module that imports typer.
+
+Every failure of the tool itself (a bad profile, a refused workspace, bad
+usage, a sandbox that cannot be set up) is one line on stderr starting with
+``sandbox:`` and exit status 125; no tracebacks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+from sandbox import __version__
+from sandbox.app import RunOptions
+from sandbox.errors import EXIT_TOOL_ERROR, SandboxError
+from sandbox.errors import report as show_error
+
+HELP = """Run one command inside an OS-level sandbox (bubblewrap on Linux).
+
+By default (profile 'default'): the workspace (the current directory) is
+writable; everything else is read-only; secrets such as ~/.ssh, ~/.aws and
+tokens in the environment are hidden; git hooks and config, agent and editor
+config stay read-only; there is no network; the command gets its own PID,
+IPC and UTS namespaces and no capabilities.
+
+Examples:
+
+  sandbox run -- npm test
+
+  sandbox run --profile readonly -- git log -5
+
+  sandbox explain -- make          (what would be allowed, and the bwrap argv)
+
+Exit status: the command's own; 128+N if it was killed by signal N; 125 when
+the sandbox itself failed (the command did not run); 126/127 when the command
+cannot be executed / is not found.  Docs: docs/ in the source tree.
+"""
+
+app = typer.Typer(help=HELP, add_completion=False, no_args_is_help=True,
+                  rich_markup_mode=None, pretty_exceptions_enable=False,
+                  context_settings={"help_option_names": ["-h", "--help"]})
+profiles_app = typer.Typer(help="List and show the profiles that --profile accepts.",
+                           no_args_is_help=True, rich_markup_mode=None)
+app.add_typer(profiles_app, name="profiles")
+
+ProfileOpt = Annotated[str, typer.Option(
+    "--profile", "-p", metavar="NAME|PATH",
+    help="Profile to apply: a built-in or user profile name "
+         "($XDG_CONFIG_HOME/sandbox/profiles/NAME.toml), or a path to a .toml file.")]
+WorkspaceOpt = Annotated[Optional[str], typer.Option(
+    "--workspace", "-w", metavar="DIR",
+    help="The writable project directory. Default: the current directory. "
+         "'/', your home directory and its parents are refused.")]
+AllowWriteOpt = Annotated[Optional[list[str]], typer.Option(
+    "--allow-write", metavar="PATH",
+    help="Also make PATH writable (repeatable). It must exist. Protected paths "
+         "inside it stay read-only; secrets inside it stay hidden.")]
+UnprotectOpt = Annotated[Optional[list[str]], typer.Option(
+    "--unprotect", metavar="PATH",
+    help="Make a protected path (e.g. .git/hooks, .vscode) writable anyway "
+         "(repeatable). Shown as a weakening by 'explain' and in the report.")]
+CommandArg = Annotated[Optional[list[str]], typer.Argument(
+    metavar="-- COMMAND [ARGS]...", help="The command to run, after '--'.")]
+
+
+def _options(command, profile, workspace, allow_write, unprotect, report=None, dry_run=False):
+    return RunOptions(command=tuple(command or ()), profile=profile, workspace=workspace,
+                      allow_write=tuple(allow_write or ()), unprotect=tuple(unprotect or ()),
+                      report=report, dry_run=dry_run)
+
+
+@app.command(context_settings={"allow_interspersed_args": False})
+def run(
+    command: CommandArg = None,
+    profile: ProfileOpt = "default",
+    workspace: WorkspaceOpt = None,
+    allow_write: AllowWriteOpt = None,
+    unprotect: UnprotectOpt = None,
+    report: Annotated[Optional[str], typer.Option(
+        "--report", metavar="FILE",
+        help="Write one JSON object about the run to FILE: command, workspace, profile "
+             "name and sha256, exit status or signal, weakenings, warnings.")] = None,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Print the bwrap command line instead of running it.")] = False,
+) -> None:
+    """Run COMMAND in the sandbox: sandbox run [OPTIONS] -- COMMAND [ARGS]..."""
+    from sandbox.app import run as run_app
+
+    opts = _options(command, profile, workspace, allow_write, unprotect, report, dry_run)
+    if not opts.command:
+        _fail("no command given; usage: sandbox run [OPTIONS] -- COMMAND [ARGS]...")
+    raise typer.Exit(run_app(opts, dict(os.environ)))
+
+
+@app.command()
+def explain(
+    command: CommandArg = None,
+    profile: ProfileOpt = "default",
+    workspace: WorkspaceOpt = None,
+    allow_write: AllowWriteOpt = None,
+    unprotect: UnprotectOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+) -> None:
+    """Show the resolved policy, what is writable, protected and hidden, and the exact bwrap argv."""
+    from sandbox import explain as render
+    from sandbox.app import prepare
+
+    opts = _options(command or ["true"], profile, workspace, allow_write, unprotect)
+    try:
+        prepared = prepare(opts, dict(os.environ))
+    except SandboxError as err:
+        raise typer.Exit(show_error(err))
+    if as_json:
+        print(json.dumps(render.as_data(prepared), indent=2))
+    else:
+        print(render.as_text(prepared))
+
+
+@profiles_app.command("list")
+def profiles_list() -> None:
+    """List built-in and user profiles with their descriptions."""
+    from sandbox import profile as prof
+
+    try:
+        for name in prof.builtin_names():
+            _, path = prof.locate(name)
+            print(f"{name:<16} built-in  {_description(path)}")
+        for name in prof.user_names():
+            if name in prof.builtin_names():
+                continue
+            path = prof.user_profile_dir() / f"{name}.toml"
+            print(f"{name:<16} user      {_description(path)}")
+    except SandboxError as err:
+        raise typer.Exit(show_error(err))
+
+
+@profiles_app.command("show")
+def profiles_show(name: Annotated[str, typer.Argument(help="Profile name or path.")]) -> None:
+    """Print a profile's TOML text and the chain of profiles it extends."""
+    from sandbox import profile as prof
+
+    try:
+        chain = prof.read_chain(name)
+        for src in chain:
+            prof.parse(src)
+    except SandboxError as err:
+        raise typer.Exit(show_error(err))
+    for src in chain:
+        print(f"# --- {src.name}: {src.path}")
+        print(src.text.rstrip())
+
+
+def _description(path) -> str:
+    from sandbox import profile as prof
+
+    try:
+        chain = prof.read_chain(str(path))
+        return prof.parse(chain[-1]).get("description", "")
+    except SandboxError as err:
+        return f"(invalid: {err.message})"
+
+
+def _fail(message: str) -> None:
+    print(f"sandbox: usage error: {message}", file=sys.stderr)
+    raise typer.Exit(EXIT_TOOL_ERROR)
+
+
+@app.callback(invoke_without_command=True)
+def _root(version: Annotated[bool, typer.Option("--version", help="Print the version.")] = False) -> None:
+    if version:
+        print(f"sandbox {__version__}")
+        raise typer.Exit(0)
+
+
+def main() -> None:
+    """Run the CLI; bad usage is a one-line error with exit status 125."""
+    try:
+        rc = app(standalone_mode=False)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        sys.exit(130)
+    except Exception as exc:  # click's usage errors carry format_message()
+        if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):
+            print(f"sandbox: usage error: {exc.format_message()} (see 'sandbox --help')",
+                  file=sys.stderr)
+            sys.exit(EXIT_TOOL_ERROR)
+        raise
+    sys.exit(rc if isinstance(rc, int) else 0)

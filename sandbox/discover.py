@@ -1,0 +1,355 @@
+"""Look at the host once per run and describe it as a ``Layout``.
+
+This is the only place that probes the filesystem for the backend: it
+resolves the workspace, refuses dangerous ones, expands secret patterns,
+finds git repositories and protected paths (``sandbox.scan``) and host
+sockets.  The backend then works from the Layout alone.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+from dataclasses import dataclass
+
+from sandbox import gitconfig, scan
+from sandbox.errors import SetupError, UsageError
+from sandbox.layout import Layout
+from sandbox.policy import Access, Policy
+
+# Never a workspace or a writable path: the whole system, or places whose
+# writability would hand the command the host (/tmp would expose other
+# programs' sockets; /etc, /proc, /sys, /dev, /boot, /run are the system).
+REFUSED_EXACT = ("/", "/usr", "/etc", "/var", "/bin", "/sbin", "/lib", "/lib32", "/lib64",
+                 "/libx32", "/boot", "/opt", "/srv", "/home", "/tmp", "/var/tmp", "/mnt",
+                 "/media", "/root", "/snap", "/nix")
+REFUSED_TREES = ("/proc", "/sys", "/dev", "/etc", "/boot", "/run", "/var/run")
+# Private scratch directories (tmpfs); a workspace path seen through them is
+# replaced by its real path as the starting directory.
+SCRATCH_DIRS = ("/tmp", "/var/tmp", "/dev/shm")
+
+
+@dataclass(frozen=True, slots=True)
+class Workspace:
+    real: str
+    logical: str
+    cwd_real: str
+    cwd_logical: str
+
+
+def is_within(path: str, root: str) -> bool:
+    root = root.rstrip("/") or "/"
+    return path == root or root == "/" or path.startswith(root + "/")
+
+
+def logical_cwd(environ: dict[str, str]) -> str:
+    """The current directory as the user sees it ($PWD when it is accurate)."""
+    real = os.getcwd()
+    pwd = environ.get("PWD")
+    if pwd and os.path.isabs(pwd):
+        try:
+            if os.path.samefile(pwd, real):
+                return os.path.normpath(pwd)
+        except OSError:
+            pass
+    return real
+
+
+def state_dir(environ: dict[str, str], home: str) -> str:
+    base = environ.get("XDG_CACHE_HOME") or os.path.join(home, ".cache")
+    return os.path.join(os.path.realpath(base), "sandbox")
+
+
+def ensure_state_dir(path: str) -> None:
+    """Create the state directory; refuse one another user could tamper with."""
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        st = os.stat(path)
+    except OSError as exc:
+        raise SetupError(f"cannot create the state directory {path}: {exc.strerror}",
+                         hint="set XDG_CACHE_HOME to a writable directory") from None
+    if st.st_uid != os.getuid() or st.st_mode & 0o022:
+        raise SetupError(f"state directory {path} is not private to this user",
+                         hint=f"chmod 700 {path} and make sure you own it")
+
+
+def check_root(path: str, what: str, home: str, state: str, deny: tuple[str, ...]) -> None:
+    """Refuse a workspace or writable path that would give away the host."""
+    real = os.path.realpath(path)
+    if real in REFUSED_EXACT or any(is_within(real, t) for t in REFUSED_TREES):
+        raise UsageError(f"{what} {path} is a system directory",
+                         hint="use a project directory, e.g. cd ~/src/project")
+    home_real = os.path.realpath(home)
+    if is_within(home_real, real):
+        raise UsageError(f"{what} {path} is your home directory or one of its parents",
+                         hint="use a project directory inside it")
+    if is_within(real, state) or is_within(state, real):
+        raise UsageError(f"{what} {path} overlaps the sandbox state directory {state}",
+                         hint="the sandbox keeps its caches there; pick another directory")
+    for secret in deny:
+        if any(c in secret for c in "*?["):
+            if glob.has_magic(secret) and any(is_within(real, m) for m in glob.glob(secret, include_hidden=True)):
+                raise UsageError(f"{what} {path} is inside the secret path {secret}")
+        elif is_within(real, os.path.realpath(secret)) and os.path.lexists(secret):
+            raise UsageError(f"{what} {path} is inside the secret path {secret}",
+                             hint="secrets stay hidden; work on a copy elsewhere")
+
+
+def resolve_workspace(arg: str | None, environ: dict[str, str], home: str, state: str,
+                      policy: Policy) -> Workspace:
+    cwd_log = logical_cwd(environ)
+    cwd_real = os.path.realpath(cwd_log)
+    logical = os.path.normpath(os.path.join(cwd_log, arg)) if arg else cwd_log
+    if not os.path.isdir(logical):
+        raise UsageError(f"workspace {logical} is not a directory",
+                         hint="pass an existing directory to --workspace")
+    real = os.path.realpath(logical)
+    check_root(logical, "workspace", home, state, policy.deny_read)
+    if not is_within(cwd_real, real):  # started elsewhere: begin in the workspace
+        cwd_log, cwd_real = logical, real
+    return Workspace(real, logical, cwd_real, cwd_log)
+
+
+def _inside_cwd(ws: Workspace, hidden: tuple[str, ...]) -> str:
+    """Start in the path the user sees, unless that path is hidden inside."""
+    if ws.cwd_logical != ws.cwd_real and any(is_within(ws.cwd_logical, d) for d in hidden):
+        return ws.cwd_real
+    return ws.cwd_logical
+
+
+def expand_secrets(patterns: tuple[str, ...]) -> tuple[list[str], list[str]]:
+    dirs: list[str] = []
+    files: list[str] = []
+    for pattern in patterns:
+        matches = glob.glob(pattern, include_hidden=True) if glob.has_magic(pattern) else [pattern]
+        for match in matches:
+            try:
+                real = os.path.realpath(match)
+                st = os.stat(real)
+            except OSError:
+                continue
+            target = dirs if os.path.isdir(real) else files
+            if real not in target:
+                target.append(real)
+    return dirs, files
+
+
+@dataclass(slots=True)
+class _Plan:
+    writable: list[str]
+    keep: list[str]
+    read_only: list[str]
+    masked_files: list[str]
+    unprotected: list[str]
+    warnings: list[str]
+
+
+def _git_paths(dotgit: str, plan: _Plan, protect: bool) -> None:
+    """Work out what in one repository must stay writable and what read-only."""
+    worktree = os.path.dirname(dotgit)
+    if os.path.isdir(dotgit) and not os.path.islink(dotgit):
+        gitdir = dotgit
+        plan.keep.append(dotgit)
+    else:
+        try:
+            with open(dotgit, encoding="utf-8", errors="replace") as fh:
+                line = fh.read(4096).strip()
+        except OSError:
+            return
+        if not line.startswith("gitdir:"):
+            return
+        gitdir = os.path.realpath(os.path.join(worktree, line[len("gitdir:"):].strip()))
+        # the .git file says where the repository is: rewriting it would point
+        # git at a directory of the command's choosing, hooks included
+        if protect:
+            plan.read_only.append(dotgit)
+    commondir = gitdir
+    try:
+        with open(os.path.join(gitdir, "commondir"), encoding="utf-8") as fh:
+            commondir = os.path.realpath(os.path.join(gitdir, fh.read().strip()))
+    except OSError:
+        pass
+    for d in dict.fromkeys((gitdir, commondir)):
+        if os.path.isdir(d):
+            plan.writable.append(d)
+    if not protect:
+        return
+    configs = [os.path.join(commondir, "config"), os.path.join(gitdir, "config.worktree")]
+    for path in (os.path.join(commondir, "hooks"), *configs):
+        if os.path.lexists(path):
+            plan.read_only.append(path)
+    # submodules' and worktrees' own git directories live inside the common dir
+    for sub in _nested_gitdirs(os.path.join(commondir, "modules"), 6):
+        plan.keep.append(sub)
+        for name in ("hooks", "config", "config.worktree"):
+            if os.path.lexists(os.path.join(sub, name)):
+                plan.read_only.append(os.path.join(sub, name))
+    for wt in _listdir(os.path.join(commondir, "worktrees")):
+        cfg = os.path.join(commondir, "worktrees", wt, "config.worktree")
+        if os.path.lexists(cfg):
+            plan.read_only.append(cfg)
+    home = os.path.expanduser("~")
+    xdg = os.environ.get("XDG_CONFIG_HOME") or os.path.join(home, ".config")
+    global_files = ["/etc/gitconfig", os.path.join(xdg, "git", "config"), os.path.join(home, ".gitconfig")]
+    included, hooks_path = gitconfig.referenced_paths(global_files + configs, worktree)
+    for path in included + ([hooks_path] if hooks_path else []):
+        if os.path.lexists(path):
+            plan.read_only.append(os.path.realpath(path))
+
+
+def _listdir(path: str) -> list[str]:
+    try:
+        return sorted(os.listdir(path))
+    except OSError:
+        return []
+
+
+def _nested_gitdirs(path: str, depth: int) -> list[str]:
+    found: list[str] = []
+    for name in _listdir(path):
+        sub = os.path.join(path, name)
+        if os.path.isfile(os.path.join(sub, "HEAD")):
+            found.append(sub)
+            if depth > 0:
+                found.extend(_nested_gitdirs(os.path.join(sub, "modules"), depth - 1))
+        elif depth > 0 and os.path.isdir(sub):  # submodule names may contain '/'
+            found.extend(_nested_gitdirs(sub, depth - 1))
+    return found
+
+
+def _enclosing_repo(path: str) -> str | None:
+    parent = os.path.dirname(path)
+    while parent and parent != path:
+        candidate = os.path.join(parent, ".git")
+        if os.path.lexists(candidate):
+            return candidate
+        path, parent = parent, os.path.dirname(parent)
+    return None
+
+
+def _ancestors_between(root: str, path: str) -> list[str]:
+    """Directories strictly between ``root`` and ``path``."""
+    out = []
+    parent = os.path.dirname(path)
+    while parent != root and is_within(parent, root) and parent != "/":
+        out.append(parent)
+        parent = os.path.dirname(parent)
+    return out
+
+
+def _depth_sorted(paths) -> tuple[str, ...]:
+    return tuple(sorted(dict.fromkeys(paths), key=lambda p: (p.count("/"), p)))
+
+
+def discover(policy: Policy, ws: Workspace, *, extra_writable: tuple[str, ...] = (),
+             unprotect: tuple[str, ...] = (), home: str, state: str,
+             environ: dict[str, str]) -> Layout:
+    """Describe the host for ``policy`` and ``ws``; see ``Layout``."""
+    unprotect = tuple(policy.unprotect) + tuple(unprotect)
+    plan = _Plan([], [], [], [], [], [])
+    roots: list[str] = []
+    if policy.workspace is Access.WRITE:
+        roots.append(ws.real)
+    for path in policy.writable + extra_writable:
+        if not os.path.exists(path):
+            raise UsageError(f"writable path {path} does not exist",
+                             hint="create it first, or drop it from the profile / --allow-write")
+        check_root(path, "writable path", home, state, policy.deny_read)
+        roots.append(os.path.realpath(path))
+
+    dirs, files = expand_secrets(policy.deny_read)
+    rules = scan.Rules(protected_names=policy.protected_names, skip_dirs=policy.skip_dirs,
+                       secret_names=policy.deny_read_names, secret_exceptions=policy.allow_read_names,
+                       find_git=True)
+    scan_cache = os.path.join(state, "scan")
+    os.makedirs(scan_cache, mode=0o700, exist_ok=True)
+    git_entries: list[str] = []
+    for root in dict.fromkeys(roots):
+        result = scan.walk(root, rules, os.path.join(scan_cache, scan.cache_name(root, rules)))
+        for path, kind, _is_dir in result.findings:
+            if kind == scan.GIT:
+                git_entries.append(path)
+            elif kind == scan.PROTECTED:
+                plan.read_only.append(path)
+            else:  # secrets and host sockets look empty inside
+                plan.masked_files.append(path)
+    if policy.workspace is Access.WRITE:
+        outer = _enclosing_repo(ws.real)
+        if outer:
+            git_entries.append(outer)
+    for dotgit in git_entries:
+        _git_paths(dotgit, plan, policy.protect_git)
+    for root in roots:
+        for name in policy.protected_names:
+            if os.path.basename(root) == name or root.endswith("/" + name):
+                raise UsageError(f"writable path {root} is protected ({name})",
+                                 hint="use --unprotect PATH to make a protected path writable")
+
+    # host sockets outside the writable roots
+    socket_rules = scan.Rules(skip_dirs=policy.skip_dirs + (".git",), find_git=False,
+                              max_depth=policy.socket_scan_depth,
+                              exclude=tuple(roots) + tuple(dirs))
+    for base in policy.socket_scan:
+        if os.path.isdir(base):
+            real = os.path.realpath(base)
+            result = scan.walk(real, socket_rules,
+                               os.path.join(scan_cache, scan.cache_name(real, socket_rules)))
+            plan.masked_files.extend(p for p, kind, _ in result.findings if kind == scan.SOCKET)
+
+    cache_dir = None
+    if policy.uses_caches():
+        key = hashlib.sha256(ws.real.encode()).hexdigest()[:16]
+        cache_dir = os.path.join(state, "workspaces", key)
+        for _var, sub in policy.caches:
+            os.makedirs(os.path.join(cache_dir, sub), mode=0o700, exist_ok=True)
+        plan.writable.append(cache_dir)
+
+    # Writable roots and the git directories that must stay writable.
+    writable = [r for r in roots] + [g for g in plan.writable
+                                     if not any(is_within(g, r) for r in roots)]
+    keep = [g for g in plan.writable if any(is_within(g, r) for r in roots)] + plan.keep
+    # Protected paths: honour explicit unprotect, then make every directory
+    # between a writable root and a protected path a mount point, so that no
+    # parent of a protected path can be renamed away and replaced.
+    read_only: list[str] = []
+    for path in dict.fromkeys(plan.read_only):
+        if any(is_within(path, u) for u in unprotect):
+            plan.unprotected.append(path)
+            continue
+        containing = [r for r in writable if is_within(path, r)]
+        if not containing:
+            continue  # already read-only: it sits on the read-only root
+        read_only.append(path)
+        keep.extend(_ancestors_between(max(containing, key=len), path))
+    keep = [k for k in keep if k not in writable and k not in read_only]
+
+    empty_dirs = []
+    for d in policy.empty_dirs:
+        if os.path.isdir(d) and not os.path.islink(d):
+            empty_dirs.append(d)
+    # Secrets and sockets under a masked directory are hidden with it; under
+    # an empty dir they are hidden too, unless a writable root re-exposes them.
+    masked_files = [f for f in dict.fromkeys(files + plan.masked_files)
+                    if not any(is_within(f, d) for d in dirs)
+                    and (not any(is_within(f, d) for d in empty_dirs)
+                         or any(is_within(f, r) for r in writable))]
+    empty_file = os.path.join(state, "empty")
+    if not os.path.isfile(empty_file):
+        with open(empty_file, "w"):
+            pass
+        os.chmod(empty_file, 0o444)
+    return Layout(
+        workspace=ws.real,
+        cwd=_inside_cwd(ws, SCRATCH_DIRS + tuple(empty_dirs)),
+        writable_roots=_depth_sorted(writable),
+        keep_in_place=_depth_sorted(keep),
+        read_only=_depth_sorted(read_only),
+        masked_dirs=_depth_sorted(dirs),
+        masked_files=_depth_sorted(masked_files),
+        empty_dirs=_depth_sorted(empty_dirs),
+        cache_dir=cache_dir,
+        empty_file=empty_file,
+        warnings=tuple(plan.warnings),
+        unprotected=tuple(dict.fromkeys(plan.unprotected)),
+    )

@@ -1,0 +1,72 @@
+"""Render a prepared run for people (text) and programs (JSON)."""
+
+from __future__ import annotations
+
+from sandbox.app import Prepared
+from sandbox.policy import to_data
+from sandbox.report import shell_join
+
+
+def as_data(p: Prepared) -> dict:
+    layout = p.layout
+    return {
+        "profile": {"name": p.policy.name, "chain": list(p.policy.chain), "sha256": p.policy.digest,
+                    "description": p.policy.description},
+        "policy": {k: _plain(v) for k, v in to_data(p.policy).items()},
+        "workspace": layout.workspace,
+        "cwd": layout.cwd,
+        "writable": list(layout.writable_roots),
+        "kept_in_place": list(layout.keep_in_place),
+        "protected_read_only": list(layout.read_only),
+        "unprotected": list(layout.unprotected),
+        "secrets_masked": {"directories": list(layout.masked_dirs), "files": list(layout.masked_files)},
+        "emptied_dirs": list(layout.empty_dirs),
+        "cache_dir": layout.cache_dir,
+        "env_removed": list(p.removed_env),
+        "weakenings": [{"source": w.source, "key": w.key, "detail": w.detail}
+                       for w in p.policy.weakenings],
+        "warnings": list(layout.warnings),
+        "network": p.policy.network.value,
+        "argv": list(p.invocation.argv),
+        "plan_ms": round(p.plan_ms, 2),
+    }
+
+
+def _plain(value):
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def as_text(p: Prepared) -> str:
+    d = as_data(p)
+    lines = [
+        f"profile     {d['profile']['name']} ({' -> '.join(d['profile']['chain'])}), "
+        f"sha256 {d['profile']['sha256'][:16]}",
+        f"workspace   {d['workspace']} ({p.policy.workspace.value})",
+        f"starts in   {d['cwd']}",
+        f"network     {d['network']} (own network namespace, loopback only)",
+    ]
+
+    def section(title: str, items: list[str]) -> None:
+        lines.append(f"{title} ({len(items)})")
+        lines.extend(f"  {item}" for item in items)
+
+    section("writable", d["writable"])
+    section("protected, read-only", d["protected_read_only"])
+    section("kept in place (cannot be renamed)", d["kept_in_place"])
+    section("secrets, shown empty", d["secrets_masked"]["directories"] + d["secrets_masked"]["files"])
+    section("replaced by an empty directory", d["emptied_dirs"])
+    section("environment variables removed", d["env_removed"])
+    if d["cache_dir"]:
+        lines.append(f"tool caches {d['cache_dir']}")
+    if d["weakenings"]:
+        section("WEAKENED (protections removed on purpose)",
+                [f"{w['source']}: {w['key']}: {w['detail']}" for w in d["weakenings"]])
+    if d["unprotected"]:
+        section("UNPROTECTED (writable although protected)", d["unprotected"])
+    for w in d["warnings"]:
+        lines.append(f"warning: {w}")
+    lines.append("bwrap argv:")
+    lines.append("  " + shell_join(d["argv"]))
+    return "\n".join(lines)

@@ -1,0 +1,13 @@
+"""What a backend returns: everything needed to start the sandbox."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Invocation:
+    argv: tuple[str, ...]  # full argv, the command last
+    env: dict[str, str]  # the environment bwrap (and so the command) gets
+    status_fd_arg: int | None  # index in argv of the --json-status-fd value, if any
+    interactive: bool  # the command gets a pseudo-terminal of its own

@@ -1,0 +1,114 @@
+"""The sandbox policy as plain, immutable data.
+
+A ``Policy`` is what a profile means once it has been validated, merged with
+the profiles it extends, and had its placeholders expanded.  Backends read it;
+nothing here touches the filesystem or spawns anything.  Standard library only.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class Access(enum.Enum):
+    """How the sandboxed command may use a place."""
+
+    READ = "read"
+    WRITE = "write"
+
+
+class NetworkMode(enum.Enum):
+    """``NONE``: own network namespace, loopback only (the safe default)."""
+
+    NONE = "none"
+
+
+@dataclass(frozen=True, slots=True)
+class Weakening:
+    """A protection that a child profile or a CLI option removed, explicitly.
+
+    ``explain`` and ``--report`` show every one, so nothing is weakened quietly.
+    """
+
+    source: str  # profile name or CLI option that did it
+    key: str  # e.g. "filesystem.allow_read"
+    detail: str  # what was removed, in words
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """The resolved policy.  All paths are absolute and placeholder-free.
+
+    Path lists may hold shell-style wildcards (``*``, ``?``, ``[...]``) in
+    ``deny_read``; everything else is literal.
+    """
+
+    name: str
+    chain: tuple[str, ...]  # profiles from the root ancestor to this one
+    digest: str  # sha256 over the text of every profile in the chain
+    description: str = ""
+
+    # filesystem
+    workspace: Access = Access.WRITE
+    scratch: Access = Access.WRITE  # private /tmp, /var/tmp, /dev/shm
+    writable: tuple[str, ...] = ()
+    deny_read: tuple[str, ...] = ()
+    deny_read_names: tuple[str, ...] = ()  # file-name patterns inside writable roots
+    allow_read_names: tuple[str, ...] = ()  # exceptions to deny_read_names
+    empty_dirs: tuple[str, ...] = ()  # replaced by an empty read-only tmpfs
+
+    # protected paths inside writable roots
+    protect_git: bool = True
+    protected_names: tuple[str, ...] = ()
+    unprotect: tuple[str, ...] = ()
+    skip_dirs: tuple[str, ...] = ()
+
+    # host sockets outside the empty dirs
+    socket_scan: tuple[str, ...] = ()
+    socket_scan_depth: int = 4
+
+    # environment
+    env_deny: tuple[str, ...] = ()
+    env_pass: tuple[str, ...] = ()
+    env_set: tuple[tuple[str, str], ...] = ()
+    caches: tuple[tuple[str, str], ...] = ()  # env var -> subdirectory of the cache dir
+
+    network: NetworkMode = NetworkMode.NONE
+
+    weakenings: tuple[Weakening, ...] = field(default=())
+
+    # -- queries -----------------------------------------------------------
+    def writes_workspace(self) -> bool:
+        return self.workspace is Access.WRITE
+
+    def uses_caches(self) -> bool:
+        return self.workspace is Access.WRITE and bool(self.caches)
+
+    def is_unprotected(self, path: str) -> bool:
+        return any(path == p or path.startswith(p.rstrip("/") + "/") for p in self.unprotect)
+
+
+# -- plain-data form, for the policy cache and `explain --json` -----------------
+
+def to_data(policy: Policy) -> dict:
+    out: dict = {}
+    for name in Policy.__slots__:
+        value = getattr(policy, name)
+        if isinstance(value, enum.Enum):
+            value = value.value
+        elif name == "weakenings":
+            value = tuple((w.source, w.key, w.detail) for w in value)
+        out[name] = value
+    return out
+
+
+def from_data(data: dict) -> Policy:
+    kwargs = dict(data)
+    kwargs["workspace"] = Access(kwargs["workspace"])
+    kwargs["scratch"] = Access(kwargs["scratch"])
+    kwargs["network"] = NetworkMode(kwargs["network"])
+    kwargs["weakenings"] = tuple(Weakening(*w) for w in kwargs["weakenings"])
+    for name in ("env_set", "caches"):
+        kwargs[name] = tuple(tuple(pair) for pair in kwargs[name])
+    return Policy(**kwargs)

@@ -1,0 +1,77 @@
+"""Skip TOML parsing on the hot path: cache the validated Policy.
+
+A coding agent starts ``sandbox run`` for every shell command; parsing and
+validating TOML costs more than the rest of our startup.  The cached entry
+holds the Policy as plain data plus a stamp (inode, size, mtime) of every
+file it was built from.  A stamp that differs, or one too recent to trust,
+means a fresh load.  The cache sits in the state directory, which the
+sandboxed command cannot write, and is keyed by everything the policy
+depends on besides those files (profile spec, placeholders, tool version).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import marshal
+import os
+import sys
+import time
+
+from sandbox import __version__, profile, resources
+from sandbox.policy import Policy, from_data, to_data
+
+RACY_NS = 2_000_000_000
+
+
+def _stamp(path: str) -> tuple:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return ("missing",)
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _deps(spec: str, files: list[str]) -> list[str]:
+    deps = list(files)
+    if "/" not in spec and not spec.endswith(".toml"):
+        # a user profile created later with the same name changes the answer
+        deps.append(str(profile.user_profile_dir() / f"{spec}.toml"))
+        deps.append(str(resources.profiles_dir() / f"{spec}.toml"))
+    return deps
+
+
+def cache_key(spec: str, ctx: profile.Context) -> str:
+    text = repr((__version__, sys.version_info[:2], spec, os.path.abspath(spec) if "/" in spec else "",
+                 ctx, str(profile.user_profile_dir()), str(resources.profiles_dir())))
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def load(spec: str, ctx: profile.Context, state: str | None) -> tuple[Policy, bool]:
+    """Return (policy, came_from_cache)."""
+    path = os.path.join(state, "policy", cache_key(spec, ctx)) if state else None
+    if path:
+        try:
+            with open(path, "rb") as fh:
+                entry = marshal.load(fh)
+            if all(_stamp(dep) == tuple(stamp) for dep, stamp in entry["deps"]):
+                return from_data(entry["policy"]), True
+        except (OSError, EOFError, ValueError, TypeError, KeyError):
+            pass
+    policy, files = profile.load(spec, ctx)
+    if path:
+        now = time.time_ns()
+        stamps = [(dep, _stamp(dep)) for dep in _deps(spec, files)]
+        if all(s == ("missing",) or now - s[2] > RACY_NS for _, s in stamps):
+            _store(path, {"deps": stamps, "policy": to_data(policy)})
+    return policy, False
+
+
+def _store(path: str, entry: dict) -> None:
+    try:
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "wb") as fh:
+            marshal.dump(entry, fh)
+        os.replace(tmp, path)
+    except OSError:
+        pass

@@ -1,0 +1,372 @@
+"""Read TOML profiles into a validated, immutable ``Policy``.
+
+Validation is strict: an unknown key, a wrong type, a relative path, an
+unknown placeholder or an unknown ``extends`` is a ``ProfileError`` naming the
+file, the key, the line where it can, and a fix.  Nothing falls back to a
+looser default.  Merge rules are documented in ``sandbox.schema``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from sandbox import resources
+from sandbox.errors import ProfileError
+from sandbox.policy import Access, NetworkMode, Policy, Weakening
+from sandbox.schema import PLACEHOLDERS, SCHEMA, Key, Kind, Merge
+
+MAX_EXTENDS_DEPTH = 8
+_PLACEHOLDER = re.compile(r"\$\{([^}]*)\}")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_CACHE_SUBDIR = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """Values the placeholders expand to."""
+
+    workspace: str
+    home: str
+    tmp: str
+    runtime: str
+
+    def get(self, name: str) -> str:
+        return getattr(self, name)
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """One profile file's text, with the name it is known by."""
+
+    name: str
+    path: str
+    text: str
+
+
+# -- locating profiles --------------------------------------------------------
+
+def user_profile_dir() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return Path(base) / "sandbox" / "profiles"
+
+
+def builtin_names() -> list[str]:
+    return sorted(p.stem for p in resources.profiles_dir().glob("*.toml"))
+
+
+def user_names() -> list[str]:
+    d = user_profile_dir()
+    return sorted(p.stem for p in d.glob("*.toml")) if d.is_dir() else []
+
+
+def locate(spec: str, referrer: str | None = None) -> tuple[str, Path]:
+    """Return (name, path) for a profile name or path.
+
+    Anything with a ``/`` or ending in ``.toml`` is a path (relative to the
+    referring profile's directory when it comes from ``extends``).  A bare name
+    is a built-in profile or one in ``$XDG_CONFIG_HOME/sandbox/profiles``.
+    """
+    where = referrer or "--profile"
+    if not spec:
+        raise ProfileError(where, "empty profile name", key="extends" if referrer else None,
+                           hint="give a profile name such as 'default' or a path to a .toml file")
+    if "/" in spec or spec.endswith(".toml"):
+        path = Path(spec)
+        if not path.is_absolute() and referrer:
+            path = Path(referrer).parent / path
+        path = Path(os.path.abspath(path))
+        if not path.is_file():
+            raise ProfileError(str(path), "profile file not found",
+                               key="extends" if referrer else None,
+                               hint="check the path, or use a profile name from 'sandbox profiles list'")
+        return path.stem, path
+    builtin = resources.profiles_dir() / f"{spec}.toml"
+    user = user_profile_dir() / f"{spec}.toml"
+    if builtin.is_file():
+        if user.is_file():
+            raise ProfileError(str(user), f"user profile shadows the built-in profile '{spec}'",
+                               hint="rename the file and use extends = \"%s\" to build on the built-in" % spec)
+        return spec, builtin
+    if user.is_file():
+        return spec, user
+    known = ", ".join(builtin_names() + user_names())
+    raise ProfileError(referrer or "--profile", f"unknown profile '{spec}'",
+                       key="extends" if referrer else None,
+                       hint=f"known profiles: {known}; user profiles go in {user_profile_dir()}")
+
+
+def read_chain(spec: str) -> list[Source]:
+    """Read a profile and everything it extends, root ancestor first."""
+    chain: list[Source] = []
+    seen: set[str] = set()
+    referrer = None
+    while True:
+        name, path = locate(spec, referrer)
+        key = str(path)
+        if key in seen:
+            raise ProfileError(key, "extends forms a cycle", key="extends",
+                               hint=" -> ".join(s.name for s in reversed(chain)) + f" -> {name}")
+        if len(chain) >= MAX_EXTENDS_DEPTH:
+            raise ProfileError(key, f"extends is nested more than {MAX_EXTENDS_DEPTH} deep", key="extends")
+        seen.add(key)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ProfileError(key, f"cannot read profile: {exc}") from None
+        src = Source(name, key, text)
+        chain.append(src)
+        data = parse(src)
+        parent = data.get("extends")
+        if parent is None:
+            break
+        if not isinstance(parent, str):
+            raise ProfileError(key, "must be a string", key="extends", line=line_of(text, "", "extends"))
+        spec, referrer = parent, key
+    chain.reverse()
+    return chain
+
+
+# -- parsing and validation ---------------------------------------------------
+
+def parse(src: Source) -> dict:
+    import tomllib  # imported here: the cached fast path never needs it
+
+    try:
+        data = tomllib.loads(src.text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ProfileError(src.path, f"not valid TOML: {exc}",
+                           hint="see docs/profiles.md for the format") from None
+    validate(src, data)
+    return data
+
+
+def line_of(text: str, table: str, key: str) -> int | None:
+    """Best-effort line number of ``key`` inside ``[table]`` (for messages)."""
+    current = ""
+    pattern = re.compile(r"^\s*(?:\"%s\"|%s)\s*=" % (re.escape(key), re.escape(key)))
+    for number, line in enumerate(text.splitlines(), 1):
+        header = re.match(r"^\s*\[\s*([A-Za-z0-9_.\-]+)\s*\]", line)
+        if header:
+            current = header.group(1)
+            if not key and current == table:
+                return number
+            continue
+        if current == table and key and pattern.match(line):
+            return number
+    return None
+
+
+def _fail(src: Source, table: str, key: str, message: str, hint: str | None = None) -> ProfileError:
+    dotted = f"{table}.{key}" if table and key else (table or key)
+    return ProfileError(src.path, message, key=dotted, line=line_of(src.text, table, key), hint=hint)
+
+
+def validate(src: Source, data: dict) -> None:
+    for top, value in data.items():
+        if top in SCHEMA[""]:
+            _check_value(src, "", top, SCHEMA[""][top], value)
+            continue
+        if top not in SCHEMA:
+            known = ", ".join(sorted(k for k in SCHEMA if k) | set(SCHEMA[""]))
+            raise _fail(src, "", top, "unknown key", hint=f"known top-level keys: {known}")
+        if not isinstance(value, dict):
+            raise _fail(src, "", top, "must be a table", hint=f"write it as [{top}]")
+        keys = SCHEMA[top]
+        for key, item in value.items():
+            spec = keys.get(key) or keys.get("*")
+            if spec is None:
+                raise _fail(src, top, key, "unknown key",
+                            hint=f"known keys in [{top}]: {', '.join(sorted(keys))}")
+            _check_value(src, top, key, spec, item)
+            if top == "caches":
+                if not _ENV_NAME.match(key):
+                    raise _fail(src, top, key, "not a valid environment variable name")
+                if not _CACHE_SUBDIR.match(item):
+                    raise _fail(src, top, key, f"cache subdirectory {item!r} must be a plain name",
+                                hint="use letters, digits, '.', '_' or '-', no '/'")
+
+
+def _check_value(src: Source, table: str, key: str, spec: Key, value: object) -> None:
+    kind = spec.kind
+    if kind in (Kind.STR, Kind.CHOICE):
+        if not isinstance(value, str):
+            raise _fail(src, table, key, f"must be a string, not {_tname(value)}")
+        if kind is Kind.CHOICE and value not in spec.choices:
+            raise _fail(src, table, key, f"must be one of {', '.join(map(repr, spec.choices))}, not {value!r}")
+    elif kind is Kind.BOOL:
+        if not isinstance(value, bool):
+            raise _fail(src, table, key, f"must be true or false, not {_tname(value)}")
+    elif kind is Kind.INT:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _fail(src, table, key, f"must be an integer, not {_tname(value)}")
+        if not 0 <= value <= 32:
+            raise _fail(src, table, key, "must be between 0 and 32")
+    elif kind is Kind.STRMAP:
+        if not isinstance(value, dict):
+            raise _fail(src, table, key, f"must be a table of strings, not {_tname(value)}")
+        for name, item in value.items():
+            if not isinstance(item, str):
+                raise _fail(src, table, key, f"value of {name!r} must be a string, not {_tname(item)}")
+            if not _ENV_NAME.match(name):
+                raise _fail(src, table, key, f"{name!r} is not a valid environment variable name")
+    else:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise _fail(src, table, key, f"must be a {kind.value} (a list of strings)")
+        for item in value:
+            _check_item(src, table, key, spec, item)
+
+
+def _check_item(src: Source, table: str, key: str, spec: Key, item: str) -> None:
+    if not item or "\x00" in item or "\n" in item:
+        raise _fail(src, table, key, f"entry {item!r} is empty or has a control character")
+    if spec.kind is Kind.PATHS:
+        for name in _PLACEHOLDER.findall(item):
+            if name not in PLACEHOLDERS:
+                raise _fail(src, table, key, f"unknown placeholder ${{{name}}} in {item!r}",
+                            hint="known placeholders: " + ", ".join("${%s}" % p for p in PLACEHOLDERS))
+        if item.startswith("~"):
+            raise _fail(src, table, key, f"path {item!r} starts with '~'",
+                        hint="write ${home}" + item[1:])
+        if not (item.startswith("/") or item.startswith("${")):
+            raise _fail(src, table, key, f"path {item!r} is relative",
+                        hint="paths must be absolute or start with ${workspace}, ${home}, ${tmp} or ${runtime}")
+        if not spec.allow_glob and any(c in item for c in "*?["):
+            raise _fail(src, table, key, f"wildcards are not allowed in {item!r}")
+        parts = item.split("/")
+        if ".." in parts:
+            raise _fail(src, table, key, f"path {item!r} contains '..'")
+    elif spec.kind is Kind.NAMES and "/" in item and table != "protect":
+        raise _fail(src, table, key, f"{item!r} must be a name, not a path")
+    elif spec.kind is Kind.NAMES and table == "protect" and key in ("names", "skip_dirs"):
+        if item.startswith("/") or ".." in item.split("/"):
+            raise _fail(src, table, key, f"{item!r} must be a name relative to a writable root, e.g. .vscode")
+
+
+def _tname(value: object) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+            list: "a list", dict: "a table"}.get(type(value), type(value).__name__)
+
+
+# -- merging --------------------------------------------------------------------
+
+def merge(chain: list[Source], datas: list[dict]) -> tuple[dict, list[Weakening]]:
+    """Fold the chain (root first) into one table, recording weakenings."""
+    merged: dict[str, dict] = {table: {} for table in SCHEMA}
+    weakenings: list[Weakening] = []
+    for index, (src, data) in enumerate(zip(chain, datas)):
+        is_child = index > 0
+        for table, keys in SCHEMA.items():
+            section = data if table == "" else data.get(table, {})
+            for key, value in section.items():
+                if table == "" and key in SCHEMA:
+                    continue  # a table, not a top-level scalar
+                spec = keys.get(key) or keys.get("*")
+                if spec is None:
+                    continue
+                dotted = f"{table}.{key}" if table else key
+                target = merged[table]
+                if table == "caches":
+                    target[key] = value
+                elif spec.merge in (Merge.APPEND, Merge.WEAKEN, Merge.REMOVE):
+                    target[key] = target.get(key, []) + [v for v in value if v not in target.get(key, [])]
+                    if spec.merge is Merge.WEAKEN and is_child:
+                        for v in value:
+                            weakenings.append(Weakening(src.name, dotted, f"added {v}"))
+                elif spec.merge is Merge.MERGE:
+                    target[key] = {**target.get(key, {}), **value}
+                else:
+                    old = target.get(key)
+                    if is_child and old is not None and _looser(spec, old, value):
+                        weakenings.append(Weakening(src.name, dotted, f"{_show(old)} -> {_show(value)}"))
+                    target[key] = value
+    return merged, weakenings
+
+
+def _looser(spec: Key, old: object, new: object) -> bool:
+    if spec.kind is Kind.INT:
+        return isinstance(new, int) and isinstance(old, int) and new < old
+    if not spec.looser or old not in spec.looser or new not in spec.looser:
+        return False
+    return spec.looser.index(new) > spec.looser.index(old)
+
+
+def _show(value: object) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+# -- expansion into a Policy ----------------------------------------------------
+
+def expand(path: str, ctx: Context) -> str:
+    out = _PLACEHOLDER.sub(lambda m: ctx.get(m.group(1)), path)
+    # normpath collapses '//' and a trailing '/'; '..' was refused earlier
+    return os.path.normpath(out) if out.startswith("/") else out
+
+
+def build_policy(chain: list[Source], ctx: Context) -> Policy:
+    datas = [parse(src) for src in chain]
+    merged, weakenings = merge(chain, datas)
+    fs, prot, sock, env, net = (merged[t] for t in ("filesystem", "protect", "sockets", "env", "network"))
+
+    def paths(table: dict, key: str) -> tuple[str, ...]:
+        out: list[str] = []
+        for p in table.get(key, []):
+            e = expand(p, ctx)
+            if e not in out:
+                out.append(e)
+        return tuple(out)
+
+    deny = list(paths(fs, "deny_read"))
+    for allowed in paths(fs, "allow_read"):
+        if allowed not in deny:
+            src = next((s for s, d in zip(chain, datas) if allowed in
+                        [expand(p, ctx) for p in d.get("filesystem", {}).get("allow_read", [])]), chain[-1])
+            raise ProfileError(src.path, f"allow_read entry {allowed!r} matches no deny_read entry",
+                               key="filesystem.allow_read",
+                               line=line_of(src.text, "filesystem", "allow_read"),
+                               hint="allow_read removes an inherited deny_read entry; copy it exactly "
+                                    "(see 'sandbox explain')")
+        deny.remove(allowed)
+        owner = next((s.name for s, d in zip(chain, datas)
+                      if allowed in [expand(p, ctx) for p in d.get("filesystem", {}).get("allow_read", [])]),
+                     chain[-1].name)
+        weakenings.append(Weakening(owner, "filesystem.allow_read", f"secret no longer masked: {allowed}"))
+
+    digest = hashlib.sha256()
+    for src in chain:
+        digest.update(src.path.encode() + b"\0" + src.text.encode() + b"\0")
+    top = merged[""]
+    return Policy(
+        name=chain[-1].name,
+        chain=tuple(s.name for s in chain),
+        digest=digest.hexdigest(),
+        description=top.get("description", ""),
+        workspace=Access(fs.get("workspace", "write")),
+        scratch=Access(fs.get("scratch", "write")),
+        writable=paths(fs, "writable"),
+        deny_read=tuple(deny),
+        deny_read_names=tuple(fs.get("deny_read_names", [])),
+        allow_read_names=tuple(fs.get("allow_read_names", [])),
+        empty_dirs=paths(fs, "empty_dirs"),
+        protect_git=prot.get("git", True),
+        protected_names=tuple(prot.get("names", [])),
+        unprotect=paths(prot, "unprotect"),
+        skip_dirs=tuple(prot.get("skip_dirs", [])),
+        socket_scan=paths(sock, "scan"),
+        socket_scan_depth=sock.get("max_depth", 4),
+        env_deny=tuple(env.get("deny", [])),
+        env_pass=tuple(env.get("pass", [])),
+        env_set=tuple(sorted(env.get("set", {}).items())),
+        caches=tuple(sorted(merged["caches"].items())),
+        network=NetworkMode(net.get("mode", "none")),
+        weakenings=tuple(weakenings),
+    )
+
+
+def load(spec: str, ctx: Context) -> tuple[Policy, list[str]]:
+    """Load a profile by name or path.  Returns the policy and the files read."""
+    chain = read_chain(spec)
+    return build_policy(chain, ctx), [s.path for s in chain]

@@ -1,0 +1,27 @@
+"""Where the shipped data lives: in the wheel, or in the source tree.
+
+The wheel carries ``profiles/``, ``bwrap/`` and ``seatbelt/`` under
+``sandbox/_data/`` (see pyproject.toml); a source checkout keeps them at the
+top of the repository.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+_PKG = Path(__file__).resolve().parent
+
+
+def data_dir(name: str) -> Path:
+    installed = _PKG / "_data" / name
+    if installed.is_dir():
+        return installed
+    return _PKG.parent / name
+
+
+def profiles_dir() -> Path:
+    return data_dir("profiles")
+
+
+def bwrap_dir() -> Path:
+    return data_dir("bwrap")

@@ -1,0 +1,169 @@
+"""Find protected paths, git entries, dotenv files and sockets in a tree, cheaply.
+
+A full walk of a 100k-file workspace costs tens of milliseconds, paid on every
+command.  So the walk keeps, per directory, what it found there together with
+the directory's inode and mtime.  Adding, removing or renaming an entry
+changes the mtime of the directory that holds it, so on the next run a
+directory whose stamp is unchanged is not listed again: the walk costs one
+``stat`` per directory.  A directory modified within ``RACY_NS`` of the walk
+is not trusted next time (a change in the same clock tick would not move its
+mtime), the same rule git applies to its index.
+
+The cache lives in the tool's state directory, which the sandboxed command
+cannot write; it is keyed by the root and by every rule that affects the
+result, and written with ``marshal`` (fast, and it cannot run code on load).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import marshal
+import os
+import stat
+import sys
+import time
+from dataclasses import dataclass
+
+RACY_NS = 2_000_000_000
+FORMAT = 1
+
+# kinds of findings
+GIT = "git"  # a .git directory or file
+PROTECTED = "protected"  # a protected name (file or directory)
+SECRET = "secret"  # a file matching deny_read_names
+SOCKET = "socket"  # a unix socket
+
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    protected_names: tuple[str, ...] = ()
+    skip_dirs: tuple[str, ...] = ()
+    secret_names: tuple[str, ...] = ()
+    secret_exceptions: tuple[str, ...] = ()
+    find_git: bool = True
+    max_depth: int = 64
+    exclude: tuple[str, ...] = ()  # absolute paths not to walk into
+
+    def digest(self) -> str:
+        text = repr((FORMAT, sys.version_info[:2], self))
+        return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    findings: tuple[tuple[str, str, bool], ...]  # (path, kind, is_dir)
+    dirs_listed: int
+    dirs_reused: int
+
+
+def _classify(rules: Rules, names: frozenset, entry: os.DirEntry) -> tuple[str | None, bool]:
+    """Return (kind or None, descend?) for one directory entry."""
+    name = entry.name
+    try:
+        is_dir = entry.is_dir(follow_symlinks=False)
+    except OSError:
+        return None, False
+    if name == ".git" and rules.find_git:
+        return GIT, False
+    if name in names:
+        return PROTECTED, False
+    if is_dir:
+        if name in rules.skip_dirs or entry.path in rules.exclude:
+            return None, False
+        return None, True
+    try:
+        if entry.is_symlink():
+            return None, False
+        mode = entry.stat(follow_symlinks=False).st_mode if not entry.is_file(follow_symlinks=False) else 0
+    except OSError:
+        return None, False
+    if mode and stat.S_ISSOCK(mode):
+        return SOCKET, False
+    if rules.secret_names and any(fnmatch.fnmatchcase(name, p) for p in rules.secret_names):
+        if not any(fnmatch.fnmatchcase(name, p) for p in rules.secret_exceptions):
+            return SECRET, False
+    return None, False
+
+
+def _list(rules: Rules, names: frozenset, path: str):
+    subdirs, found = [], []
+    try:
+        with os.scandir(path) as it:
+            for entry in it:
+                kind, descend = _classify(rules, names, entry)
+                if descend:
+                    subdirs.append(entry.name)
+                elif kind:
+                    found.append((entry.name, kind, entry.is_dir(follow_symlinks=False)))
+    except OSError:
+        pass
+    return subdirs, found
+
+
+def walk(root: str, rules: Rules, cache_file: str | None) -> Result:
+    """Walk ``root`` (a real directory path) and return what ``rules`` look for."""
+    old: dict = {}
+    if cache_file:
+        try:
+            with open(cache_file, "rb") as fh:
+                loaded = marshal.load(fh)
+            if isinstance(loaded, dict):
+                old = loaded
+        except (OSError, EOFError, ValueError, TypeError):
+            old = {}
+    names = frozenset(n for n in rules.protected_names if "/" not in n)
+    now = time.time_ns()
+    new: dict = {}
+    findings: list[tuple[str, str, bool]] = []
+    listed = reused = 0
+    stack = [(root, 0)]
+    while stack:
+        path, depth = stack.pop()
+        try:
+            st = os.stat(path, follow_symlinks=False)
+        except OSError:
+            continue
+        if not stat.S_ISDIR(st.st_mode):
+            continue
+        stamp = (st.st_ino, st.st_mtime_ns)
+        prev = old.get(path)
+        if prev is not None and prev[0] == stamp and prev[0][1] != -1:
+            subdirs, found = prev[1], prev[2]
+            reused += 1
+        else:
+            subdirs, found = _list(rules, names, path)
+            listed += 1
+        racy = now - st.st_mtime_ns < RACY_NS
+        new[path] = ((st.st_ino, -1 if racy else st.st_mtime_ns), subdirs, found)
+        prefix = path.rstrip("/") + "/"
+        for name, kind, is_dir in found:
+            findings.append((prefix + name, kind, is_dir))
+        if depth < rules.max_depth:
+            for name in subdirs:
+                stack.append((prefix + name, depth + 1))
+    for rel in (n for n in rules.protected_names if "/" in n):
+        candidate = os.path.join(root, rel)
+        if os.path.lexists(candidate):
+            findings.append((candidate, PROTECTED, os.path.isdir(candidate)))
+    if cache_file and new != old:
+        _store(cache_file, new)
+    findings.sort()
+    return Result(tuple(findings), listed, reused)
+
+
+def _store(cache_file: str, data: dict) -> None:
+    tmp = f"{cache_file}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "wb") as fh:
+            marshal.dump(data, fh)
+        os.replace(tmp, cache_file)
+    except OSError:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+
+
+def cache_name(root: str, rules: Rules) -> str:
+    return hashlib.sha256(f"{root}\0{rules.digest()}".encode()).hexdigest()[:32] + ".scan"

@@ -1,0 +1,123 @@
+"""The profile schema as data: every key, its type, and how it merges.
+
+Keeping the schema in one table means validation, merging, the docs and the
+property tests all read the same source of truth.
+
+Merge rules (child profile over the profile it ``extends``):
+
+* ``APPEND``  lists: the child's entries are added after the parent's.
+  Protections only ever grow this way.
+* ``REPLACE`` scalars: the child's value wins.  If it is looser than the
+  parent's (``write`` over ``read``, ``false`` over ``true``, a smaller scan
+  depth) that is recorded as a weakening.
+* ``MERGE``   tables of strings: keys are merged, the child wins per key.
+* ``REMOVE``  lists that take entries away from another list
+  (``filesystem.allow_read`` removes from ``filesystem.deny_read``).  Every
+  entry is recorded as a weakening.
+* ``WEAKEN``  lists that append but loosen the policy (``env.pass``,
+  ``protect.unprotect``, ``protect.skip_dirs``, ``filesystem.allow_read_names``):
+  every entry a profile adds is recorded as a weakening.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class Kind(enum.Enum):
+    STR = "string"
+    BOOL = "boolean"
+    INT = "integer"
+    PATHS = "list of absolute paths"
+    NAMES = "list of file names or patterns"
+    PATTERNS = "list of variable-name patterns"
+    STRMAP = "table of strings"
+    CHOICE = "string (one of a fixed set)"
+
+
+class Merge(enum.Enum):
+    APPEND = "append"
+    REPLACE = "replace"
+    MERGE = "merge"
+    REMOVE = "remove"
+    WEAKEN = "append, and counts as a weakening"
+
+
+@dataclass(frozen=True, slots=True)
+class Key:
+    kind: Kind
+    merge: Merge
+    doc: str
+    choices: tuple[str, ...] = ()
+    # for REPLACE scalars: values ordered from strictest to loosest
+    looser: tuple[object, ...] = ()
+    # for REMOVE: the key whose entries this one removes
+    removes: str = ""
+    allow_glob: bool = False
+
+
+SCHEMA: dict[str, dict[str, Key]] = {
+    "": {
+        "description": Key(Kind.STR, Merge.REPLACE, "One line saying what the profile is for."),
+        "extends": Key(Kind.STR, Merge.REPLACE, "Name or path of the profile this one builds on."),
+    },
+    "filesystem": {
+        "workspace": Key(Kind.CHOICE, Merge.REPLACE, "Whether the workspace is writable.",
+                         choices=("read", "write"), looser=("read", "write")),
+        "scratch": Key(Kind.CHOICE, Merge.REPLACE,
+                       "Private, empty /tmp, /var/tmp and /dev/shm: writable or read-only.",
+                       choices=("read", "write"), looser=("read", "write")),
+        "writable": Key(Kind.PATHS, Merge.WEAKEN, "Extra host paths the command may write."),
+        "deny_read": Key(Kind.PATHS, Merge.APPEND,
+                         "Secrets: paths (wildcards allowed) that appear empty inside.",
+                         allow_glob=True),
+        "allow_read": Key(Kind.PATHS, Merge.REMOVE,
+                          "Entries to take out of the inherited deny_read (exact match).",
+                          removes="deny_read", allow_glob=True),
+        "deny_read_names": Key(Kind.NAMES, Merge.APPEND,
+                               "File names (wildcards allowed) masked wherever they are found "
+                               "inside writable roots, e.g. .env."),
+        "allow_read_names": Key(Kind.NAMES, Merge.WEAKEN,
+                                "Exceptions to deny_read_names, e.g. *.example."),
+        "empty_dirs": Key(Kind.PATHS, Merge.APPEND,
+                          "Host directories replaced by an empty read-only directory "
+                          "(hides host sockets and /run/secrets)."),
+    },
+    "protect": {
+        "git": Key(Kind.BOOL, Merge.REPLACE,
+                   "Keep every repository's hooks, config and .git entry read-only.",
+                   looser=(True, False)),
+        "names": Key(Kind.NAMES, Merge.APPEND,
+                     "File and directory names kept read-only wherever they exist in a "
+                     "writable root (agent and editor config, shell rc files)."),
+        "unprotect": Key(Kind.PATHS, Merge.WEAKEN,
+                         "Protected paths made writable anyway."),
+        "skip_dirs": Key(Kind.NAMES, Merge.WEAKEN,
+                         "Directory names the protected-path scan does not descend into."),
+    },
+    "sockets": {
+        "scan": Key(Kind.PATHS, Merge.APPEND,
+                    "Directories searched for unix sockets, which are then hidden."),
+        "max_depth": Key(Kind.INT, Merge.REPLACE, "How deep the socket search goes.",
+                         looser=("larger", "smaller")),
+    },
+    "env": {
+        "deny": Key(Kind.PATTERNS, Merge.APPEND,
+                    "Variable-name patterns removed from the environment (case-insensitive)."),
+        "pass": Key(Kind.NAMES, Merge.WEAKEN,
+                    "Variable names kept even though a deny pattern matches them."),
+        "set": Key(Kind.STRMAP, Merge.MERGE, "Variables set inside the sandbox."),
+    },
+    "caches": {
+        "*": Key(Kind.STR, Merge.MERGE,
+                 "VARIABLE = \"subdir\": point a tool's cache at a per-workspace directory."),
+    },
+    "network": {
+        "mode": Key(Kind.CHOICE, Merge.REPLACE,
+                    "none: own network namespace with loopback only.",
+                    choices=("none",), looser=("none",)),
+    },
+}
+
+PLACEHOLDERS = ("workspace", "home", "tmp", "runtime")
