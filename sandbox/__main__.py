@@ -20,7 +20,7 @@ _LIST_OPTS = {"--allow-write": "allow_write", "--unprotect": "unprotect"}
 
 def parse_run(args: list[str]):
     """Parse ``run`` arguments, or return None to let typer handle them."""
-    from sandbox.app import RunOptions
+    from sandbox.options import RunOptions
 
     values: dict = {"allow_write": [], "unprotect": []}
     i = 0
@@ -63,9 +63,15 @@ def main() -> None:
     if args[:1] == ["run"]:
         opts = parse_run(args[1:])
         if opts is not None:
-            from sandbox.app import run
+            environ = dict(os.environ)
+            from sandbox.fastrun import run_cached
 
-            sys.exit(run(opts, dict(os.environ)))
+            status = run_cached(opts, environ)
+            if status is None:
+                from sandbox.app import run
+
+                status = run(opts, environ)
+            sys.exit(status)
     from sandbox.cli import main as cli_main
 
     cli_main()

@@ -15,7 +15,7 @@ from typing import Annotated, Optional
 import typer
 
 from sandbox import __version__
-from sandbox.app import RunOptions
+from sandbox.options import RunOptions
 from sandbox.errors import EXIT_TOOL_ERROR, SandboxError
 from sandbox.errors import report as show_error
 

@@ -8,12 +8,13 @@ sockets.  The backend then works from the Layout alone.
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import os
 from dataclasses import dataclass
 
 from sandbox import gitconfig, scan
+from sandbox.observe import Observer
+from sandbox.patterns import match
 from sandbox.errors import SetupError, UsageError
 from sandbox.layout import Layout
 from sandbox.policy import Access, Policy
@@ -74,13 +75,25 @@ def ensure_state_dir(path: str) -> None:
                          hint=f"chmod 700 {path} and make sure you own it")
 
 
-def check_root(path: str, what: str, home: str, state: str, deny: tuple[str, ...]) -> None:
+def has_magic(pattern: str) -> bool:
+    return "*" in pattern or "?" in pattern
+
+
+def glob_last(pattern: str, obs: Observer) -> list[str]:
+    """Expand a wildcard in the last path component (the only place profiles allow one)."""
+    parent, _, name = pattern.rpartition("/")
+    parent = parent or "/"
+    return [f"{parent.rstrip('/')}/{entry}" for entry in obs.listdir(parent) if match(entry, name)]
+
+
+def check_root(path: str, what: str, home: str, state: str, deny: tuple[str, ...],
+               obs: Observer) -> None:
     """Refuse a workspace or writable path that would give away the host."""
-    real = os.path.realpath(path)
+    real = obs.realpath(path)
     if real in REFUSED_EXACT or any(is_within(real, t) for t in REFUSED_TREES):
         raise UsageError(f"{what} {path} is a system directory",
                          hint="use a project directory, e.g. cd ~/src/project")
-    home_real = os.path.realpath(home)
+    home_real = obs.realpath(home)
     if is_within(home_real, real):
         raise UsageError(f"{what} {path} is your home directory or one of its parents",
                          hint="use a project directory inside it")
@@ -88,24 +101,24 @@ def check_root(path: str, what: str, home: str, state: str, deny: tuple[str, ...
         raise UsageError(f"{what} {path} overlaps the sandbox state directory {state}",
                          hint="the sandbox keeps its caches there; pick another directory")
     for secret in deny:
-        if any(c in secret for c in "*?["):
-            if glob.has_magic(secret) and any(is_within(real, m) for m in glob.glob(secret, include_hidden=True)):
+        if has_magic(secret):
+            if any(is_within(real, m) for m in glob_last(secret, obs)):
                 raise UsageError(f"{what} {path} is inside the secret path {secret}")
-        elif is_within(real, os.path.realpath(secret)) and os.path.lexists(secret):
+        elif is_within(real, obs.realpath(secret)) and obs.lexists(secret):
             raise UsageError(f"{what} {path} is inside the secret path {secret}",
                              hint="secrets stay hidden; work on a copy elsewhere")
 
 
 def resolve_workspace(arg: str | None, environ: dict[str, str], home: str, state: str,
-                      policy: Policy) -> Workspace:
+                      policy: Policy, obs: Observer) -> Workspace:
     cwd_log = logical_cwd(environ)
-    cwd_real = os.path.realpath(cwd_log)
+    cwd_real = obs.realpath(cwd_log)
     logical = os.path.normpath(os.path.join(cwd_log, arg)) if arg else cwd_log
-    if not os.path.isdir(logical):
+    if not obs.isdir(logical):
         raise UsageError(f"workspace {logical} is not a directory",
                          hint="pass an existing directory to --workspace")
-    real = os.path.realpath(logical)
-    check_root(logical, "workspace", home, state, policy.deny_read)
+    real = obs.realpath(logical)
+    check_root(logical, "workspace", home, state, policy.deny_read, obs)
     if not is_within(cwd_real, real):  # started elsewhere: begin in the workspace
         cwd_log, cwd_real = logical, real
     return Workspace(real, logical, cwd_real, cwd_log)
@@ -118,16 +131,13 @@ def _inside_cwd(ws: Workspace, hidden: tuple[str, ...]) -> str:
     return ws.cwd_logical
 
 
-def expand_secrets(patterns: tuple[str, ...]) -> tuple[list[str], list[str]]:
+def expand_secrets(patterns: tuple[str, ...], obs: Observer) -> tuple[list[str], list[str]]:
     dirs: list[str] = []
     files: list[str] = []
     for pattern in patterns:
-        matches = glob.glob(pattern, include_hidden=True) if glob.has_magic(pattern) else [pattern]
-        for match in matches:
-            try:
-                real = os.path.realpath(match)
-                st = os.stat(real)
-            except OSError:
+        for path in (glob_last(pattern, obs) if has_magic(pattern) else [pattern]):
+            real = obs.realpath(path)
+            if obs.note(real) is None:
                 continue
             target = dirs if os.path.isdir(real) else files
             if real not in target:
@@ -145,84 +155,71 @@ class _Plan:
     warnings: list[str]
 
 
-def _git_paths(dotgit: str, plan: _Plan, protect: bool) -> None:
+def _git_paths(dotgit: str, plan: _Plan, protect: bool, obs: Observer) -> None:
     """Work out what in one repository must stay writable and what read-only."""
     worktree = os.path.dirname(dotgit)
-    if os.path.isdir(dotgit) and not os.path.islink(dotgit):
+    if obs.isdir(dotgit) and not os.path.islink(dotgit):
         gitdir = dotgit
         plan.keep.append(dotgit)
     else:
-        try:
-            with open(dotgit, encoding="utf-8", errors="replace") as fh:
-                line = fh.read(4096).strip()
-        except OSError:
-            return
+        line = (obs.read(dotgit, 4096) or "").strip()
         if not line.startswith("gitdir:"):
             return
-        gitdir = os.path.realpath(os.path.join(worktree, line[len("gitdir:"):].strip()))
+        gitdir = obs.realpath(os.path.join(worktree, line[len("gitdir:"):].strip()))
         # the .git file says where the repository is: rewriting it would point
         # git at a directory of the command's choosing, hooks included
         if protect:
             plan.read_only.append(dotgit)
     commondir = gitdir
-    try:
-        with open(os.path.join(gitdir, "commondir"), encoding="utf-8") as fh:
-            commondir = os.path.realpath(os.path.join(gitdir, fh.read().strip()))
-    except OSError:
-        pass
+    pointer = obs.read(os.path.join(gitdir, "commondir"))
+    if pointer is not None:
+        commondir = obs.realpath(os.path.join(gitdir, pointer.strip()))
     for d in dict.fromkeys((gitdir, commondir)):
-        if os.path.isdir(d):
+        if obs.isdir(d):
             plan.writable.append(d)
     if not protect:
         return
     configs = [os.path.join(commondir, "config"), os.path.join(gitdir, "config.worktree")]
     for path in (os.path.join(commondir, "hooks"), *configs):
-        if os.path.lexists(path):
+        if obs.lexists(path):
             plan.read_only.append(path)
     # submodules' and worktrees' own git directories live inside the common dir
-    for sub in _nested_gitdirs(os.path.join(commondir, "modules"), 6):
+    for sub in _nested_gitdirs(os.path.join(commondir, "modules"), 6, obs):
         plan.keep.append(sub)
         for name in ("hooks", "config", "config.worktree"):
-            if os.path.lexists(os.path.join(sub, name)):
+            if obs.lexists(os.path.join(sub, name)):
                 plan.read_only.append(os.path.join(sub, name))
-    for wt in _listdir(os.path.join(commondir, "worktrees")):
+    for wt in obs.listdir(os.path.join(commondir, "worktrees")):
         cfg = os.path.join(commondir, "worktrees", wt, "config.worktree")
-        if os.path.lexists(cfg):
+        if obs.lexists(cfg):
             plan.read_only.append(cfg)
     home = os.path.expanduser("~")
     xdg = os.environ.get("XDG_CONFIG_HOME") or os.path.join(home, ".config")
     global_files = ["/etc/gitconfig", os.path.join(xdg, "git", "config"), os.path.join(home, ".gitconfig")]
-    included, hooks_path = gitconfig.referenced_paths(global_files + configs, worktree)
+    included, hooks_path = gitconfig.referenced_paths(global_files + configs, worktree, obs.read)
     for path in included + ([hooks_path] if hooks_path else []):
-        if os.path.lexists(path):
-            plan.read_only.append(os.path.realpath(path))
+        if obs.lexists(path):
+            plan.read_only.append(obs.realpath(path))
 
 
-def _listdir(path: str) -> list[str]:
-    try:
-        return sorted(os.listdir(path))
-    except OSError:
-        return []
-
-
-def _nested_gitdirs(path: str, depth: int) -> list[str]:
+def _nested_gitdirs(path: str, depth: int, obs: Observer) -> list[str]:
     found: list[str] = []
-    for name in _listdir(path):
+    for name in obs.listdir(path):
         sub = os.path.join(path, name)
-        if os.path.isfile(os.path.join(sub, "HEAD")):
+        if obs.isfile(os.path.join(sub, "HEAD")):
             found.append(sub)
             if depth > 0:
-                found.extend(_nested_gitdirs(os.path.join(sub, "modules"), depth - 1))
-        elif depth > 0 and os.path.isdir(sub):  # submodule names may contain '/'
-            found.extend(_nested_gitdirs(sub, depth - 1))
+                found.extend(_nested_gitdirs(os.path.join(sub, "modules"), depth - 1, obs))
+        elif depth > 0 and obs.isdir(sub):  # submodule names may contain '/'
+            found.extend(_nested_gitdirs(sub, depth - 1, obs))
     return found
 
 
-def _enclosing_repo(path: str) -> str | None:
+def _enclosing_repo(path: str, obs: Observer) -> str | None:
     parent = os.path.dirname(path)
     while parent and parent != path:
         candidate = os.path.join(parent, ".git")
-        if os.path.lexists(candidate):
+        if obs.lexists(candidate):
             return candidate
         path, parent = parent, os.path.dirname(parent)
     return None
@@ -244,21 +241,25 @@ def _depth_sorted(paths) -> tuple[str, ...]:
 
 def discover(policy: Policy, ws: Workspace, *, extra_writable: tuple[str, ...] = (),
              unprotect: tuple[str, ...] = (), home: str, state: str,
-             environ: dict[str, str]) -> Layout:
-    """Describe the host for ``policy`` and ``ws``; see ``Layout``."""
+             environ: dict[str, str], obs: Observer) -> Layout:
+    """Describe the host for ``policy`` and ``ws``; see ``Layout``.
+
+    Everything read from the filesystem goes through ``obs`` so that a
+    cached plan can be checked against it (see ``sandbox.observe``).
+    """
     unprotect = tuple(policy.unprotect) + tuple(unprotect)
     plan = _Plan([], [], [], [], [], [])
     roots: list[str] = []
     if policy.workspace is Access.WRITE:
         roots.append(ws.real)
     for path in policy.writable + extra_writable:
-        if not os.path.exists(path):
+        if obs.note(obs.realpath(path)) is None:
             raise UsageError(f"writable path {path} does not exist",
                              hint="create it first, or drop it from the profile / --allow-write")
-        check_root(path, "writable path", home, state, policy.deny_read)
-        roots.append(os.path.realpath(path))
+        check_root(path, "writable path", home, state, policy.deny_read, obs)
+        roots.append(obs.realpath(path))
 
-    dirs, files = expand_secrets(policy.deny_read)
+    dirs, files = expand_secrets(policy.deny_read, obs)
     rules = scan.Rules(protected_names=policy.protected_names, skip_dirs=policy.skip_dirs,
                        secret_names=policy.deny_read_names, secret_exceptions=policy.allow_read_names,
                        find_git=True)
@@ -267,6 +268,8 @@ def discover(policy: Policy, ws: Workspace, *, extra_writable: tuple[str, ...] =
     git_entries: list[str] = []
     for root in dict.fromkeys(roots):
         result = scan.walk(root, rules, os.path.join(scan_cache, scan.cache_name(root, rules)))
+        for d in result.dirs:
+            obs.note(d, full=True)
         for path, kind, _is_dir in result.findings:
             if kind == scan.GIT:
                 git_entries.append(path)
@@ -275,11 +278,11 @@ def discover(policy: Policy, ws: Workspace, *, extra_writable: tuple[str, ...] =
             else:  # secrets and host sockets look empty inside
                 plan.masked_files.append(path)
     if policy.workspace is Access.WRITE:
-        outer = _enclosing_repo(ws.real)
+        outer = _enclosing_repo(ws.real, obs)
         if outer:
             git_entries.append(outer)
     for dotgit in git_entries:
-        _git_paths(dotgit, plan, policy.protect_git)
+        _git_paths(dotgit, plan, policy.protect_git, obs)
     for root in roots:
         for name in policy.protected_names:
             if os.path.basename(root) == name or root.endswith("/" + name):
@@ -289,12 +292,14 @@ def discover(policy: Policy, ws: Workspace, *, extra_writable: tuple[str, ...] =
     # host sockets outside the writable roots
     socket_rules = scan.Rules(skip_dirs=policy.skip_dirs + (".git",), find_git=False,
                               max_depth=policy.socket_scan_depth,
-                              exclude=tuple(roots) + tuple(dirs))
+                              exclude=tuple(roots) + tuple(dirs) + (state,))
     for base in policy.socket_scan:
-        if os.path.isdir(base):
-            real = os.path.realpath(base)
+        if obs.isdir(base):
+            real = obs.realpath(base)
             result = scan.walk(real, socket_rules,
                                os.path.join(scan_cache, scan.cache_name(real, socket_rules)))
+            for d in result.dirs:
+                obs.note(d, full=True)
             plan.masked_files.extend(p for p, kind, _ in result.findings if kind == scan.SOCKET)
 
     cache_dir = None
@@ -303,6 +308,7 @@ def discover(policy: Policy, ws: Workspace, *, extra_writable: tuple[str, ...] =
         cache_dir = os.path.join(state, "workspaces", key)
         for _var, sub in policy.caches:
             os.makedirs(os.path.join(cache_dir, sub), mode=0o700, exist_ok=True)
+            obs.note(os.path.join(cache_dir, sub))
         plan.writable.append(cache_dir)
 
     # Writable roots and the git directories that must stay writable.
@@ -326,7 +332,7 @@ def discover(policy: Policy, ws: Workspace, *, extra_writable: tuple[str, ...] =
 
     empty_dirs = []
     for d in policy.empty_dirs:
-        if os.path.isdir(d) and not os.path.islink(d):
+        if obs.isdir(d) and not os.path.islink(d) and not any(is_within(d, e) for e in empty_dirs):
             empty_dirs.append(d)
     # Secrets and sockets under a masked directory are hidden with it; under
     # an empty dir they are hidden too, unless a writable root re-exposes them.
@@ -339,6 +345,7 @@ def discover(policy: Policy, ws: Workspace, *, extra_writable: tuple[str, ...] =
         with open(empty_file, "w"):
             pass
         os.chmod(empty_file, 0o444)
+    obs.note(empty_file)
     return Layout(
         workspace=ws.real,
         cwd=_inside_cwd(ws, SCRATCH_DIRS + tuple(empty_dirs)),

@@ -7,24 +7,22 @@ no value ever shows up in ``ps``.
 
 from __future__ import annotations
 
-import fnmatch
-
-from sandbox.policy import Policy
+from sandbox.patterns import match
 
 
-def is_denied(name: str, policy: Policy) -> bool:
+def is_denied(name: str, policy) -> bool:
     upper = name.upper()
     if any(upper == p.upper() for p in policy.env_pass):
         return False
-    return any(fnmatch.fnmatchcase(upper, pattern.upper()) for pattern in policy.env_deny)
+    return any(match(upper, pattern.upper()) for pattern in policy.env_deny)
 
 
-def removed(environ: dict[str, str], policy: Policy) -> list[str]:
+def removed(environ: dict[str, str], policy) -> list[str]:
     """Names of the variables the policy takes out (for explain and reports)."""
     return sorted(name for name in environ if is_denied(name, policy))
 
 
-def sandbox_env(environ: dict[str, str], policy: Policy, cache_dir: str | None,
+def sandbox_env(environ: dict[str, str], policy, cache_dir: str | None,
                 cwd: str) -> dict[str, str]:
     env = {k: v for k, v in environ.items() if not is_denied(k, policy)}
     env.update(dict(policy.env_set))

@@ -66,7 +66,16 @@ def _expand(value: str, base_dir: str) -> str:
     return os.path.normpath(value)
 
 
-def referenced_paths(config_files: list[str], worktree: str | None) -> tuple[list[str], str | None]:
+def _read(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            return fh.read(1 << 20)
+    except OSError:
+        return None
+
+
+def referenced_paths(config_files: list[str], worktree: str | None,
+                     read=_read) -> tuple[list[str], str | None]:
     """Read config files in order; return (included files, effective hooksPath).
 
     Included files are followed up to MAX_INCLUDE_DEPTH.  A relative
@@ -77,10 +86,8 @@ def referenced_paths(config_files: list[str], worktree: str | None) -> tuple[lis
 
     def visit(path: str, depth: int) -> None:
         nonlocal hooks_path
-        try:
-            with open(path, encoding="utf-8", errors="replace") as fh:
-                text = fh.read(1 << 20)
-        except OSError:
+        text = read(path)
+        if text is None:
             return
         for section, _sub, key, value in entries(text):
             if section == "core" and key == "hookspath":

@@ -18,17 +18,8 @@ import sys
 import time
 
 from sandbox import __version__, profile, resources
+from sandbox.observe import RACY_NS, stamp, still_valid
 from sandbox.policy import Policy, from_data, to_data
-
-RACY_NS = 2_000_000_000
-
-
-def _stamp(path: str) -> tuple:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return ("missing",)
-    return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def _deps(spec: str, files: list[str]) -> list[str]:
@@ -37,6 +28,13 @@ def _deps(spec: str, files: list[str]) -> list[str]:
         # a user profile created later with the same name changes the answer
         deps.append(str(profile.user_profile_dir() / f"{spec}.toml"))
         deps.append(str(resources.profiles_dir() / f"{spec}.toml"))
+    # a built-in reached through extends is shadowed the same way
+    builtin_dir = str(resources.profiles_dir())
+    for f in files:
+        if os.path.dirname(f) == builtin_dir:
+            user = str(profile.user_profile_dir() / os.path.basename(f))
+            if user not in deps:
+                deps.append(user)
     return deps
 
 
@@ -46,24 +44,24 @@ def cache_key(spec: str, ctx: profile.Context) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-def load(spec: str, ctx: profile.Context, state: str | None) -> tuple[Policy, bool]:
-    """Return (policy, came_from_cache)."""
+def load(spec: str, ctx: profile.Context, state: str | None) -> tuple[Policy, bool, list]:
+    """Return (policy, came_from_cache, [(file, stamp)] it depends on)."""
     path = os.path.join(state, "policy", cache_key(spec, ctx)) if state else None
     if path:
         try:
             with open(path, "rb") as fh:
                 entry = marshal.load(fh)
-            if all(_stamp(dep) == tuple(stamp) for dep, stamp in entry["deps"]):
-                return from_data(entry["policy"]), True
+            deps = entry["deps"]
+            if still_valid(deps):
+                return from_data(entry["policy"]), True, deps
         except (OSError, EOFError, ValueError, TypeError, KeyError):
             pass
     policy, files = profile.load(spec, ctx)
-    if path:
-        now = time.time_ns()
-        stamps = [(dep, _stamp(dep)) for dep in _deps(spec, files)]
-        if all(s == ("missing",) or now - s[2] > RACY_NS for _, s in stamps):
-            _store(path, {"deps": stamps, "policy": to_data(policy)})
-    return policy, False
+    now = time.time_ns()
+    stamps = [(dep, stamp(dep)) for dep in _deps(spec, files)]
+    if path and all(s is None or now - s[3] > RACY_NS for _, s in stamps):
+        _store(path, {"deps": stamps, "policy": to_data(policy)})
+    return policy, False, stamps
 
 
 def _store(path: str, entry: dict) -> None:

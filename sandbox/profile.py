@@ -21,8 +21,8 @@ from sandbox.schema import PLACEHOLDERS, SCHEMA, Key, Kind, Merge
 
 MAX_EXTENDS_DEPTH = 8
 _PLACEHOLDER = re.compile(r"\$\{([^}]*)\}")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_CACHE_SUBDIR = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
+_CACHE_SUBDIR = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\Z")
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +63,13 @@ def user_names() -> list[str]:
     return sorted(p.stem for p in d.glob("*.toml")) if d.is_dir() else []
 
 
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except (OSError, ValueError):  # e.g. a name too long for the filesystem
+        return False
+
+
 def locate(spec: str, referrer: str | None = None) -> tuple[str, Path]:
     """Return (name, path) for a profile name or path.
 
@@ -79,19 +86,19 @@ def locate(spec: str, referrer: str | None = None) -> tuple[str, Path]:
         if not path.is_absolute() and referrer:
             path = Path(referrer).parent / path
         path = Path(os.path.abspath(path))
-        if not path.is_file():
+        if not _is_file(path):
             raise ProfileError(str(path), "profile file not found",
                                key="extends" if referrer else None,
                                hint="check the path, or use a profile name from 'sandbox profiles list'")
         return path.stem, path
     builtin = resources.profiles_dir() / f"{spec}.toml"
     user = user_profile_dir() / f"{spec}.toml"
-    if builtin.is_file():
-        if user.is_file():
+    if _is_file(builtin):
+        if _is_file(user):
             raise ProfileError(str(user), f"user profile shadows the built-in profile '{spec}'",
                                hint="rename the file and use extends = \"%s\" to build on the built-in" % spec)
         return spec, builtin
-    if user.is_file():
+    if _is_file(user):
         return spec, user
     known = ", ".join(builtin_names() + user_names())
     raise ProfileError(referrer or "--profile", f"unknown profile '{spec}'",
@@ -109,7 +116,7 @@ def read_chain(spec: str) -> list[Source]:
         key = str(path)
         if key in seen:
             raise ProfileError(key, "extends forms a cycle", key="extends",
-                               hint=" -> ".join(s.name for s in reversed(chain)) + f" -> {name}")
+                               hint=" -> ".join(s.name for s in chain) + f" -> {name}")
         if len(chain) >= MAX_EXTENDS_DEPTH:
             raise ProfileError(key, f"extends is nested more than {MAX_EXTENDS_DEPTH} deep", key="extends")
         seen.add(key)
@@ -171,7 +178,7 @@ def validate(src: Source, data: dict) -> None:
             _check_value(src, "", top, SCHEMA[""][top], value)
             continue
         if top not in SCHEMA:
-            known = ", ".join(sorted(k for k in SCHEMA if k) | set(SCHEMA[""]))
+            known = ", ".join(sorted({k for k in SCHEMA if k} | set(SCHEMA[""])))
             raise _fail(src, "", top, "unknown key", hint=f"known top-level keys: {known}")
         if not isinstance(value, dict):
             raise _fail(src, "", top, "must be a table", hint=f"write it as [{top}]")
@@ -231,7 +238,7 @@ def _check_item(src: Source, table: str, key: str, spec: Key, item: str) -> None
         if item.startswith("~"):
             raise _fail(src, table, key, f"path {item!r} starts with '~'",
                         hint="write ${home}" + item[1:])
-        if not (item.startswith("/") or item.startswith("${")):
+        if not (item.startswith("/") or _PLACEHOLDER.match(item)):
             raise _fail(src, table, key, f"path {item!r} is relative",
                         hint="paths must be absolute or start with ${workspace}, ${home}, ${tmp} or ${runtime}")
         if not spec.allow_glob and any(c in item for c in "*?["):
@@ -279,11 +286,16 @@ def merge(chain: list[Source], datas: list[dict]) -> tuple[dict, list[Weakening]
                 elif spec.merge is Merge.MERGE:
                     target[key] = {**target.get(key, {}), **value}
                 else:
-                    old = target.get(key)
+                    old = target.get(key, _UNSET.get(dotted))
                     if is_child and old is not None and _looser(spec, old, value):
                         weakenings.append(Weakening(src.name, dotted, f"{_show(old)} -> {_show(value)}"))
                     target[key] = value
     return merged, weakenings
+
+
+# what build_policy uses when no profile in the chain sets the key
+_UNSET = {"filesystem.workspace": "write", "filesystem.scratch": "write", "protect.git": True,
+          "sockets.max_depth": 4, "network.mode": "none"}
 
 
 def _looser(spec: Key, old: object, new: object) -> bool:

@@ -6,46 +6,37 @@ wants to know about the sandbox itself goes here.
 
 from __future__ import annotations
 
-import json
 import os
-import shlex
 import time
 
 from sandbox import __version__
 
 
 def shell_join(argv) -> str:
+    import shlex
+
     return " ".join(shlex.quote(a) for a in argv)
 
 
-def build(opts, prepared, started: float, *, outcome=None, error=None, status: int) -> dict:
+def build(command, meta: dict | None, started: float, *, outcome=None, error=None,
+          status: int) -> dict:
+    """One JSON object for the run.  ``meta`` describes the plan (see app.plan_meta)."""
     doc: dict = {
         "version": __version__,
-        "command": list(opts.command),
+        "command": list(command),
         "exit_status": status,
         "duration_ms": round((time.time() - started) * 1000, 1),
+        "workspace": None,
+        "warnings": [],
     }
-    if prepared is not None:
-        policy, layout = prepared.policy, prepared.layout
-        doc.update({
-            "workspace": layout.workspace,
-            "cwd": layout.cwd,
-            "profile": {"name": policy.name, "chain": list(policy.chain), "sha256": policy.digest},
-            "weakenings": [{"source": w.source, "key": w.key, "detail": w.detail}
-                           for w in policy.weakenings],
-            "warnings": list(layout.warnings),
-            "env_removed": list(prepared.removed_env),
-            "plan_ms": round(prepared.plan_ms, 2),
-            "policy_cached": prepared.policy_cached,
-        })
-    else:
-        doc.update({"workspace": None, "profile": {"name": opts.profile}, "warnings": []})
+    if meta:
+        doc.update(meta)
     if outcome is not None:
         signal_name = None
         if outcome.exit_status is not None and outcome.exit_status > 128:
-            try:
-                import signal
+            import signal
 
+            try:
                 signal_name = signal.Signals(outcome.exit_status - 128).name
             except ValueError:
                 signal_name = None
@@ -64,6 +55,8 @@ def build(opts, prepared, started: float, *, outcome=None, error=None, status: i
 def write(path: str | None, doc: dict) -> None:
     if not path:
         return
+    import json
+
     tmp = f"{path}.{os.getpid()}.tmp"
     try:
         with open(tmp, "w", encoding="utf-8") as fh:

@@ -16,9 +16,6 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
-
-from sandbox.invocation import Invocation
 
 # After forwarding SIGINT/SIGTERM/SIGHUP, how long the command may take to
 # run its handlers before the whole sandbox is killed.
@@ -26,13 +23,17 @@ GRACE_SECONDS = float(os.environ.get("SANDBOX_KILL_GRACE", "5"))
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 
 
-@dataclass(slots=True)
 class Outcome:
-    started: bool  # bwrap reported that the command's process exists
-    exit_status: int | None  # the command's status as bwrap reported it
-    bwrap_status: int  # bwrap's own exit status (negative: killed by signal)
-    forwarded: list[str] = field(default_factory=list)  # signals passed to the command
-    killed_after_grace: bool = False
+    """What happened to one run (a plain class: this module is on the fast path)."""
+
+    __slots__ = ("started", "exit_status", "bwrap_status", "forwarded", "killed_after_grace")
+
+    def __init__(self) -> None:
+        self.started = False  # bwrap reported the command's exit status
+        self.exit_status: int | None = None  # the command's status as bwrap reported it
+        self.bwrap_status = 0  # bwrap's own exit status (negative: killed by signal)
+        self.forwarded: list[str] = []  # signals passed on to the command
+        self.killed_after_grace = False
 
 
 class _Status:
@@ -101,15 +102,15 @@ def _copy_winsize(src: int, dst: int) -> None:
         pass
 
 
-def run(inv: Invocation) -> Outcome:
-    """Run the invocation to completion and return what happened."""
+def run(argv, env: dict[str, str], status_fd_arg: int | None, interactive: bool) -> Outcome:
+    """Run bwrap's argv to completion and return what happened."""
     read_fd, write_fd = os.pipe()
-    argv = list(inv.argv)
-    if inv.status_fd_arg is not None:
-        argv[inv.status_fd_arg] = str(write_fd)
+    argv = list(argv)
+    if status_fd_arg is not None:
+        argv[status_fd_arg] = str(write_fd)
     master = slave = None
     stdio: list[int | None] = [None, None, None]
-    if inv.interactive:
+    if interactive:
         master, slave = os.openpty()
         _copy_winsize(sys.stdin.fileno(), slave)
         stdio = [slave if os.isatty(fd) else None for fd in (0, 1, 2)]
@@ -120,14 +121,14 @@ def run(inv: Invocation) -> Outcome:
         pending.append(signum)
 
     old_handlers = {s: signal.signal(s, on_signal) for s in FORWARDED}
-    if inv.interactive:
+    if interactive:
         old_handlers[signal.SIGWINCH] = signal.signal(signal.SIGWINCH, on_signal)
     try:
         try:
             # bwrap gets a process group of its own: a terminal's Ctrl-C must
             # not kill bwrap (and with it, via --die-with-parent, the whole
             # sandbox) before the command's own handlers have run.
-            proc = subprocess.Popen(argv, env=inv.env, pass_fds=(write_fd,), close_fds=True,
+            proc = subprocess.Popen(argv, env=env, pass_fds=(write_fd,), close_fds=True,
                                     stdin=stdio[0], stdout=stdio[1], stderr=stdio[2],
                                     process_group=0)
         finally:
@@ -145,7 +146,7 @@ def run(inv: Invocation) -> Outcome:
 
 def _supervise(proc: subprocess.Popen, status: _Status, master: int | None,
                pending: list[int]) -> Outcome:
-    outcome = Outcome(started=False, exit_status=None, bwrap_status=0)
+    outcome = Outcome()
     os.set_blocking(status.fd, False)
     # Python retries select() after a signal handler runs, so a signal would
     # not wake a blocking select; the wakeup fd makes it readable instead.

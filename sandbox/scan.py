@@ -16,7 +16,6 @@ result, and written with ``marshal`` (fast, and it cannot run code on load).
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import marshal
 import os
@@ -24,6 +23,8 @@ import stat
 import sys
 import time
 from dataclasses import dataclass
+
+from sandbox.patterns import match_any
 
 RACY_NS = 2_000_000_000
 FORMAT = 1
@@ -55,6 +56,7 @@ class Result:
     findings: tuple[tuple[str, str, bool], ...]  # (path, kind, is_dir)
     dirs_listed: int
     dirs_reused: int
+    dirs: tuple[str, ...] = ()  # every directory walked (their stamps decide reuse)
 
 
 def _classify(rules: Rules, names: frozenset, entry: os.DirEntry) -> tuple[str | None, bool]:
@@ -80,8 +82,8 @@ def _classify(rules: Rules, names: frozenset, entry: os.DirEntry) -> tuple[str |
         return None, False
     if mode and stat.S_ISSOCK(mode):
         return SOCKET, False
-    if rules.secret_names and any(fnmatch.fnmatchcase(name, p) for p in rules.secret_names):
-        if not any(fnmatch.fnmatchcase(name, p) for p in rules.secret_exceptions):
+    if rules.secret_names and match_any(name, rules.secret_names):
+        if not match_any(name, rules.secret_exceptions):
             return SECRET, False
     return None, False
 
@@ -149,7 +151,7 @@ def walk(root: str, rules: Rules, cache_file: str | None) -> Result:
     if cache_file and new != old:
         _store(cache_file, new)
     findings.sort()
-    return Result(tuple(findings), listed, reused)
+    return Result(tuple(findings), listed, reused, tuple(new))
 
 
 def _store(cache_file: str, data: dict) -> None:

@@ -1,0 +1,48 @@
+"""``sandbox run`` from a cached plan, with as few imports as possible.
+
+Used by ``sandbox.__main__`` before anything heavy is imported.  Returns
+None when there is no valid cached plan; the caller then takes the full
+path (``sandbox.app.run``), which builds the plan afresh and caches it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from sandbox import plancache
+
+
+class _EnvRules:
+    """The four policy fields that envfilter needs, from a cached plan."""
+
+    __slots__ = ("env_deny", "env_pass", "env_set", "caches")
+
+    def __init__(self, plan: dict) -> None:
+        self.env_deny = plan["env_deny"]
+        self.env_pass = plan["env_pass"]
+        self.env_set = plan["env_set"]
+        self.caches = plan["caches"]
+
+
+def run_cached(opts, environ: dict[str, str]) -> int | None:
+    started = time.time()
+    plan = plancache.load(opts, environ)
+    if plan is None:
+        return None
+    from sandbox import command, envfilter
+    from sandbox.errors import SandboxError
+
+    env = envfilter.sandbox_env(environ, _EnvRules(plan), plan["cache_dir"], plan["cwd"])
+    argv = plan["argv"] + tuple(opts.command)
+    meta = dict(plan["meta"])
+    try:
+        command.resolve(opts.command, env, plan["cwd"], plan["hidden"], plan["exposed"])
+    except SandboxError as err:
+        from sandbox.execute import fail
+
+        return fail(opts, err, meta, started)
+    from sandbox.execute import execute
+
+    return execute(opts, argv, env, plan["status_index"], plan["interactive"], plan["warnings"],
+                   meta, plan["bwrap"], started)

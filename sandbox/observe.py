@@ -1,0 +1,104 @@
+"""Record what discovery looked at, so a cached plan can prove it is current.
+
+Every filesystem fact that shapes a plan (a path exists, a directory's
+entries, a file's content, where a symlink points) is read through an
+``Observer``, which remembers the ``lstat`` stamp of each path involved.  A
+cached plan is reused only when every recorded stamp is unchanged: a new
+entry changes its directory's mtime, a rewritten file its size or mtime, a
+replaced one its inode.  Stamps younger than ``RACY_NS`` are not trusted (a
+change within the same clock tick would not move the mtime), so a plan that
+depends on one is not cached.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+RACY_NS = 2_000_000_000
+
+
+def stamp(path: str, full: bool = True):
+    """``full``: identity and content (ino, mode, size, mtime); else identity only.
+
+    Identity is enough for a path whose existence or type mattered; a
+    directory that was listed or a file that was read needs the full stamp.
+    """
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    if full:
+        return (st.st_ino, st.st_mode, st.st_size, st.st_mtime_ns)
+    return (st.st_ino, st.st_mode)
+
+
+def still_valid(deps) -> bool:
+    for path, old in deps:
+        now = stamp(path, old is None or len(old) == 4)
+        if now != (tuple(old) if old is not None else None):
+            return False
+    return True
+
+
+class Observer:
+    __slots__ = ("seen",)
+
+    def __init__(self) -> None:
+        self.seen: dict[str, object] = {}
+
+    def note(self, path: str, full: bool = False):
+        old = self.seen.get(path, ())
+        if old == () or (full and old is not None and len(old) == 2):
+            self.seen[path] = stamp(path, full)
+        return self.seen[path]
+
+    def note_chain(self, path: str) -> None:
+        """Stamp every prefix of ``path``: a symlink anywhere changes its meaning."""
+        parts = path.split("/")
+        for i in range(2, len(parts) + 1):
+            self.note("/".join(parts[:i]) or "/")
+
+    def lexists(self, path: str) -> bool:
+        self.note_chain(path)
+        return self.seen[path] is not None
+
+    def isdir(self, path: str) -> bool:
+        self.realpath(path)
+        return os.path.isdir(path)
+
+    def isfile(self, path: str) -> bool:
+        self.realpath(path)
+        return os.path.isfile(path)
+
+    def realpath(self, path: str) -> str:
+        self.note_chain(path)
+        real = os.path.realpath(path)
+        if real != path:
+            self.note_chain(real)
+        return real
+
+    def listdir(self, path: str) -> list[str]:
+        real = self.realpath(path)
+        self.note(real, full=True)
+        try:
+            return sorted(os.listdir(path))
+        except OSError:
+            return []
+
+    def read(self, path: str, limit: int = 1 << 20) -> str | None:
+        real = self.realpath(path)
+        self.note(real, full=True)
+        try:
+            with open(path, encoding="utf-8", errors="replace") as fh:
+                return fh.read(limit)
+        except OSError:
+            return None
+
+    def deps(self) -> list:
+        return sorted(self.seen.items())
+
+    def racy(self) -> bool:
+        now = time.time_ns()
+        return any(s is not None and len(s) == 4 and now - s[3] < RACY_NS
+                   for s in self.seen.values())

@@ -1,0 +1,38 @@
+"""The options of ``sandbox run`` / ``explain`` as one plain value.
+
+A plain class rather than a dataclass: it is built on the fast path, where
+importing ``dataclasses`` (and ``inspect`` behind it) would cost more than
+the rest of the start.
+"""
+
+from __future__ import annotations
+
+FIELDS = ("command", "profile", "workspace", "allow_write", "unprotect", "report", "dry_run")
+
+
+class RunOptions:
+    __slots__ = FIELDS
+
+    def __init__(self, command=(), profile: str = "default", workspace: str | None = None,
+                 allow_write=(), unprotect=(), report: str | None = None,
+                 dry_run: bool = False) -> None:
+        self.command = tuple(command)
+        self.profile = profile
+        self.workspace = workspace
+        self.allow_write = tuple(allow_write)
+        self.unprotect = tuple(unprotect)
+        self.report = report
+        self.dry_run = bool(dry_run)
+
+    def _values(self) -> tuple:
+        return tuple(getattr(self, f) for f in FIELDS)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RunOptions) and self._values() == other._values()
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{f}={getattr(self, f)!r}" for f in FIELDS)
+        return f"RunOptions({inner})"

@@ -1,0 +1,112 @@
+"""A cached, validated plan: the fast path of ``sandbox run``.
+
+A plan is everything ``prepare`` worked out for one set of options in one
+place (the bwrap argv before the command, the environment rules, the report
+metadata) together with the stamp of every file and directory it was built
+from (``sandbox.observe``).  The next run with the same key reuses it if and
+only if every stamp still matches, so it skips TOML parsing, discovery and
+most imports.  tests/test_plancache.py checks that a cached plan equals a
+fresh build.
+
+Plans live in the state directory, which the sandboxed command cannot write
+(it is outside every writable root, and a workspace or --allow-write that
+overlaps it is refused).  A plan file that is not ours alone is ignored.
+"""
+
+from __future__ import annotations
+
+import marshal
+import os
+import sys
+
+from sandbox import __version__
+from sandbox.observe import still_valid
+
+FORMAT = 1
+# Environment variables that change what the plan would be (the rest of the
+# environment is filtered afresh on every run).
+KEY_ENV = ("HOME", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "XDG_RUNTIME_DIR", "TMPDIR", "PATH",
+           "PWD", "SANDBOX_BWRAP")
+
+
+def _sha256(data: bytes) -> str:
+    try:
+        from _sha256 import sha256  # the C builtin: cheaper to import than hashlib
+    except ImportError:  # pragma: no cover
+        from hashlib import sha256
+    return sha256(data).hexdigest()
+
+
+def state_dir(environ: dict[str, str]) -> str:
+    home = environ.get("HOME") or os.path.expanduser("~")
+    base = environ.get("XDG_CACHE_HOME") or os.path.join(home, ".cache")
+    return os.path.join(os.path.realpath(base), "sandbox")
+
+
+def key(opts, environ: dict[str, str]) -> str:
+    parts = (FORMAT, __version__, sys.version_info[:2], os.getuid(), os.getgid(),
+             opts.profile, opts.workspace, tuple(opts.allow_write), tuple(opts.unprotect),
+             os.getcwd(), os.isatty(0), tuple(environ.get(k) for k in KEY_ENV))
+    return _sha256(repr(parts).encode())[:32]
+
+
+def _path(environ: dict[str, str], plan_key: str) -> str:
+    return os.path.join(state_dir(environ), "plans", plan_key)
+
+
+def _private(path: str) -> bool:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return st.st_uid == os.getuid() and not st.st_mode & 0o022
+
+
+def load(opts, environ: dict[str, str]) -> dict | None:
+    """The cached plan for these options, if it is still exactly right."""
+    path = _path(environ, key(opts, environ))
+    if not _private(path) or not _private(os.path.dirname(path)):
+        return None
+    try:
+        with open(path, "rb") as fh:
+            plan = marshal.load(fh)
+    except (OSError, EOFError, ValueError, TypeError):
+        return None
+    if not isinstance(plan, dict) or plan.get("format") != FORMAT:
+        return None
+    if not still_valid(plan["deps"]):
+        return None
+    return plan
+
+
+def store(environ: dict[str, str], prepared, meta: dict) -> None:
+    """Save a plan built by ``app.prepare`` (only when no input was racy)."""
+    inv, policy, layout = prepared.invocation, prepared.policy, prepared.layout
+    command_len = len(prepared.options.command)
+    plan = {
+        "format": FORMAT,
+        "argv": tuple(inv.argv[:len(inv.argv) - command_len]),
+        "status_index": inv.status_fd_arg,
+        "interactive": inv.interactive,
+        "env_deny": policy.env_deny,
+        "env_pass": policy.env_pass,
+        "env_set": policy.env_set,
+        "caches": policy.caches,
+        "cache_dir": layout.cache_dir,
+        "cwd": layout.cwd,
+        "hidden": ("/tmp", "/var/tmp", "/dev/shm") + layout.empty_dirs + layout.masked_dirs,
+        "exposed": layout.writable_roots + (layout.workspace,),
+        "warnings": layout.warnings,
+        "bwrap": prepared.bwrap_path,
+        "meta": {**meta, "plan_cached": True},
+        "deps": tuple((p, s) for p, s in prepared.deps),
+    }
+    path = _path(environ, key(prepared.options, environ))
+    try:
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "wb") as fh:
+            marshal.dump(plan, fh)
+        os.replace(tmp, path)
+    except (OSError, ValueError):
+        pass

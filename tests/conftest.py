@@ -1,0 +1,154 @@
+"""Shared fixtures: run the real ``sandbox`` CLI, as root and as a plain user.
+
+Test directories live under ``SANDBOX_TEST_ROOT`` (default: ``.test-root`` in
+the checkout), never under /tmp: the sandbox gives the command a private
+/tmp, so a fake home under /tmp would be hidden for the wrong reason and a
+secret test could pass without the secret mask doing anything.
+
+When the suite runs as root it also runs the sandbox as an unprivileged user
+(``sbxtest``, created on first use) so every protection is checked both ways.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+TEST_USER = "sbxtest"
+BWRAP = shutil.which("bwrap")
+
+
+def _test_root() -> Path:
+    root = Path(os.environ.get("SANDBOX_TEST_ROOT") or REPO / ".test-root")
+    root.mkdir(parents=True, exist_ok=True)
+    os.chmod(root, 0o755)
+    return root
+
+
+def sandbox_exe() -> str:
+    """The installed console script next to the running interpreter."""
+    exe = Path(sys.executable).parent / "sandbox"
+    if not exe.exists():
+        found = shutil.which("sandbox")
+        if not found:
+            pytest.fail("the 'sandbox' console script is not installed; run scripts/setup first")
+        return found
+    return str(exe)
+
+
+def ensure_test_user() -> pwd.struct_passwd | None:
+    """Create the unprivileged test user when running as root; None if impossible."""
+    if os.getuid() != 0:
+        return None
+    try:
+        return pwd.getpwnam(TEST_USER)
+    except KeyError:
+        pass
+    if not shutil.which("useradd"):
+        return None
+    subprocess.run(["useradd", "--create-home", "--shell", "/bin/sh", TEST_USER],
+                   check=False, capture_output=True)
+    try:
+        return pwd.getpwnam(TEST_USER)
+    except KeyError:
+        return None
+
+
+@dataclass
+class Who:
+    """Who runs the sandbox in a test: 'root', 'user' (sbxtest) or 'self'."""
+
+    name: str
+    uid: int
+    gid: int
+
+    def chown(self, path: Path) -> None:
+        if os.getuid() == 0 and self.uid != 0:
+            for dirpath, dirnames, filenames in os.walk(path):
+                os.lchown(dirpath, self.uid, self.gid)
+                for f in dirnames + filenames:
+                    os.lchown(os.path.join(dirpath, f), self.uid, self.gid)
+
+    def prefix(self) -> list[str]:
+        if os.getuid() == 0 and self.uid != 0:
+            return ["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--init-groups", "--"]
+        return []
+
+
+def _who_params() -> list[str]:
+    return ["root", "user"] if os.getuid() == 0 else ["self"]
+
+
+@pytest.fixture(params=_who_params())
+def who(request) -> Who:
+    if request.param == "user":
+        pw = ensure_test_user()
+        if pw is None:
+            pytest.skip("cannot create the unprivileged test user (no useradd?)")
+        return Who("user", pw.pw_uid, pw.pw_gid)
+    return Who(request.param, os.getuid(), os.getgid())
+
+
+@dataclass
+class Env:
+    """A fake home and a workspace for one test, owned by ``who``."""
+
+    who: Who
+    base: Path
+    home: Path
+    ws: Path
+
+    def environ(self, **extra: str) -> dict[str, str]:
+        env = {
+            "HOME": str(self.home),
+            "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+            "LANG": "C.UTF-8",
+            "USER": self.who.name if self.who.name != "self" else os.environ.get("USER", ""),
+        }
+        env.update(extra)
+        return env
+
+    def finish(self) -> None:
+        """Hand the tree to the user who will run the sandbox."""
+        self.who.chown(self.base)
+
+    def run(self, command: list[str], *, args: list[str] = (), cwd: Path | None = None,
+            env: dict[str, str] | None = None, input: bytes | None = None,
+            timeout: float = 120, sandboxed: bool = True) -> subprocess.CompletedProcess:
+        """Run ``command`` through ``sandbox run`` (or bare, when sandboxed=False)."""
+        self.finish()
+        full = list(command)
+        if sandboxed:
+            full = [sandbox_exe(), "run", *args, "--", *command]
+        return subprocess.run(self.who.prefix() + full, cwd=cwd or self.ws,
+                              env=env or self.environ(), input=input, capture_output=True,
+                              timeout=timeout)
+
+    def sh(self, script: str, **kw) -> subprocess.CompletedProcess:
+        return self.run(["sh", "-c", script], **kw)
+
+
+@pytest.fixture
+def senv(who: Who) -> Env:
+    base = _test_root() / f"t-{uuid.uuid4().hex[:12]}"
+    home = base / "home"
+    ws = base / "ws"
+    home.mkdir(parents=True)
+    ws.mkdir()
+    os.chmod(base, 0o755)
+    env = Env(who, base, home, ws)
+    yield env
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def pytest_report_header(config):
+    return [f"sandbox: bwrap={BWRAP} uid={os.getuid()} users={_who_params()}"]
