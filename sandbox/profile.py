@@ -243,6 +243,9 @@ def _check_item(src: Source, table: str, key: str, spec: Key, item: str) -> None
                         hint="paths must be absolute or start with ${workspace}, ${home}, ${tmp} or ${runtime}")
         if not spec.allow_glob and any(c in item for c in "*?["):
             raise _fail(src, table, key, f"wildcards are not allowed in {item!r}")
+        if spec.allow_glob and any(c in item.rpartition("/")[0] for c in "*?"):
+            raise _fail(src, table, key, f"a wildcard may only appear in the last part of {item!r}",
+                        hint="list each directory explicitly")
         parts = item.split("/")
         if ".." in parts:
             raise _fail(src, table, key, f"path {item!r} contains '..'")
