@@ -277,7 +277,9 @@ def discover(policy: Policy, ws: Workspace, *, extra_writable: tuple[str, ...] =
                 plan.read_only.append(path)
             else:  # secrets and host sockets look empty inside
                 plan.masked_files.append(path)
-    if policy.workspace is Access.WRITE:
+    # A workspace inside a repository (and not a repository itself): git run
+    # in it uses that repository, so its git dir must be writable too.
+    if policy.workspace is Access.WRITE and not obs.lexists(os.path.join(ws.real, ".git")):
         outer = _enclosing_repo(ws.real, obs)
         if outer:
             git_entries.append(outer)

@@ -334,21 +334,26 @@ def build_policy(chain: list[Source], ctx: Context) -> Policy:
                 out.append(e)
         return tuple(out)
 
-    deny = list(paths(fs, "deny_read"))
-    for allowed in paths(fs, "allow_read"):
-        if allowed not in deny:
-            src = next((s for s, d in zip(chain, datas) if allowed in
-                        [expand(p, ctx) for p in d.get("filesystem", {}).get("allow_read", [])]), chain[-1])
-            raise ProfileError(src.path, f"allow_read entry {allowed!r} matches no deny_read entry",
-                               key="filesystem.allow_read",
-                               line=line_of(src.text, "filesystem", "allow_read"),
-                               hint="allow_read removes an inherited deny_read entry; copy it exactly "
-                                    "(see 'sandbox explain')")
-        deny.remove(allowed)
-        owner = next((s.name for s, d in zip(chain, datas)
-                      if allowed in [expand(p, ctx) for p in d.get("filesystem", {}).get("allow_read", [])]),
-                     chain[-1].name)
-        weakenings.append(Weakening(owner, "filesystem.allow_read", f"secret no longer masked: {allowed}"))
+    # Fold deny_read / allow_read profile by profile, root first, so that a
+    # child can mask again what a parent un-masked (the later word wins).
+    deny: list[str] = []
+    for src, data in zip(chain, datas):
+        section = data.get("filesystem", {})
+        for p in section.get("deny_read", []):
+            e = expand(p, ctx)
+            if e not in deny:
+                deny.append(e)
+        for p in section.get("allow_read", []):
+            allowed = expand(p, ctx)
+            if allowed not in deny:
+                raise ProfileError(src.path, f"allow_read entry {allowed!r} matches no deny_read entry",
+                                   key="filesystem.allow_read",
+                                   line=line_of(src.text, "filesystem", "allow_read"),
+                                   hint="allow_read removes an inherited deny_read entry; copy it "
+                                        "exactly (see 'sandbox explain')")
+            deny.remove(allowed)
+            weakenings.append(Weakening(src.name, "filesystem.allow_read",
+                                        f"secret no longer masked: {allowed}"))
 
     digest = hashlib.sha256()
     for src in chain:

@@ -9,11 +9,9 @@ sandboxed process outlives the wrapper.
 from __future__ import annotations
 
 import errno
-import json
 import os
 import select
 import signal
-import subprocess
 import sys
 import time
 
@@ -37,11 +35,17 @@ class Outcome:
 
 
 class _Status:
-    """Incremental reader for bwrap's stream of JSON status documents."""
+    """Reader for bwrap's ``--json-status-fd`` stream.
+
+    bwrap writes small flat JSON objects; we need two integer fields, so we
+    scan for them instead of importing ``json`` on the fast path.  Only
+    bwrap holds this pipe (it is close-on-exec for the command), so the
+    command cannot forge a record.
+    """
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
-        self.buf = b""
+        self.text = ""
         self.child_pid: int | None = None
         self.exit_code: int | None = None
         self.closed = False
@@ -53,21 +57,27 @@ class _Status:
             return
         if not chunk:
             self.closed = True
-        self.buf += chunk
-        decoder = json.JSONDecoder()
-        text = self.buf.decode("utf-8", "replace").lstrip()
-        while text:
-            try:
-                doc, end = decoder.raw_decode(text)
-            except ValueError:
-                break
-            if isinstance(doc, dict):
-                if "child-pid" in doc:
-                    self.child_pid = int(doc["child-pid"])
-                if "exit-code" in doc:
-                    self.exit_code = int(doc["exit-code"])
-            text = text[end:].lstrip()
-        self.buf = text.encode()
+        self.text += chunk.decode("utf-8", "replace")
+        self.child_pid = _field(self.text, "child-pid", self.child_pid)
+        self.exit_code = _field(self.text, "exit-code", self.exit_code)
+
+
+def _field(text: str, name: str, current: int | None) -> int | None:
+    """The integer value of ``"name": N`` in ``text``, once complete."""
+    at = text.find(f'"{name}"')
+    if at < 0:
+        return current
+    rest = text[at + len(name) + 2:].lstrip()
+    if not rest.startswith(":"):
+        return current
+    rest = rest[1:].lstrip()
+    digits = ""
+    for ch in rest:
+        if ch.isdigit() or (ch == "-" and not digits):
+            digits += ch
+        else:
+            return int(digits) if digits and digits != "-" else current
+    return current  # the number may continue in the next chunk
 
 
 def _command_pgrp(init_pid: int | None, master: int | None) -> int | None:
@@ -81,12 +91,14 @@ def _command_pgrp(init_pid: int | None, master: int | None) -> int | None:
             pass
     if init_pid is None:
         return None
-    # bwrap's init (pid 1 inside) has one child: the command, which called
-    # setsid() (--new-session) and so leads its own process group.
+    # bwrap's init (pid 1 inside) has one child: the command.  With
+    # --new-session bwrap calls setsid() before forking it, so the command's
+    # group is the init's, not the command's own pid: ask for it.  (The init
+    # itself ignores the signal: it is a namespace init with no handler.)
     try:
         with open(f"/proc/{init_pid}/task/{init_pid}/children") as fh:
             kids = fh.read().split()
-        return int(kids[0]) if kids else None
+        return os.getpgid(int(kids[0])) if kids else None
     except (OSError, ValueError):
         return None
 
@@ -125,12 +137,7 @@ def run(argv, env: dict[str, str], status_fd_arg: int | None, interactive: bool)
         old_handlers[signal.SIGWINCH] = signal.signal(signal.SIGWINCH, on_signal)
     try:
         try:
-            # bwrap gets a process group of its own: a terminal's Ctrl-C must
-            # not kill bwrap (and with it, via --die-with-parent, the whole
-            # sandbox) before the command's own handlers have run.
-            proc = subprocess.Popen(argv, env=env, pass_fds=(write_fd,), close_fds=True,
-                                    stdin=stdio[0], stdout=stdio[1], stderr=stdio[2],
-                                    process_group=0)
+            proc = _Proc(_spawn(argv, env, write_fd, stdio))
         finally:
             os.close(write_fd)
             if slave is not None:
@@ -144,7 +151,7 @@ def run(argv, env: dict[str, str], status_fd_arg: int | None, interactive: bool)
             os.close(master)
 
 
-def _supervise(proc: subprocess.Popen, status: _Status, master: int | None,
+def _supervise(proc: "_Proc", status: _Status, master: int | None,
                pending: list[int]) -> Outcome:
     outcome = Outcome()
     os.set_blocking(status.fd, False)
@@ -155,6 +162,7 @@ def _supervise(proc: subprocess.Popen, status: _Status, master: int | None,
     os.set_blocking(wake_w, False)
     old_wakeup = signal.set_wakeup_fd(wake_w)
     deadline: float | None = None
+    undelivered: list[int] = []
     relay = _Relay(master) if master is not None else None
     try:
         while True:
@@ -165,14 +173,22 @@ def _supervise(proc: subprocess.Popen, status: _Status, master: int | None,
                         _copy_winsize(sys.stdin.fileno(), master)
                     continue
                 outcome.forwarded.append(signal.Signals(signum).name)
-                pgrp = _command_pgrp(status.child_pid, master)
-                if pgrp is not None:
-                    try:
-                        os.killpg(pgrp, signum)
-                    except OSError:
-                        pass
+                undelivered.append(signum)
                 # a second signal means: do not wait any longer
                 deadline = time.monotonic() + GRACE_SECONDS if deadline is None else time.monotonic()
+            if undelivered:
+                # The command may not exist yet (bwrap still setting up); then
+                # keep the signal and try again after the next status update.
+                if status.child_pid is None and not status.closed:
+                    status.pump()
+                pgrp = _command_pgrp(status.child_pid, master)
+                if pgrp is not None:
+                    for signum in undelivered:
+                        try:
+                            os.killpg(pgrp, signum)
+                        except OSError:
+                            pass
+                    undelivered.clear()
             if deadline is not None and time.monotonic() >= deadline and proc.poll() is None:
                 _kill_sandbox(proc, status.child_pid)
                 outcome.killed_after_grace = True
@@ -185,6 +201,8 @@ def _supervise(proc: subprocess.Popen, status: _Status, master: int | None,
             if relay is not None:
                 fds += relay.wanted()
             timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if undelivered:  # poll until the command can be signalled
+                timeout = 0.02 if timeout is None else min(timeout, 0.02)
             if status.closed:  # only the relay is left: bound the wait
                 timeout = 0.05 if timeout is None else min(timeout, 0.05)
                 if proc.poll() is not None and relay is not None:
@@ -207,20 +225,76 @@ def _supervise(proc: subprocess.Popen, status: _Status, master: int | None,
         if relay is not None:
             relay.restore()
         if proc.poll() is None and status.closed:
-            try:
-                proc.wait(timeout=2)
-            except subprocess.TimeoutExpired:
-                pass
+            proc.wait(timeout=2)
         if proc.poll() is None:
             _kill_sandbox(proc, status.child_pid)
         proc.wait()
     outcome.started = status.exit_code is not None
     outcome.exit_status = status.exit_code
+    if not outcome.started and outcome.killed_after_grace and status.child_pid is not None:
+        # the command ran and was SIGKILLed with the sandbox: not a setup error
+        outcome.started = True
+        outcome.exit_status = 128 + signal.SIGKILL
     outcome.bwrap_status = proc.returncode
     return outcome
 
 
-def _kill_sandbox(proc: subprocess.Popen, init_pid: int | None) -> None:
+def _spawn(argv: list[str], env: dict[str, str], keep_fd: int, stdio: list[int | None]) -> int:
+    """posix_spawn bwrap with only stdio and the status pipe inherited.
+
+    (``subprocess`` would do the same at a higher import cost.)  Descriptors
+    the caller leaked to us must not reach the sandbox, so every other one
+    is made close-on-exec first.  bwrap gets a process group of its own: a
+    terminal's Ctrl-C must not kill bwrap (and with it, through
+    --die-with-parent, the whole sandbox) before the command's own handlers
+    have run.  Python ignores SIGPIPE; the command must not inherit that.
+    """
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd > 2 and fd != keep_fd:
+            try:
+                os.set_inheritable(fd, False)
+            except OSError:
+                pass
+    os.set_inheritable(keep_fd, True)
+    actions = [(os.POSIX_SPAWN_DUP2, fd, target) for target, fd in enumerate(stdio) if fd is not None]
+    return os.posix_spawn(argv[0], argv, env, file_actions=actions, setpgroup=0,
+                          setsigdef=(signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT,
+                                     signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT))
+
+
+class _Proc:
+    """The spawned bwrap: poll and wait without the subprocess module."""
+
+    __slots__ = ("pid", "returncode")
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                return self.returncode
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        if timeout is None:
+            if self.returncode is None:
+                _, status = os.waitpid(self.pid, 0)
+                self.returncode = os.waitstatus_to_exitcode(status)
+            return self.returncode
+        end = time.monotonic() + timeout
+        while self.poll() is None and time.monotonic() < end:
+            time.sleep(0.01)
+        return self.returncode
+
+
+def _kill_sandbox(proc: "_Proc", init_pid: int | None) -> None:
     """SIGKILL the sandbox's init: the kernel then kills every process in it."""
     for pid in (init_pid, proc.pid):
         if pid:
@@ -303,6 +377,8 @@ def _write_all(fd: int, data: bytes) -> None:
 
 def probe_namespaces(bwrap_path: str) -> str | None:
     """After a failed start: can bwrap create namespaces at all?  Returns its error."""
+    import subprocess
+
     try:
         done = subprocess.run([bwrap_path, "--unshare-user", "--unshare-net", "--ro-bind", "/", "/",
                                "true"], capture_output=True, text=True, timeout=10)

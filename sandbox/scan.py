@@ -103,6 +103,12 @@ def _list(rules: Rules, names: frozenset, path: str):
     return subdirs, found
 
 
+def _well_formed(entry) -> bool:
+    """A cache entry is ((ino, mtime), [subdir names], [(name, kind, is_dir)])."""
+    return (isinstance(entry, tuple) and len(entry) == 3 and isinstance(entry[0], tuple)
+            and len(entry[0]) == 2 and isinstance(entry[1], list) and isinstance(entry[2], list))
+
+
 def walk(root: str, rules: Rules, cache_file: str | None) -> Result:
     """Walk ``root`` (a real directory path) and return what ``rules`` look for."""
     old: dict = {}
@@ -110,7 +116,7 @@ def walk(root: str, rules: Rules, cache_file: str | None) -> Result:
         try:
             with open(cache_file, "rb") as fh:
                 loaded = marshal.load(fh)
-            if isinstance(loaded, dict):
+            if isinstance(loaded, dict) and all(_well_formed(v) for v in loaded.values()):
                 old = loaded
         except (OSError, EOFError, ValueError, TypeError):
             old = {}

@@ -1,0 +1,162 @@
+"""sandbox.gitconfig: the tiny git config reader (hooksPath and includes)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sandbox import gitconfig
+
+
+def entries(text: str) -> list[tuple]:
+    return list(gitconfig.entries(text))
+
+
+def test_sections_and_keys_are_lowercased():
+    text = "[Core]\n\tHooksPath = hooks\n\tbare = false\n[user]\nname = Me\n"
+    assert entries(text) == [("core", None, "hookspath", "hooks"), ("core", None, "bare", "false"),
+                             ("user", None, "name", "Me")]
+
+
+def test_subsections_keep_their_case():
+    text = '[remote "Origin"]\n url = x\n[includeIf "gitdir:~/Work/"]\n path = w.inc\n'
+    assert entries(text) == [("remote", "Origin", "url", "x"),
+                             ("includeif", "gitdir:~/Work/", "path", "w.inc")]
+
+
+def test_legacy_dotted_subsection():
+    assert entries("[branch.main]\nremote = origin\n") == [("branch", "main", "remote", "origin")]
+
+
+def test_subsection_with_escaped_quote_and_bracket():
+    text = '[includeIf "gitdir:/a]\\"b/"]\npath = x\n'
+    assert [(s, k, v) for s, _sub, k, v in entries(text)] == [("includeif", "path", "x")]
+
+
+def test_key_on_the_header_line():
+    assert entries("[core] hooksPath = h\n") == [("core", None, "hookspath", "h")]
+
+
+def test_quoted_values_and_escapes():
+    text = ('[a]\n'
+            'x = "has # hash ; and semicolon"\n'
+            'y = "say \\"hi\\""\n'
+            'z = tab\\there\n'
+            'w = a"b c"d\n')
+    assert entries(text) == [("a", None, "x", "has # hash ; and semicolon"),
+                             ("a", None, "y", 'say "hi"'),
+                             ("a", None, "z", "tab\there"),
+                             ("a", None, "w", "ab cd")]
+
+
+def test_comments_and_blank_lines():
+    text = ("# top comment\n; another\n\n[core] # after header\n"
+            "  # indented comment\n  hooksPath = .githooks # trailing\n"
+            "  editor = vim ; trailing too\n")
+    assert entries(text) == [("core", None, "hookspath", ".githooks"),
+                             ("core", None, "editor", "vim")]
+
+
+def test_key_without_value_is_true():
+    assert entries("[core]\nbare\n") == [("core", None, "bare", "true")]
+
+
+def test_garbage_lines_are_skipped():
+    text = "key = before any section\n[core\n= novalue\n1bad = x\n[ok]\ngood = 1\n"
+    assert entries(text) == [("ok", None, "good", "1")]
+
+
+# -- referenced_paths ------------------------------------------------------------
+
+def w(path: Path, text: str) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return str(path)
+
+
+def test_include_relative_to_including_file(tmp_path):
+    cfg = w(tmp_path / "repo/.git/config", "[include]\n path = ../shared/inc.cfg\n")
+    inc = w(tmp_path / "repo/shared/inc.cfg", "[include]\n path = sub/deeper.cfg\n")
+    w(tmp_path / "repo/shared/sub/deeper.cfg", "[core]\n hooksPath = /abs/hooks\n")
+    included, hooks = gitconfig.referenced_paths([cfg], str(tmp_path / "repo"))
+    assert included == [inc, str(tmp_path / "repo/shared/sub/deeper.cfg")]
+    assert hooks == "/abs/hooks"
+
+
+def test_include_if_is_followed_unconditionally(tmp_path):
+    cfg = w(tmp_path / "c", '[includeIf "gitdir:/nowhere/"]\n path = a.inc\n'
+                            '[includeIf "onbranch:main"]\n path = /etc/b.inc\n')
+    included, hooks = gitconfig.referenced_paths([cfg], None)
+    assert included == [str(tmp_path / "a.inc"), "/etc/b.inc"]
+    assert hooks is None
+
+
+def test_include_tilde_uses_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    cfg = w(tmp_path / "c", "[include]\npath = ~/.gitconfig.local\n")
+    assert gitconfig.referenced_paths([cfg], None)[0] == [str(tmp_path / "home/.gitconfig.local")]
+
+
+def test_hooks_path_relative_to_worktree(tmp_path):
+    cfg = w(tmp_path / "repo/.git/config", "[core]\n\thooksPath = .githooks\n")
+    assert gitconfig.referenced_paths([cfg], str(tmp_path / "repo")) == ([], str(tmp_path / "repo/.githooks"))
+
+
+def test_hooks_path_relative_without_worktree_uses_config_dir(tmp_path):
+    cfg = w(tmp_path / "bare.git/config", "[core]\n\thooksPath = hooks2\n")
+    assert gitconfig.referenced_paths([cfg], None)[1] == str(tmp_path / "bare.git/hooks2")
+
+
+def test_hooks_path_last_one_wins_and_dotdot_normalised(tmp_path):
+    glob_cfg = w(tmp_path / "global", "[core]\nhooksPath = /global/hooks\n")
+    repo_cfg = w(tmp_path / "repo/.git/config", "[core]\nhooksPath = ../x/../hooks\n")
+    assert gitconfig.referenced_paths([glob_cfg, repo_cfg], str(tmp_path / "repo"))[1] == \
+        str(tmp_path / "hooks")
+    assert gitconfig.referenced_paths([repo_cfg, glob_cfg], str(tmp_path / "repo"))[1] == "/global/hooks"
+
+
+def test_hooks_path_from_included_file(tmp_path):
+    cfg = w(tmp_path / "repo/.git/config", "[include]\npath = inc\n")
+    w(tmp_path / "repo/.git/inc", "[core]\nhooksPath = h\n")
+    assert gitconfig.referenced_paths([cfg], str(tmp_path / "repo")) == \
+        ([str(tmp_path / "repo/.git/inc")], str(tmp_path / "repo/h"))
+
+
+def test_missing_files_are_ignored(tmp_path):
+    cfg = w(tmp_path / "c", "[include]\npath = missing.inc\n")
+    included, hooks = gitconfig.referenced_paths([str(tmp_path / "nope"), cfg], None)
+    assert included == [str(tmp_path / "missing.inc")] and hooks is None
+
+
+def test_empty_include_path_is_ignored(tmp_path):
+    cfg = w(tmp_path / "c", '[include]\npath =\npath = ""\n')
+    assert gitconfig.referenced_paths([cfg], None) == ([], None)
+
+
+def test_include_cycle_terminates(tmp_path):
+    a = w(tmp_path / "a", "[include]\npath = b\n")
+    b = w(tmp_path / "b", "[include]\npath = a\n[include]\npath = b\n")
+    included, _ = gitconfig.referenced_paths([a], None)
+    assert included == [b, a]
+
+
+def test_self_include(tmp_path):
+    a = w(tmp_path / "a", "[include]\npath = a\n")
+    assert gitconfig.referenced_paths([a], None) == ([a], None)
+
+
+def test_include_depth_is_bounded(tmp_path):
+    for i in range(12):
+        w(tmp_path / f"f{i}", f"[include]\npath = f{i + 1}\n")
+    included, _ = gitconfig.referenced_paths([str(tmp_path / "f0")], None)
+    depth = gitconfig.MAX_INCLUDE_DEPTH
+    # every file that was read is listed, plus the first one it did not read
+    assert included == [str(tmp_path / f"f{i}") for i in range(1, depth + 2)]
+
+
+def test_wide_include_fanout_terminates(tmp_path):
+    # every file includes every other: the 'already included' rule stops it
+    names = [f"n{i}" for i in range(6)]
+    for n in names:
+        w(tmp_path / n, "".join(f"[include]\npath = {m}\n" for m in names))
+    included, _ = gitconfig.referenced_paths([str(tmp_path / "n0")], None)
+    assert sorted(included) == sorted(str(tmp_path / n) for n in names)

@@ -1,0 +1,144 @@
+"""sandbox.__main__.parse_run (the fast path) agrees with the typer CLI."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+import sandbox.app
+from sandbox import cli
+from sandbox.__main__ import parse_run
+
+RUNNER = CliRunner()
+
+
+def typer_options(args: list[str], monkeypatch=None):
+    """What the typer ``run`` command hands to sandbox.app.run, or None if it refuses."""
+    captured = []
+
+    def fake_run(opts, environ):
+        captured.append(opts)
+        return 0
+
+    original = sandbox.app.run
+    sandbox.app.run = fake_run
+    try:
+        result = RUNNER.invoke(cli.app, ["run", *args], catch_exceptions=False)
+    finally:
+        sandbox.app.run = original
+    if result.exit_code != 0 or not captured:
+        return None
+    return captured[0]
+
+
+AGREE = [
+    ["--", "echo", "hi"],
+    ["--", "sh", "-c", "echo $HOME"],
+    ["-p", "readonly", "--", "ls", "-la"],
+    ["--profile", "readonly", "--", "ls"],
+    ["--profile=readonly", "--", "ls"],
+    ["--profile", "./my.toml", "-w", "sub", "--", "make", "test"],
+    ["--workspace=/srv/proj", "--", "make"],
+    ["-w", "..", "-p", "default", "--", "true"],
+    ["--allow-write", "/a", "--allow-write=/b", "--unprotect", ".git/hooks", "--", "x"],
+    ["--unprotect=.vscode", "--unprotect", ".idea", "--", "x"],
+    ["--report", "r.json", "--dry-run", "--", "cmd", "--help"],
+    ["--dry-run", "--report=/tmp/r.json", "--", "cmd"],
+    ["--dry-run", "--dry-run", "--", "cmd"],
+    ["-p", "a", "-p", "b", "--profile=c", "--", "x"],  # the last one wins
+    ["--", "--", "x"],
+    ["--", "-p", "readonly"],
+    ["--", "--dry-run"],
+    ["--profile", "a=b", "--", "x"],
+    ["--workspace", "dir with spaces", "--", "x"],
+    ["--allow-write", "/x=y", "--", "x"],
+    # an option's value is taken verbatim, even when it looks like an option
+    ["-p", "--", "--", "x"],
+    ["--profile", "-w", "--", "x"],
+    ["--profile", "--dry-run", "--", "x"],
+    ["--report", "--", "--", "x"],
+    ["--allow-write", "--help", "--", "x"],
+    ["-w", "-", "--", "x"],
+]
+
+
+@pytest.mark.parametrize("args", AGREE, ids=[" ".join(a) for a in AGREE])
+def test_fast_path_agrees_with_typer(args):
+    fast = parse_run(args)
+    assert fast is not None
+    assert fast == typer_options(args)
+
+
+def test_parsed_values():
+    opts = parse_run(["-p", "readonly", "-w", "ws", "--allow-write", "/a", "--allow-write=/b",
+                      "--unprotect", "u", "--report", "r", "--dry-run", "--", "make", "-j2"])
+    assert opts == cli._options(["make", "-j2"], "readonly", "ws", ["/a", "/b"], ["u"], "r", True)
+    assert opts.command == ("make", "-j2")
+    assert opts.allow_write == ("/a", "/b")
+    assert opts.dry_run is True
+
+
+def test_defaults_match_the_cli_helper():
+    assert parse_run(["--", "true"]) == cli._options(["true"], "default", None, None, None)
+
+
+FALLBACK = [
+    [],
+    ["--"],
+    ["echo", "hi"],
+    ["--help"],
+    ["-h"],
+    ["--help", "--", "x"],
+    ["--bogus", "--", "x"],
+    ["-x", "--", "x"],
+    ["--profile"],
+    ["-p"],
+    ["--profile", "readonly"],
+    ["--profile", "readonly", "ls"],
+    ["--profile=", "--", "x"],
+    ["--report", "", "--", "x"],
+    ["-p=readonly", "--", "x"],
+    ["-preadonly", "--", "x"],
+    ["--dry-run=yes", "--", "x"],
+    ["--prof", "x", "--", "y"],
+    ["--version", "--", "x"],
+    ["-", "--", "x"],
+    ["--dry-run"],
+    ["--allow-write", "/a"],
+]
+
+
+@pytest.mark.parametrize("args", FALLBACK, ids=[" ".join(a) or "<empty>" for a in FALLBACK])
+def test_fast_path_falls_back(args):
+    assert parse_run(args) is None
+
+
+def test_fast_path_never_imports_typer():
+    import subprocess
+    import sys
+
+    code = ("import sys; from sandbox.__main__ import parse_run; "
+            "o = parse_run(['-p', 'readonly', '--', 'x']); "
+            "assert o is not None; print('typer' in sys.modules, 'click' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
+
+
+# -- property: whenever the fast path answers, typer gives the same answer -------
+
+TOKENS = st.sampled_from([
+    "--", "-p", "--profile", "-w", "--workspace", "--allow-write", "--unprotect", "--report",
+    "--dry-run", "--help", "-h", "readonly", "default", "x.toml", "/abs", "rel", "a=b", "-",
+    "--profile=readonly", "--allow-write=/x", "--unprotect=.vscode", "--report=r.json",
+    "--workspace=w", "-p=x", "--bogus", "echo", "hi", "",
+])
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(TOKENS, max_size=8))
+def test_fast_path_agrees_with_typer_property(args):
+    fast = parse_run(args)
+    if fast is not None:
+        assert fast == typer_options(args), args

@@ -1,0 +1,219 @@
+"""sandbox.scan: what the walk finds, and the per-directory cache."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from sandbox import scan
+
+RULES = scan.Rules(protected_names=(".vscode", ".envrc", ".bashrc", ".config/fish"),
+                   skip_dirs=("node_modules", ".venv"),
+                   secret_names=(".env", ".env.*", "*.pem"),
+                   secret_exceptions=("*.example", "*.sample"))
+
+
+def touch(path: Path, text: str = "") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def found(result: scan.Result, root: Path) -> list[tuple[str, str, bool]]:
+    return [(os.path.relpath(p, root), kind, is_dir) for p, kind, is_dir in result.findings]
+
+
+def age(root: Path, seconds: int = 3600) -> None:
+    """Give every directory under root an old mtime, so the cache may trust it."""
+    old = time.time() - seconds
+    for dirpath, _dirs, _files in os.walk(root):
+        os.utime(dirpath, (old, old))
+
+
+@pytest.fixture
+def tree(tmp_path) -> Path:
+    root = tmp_path / "ws"
+    (root / ".git/hooks").mkdir(parents=True)
+    touch(root / "sub/wt/.git", "gitdir: /elsewhere\n")
+    (root / ".vscode").mkdir()
+    touch(root / ".vscode/.env")  # inside a protected dir: not descended
+    touch(root / "a/b/.envrc")
+    touch(root / "a/.bashrc")
+    touch(root / ".env")
+    touch(root / "a/.env.local")
+    touch(root / "a/.env.example")
+    touch(root / "a/b/c/key.pem")
+    touch(root / "a/b/c/key.pem.sample")
+    touch(root / "node_modules/pkg/.env")
+    touch(root / "node_modules/.vscode/x")
+    touch(root / "deep/.venv/.bashrc")
+    touch(root / ".config/fish/config.fish")
+    touch(root / "src/main.py")
+    return root
+
+
+EXPECTED = [
+    (".config/fish", "protected", True),
+    (".env", "secret", False),
+    (".git", "git", True),
+    (".vscode", "protected", True),
+    ("a/.bashrc", "protected", False),
+    ("a/.env.local", "secret", False),
+    ("a/b/.envrc", "protected", False),
+    ("a/b/c/key.pem", "secret", False),
+    ("sub/wt/.git", "git", False),
+]
+
+
+def test_findings(tree):
+    result = scan.walk(str(tree), RULES, None)
+    assert found(result, tree) == EXPECTED
+    assert result.dirs_reused == 0
+
+
+def test_findings_without_git(tree):
+    rules = scan.Rules(**{**{f: getattr(RULES, f) for f in RULES.__slots__}, "find_git": False})
+    result = scan.walk(str(tree), rules, None)
+    kinds = {k for _p, k, _d in result.findings}
+    assert scan.GIT not in kinds
+    # the .git directory is now walked like any other (hooks has nothing to find)
+    assert found(result, tree) == [f for f in EXPECTED if f[1] != "git"]
+
+
+def test_max_depth(tree):
+    rules = scan.Rules(protected_names=RULES.protected_names, skip_dirs=RULES.skip_dirs,
+                       secret_names=RULES.secret_names, secret_exceptions=RULES.secret_exceptions,
+                       max_depth=1)
+    got = found(scan.walk(str(tree), rules, None), tree)
+    assert got == [f for f in EXPECTED if f[0].count("/") <= 1 or f[0] == ".config/fish"]
+
+
+def test_exclude(tree):
+    rules = scan.Rules(protected_names=RULES.protected_names, secret_names=RULES.secret_names,
+                       exclude=(str(tree / "a"), str(tree / "node_modules")))
+    got = found(scan.walk(str(tree), rules, None), tree)
+    # no skip_dirs here: .venv is walked, a/ and node_modules/ are not
+    assert got == [(".config/fish", "protected", True), (".env", "secret", False),
+                   (".git", "git", True), (".vscode", "protected", True),
+                   ("deep/.venv/.bashrc", "protected", False), ("sub/wt/.git", "git", False)]
+
+
+def test_sockets(tmp_path):
+    root = tmp_path / "s"
+    (root / "run").mkdir(parents=True)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    path = root / "run" / "agent.sock"
+    try:
+        sock.bind(str(path))
+    except OSError as exc:  # pragma: no cover - path too long on odd systems
+        pytest.skip(f"cannot bind a unix socket: {exc}")
+    try:
+        touch(root / "run/plain")
+        os.symlink(str(path), str(root / "link.sock"))
+        result = scan.walk(str(root), scan.Rules(find_git=False), None)
+        assert found(result, root) == [("run/agent.sock", "socket", False)]
+    finally:
+        sock.close()
+
+
+def test_symlinks_are_not_followed(tmp_path):
+    outside = tmp_path / "outside"
+    touch(outside / ".env")
+    root = tmp_path / "ws"
+    root.mkdir()
+    os.symlink(str(outside), str(root / "linkdir"))
+    os.symlink(str(outside / ".env"), str(root / ".env"))
+    assert scan.walk(str(root), RULES, None).findings == ()
+
+
+def test_root_that_is_not_a_directory(tmp_path):
+    f = touch(tmp_path / "f")
+    assert scan.walk(str(f), RULES, None) == scan.walk(str(tmp_path / "missing"), RULES, None)
+    assert scan.walk(str(f), RULES, None).findings == ()
+
+
+def test_cache_name_depends_on_root_and_rules():
+    a = scan.cache_name("/ws", RULES)
+    assert a == scan.cache_name("/ws", RULES)
+    assert a != scan.cache_name("/ws2", RULES)
+    assert a != scan.cache_name("/ws", scan.Rules())
+    assert a.endswith(".scan")
+
+
+# -- the cache ------------------------------------------------------------------
+
+def test_cache_reuses_old_directories(tree, tmp_path):
+    cache = str(tmp_path / "c.scan")
+    age(tree)
+    first = scan.walk(str(tree), RULES, cache)
+    assert first.dirs_reused == 0 and first.dirs_listed > 5
+    second = scan.walk(str(tree), RULES, cache)
+    assert second.findings == first.findings
+    assert second.dirs_listed == 0
+    assert second.dirs_reused == first.dirs_listed
+
+
+def test_cache_sees_a_file_added_later_in_a_subdirectory(tree, tmp_path):
+    cache = str(tmp_path / "c.scan")
+    age(tree)
+    first = scan.walk(str(tree), RULES, cache)
+    touch(tree / "a/b/c/.env")  # changes the mtime of a/b/c only
+    second = scan.walk(str(tree), RULES, cache)
+    assert ("a/b/c/.env", "secret", False) in found(second, tree)
+    assert second.dirs_listed == 1
+    assert second.dirs_reused == first.dirs_listed - 1
+    # and a new directory with a finding in it
+    age(tree)
+    scan.walk(str(tree), RULES, cache)
+    touch(tree / "src/new/.envrc")
+    third = scan.walk(str(tree), RULES, cache)
+    assert ("src/new/.envrc", "protected", False) in found(third, tree)
+
+
+def test_cache_sees_a_removed_file(tree, tmp_path):
+    cache = str(tmp_path / "c.scan")
+    age(tree)
+    scan.walk(str(tree), RULES, cache)
+    (tree / "a/.env.local").unlink()
+    assert ("a/.env.local", "secret", False) not in found(scan.walk(str(tree), RULES, cache), tree)
+
+
+def test_recent_directories_are_listed_again(tree, tmp_path, monkeypatch):
+    monkeypatch.setattr(scan, "RACY_NS", 10**15)  # "recent" = the last ~11 days: robust on slow machines
+    cache = str(tmp_path / "c.scan")
+    first = scan.walk(str(tree), RULES, cache)  # everything was just created: racy
+    second = scan.walk(str(tree), RULES, cache)
+    assert second.dirs_reused == 0 and second.dirs_listed == first.dirs_listed
+    assert second.findings == first.findings
+
+
+def test_racy_ns_zero_trusts_fresh_directories(tree, tmp_path, monkeypatch):
+    monkeypatch.setattr(scan, "RACY_NS", 0)
+    cache = str(tmp_path / "c.scan")
+    first = scan.walk(str(tree), RULES, cache)
+    second = scan.walk(str(tree), RULES, cache)
+    assert second.dirs_reused == first.dirs_listed and second.dirs_listed == 0
+    assert second.findings == first.findings
+
+
+def test_skip_dirs_are_not_cached_or_walked(tree, tmp_path):
+    cache = str(tmp_path / "c.scan")
+    result = scan.walk(str(tree), RULES, cache)
+    assert not any("node_modules" in d or ".venv" in d for d in result.dirs)
+
+
+def test_corrupt_cache_is_ignored(tree, tmp_path):
+    cache = tmp_path / "c.scan"
+    cache.write_bytes(b"\x00garbage")
+    assert found(scan.walk(str(tree), RULES, str(cache)), tree) == EXPECTED
+    cache.write_bytes(b"")
+    assert found(scan.walk(str(tree), RULES, str(cache)), tree) == EXPECTED
+
+
+def test_cache_file_in_missing_directory_is_not_fatal(tree, tmp_path):
+    result = scan.walk(str(tree), RULES, str(tmp_path / "no/such/dir/c.scan"))
+    assert found(result, tree) == EXPECTED
