@@ -87,7 +87,25 @@ def run(
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Print the bwrap command line instead of running it.")] = False,
 ) -> None:
-    """Run COMMAND in the sandbox: sandbox run [OPTIONS] -- COMMAND [ARGS]..."""
+    """Run COMMAND in the sandbox: sandbox run [OPTIONS] -- COMMAND [ARGS]...
+
+    \b
+    Examples:
+      sandbox run -- pytest -q
+      sandbox run --workspace ~/src/app -- make test
+      sandbox run --profile readonly -- git log -5
+      sandbox run --report run.json -- npm test
+      sandbox run --allow-write ~/.m2/repository -- mvn -o package
+
+    The workspace is writable, the rest of the host read-only, secrets read as
+    empty, protected paths (.git/hooks, .git/config, .vscode, .claude, ...)
+    stay read-only, and there is no network. Use 'sandbox explain' to see
+    exactly what a profile allows.
+
+    Exit status: the command's own; 128+N if it was killed by signal N; 125
+    if the sandbox could not be set up (the command did not run; stderr has
+    one 'sandbox:' line saying why); 126/127 cannot execute / not found.
+    """
     from sandbox.app import run as run_app
 
     opts = _options(command, profile, workspace, allow_write, unprotect, report, dry_run)
@@ -105,7 +123,17 @@ def explain(
     unprotect: UnprotectOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
 ) -> None:
-    """Show the resolved policy, what is writable, protected and hidden, and the exact bwrap argv."""
+    """Show the resolved policy, what is writable, protected and hidden, and the exact bwrap argv.
+
+    Takes the same options as 'run' and runs nothing. Weakenings (protections
+    a profile or option removed on purpose) are listed under WEAKENED.
+
+    \b
+    Examples:
+      sandbox explain
+      sandbox explain --profile ./ci.toml -- make
+      sandbox explain --json
+    """
     from sandbox import explain as render
     from sandbox.app import prepare
 
