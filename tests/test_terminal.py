@@ -1,0 +1,425 @@
+"""Terminals and signals: the real ``sandbox run`` under a pty, signalled and killed.
+
+What is checked, and why:
+
+* Interactive mode (stdin is a terminal): the command runs on a pty of its
+  own that the wrapper relays.  Ctrl-C typed on the caller's terminal reaches
+  the command's SIGINT handler; ``test -t 0`` holds.  ``tty`` prints
+  ``/dev/console``, not ``/dev/pts/N``: bwrap's ``--dev`` mounts a fresh
+  devpts instance and binds its own stdout terminal (here: the sandbox's pty)
+  over ``/dev/console``, so that is the only name the terminal has inside.
+  ``/proc/self/fd/0`` still reads ``/dev/pts/N`` (the host's name), and that
+  N must differ from the caller's terminal.
+* TIOCSTI.  Non-interactive with stdout on the caller's terminal: the command
+  is in a new session without a controlling terminal, so pushing a byte into
+  the caller's terminal through fd 0/1/2, /dev/tty or /dev/console must fail
+  (EPERM/EIO/ENOTTY/ENXIO) and nothing may arrive in the terminal's input
+  queue; a control run of the same snippet *outside* the sandbox shows the
+  attack works on this kernel (dev.tty.legacy_tiocsti).  Interactive: TIOCSTI
+  may succeed, but only into the sandbox's own pty: the command reads the
+  injected byte back itself, and none of its terminal fds, /dev/tty or
+  /dev/console is the caller's terminal (compared by st_rdev).
+* Signals sent to the wrapper are forwarded to the command, whose handler
+  runs; a command that ignores SIGTERM is killed after SANDBOX_KILL_GRACE;
+  SIGKILL on the wrapper takes the sandbox down (--die-with-parent).  Host
+  PIDs of sandboxed processes are found by a unique argv marker in /proc.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import random
+import select
+import signal
+import subprocess
+import termios
+import time
+import tty
+
+import pytest
+
+from conftest import sandbox_exe
+
+PY = "/usr/bin/python3"
+
+
+# ----------------------------------------------------------------- helpers
+
+
+def _make_ctty(fd: int):
+    """preexec_fn: after setsid, make ``fd`` the child's controlling terminal."""
+    def hook() -> None:
+        fcntl.ioctl(fd, termios.TIOCSCTTY, 0)
+    return hook
+
+
+class PtyRun:
+    """``sandbox run`` (or a bare command) with a pty as the caller's terminal."""
+
+    def __init__(self, senv, command: list[str], *, stdin_tty: bool = True,
+                 sandboxed: bool = True, env: dict[str, str] | None = None,
+                 args: list[str] = ()) -> None:
+        senv.finish()
+        self.master, self.slave = os.openpty()
+        self.slave_rdev = os.fstat(self.slave).st_rdev
+        self.slave_name = os.ttyname(self.slave)
+        full = [sandbox_exe(), "run", *args, "--", *command] if sandboxed else list(command)
+        stdin = self.slave if stdin_tty else subprocess.DEVNULL
+        self.proc = subprocess.Popen(
+            senv.who.prefix() + full, cwd=senv.ws, env=env or senv.environ(),
+            stdin=stdin, stdout=self.slave, stderr=self.slave, start_new_session=True,
+            preexec_fn=_make_ctty(0 if stdin_tty else 1))
+        self.out = b""
+
+    def read_until(self, needle: bytes, timeout: float = 20) -> bytes:
+        deadline = time.monotonic() + timeout
+        while needle not in self.out and time.monotonic() < deadline:
+            if not self._read(min(0.2, max(0.0, deadline - time.monotonic()))):
+                if self.proc.poll() is not None and not self._read(0.1):
+                    break
+        return self.out
+
+    def _read(self, timeout: float) -> bool:
+        ready, _, _ = select.select([self.master], [], [], timeout)
+        if not ready:
+            return False
+        try:
+            data = os.read(self.master, 65536)
+        except OSError as exc:  # EIO: nobody holds the slave any more
+            if exc.errno != errno.EIO:
+                raise
+            return False
+        self.out += data
+        return bool(data)
+
+    def finish(self, timeout: float = 20) -> int:
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None and time.monotonic() < deadline:
+            self._read(0.1)
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+            pytest.fail(f"the wrapper did not exit within {timeout}s; output: {self.out!r}")
+        for _ in range(50):  # drain what is left, bounded
+            if not self._read(0.02):
+                break
+        return self.proc.returncode
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+        for fd in (self.master, self.slave):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+@pytest.fixture
+def pty_runs():
+    runs: list[PtyRun] = []
+
+    def start(*a, **kw) -> PtyRun:
+        run = PtyRun(*a, **kw)
+        runs.append(run)
+        return run
+
+    yield start
+    for run in runs:
+        run.close()
+
+
+def _marker() -> str:
+    """A sleep duration that no other process on the host has in its argv."""
+    return f"{random.randint(900, 999)}.{random.randint(10**8, 10**9 - 1)}"
+
+
+def _pids_with_argv(*argv: str) -> list[int]:
+    want = ("\0".join(argv) + "\0").encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                if fh.read() == want:
+                    found.append(int(entry))
+        except OSError:
+            continue
+    return found
+
+
+def _wait_for(predicate, timeout: float, step: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return predicate()
+
+
+def _read_line_until(proc: subprocess.Popen, needle: bytes, timeout: float) -> bytes:
+    """Read the child's stdout pipe until ``needle`` shows up (bounded)."""
+    fd = proc.stdout.fileno()
+    buf = b""
+    deadline = time.monotonic() + timeout
+    while needle not in buf and time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.2)
+        if ready:
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                break
+            buf += chunk
+    return buf
+
+
+# ------------------------------------------------------------ interactive
+
+
+CTRL_C_SCRIPT = """
+import os, signal, sys, time
+def on_int(signum, frame):
+    sys.stdout.write("HANDLED\\n"); sys.stdout.flush(); os._exit(7)
+signal.signal(signal.SIGINT, on_int)
+print("READY", flush=True)
+time.sleep(30)
+print("NOT-INTERRUPTED", flush=True)
+"""
+
+
+def test_ctrl_c_reaches_the_command_under_a_pty(senv, pty_runs):
+    run = pty_runs(senv, [PY, "-c", CTRL_C_SCRIPT])
+    assert b"READY" in run.read_until(b"READY"), run.out
+    started = time.monotonic()
+    os.write(run.master, b"\x03")
+    status = run.finish(timeout=15)
+    assert b"HANDLED" in run.out, run.out
+    assert status == 7, run.out
+    assert time.monotonic() - started < 10
+    assert b"NOT-INTERRUPTED" not in run.out
+
+
+def test_command_has_a_terminal_of_its_own(senv, pty_runs):
+    script = ("tty; test -t 0 && echo STDIN-IS-TTY; test -t 1 && echo STDOUT-IS-TTY; "
+              "echo fd0=$(readlink /proc/self/fd/0); echo via-devtty > /dev/tty; "
+              "stty size")
+    run = pty_runs(senv, ["sh", "-c", script])
+    status = run.finish()
+    text = run.out.decode(errors="replace").replace("\r\n", "\n")
+    assert status == 0, text
+    first = text.splitlines()[0]
+    # bwrap binds the terminal over /dev/console (see the module docstring)
+    assert first.startswith("/dev/pts/") or first == "/dev/console", text
+    assert "not a tty" not in text
+    assert "STDIN-IS-TTY" in text and "STDOUT-IS-TTY" in text
+    assert "via-devtty" in text
+    fd0 = [line for line in text.splitlines() if line.startswith("fd0=")][0][4:]
+    assert fd0.startswith("/dev/pts/"), text
+    assert fd0 != run.slave_name, "the command sits on the caller's own terminal"
+
+
+def test_non_tty_stdin_gets_no_terminal(senv):
+    r = senv.sh("test -t 0 && echo STDIN-TTY; tty; exit 0")
+    assert b"STDIN-TTY" not in r.stdout
+    assert b"not a tty" in r.stdout
+
+
+# -------------------------------------------------------------- TIOCSTI
+
+
+TIOCSTI_SCRIPT = r"""
+import errno, fcntl, os, sys, termios
+results = []
+def attempt(label, fd):
+    try:
+        fcntl.ioctl(fd, termios.TIOCSTI, b"x")
+        results.append(f"{label}=OK")
+    except OSError as exc:
+        results.append(f"{label}={errno.errorcode.get(exc.errno, exc.errno)}")
+for fd in (0, 1, 2):
+    attempt(f"fd{fd}", fd)
+for path in ("/dev/tty", "/dev/console"):
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_NOCTTY)
+    except OSError as exc:
+        results.append(f"{path}=open-{errno.errorcode.get(exc.errno, exc.errno)}")
+        continue
+    attempt(path, fd)
+    os.close(fd)
+print("RESULTS " + " ".join(results), flush=True)
+"""
+
+REFUSED = ("EPERM", "EIO", "ENOTTY", "ENXIO", "EACCES", "open-ENXIO", "open-ENOENT",
+           "open-EACCES", "open-EPERM", "open-EROFS", "open-ENODEV")
+
+
+def _results(out: bytes) -> dict[str, str]:
+    line = [ln for ln in out.decode(errors="replace").splitlines() if ln.startswith("RESULTS ")]
+    assert line, out
+    return dict(item.split("=", 1) for item in line[0].split()[1:])
+
+
+def _pending_input(slave: int) -> bytes:
+    """Bytes waiting in the terminal's input queue (the terminal is raw)."""
+    got = b""
+    for _ in range(16):
+        if not select.select([slave], [], [], 0.3)[0]:
+            break
+        got += os.read(slave, 4096)
+    return got
+
+
+def test_tiocsti_cannot_reach_the_callers_terminal(senv, pty_runs):
+    """stdin is not a terminal, stdout is the caller's terminal (a pty)."""
+    def go(sandboxed: bool):
+        run = pty_runs(senv, [PY, "-c", TIOCSTI_SCRIPT], stdin_tty=False, sandboxed=sandboxed)
+        tty.setraw(run.slave)  # injected bytes become readable at once
+        status = run.finish()
+        return run, status
+
+    # control: the attack works here when not sandboxed
+    control, status = go(sandboxed=False)
+    assert status == 0, control.out
+    if _results(control.out).get("fd1") != "OK":
+        pytest.skip(f"TIOCSTI does not work on this host even unsandboxed: {control.out!r}")
+    assert b"x" in _pending_input(control.slave)
+
+    run, status = go(sandboxed=True)
+    assert status == 0, run.out
+    results = _results(run.out)
+    assert all(v in REFUSED for v in results.values()), results
+    assert _pending_input(run.slave) == b"", "bytes were injected into the caller's terminal"
+
+
+TIOCSTI_INTERACTIVE = r"""
+import fcntl, os, struct, sys, termios
+TIOCGDEV = 0x80045432  # the real device behind a tty fd (/dev/tty is always 5:0)
+def real_dev(fd):
+    raw = struct.unpack("I", fcntl.ioctl(fd, TIOCGDEV, b"\0" * 4))[0]
+    return os.makedev(os.major(raw), os.minor(raw))
+for ch in b"z\n":
+    fcntl.ioctl(0, termios.TIOCSTI, bytes([ch]))
+line = sys.stdin.readline()
+rdevs = {f"fd{fd}": real_dev(fd) for fd in (0, 1, 2)}
+for path in ("/dev/tty", "/dev/console"):
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_NOCTTY)
+        rdevs[path] = real_dev(fd)
+        os.close(fd)
+    except OSError:
+        pass
+print("GOT", repr(line), "RDEVS", " ".join(f"{k}={v}" for k, v in rdevs.items()), flush=True)
+"""
+
+
+def test_tiocsti_interactive_stays_in_the_sandbox_pty(senv, pty_runs):
+    run = pty_runs(senv, [PY, "-c", TIOCSTI_INTERACTIVE])
+    status = run.finish()
+    text = run.out.decode(errors="replace")
+    assert status == 0, text
+    # the injected bytes went to the sandbox's own pty: the command read them back
+    assert "GOT 'z\\n'" in text, text
+    rdevs = dict(item.split("=", 1) for item in text.split("RDEVS", 1)[1].split())
+    assert {"fd0", "fd1", "fd2", "/dev/tty"} <= set(rdevs), rdevs
+    assert len(set(rdevs.values())) == 1, f"one terminal, the sandbox's own: {rdevs}"
+    assert str(run.slave_rdev) not in rdevs.values(), (
+        f"the command holds the caller's terminal ({run.slave_rdev}): {rdevs}")
+
+
+# --------------------------------------------------------------- signals
+
+
+HANDLER_SCRIPT = """
+import pathlib, signal, sys, time
+def handler(signum, frame):
+    pathlib.Path(sys.argv[1]).write_text(signal.Signals(signum).name)
+    sys.exit(0)
+for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+    signal.signal(s, handler)
+print("READY", flush=True)
+time.sleep(60)
+sys.exit(9)
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT],
+                         ids=lambda s: s.name)
+def test_signal_to_wrapper_reaches_handler(senv, sig):
+    marker = senv.ws / "marker.txt"
+    senv.finish()
+    proc = subprocess.Popen(
+        senv.who.prefix() + [sandbox_exe(), "run", "--", PY, "-c", HANDLER_SCRIPT, str(marker)],
+        cwd=senv.ws, env=senv.environ(SANDBOX_KILL_GRACE="30"), stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        assert b"READY" in _read_line_until(proc, b"READY", 20)
+        started = time.monotonic()
+        os.kill(proc.pid, sig)
+        status = proc.wait(timeout=15)
+        elapsed = time.monotonic() - started
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+    assert status == 0, (status, proc.stderr.read())
+    assert marker.read_text() == sig.name
+    assert elapsed < 5, f"took {elapsed:.1f}s: the handler did not end the run promptly"
+
+
+def test_command_ignoring_sigterm_is_killed_after_grace(senv):
+    mark = _marker()
+    report = senv.base / "grace-report.json"
+    senv.finish()
+    script = f"trap '' TERM; sleep {mark} & echo READY; wait; echo AFTER-WAIT"
+    proc = subprocess.Popen(
+        senv.who.prefix() + [sandbox_exe(), "run", "--report", str(report), "--",
+                             "sh", "-c", script],
+        cwd=senv.ws, env=senv.environ(SANDBOX_KILL_GRACE="1"), stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        assert b"READY" in _read_line_until(proc, b"READY", 20)
+        assert _wait_for(lambda: _pids_with_argv("sleep", mark), 10), "sleep never started"
+        started = time.monotonic()
+        os.kill(proc.pid, signal.SIGTERM)
+        status = proc.wait(timeout=10)
+        elapsed = time.monotonic() - started
+        gone = _wait_for(lambda: not _pids_with_argv("sleep", mark), 5)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+        for pid in _pids_with_argv("sleep", mark):  # never leave it behind
+            os.kill(pid, signal.SIGKILL)
+    assert gone, f"sleep {mark} survived the sandbox"
+    assert 0.8 <= elapsed < 6, f"the wrapper took {elapsed:.1f}s with a 1s grace"
+    # the command did not exit by itself: it was SIGKILLed after the grace
+    # period, which is 128+9, not a sandbox setup error (125)
+    assert status == 128 + signal.SIGKILL, (status, proc.stderr.read())
+    doc = json.loads(report.read_text())
+    assert doc["killed_after_grace"] is True
+    assert doc["forwarded_signals"] == ["SIGTERM"]
+
+
+def test_sigkill_on_wrapper_takes_the_sandbox_down(senv):
+    mark = _marker()
+    senv.finish()
+    proc = subprocess.Popen(
+        senv.who.prefix() + [sandbox_exe(), "run", "--", "sleep", mark],
+        cwd=senv.ws, env=senv.environ(), stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        assert _wait_for(lambda: _pids_with_argv("sleep", mark), 15), "sleep never started"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        gone = _wait_for(lambda: not _pids_with_argv("sleep", mark), 5)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+        for pid in _pids_with_argv("sleep", mark):
+            os.kill(pid, signal.SIGKILL)
+    assert gone, f"sleep {mark} outlived the SIGKILLed wrapper"
