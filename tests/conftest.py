@@ -27,16 +27,49 @@ TEST_USER = "sbxtest"
 BWRAP = shutil.which("bwrap")
 
 
+PRIVATE_DIRS = ("/tmp", "/var/tmp", "/dev/shm", "/run")
+
+
+def traversable_by_others(path: Path) -> bool:
+    """Can another user reach ``path`` (x bit for others on every ancestor)?"""
+    path = path.resolve()
+    for p in [path, *path.parents]:
+        try:
+            if not os.stat(p).st_mode & 0o001:
+                return False
+        except OSError:
+            return False
+    return True
+
+
 def _test_root() -> Path:
-    root = Path(os.environ.get("SANDBOX_TEST_ROOT") or REPO / ".test-root")
+    """Where test homes and workspaces go.
+
+    Not under /tmp (the sandbox's /tmp is private, so a fake home there would
+    be hidden for the wrong reason) and, when the suite runs as root,
+    somewhere the unprivileged test user can reach.
+    """
+    if os.environ.get("SANDBOX_TEST_ROOT"):
+        root = Path(os.environ["SANDBOX_TEST_ROOT"])
+    else:
+        root = REPO / ".test-root"
+        under_private = any(str(REPO.resolve()).startswith(d + "/") for d in PRIVATE_DIRS)
+        if under_private or (os.getuid() == 0 and not traversable_by_others(REPO)):
+            root = (Path("/var/lib/sandbox-tests") if os.getuid() == 0
+                    else Path.home() / ".cache" / "sandbox-tests")
     root.mkdir(parents=True, exist_ok=True)
     os.chmod(root, 0o755)
     return root
 
 
 def sandbox_exe() -> str:
-    """The installed console script next to the running interpreter."""
-    exe = Path(sys.executable).parent / "sandbox"
+    """The installed console script of the environment running the tests.
+
+    ``sys.prefix`` is resolved because scripts/setup may keep the venv
+    outside the checkout (when the checkout is private to root) and link it
+    as .venv; the resolved path is the one the test user can reach.
+    """
+    exe = Path(os.path.realpath(sys.prefix)) / "bin" / "sandbox"
     if not exe.exists():
         found = shutil.which("sandbox")
         if not found:
