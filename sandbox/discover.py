@@ -19,13 +19,21 @@ from sandbox.errors import SetupError, UsageError
 from sandbox.layout import Layout
 from sandbox.policy import Access, Policy
 
-# Never a workspace or a writable path: the whole system, or places whose
-# writability would hand the command the host (/tmp would expose other
-# programs' sockets; /etc, /proc, /sys, /dev, /boot, /run are the system).
-REFUSED_EXACT = ("/", "/usr", "/etc", "/var", "/bin", "/sbin", "/lib", "/lib32", "/lib64",
-                 "/libx32", "/boot", "/opt", "/srv", "/home", "/tmp", "/var/tmp", "/mnt",
-                 "/media", "/root", "/snap", "/nix")
-REFUSED_TREES = ("/proc", "/sys", "/dev", "/etc", "/boot", "/run", "/var/run")
+def refused_paths() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(exact, tree) paths never allowed as workspace or writable (bwrap/refused-paths.txt)."""
+    from sandbox import resources
+
+    exact: list[str] = []
+    tree: list[str] = []
+    for line in (resources.bwrap_dir() / "refused-paths.txt").read_text().splitlines():
+        kind, _, path = line.partition(" ")
+        if kind == "exact":
+            exact.append(path.strip())
+        elif kind == "tree":
+            tree.append(path.strip())
+    return tuple(exact), tuple(tree)
+
+
 # Private scratch directories (tmpfs); a workspace path seen through them is
 # replaced by its real path as the starting directory.
 SCRATCH_DIRS = ("/tmp", "/var/tmp", "/dev/shm")
@@ -90,7 +98,8 @@ def check_root(path: str, what: str, home: str, state: str, deny: tuple[str, ...
                obs: Observer) -> None:
     """Refuse a workspace or writable path that would give away the host."""
     real = obs.realpath(path)
-    if real in REFUSED_EXACT or any(is_within(real, t) for t in REFUSED_TREES):
+    exact, trees = refused_paths()
+    if real in exact or any(is_within(real, t) for t in trees):
         raise UsageError(f"{what} {path} is a system directory",
                          hint="use a project directory, e.g. cd ~/src/project")
     home_real = obs.realpath(home)
