@@ -183,7 +183,7 @@ def _read_line_until(proc: subprocess.Popen, needle: bytes, timeout: float) -> b
 CTRL_C_SCRIPT = """
 import os, signal, sys, time
 def on_int(signum, frame):
-    sys.stdout.write("HANDLED\\n"); sys.stdout.flush(); os._exit(7)
+    os.write(1, b"HANDLED\\n"); os._exit(7)  # not sys.stdout: the handler may interrupt a print
 signal.signal(signal.SIGINT, on_int)
 print("READY", flush=True)
 time.sleep(30)
