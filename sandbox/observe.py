@@ -34,9 +34,18 @@ def stamp(path: str, full: bool = True):
 
 
 def still_valid(deps) -> bool:
+    """Does every recorded stamp still match?  (The hot loop of a cached run.)"""
+    lstat = os.lstat
     for path, old in deps:
-        now = stamp(path, old is None or len(old) == 4)
-        if now != (tuple(old) if old is not None else None):
+        try:
+            st = lstat(path)
+        except OSError:
+            if old is not None:
+                return False
+            continue
+        if old is None or st.st_ino != old[0] or st.st_mode != old[1]:
+            return False
+        if len(old) == 4 and (st.st_size != old[2] or st.st_mtime_ns != old[3]):
             return False
     return True
 
