@@ -118,8 +118,17 @@ def prepare(opts: RunOptions, environ: dict[str, str]) -> Prepared:
         else:
             layout = dataclasses.replace(layout, warnings=layout.warnings + (
                 "setsid (util-linux) not found: running without a terminal of its own",))
+    bpf = None
+    if policy.syscalls_enabled:
+        from sandbox import resources, seccomp
+
+        bpf = seccomp.ensure_bpf(state, policy.syscall_set, deny=policy.syscall_deny,
+                                 allow=policy.syscall_allow, unix_sockets=policy.unix_sockets,
+                                 allow_32bit=policy.allow_32bit)
+        obs.note(bpf)
+        obs.note(str(resources.bwrap_dir() / "seccomp.toml"), full=True)
     inv = bwrap.build(policy, layout, list(opts.command), environ,
-                      bwrap_path=bwrap_path, ctty_helper=helper)
+                      bwrap_path=bwrap_path, ctty_helper=helper, seccomp_file=bpf)
     plan_ms = (time.perf_counter() - started) * 1000
     deps = tuple(obs.deps()) + tuple(policy_deps)
     return Prepared(opts, policy, layout, inv, bwrap_path, cached, plan_ms,
@@ -151,7 +160,8 @@ def run(opts: RunOptions, environ: dict[str, str]) -> int:
         if not prepared.racy:
             plancache.store(environ, prepared, meta)
         inv = prepared.invocation
+        seccomp_fd = (inv.seccomp_fd_arg, inv.seccomp_file) if inv.seccomp_file else None
         return execute(opts, inv.argv, inv.env, inv.status_fd_arg, inv.interactive,
-                       prepared.layout.warnings, meta, prepared.bwrap_path, started)
+                       prepared.layout.warnings, meta, prepared.bwrap_path, started, seccomp_fd)
     except SandboxError as err:
         return fail(opts, err, plan_meta(prepared) if prepared else None, started)

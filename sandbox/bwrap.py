@@ -31,6 +31,7 @@ from sandbox.policy import Access, NetworkMode, Policy
 
 SCRATCH = ("/tmp", "/var/tmp", "/dev/shm")
 STATUS_FD = 3
+SECCOMP_FD = 4
 
 
 def namespace_args(policy: Policy) -> list[str]:
@@ -85,7 +86,8 @@ def mount_args(policy: Policy, layout: Layout) -> list[str]:
 
 
 def build(policy: Policy, layout: Layout, command: list[str], environ: dict[str, str], *,
-          bwrap_path: str = "bwrap", ctty_helper: str | None = None) -> Invocation:
+          bwrap_path: str = "bwrap", ctty_helper: str | None = None,
+          seccomp_file: str | None = None) -> Invocation:
     """Return the bwrap invocation for ``command``.
 
     ``ctty_helper`` (util-linux ``setsid``) is given when the caller is on a
@@ -93,11 +95,18 @@ def build(policy: Policy, layout: Layout, command: list[str], environ: dict[str,
     the runner relays, and the helper makes it the controlling terminal so
     job control, Ctrl-C and /dev/tty work inside.
     """
-    argv = [bwrap_path, *namespace_args(policy), *mount_args(policy, layout),
-            "--chdir", layout.cwd, "--json-status-fd", str(STATUS_FD), "--"]
+    argv = [bwrap_path, *namespace_args(policy), *mount_args(policy, layout), "--chdir", layout.cwd]
+    seccomp_index = None
+    if seccomp_file is not None:
+        # bwrap loads the filter last, just before exec, so it binds the
+        # command (and the ctty helper) but not bwrap's own setup
+        argv += ["--seccomp", str(SECCOMP_FD)]
+        seccomp_index = len(argv) - 1
+    argv += ["--json-status-fd", str(STATUS_FD), "--"]
     status_index = len(argv) - 2
     if ctty_helper:
         argv += [ctty_helper, "--wait", "--ctty", "--"]
     argv += command
     env = sandbox_env(environ, policy, layout.cache_dir, layout.cwd)
-    return Invocation(tuple(argv), env, status_index, ctty_helper is not None)
+    return Invocation(tuple(argv), env, status_index, ctty_helper is not None,
+                      seccomp_index, seccomp_file)

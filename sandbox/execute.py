@@ -11,7 +11,7 @@ from sandbox.errors import SandboxError, SetupError
 
 
 def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_path,
-            started) -> int:
+            started, seccomp=None) -> int:
     """Start the sandbox and wait for it (shared by the cached fast path)."""
     import sys
 
@@ -22,7 +22,7 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
     if opts.dry_run:
         print(report.shell_join(argv))
         return 0
-    outcome = runner.run(argv, env, status_index, interactive)
+    outcome = runner.run(argv, env, status_index, interactive, seccomp)
     if not outcome.started:
         return fail(opts, _setup_failure(bwrap_path, outcome), meta, started)
     status = outcome.exit_status

@@ -45,4 +45,4 @@ def run_cached(opts, environ: dict[str, str]) -> int | None:
     from sandbox.execute import execute
 
     return execute(opts, argv, env, plan["status_index"], plan["interactive"], plan["warnings"],
-                   meta, plan["bwrap"], started)
+                   meta, plan["bwrap"], started, plan["seccomp"])

@@ -11,3 +11,5 @@ class Invocation:
     env: dict[str, str]  # the environment bwrap (and so the command) gets
     status_fd_arg: int | None  # index in argv of the --json-status-fd value, if any
     interactive: bool  # the command gets a pseudo-terminal of its own
+    seccomp_fd_arg: int | None = None  # index in argv of the --seccomp value, if any
+    seccomp_file: str | None = None  # the compiled BPF program bwrap reads from that fd

@@ -22,7 +22,7 @@ import sys
 from sandbox import __version__
 from sandbox.observe import still_valid
 
-FORMAT = 1
+FORMAT = 2
 # Environment variables that change what the plan would be (the rest of the
 # environment is filtered afresh on every run).
 KEY_ENV = ("HOME", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "XDG_RUNTIME_DIR", "TMPDIR", "PATH",
@@ -88,6 +88,7 @@ def store(environ: dict[str, str], prepared, meta: dict) -> None:
         "argv": tuple(inv.argv[:len(inv.argv) - command_len]),
         "status_index": inv.status_fd_arg,
         "interactive": inv.interactive,
+        "seccomp": (inv.seccomp_fd_arg, inv.seccomp_file) if inv.seccomp_file else None,
         "env_deny": policy.env_deny,
         "env_pass": policy.env_pass,
         "env_set": policy.env_set,

@@ -76,6 +76,14 @@ class Policy:
 
     network: NetworkMode = NetworkMode.NONE
 
+    # seccomp (rule sets live in bwrap/seccomp.toml)
+    syscalls_enabled: bool = True
+    syscall_set: str = "default"
+    syscall_deny: tuple[str, ...] = ()
+    syscall_allow: tuple[str, ...] = ()
+    allow_32bit: bool = False
+    unix_sockets: bool = True
+
     weakenings: tuple[Weakening, ...] = field(default=())
 
     # -- queries -----------------------------------------------------------

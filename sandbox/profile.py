@@ -249,6 +249,8 @@ def _check_item(src: Source, table: str, key: str, spec: Key, item: str) -> None
         parts = item.split("/")
         if ".." in parts:
             raise _fail(src, table, key, f"path {item!r} contains '..'")
+    elif table == "syscalls" and not item.replace("_", "").isalnum():
+        raise _fail(src, table, key, f"{item!r} is not a syscall name")
     elif spec.kind is Kind.NAMES and "/" in item and table != "protect":
         raise _fail(src, table, key, f"{item!r} must be a name, not a path")
     elif spec.kind is Kind.NAMES and table == "protect" and key in ("names", "skip_dirs"):
@@ -298,7 +300,8 @@ def merge(chain: list[Source], datas: list[dict]) -> tuple[dict, list[Weakening]
 
 # what build_policy uses when no profile in the chain sets the key
 _UNSET = {"filesystem.workspace": "write", "filesystem.scratch": "write", "protect.git": True,
-          "sockets.max_depth": 4, "network.mode": "none"}
+          "sockets.max_depth": 4, "network.mode": "none", "syscalls.enabled": True,
+          "syscalls.allow_32bit": False, "syscalls.unix_sockets": True}
 
 
 def _looser(spec: Key, old: object, new: object) -> bool:
@@ -324,7 +327,8 @@ def expand(path: str, ctx: Context) -> str:
 def build_policy(chain: list[Source], ctx: Context) -> Policy:
     datas = [parse(src) for src in chain]
     merged, weakenings = merge(chain, datas)
-    fs, prot, sock, env, net = (merged[t] for t in ("filesystem", "protect", "sockets", "env", "network"))
+    fs, prot, sock, env, net, sys_ = (merged[t] for t in ("filesystem", "protect", "sockets", "env",
+                                                          "network", "syscalls"))
 
     def paths(table: dict, key: str) -> tuple[str, ...]:
         out: list[str] = []
@@ -382,6 +386,12 @@ def build_policy(chain: list[Source], ctx: Context) -> Policy:
         env_set=tuple(sorted(env.get("set", {}).items())),
         caches=tuple(sorted(merged["caches"].items())),
         network=NetworkMode(net.get("mode", "none")),
+        syscalls_enabled=sys_.get("enabled", True),
+        syscall_set=sys_.get("set", "default"),
+        syscall_deny=tuple(sys_.get("deny", [])),
+        syscall_allow=tuple(sys_.get("allow", [])),
+        allow_32bit=sys_.get("allow_32bit", False),
+        unix_sockets=sys_.get("unix_sockets", True),
         weakenings=tuple(weakenings),
     )
 

@@ -114,12 +114,22 @@ def _copy_winsize(src: int, dst: int) -> None:
         pass
 
 
-def run(argv, env: dict[str, str], status_fd_arg: int | None, interactive: bool) -> Outcome:
-    """Run bwrap's argv to completion and return what happened."""
+def run(argv, env: dict[str, str], status_fd_arg: int | None, interactive: bool,
+        seccomp: tuple[int, str] | None = None) -> Outcome:
+    """Run bwrap's argv to completion and return what happened.
+
+    ``seccomp`` is (argv index, BPF file): the file is opened and its
+    descriptor number written into argv for bwrap's --seccomp.
+    """
     read_fd, write_fd = os.pipe()
     argv = list(argv)
     if status_fd_arg is not None:
         argv[status_fd_arg] = str(write_fd)
+    keep = [write_fd]
+    if seccomp is not None:
+        bpf_fd = os.open(seccomp[1], os.O_RDONLY | os.O_CLOEXEC)
+        argv[seccomp[0]] = str(bpf_fd)
+        keep.append(bpf_fd)
     master = slave = None
     stdio: list[int | None] = [None, None, None]
     if interactive:
@@ -137,9 +147,10 @@ def run(argv, env: dict[str, str], status_fd_arg: int | None, interactive: bool)
         old_handlers[signal.SIGWINCH] = signal.signal(signal.SIGWINCH, on_signal)
     try:
         try:
-            proc = _Proc(_spawn(argv, env, write_fd, stdio))
+            proc = _Proc(_spawn(argv, env, keep, stdio))
         finally:
-            os.close(write_fd)
+            for fd in keep:
+                os.close(fd)
             if slave is not None:
                 os.close(slave)
         return _supervise(proc, _Status(read_fd), master, pending)
@@ -239,7 +250,7 @@ def _supervise(proc: "_Proc", status: _Status, master: int | None,
     return outcome
 
 
-def _spawn(argv: list[str], env: dict[str, str], keep_fd: int, stdio: list[int | None]) -> int:
+def _spawn(argv: list[str], env: dict[str, str], keep: list[int], stdio: list[int | None]) -> int:
     """posix_spawn bwrap with only stdio and the status pipe inherited.
 
     (``subprocess`` would do the same at a higher import cost.)  Descriptors
@@ -251,12 +262,13 @@ def _spawn(argv: list[str], env: dict[str, str], keep_fd: int, stdio: list[int |
     """
     for name in os.listdir("/proc/self/fd"):
         fd = int(name)
-        if fd > 2 and fd != keep_fd:
+        if fd > 2 and fd not in keep:
             try:
                 os.set_inheritable(fd, False)
             except OSError:
                 pass
-    os.set_inheritable(keep_fd, True)
+    for fd in keep:
+        os.set_inheritable(fd, True)
     actions = [(os.POSIX_SPAWN_DUP2, fd, target) for target, fd in enumerate(stdio) if fd is not None]
     return os.posix_spawn(argv[0], argv, env, file_actions=actions, setpgroup=0,
                           setsigdef=(signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT,

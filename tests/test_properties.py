@@ -119,6 +119,9 @@ def valid_value(table: str, key: str):
     if spec.kind is Kind.PATHS:
         return valid_paths(spec.allow_glob)
     if spec.kind is Kind.NAMES:
+        if table == "syscalls":
+            return st.lists(st.sampled_from(["ptrace", "bpf", "mount", "io_uring_setup", "keyctl"]),
+                            max_size=4)
         pool = NAME_POOL if table == "protect" else [n for n in NAME_POOL if "/" not in n]
         return st.lists(st.sampled_from(pool), max_size=4)
     if spec.kind is Kind.PATTERNS:
@@ -292,6 +295,10 @@ def expected_weakenings(doc: dict) -> set[Weakening]:
                 out |= {Weakening("p", dotted, f"added {v}") for v in value}
     if doc.get("protect", {}).get("git") is False:
         out.add(Weakening("p", "protect.git", "true -> false"))
+    if doc.get("syscalls", {}).get("enabled") is False:
+        out.add(Weakening("p", "syscalls.enabled", "true -> false"))
+    if doc.get("syscalls", {}).get("allow_32bit") is True:
+        out.add(Weakening("p", "syscalls.allow_32bit", "false -> true"))
     depth = doc.get("sockets", {}).get("max_depth")
     if depth is not None and depth < 4:
         out.add(Weakening("p", "sockets.max_depth", f"4 -> {depth}"))
@@ -315,6 +322,9 @@ def test_child_of_default_never_weakens_quietly(workdir, default_policy, doc):
     assert set(policy.empty_dirs) >= set(default_policy.empty_dirs)
     assert set(policy.socket_scan) >= set(default_policy.socket_scan)
     assert policy.network == default_policy.network
+    assert set(policy.syscall_deny) >= set(default_policy.syscall_deny)
+    if doc.get("syscalls", {}).get("enabled") is not False:
+        assert policy.syscalls_enabled
     git_off = doc.get("protect", {}).get("git") is False
     assert policy.protect_git is (not git_off)
     if not policy.protect_git:
