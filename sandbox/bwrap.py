@@ -6,7 +6,8 @@ policy's meaning (tests pin it exactly):
 
 1. namespaces and process options;
 2. ``--ro-bind / /``: the whole host, read-only;
-3. fresh ``/dev`` and ``/proc`` (they must cover the host's);
+3. fresh ``/dev`` and ``/proc`` (they must cover the host's), with
+   ``/proc/sys`` and the other kernel knobs made read-only on top;
 4. private scratch (``/tmp``, ``/var/tmp``, ``/dev/shm``) and the empty dirs
    (``/run``...) as tmpfs, *before* the workspace, so a workspace under
    ``/tmp`` is still the real host directory mounted on top;
@@ -30,6 +31,7 @@ from sandbox.layout import Layout
 from sandbox.policy import Access, NetworkMode, Policy
 
 SCRATCH = ("/tmp", "/var/tmp", "/dev/shm")
+PROC_READ_ONLY = ("/proc/sys", "/proc/sysrq-trigger", "/proc/irq", "/proc/bus")
 STATUS_FD = 3
 SECCOMP_FD = 4
 
@@ -60,6 +62,13 @@ def namespace_args(policy: Policy) -> list[str]:
 
 def mount_args(policy: Policy, layout: Layout) -> list[str]:
     args = ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
+    # Kernel knobs in the fresh /proc stay writable for a caller who is root
+    # (uid 0 inside maps to uid 0 outside, and /proc/sys checks only the
+    # uid): measured here, kernel.core_pattern could be rewritten.  Cover
+    # them with read-only binds; values under /proc/sys/net still follow the
+    # reader's own network namespace.
+    for sub in PROC_READ_ONLY:
+        args += ["--ro-bind-try", sub, sub]
     for d in SCRATCH:
         args += ["--tmpfs", d]
     for d in layout.empty_dirs:

@@ -19,6 +19,11 @@ NS = [
     "--cap-drop", "ALL", "--hostname", "sandbox",
 ]
 BASE = ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
+        # kernel knobs read-only even for a root caller, right after the new /proc
+        "--ro-bind-try", "/proc/sys", "/proc/sys",
+        "--ro-bind-try", "/proc/sysrq-trigger", "/proc/sysrq-trigger",
+        "--ro-bind-try", "/proc/irq", "/proc/irq",
+        "--ro-bind-try", "/proc/bus", "/proc/bus",
         "--tmpfs", "/tmp", "--tmpfs", "/var/tmp", "--tmpfs", "/dev/shm"]
 
 
