@@ -16,7 +16,7 @@ import shutil
 import time
 from dataclasses import dataclass
 
-from sandbox import bwrap, command, discover, envfilter, plancache, policycache, report
+from sandbox import bwrap, command, discover, envfilter, limits, plancache, policycache, report
 from sandbox.errors import SandboxError, SetupError, UsageError
 from sandbox.invocation import Invocation
 from sandbox.layout import Layout
@@ -41,6 +41,7 @@ class Prepared:
     removed_env: tuple[str, ...]
     deps: tuple = ()  # (path, stamp) of everything the plan was built from
     racy: bool = True  # some input changed too recently to cache the plan
+    audit_spec: dict | None = None  # what the persistence audit checks after the run
 
 
 def home_dir(environ: dict[str, str]) -> str:
@@ -131,8 +132,29 @@ def prepare(opts: RunOptions, environ: dict[str, str]) -> Prepared:
                       bwrap_path=bwrap_path, ctty_helper=helper, seccomp_file=bpf)
     plan_ms = (time.perf_counter() - started) * 1000
     deps = tuple(obs.deps()) + tuple(policy_deps)
+    audit_spec = make_audit_spec(policy, layout, state, unprotect)
     return Prepared(opts, policy, layout, inv, bwrap_path, cached, plan_ms,
-                    tuple(envfilter.removed(environ, policy)), deps, obs.racy())
+                    tuple(envfilter.removed(environ, policy)), deps, obs.racy(), audit_spec)
+
+
+def make_audit_spec(policy: Policy, layout: Layout, state: str, unprotect) -> dict | None:
+    """What the persistence audit needs after the run, as plain data (it is cached)."""
+    if not layout.writable_roots or not policy.audit_classes:
+        return None
+    return {
+        "state": state,
+        "workspace": layout.workspace,
+        # the sandbox's own tool caches are not the host's business
+        "roots": [r for r in layout.writable_roots if r != layout.cache_dir],
+        "known_protected": list(layout.read_only),
+        "unprotected": list(layout.unprotected) + list(policy.unprotect) + list(unprotect),
+        "git_entries": list(layout.git_entries),
+        "names": list(policy.protected_names),
+        "skip_dirs": list(policy.skip_dirs),
+        "secret_names": list(policy.deny_read_names),
+        "secret_exceptions": list(policy.allow_read_names),
+        "classes": list(policy.audit_classes),
+    }
 
 
 def plan_meta(p: Prepared) -> dict:
@@ -154,6 +176,9 @@ def run(opts: RunOptions, environ: dict[str, str]) -> int:
     started = time.time()
     prepared = None
     try:
+        from sandbox.execute import audit_leftovers
+
+        audit_leftovers(opts, environ)
         prepared = prepare(opts, environ)
         resolve_command(opts.command, prepared.invocation.env, prepared.layout)
         meta = plan_meta(prepared)
@@ -162,6 +187,7 @@ def run(opts: RunOptions, environ: dict[str, str]) -> int:
         inv = prepared.invocation
         seccomp_fd = (inv.seccomp_fd_arg, inv.seccomp_file) if inv.seccomp_file else None
         return execute(opts, inv.argv, inv.env, inv.status_fd_arg, inv.interactive,
-                       prepared.layout.warnings, meta, prepared.bwrap_path, started, seccomp_fd)
+                       prepared.layout.warnings, meta, prepared.bwrap_path, started, seccomp_fd,
+                       prepared.audit_spec, limits.plan(prepared.policy))
     except SandboxError as err:
         return fail(opts, err, plan_meta(prepared) if prepared else None, started)

@@ -370,4 +370,5 @@ def discover(policy: Policy, ws: Workspace, *, extra_writable: tuple[str, ...] =
         empty_file=empty_file,
         warnings=tuple(plan.warnings),
         unprotected=tuple(dict.fromkeys(plan.unprotected)),
+        git_entries=tuple(dict.fromkeys(git_entries)),
     )

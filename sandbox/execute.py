@@ -9,9 +9,11 @@ from __future__ import annotations
 from sandbox import report
 from sandbox.errors import SandboxError, SetupError
 
+EXIT_TIMEOUT = 124  # like timeout(1)
+
 
 def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_path,
-            started, seccomp=None) -> int:
+            started, seccomp=None, audit_spec=None, limits=None) -> int:
     """Start the sandbox and wait for it (shared by the cached fast path)."""
     import sys
 
@@ -22,13 +24,71 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
     if opts.dry_run:
         print(report.shell_join(argv))
         return 0
-    outcome = runner.run(argv, env, status_index, interactive, seccomp)
+    pending = None
+    if audit_spec is not None:
+        from sandbox import audit
+
+        pending = audit.mark_pending(audit_spec)  # the next run audits if we are killed
+    applied = None
+    if limits is not None:  # sandbox.limits.plan(); this makes the run's cgroup
+        applied = runner.Limits(limits)
+        if applied.warning():
+            print(f"sandbox: warning: {applied.warning()}", file=sys.stderr)
+    outcome = runner.run(argv, env, status_index, interactive, seccomp, applied)
+    findings = _audit(audit_spec, pending)
     if not outcome.started:
         return fail(opts, _setup_failure(bwrap_path, outcome), meta, started)
     status = outcome.exit_status
-    report.write(opts.report, report.build(opts.command, meta, started, outcome=outcome,
-                                           status=status))
+    if outcome.timed_out:
+        status = EXIT_TIMEOUT
+        how = ("killed the sandbox after the grace period" if outcome.killed_after_grace
+               else "sent SIGTERM")
+        print(f"sandbox: timeout: the command ran longer than {limits['timeout']} s "
+              f"(limits.timeout_seconds); {how}; exit status {EXIT_TIMEOUT}", file=sys.stderr)
+    doc = report.build(opts.command, meta, started, outcome=outcome, status=status)
+    if audit_spec is not None:
+        doc["audit"] = [f.as_dict() for f in findings]
+    report.write(opts.report, doc)
     return status
+
+
+def _audit(spec, pending) -> list:
+    """Run the persistence audit and print one line per finding."""
+    if spec is None:
+        return []
+    import os
+    import sys
+
+    from sandbox import audit
+
+    findings = audit.Auditor(spec).run()
+    for finding in findings:
+        print(finding.line(), file=sys.stderr)
+    try:
+        os.unlink(pending)
+    except OSError:
+        pass
+    return findings
+
+
+def audit_leftovers(opts, environ: dict[str, str]) -> None:
+    """Audit first if an earlier run in this workspace was killed before its audit.
+
+    Runs before the plan is made or loaded: the audit may move files that a
+    plan would otherwise try to mount.
+    """
+    import os
+    import sys
+
+    from sandbox import plancache
+
+    workspace = os.path.realpath(os.path.join(os.getcwd(), opts.workspace or "."))
+    path = plancache.pending_audit_path(plancache.state_dir(environ), workspace)
+    if os.path.exists(path):
+        from sandbox import audit
+
+        for finding in audit.run_pending(path):
+            print(finding.line() + " (left by an interrupted run)", file=sys.stderr)
 
 
 def fail(opts, err: SandboxError, meta, started) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sandbox.app import Prepared
+from sandbox.limits import describe as describe_limits
 from sandbox.policy import to_data
 from sandbox.report import shell_join
 
@@ -46,6 +47,7 @@ def as_text(p: Prepared) -> str:
         f"workspace   {d['workspace']} ({p.policy.workspace.value})",
         f"starts in   {d['cwd']}",
         f"network     {d['network']} (own network namespace, loopback only)",
+        f"limits      {describe_limits(p.policy)}",
     ]
 
     def section(title: str, items: list[str]) -> None:

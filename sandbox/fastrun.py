@@ -27,6 +27,9 @@ class _EnvRules:
 
 def run_cached(opts, environ: dict[str, str]) -> int | None:
     started = time.time()
+    from sandbox.execute import audit_leftovers
+
+    audit_leftovers(opts, environ)  # before loading: it may move files the plan mounts
     plan = plancache.load(opts, environ)
     if plan is None:
         return None
@@ -45,4 +48,4 @@ def run_cached(opts, environ: dict[str, str]) -> int | None:
     from sandbox.execute import execute
 
     return execute(opts, argv, env, plan["status_index"], plan["interactive"], plan["warnings"],
-                   meta, plan["bwrap"], started, plan["seccomp"])
+                   meta, plan["bwrap"], started, plan["seccomp"], plan["audit"], plan["limits"])

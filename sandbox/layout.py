@@ -25,3 +25,4 @@ class Layout:
     empty_file: str  # the empty file bound over masked files
     warnings: tuple[str, ...] = ()
     unprotected: tuple[str, ...] = ()  # protected paths left writable on request
+    git_entries: tuple[str, ...] = ()  # every .git found in or around the writable roots

@@ -22,7 +22,7 @@ import sys
 from sandbox import __version__
 from sandbox.observe import still_valid
 
-FORMAT = 2
+FORMAT = 4
 # Environment variables that change what the plan would be (the rest of the
 # environment is filtered afresh on every run).
 KEY_ENV = ("HOME", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "XDG_RUNTIME_DIR", "TMPDIR", "PATH",
@@ -41,6 +41,11 @@ def state_dir(environ: dict[str, str]) -> str:
     home = environ.get("HOME") or os.path.expanduser("~")
     base = environ.get("XDG_CACHE_HOME") or os.path.join(home, ".cache")
     return os.path.join(os.path.realpath(base), "sandbox")
+
+
+def pending_audit_path(state: str, workspace: str) -> str:
+    """Where a run records the audit it still owes (see sandbox.audit)."""
+    return os.path.join(state, "pending-audit", _sha256(workspace.encode())[:16] + ".json")
 
 
 def key(opts, environ: dict[str, str]) -> str:
@@ -81,6 +86,8 @@ def load(opts, environ: dict[str, str]) -> dict | None:
 
 def store(environ: dict[str, str], prepared, meta: dict) -> None:
     """Save a plan built by ``app.prepare`` (only when no input was racy)."""
+    from sandbox import limits  # only here: the fast path reads the plan's copy
+
     inv, policy, layout = prepared.invocation, prepared.policy, prepared.layout
     command_len = len(prepared.options.command)
     plan = {
@@ -89,6 +96,8 @@ def store(environ: dict[str, str], prepared, meta: dict) -> None:
         "status_index": inv.status_fd_arg,
         "interactive": inv.interactive,
         "seccomp": (inv.seccomp_fd_arg, inv.seccomp_file) if inv.seccomp_file else None,
+        "audit": prepared.audit_spec,
+        "limits": limits.plan(policy),
         "env_deny": policy.env_deny,
         "env_pass": policy.env_pass,
         "env_set": policy.env_set,

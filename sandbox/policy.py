@@ -84,7 +84,22 @@ class Policy:
     allow_32bit: bool = False
     unix_sockets: bool = True
 
+    # persistence audit: the classes checked after each run (see sandbox.audit)
+    audit_classes: tuple[str, ...] = ("git_hooks", "git_config", "shell_rc", "agent_config",
+                                      "editor_config", "envrc")
+
     weakenings: tuple[Weakening, ...] = field(default=())
+
+    # resource limits ([limits]; 0 = no limit; see sandbox.limits)
+    core_dumps: bool = False
+    max_open_files: int = 65536
+    max_file_size_mb: int = 0
+    cpu_seconds: int = 0
+    max_processes: int = 0
+    address_space_mb: int = 0
+    timeout_seconds: int = 0
+    pids_max: int = 0
+    memory_max_mb: int = 0
 
     # -- queries -----------------------------------------------------------
     def writes_workspace(self) -> bool:
@@ -95,6 +110,12 @@ class Policy:
 
     def is_unprotected(self, path: str) -> bool:
         return any(path == p or path.startswith(p.rstrip("/") + "/") for p in self.unprotect)
+
+
+# [limits] when no profile in the chain sets a key: the same as profiles/default.toml
+LIMIT_DEFAULTS = tuple((name, Policy.__dataclass_fields__[name].default) for name in (
+    "core_dumps", "max_open_files", "max_file_size_mb", "cpu_seconds", "max_processes",
+    "address_space_mb", "timeout_seconds", "pids_max", "memory_max_mb"))
 
 
 # -- plain-data form, for the policy cache and `explain --json` -----------------

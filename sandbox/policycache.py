@@ -40,7 +40,8 @@ def _deps(spec: str, files: list[str]) -> list[str]:
 
 def cache_key(spec: str, ctx: profile.Context) -> str:
     text = repr((__version__, sys.version_info[:2], spec, os.path.abspath(spec) if "/" in spec else "",
-                 ctx, str(profile.user_profile_dir()), str(resources.profiles_dir())))
+                 ctx, str(profile.user_profile_dir()), str(resources.profiles_dir()),
+                 Policy.__slots__))  # a new Policy field must not read an old entry's default
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from sandbox import resources
 from sandbox.errors import ProfileError
-from sandbox.policy import Access, NetworkMode, Policy, Weakening
+from sandbox.policy import LIMIT_DEFAULTS, Access, NetworkMode, Policy, Weakening
 from sandbox.schema import PLACEHOLDERS, SCHEMA, Key, Kind, Merge
 
 MAX_EXTENDS_DEPTH = 8
@@ -210,8 +210,12 @@ def _check_value(src: Source, table: str, key: str, spec: Key, value: object) ->
     elif kind is Kind.INT:
         if isinstance(value, bool) or not isinstance(value, int):
             raise _fail(src, table, key, f"must be an integer, not {_tname(value)}")
-        if not 0 <= value <= 32:
-            raise _fail(src, table, key, "must be between 0 and 32")
+        if spec.zero_unlimited:
+            if value != 0 and not spec.minimum <= value <= spec.maximum:
+                raise _fail(src, table, key, f"must be 0 (no limit) or between {spec.minimum} "
+                                             f"and {spec.maximum}, not {value}")
+        elif not spec.minimum <= value <= spec.maximum:
+            raise _fail(src, table, key, f"must be between {spec.minimum} and {spec.maximum}")
     elif kind is Kind.STRMAP:
         if not isinstance(value, dict):
             raise _fail(src, table, key, f"must be a table of strings, not {_tname(value)}")
@@ -301,10 +305,17 @@ def merge(chain: list[Source], datas: list[dict]) -> tuple[dict, list[Weakening]
 # what build_policy uses when no profile in the chain sets the key
 _UNSET = {"filesystem.workspace": "write", "filesystem.scratch": "write", "protect.git": True,
           "sockets.max_depth": 4, "network.mode": "none", "syscalls.enabled": True,
-          "syscalls.allow_32bit": False, "syscalls.unix_sockets": True}
+          "syscalls.allow_32bit": False, "syscalls.unix_sockets": True,
+          **{f"audit.{name}": True for name in SCHEMA["audit"]},
+          **{f"limits.{name}": value for name, value in LIMIT_DEFAULTS}}
 
 
 def _looser(spec: Key, old: object, new: object) -> bool:
+    if spec.kind is Kind.INT and spec.zero_unlimited:
+        # 0 is no limit: the loosest value of all
+        def room(v: object) -> float:
+            return float("inf") if v == 0 else v  # type: ignore[return-value]
+        return isinstance(new, int) and isinstance(old, int) and room(new) > room(old)
     if spec.kind is Kind.INT:
         return isinstance(new, int) and isinstance(old, int) and new < old
     if not spec.looser or old not in spec.looser or new not in spec.looser:
@@ -392,7 +403,9 @@ def build_policy(chain: list[Source], ctx: Context) -> Policy:
         syscall_allow=tuple(sys_.get("allow", [])),
         allow_32bit=sys_.get("allow_32bit", False),
         unix_sockets=sys_.get("unix_sockets", True),
+        audit_classes=tuple(name for name in SCHEMA["audit"] if merged["audit"].get(name, True)),
         weakenings=tuple(weakenings),
+        **{name: merged["limits"].get(name, value) for name, value in LIMIT_DEFAULTS},
     )
 
 

@@ -45,6 +45,8 @@ def build(command, meta: dict | None, started: float, *, outcome=None, error=Non
             "signal": signal_name,
             "forwarded_signals": outcome.forwarded,
             "killed_after_grace": outcome.killed_after_grace,
+            "timed_out": outcome.timed_out,
+            "limits": outcome.limits,
         })
     if error is not None:
         doc.update({"outcome": "error", "error": {"kind": error.kind, "message": error.message,

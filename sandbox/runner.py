@@ -24,7 +24,8 @@ FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 class Outcome:
     """What happened to one run (a plain class: this module is on the fast path)."""
 
-    __slots__ = ("started", "exit_status", "bwrap_status", "forwarded", "killed_after_grace")
+    __slots__ = ("started", "exit_status", "bwrap_status", "forwarded", "killed_after_grace",
+                 "timed_out", "limits")
 
     def __init__(self) -> None:
         self.started = False  # bwrap reported the command's exit status
@@ -32,6 +33,8 @@ class Outcome:
         self.bwrap_status = 0  # bwrap's own exit status (negative: killed by signal)
         self.forwarded: list[str] = []  # signals passed on to the command
         self.killed_after_grace = False
+        self.timed_out = False  # limits.timeout_seconds expired
+        self.limits: dict = {"applied": {}, "unavailable": {}}  # what Limits.summary() says
 
 
 class _Status:
@@ -115,11 +118,13 @@ def _copy_winsize(src: int, dst: int) -> None:
 
 
 def run(argv, env: dict[str, str], status_fd_arg: int | None, interactive: bool,
-        seccomp: tuple[int, str] | None = None) -> Outcome:
+        seccomp: tuple[int, str] | None = None, limits: "Limits | None" = None) -> Outcome:
     """Run bwrap's argv to completion and return what happened.
 
     ``seccomp`` is (argv index, BPF file): the file is opened and its
-    descriptor number written into argv for bwrap's --seccomp.
+    descriptor number written into argv for bwrap's --seccomp.  ``limits``
+    (see ``Limits``) are applied to bwrap and so to everything in the
+    sandbox, never to this process; its cgroup is removed before returning.
     """
     read_fd, write_fd = os.pipe()
     argv = list(argv)
@@ -147,14 +152,20 @@ def run(argv, env: dict[str, str], status_fd_arg: int | None, interactive: bool,
         old_handlers[signal.SIGWINCH] = signal.signal(signal.SIGWINCH, on_signal)
     try:
         try:
-            proc = _Proc(_spawn(argv, env, keep, stdio))
+            proc = _Proc(_spawn(argv, env, keep, stdio, limits))
         finally:
             for fd in keep:
                 os.close(fd)
             if slave is not None:
                 os.close(slave)
-        return _supervise(proc, _Status(read_fd), master, pending)
+        outcome = _supervise(proc, _Status(read_fd), master, pending,
+                             limits.timeout if limits is not None else None)
+        if limits is not None:
+            outcome.limits = limits.summary()
+        return outcome
     finally:
+        if limits is not None:
+            limits.remove_cgroup()
         for s, handler in old_handlers.items():
             signal.signal(s, handler)
         os.close(read_fd)
@@ -163,8 +174,11 @@ def run(argv, env: dict[str, str], status_fd_arg: int | None, interactive: bool,
 
 
 def _supervise(proc: "_Proc", status: _Status, master: int | None,
-               pending: list[int]) -> Outcome:
+               pending: list[int], time_limit: float | None = None) -> Outcome:
     outcome = Outcome()
+    # limits.timeout_seconds: when it expires the command gets SIGTERM exactly
+    # as if the caller had sent it, then the grace period applies
+    time_up = None if not time_limit else time.monotonic() + time_limit
     os.set_blocking(status.fd, False)
     # Python retries select() after a signal handler runs, so a signal would
     # not wake a blocking select; the wakeup fd makes it readable instead.
@@ -177,6 +191,10 @@ def _supervise(proc: "_Proc", status: _Status, master: int | None,
     relay = _Relay(master) if master is not None else None
     try:
         while True:
+            if time_up is not None and time.monotonic() >= time_up:
+                time_up = None
+                outcome.timed_out = True
+                pending.append(signal.SIGTERM)
             while pending:
                 signum = pending.pop(0)
                 if signum == signal.SIGWINCH:
@@ -212,6 +230,9 @@ def _supervise(proc: "_Proc", status: _Status, master: int | None,
             if relay is not None:
                 fds += relay.wanted()
             timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if time_up is not None:
+                left = max(0.0, time_up - time.monotonic())
+                timeout = left if timeout is None else min(timeout, left)
             if undelivered:  # poll until the command can be signalled
                 timeout = 0.02 if timeout is None else min(timeout, 0.02)
             if status.closed:  # only the relay is left: bound the wait
@@ -250,15 +271,39 @@ def _supervise(proc: "_Proc", status: _Status, master: int | None,
     return outcome
 
 
-def _spawn(argv: list[str], env: dict[str, str], keep: list[int], stdio: list[int | None]) -> int:
-    """posix_spawn bwrap with only stdio and the status pipe inherited.
+# Signals the command must start with at their default action: Python
+# ignores SIGPIPE and SIGXFSZ (an ignored signal stays ignored across exec),
+# and the forwarded ones have Python handlers until exec.
+_DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM,
+                    signal.SIGHUP, signal.SIGQUIT)
 
-    (``subprocess`` would do the same at a higher import cost.)  Descriptors
-    the caller leaked to us must not reach the sandbox, so every other one
-    is made close-on-exec first.  bwrap gets a process group of its own: a
-    terminal's Ctrl-C must not kill bwrap (and with it, through
+
+def _spawn(argv: list[str], env: dict[str, str], keep: list[int], stdio: list[int | None],
+           limits: "Limits | None" = None) -> int:
+    """Start bwrap with only stdio and the status pipe inherited.
+
+    Descriptors the caller leaked to us must not reach the sandbox, so every
+    other one is made close-on-exec first.  bwrap gets a process group of its
+    own: a terminal's Ctrl-C must not kill bwrap (and with it, through
     --die-with-parent, the whole sandbox) before the command's own handlers
-    have run.  Python ignores SIGPIPE; the command must not inherit that.
+    have run.
+
+    Without limits this is one ``posix_spawn`` (``subprocess`` would do the
+    same at a higher import cost).  With limits it is fork + exec, so that
+    the child can lower its soft *and hard* rlimits and join its cgroup
+    before it becomes bwrap.  The alternatives both leak:
+
+    * lowering the limits in the wrapper around ``posix_spawn`` and restoring
+      them afterwards works only for root: anyone else cannot raise a hard
+      limit again, so the wrapper would keep a CPU or address-space limit
+      that could kill it while it supervises (and a soft-only limit is one
+      the command could raise itself);
+    * ``prlimit()`` / a ``cgroup.procs`` write for bwrap's pid after the
+      spawn races with bwrap, which may already have forked the sandbox's
+      init (children keep the limits and cgroup they were born with), and a
+      setuid bwrap refuses prlimit from its unprivileged parent.
+
+    The fork costs a few tenths of a millisecond more than posix_spawn.
     """
     for name in os.listdir("/proc/self/fd"):
         fd = int(name)
@@ -269,10 +314,259 @@ def _spawn(argv: list[str], env: dict[str, str], keep: list[int], stdio: list[in
                 pass
     for fd in keep:
         os.set_inheritable(fd, True)
-    actions = [(os.POSIX_SPAWN_DUP2, fd, target) for target, fd in enumerate(stdio) if fd is not None]
-    return os.posix_spawn(argv[0], argv, env, file_actions=actions, setpgroup=0,
-                          setsigdef=(signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT,
-                                     signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT))
+    if limits is None:
+        actions = [(os.POSIX_SPAWN_DUP2, fd, target) for target, fd in enumerate(stdio)
+                   if fd is not None]
+        return os.posix_spawn(argv[0], argv, env, file_actions=actions, setpgroup=0,
+                              setsigdef=_DEFAULT_SIGNALS)
+    import resource
+
+    rlimits = [(getattr(resource, name), soft, hard) for name, soft, hard in limits.rlimits]
+    procs_fd = limits.procs_fd
+    argv = [os.fsencode(a) for a in argv]
+    envb = {os.fsencode(k): os.fsencode(v) for k, v in env.items()}
+    err_r, err_w = os.pipe()  # close-on-exec: end-of-file means bwrap was exec'd
+    try:
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child never returns
+            _child(argv, envb, stdio, rlimits, procs_fd, err_w, resource.setrlimit)
+        os.close(err_w)
+        err_w = -1
+        report = b""
+        while True:
+            chunk = os.read(err_r, 256)
+            if not chunk:
+                break
+            report += chunk
+    finally:
+        os.close(err_r)
+        if err_w >= 0:
+            os.close(err_w)
+    limits.spawned()
+    for line in report.decode("ascii", "replace").split():
+        code = int(line[1:]) if line[1:].isdigit() else 0
+        if line.startswith("C"):
+            limits.not_joined(code)
+        elif line.startswith("E"):
+            os.waitpid(pid, 0)
+            raise OSError(code, os.strerror(code) if code else "cannot start bwrap",
+                          os.fsdecode(argv[0]))
+    return pid
+
+
+def _child(argv, env, stdio, rlimits, procs_fd, err_w, setrlimit) -> None:
+    """In the forked child: become bwrap, with the limits.  Never returns.
+
+    Only system calls from here on: no imports, and nothing that could run
+    the wrapper's code a second time.
+    """
+    try:
+        os.setpgid(0, 0)
+        for signum in _DEFAULT_SIGNALS:
+            signal.signal(signum, signal.SIG_DFL)
+        if procs_fd is not None:
+            try:  # join the run's cgroup: everything bwrap starts is born in it
+                os.write(procs_fd, b"0")
+            except OSError as exc:
+                os.write(err_w, b"C%d\n" % (exc.errno or 0))
+        for target, fd in enumerate(stdio):
+            if fd is not None:
+                os.dup2(fd, target)
+        for res, soft, hard in rlimits:  # last: RLIMIT_AS may refuse allocations
+            setrlimit(res, (soft, hard))
+        os.execve(argv[0], argv, env)
+    except OSError as exc:
+        try:
+            os.write(err_w, b"E%d\n" % (exc.errno or 0))
+        except OSError:
+            pass
+    except BaseException:
+        try:
+            os.write(err_w, b"E0\n")
+        except BaseException:
+            pass
+    finally:
+        os._exit(127)
+
+
+class Limits:
+    """The ``[limits]`` of one run, ready to apply (see ``sandbox.limits`` for ``plan``).
+
+    Built before the start so that the caller can print a warning for any
+    cgroup limit this host cannot give us.  rlimits never raise what the
+    wrapper already has: a hard limit above the current one is lowered to it,
+    and the soft limit is the smaller of the current soft limit and the new
+    hard one (so a caller's conservative soft limit survives).
+    """
+
+    def __init__(self, plan: dict) -> None:
+        self.timeout = plan.get("timeout")
+        self.applied: dict = {}
+        self.unavailable: dict = {}
+        self.rlimits: list[tuple[str, int, int]] = []
+        self.cgroup: str | None = None
+        self.procs_fd: int | None = None
+        self._cgroup_keys: list[str] = []
+        self._set_rlimits(plan.get("rlimits", ()))
+        if self.timeout:
+            self.applied["timeout_seconds"] = self.timeout
+        if plan.get("cgroup"):
+            self._make_cgroup(plan["cgroup"])
+
+    def _set_rlimits(self, wanted) -> None:
+        import resource
+
+        inf = resource.RLIM_INFINITY
+        for key, name, soft, hard, scale in wanted:
+            cur_soft, cur_hard = resource.getrlimit(getattr(resource, name))
+            new_hard = hard if cur_hard == inf else min(hard, cur_hard)
+            new_soft = min(soft, new_hard) if cur_soft == inf else min(soft, new_hard, cur_soft)
+            self.rlimits.append((name, new_soft, new_hard))
+            if key == "core_dumps":
+                self.applied[key] = False
+            else:
+                shown = new_soft if name == "RLIMIT_CPU" else new_hard
+                self.applied[key] = shown // scale
+
+    # -- cgroup v2 ---------------------------------------------------------------
+    def _make_cgroup(self, wanted) -> None:
+        keys = [key for key, _, _, _ in wanted]
+        base, problem = _own_cgroup()
+        if base is None:
+            self._unavailable(keys, problem)
+            return
+        try:
+            with open(os.path.join(base, "cgroup.subtree_control")) as fh:
+                enabled = fh.read().split()
+        except OSError as exc:
+            self._unavailable(keys, f"cannot read {base}/cgroup.subtree_control: {exc.strerror}")
+            return
+        usable = []
+        for key, controller, file, value in wanted:
+            if controller in enabled:
+                usable.append((key, file, value))
+            else:
+                self._unavailable([key], f"the {controller} controller is not delegated to "
+                                         f"child cgroups of {base}")
+        if not usable:
+            return
+        path = os.path.join(base, f"sandbox-{os.getpid()}-{os.urandom(4).hex()}")
+        try:
+            os.mkdir(path, 0o755)
+        except OSError as exc:
+            self._unavailable([k for k, _, _ in usable],
+                              f"cannot create a cgroup in {base}: {exc.strerror}")
+            return
+        self.cgroup = path  # ours from here on: remove_cgroup() takes it away
+        for key, file, value in usable:
+            try:
+                _write(os.path.join(path, file), value)
+            except OSError as exc:
+                self._unavailable([key], f"cannot write {file}: {exc.strerror}")
+                continue
+            if file == "memory.max":
+                # swap counts too, or memory_max_mb would only limit RAM
+                try:
+                    _write(os.path.join(path, "memory.swap.max"), "0")
+                except OSError:
+                    pass
+            self._cgroup_keys.append(key)
+            self.applied[key] = int(value) // (1 << 20 if file == "memory.max" else 1)
+        if not self._cgroup_keys:
+            self.remove_cgroup()
+            return
+        try:
+            self.procs_fd = os.open(os.path.join(path, "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            self.not_joined(exc.errno or 0)
+
+    def _unavailable(self, keys, reason: str) -> None:
+        for key in keys:
+            self.unavailable[key] = reason
+            self.applied.pop(key, None)
+
+    def not_joined(self, code: int) -> None:
+        """The child could not move itself into the cgroup: its limits do not apply."""
+        reason = f"cannot move the sandbox into {self.cgroup}: {os.strerror(code)}"
+        self._unavailable(self._cgroup_keys, reason)
+        self._cgroup_keys = []
+
+    def spawned(self) -> None:
+        if self.procs_fd is not None:
+            os.close(self.procs_fd)
+            self.procs_fd = None
+
+    def warning(self) -> str | None:
+        """One line naming the limits this host could not apply, or None."""
+        if not self.unavailable:
+            return None
+        reasons = list(dict.fromkeys(self.unavailable.values()))
+        return (f"limits not applied ({', '.join(self.unavailable)}): {'; '.join(reasons)}; "
+                "the run goes ahead without them (set them to 0 in a profile to stop this warning)")
+
+    def summary(self) -> dict:
+        return {"applied": dict(self.applied), "unavailable": dict(self.unavailable),
+                "cgroup": self.cgroup}
+
+    def remove_cgroup(self) -> None:
+        """Remove our cgroup, killing whatever is still in it.  Only ever ours."""
+        self.spawned()
+        path, self.cgroup = self.cgroup, None
+        if path is None:
+            return
+        killed = False
+        for _ in range(200):  # bounded: about 2 s
+            try:
+                os.rmdir(path)
+                return
+            except FileNotFoundError:
+                return
+            except OSError as exc:
+                if exc.errno != errno.EBUSY:
+                    return
+            if not killed:  # something outlived the sandbox's init: kill it
+                killed = True
+                try:
+                    _write(os.path.join(path, "cgroup.kill"), "1")
+                except OSError:
+                    pass
+            time.sleep(0.01)
+
+
+def _write(path: str, value: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, value.encode())
+    finally:
+        os.close(fd)
+
+
+def _own_cgroup() -> tuple[str | None, str]:
+    """This process's cgroup v2 directory, or (None, why not)."""
+    try:
+        with open("/proc/self/cgroup") as fh:
+            lines = fh.read().splitlines()
+    except OSError as exc:
+        return None, f"cannot read /proc/self/cgroup: {exc.strerror}"
+    rel = next((line[3:] for line in lines if line.startswith("0::")), None)
+    if rel is None:
+        return None, "no cgroup v2 hierarchy"
+    try:
+        with open("/proc/self/mountinfo") as fh:
+            mounts = fh.read().splitlines()
+    except OSError as exc:
+        return None, f"cannot read /proc/self/mountinfo: {exc.strerror}"
+    for line in mounts:
+        fields = line.split()
+        sep = fields.index("-") if "-" in fields else -1
+        if sep < 0 or fields[sep + 1] != "cgroup2":
+            continue
+        root, point = fields[3], fields[4].replace("\\040", " ")
+        if rel == root or rel.startswith(root.rstrip("/") + "/"):
+            path = os.path.normpath(point + "/" + rel[len(root.rstrip("/")):])
+            if os.path.isdir(path):
+                return path, ""
+    return None, f"the cgroup v2 hierarchy is not mounted where this process's cgroup ({rel}) is visible"
 
 
 class _Proc:

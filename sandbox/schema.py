@@ -55,6 +55,11 @@ class Key:
     # for REMOVE: the key whose entries this one removes
     removes: str = ""
     allow_glob: bool = False
+    # for INT: the allowed range; with zero_unlimited, 0 means "no limit" (the
+    # loosest value) and a larger number is looser than a smaller one
+    minimum: int = 0
+    maximum: int = 32
+    zero_unlimited: bool = False
 
 
 SCHEMA: dict[str, dict[str, Key]] = {
@@ -127,11 +132,50 @@ SCHEMA: dict[str, dict[str, Key]] = {
                             "Allow socket(AF_UNIX); host sockets stay hidden either way.",
                             looser=(False, True)),
     },
+    "audit": {
+        name: Key(Kind.BOOL, Merge.REPLACE, doc, looser=(True, False))
+        for name, doc in (
+            ("git_hooks", "After the run, quarantine git hooks that appeared where hooks "
+                          "were not read-only (e.g. in a repository made by git init)."),
+            ("git_config", "Strip keys that run programs (core.hooksPath, core.fsmonitor, "
+                           "aliases with '!', filter drivers...) from git configs the run could write."),
+            ("shell_rc", "Quarantine new shell and REPL start-up files (.bashrc, .zshrc...)."),
+            ("agent_config", "Quarantine new coding-agent config (.claude, .codex, .mcp.json...)."),
+            ("editor_config", "Quarantine new editor config (.vscode, .idea...)."),
+            ("envrc", "Quarantine new .envrc / .direnv."),
+        )
+    },
     "network": {
         "mode": Key(Kind.CHOICE, Merge.REPLACE,
                     "none: own network namespace with loopback only.",
                     choices=("none",), looser=("none",)),
     },
+}
+
+
+
+def _limit(doc: str, minimum: int, maximum: int) -> Key:
+    """An integer resource limit: 0 is no limit, raising or removing one is a weakening."""
+    return Key(Kind.INT, Merge.REPLACE, doc, minimum=minimum, maximum=maximum, zero_unlimited=True)
+
+
+SCHEMA["limits"] = {
+    "core_dumps": Key(Kind.BOOL, Merge.REPLACE,
+                      "Allow core dumps (RLIMIT_CORE); false sets it to 0.",
+                      looser=(False, True)),
+    "max_open_files": _limit("Open file descriptors per process (RLIMIT_NOFILE).", 64, 1 << 20),
+    "max_file_size_mb": _limit("Largest file a process may write, in MiB (RLIMIT_FSIZE).",
+                               1, 1 << 24),
+    "cpu_seconds": _limit("CPU time per process in seconds (RLIMIT_CPU).", 1, 31_536_000),
+    "max_processes": _limit("Processes of the user (RLIMIT_NPROC; host-wide, not for root).",
+                            1, 1 << 22),
+    "address_space_mb": _limit("Virtual memory per process in MiB (RLIMIT_AS).", 64, 1 << 24),
+    "timeout_seconds": _limit("Wall-clock limit for the whole run (exit status 124).",
+                              1, 31_536_000),
+    "pids_max": _limit("Processes and threads in the whole sandbox (cgroup v2 pids.max).",
+                       8, 1 << 22),
+    "memory_max_mb": _limit("Memory of the whole sandbox in MiB (cgroup v2 memory.max).",
+                            16, 1 << 24),
 }
 
 PLACEHOLDERS = ("workspace", "home", "tmp", "runtime")

@@ -46,8 +46,9 @@ def load_text(tmp_path: Path, text: str, name: str = "p.toml"):
 BAD = [
     pytest.param(
         'description = "x"\nbogus = 1\n', 2,
-        "{p}:2: key 'bogus': unknown key (hint: known top-level keys: caches, description, "
-        "env, extends, filesystem, network, protect, sockets, syscalls)", id="unknown-top-level"),
+        "{p}:2: key 'bogus': unknown key (hint: known top-level keys: audit, caches, description, "
+        "env, extends, filesystem, limits, network, protect, sockets, syscalls)",
+        id="unknown-top-level"),
     pytest.param(
         '[filesystem]\nworkspace = "write"\nbogus = []\n', 3,
         "{p}:3: key 'filesystem.bogus': unknown key (hint: known keys in [filesystem]: allow_read, "

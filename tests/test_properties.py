@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from sandbox import profile, resources
 from sandbox.errors import ProfileError
-from sandbox.policy import Policy, Weakening
+from sandbox.policy import LIMIT_DEFAULTS, Policy, Weakening
 from sandbox.schema import SCHEMA, Kind
 
 CTX = profile.Context(workspace="/ws", home="/home/u", tmp="/tmp", runtime="/run/user/1000")
@@ -112,8 +112,10 @@ def valid_value(table: str, key: str):
         return st.sampled_from(spec.choices)
     if spec.kind is Kind.BOOL:
         return st.booleans()
+    if spec.kind is Kind.INT and spec.zero_unlimited:
+        return st.one_of(st.just(0), st.integers(spec.minimum, spec.maximum))
     if spec.kind is Kind.INT:
-        return st.integers(0, 32)
+        return st.integers(spec.minimum, spec.maximum)
     if spec.kind is Kind.STR:
         return st.text(max_size=20)
     if spec.kind is Kind.PATHS:
@@ -283,6 +285,10 @@ def child_of_default(draw) -> dict:
     return doc
 
 
+def limit_room(value: int) -> float:
+    return float("inf") if value == 0 else value  # [limits]: 0 is no limit
+
+
 def expected_weakenings(doc: dict) -> set[Weakening]:
     out = set()
     for table, keys in SCHEMA.items():
@@ -295,6 +301,9 @@ def expected_weakenings(doc: dict) -> set[Weakening]:
                 out |= {Weakening("p", dotted, f"added {v}") for v in value}
     if doc.get("protect", {}).get("git") is False:
         out.add(Weakening("p", "protect.git", "true -> false"))
+    for name, value in doc.get("audit", {}).items():
+        if value is False:
+            out.add(Weakening("p", f"audit.{name}", "true -> false"))
     if doc.get("syscalls", {}).get("enabled") is False:
         out.add(Weakening("p", "syscalls.enabled", "true -> false"))
     if doc.get("syscalls", {}).get("allow_32bit") is True:
@@ -302,6 +311,12 @@ def expected_weakenings(doc: dict) -> set[Weakening]:
     depth = doc.get("sockets", {}).get("max_depth")
     if depth is not None and depth < 4:
         out.add(Weakening("p", "sockets.max_depth", f"4 -> {depth}"))
+    if doc.get("limits", {}).get("core_dumps") is True:
+        out.add(Weakening("p", "limits.core_dumps", "false -> true"))
+    for name, default in LIMIT_DEFAULTS:
+        value = doc.get("limits", {}).get(name)
+        if name != "core_dumps" and value is not None and limit_room(value) > limit_room(default):
+            out.add(Weakening("p", f"limits.{name}", f"{default} -> {value}"))
     for entry in doc.get("filesystem", {}).get("allow_read", []):
         out.add(Weakening("p", "filesystem.allow_read",
                           f"secret no longer masked: {profile.expand(entry, CTX)}"))
@@ -361,5 +376,10 @@ def test_grandchild_weakenings_are_attributed(workdir, parent, child):
     depth = child.get("sockets", {}).get("max_depth")
     if depth is not None and depth < base.socket_scan_depth:
         assert Weakening("p", "sockets.max_depth", f"{base.socket_scan_depth} -> {depth}") in mine
+    for name, _ in LIMIT_DEFAULTS:
+        value = child.get("limits", {}).get(name)
+        old = getattr(base, name)
+        if name != "core_dumps" and value is not None and limit_room(value) > limit_room(old):
+            assert Weakening("p", f"limits.{name}", f"{old} -> {value}") in mine
     if base.workspace.value == "read" and child.get("filesystem", {}).get("workspace") == "write":
         assert Weakening("p", "filesystem.workspace", "read -> write") in mine

@@ -1,0 +1,295 @@
+"""The persistence audit: after a run, neutralise what the host would run by itself.
+
+Protected paths that existed before the run were read-only inside, so they
+are unchanged.  What the command could still leave behind is *new*: a
+repository made with ``git init`` (with hooks and a config that runs
+programs), hooks in a repository whose hooks directory did not exist,
+hooks under a ``core.hooksPath`` that did not exist yet, a new ``.vscode/``,
+``.claude/``, ``.envrc`` or shell rc file.  The audit finds them with the
+same scan as discovery (``sandbox.scan``) and neutralises each precisely:
+
+* a hook file is moved to the quarantine directory (exec bits removed);
+* a git config loses only the keys that make git run a program (the
+  original is kept in quarantine), so the repository keeps working;
+* a new agent/editor config, shell rc file or ``.envrc`` is moved to
+  quarantine.
+
+Every finding is one plain line on stderr and an entry in the report.  The
+spec of a pending audit is written to the state directory before the
+command starts and removed after the audit, so if the wrapper is killed in
+between, the next run in that workspace audits first.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+
+from sandbox import gitconfig, scan
+
+# Classes a profile can switch off ([audit] in the profile), and the
+# protected names that belong to each.
+AGENT = ("agent_config", (".claude", ".codex", ".gemini", ".cursor", ".windsurf", ".continue",
+                          ".aider.conf.yml", ".mcp.json", ".cursorrules", ".clinerules"))
+EDITOR = ("editor_config", (".vscode", ".idea", ".zed", ".devcontainer"))
+ENVRC = ("envrc", (".envrc", ".direnv"))
+GIT_HOOKS = "git_hooks"
+GIT_CONFIG = "git_config"
+SHELL_RC = "shell_rc"  # every other protected name: shell and REPL start-up files
+CLASSES = (GIT_HOOKS, GIT_CONFIG, SHELL_RC, AGENT[0], EDITOR[0], ENVRC[0])
+
+# git config keys that make git (or a tool reading the config) run a program.
+# Sections with a subsection are matched as "section.*.key".
+DANGEROUS_KEYS = {
+    "core.hookspath", "core.fsmonitor", "core.sshcommand", "core.pager", "core.editor",
+    "core.askpass", "core.gitproxy", "sequence.editor", "diff.external", "include.path",
+    "includeif.*.path", "diff.*.textconv", "diff.*.command", "filter.*.clean",
+    "filter.*.smudge", "filter.*.process", "merge.*.driver", "credential.helper",
+    "credential.*.helper", "gpg.program", "gpg.*.program", "uploadpack.packobjectshook",
+    "pager.*", "web.browser", "browser.*.cmd", "browser.*.path", "remote.*.uploadpack",
+    "remote.*.receivepack", "remote.*.vcs", "difftool.*.cmd", "mergetool.*.cmd",
+    "receive.procreceiverefs", "protocol.*.allow", "ssh.variant", "tar.*.command",
+}
+
+
+class Finding:
+    __slots__ = ("kind", "path", "action")
+
+    def __init__(self, kind: str, path: str, action: str) -> None:
+        self.kind, self.path, self.action = kind, path, action
+
+    def line(self) -> str:
+        return f"sandbox: audit: {self.kind}: {self.path}: {self.action}"
+
+    def as_dict(self) -> dict:
+        return {"kind": self.kind, "path": self.path, "action": self.action}
+
+
+def class_of(name: str) -> str:
+    for cls, names in (AGENT, EDITOR, ENVRC):
+        if name in names:
+            return cls
+    return SHELL_RC
+
+
+def _dangerous(section: str, sub: str | None, key: str, value: str) -> bool:
+    if section == "alias":
+        return value.lstrip().startswith("!")
+    exact = f"{section}.{key}"
+    wild = f"{section}.*.{key}" if sub is not None else None
+    return exact in DANGEROUS_KEYS or (wild in DANGEROUS_KEYS) or f"{section}.*" in DANGEROUS_KEYS
+
+
+def dangerous_entries(text: str) -> list[str]:
+    """``section[.sub].key`` of every entry in a git config that runs a program."""
+    return [_name(e) for e in gitconfig.entries(text) if _dangerous(*e)]
+
+
+def strip_config(text: str) -> tuple[str, list[str]]:
+    """Remove the dangerous entries from a git config text; keep everything else.
+
+    Each key line is parsed together with the section header above it, so
+    the same parser decides what is dangerous here and in ``dangerous_entries``.
+    """
+    out, removed = [], []
+    header = ""
+    for line in text.splitlines(keepends=True):
+        match = gitconfig._SECTION.match(line)
+        if match:
+            header = line[:match.end()] + "\n"
+            inline = list(gitconfig.entries(line))
+            drop = [e for e in inline if _dangerous(*e)]
+            if drop:
+                removed.extend(_name(e) for e in drop)
+                out.append(header)
+            else:
+                out.append(line)
+            continue
+        drop = [e for e in gitconfig.entries(header + line) if _dangerous(*e)]
+        if drop:
+            removed.extend(_name(e) for e in drop)
+            continue
+        out.append(line)
+    return "".join(out), removed
+
+
+def _name(entry) -> str:
+    section, sub, key, _value = entry
+    return f"{section}.{sub}.{key}" if sub is not None else f"{section}.{key}"
+
+
+class Auditor:
+    """One audit pass over the writable roots of one run."""
+
+    def __init__(self, spec: dict) -> None:
+        self.spec = spec
+        self.known = set(spec["known_protected"])
+        self.classes = set(spec["classes"])
+        self.findings: list[Finding] = []
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"-{os.getpid()}"
+        self.quarantine = os.path.join(spec["state"], "quarantine", stamp)
+
+    def _protected_before(self, path: str) -> bool:
+        return any(path == k or path.startswith(k.rstrip("/") + "/") for k in self.known)
+
+    def _unprotected(self, path: str) -> bool:
+        return any(path == u or path.startswith(u.rstrip("/") + "/") for u in self.spec["unprotected"])
+
+    def _writable(self, path: str) -> bool:
+        return any(path == r or path.startswith(r.rstrip("/") + "/") for r in self.spec["roots"])
+
+    def _move(self, path: str) -> str:
+        dest = os.path.join(self.quarantine, path.lstrip("/"))
+        os.makedirs(os.path.dirname(dest), mode=0o700, exist_ok=True)
+        shutil.move(path, dest)
+        for dirpath, _dirs, files in os.walk(dest):
+            for name in files:
+                full = os.path.join(dirpath, name)
+                if not os.path.islink(full):
+                    os.chmod(full, os.stat(full).st_mode & ~0o7111)
+        if os.path.isfile(dest) and not os.path.islink(dest):
+            os.chmod(dest, os.stat(dest).st_mode & ~0o7111)
+        return dest
+
+    def run(self) -> list[Finding]:
+        rules = scan.Rules(protected_names=tuple(self.spec["names"]),
+                           skip_dirs=tuple(self.spec["skip_dirs"]),
+                           secret_names=tuple(self.spec["secret_names"]),
+                           secret_exceptions=tuple(self.spec["secret_exceptions"]), find_git=True)
+        cache_dir = os.path.join(self.spec["state"], "scan")
+        git_entries = set(self.spec["git_entries"])
+        for root in self.spec["roots"]:
+            if not os.path.isdir(root):
+                continue
+            result = scan.walk(root, rules, os.path.join(cache_dir, scan.cache_name(root, rules)))
+            for path, kind, _is_dir in result.findings:
+                if kind == scan.GIT:
+                    git_entries.add(path)
+                elif kind == scan.PROTECTED:
+                    self._name(path)
+        for dotgit in sorted(git_entries):
+            self._repository(dotgit)
+        return self.findings
+
+    def _name(self, path: str) -> None:
+        if self._protected_before(path) or self._unprotected(path):
+            return
+        cls = class_of(os.path.basename(path))
+        if cls not in self.classes or not os.path.lexists(path):
+            return
+        dest = self._move(path)
+        self.findings.append(Finding(cls.replace("_", " "), path,
+                                     f"created during the run; moved to {dest}"))
+
+    def _repository(self, dotgit: str) -> None:
+        worktree = os.path.dirname(dotgit)
+        if os.path.isdir(dotgit) and not os.path.islink(dotgit):
+            gitdir = dotgit
+        else:
+            try:
+                with open(dotgit, encoding="utf-8", errors="replace") as fh:
+                    line = fh.read(4096).strip()
+            except OSError:
+                return
+            if not line.startswith("gitdir:"):
+                return
+            gitdir = os.path.realpath(os.path.join(worktree, line[7:].strip()))
+        common = gitdir
+        try:
+            with open(os.path.join(gitdir, "commondir"), encoding="utf-8") as fh:
+                common = os.path.realpath(os.path.join(gitdir, fh.read().strip()))
+        except OSError:
+            pass
+        gitdirs = [gitdir] + ([common] if common != gitdir else [])
+        gitdirs += _module_gitdirs(os.path.join(common, "modules"), 6)
+        for d in gitdirs:
+            for cfg in ("config", "config.worktree"):
+                self._config(os.path.join(d, cfg))
+            self._hooks(os.path.join(d, "hooks"))
+        _included, hooks_path = gitconfig.referenced_paths(
+            [os.path.join(common, "config"), os.path.join(gitdir, "config.worktree")], worktree)
+        if hooks_path:
+            self._hooks(hooks_path)
+
+    def _config(self, path: str) -> None:
+        if GIT_CONFIG not in self.classes or not self._writable(path) or self._protected_before(path):
+            return
+        if self._unprotected(path) or not os.path.isfile(path) or os.path.islink(path):
+            return
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            text = fh.read(1 << 20)
+        if not dangerous_entries(text):
+            return
+        cleaned, removed = strip_config(text)
+        keep = os.path.join(self.quarantine, path.lstrip("/"))
+        os.makedirs(os.path.dirname(keep), mode=0o700, exist_ok=True)
+        shutil.copyfile(path, keep)
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(cleaned)
+        self.findings.append(Finding("git config", path,
+                                     f"removed {', '.join(removed)} (original kept at {keep})"))
+
+    def _hooks(self, hooks_dir: str) -> None:
+        if GIT_HOOKS not in self.classes or not self._writable(hooks_dir):
+            return
+        if self._protected_before(hooks_dir) or self._unprotected(hooks_dir):
+            return
+        try:
+            names = sorted(os.listdir(hooks_dir))
+        except OSError:
+            return
+        for name in names:
+            path = os.path.join(hooks_dir, name)
+            if name.endswith(".sample") or os.path.isdir(path) and not os.path.islink(path):
+                continue
+            dest = self._move(path)
+            self.findings.append(Finding("git hook", path,
+                                         f"created during the run; moved to {dest}"))
+
+
+def _module_gitdirs(path: str, depth: int) -> list[str]:
+    found: list[str] = []
+    try:
+        names = sorted(os.listdir(path))
+    except OSError:
+        return found
+    for name in names:
+        sub = os.path.join(path, name)
+        if os.path.isfile(os.path.join(sub, "HEAD")):
+            found.append(sub)
+            if depth > 0:
+                found += _module_gitdirs(os.path.join(sub, "modules"), depth - 1)
+        elif depth > 0 and os.path.isdir(sub):
+            found += _module_gitdirs(sub, depth - 1)
+    return found
+
+
+# -- pending audits: survive a wrapper that is killed mid-run ---------------------
+
+def mark_pending(spec: dict) -> str:
+    from sandbox.plancache import pending_audit_path
+
+    path = pending_audit_path(spec["state"], spec["workspace"])
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(spec, fh)
+    os.replace(tmp, path)
+    return path
+
+
+def run_pending(path: str) -> list[Finding]:
+    """Audit what an earlier, interrupted run left; then forget it."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            spec = json.load(fh)
+    except (OSError, ValueError):
+        return []
+    findings = Auditor(spec).run()
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+    return findings

@@ -1,0 +1,138 @@
+"""The persistence audit: what a run leaves behind cannot run on the host later.
+
+Each attack is shown to work without the sandbox (the planted hook really
+runs when the host commits) and to be neutralised after a sandboxed run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import sandbox_exe
+from sandbox import audit
+
+pytestmark = pytest.mark.integration
+
+PLANT_HOOK = (
+    "git init -q newrepo && "
+    "printf '#!/bin/sh\\necho ran > \"$(git rev-parse --git-dir)/../HOOK-RAN\"\\n' "
+    "> newrepo/.git/hooks/pre-commit && chmod +x newrepo/.git/hooks/pre-commit"
+)
+GIT_ID = ["-c", "user.name=T", "-c", "user.email=t@example.invalid"]
+
+
+def host_git(senv, repo, *args):
+    return subprocess.run(senv.who.prefix() + ["git", "-C", str(repo), *GIT_ID, *args],
+                          capture_output=True, text=True, env=senv.environ(), timeout=60)
+
+
+def test_hook_planted_by_git_init_does_not_run_on_host(senv):
+    # without the sandbox the attack works: the host's commit runs the hook
+    outside = senv.base / "outside"
+    outside.mkdir()
+    senv.finish()
+    subprocess.run(senv.who.prefix() + ["sh", "-c", PLANT_HOOK], cwd=outside, check=True,
+                   env=senv.environ())
+    assert host_git(senv, outside / "newrepo", "commit", "-q", "--allow-empty", "-m", "x").returncode == 0
+    assert (outside / "newrepo" / "HOOK-RAN").exists()
+    # inside the sandbox the hook is planted, then quarantined by the audit
+    r = senv.sh(PLANT_HOOK)
+    assert r.returncode == 0, r.stderr
+    assert b"sandbox: audit: git hook:" in r.stderr
+    assert host_git(senv, senv.ws / "newrepo", "commit", "-q", "--allow-empty", "-m", "x").returncode == 0
+    assert not (senv.ws / "newrepo" / "HOOK-RAN").exists()
+    assert [n for n in os.listdir(senv.ws / "newrepo" / ".git" / "hooks") if not n.endswith(".sample")] == []
+
+
+def test_dangerous_git_config_keys_are_stripped_and_repo_still_works(senv):
+    script = ("git init -q r && git -C r config core.fsmonitor ./evil.sh && "
+              "git -C r config alias.st '!sh -c evil' && git -C r config user.name Keep")
+    r = senv.sh(script)
+    assert r.returncode == 0, r.stderr
+    config = (senv.ws / "r" / ".git" / "config").read_text()
+    assert "fsmonitor" not in config and "evil" not in config
+    assert "name = Keep" in config
+    assert host_git(senv, senv.ws / "r", "status", "--short").returncode == 0
+    assert b"removed core.fsmonitor, alias.st" in r.stderr
+
+
+def test_new_editor_and_agent_config_are_quarantined_existing_ones_untouched(senv):
+    (senv.ws / ".vscode").mkdir()
+    (senv.ws / ".vscode" / "settings.json").write_text("{}\n")
+    r = senv.sh("mkdir -p pkg/.vscode .claude && echo '{}' > pkg/.vscode/tasks.json && "
+                "echo '{}' > .claude/settings.json && echo 'export X=1' > .envrc")
+    assert r.returncode == 0, r.stderr
+    assert not (senv.ws / "pkg" / ".vscode").exists()
+    assert not (senv.ws / ".claude").exists()
+    assert not (senv.ws / ".envrc").exists()
+    assert (senv.ws / ".vscode" / "settings.json").read_text() == "{}\n"
+
+
+def test_hook_under_a_hookspath_that_did_not_exist(senv):
+    subprocess.run(["git", "init", "-q", str(senv.ws)], check=True)
+    subprocess.run(["git", "-C", str(senv.ws), "config", "core.hooksPath", "githooks"], check=True)
+    r = senv.sh("mkdir githooks && printf '#!/bin/sh\\ntouch HOOK-RAN\\n' > githooks/pre-commit && "
+                "chmod +x githooks/pre-commit")
+    assert r.returncode == 0, r.stderr
+    assert not (senv.ws / "githooks" / "pre-commit").exists()
+    assert host_git(senv, senv.ws, "commit", "-q", "--allow-empty", "-m", "x").returncode == 0
+    assert not (senv.ws / "HOOK-RAN").exists()
+
+
+def test_report_lists_findings(senv):
+    report = senv.base / "r.json"
+    r = senv.sh("mkdir .idea", args=["--report", str(report)])
+    assert r.returncode == 0
+    doc = json.loads(report.read_text())
+    assert [f["kind"] for f in doc["audit"]] == ["editor config"]
+    assert doc["audit"][0]["path"] == str(senv.ws / ".idea")
+
+
+def test_profile_can_turn_a_class_off_visibly(senv):
+    profile = senv.base / "p.toml"
+    profile.write_text('extends = "default"\n[audit]\neditor_config = false\n')
+    r = senv.sh("mkdir .idea", args=["--profile", str(profile)])
+    assert r.returncode == 0
+    assert (senv.ws / ".idea").is_dir()
+    shown = subprocess.run(senv.who.prefix() + [sandbox_exe(), "explain", "--profile", str(profile)],
+                           cwd=senv.ws, env=senv.environ(), capture_output=True, text=True)
+    assert "audit.editor_config: true -> false" in shown.stdout
+
+
+def test_killed_wrapper_is_audited_by_the_next_run(senv):
+    senv.finish()
+    proc = subprocess.Popen(
+        senv.who.prefix() + [sandbox_exe(), "run", "--", "sh", "-c",
+                             "mkdir .codex && echo READY && sleep 60"],
+        cwd=senv.ws, env=senv.environ(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 20
+        while not (senv.ws / ".codex").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert (senv.ws / ".codex").exists()
+        os.kill(proc.pid, signal.SIGKILL)  # no audit from this run
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert (senv.ws / ".codex").exists()
+    r = senv.run(["true"])
+    assert r.returncode == 0
+    assert b"left by an interrupted run" in r.stderr
+    assert not (senv.ws / ".codex").exists()
+
+
+def test_strip_config_keeps_everything_else():
+    text = ("[core]\n\tbare = false\n\thooksPath = x\n[alias]\n\tco = checkout\n\tp = !sh\n"
+            "[filter \"lfs\"]\n\tclean = evil\n\trequired = true\n[user]\n\tname = A\n")
+    cleaned, removed = audit.strip_config(text)
+    assert removed == ["core.hookspath", "alias.p", "filter.lfs.clean"]
+    assert audit.dangerous_entries(cleaned) == []
+    for kept in ("bare = false", "co = checkout", "required = true", "name = A"):
+        assert kept in cleaned
