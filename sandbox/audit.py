@@ -22,9 +22,8 @@ between, the next run in that workspace audits first.
 
 from __future__ import annotations
 
-import json
+import marshal
 import os
-import shutil
 import time
 
 from sandbox import gitconfig, scan
@@ -96,9 +95,9 @@ def strip_config(text: str) -> tuple[str, list[str]]:
     out, removed = [], []
     header = ""
     for line in text.splitlines(keepends=True):
-        match = gitconfig._SECTION.match(line)
+        match = gitconfig.section_header(line)
         if match:
-            header = line[:match.end()] + "\n"
+            header = line[:match[2]] + "\n"
             inline = list(gitconfig.entries(line))
             drop = [e for e in inline if _dangerous(*e)]
             if drop:
@@ -141,6 +140,8 @@ class Auditor:
         return any(path == r or path.startswith(r.rstrip("/") + "/") for r in self.spec["roots"])
 
     def _move(self, path: str) -> str:
+        import shutil
+
         dest = os.path.join(self.quarantine, path.lstrip("/"))
         os.makedirs(os.path.dirname(dest), mode=0o700, exist_ok=True)
         shutil.move(path, dest)
@@ -223,6 +224,8 @@ class Auditor:
         if not dangerous_entries(text):
             return
         cleaned, removed = strip_config(text)
+        import shutil
+
         keep = os.path.join(self.quarantine, path.lstrip("/"))
         os.makedirs(os.path.dirname(keep), mode=0o700, exist_ok=True)
         shutil.copyfile(path, keep)
@@ -274,8 +277,8 @@ def mark_pending(spec: dict) -> str:
     path = pending_audit_path(spec["state"], spec["workspace"])
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
     tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(spec, fh)
+    with open(tmp, "wb") as fh:  # marshal: fast, private, and cannot run code on load
+        marshal.dump(spec, fh)
     os.replace(tmp, path)
     return path
 
@@ -283,9 +286,11 @@ def mark_pending(spec: dict) -> str:
 def run_pending(path: str) -> list[Finding]:
     """Audit what an earlier, interrupted run left; then forget it."""
     try:
-        with open(path, encoding="utf-8") as fh:
-            spec = json.load(fh)
-    except (OSError, ValueError):
+        with open(path, "rb") as fh:
+            spec = marshal.load(fh)
+    except (OSError, EOFError, ValueError, TypeError):
+        return []
+    if not isinstance(spec, dict):
         return []
     findings = Auditor(spec).run()
     try:

@@ -9,11 +9,66 @@ The parser is tolerant: a line it cannot read is skipped, never fatal.
 from __future__ import annotations
 
 import os
-import re
 
-_SECTION = re.compile(r'^\s*\[\s*([A-Za-z0-9.\-]+)(?:\s+"((?:[^"\\]|\\.)*)")?\s*\]')
-_KEYVAL = re.compile(r"^\s*([A-Za-z][A-Za-z0-9\-]*)\s*(?:=\s*(.*))?$")
 MAX_INCLUDE_DEPTH = 5
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-")
+_KEY_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-")
+
+# Hand-written rather than regular expressions: the persistence audit reads
+# configs after every run, and importing ``re`` would cost more than parsing.
+
+
+def section_header(line: str):
+    """``[name]`` or ``[name "sub"]`` at the start of ``line``: (name, sub, end) or None."""
+    i, n = 0, len(line)
+    while i < n and line[i] in " \t":
+        i += 1
+    if i >= n or line[i] != "[":
+        return None
+    i += 1
+    while i < n and line[i] in " \t":
+        i += 1
+    start = i
+    while i < n and line[i] in _NAME_CHARS:
+        i += 1
+    if i == start:
+        return None
+    name, sub = line[start:i], None
+    j = i
+    while j < n and line[j] in " \t":
+        j += 1
+    if j > i and j < n and line[j] == '"':
+        j += 1
+        chars = []
+        while j < n and line[j] != '"':
+            if line[j] == "\\" and j + 1 < n:
+                j += 1
+            chars.append(line[j])
+            j += 1
+        if j >= n:
+            return None
+        sub = "".join(chars)
+        i = j + 1
+    while i < n and line[i] in " \t":
+        i += 1
+    if i >= n or line[i] != "]":
+        return None
+    return name, sub, i + 1
+
+
+def _key_value(stripped: str):
+    """``key`` or ``key = value``: (key, raw value or None), or None."""
+    if not stripped or not stripped[0].isascii() or not stripped[0].isalpha():
+        return None
+    i = 1
+    while i < len(stripped) and stripped[i] in _KEY_CHARS:
+        i += 1
+    key, rest = stripped[:i], stripped[i:].lstrip(" \t")
+    if not rest:
+        return key, None
+    if rest[0] != "=":
+        return None
+    return key, rest[1:].lstrip(" \t")
 
 
 def _unquote(raw: str) -> str:
@@ -37,25 +92,22 @@ def entries(text: str):
     """Yield (section, subsection, key, value) with section/key lower-cased."""
     section, sub = "", None
     for line in text.splitlines():
-        m = _SECTION.match(line)
-        if m:
-            name = m.group(1)
-            if m.group(2) is None and "." in name:  # legacy [section.sub] form
+        header = section_header(line)
+        if header:
+            name, sub, end = header
+            if sub is None and "." in name:  # legacy [section.sub] form
                 name, sub = name.split(".", 1)
-            else:
-                sub = m.group(2)
             section = name.lower()
-            rest = line[m.end():]
-            line = rest
+            line = line[end:]
             if not line.strip():
                 continue
         stripped = line.strip()
         if not stripped or stripped[0] in "#;":
             continue
-        kv = _KEYVAL.match(stripped)
+        kv = _key_value(stripped)
         if kv and section:
-            value = _unquote(kv.group(2)) if kv.group(2) is not None else "true"
-            yield section, sub, kv.group(1).lower(), value
+            value = _unquote(kv[1]) if kv[1] is not None else "true"
+            yield section, sub, kv[0].lower(), value
 
 
 def _expand(value: str, base_dir: str) -> str:

@@ -16,11 +16,11 @@ def match(name: str, pattern: str) -> bool:
     star = -1
     mark = 0
     while n < len(name):
-        if p < len(pattern) and (pattern[p] == "?" or pattern[p] == name[n]):
-            n += 1
-            p += 1
-        elif p < len(pattern) and pattern[p] == "*":
+        if p < len(pattern) and pattern[p] == "*":  # before the literal test: '*' in a name
             star, mark = p, n
+            p += 1
+        elif p < len(pattern) and (pattern[p] == "?" or pattern[p] == name[n]):
+            n += 1
             p += 1
         elif star != -1:  # backtrack: let the last '*' swallow one more character
             p = star + 1

@@ -45,7 +45,7 @@ def state_dir(environ: dict[str, str]) -> str:
 
 def pending_audit_path(state: str, workspace: str) -> str:
     """Where a run records the audit it still owes (see sandbox.audit)."""
-    return os.path.join(state, "pending-audit", _sha256(workspace.encode())[:16] + ".json")
+    return os.path.join(state, "pending-audit", _sha256(workspace.encode())[:16])
 
 
 def key(opts, environ: dict[str, str]) -> str:

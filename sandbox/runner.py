@@ -11,7 +11,9 @@ from __future__ import annotations
 import errno
 import os
 import select
-import signal
+# The C module: ``signal`` builds IntEnum classes on import, which costs
+# milliseconds on every start; the same functions and constants are here.
+import _signal as signal
 import sys
 import time
 
@@ -19,6 +21,8 @@ import time
 # run its handlers before the whole sandbox is killed.
 GRACE_SECONDS = float(os.environ.get("SANDBOX_KILL_GRACE", "5"))
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+_SIGNAL_NAMES = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM", signal.SIGHUP: "SIGHUP",
+                 signal.SIGQUIT: "SIGQUIT"}
 
 
 class Outcome:
@@ -201,7 +205,7 @@ def _supervise(proc: "_Proc", status: _Status, master: int | None,
                     if master is not None:
                         _copy_winsize(sys.stdin.fileno(), master)
                     continue
-                outcome.forwarded.append(signal.Signals(signum).name)
+                outcome.forwarded.append(_SIGNAL_NAMES.get(signum, str(signum)))
                 undelivered.append(signum)
                 # a second signal means: do not wait any longer
                 deadline = time.monotonic() + GRACE_SECONDS if deadline is None else time.monotonic()

@@ -16,15 +16,14 @@ result, and written with ``marshal`` (fast, and it cannot run code on load).
 
 from __future__ import annotations
 
-import hashlib
 import marshal
 import os
 import stat
 import sys
 import time
-from dataclasses import dataclass
 
 from sandbox.patterns import match_any
+from sandbox.plancache import _sha256
 
 RACY_NS = 2_000_000_000
 FORMAT = 1
@@ -36,27 +35,58 @@ SECRET = "secret"  # a file matching deny_read_names
 SOCKET = "socket"  # a unix socket
 
 
-@dataclass(frozen=True, slots=True)
 class Rules:
-    protected_names: tuple[str, ...] = ()
-    skip_dirs: tuple[str, ...] = ()
-    secret_names: tuple[str, ...] = ()
-    secret_exceptions: tuple[str, ...] = ()
-    find_git: bool = True
-    max_depth: int = 64
-    exclude: tuple[str, ...] = ()  # absolute paths not to walk into
+    """What a walk looks for.  A plain immutable class, not a dataclass: the
+    persistence audit walks after every run and should not pay for importing
+    ``dataclasses``."""
+
+    __slots__ = ("protected_names", "skip_dirs", "secret_names", "secret_exceptions",
+                 "find_git", "max_depth", "exclude")
+
+    def __init__(self, protected_names=(), skip_dirs=(), secret_names=(), secret_exceptions=(),
+                 find_git: bool = True, max_depth: int = 64, exclude=()) -> None:
+        values = (tuple(protected_names), tuple(skip_dirs), tuple(secret_names),
+                  tuple(secret_exceptions), bool(find_git), int(max_depth), tuple(exclude))
+        for name, value in zip(self.__slots__, values):
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name, value):
+        raise AttributeError("Rules is immutable")
+
+    def _values(self) -> tuple:
+        return tuple(getattr(self, n) for n in self.__slots__)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Rules) and self._values() == other._values()
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __repr__(self) -> str:
+        return "Rules(" + ", ".join(f"{n}={getattr(self, n)!r}" for n in self.__slots__) + ")"
 
     def digest(self) -> str:
-        text = repr((FORMAT, sys.version_info[:2], self))
-        return hashlib.sha256(text.encode()).hexdigest()[:24]
+        text = repr((FORMAT, sys.version_info[:2], self._values()))
+        return _sha256(text.encode())[:24]
 
 
-@dataclass(frozen=True, slots=True)
 class Result:
-    findings: tuple[tuple[str, str, bool], ...]  # (path, kind, is_dir)
-    dirs_listed: int
-    dirs_reused: int
-    dirs: tuple[str, ...] = ()  # every directory walked (their stamps decide reuse)
+    """What a walk found: (path, kind, is_dir) findings, and which directories it saw."""
+
+    __slots__ = ("findings", "dirs_listed", "dirs_reused", "dirs")
+
+    def __init__(self, findings, dirs_listed: int, dirs_reused: int, dirs=()) -> None:
+        self.findings = findings
+        self.dirs_listed = dirs_listed
+        self.dirs_reused = dirs_reused
+        self.dirs = dirs  # every directory walked (their stamps decide reuse)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Result) and all(
+            getattr(self, n) == getattr(other, n) for n in self.__slots__)
+
+    def __repr__(self) -> str:
+        return f"Result(findings={self.findings!r}, listed={self.dirs_listed}, reused={self.dirs_reused})"
 
 
 def _classify(rules: Rules, names: frozenset, entry: os.DirEntry) -> tuple[str | None, bool]:
@@ -174,4 +204,4 @@ def _store(cache_file: str, data: dict) -> None:
 
 
 def cache_name(root: str, rules: Rules) -> str:
-    return hashlib.sha256(f"{root}\0{rules.digest()}".encode()).hexdigest()[:32] + ".scan"
+    return _sha256(f"{root}\0{rules.digest()}".encode())[:32] + ".scan"

@@ -109,6 +109,9 @@ def main() -> None:
     try:
         env = dict(os.environ)
         env["XDG_CACHE_HOME"] = str(work / "cache")
+        # Measure what users get: an installed package has its .pyc files;
+        # with this set, every start would compile changed modules again.
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
         small = work / "small"
         small.mkdir()
         (small / "README").write_text("small workspace\n")

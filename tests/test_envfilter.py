@@ -99,3 +99,26 @@ def test_sandbox_env_without_cache_dir_keeps_host_value():
     pol = small(caches=[("PIP_CACHE_DIR", "pip")])
     env = envfilter.sandbox_env({"PIP_CACHE_DIR": "/host"}, pol, None, "/ws")
     assert env == {"PIP_CACHE_DIR": "/host", "PWD": "/ws", "SANDBOX_ACTIVE": "1"}
+
+
+def test_fast_matcher_agrees_with_pattern_matching():
+    """The shape-sorted matcher must decide exactly like matching each pattern in turn."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from sandbox.envfilter import _Matcher
+    from sandbox.patterns import match
+
+    patterns = ["*TOKEN*", "AWS_*", "*_KEY", "DATABASE_URL", "A?C*", "*", "X*Y*Z", "*_PAT"]
+    alphabet = st.sampled_from(list("ATOKENWS_KEYPDBXZC?*az"))
+
+    @settings(max_examples=300, deadline=None)
+    @given(names=st.lists(st.text(alphabet, max_size=12), max_size=20),
+           chosen=st.lists(st.sampled_from(patterns), max_size=5))
+    def check(names, chosen):
+        matcher = _Matcher(chosen, ())
+        for name in names:
+            slow = any(match(name.upper(), p.upper()) for p in chosen)
+            assert matcher.denied(name) == slow, (name, chosen)
+
+    check()
