@@ -164,8 +164,38 @@ class _Plan:
     warnings: list[str]
 
 
-def _git_paths(dotgit: str, plan: _Plan, protect: bool, obs: Observer) -> None:
-    """Work out what in one repository must stay writable and what read-only."""
+def _points_back(dotgit: str, gitdir: str, commondir: str, obs: Observer) -> bool:
+    """Does a git dir outside the writable roots really belong to this ``.git`` file?
+
+    A ``.git`` file inside the workspace may have been written by an earlier
+    sandboxed command, and it names the directory we would make writable:
+    ``gitdir: /home/me`` must not hand out the home directory.  So a target
+    outside the writable roots is trusted only if it points back, in files
+    the command could not have written: a worktree's ``<gitdir>/gitdir``
+    names this ``.git`` file and ``<gitdir>`` sits in ``<commondir>/worktrees``;
+    a submodule's ``<gitdir>/config`` has ``core.worktree`` = this checkout.
+    """
+    me = obs.realpath(dotgit)
+    back = obs.read(os.path.join(gitdir, "gitdir"), 4096)
+    if back is not None:
+        target = obs.realpath(os.path.join(gitdir, back.strip()))
+        return target == me and os.path.dirname(gitdir) == os.path.join(commondir, "worktrees")
+    config = obs.read(os.path.join(gitdir, "config"))
+    if config is None or commondir != gitdir:
+        return False
+    for section, _sub, key, value in gitconfig.entries(config):
+        if section == "core" and key == "worktree":
+            return obs.realpath(os.path.join(gitdir, value)) == obs.realpath(os.path.dirname(dotgit))
+    return False
+
+
+def _git_paths(dotgit: str, plan: _Plan, protect: bool, obs: Observer,
+               roots: list[str], trusted: bool = False) -> None:
+    """Work out what in one repository must stay writable and what read-only.
+
+    ``trusted``: the ``.git`` entry lies outside every writable root (found
+    above the workspace), so no sandboxed command can have written it.
+    """
     worktree = os.path.dirname(dotgit)
     if obs.isdir(dotgit) and not os.path.islink(dotgit):
         gitdir = dotgit
@@ -183,6 +213,12 @@ def _git_paths(dotgit: str, plan: _Plan, protect: bool, obs: Observer) -> None:
     pointer = obs.read(os.path.join(gitdir, "commondir"))
     if pointer is not None:
         commondir = obs.realpath(os.path.join(gitdir, pointer.strip()))
+    outside = [d for d in dict.fromkeys((gitdir, commondir))
+               if not any(is_within(d, r) for r in roots)]
+    if outside and not trusted and not _points_back(dotgit, gitdir, commondir, obs):
+        plan.warnings.append(f"ignored {dotgit}: it points to {gitdir}, outside the writable "
+                             "roots, which does not point back to it")
+        return
     for d in dict.fromkeys((gitdir, commondir)):
         if obs.isdir(d):
             plan.writable.append(d)
@@ -288,12 +324,13 @@ def discover(policy: Policy, ws: Workspace, *, extra_writable: tuple[str, ...] =
                 plan.masked_files.append(path)
     # A workspace inside a repository (and not a repository itself): git run
     # in it uses that repository, so its git dir must be writable too.
+    outer = None
     if policy.workspace is Access.WRITE and not obs.lexists(os.path.join(ws.real, ".git")):
         outer = _enclosing_repo(ws.real, obs)
         if outer:
             git_entries.append(outer)
     for dotgit in git_entries:
-        _git_paths(dotgit, plan, policy.protect_git, obs)
+        _git_paths(dotgit, plan, policy.protect_git, obs, roots, trusted=dotgit == outer)
     for root in roots:
         for name in policy.protected_names:
             if os.path.basename(root) == name or root.endswith("/" + name):

@@ -59,9 +59,14 @@ def write(path: str | None, doc: dict) -> None:
         return
     import json
 
+    # The report may be asked for inside the workspace, where the command
+    # could have planted a symlink at the temporary name: create it
+    # exclusively, never through a link, then rename over the final name
+    # (rename replaces a symlink there instead of following it).
     tmp = f"{path}.{os.getpid()}.tmp"
     try:
-        with open(tmp, "w", encoding="utf-8") as fh:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        with open(fd, "w", encoding="utf-8") as fh:
             json.dump(doc, fh, indent=2, sort_keys=True)
             fh.write("\n")
         os.replace(tmp, path)

@@ -132,3 +132,28 @@ def test_report_for_a_tool_error(senv):
     doc = json.loads(report.read_text())
     assert doc["outcome"] == "error" and doc["exit_status"] == 125
     assert "unknown profile" in doc["error"]["message"]
+
+
+def test_report_is_never_written_through_a_planted_symlink(senv):
+    victim = senv.base / "victim.txt"
+    victim.write_text("precious\n")
+    report = senv.ws / "report.json"
+    r = senv.sh(f"ln -s {victim} report.json", args=["--report", str(report)])
+    assert r.returncode == 0, r.stderr
+    assert victim.read_text() == "precious\n"
+    assert not report.is_symlink()
+    assert json.loads(report.read_text())["exit_status"] == 0
+
+
+def test_report_temporary_name_is_not_followed(tmp_path):
+    """A symlink planted at the exact temporary name must not be written through."""
+    import os
+
+    from sandbox import report
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    target = tmp_path / "r.json"
+    os.symlink(victim, f"{target}.{os.getpid()}.tmp")
+    report.write(str(target), {"exit_status": 0})
+    assert victim.read_text() == "precious\n"

@@ -1,0 +1,50 @@
+"""A .git file written by an earlier run must not make host directories writable.
+
+discover.py makes a repository's git directory writable even when it lies
+outside the workspace (worktrees, a workspace inside a repository). A .git
+file inside the workspace is attacker-controlled input, so a target outside
+the writable roots is only trusted when it points back.
+"""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def test_planted_gitdir_pointer_does_not_open_a_host_directory(senv):
+    victim = senv.base / "victim"
+    victim.mkdir()
+    (victim / "HEAD").write_text("ref: refs/heads/main\n")  # looks like a git dir
+    script = f"echo planted > {victim}/owned"
+    # the attack works without the sandbox
+    assert senv.sh(script, sandboxed=False).returncode == 0
+    (victim / "owned").unlink()
+    # run 1 plants the pointer (the workspace is writable: this succeeds)
+    r = senv.sh(f"mkdir sub && printf 'gitdir: {victim}\\n' > sub/.git")
+    assert r.returncode == 0, r.stderr
+    # run 2 must not bind the victim directory writable
+    r = senv.sh(script)
+    assert r.returncode != 0
+    assert not (victim / "owned").exists()
+    assert b"ignored" in r.stderr and b"does not point back" in r.stderr
+
+
+def test_real_worktree_outside_the_workspace_still_works(senv):
+    main = senv.base / "main"
+    subprocess.run(["git", "init", "-q", "-b", "main", str(main)], check=True)
+    subprocess.run(["git", "-C", str(main), "-c", "user.name=T", "-c", "user.email=t@e.invalid",
+                    "commit", "-q", "--allow-empty", "-m", "init"], check=True)
+    wt = senv.ws / "wt"
+    subprocess.run(["git", "-C", str(main), "worktree", "add", "-q", str(wt), "-b", "topic"],
+                   check=True)
+    r = senv.run(["git", "-c", "user.name=T", "-c", "user.email=t@e.invalid", "commit", "-q",
+                  "--allow-empty", "-m", "inside"], cwd=wt)
+    assert r.returncode == 0, r.stderr
+    log = subprocess.run(["git", "-c", "safe.directory=*", "-C", str(main), "log", "--format=%s", "-1",
+                          "topic"],
+                         capture_output=True, text=True).stdout
+    assert log == "inside\n"
