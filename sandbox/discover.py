@@ -190,7 +190,7 @@ def _points_back(dotgit: str, gitdir: str, commondir: str, obs: Observer) -> boo
 
 
 def _git_paths(dotgit: str, plan: _Plan, protect: bool, obs: Observer,
-               roots: list[str], trusted: bool = False) -> None:
+               roots: list[str], trusted: bool = False, guard=None) -> None:
     """Work out what in one repository must stay writable and what read-only.
 
     ``trusted``: the ``.git`` entry lies outside every writable root (found
@@ -215,10 +215,22 @@ def _git_paths(dotgit: str, plan: _Plan, protect: bool, obs: Observer,
         commondir = obs.realpath(os.path.join(gitdir, pointer.strip()))
     outside = [d for d in dict.fromkeys((gitdir, commondir))
                if not any(is_within(d, r) for r in roots)]
-    if outside and not trusted and not _points_back(dotgit, gitdir, commondir, obs):
-        plan.warnings.append(f"ignored {dotgit}: it points to {gitdir}, outside the writable "
-                             "roots, which does not point back to it")
+    # Everything that vouches for a directory outside the writable roots must
+    # itself lie outside them: a git dir inside the workspace (writable by an
+    # earlier run) can claim any "commondir", and files it holds prove nothing.
+    if outside and not trusted and (
+            gitdir not in outside or not _points_back(dotgit, gitdir, commondir, obs)):
+        plan.warnings.append(f"ignored {dotgit}: it points to {commondir if gitdir not in outside else gitdir}, "
+                             "outside the writable roots, which does not point back to it")
         return
+    for d in outside:
+        try:  # never a system directory, the home directory, the state dir, a secret
+            if guard is not None:
+                guard(d)
+        except UsageError as err:
+            plan.warnings.append(f"ignored {dotgit}: its git directory {d} cannot be made "
+                                 f"writable ({err.message})")
+            return
     for d in dict.fromkeys((gitdir, commondir)):
         if obs.isdir(d):
             plan.writable.append(d)
@@ -330,7 +342,8 @@ def discover(policy: Policy, ws: Workspace, *, extra_writable: tuple[str, ...] =
         if outer:
             git_entries.append(outer)
     for dotgit in git_entries:
-        _git_paths(dotgit, plan, policy.protect_git, obs, roots, trusted=dotgit == outer)
+        _git_paths(dotgit, plan, policy.protect_git, obs, roots, trusted=dotgit == outer,
+                   guard=lambda d: check_root(d, "git directory", home, state, policy.deny_read, obs))
     for root in roots:
         for name in policy.protected_names:
             if os.path.basename(root) == name or root.endswith("/" + name):

@@ -29,7 +29,9 @@ def stamp(path: str, full: bool = True):
     except OSError:
         return None
     if full:
-        return (st.st_ino, st.st_mode, st.st_size, st.st_mtime_ns)
+        # ctime too: a sandboxed command can put a directory's mtime back with
+        # utimensat(), but nothing but the kernel sets ctime
+        return (st.st_ino, st.st_mode, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
     return (st.st_ino, st.st_mode)
 
 
@@ -45,7 +47,8 @@ def still_valid(deps) -> bool:
             continue
         if old is None or st.st_ino != old[0] or st.st_mode != old[1]:
             return False
-        if len(old) == 4 and (st.st_size != old[2] or st.st_mtime_ns != old[3]):
+        if len(old) > 2 and (st.st_size != old[2] or st.st_mtime_ns != old[3]
+                             or len(old) < 5 or st.st_ctime_ns != old[4]):
             return False
     return True
 
@@ -109,5 +112,5 @@ class Observer:
 
     def racy(self) -> bool:
         now = time.time_ns()
-        return any(s is not None and len(s) == 4 and now - s[3] < RACY_NS
+        return any(s is not None and len(s) > 2 and now - max(s[3:]) < RACY_NS
                    for s in self.seen.values())

@@ -60,7 +60,7 @@ def load(spec: str, ctx: profile.Context, state: str | None) -> tuple[Policy, bo
     policy, files = profile.load(spec, ctx)
     now = time.time_ns()
     stamps = [(dep, stamp(dep)) for dep in _deps(spec, files)]
-    if path and all(s is None or now - s[3] > RACY_NS for _, s in stamps):
+    if path and all(s is None or now - max(s[3:]) > RACY_NS for _, s in stamps):
         _store(path, {"deps": stamps, "policy": to_data(policy)})
     return policy, False, stamps
 

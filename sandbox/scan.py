@@ -26,7 +26,7 @@ from sandbox.patterns import match_any
 from sandbox.plancache import _sha256
 
 RACY_NS = 2_000_000_000
-FORMAT = 1
+FORMAT = 2
 
 # kinds of findings
 GIT = "git"  # a .git directory or file
@@ -136,7 +136,7 @@ def _list(rules: Rules, names: frozenset, path: str):
 def _well_formed(entry) -> bool:
     """A cache entry is ((ino, mtime), [subdir names], [(name, kind, is_dir)])."""
     return (isinstance(entry, tuple) and len(entry) == 3 and isinstance(entry[0], tuple)
-            and len(entry[0]) == 2 and isinstance(entry[1], list) and isinstance(entry[2], list))
+            and len(entry[0]) == 3 and isinstance(entry[1], list) and isinstance(entry[2], list))
 
 
 def walk(root: str, rules: Rules, cache_file: str | None) -> Result:
@@ -164,7 +164,8 @@ def walk(root: str, rules: Rules, cache_file: str | None) -> Result:
             continue
         if not stat.S_ISDIR(st.st_mode):
             continue
-        stamp = (st.st_ino, st.st_mtime_ns)
+        # ctime as well as mtime: the command can reset mtime (utimensat), not ctime
+        stamp = (st.st_ino, st.st_mtime_ns, st.st_ctime_ns)
         prev = old.get(path)
         if prev is not None and prev[0] == stamp and prev[0][1] != -1:
             subdirs, found = prev[1], prev[2]
@@ -172,8 +173,8 @@ def walk(root: str, rules: Rules, cache_file: str | None) -> Result:
         else:
             subdirs, found = _list(rules, names, path)
             listed += 1
-        racy = now - st.st_mtime_ns < RACY_NS
-        new[path] = ((st.st_ino, -1 if racy else st.st_mtime_ns), subdirs, found)
+        racy = now - max(st.st_mtime_ns, st.st_ctime_ns) < RACY_NS
+        new[path] = ((st.st_ino, -1, -1) if racy else stamp, subdirs, found)
         prefix = path.rstrip("/") + "/"
         for name, kind, is_dir in found:
             findings.append((prefix + name, kind, is_dir))

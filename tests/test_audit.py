@@ -136,3 +136,22 @@ def test_strip_config_keeps_everything_else():
     assert audit.dangerous_entries(cleaned) == []
     for kept in ("bare = false", "co = checkout", "required = true", "name = A"):
         assert kept in cleaned
+
+
+def test_restoring_a_directory_mtime_does_not_hide_new_things(senv):
+    """Red-team finding: utimensat() put the workspace's mtime back so the audit's
+    scan cache (and the next plan) reused the old listing; ctime gives it away."""
+    old = time.time() - 3600
+    os.utime(senv.ws, (old, old))
+    time.sleep(2.1)  # out of the racy window, so the listing is cached
+    assert senv.run(["true"]).returncode == 0
+    script = ("import os, subprocess; st = os.stat('.'); "
+              "subprocess.run(['git', 'init', '-q', 'r']); "
+              "subprocess.run(['git', '-C', 'r', 'config', 'core.fsmonitor', 'echo FSMON']); "
+              "os.makedirs('.vscode'); "
+              "os.utime('.', ns=(st.st_atime_ns, st.st_mtime_ns))")
+    r = senv.run(["/usr/bin/python3", "-c", script])
+    assert r.returncode == 0, r.stderr
+    assert b"sandbox: audit:" in r.stderr
+    assert not (senv.ws / ".vscode").exists()
+    assert "fsmonitor" not in (senv.ws / "r" / ".git" / "config").read_text()

@@ -48,3 +48,22 @@ def test_real_worktree_outside_the_workspace_still_works(senv):
                           "topic"],
                          capture_output=True, text=True).stdout
     assert log == "inside\n"
+
+
+def test_workspace_posing_as_a_worktree_gitdir_cannot_open_its_grandparent(senv):
+    """Red-team finding: with the workspace at .../worktrees/feat, files written inside
+    it claimed that the grandparent is the common git dir."""
+    home_like = senv.base / "grand"
+    ws = home_like / "worktrees" / "feat"
+    ws.mkdir(parents=True)
+    victim = home_like / "victim.txt"
+    victim.write_text("precious\n")
+    plant = "printf 'gitdir: .\\n' > .git; printf '%s/.git\\n' \"$PWD\" > gitdir; printf '../..\\n' > commondir"
+    r = senv.sh(plant, cwd=ws)
+    assert r.returncode == 0, r.stderr
+    # the write works without the sandbox, and must fail inside on the next run
+    attack = f"echo owned > {victim}"
+    r = senv.sh(attack, cwd=ws)
+    assert r.returncode != 0
+    assert victim.read_text() == "precious\n"
+    assert senv.sh(attack, cwd=ws, sandboxed=False).returncode == 0
