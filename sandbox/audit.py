@@ -60,7 +60,7 @@ class Finding:
         self.kind, self.path, self.action = kind, path, action
 
     def line(self) -> str:
-        return f"sandbox: audit: {self.kind}: {self.path}: {self.action}"
+        return _printable(f"sandbox: audit: {self.kind}: {self.path}: {self.action}")
 
     def as_dict(self) -> dict:
         return {"kind": self.kind, "path": self.path, "action": self.action}
@@ -94,6 +94,7 @@ def strip_config(text: str) -> tuple[str, list[str]]:
     """
     out, removed = [], []
     header = ""
+    text = text.lstrip("\ufeff")
     for line in text.splitlines(keepends=True):
         match = gitconfig.section_header(line)
         if match:
@@ -110,6 +111,9 @@ def strip_config(text: str) -> tuple[str, list[str]]:
         if drop:
             removed.extend(_name(e) for e in drop)
             continue
+        if _unparsed(line):  # git might read it differently from us: do not keep it
+            removed.append("a line that is not plain config")
+            continue
         out.append(line)
     return "".join(out), removed
 
@@ -119,14 +123,31 @@ def _name(entry) -> str:
     return f"{section}.{sub}.{key}" if sub is not None else f"{section}.{key}"
 
 
+MAX_CONFIG = 4 << 20  # a git config larger than this is replaced whole, not parsed
+SAFE_CONFIG = "[core]\n\trepositoryformatversion = 0\n\tbare = false\n"
+
+
+def _printable(text: str) -> str:
+    """File names come from the command: no control characters on the terminal."""
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
+
+
 class Auditor:
-    """One audit pass over the writable roots of one run."""
+    """One audit pass over the writable roots of one run.
+
+    Everything under the writable roots was written by the command, so the
+    audit trusts nothing there: paths are resolved before any decision, a
+    symlink is moved as a link (never followed), and only entries whose
+    real location is inside a writable root are touched.
+    """
 
     def __init__(self, spec: dict) -> None:
         self.spec = spec
         self.known = set(spec["known_protected"])
         self.classes = set(spec["classes"])
+        self.roots = [os.path.realpath(r) for r in spec["roots"]]
         self.findings: list[Finding] = []
+        self.failed = 0
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"-{os.getpid()}"
         self.quarantine = os.path.join(spec["state"], "quarantine", stamp)
 
@@ -136,23 +157,60 @@ class Auditor:
     def _unprotected(self, path: str) -> bool:
         return any(path == u or path.startswith(u.rstrip("/") + "/") for u in self.spec["unprotected"])
 
-    def _writable(self, path: str) -> bool:
-        return any(path == r or path.startswith(r.rstrip("/") + "/") for r in self.spec["roots"])
+    def _inside(self, real: str) -> bool:
+        return any(real == r or real.startswith(r.rstrip("/") + "/") for r in self.roots)
+
+    def _entry_inside(self, path: str) -> bool:
+        """The entry itself (not what a symlink points to) lies in a writable root."""
+        return self._inside(os.path.join(os.path.realpath(os.path.dirname(path)),
+                                         os.path.basename(path)))
+
+    def _act(self, kind: str, path: str, action) -> None:
+        """Run one neutralising action; on a permission error, make room and retry once."""
+        try:
+            self.findings.append(Finding(kind, path, action()))
+            return
+        except _Clean:
+            return
+        except PermissionError:
+            for target in (os.path.dirname(path), path):
+                try:
+                    if not os.path.islink(target):
+                        os.chmod(target, os.lstat(target).st_mode | 0o700)
+                except OSError:
+                    pass
+        except OSError as exc:
+            self._failure(kind, path, exc)
+            return
+        try:
+            self.findings.append(Finding(kind, path, action()))
+        except _Clean:
+            return
+        except OSError as exc:
+            self._failure(kind, path, exc)
+
+    def _failure(self, kind: str, path: str, exc: OSError) -> None:
+        self.failed += 1
+        self.findings.append(Finding(kind, path, f"COULD NOT NEUTRALISE ({exc.strerror or exc}); "
+                                                 "remove it by hand before running host tools here"))
 
     def _move(self, path: str) -> str:
         import shutil
 
         dest = os.path.join(self.quarantine, path.lstrip("/"))
         os.makedirs(os.path.dirname(dest), mode=0o700, exist_ok=True)
-        shutil.move(path, dest)
-        for dirpath, _dirs, files in os.walk(dest):
+        shutil.move(path, dest)  # a rename: a symlink moves as a link
+        for dirpath, _dirs, files in os.walk(dest):  # does not follow links
             for name in files:
                 full = os.path.join(dirpath, name)
                 if not os.path.islink(full):
-                    os.chmod(full, os.stat(full).st_mode & ~0o7111)
-        if os.path.isfile(dest) and not os.path.islink(dest):
-            os.chmod(dest, os.stat(dest).st_mode & ~0o7111)
+                    os.chmod(full, os.lstat(full).st_mode & ~0o7111)
+        if not os.path.islink(dest) and os.path.isfile(dest):
+            os.chmod(dest, os.lstat(dest).st_mode & ~0o7111)
         return dest
+
+    def _quarantine(self, kind: str, path: str, why: str) -> None:
+        self._act(kind, path, lambda: f"{why}; moved to {self._move(path)}")
 
     def run(self) -> list[Finding]:
         rules = scan.Rules(protected_names=tuple(self.spec["names"]),
@@ -166,7 +224,7 @@ class Auditor:
                 continue
             result = scan.walk(root, rules, os.path.join(cache_dir, scan.cache_name(root, rules)))
             for path, kind, _is_dir in result.findings:
-                if kind == scan.GIT:
+                if kind in (scan.GIT, scan.BARE):
                     git_entries.add(path)
                 elif kind == scan.PROTECTED:
                     self._name(path)
@@ -175,19 +233,17 @@ class Auditor:
         return self.findings
 
     def _name(self, path: str) -> None:
-        if self._protected_before(path) or self._unprotected(path):
+        if self._protected_before(path) or self._unprotected(path) or not self._entry_inside(path):
             return
         cls = class_of(os.path.basename(path))
         if cls not in self.classes or not os.path.lexists(path):
             return
-        dest = self._move(path)
-        self.findings.append(Finding(cls.replace("_", " "), path,
-                                     f"created during the run; moved to {dest}"))
+        self._quarantine(cls.replace("_", " "), path, "created during the run")
 
     def _repository(self, dotgit: str) -> None:
         worktree = os.path.dirname(dotgit)
         if os.path.isdir(dotgit) and not os.path.islink(dotgit):
-            gitdir = dotgit
+            gitdir = os.path.realpath(dotgit)
         else:
             try:
                 with open(dotgit, encoding="utf-8", errors="replace") as fh:
@@ -200,7 +256,7 @@ class Auditor:
         common = gitdir
         try:
             with open(os.path.join(gitdir, "commondir"), encoding="utf-8") as fh:
-                common = os.path.realpath(os.path.join(gitdir, fh.read().strip()))
+                common = os.path.realpath(os.path.join(gitdir, fh.read(4096).strip()))
         except OSError:
             pass
         gitdirs = [gitdir] + ([common] if common != gitdir else [])
@@ -210,34 +266,51 @@ class Auditor:
                 self._config(os.path.join(d, cfg))
             self._hooks(os.path.join(d, "hooks"))
         _included, hooks_path = gitconfig.referenced_paths(
-            [os.path.join(common, "config"), os.path.join(gitdir, "config.worktree")], worktree)
+            [os.path.join(common, "config"), os.path.join(gitdir, "config.worktree")], worktree,
+            _read_all)
         if hooks_path:
             self._hooks(hooks_path)
 
     def _config(self, path: str) -> None:
-        if GIT_CONFIG not in self.classes or not self._writable(path) or self._protected_before(path):
+        if GIT_CONFIG not in self.classes or not self._entry_inside(path):
             return
-        if self._unprotected(path) or not os.path.isfile(path) or os.path.islink(path):
+        if self._protected_before(path) or self._unprotected(path) or not os.path.lexists(path):
             return
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            text = fh.read(1 << 20)
-        if not dangerous_entries(text):
+        if os.path.islink(path):  # git would read the target: take the link away
+            self._quarantine("git config", path, "a symlinked git config")
             return
-        cleaned, removed = strip_config(text)
+        if not os.path.isfile(path):
+            return
+        self._act("git config", path, lambda: self._clean_config(path))
+
+    def _clean_config(self, path: str):
         import shutil
 
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            text = fh.read(MAX_CONFIG + 1)
+        oversized = len(text) > MAX_CONFIG
+        if not oversized and not dangerous_entries(text):
+            if not any(_unparsed(line) for line in text.splitlines()):
+                # nothing to do: drop this non-finding again
+                raise _Clean()
         keep = os.path.join(self.quarantine, path.lstrip("/"))
         os.makedirs(os.path.dirname(keep), mode=0o700, exist_ok=True)
-        shutil.copyfile(path, keep)
+        shutil.copyfile(path, keep, follow_symlinks=False)
+        if oversized:
+            cleaned, removed = SAFE_CONFIG, ["everything (larger than 4 MiB)"]
+        else:
+            cleaned, removed = strip_config(text)
         with open(path, "w", encoding="utf-8") as fh:
             fh.write(cleaned)
-        self.findings.append(Finding("git config", path,
-                                     f"removed {', '.join(removed)} (original kept at {keep})"))
+        return f"removed {', '.join(removed)} (original kept at {keep})"
 
     def _hooks(self, hooks_dir: str) -> None:
-        if GIT_HOOKS not in self.classes or not self._writable(hooks_dir):
+        if GIT_HOOKS not in self.classes or not self._entry_inside(hooks_dir):
             return
         if self._protected_before(hooks_dir) or self._unprotected(hooks_dir):
+            return
+        if os.path.islink(hooks_dir):  # never list or move what a link points to
+            self._quarantine("git hook", hooks_dir, "a symlinked hooks directory")
             return
         try:
             names = sorted(os.listdir(hooks_dir))
@@ -247,9 +320,26 @@ class Auditor:
             path = os.path.join(hooks_dir, name)
             if name.endswith(".sample") or os.path.isdir(path) and not os.path.islink(path):
                 continue
-            dest = self._move(path)
-            self.findings.append(Finding("git hook", path,
-                                         f"created during the run; moved to {dest}"))
+            self._quarantine("git hook", path, "created during the run")
+
+
+class _Clean(Exception):
+    """A config that needed no change (not a finding)."""
+
+
+def _unparsed(line: str) -> bool:
+    stripped = line.strip().lstrip("\ufeff")
+    if not stripped or stripped[0] in "#;" or gitconfig.section_header(line.lstrip("\ufeff")):
+        return False
+    return gitconfig._key_value(stripped) is None
+
+
+def _read_all(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            return fh.read(MAX_CONFIG)
+    except OSError:
+        return None
 
 
 def _module_gitdirs(path: str, depth: int) -> list[str]:
@@ -260,6 +350,8 @@ def _module_gitdirs(path: str, depth: int) -> list[str]:
         return found
     for name in names:
         sub = os.path.join(path, name)
+        if os.path.islink(sub):  # the audit never follows links it did not make
+            continue
         if os.path.isfile(os.path.join(sub, "HEAD")):
             found.append(sub)
             if depth > 0:

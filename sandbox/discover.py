@@ -328,7 +328,7 @@ def discover(policy: Policy, ws: Workspace, *, extra_writable: tuple[str, ...] =
         for d in result.dirs:
             obs.note(d, full=True)
         for path, kind, _is_dir in result.findings:
-            if kind == scan.GIT:
+            if kind in (scan.GIT, scan.BARE):
                 git_entries.append(path)
             elif kind == scan.PROTECTED:
                 plan.read_only.append(path)

@@ -45,6 +45,13 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
                else "sent SIGTERM")
         print(f"sandbox: timeout: the command ran longer than {limits['timeout']} s "
               f"(limits.timeout_seconds); {how}; exit status {EXIT_TIMEOUT}", file=sys.stderr)
+    failed = [f for f in findings if f.action.startswith("COULD NOT")]
+    if failed:
+        # fail closed: something the host may run by itself is still there
+        print(f"sandbox: audit error: {len(failed)} finding(s) could not be neutralised (see "
+              f"above); exit status {EXIT_AUDIT_FAILED} instead of the command's {status}",
+              file=sys.stderr)
+        status = EXIT_AUDIT_FAILED
     doc = report.build(opts.command, meta, started, outcome=outcome, status=status)
     if audit_spec is not None:
         doc["audit"] = [f.as_dict() for f in findings]
@@ -52,8 +59,15 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
     return status
 
 
+EXIT_AUDIT_FAILED = 125
+
+
 def _audit(spec, pending) -> list:
-    """Run the persistence audit and print one line per finding."""
+    """Run the persistence audit and print one line per finding.
+
+    The pending marker is removed whatever happens: a finding that cannot be
+    neutralised is reported (and fails the run), not retried forever.
+    """
     if spec is None:
         return []
     import os
@@ -61,13 +75,15 @@ def _audit(spec, pending) -> list:
 
     from sandbox import audit
 
-    findings = audit.Auditor(spec).run()
+    try:
+        findings = audit.Auditor(spec).run()
+    finally:
+        try:
+            os.unlink(pending)
+        except OSError:
+            pass
     for finding in findings:
         print(finding.line(), file=sys.stderr)
-    try:
-        os.unlink(pending)
-    except OSError:
-        pass
     return findings
 
 

@@ -91,6 +91,7 @@ def _unquote(raw: str) -> str:
 def entries(text: str):
     """Yield (section, subsection, key, value) with section/key lower-cased."""
     section, sub = "", None
+    text = text.lstrip("\ufeff")  # git skips a UTF-8 byte-order mark; so must we
     for line in text.splitlines():
         header = section_header(line)
         if header:

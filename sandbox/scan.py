@@ -26,10 +26,11 @@ from sandbox.patterns import match_any
 from sandbox.plancache import _sha256
 
 RACY_NS = 2_000_000_000
-FORMAT = 2
+FORMAT = 3
 
 # kinds of findings
 GIT = "git"  # a .git directory or file
+BARE = "bare"  # a directory laid out like a git dir (HEAD, objects/, refs/): git uses it as one
 PROTECTED = "protected"  # a protected name (file or directory)
 SECRET = "secret"  # a file matching deny_read_names
 SOCKET = "socket"  # a unix socket
@@ -120,9 +121,11 @@ def _classify(rules: Rules, names: frozenset, entry: os.DirEntry) -> tuple[str |
 
 def _list(rules: Rules, names: frozenset, path: str):
     subdirs, found = [], []
+    seen = set()
     try:
         with os.scandir(path) as it:
             for entry in it:
+                seen.add(entry.name)
                 kind, descend = _classify(rules, names, entry)
                 if descend:
                     subdirs.append(entry.name)
@@ -130,6 +133,10 @@ def _list(rules: Rules, names: frozenset, path: str):
                     found.append((entry.name, kind, entry.is_dir(follow_symlinks=False)))
     except OSError:
         pass
+    # git treats a directory holding HEAD, objects/ and refs/ as a repository
+    # of its own (a bare one) when it runs there, config and hooks included
+    if rules.find_git and {"HEAD", "objects", "refs"} <= seen:
+        found.append(("", BARE, True))
     return subdirs, found
 
 
@@ -177,7 +184,7 @@ def walk(root: str, rules: Rules, cache_file: str | None) -> Result:
         new[path] = ((st.st_ino, -1, -1) if racy else stamp, subdirs, found)
         prefix = path.rstrip("/") + "/"
         for name, kind, is_dir in found:
-            findings.append((prefix + name, kind, is_dir))
+            findings.append((path if name == "" else prefix + name, kind, is_dir))
         if depth < rules.max_depth:
             for name in subdirs:
                 stack.append((prefix + name, depth + 1))

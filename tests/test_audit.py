@@ -155,3 +155,71 @@ def test_restoring_a_directory_mtime_does_not_hide_new_things(senv):
     assert b"sandbox: audit:" in r.stderr
     assert not (senv.ws / ".vscode").exists()
     assert "fsmonitor" not in (senv.ws / "r" / ".git" / "config").read_text()
+
+
+def test_symlinked_hooks_dir_never_moves_host_files(senv):
+    """Red-team finding: a hooks symlink made the audit move files out of a host directory."""
+    victim = senv.base / "victim"
+    victim.mkdir()
+    (victim / "authorized_keys").write_text("ssh-ed25519 AAAA keep-me\n")
+    r = senv.sh(f"mkdir -p e/.git && cd e/.git && echo 'ref: refs/heads/main' > HEAD && "
+                f"mkdir objects refs && ln -s {victim} hooks")
+    assert r.returncode == 0, r.stderr
+    assert (victim / "authorized_keys").read_text() == "ssh-ed25519 AAAA keep-me\n"
+    assert not (senv.ws / "e" / ".git" / "hooks").exists()  # the link itself was taken away
+
+
+def test_bare_repository_layout_is_audited(senv):
+    """Red-team finding: git treats a directory with HEAD, objects/ and refs/ as a repository."""
+    (senv.ws / "sub").mkdir()
+    plant = ("cd sub && echo 'ref: refs/heads/master' > HEAD && mkdir -p objects refs && "
+             "printf '[core]\\n\\trepositoryformatversion = 0\\n\\tbare = false\\n\\tworktree = .\\n"
+             "\\tfsmonitor = echo FSMON-BARE >&2\\n' > config")
+    outside = senv.base / "outside"
+    outside.mkdir()
+    (outside / "sub").mkdir()
+    senv.finish()
+    subprocess.run(senv.who.prefix() + ["sh", "-c", plant], cwd=outside, check=True, env=senv.environ())
+    ran = subprocess.run(senv.who.prefix() + ["git", "status"], cwd=outside / "sub",
+                         capture_output=True, text=True, env=senv.environ())
+    assert "FSMON-BARE" in ran.stderr  # the attack works without the sandbox
+    r = senv.sh(plant)
+    assert r.returncode == 0, r.stderr
+    ran = subprocess.run(senv.who.prefix() + ["git", "status"], cwd=senv.ws / "sub",
+                         capture_output=True, text=True, env=senv.environ())
+    assert "FSMON-BARE" not in ran.stderr
+
+
+@pytest.mark.parametrize("trick", ["bom", "padding"])
+def test_config_parser_tricks_do_not_hide_keys(senv, trick):
+    """Red-team finding: a byte-order mark or 1 MiB of padding hid core.fsmonitor."""
+    if trick == "bom":
+        write = ("printf '\\357\\273\\277[core]\\n\\trepositoryformatversion = 0\\n"
+                 "\\tfsmonitor = echo FSMON >&2\\n' > r/.git/config")
+    else:
+        write = ("/usr/bin/python3 -c \"open('r/.git/config','a').write('#' * 1100000 + chr(10))\" && "
+                 "printf '[core]\\n\\tfsmonitor = echo FSMON >&2\\n' >> r/.git/config")
+    script = f"git init -q r && {write}"
+    outside = senv.base / "outside"
+    outside.mkdir()
+    senv.finish()
+    subprocess.run(senv.who.prefix() + ["sh", "-c", script], cwd=outside, check=True, env=senv.environ())
+    ran = subprocess.run(senv.who.prefix() + ["git", "status"], cwd=outside / "r",
+                         capture_output=True, text=True, env=senv.environ())
+    assert "FSMON" in ran.stderr  # the trick is a working attack without the sandbox
+    r = senv.sh(script)
+    assert r.returncode == 0, r.stderr
+    ran = subprocess.run(senv.who.prefix() + ["git", "status"], cwd=senv.ws / "r",
+                         capture_output=True, text=True, env=senv.environ())
+    assert "FSMON" not in ran.stderr
+
+
+def test_read_only_leftovers_do_not_crash_the_audit(senv):
+    """Red-team finding: chmod 555 on a hooks dir made the audit crash, every time."""
+    r = senv.sh("git init -q r1 && printf '#!/bin/sh\\necho evil\\n' > r1/.git/hooks/pre-commit && "
+                "chmod +x r1/.git/hooks/pre-commit && chmod 555 r1/.git/hooks && "
+                "mkdir -p d/.vscode && chmod 555 d")
+    assert b"Traceback" not in r.stderr
+    assert not (senv.ws / "r1" / ".git" / "hooks" / "pre-commit").exists()
+    assert not (senv.ws / "d" / ".vscode").exists()
+    assert senv.run(["true"]).returncode == 0  # and the next run is fine
