@@ -51,6 +51,17 @@ def home_dir(environ: dict[str, str]) -> str:
     return os.path.normpath(home)
 
 
+def _account_home(home: str) -> str:
+    """The password database's home for this uid, if it differs from $HOME."""
+    import pwd
+
+    try:
+        entry = os.path.normpath(pwd.getpwuid(os.getuid()).pw_dir)
+    except (KeyError, OSError):
+        return ""
+    return entry if entry != home and os.path.isabs(entry) else ""
+
+
 def find_bwrap(environ: dict[str, str]) -> str:
     """bwrap from $SANDBOX_BWRAP, else from PATH.  Missing bwrap is fatal."""
     explicit = environ.get("SANDBOX_BWRAP")
@@ -96,7 +107,8 @@ def prepare(opts: RunOptions, environ: dict[str, str]) -> Prepared:
                          hint="pass an existing directory to --workspace")
     ctx = Context(workspace=os.path.realpath(ws_logical), home=home,
                   tmp=os.path.normpath(environ.get("TMPDIR") or "/tmp"),
-                  runtime=environ.get("XDG_RUNTIME_DIR") or f"/run/user/{os.getuid()}")
+                  runtime=environ.get("XDG_RUNTIME_DIR") or f"/run/user/{os.getuid()}",
+                  account_home=_account_home(home))
     policy, cached, policy_deps = policycache.load(opts.profile, ctx, state)
     allow_write = _absolute(opts.allow_write, cwd)
     unprotect = _absolute(opts.unprotect, cwd)

@@ -34,6 +34,7 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
         applied = runner.Limits(limits)
         if applied.warning():
             print(f"sandbox: warning: {applied.warning()}", file=sys.stderr)
+    report_dir = report.open_dir(opts.report)  # before the command can touch its parents
     outcome = runner.run(argv, env, status_index, interactive, seccomp, applied)
     findings = _audit(audit_spec, pending)
     if not outcome.started:
@@ -55,7 +56,11 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
     doc = report.build(opts.command, meta, started, outcome=outcome, status=status)
     if audit_spec is not None:
         doc["audit"] = [f.as_dict() for f in findings]
-    report.write(opts.report, doc)
+    report.write(opts.report, doc, report_dir)
+    if report_dir is not None:
+        import os
+
+        os.close(report_dir)
     return status
 
 

@@ -33,9 +33,18 @@ class Context:
     home: str
     tmp: str
     runtime: str
+    # The account's home from the password database, when $HOME points
+    # elsewhere (sudo without -H, CI jobs that set HOME): secrets listed under
+    # ${home} are masked in both places.
+    account_home: str = ""
 
     def get(self, name: str) -> str:
         return getattr(self, name)
+
+    def homes(self) -> tuple["Context", ...]:
+        if not self.account_home or self.account_home == self.home:
+            return (self,)
+        return (self, Context(self.workspace, self.account_home, self.tmp, self.runtime))
 
 
 @dataclass(frozen=True, slots=True)
@@ -355,11 +364,16 @@ def build_policy(chain: list[Source], ctx: Context) -> Policy:
     for src, data in zip(chain, datas):
         section = data.get("filesystem", {})
         for p in section.get("deny_read", []):
-            e = expand(p, ctx)
-            if e not in deny:
-                deny.append(e)
+            for each in ctx.homes():
+                e = expand(p, each)
+                if e not in deny:
+                    deny.append(e)
         for p in section.get("allow_read", []):
             allowed = expand(p, ctx)
+            for each in ctx.homes()[1:]:  # the same entry under the account's home goes too
+                other = expand(p, each)
+                if other != allowed and other in deny:
+                    deny.remove(other)
             if allowed not in deny:
                 raise ProfileError(src.path, f"allow_read entry {allowed!r} matches no deny_read entry",
                                    key="filesystem.allow_read",

@@ -54,7 +54,21 @@ def build(command, meta: dict | None, started: float, *, outcome=None, error=Non
     return doc
 
 
-def write(path: str | None, doc: dict) -> None:
+def open_dir(path: str | None) -> int | None:
+    """Open the report's directory before the command runs (see ``write``)."""
+    if not path:
+        return None
+    try:
+        return os.open(os.path.dirname(os.path.abspath(path)) or "/",
+                       os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return None
+
+
+def write(path: str | None, doc: dict, dir_fd: int | None = None) -> None:
+    """Write the report.  ``dir_fd``: the directory as it was before the run,
+    so a command that swaps a parent directory for a symlink cannot send the
+    report (and the overwrite) somewhere else."""
     if not path:
         return
     import json
@@ -63,13 +77,15 @@ def write(path: str | None, doc: dict) -> None:
     # could have planted a symlink at the temporary name: create it
     # exclusively, never through a link, then rename over the final name
     # (rename replaces a symlink there instead of following it).
-    tmp = f"{path}.{os.getpid()}.tmp"
+    name = os.path.basename(path) if dir_fd is not None else path
+    tmp = f"{name}.{os.getpid()}.tmp"
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
+                     dir_fd=dir_fd)
         with open(fd, "w", encoding="utf-8") as fh:
             json.dump(doc, fh, indent=2, sort_keys=True)
             fh.write("\n")
-        os.replace(tmp, path)
+        os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     except OSError as exc:
         import sys
 

@@ -635,3 +635,22 @@ def test_blocked_user_namespaces(senv, who):
 
     r = under_filter([sandbox_exe(), "run", "--", "touch", str(marker)])
     assert_refused(r, marker, "namespace")
+
+
+def test_secrets_of_the_account_home_are_masked_when_HOME_points_elsewhere(senv):
+    """Red-team finding: with HOME overridden (sudo without -H, CI), the real home's
+    secrets were readable.  ${home} entries now cover the password-database home too.
+    (Checked through the resolved policy: planting files in the real home would race
+    with the other tests running in parallel.)"""
+    import json
+    import pwd
+
+    real_home = pwd.getpwuid(senv.who.uid).pw_dir
+    senv.finish()
+    out = subprocess.run(senv.who.prefix() + [sandbox_exe(), "explain", "--json"], cwd=senv.ws,
+                         env=senv.environ(), capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    deny = json.loads(out.stdout)["policy"]["deny_read"]
+    assert str(senv.home / ".ssh") in deny  # $HOME, the fake one
+    assert os.path.join(real_home, ".ssh") in deny  # and the account's real home
+    assert os.path.join(real_home, ".netrc") in deny

@@ -157,3 +157,16 @@ def test_report_temporary_name_is_not_followed(tmp_path):
     os.symlink(victim, f"{target}.{os.getpid()}.tmp")
     report.write(str(target), {"exit_status": 0})
     assert victim.read_text() == "precious\n"
+
+
+def test_report_parent_swapped_for_a_symlink_is_not_followed(senv):
+    """Red-team finding: replacing the report's parent directory with a symlink sent the
+    report (an overwrite) outside the workspace."""
+    outside = senv.base / "outside"
+    outside.mkdir()
+    (outside / "run.json").write_text("precious\n")
+    (senv.ws / "reports").mkdir()
+    report = senv.ws / "reports" / "run.json"
+    r = senv.sh(f"mv reports reports.old && ln -s {outside} reports", args=["--report", str(report)])
+    assert r.returncode == 0, r.stderr
+    assert (outside / "run.json").read_text() == "precious\n"

@@ -318,7 +318,7 @@ def test_default_loads():
     assert "/home/u/.ssh" in policy.deny_read
     assert "/home/u/.*_history" in policy.deny_read
     assert policy.empty_dirs == ("/run", "/var/run", "/run/user/1000")
-    assert policy.socket_scan == ("/home/u",)
+    assert policy.socket_scan == ("/home/u", "/var", "/srv", "/home", "/mnt", "/media")
     assert policy.socket_scan_depth == 4
     assert ("TMPDIR", "/tmp") in policy.env_set
     assert ("PIP_CACHE_DIR", "pip") in policy.caches
