@@ -32,8 +32,9 @@ from sandbox import gitconfig, scan
 # protected names that belong to each.
 AGENT = ("agent_config", (".claude", ".codex", ".gemini", ".cursor", ".windsurf", ".continue",
                           ".aider.conf.yml", ".mcp.json", ".cursorrules", ".clinerules"))
-EDITOR = ("editor_config", (".vscode", ".idea", ".zed", ".devcontainer"))
-ENVRC = ("envrc", (".envrc", ".direnv"))
+EDITOR = ("editor_config", (".vscode", ".idea", ".zed", ".devcontainer", ".dir-locals.el",
+                            ".nvim.lua", ".exrc"))
+ENVRC = ("envrc", (".envrc", ".direnv", ".mise.toml", "mise.toml", ".mise"))
 GIT_HOOKS = "git_hooks"
 GIT_CONFIG = "git_config"
 SHELL_RC = "shell_rc"  # every other protected name: shell and REPL start-up files

@@ -42,6 +42,19 @@ class _Matcher:
                 or any(match(upper, p) for p in self.general))
 
 
+def carries_credentials(value: str) -> bool:
+    """A URL with a password in it (``https://user:secret@host/``), as proxies and
+    package indexes are often configured: the value is a secret whatever the name."""
+    at = value.find("://")
+    while at != -1:
+        authority = value[at + 3:].split("/", 1)[0]
+        userinfo, sep, _host = authority.rpartition("@")
+        if sep and ":" in userinfo:
+            return True
+        at = value.find("://", at + 3)
+    return False
+
+
 def is_denied(name: str, policy) -> bool:
     return _Matcher(policy.env_deny, policy.env_pass).denied(name)
 
@@ -49,13 +62,15 @@ def is_denied(name: str, policy) -> bool:
 def removed(environ: dict[str, str], policy) -> list[str]:
     """Names of the variables the policy takes out (for explain and reports)."""
     matcher = _Matcher(policy.env_deny, policy.env_pass)
-    return sorted(name for name in environ if matcher.denied(name))
+    return sorted(name for name, value in environ.items()
+                  if matcher.denied(name) or carries_credentials(value))
 
 
 def sandbox_env(environ: dict[str, str], policy, cache_dir: str | None,
                 cwd: str) -> dict[str, str]:
     matcher = _Matcher(policy.env_deny, policy.env_pass)
-    env = {k: v for k, v in environ.items() if not matcher.denied(k)}
+    env = {k: v for k, v in environ.items()
+           if not matcher.denied(k) and not carries_credentials(v)}
     env.update(dict(policy.env_set))
     if cache_dir is not None:
         for var, sub in policy.caches:

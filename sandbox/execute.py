@@ -19,8 +19,9 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
 
     from sandbox import runner
 
-    for warning in warnings:
-        print(f"sandbox: warning: {warning}", file=sys.stderr)
+    for warning in warnings:  # they hold file names, which the command chose
+        text = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in warning)
+        print(f"sandbox: warning: {text}", file=sys.stderr)
     if opts.dry_run:
         print(report.shell_join(argv))
         return 0

@@ -45,7 +45,7 @@ class Rules:
                  "find_git", "max_depth", "exclude")
 
     def __init__(self, protected_names=(), skip_dirs=(), secret_names=(), secret_exceptions=(),
-                 find_git: bool = True, max_depth: int = 64, exclude=()) -> None:
+                 find_git: bool = True, max_depth: int = 4096, exclude=()) -> None:
         values = (tuple(protected_names), tuple(skip_dirs), tuple(secret_names),
                   tuple(secret_exceptions), bool(find_git), int(max_depth), tuple(exclude))
         for name, value in zip(self.__slots__, values):

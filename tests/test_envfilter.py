@@ -122,3 +122,19 @@ def test_fast_matcher_agrees_with_pattern_matching():
             assert matcher.denied(name) == slow, (name, chosen)
 
     check()
+
+
+@pytest.mark.parametrize("name,value", [
+    ("MYSQL_PWD", "x"), ("CI_JOB_JWT", "x"), ("SLACK_WEBHOOK_URL", "https://hooks.example.invalid/x"),
+    ("HTTPS_PROXY", "http://user:secret@proxy.example.invalid:3128"),
+    ("PIP_INDEX_URL", "https://me:token@pypi.example.invalid/simple"),
+])
+def test_default_profile_removes_more_secret_shapes(name, value):
+    from sandbox import envfilter, profile
+
+    ctx = profile.Context(workspace="/w", home="/h", tmp="/tmp", runtime="/run/user/1")
+    policy, _ = profile.load("default", ctx)
+    env = envfilter.sandbox_env({name: value, "PWD": "/w", "OLDPWD": "/", "HTTP_PROXY":
+                                 "http://proxy.example.invalid:3128"}, policy, None, "/w")
+    assert name not in env
+    assert env["OLDPWD"] == "/" and env["HTTP_PROXY"] == "http://proxy.example.invalid:3128"
