@@ -367,12 +367,10 @@ def _module_gitdirs(path: str, depth: int) -> list[str]:
 def mark_pending(spec: dict) -> str:
     from sandbox.plancache import pending_audit_path
 
+    from sandbox import statefile
+
     path = pending_audit_path(spec["state"], spec["workspace"])
-    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "wb") as fh:  # marshal: fast, private, and cannot run code on load
-        marshal.dump(spec, fh)
-    os.replace(tmp, path)
+    statefile.dump(path, spec, must_succeed=True)  # no audit promise, no run
     return path
 
 

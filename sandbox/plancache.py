@@ -19,7 +19,7 @@ import marshal
 import os
 import sys
 
-from sandbox import __version__
+from sandbox import __version__, statefile
 from sandbox.observe import still_valid
 
 FORMAT = 5
@@ -111,12 +111,4 @@ def store(environ: dict[str, str], prepared, meta: dict) -> None:
         "meta": {**meta, "plan_cached": True},
         "deps": tuple((p, s) for p, s in prepared.deps),
     }
-    path = _path(environ, key(prepared.options, environ))
-    try:
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        tmp = f"{path}.{os.getpid()}.tmp"
-        with open(tmp, "wb") as fh:
-            marshal.dump(plan, fh)
-        os.replace(tmp, path)
-    except (OSError, ValueError):
-        pass
+    statefile.dump(_path(environ, key(prepared.options, environ)), plan)

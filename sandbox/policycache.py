@@ -66,11 +66,6 @@ def load(spec: str, ctx: profile.Context, state: str | None) -> tuple[Policy, bo
 
 
 def _store(path: str, entry: dict) -> None:
-    try:
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        tmp = f"{path}.{os.getpid()}.tmp"
-        with open(tmp, "wb") as fh:
-            marshal.dump(entry, fh)
-        os.replace(tmp, path)
-    except OSError:
-        pass
+    from sandbox import statefile
+
+    statefile.dump(path, entry)

@@ -199,16 +199,9 @@ def walk(root: str, rules: Rules, cache_file: str | None) -> Result:
 
 
 def _store(cache_file: str, data: dict) -> None:
-    tmp = f"{cache_file}.{os.getpid()}.tmp"
-    try:
-        with open(tmp, "wb") as fh:
-            marshal.dump(data, fh)
-        os.replace(tmp, cache_file)
-    except OSError:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+    from sandbox import statefile
+
+    statefile.dump(cache_file, data)
 
 
 def cache_name(root: str, rules: Rules) -> str:

@@ -183,5 +183,32 @@ def senv(who: Who) -> Env:
     shutil.rmtree(base, ignore_errors=True)
 
 
+@pytest.fixture
+def user_dir(tmp_path, monkeypatch) -> Path:
+    """A private XDG_CONFIG_HOME so the real user's profiles never interfere."""
+    cfg = tmp_path / "cfg"
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(cfg))
+    d = cfg / "sandbox" / "profiles"
+    d.mkdir(parents=True)
+    return d
+
+
+@pytest.fixture(autouse=True)
+def _trust_backdated_stamps(monkeypatch, request):
+    """For modules that set TRUST_BACKDATED_STAMPS: their tests backdate mtimes
+    with utime(), which sets ctime to now, so the 2-second racy rule (which
+    looks at ctime too) would refuse to cache anything.  Tests about the racy
+    rule itself ("racy"/"recent" in their names) keep it."""
+    if not getattr(request.module, "TRUST_BACKDATED_STAMPS", False):
+        return
+    if "racy" in request.node.name or "recent" in request.node.name:
+        return
+    from sandbox import observe, policycache, scan
+
+    monkeypatch.setattr(observe, "RACY_NS", 0)
+    monkeypatch.setattr(policycache, "RACY_NS", 0)
+    monkeypatch.setattr(scan, "RACY_NS", 0)
+
+
 def pytest_report_header(config):
     return [f"sandbox: bwrap={BWRAP} uid={os.getuid()} users={_who_params()}"]

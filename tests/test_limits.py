@@ -28,15 +28,6 @@ CTX = profile.Context(workspace="/ws", home="/home/u", tmp="/tmp", runtime="/run
 MIB = 1 << 20
 
 
-@pytest.fixture
-def user_dir(tmp_path, monkeypatch) -> Path:
-    cfg = tmp_path / "cfg"
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(cfg))
-    d = cfg / "sandbox" / "profiles"
-    d.mkdir(parents=True)
-    return d
-
-
 def load_text(tmp_path: Path, text: str, name: str = "p.toml"):
     path = tmp_path / name
     path.write_text(text)

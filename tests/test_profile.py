@@ -16,13 +16,9 @@ PLACEHOLDER_HINT = "paths must be absolute or start with ${workspace}, ${home}, 
 
 
 @pytest.fixture(autouse=True)
-def user_dir(tmp_path, monkeypatch) -> Path:
-    """A private XDG_CONFIG_HOME so the real user's profiles never interfere."""
-    cfg = tmp_path / "cfg"
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(cfg))
-    d = cfg / "sandbox" / "profiles"
-    d.mkdir(parents=True)
-    return d
+def _private_user_dir(user_dir) -> Path:
+    """Every test here gets a private XDG_CONFIG_HOME (conftest.user_dir)."""
+    return user_dir
 
 
 def write(tmp_path: Path, text: str, name: str = "p.toml") -> Path:

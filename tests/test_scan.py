@@ -18,18 +18,8 @@ RULES = scan.Rules(protected_names=(".vscode", ".envrc", ".bashrc", ".config/fis
 
 
 
-@pytest.fixture(autouse=True)
-def _trust_backdated_stamps(monkeypatch, request):
-    """These tests backdate mtimes with utime(), which sets ctime to now; the
-    2-second racy rule (which also looks at ctime) would then refuse to cache
-    anything.  Tests that are about the racy rule set it themselves."""
-    if "racy" in request.node.name or "recent" in request.node.name:
-        return
-    from sandbox import observe, policycache, scan
-
-    monkeypatch.setattr(observe, "RACY_NS", 0)
-    monkeypatch.setattr(policycache, "RACY_NS", 0)
-    monkeypatch.setattr(scan, "RACY_NS", 0)
+# backdated mtimes (utime) leave ctime new: see conftest._trust_backdated_stamps
+TRUST_BACKDATED_STAMPS = True
 
 def touch(path: Path, text: str = "") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)

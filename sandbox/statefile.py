@@ -1,0 +1,40 @@
+"""Files in the state directory: written whole or not at all, read back safely.
+
+Plans, cached policies, scan caches and pending audits all live in
+``$XDG_CACHE_HOME/sandbox``, outside every writable root.  They are written
+with ``marshal`` (fast, and loading it cannot run code, unlike pickle) to a
+temporary name and renamed into place, so a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import marshal
+import os
+
+
+def dump(path: str, data, *, must_succeed: bool = False) -> bool:
+    """Atomically write ``data``; False (or the error, with must_succeed) on failure."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        with open(tmp, "wb") as fh:
+            marshal.dump(data, fh)
+        os.replace(tmp, path)
+        return True
+    except (OSError, ValueError):
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if must_succeed:
+            raise
+        return False
+
+
+def load(path: str):
+    """The data in ``path``, or None if it is missing or unreadable."""
+    try:
+        with open(path, "rb") as fh:
+            return marshal.load(fh)
+    except (OSError, EOFError, ValueError, TypeError):
+        return None
