@@ -158,6 +158,7 @@ def make_audit_spec(policy: Policy, layout: Layout, state: str, unprotect) -> di
         "workspace": layout.workspace,
         # the sandbox's own tool caches are not the host's business
         "roots": [r for r in layout.writable_roots if r != layout.cache_dir],
+        "cache_dir": layout.cache_dir,
         "known_protected": list(layout.read_only),
         "unprotected": list(layout.unprotected) + list(policy.unprotect) + list(unprotect),
         "git_entries": list(layout.git_entries),

@@ -27,9 +27,11 @@ import os
 import time
 
 from sandbox import gitconfig, scan
+from sandbox.safeio import read_text
 
 # Classes a profile can switch off ([audit] in the profile), and the
 # protected names that belong to each.
+VCS = ("git_config", (".hg", ".jj", "hgrc", "config.toml"))
 AGENT = ("agent_config", (".claude", ".codex", ".gemini", ".cursor", ".windsurf", ".continue",
                           ".aider.conf.yml", ".mcp.json", ".cursorrules", ".clinerules"))
 EDITOR = ("editor_config", (".vscode", ".idea", ".zed", ".devcontainer", ".dir-locals.el",
@@ -41,8 +43,14 @@ SHELL_RC = "shell_rc"  # every other protected name: shell and REPL start-up fil
 CLASSES = (GIT_HOOKS, GIT_CONFIG, SHELL_RC, AGENT[0], EDITOR[0], ENVRC[0])
 
 # git config keys that make git (or a tool reading the config) run a program.
-# Sections with a subsection are matched as "section.*.key".
+# Sections with a subsection are matched as "section.*.key"; besides these,
+# any key whose last part names a command (see DANGEROUS_SUFFIXES) goes.
+DANGEROUS_SUFFIXES = ("command", "cmd", "program", "editor", "pager", "helper", "driver",
+                      "textconv", "process", "smudge", "clean", "difffilter", "hookspath",
+                      "fsmonitor", "askpass", "gitproxy", "external", "uploadpack",
+                      "receivepack", "smtpserver")
 DANGEROUS_KEYS = {
+    "gpg.ssh.defaultkeycommand", "mergetool.*.path", "difftool.*.path",
     "core.hookspath", "core.fsmonitor", "core.sshcommand", "core.pager", "core.editor",
     "core.askpass", "core.gitproxy", "sequence.editor", "diff.external", "include.path",
     "includeif.*.path", "diff.*.textconv", "diff.*.command", "filter.*.clean",
@@ -68,15 +76,17 @@ class Finding:
 
 
 def class_of(name: str) -> str:
-    for cls, names in (AGENT, EDITOR, ENVRC):
+    for cls, names in (AGENT, EDITOR, ENVRC, VCS):
         if name in names:
             return cls
     return SHELL_RC
 
 
 def _dangerous(section: str, sub: str | None, key: str, value: str) -> bool:
-    if section == "alias":
+    if section == "alias" or (section == "submodule" and key == "update"):
         return value.lstrip().startswith("!")
+    if key.endswith(DANGEROUS_SUFFIXES):
+        return True
     exact = f"{section}.{key}"
     wild = f"{section}.*.{key}" if sub is not None else None
     return exact in DANGEROUS_KEYS or (wild in DANGEROUS_KEYS) or f"{section}.*" in DANGEROUS_KEYS
@@ -96,7 +106,7 @@ def strip_config(text: str) -> tuple[str, list[str]]:
     out, removed = [], []
     header = ""
     text = text.lstrip("\ufeff")
-    for line in text.splitlines(keepends=True):
+    for line in _lines(text):
         match = gitconfig.section_header(line)
         if match:
             header = line[:match[2]] + "\n"
@@ -117,6 +127,12 @@ def strip_config(text: str) -> tuple[str, list[str]]:
             continue
         out.append(line)
     return "".join(out), removed
+
+
+def _lines(text: str) -> list[str]:
+    """Lines as git sees them: ended by "\n" only (keeping the ends)."""
+    parts = text.split("\n")
+    return [p + "\n" for p in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
 
 
 def _name(entry) -> str:
@@ -146,7 +162,9 @@ class Auditor:
         self.spec = spec
         self.known = set(spec["known_protected"])
         self.classes = set(spec["classes"])
-        self.roots = [os.path.realpath(r) for r in spec["roots"]]
+        # where the command could write: the scanned roots and its tool caches
+        # (a git dir can live in the cache: git init --separate-git-dir)
+        self.roots = [os.path.realpath(r) for r in spec["roots"] + [spec.get("cache_dir") or ""] if r]
         self.findings: list[Finding] = []
         self.failed = 0
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"-{os.getpid()}"
@@ -224,14 +242,33 @@ class Auditor:
             if not os.path.isdir(root):
                 continue
             result = scan.walk(root, rules, os.path.join(cache_dir, scan.cache_name(root, rules)))
-            for path, kind, _is_dir in result.findings:
-                if kind in (scan.GIT, scan.BARE):
-                    git_entries.add(path)
-                elif kind == scan.PROTECTED:
-                    self._name(path)
+            pending = list(result.findings)
+            for _round in range(64):  # directories made unreadable: open them up, look again
+                more = []
+                for path, kind, _is_dir in pending:
+                    if kind in (scan.GIT, scan.BARE):
+                        git_entries.add(path)
+                    elif kind == scan.PROTECTED:
+                        self._name(path)
+                    elif kind == scan.UNREADABLE and self._open_up(path):
+                        more.extend(scan.walk(path, rules, None).findings)
+                if not more:
+                    break
+                pending = more
         for dotgit in sorted(git_entries):
             self._repository(dotgit)
         return self.findings
+
+    def _open_up(self, path: str) -> bool:
+        """Make a directory the command hid from us listable again (it is ours)."""
+        if not self._entry_inside(path) or os.path.islink(path):
+            return False
+        try:
+            os.chmod(path, os.lstat(path).st_mode | 0o700)
+            return True
+        except OSError as exc:
+            self._failure("unreadable directory", path, exc)
+            return False
 
     def _name(self, path: str) -> None:
         if self._protected_before(path) or self._unprotected(path) or not self._entry_inside(path):
@@ -246,29 +283,32 @@ class Auditor:
         if os.path.isdir(dotgit) and not os.path.islink(dotgit):
             gitdir = os.path.realpath(dotgit)
         else:
-            try:
-                with open(dotgit, encoding="utf-8", errors="replace") as fh:
-                    line = fh.read(4096).strip()
-            except OSError:
-                return
+            line = (read_text(dotgit, 4096) or "").strip()
             if not line.startswith("gitdir:"):
                 return
             gitdir = os.path.realpath(os.path.join(worktree, line[7:].strip()))
         common = gitdir
-        try:
-            with open(os.path.join(gitdir, "commondir"), encoding="utf-8") as fh:
-                common = os.path.realpath(os.path.join(gitdir, fh.read(4096).strip()))
-        except OSError:
-            pass
+        pointer = read_text(os.path.join(gitdir, "commondir"), 4096)
+        if pointer is not None:
+            common = os.path.realpath(os.path.join(gitdir, pointer.strip()))
         gitdirs = [gitdir] + ([common] if common != gitdir else [])
         gitdirs += _module_gitdirs(os.path.join(common, "modules"), 6)
         for d in gitdirs:
             for cfg in ("config", "config.worktree"):
                 self._config(os.path.join(d, cfg))
             self._hooks(os.path.join(d, "hooks"))
-        _included, hooks_path = gitconfig.referenced_paths(
-            [os.path.join(common, "config"), os.path.join(gitdir, "config.worktree")], worktree,
-            _read_all)
+        for wt in _listdir(os.path.join(common, "worktrees")) or []:
+            self._config(os.path.join(common, "worktrees", wt, "config.worktree"))
+        # what git reads for this repository: the user's global and system
+        # config too (a relative core.hooksPath there points into the repo)
+        home = os.path.expanduser("~")
+        xdg = os.environ.get("XDG_CONFIG_HOME") or os.path.join(home, ".config")
+        configs = ["/etc/gitconfig", os.path.join(xdg, "git", "config"),
+                   os.path.join(home, ".gitconfig"), os.path.join(common, "config"),
+                   os.path.join(gitdir, "config.worktree")]
+        included, hooks_path = gitconfig.referenced_paths(configs, worktree, _read_all)
+        for path in included:  # include files that did not exist before the run
+            self._config(path)
         if hooks_path:
             self._hooks(hooks_path)
 
@@ -287,18 +327,22 @@ class Auditor:
     def _clean_config(self, path: str):
         import shutil
 
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            text = fh.read(MAX_CONFIG + 1)
-        oversized = len(text) > MAX_CONFIG
+        text = read_text(path, MAX_CONFIG + 1)
+        if text is None:
+            raise OSError(f"cannot read {path} as a regular file")
+        # git and we must see the same lines: any control character but tab and
+        # CR/LF makes the whole file suspect
+        odd = any(ord(c) < 32 and c not in "\t\r\n" or c in "\x7f\x85\u2028\u2029" for c in text)
+        oversized = len(text) > MAX_CONFIG or odd
         if not oversized and not dangerous_entries(text):
-            if not any(_unparsed(line) for line in text.splitlines()):
+            if not any(_unparsed(line) for line in text.split("\n")):
                 # nothing to do: drop this non-finding again
                 raise _Clean()
         keep = os.path.join(self.quarantine, path.lstrip("/"))
         os.makedirs(os.path.dirname(keep), mode=0o700, exist_ok=True)
         shutil.copyfile(path, keep, follow_symlinks=False)
         if oversized:
-            cleaned, removed = SAFE_CONFIG, ["everything (larger than 4 MiB)"]
+            cleaned, removed = SAFE_CONFIG, ["everything (over 4 MiB, or control characters)"]
         else:
             cleaned, removed = strip_config(text)
         with open(path, "w", encoding="utf-8") as fh:
@@ -313,10 +357,11 @@ class Auditor:
         if os.path.islink(hooks_dir):  # never list or move what a link points to
             self._quarantine("git hook", hooks_dir, "a symlinked hooks directory")
             return
-        try:
-            names = sorted(os.listdir(hooks_dir))
-        except OSError:
-            return
+        names = _listdir(hooks_dir)
+        if names is None:  # there, but not listable: git runs hooks by path, so open it up
+            if not self._open_up(hooks_dir):
+                return
+            names = _listdir(hooks_dir) or []
         for name in names:
             path = os.path.join(hooks_dir, name)
             if name.endswith(".sample") or os.path.isdir(path) and not os.path.islink(path):
@@ -335,12 +380,18 @@ def _unparsed(line: str) -> bool:
     return gitconfig._key_value(stripped) is None
 
 
-def _read_all(path: str) -> str | None:
+def _listdir(path: str):
+    """Sorted names, [] if the directory does not exist, None if it cannot be listed."""
     try:
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            return fh.read(MAX_CONFIG)
+        return sorted(os.listdir(path))
+    except FileNotFoundError:
+        return []
     except OSError:
-        return None
+        return None if os.path.isdir(path) else []
+
+
+def _read_all(path: str) -> str | None:
+    return read_text(path, MAX_CONFIG)
 
 
 def _module_gitdirs(path: str, depth: int) -> list[str]:

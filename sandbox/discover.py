@@ -263,6 +263,8 @@ def _nested_gitdirs(path: str, depth: int, obs: Observer) -> list[str]:
     found: list[str] = []
     for name in obs.listdir(path):
         sub = os.path.join(path, name)
+        if obs.note(sub) is None or os.path.islink(sub):  # never follow a planted link
+            continue
         if obs.isfile(os.path.join(sub, "HEAD")):
             found.append(sub)
             if depth > 0:
@@ -280,6 +282,20 @@ def _enclosing_repo(path: str, obs: Observer) -> str | None:
             return candidate
         path, parent = parent, os.path.dirname(parent)
     return None
+
+
+def _link_below(root: str, path: str, obs: Observer) -> bool:
+    """Is any component after ``root`` on the way to ``path`` (itself included) a symlink?"""
+    import stat as stat_mod
+
+    rest = path[len(root.rstrip("/")):].strip("/").split("/") if path != root else []
+    current = root.rstrip("/")
+    for part in rest:
+        current = f"{current}/{part}"
+        st = obs.note(current)  # (inode, mode): a later swap invalidates the plan
+        if st is None or stat_mod.S_ISLNK(st[1]):
+            return True
+    return False
 
 
 def _ancestors_between(root: str, path: str) -> list[str]:
@@ -332,6 +348,8 @@ def discover(policy: Policy, ws: Workspace, *, extra_writable: tuple[str, ...] =
                 git_entries.append(path)
             elif kind == scan.PROTECTED:
                 plan.read_only.append(path)
+            elif kind == scan.UNREADABLE:
+                continue  # the owner's choice; the audit opens up ones the command made
             else:  # secrets and host sockets look empty inside
                 plan.masked_files.append(path)
     # A workspace inside a repository (and not a repository itself): git run
@@ -387,9 +405,17 @@ def discover(policy: Policy, ws: Workspace, *, extra_writable: tuple[str, ...] =
         containing = [r for r in writable if is_within(path, r)]
         if not containing:
             continue  # already read-only: it sits on the read-only root
+        if _link_below(max(containing, key=len), path, obs):
+            plan.warnings.append(f"not protecting {path}: a symlink on the way to it")
+            continue
         read_only.append(path)
         keep.extend(_ancestors_between(max(containing, key=len), path))
-    keep = [k for k in keep if k not in writable and k not in read_only]
+    # bwrap follows symlinks on both sides of a bind: a bind of a planted link
+    # would make its target writable, so every mount point below a writable
+    # root must be reached without one
+    keep = [k for k in dict.fromkeys(keep) if k not in writable and k not in read_only
+            and not _link_below(max((r for r in writable if is_within(k, r)), key=len, default="/"),
+                                k, obs)]
 
     empty_dirs = []
     for d in policy.empty_dirs:

@@ -92,7 +92,10 @@ def entries(text: str):
     """Yield (section, subsection, key, value) with section/key lower-cased."""
     section, sub = "", None
     text = text.lstrip("\ufeff")  # git skips a UTF-8 byte-order mark; so must we
-    for line in text.splitlines():
+    # git ends lines at "\n" only; str.splitlines() would also split at \f,
+    # \v, \x1c-\x1e, \x85, \u2028... and see a section header inside a comment
+    for line in text.split("\n"):
+        line = line.removesuffix("\r")
         header = section_header(line)
         if header:
             name, sub, end = header
@@ -120,11 +123,9 @@ def _expand(value: str, base_dir: str) -> str:
 
 
 def _read(path: str) -> str | None:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            return fh.read(1 << 20)
-    except OSError:
-        return None
+    from sandbox.safeio import read_text
+
+    return read_text(os.path.realpath(path), 4 << 20)
 
 
 def referenced_paths(config_files: list[str], worktree: str | None,

@@ -99,13 +99,11 @@ class Observer:
             return []
 
     def read(self, path: str, limit: int = 1 << 20) -> str | None:
+        from sandbox.safeio import read_text
+
         real = self.realpath(path)
         self.note(real, full=True)
-        try:
-            with open(path, encoding="utf-8", errors="replace") as fh:
-                return fh.read(limit)
-        except OSError:
-            return None
+        return read_text(real, limit)  # not a FIFO, not a device, not through a link
 
     def deps(self) -> list:
         return sorted(self.seen.items())

@@ -31,6 +31,7 @@ FORMAT = 3
 # kinds of findings
 GIT = "git"  # a .git directory or file
 BARE = "bare"  # a directory laid out like a git dir (HEAD, objects/, refs/): git uses it as one
+UNREADABLE = "unreadable"  # a directory the walk could not list
 PROTECTED = "protected"  # a protected name (file or directory)
 SECRET = "secret"  # a file matching deny_read_names
 SOCKET = "socket"  # a unix socket
@@ -131,11 +132,14 @@ def _list(rules: Rules, names: frozenset, path: str):
                     subdirs.append(entry.name)
                 elif kind:
                     found.append((entry.name, kind, entry.is_dir(follow_symlinks=False)))
+    except PermissionError:
+        found.append(("", UNREADABLE, True))  # hidden from us is not the same as empty
     except OSError:
         pass
-    # git treats a directory holding HEAD, objects/ and refs/ as a repository
-    # of its own (a bare one) when it runs there, config and hooks included
-    if rules.find_git and {"HEAD", "objects", "refs"} <= seen:
+    # git treats a directory holding HEAD and objects/ + refs/ (or a commondir
+    # file naming where they are) as a repository of its own when it runs
+    # there, config and hooks included
+    if rules.find_git and "HEAD" in seen and ({"objects", "refs"} <= seen or "commondir" in seen):
         found.append(("", BARE, True))
     return subdirs, found
 

@@ -223,3 +223,59 @@ def test_read_only_leftovers_do_not_crash_the_audit(senv):
     assert not (senv.ws / "r1" / ".git" / "hooks" / "pre-commit").exists()
     assert not (senv.ws / "d" / ".vscode").exists()
     assert senv.run(["true"]).returncode == 0  # and the next run is fine
+
+
+def _host_git_stderr(senv, cwd, *args):
+    return subprocess.run(senv.who.prefix() + ["git", "-c", "safe.directory=*", *GIT_ID, *args],
+                          cwd=cwd, capture_output=True, text=True, env=senv.environ(),
+                          timeout=60).stderr
+
+
+def test_git_dir_in_the_tool_cache_is_audited(senv):
+    """Second red-team finding: git init --separate-git-dir into $XDG_CACHE_HOME."""
+    r = senv.sh("git init -q --separate-git-dir=\"$XDG_CACHE_HOME/r\" . && "
+                "git config core.fsmonitor 'echo FSMON >&2; false'")
+    assert r.returncode == 0, r.stderr
+    assert "FSMON" not in _host_git_stderr(senv, senv.ws, "status")
+
+
+def test_form_feed_in_a_comment_does_not_hide_a_key(senv):
+    """Second red-team finding: git splits lines at \\n only; Python's splitlines does not."""
+    script = ("import subprocess; subprocess.run(['git', 'init', '-q']); "
+              "open('.git/config', 'a').write('# note\\x0c[alias]\\n\\tfsmonitor = \"echo FSMON >&2; false\"\\n')")
+    r = senv.run(["/usr/bin/python3", "-c", script])
+    assert r.returncode == 0, r.stderr
+    assert "FSMON" not in _host_git_stderr(senv, senv.ws, "status")
+
+
+def test_unlistable_hooks_directory_is_opened_and_cleaned(senv):
+    """Second red-team finding: chmod 311 hid a hook that git (which runs hooks by path) ran."""
+    r = senv.sh("git init -q && printf '#!/bin/sh\\ntouch HOOK-RAN\\n' > .git/hooks/pre-commit && "
+                "chmod +x .git/hooks/pre-commit && chmod 311 .git/hooks")
+    assert r.returncode == 0, r.stderr
+    _host_git_stderr(senv, senv.ws, "commit", "-q", "--allow-empty", "-m", "x")
+    assert not (senv.ws / "HOOK-RAN").exists()
+
+
+def test_fifo_named_dot_git_does_not_hang_the_audit(senv):
+    """Second red-team finding: a FIFO .git blocked the audit (and every later run)."""
+    r = senv.run(["sh", "-c", "mkdir a && mkfifo a/.git"], timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert senv.run(["true"], timeout=60).returncode == 0
+
+
+def test_split_bare_layout_with_commondir_is_audited(senv):
+    """Second red-team finding: HEAD + commondir is a repository to git too."""
+    r = senv.sh("mkdir -p store/objects store/refs/heads && echo 'ref: refs/heads/main' > HEAD && "
+                "echo store > commondir && "
+                "printf '[core]\\n\\tfsmonitor = \"echo FSMON >&2; false\"\\n' > store/config")
+    assert r.returncode == 0, r.stderr
+    assert "fsmonitor" not in (senv.ws / "store" / "config").read_text()
+
+
+def test_ssh_signing_key_command_is_stripped(senv):
+    r = senv.sh("git init -q && git config gpg.ssh.defaultKeyCommand 'touch PWNED' && "
+                "git config submodule.x.update '!touch PWNED'")
+    assert r.returncode == 0, r.stderr
+    config = (senv.ws / ".git" / "config").read_text()
+    assert "defaultKeyCommand" not in config and "PWNED" not in config

@@ -67,3 +67,29 @@ def test_workspace_posing_as_a_worktree_gitdir_cannot_open_its_grandparent(senv)
     assert r.returncode != 0
     assert victim.read_text() == "precious\n"
     assert senv.sh(attack, cwd=ws, sandboxed=False).returncode == 0
+
+
+def test_planted_symlink_under_git_modules_opens_nothing(senv):
+    """Second red-team finding: a link in .git/modules made its target a bind-mounted,
+    writable mount point on the next run."""
+    subprocess.run(["git", "init", "-q", str(senv.ws)], check=True)
+    victim = senv.base / "victim"
+    (victim / "proj").mkdir(parents=True)
+    (victim / "proj" / "HEAD").write_text("ref: refs/heads/main\n")
+    r = senv.sh(f"mkdir -p .git/modules && ln -s {victim} .git/modules/x")
+    assert r.returncode == 0, r.stderr
+    r = senv.sh(f"touch {victim}/PWNED")
+    assert r.returncode != 0
+    assert not (victim / "PWNED").exists()
+
+
+def test_planted_symlink_for_a_two_part_protected_name_opens_nothing(senv):
+    """Second red-team finding: `.config` -> a host directory holding `git` made that
+    directory writable (.config/git is a protected name)."""
+    victim = senv.base / "victim"
+    (victim / "git").mkdir(parents=True)
+    r = senv.sh(f"ln -s {victim} .config")
+    assert r.returncode == 0, r.stderr
+    r = senv.sh(f"touch {victim}/PWNED")
+    assert r.returncode != 0
+    assert not (victim / "PWNED").exists()
