@@ -369,7 +369,8 @@ def discover(policy: Policy, ws: Workspace, *, extra_writable: tuple[str, ...] =
                                  hint="use --unprotect PATH to make a protected path writable")
 
     # host sockets outside the writable roots
-    socket_rules = scan.Rules(skip_dirs=policy.skip_dirs + (".git",), find_git=False,
+    socket_rules = scan.Rules(skip_dirs=policy.skip_dirs + policy.socket_skip_dirs + (".git",),
+                              find_git=False,
                               max_depth=policy.socket_scan_depth,
                               exclude=tuple(roots) + tuple(dirs) + (state,))
     for base in policy.socket_scan:

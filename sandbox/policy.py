@@ -67,6 +67,7 @@ class Policy:
     # host sockets outside the empty dirs
     socket_scan: tuple[str, ...] = ()
     socket_scan_depth: int = 4
+    socket_skip_dirs: tuple[str, ...] = ()
 
     # environment
     env_deny: tuple[str, ...] = ()

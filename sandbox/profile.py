@@ -405,6 +405,7 @@ def build_policy(chain: list[Source], ctx: Context) -> Policy:
         unprotect=paths(prot, "unprotect"),
         skip_dirs=tuple(prot.get("skip_dirs", [])),
         socket_scan=paths(sock, "scan"),
+        socket_skip_dirs=tuple(sock.get("skip_dirs", [])),
         socket_scan_depth=sock.get("max_depth", 4),
         env_deny=tuple(env.get("deny", [])),
         env_pass=tuple(env.get("pass", [])),

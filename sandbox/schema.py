@@ -106,6 +106,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
                     "Directories searched for unix sockets, which are then hidden."),
         "max_depth": Key(Kind.INT, Merge.REPLACE, "How deep the socket search goes.",
                          looser=("larger", "smaller")),
+        "skip_dirs": Key(Kind.NAMES, Merge.WEAKEN,
+                         "Directory names the socket search does not walk into (package "
+                         "caches and toolchains, which hold no sockets but many directories)."),
     },
     "env": {
         "deny": Key(Kind.PATTERNS, Merge.APPEND,
