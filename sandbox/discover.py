@@ -372,7 +372,10 @@ def discover(policy: Policy, ws: Workspace, *, extra_writable: tuple[str, ...] =
     socket_rules = scan.Rules(skip_dirs=policy.skip_dirs + policy.socket_skip_dirs + (".git",),
                               find_git=False,
                               max_depth=policy.socket_scan_depth,
-                              exclude=tuple(roots) + tuple(dirs) + (state,))
+                              # hidden inside anyway: no need to look (or to re-check
+                              # these busy directories on every start)
+                              exclude=tuple(roots) + tuple(dirs) + (state,) + SCRATCH_DIRS
+                              + tuple(policy.empty_dirs))
     for base in policy.socket_scan:
         if obs.isdir(base):
             real = obs.realpath(base)

@@ -55,7 +55,9 @@ def _test_root() -> Path:
         root = REPO / ".test-root"
         under_private = any(str(REPO.resolve()).startswith(d + "/") for d in PRIVATE_DIRS)
         if under_private or (os.getuid() == 0 and not traversable_by_others(REPO)):
-            root = (Path("/var/lib/sandbox-tests") if os.getuid() == 0
+            # /opt: outside the default socket search, so parallel tests
+            # creating directories do not invalidate each other's cached plans
+            root = (Path("/opt/sandbox-tests") if os.getuid() == 0
                     else Path.home() / ".cache" / "sandbox-tests")
     root.mkdir(parents=True, exist_ok=True)
     os.chmod(root, 0o755)
