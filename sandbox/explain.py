@@ -47,6 +47,14 @@ def as_text(p: Prepared) -> str:
         f"workspace   {d['workspace']} ({p.policy.workspace.value})",
         f"starts in   {d['cwd']}",
         f"network     {d['network']} (own network namespace, loopback only)",
+        "seccomp     " + (f"set '{p.policy.syscall_set}'"
+                          + (f", also denied: {', '.join(p.policy.syscall_deny)}" if p.policy.syscall_deny else "")
+                          + (f", allowed: {', '.join(p.policy.syscall_allow)}" if p.policy.syscall_allow else "")
+                          + (", 32-bit allowed" if p.policy.allow_32bit else "")
+                          + ("" if p.policy.unix_sockets else ", AF_UNIX refused")
+                          + (f" ({p.invocation.seccomp_file})" if p.invocation.seccomp_file else "")
+                          if p.policy.syscalls_enabled else "OFF"),
+        "audit       " + (", ".join(p.policy.audit_classes) if p.policy.audit_classes else "OFF"),
         f"limits      {describe_limits(p.policy)}",
     ]
 
