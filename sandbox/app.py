@@ -16,7 +16,7 @@ import shutil
 import time
 from dataclasses import dataclass
 
-from sandbox import bwrap, command, discover, envfilter, limits, plancache, policycache, report
+from sandbox import bwrap, command, discover, envfilter, limits, plancache, policycache
 from sandbox.errors import SandboxError, SetupError, UsageError
 from sandbox.invocation import Invocation
 from sandbox.layout import Layout
@@ -26,7 +26,6 @@ from sandbox.options import RunOptions
 from sandbox.policy import Policy, Weakening
 from sandbox.profile import Context
 
-EXIT_TOOL_ERROR = 125
 
 
 @dataclass(frozen=True, slots=True)

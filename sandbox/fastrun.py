@@ -7,7 +7,6 @@ path (``sandbox.app.run``), which builds the plan afresh and caches it.
 
 from __future__ import annotations
 
-import os
 import time
 
 from sandbox import plancache
