@@ -102,13 +102,18 @@ def audit_leftovers(opts, environ: dict[str, str]) -> None:
 
     from sandbox import plancache
 
-    workspace = os.path.realpath(os.path.join(os.getcwd(), opts.workspace or "."))
-    path = plancache.pending_audit_path(plancache.state_dir(environ), workspace)
-    if os.path.exists(path):
-        from sandbox import audit
+    state = plancache.state_dir(environ)
+    place = os.path.realpath(os.path.join(os.getcwd(), opts.workspace or "."))
+    while True:  # the workspace, or one around it (a run started from a subdirectory)
+        path = plancache.pending_audit_path(state, place)
+        if os.path.exists(path):
+            from sandbox import audit
 
-        for finding in audit.run_pending(path):
-            print(finding.line() + " (left by an interrupted run)", file=sys.stderr)
+            for finding in audit.run_pending(path):
+                print(finding.line() + " (left by an interrupted run)", file=sys.stderr)
+        if place == "/":
+            break
+        place = os.path.dirname(place)
 
 
 def fail(opts, err: SandboxError, meta, started) -> int:

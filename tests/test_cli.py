@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 
 from conftest import sandbox_exe
@@ -170,3 +171,23 @@ def test_report_parent_swapped_for_a_symlink_is_not_followed(senv):
     r = senv.sh(f"mv reports reports.old && ln -s {outside} reports", args=["--report", str(report)])
     assert r.returncode == 0, r.stderr
     assert (outside / "run.json").read_text() == "precious\n"
+
+
+def test_workspace_under_tmp_is_the_real_host_directory(senv):
+    """/tmp is private inside, but a workspace under it is mounted on top of that."""
+    import shutil
+    import tempfile
+
+    ws = tempfile.mkdtemp(prefix="sbx-ws-", dir="/tmp")
+    try:
+        os.chmod(ws, 0o755)
+        if senv.who.uid != os.getuid():
+            os.chown(ws, senv.who.uid, senv.who.gid)
+        r = senv.run(["sh", "-c", "pwd; echo made > inside.txt; ls /tmp"], cwd=ws)
+        assert r.returncode == 0, r.stderr
+        lines = r.stdout.decode().splitlines()
+        assert lines[0] == ws
+        assert open(os.path.join(ws, "inside.txt")).read() == "made\n"
+        assert lines[1:] == [os.path.basename(ws)]  # nothing else of the host's /tmp
+    finally:
+        shutil.rmtree(ws, ignore_errors=True)

@@ -14,6 +14,7 @@ from sandbox import discover, resources
 def test_profiles_and_bwrap_data_are_found():
     assert {"default", "readonly"} <= {p.stem for p in resources.profiles_dir().glob("*.toml")}
     assert (resources.bwrap_dir() / "refused-paths.txt").is_file()
+    assert (resources.bwrap_dir() / "seccomp.toml").is_file()
     exact, trees = discover.refused_paths()
     assert "/" in exact and "/proc" in trees
 
