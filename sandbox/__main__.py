@@ -49,8 +49,8 @@ def parse_run(args: list[str]):
                 return None
             value = args[i + 1]
             i += 2
-        if not value:
-            return None
+        if not value or value.startswith("-"):
+            return None  # typer gives the error message
         if key in ("allow_write", "unprotect"):
             values[key].append(value)
         else:

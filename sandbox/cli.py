@@ -68,6 +68,14 @@ CommandArg = Annotated[Optional[list[str]], typer.Argument(
 
 
 def _options(command, profile, workspace, allow_write, unprotect, report=None, dry_run=False):
+    for option, values in (("--profile", [profile]), ("--workspace", [workspace]),
+                           ("--allow-write", allow_write or []), ("--unprotect", unprotect or []),
+                           ("--report", [report])):
+        for value in values:
+            if value is not None and value.startswith("-"):
+                # e.g. "--unprotect -- make": the "--" was taken as the path
+                _fail(f"{option} needs a value, got {value!r} (write ./{value} for a file "
+                      "whose name starts with '-')")
     return RunOptions(command=tuple(command or ()), profile=profile, workspace=workspace,
                       allow_write=tuple(allow_write or ()), unprotect=tuple(unprotect or ()),
                       report=report, dry_run=dry_run)

@@ -191,3 +191,10 @@ def test_workspace_under_tmp_is_the_real_host_directory(senv):
         assert lines[1:] == [os.path.basename(ws)]  # nothing else of the host's /tmp
     finally:
         shutil.rmtree(ws, ignore_errors=True)
+
+
+def test_option_missing_its_value_is_an_error(senv):
+    r = cli(senv, "run", "--unprotect", "--", "touch", "made")
+    line = one_error_line(r)
+    assert "--unprotect needs a value" in line
+    assert not (senv.ws / "made").exists()

@@ -54,13 +54,6 @@ AGREE = [
     ["--profile", "a=b", "--", "x"],
     ["--workspace", "dir with spaces", "--", "x"],
     ["--allow-write", "/x=y", "--", "x"],
-    # an option's value is taken verbatim, even when it looks like an option
-    ["-p", "--", "--", "x"],
-    ["--profile", "-w", "--", "x"],
-    ["--profile", "--dry-run", "--", "x"],
-    ["--report", "--", "--", "x"],
-    ["--allow-write", "--help", "--", "x"],
-    ["-w", "-", "--", "x"],
 ]
 
 
@@ -107,6 +100,13 @@ FALLBACK = [
     ["-", "--", "x"],
     ["--dry-run"],
     ["--allow-write", "/a"],
+    # a value that looks like an option is a forgotten value: typer says so
+    ["-p", "--", "--", "x"],
+    ["--profile", "-w", "--", "x"],
+    ["--profile", "--dry-run", "--", "x"],
+    ["--report", "--", "--", "x"],
+    ["--allow-write", "--help", "--", "x"],
+    ["-w", "-", "--", "x"],
 ]
 
 
