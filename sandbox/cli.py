@@ -54,7 +54,8 @@ ProfileOpt = Annotated[str, typer.Option(
 WorkspaceOpt = Annotated[Optional[str], typer.Option(
     "--workspace", "-w", metavar="DIR",
     help="The writable project directory. Default: the current directory. "
-         "'/', your home directory and its parents are refused.")]
+         "System directories (/, /usr, /etc, /tmp, ...), your home directory and its "
+         "parents are refused.")]
 AllowWriteOpt = Annotated[Optional[list[str]], typer.Option(
     "--allow-write", metavar="PATH",
     help="Also make PATH writable (repeatable). It must exist. Protected paths "
@@ -161,17 +162,15 @@ def profiles_list() -> None:
     """List built-in and user profiles with their descriptions."""
     from sandbox import profile as prof
 
-    try:
-        for name in prof.builtin_names():
-            _, path = prof.locate(name)
-            print(f"{name:<16} built-in  {_description(path)}")
-        for name in prof.user_names():
-            if name in prof.builtin_names():
-                continue
-            path = prof.user_profile_dir() / f"{name}.toml"
-            print(f"{name:<16} user      {_description(path)}")
-    except SandboxError as err:
-        raise typer.Exit(show_error(err))
+    builtins = prof.builtin_names()
+    for name in builtins:
+        print(f"{name:<16} built-in  {_description(prof.resources.profiles_dir() / f'{name}.toml')}")
+    for name in prof.user_names():
+        path = prof.user_profile_dir() / f"{name}.toml"
+        if name in builtins:  # listed so that the problem can be seen and fixed
+            print(f"{name:<16} user      (invalid: shadows the built-in '{name}'; rename {path})")
+            continue
+        print(f"{name:<16} user      {_description(path)}")
 
 
 @profiles_app.command("show")
@@ -221,6 +220,9 @@ def main() -> None:
     except typer.Abort:
         sys.exit(130)
     except Exception as exc:  # click's usage errors carry format_message()
+        if type(exc).__name__ == "NoArgsIsHelpError":  # plain `sandbox`: teach, don't scold
+            print(exc.format_message())
+            sys.exit(0)
         if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):
             print(f"sandbox: usage error: {exc.format_message()} (see 'sandbox --help')",
                   file=sys.stderr)

@@ -98,14 +98,17 @@ def check_root(path: str, what: str, home: str, state: str, deny: tuple[str, ...
                obs: Observer) -> None:
     """Refuse a workspace or writable path that would give away the host."""
     real = obs.realpath(path)
-    exact, trees = refused_paths()
-    if real in exact or any(is_within(real, t) for t in trees):
-        raise UsageError(f"{what} {path} is a system directory",
+    if real == "/":
+        raise UsageError(f"{what} {path} is the whole system",
                          hint="use a project directory, e.g. cd ~/src/project")
     home_real = obs.realpath(home)
     if is_within(home_real, real):
         raise UsageError(f"{what} {path} is your home directory or one of its parents",
                          hint="use a project directory inside it")
+    exact, trees = refused_paths()
+    if real in exact or any(is_within(real, t) for t in trees):
+        raise UsageError(f"{what} {path} is a system directory",
+                         hint="use a project directory, e.g. cd ~/src/project")
     if is_within(real, state) or is_within(state, real):
         raise UsageError(f"{what} {path} overlaps the sandbox state directory {state}",
                          hint="the sandbox keeps its caches there; pick another directory")
@@ -327,8 +330,10 @@ def discover(policy: Policy, ws: Workspace, *, extra_writable: tuple[str, ...] =
         roots.append(ws.real)
     for path in policy.writable + extra_writable:
         if obs.note(obs.realpath(path)) is None:
-            raise UsageError(f"writable path {path} does not exist",
-                             hint="create it first, or drop it from the profile / --allow-write")
+            origin = ("--allow-write" if path in extra_writable
+                      else f"filesystem.writable in profile '{policy.name}'")
+            raise UsageError(f"writable path {path} ({origin}) does not exist",
+                             hint="create it first, or drop it; the sandbox never creates host paths")
         check_root(path, "writable path", home, state, policy.deny_read, obs)
         roots.append(obs.realpath(path))
 

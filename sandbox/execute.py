@@ -7,7 +7,7 @@ Shared by the full path (``sandbox.app``) and the cached fast path
 from __future__ import annotations
 
 from sandbox import report
-from sandbox.errors import SandboxError, SetupError
+from sandbox.errors import SandboxError, SetupError, UsageError
 
 EXIT_TIMEOUT = 124  # like timeout(1)
 
@@ -25,6 +25,18 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
     if opts.dry_run:
         print(report.shell_join(argv))
         return 0
+    import os
+
+    try:  # everything the caller got wrong is found before the command starts
+        grace = runner.grace_seconds(os.environ)
+        report_dir = report.open_dir(opts.report)
+        if opts.report and report_dir is None:
+            raise UsageError(f"--report {opts.report}: its directory does not exist or cannot "
+                             "be opened", hint="create the directory, or give another path")
+        if opts.report and os.path.isdir(opts.report):
+            raise UsageError(f"--report {opts.report} is a directory", hint="give a file name")
+    except SandboxError as err:
+        return fail(opts, err, meta, started)
     pending = None
     if audit_spec is not None:
         from sandbox import audit
@@ -35,8 +47,8 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
         applied = runner.Limits(limits)
         if applied.warning():
             print(f"sandbox: warning: {applied.warning()}", file=sys.stderr)
-    report_dir = report.open_dir(opts.report)  # before the command can touch its parents
-    outcome = runner.run(argv, env, status_index, interactive, seccomp, applied)
+    # report_dir was opened above, before the command could touch its parents
+    outcome = runner.run(argv, env, status_index, interactive, seccomp, applied, grace)
     findings = _audit(audit_spec, pending)
     if not outcome.started:
         return fail(opts, _setup_failure(bwrap_path, outcome), meta, started)

@@ -19,7 +19,24 @@ import time
 
 # After forwarding SIGINT/SIGTERM/SIGHUP, how long the command may take to
 # run its handlers before the whole sandbox is killed.
-GRACE_SECONDS = float(os.environ.get("SANDBOX_KILL_GRACE", "5"))
+GRACE_DEFAULT = 5.0
+
+
+def grace_seconds(environ) -> float:
+    """SANDBOX_KILL_GRACE: seconds between a forwarded signal and the kill."""
+    raw = environ.get("SANDBOX_KILL_GRACE")
+    if raw is None or raw == "":
+        return GRACE_DEFAULT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 3600:
+        from sandbox.errors import UsageError
+
+        raise UsageError(f"SANDBOX_KILL_GRACE={raw!r} is not a number of seconds",
+                         hint="use a number between 0 and 3600, e.g. SANDBOX_KILL_GRACE=5")
+    return value
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 _SIGNAL_NAMES = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM", signal.SIGHUP: "SIGHUP",
                  signal.SIGQUIT: "SIGQUIT"}
@@ -122,7 +139,8 @@ def _copy_winsize(src: int, dst: int) -> None:
 
 
 def run(argv, env: dict[str, str], status_fd_arg: int | None, interactive: bool,
-        seccomp: tuple[int, str] | None = None, limits: "Limits | None" = None) -> Outcome:
+        seccomp: tuple[int, str] | None = None, limits: "Limits | None" = None,
+        grace: float = GRACE_DEFAULT) -> Outcome:
     """Run bwrap's argv to completion and return what happened.
 
     ``seccomp`` is (argv index, BPF file): the file is opened and its
@@ -163,7 +181,7 @@ def run(argv, env: dict[str, str], status_fd_arg: int | None, interactive: bool,
             if slave is not None:
                 os.close(slave)
         outcome = _supervise(proc, _Status(read_fd), master, pending,
-                             limits.timeout if limits is not None else None)
+                             limits.timeout if limits is not None else None, grace)
         if limits is not None:
             outcome.limits = limits.summary()
         return outcome
@@ -178,7 +196,8 @@ def run(argv, env: dict[str, str], status_fd_arg: int | None, interactive: bool,
 
 
 def _supervise(proc: "_Proc", status: _Status, master: int | None,
-               pending: list[int], time_limit: float | None = None) -> Outcome:
+               pending: list[int], time_limit: float | None = None,
+               grace: float = GRACE_DEFAULT) -> Outcome:
     outcome = Outcome()
     # limits.timeout_seconds: when it expires the command gets SIGTERM exactly
     # as if the caller had sent it, then the grace period applies
@@ -208,7 +227,7 @@ def _supervise(proc: "_Proc", status: _Status, master: int | None,
                 outcome.forwarded.append(_SIGNAL_NAMES.get(signum, str(signum)))
                 undelivered.append(signum)
                 # a second signal means: do not wait any longer
-                deadline = time.monotonic() + GRACE_SECONDS if deadline is None else time.monotonic()
+                deadline = time.monotonic() + grace if deadline is None else time.monotonic()
             if undelivered:
                 # The command may not exist yet (bwrap still setting up); then
                 # keep the signal and try again after the next status update.

@@ -159,13 +159,17 @@ def compile_bpf(rule_table: tuple[Rule, ...], arch: str, allow_32bit: bool,
         syscall = rule.syscall
         if isinstance(syscall, str):
             try:
-                if sc.resolve_syscall(sc.Arch.NATIVE, syscall) < 0:
-                    continue  # does not exist on this architecture
+                number = sc.resolve_syscall(sc.Arch.NATIVE, syscall)
             except (ValueError, OSError, TypeError):
+                number = -1
+            if number == -1:  # unknown to libseccomp: our table, or a typo
                 if syscall not in numbers:
-                    raise SetupError(f"libseccomp does not know the syscall '{syscall}'",
-                                     hint="add its number to bwrap/seccomp.toml [numbers]") from None
+                    raise ProfileError("[syscalls]", f"unknown syscall '{syscall}'", key="syscalls.deny",
+                                       hint="check the spelling (see syscalls(2)); a syscall newer "
+                                            "than libseccomp needs its number in bwrap/seccomp.toml")
                 syscall = numbers[syscall]
+            elif number < 0:
+                continue  # a real syscall, but not on this architecture
         args = [sc.Arg(index, sc.MASKED_EQ, mask, value) for index, mask, value in rule.conditions]
         filt.add_rule(actions[rule.action], syscall, *args)
     with tempfile.TemporaryFile() as fh:

@@ -594,7 +594,7 @@ def test_refused_workspace(senv, where):
     ws = "/" if where == "root" else str(senv.home)
     r = senv.run(["touch", str(marker)], args=["--workspace", ws])
     line = assert_refused(r, marker, "workspace")
-    assert ("system directory" if where == "root" else "home directory") in line
+    assert ("whole system" if where == "root" else "home directory") in line
     # started from inside $HOME itself, without --workspace
     if where == "home":
         r = senv.run(["touch", str(marker)], cwd=senv.home)
