@@ -35,9 +35,14 @@ Examples:
 
   sandbox explain -- make          (what would be allowed, and the bwrap argv)
 
-Exit status: the command's own; 128+N if it was killed by signal N; 125 when
-the sandbox itself failed (the command did not run); 126/127 when the command
-cannot be executed / is not found.  Docs: docs/ in the source tree.
+Exit status: the command's own; 128+N if it was killed by signal N; 124 on
+a [limits] timeout; 125 when the sandbox itself failed (the command did not
+run) or the persistence audit could not neutralise what the command left;
+126/127 when the command cannot be executed / is not found.
+
+Environment: SANDBOX_BWRAP (path of bwrap), SANDBOX_KILL_GRACE (seconds
+between a forwarded signal and the kill, default 5).  Docs: docs/ in the
+source tree.
 """
 
 app = typer.Typer(help=HELP, add_completion=False, no_args_is_help=True,
@@ -111,9 +116,11 @@ def run(
     stay read-only, and there is no network. Use 'sandbox explain' to see
     exactly what a profile allows.
 
-    Exit status: the command's own; 128+N if it was killed by signal N; 125
-    if the sandbox could not be set up (the command did not run; stderr has
-    one 'sandbox:' line saying why); 126/127 cannot execute / not found.
+    Exit status: the command's own; 128+N if it was killed by signal N; 124
+    on a [limits] timeout; 125 if the sandbox could not be set up (the
+    command did not run; stderr has one 'sandbox:' line saying why) or the
+    audit could not neutralise what it left; 126/127 cannot execute / not
+    found.
     """
     from sandbox.app import run as run_app
 
@@ -134,7 +141,8 @@ def explain(
 ) -> None:
     """Show the resolved policy, what is writable, protected and hidden, and the exact bwrap argv.
 
-    Takes the same options as 'run' and runs nothing. Weakenings (protections
+    Takes the profile and path options of 'run' (not --report or --dry-run)
+    and runs nothing; the command defaults to 'true'. Weakenings (protections
     a profile or option removed on purpose) are listed under WEAKENED.
 
     \b

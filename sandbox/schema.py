@@ -14,9 +14,10 @@ Merge rules (child profile over the profile it ``extends``):
 * ``REMOVE``  lists that take entries away from another list
   (``filesystem.allow_read`` removes from ``filesystem.deny_read``).  Every
   entry is recorded as a weakening.
-* ``WEAKEN``  lists that append but loosen the policy (``env.pass``,
-  ``protect.unprotect``, ``protect.skip_dirs``, ``filesystem.allow_read_names``):
-  every entry a profile adds is recorded as a weakening.
+* ``WEAKEN``  lists that append but loosen the policy (``filesystem.writable``,
+  ``filesystem.allow_read_names``, ``protect.unprotect``, ``protect.skip_dirs``,
+  ``sockets.skip_dirs``, ``env.pass``, ``syscalls.allow``): every entry a child
+  profile adds is recorded as a weakening.
 """
 
 from __future__ import annotations
