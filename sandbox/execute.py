@@ -41,7 +41,13 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
     if audit_spec is not None:
         from sandbox import audit
 
-        pending = audit.mark_pending(audit_spec)  # the next run audits if we are killed
+        try:
+            pending = audit.mark_pending(audit_spec)  # the next run audits if we are killed
+        except OSError as exc:
+            return fail(opts, SetupError(f"cannot record the pending audit in {audit_spec['state']}: "
+                                         f"{exc.strerror or exc}; the command was not run",
+                                         hint="make the state directory writable "
+                                              "(XDG_CACHE_HOME/sandbox)"), meta, started)
     applied = None
     if limits is not None:  # sandbox.limits.plan(); this makes the run's cgroup
         applied = runner.Limits(limits)
@@ -71,8 +77,6 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
         doc["audit"] = [f.as_dict() for f in findings]
     report.write(opts.report, doc, report_dir)
     if report_dir is not None:
-        import os
-
         os.close(report_dir)
     return status
 
