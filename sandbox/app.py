@@ -88,9 +88,8 @@ def _check_allow_write(paths: tuple[str, ...]) -> None:
 
 
 def resolve_command(opts_command, env: dict[str, str], layout: Layout) -> str:
-    hidden = bwrap.SCRATCH + layout.empty_dirs + layout.masked_dirs
-    exposed = layout.writable_roots + (layout.workspace,)
-    return command.resolve(opts_command, env, layout.cwd, hidden, exposed)
+    return command.resolve(opts_command, env, layout.cwd, layout.hidden_dirs(),
+                           layout.exposed_dirs())
 
 
 def prepare(opts: RunOptions, environ: dict[str, str]) -> Prepared:
@@ -100,10 +99,7 @@ def prepare(opts: RunOptions, environ: dict[str, str]) -> Prepared:
     discover.ensure_state_dir(state)
     cwd = discover.logical_cwd(environ)
     ws_arg = opts.workspace
-    ws_logical = os.path.normpath(os.path.join(cwd, ws_arg)) if ws_arg else cwd
-    if not os.path.isdir(ws_logical):
-        raise UsageError(f"workspace {ws_logical} is not a directory",
-                         hint="pass an existing directory to --workspace")
+    ws_logical = discover.workspace_path(ws_arg, environ)
     ctx = Context(workspace=os.path.realpath(ws_logical), home=home,
                   tmp=os.path.normpath(environ.get("TMPDIR") or "/tmp"),
                   runtime=environ.get("XDG_RUNTIME_DIR") or f"/run/user/{os.getuid()}",

@@ -27,6 +27,8 @@ import os
 import time
 
 from sandbox import gitconfig, scan
+from sandbox.command import is_within
+from sandbox.errors import printable
 from sandbox.safeio import read_text
 
 # Classes a profile can switch off ([audit] in the profile), and the
@@ -69,7 +71,7 @@ class Finding:
         self.kind, self.path, self.action = kind, path, action
 
     def line(self) -> str:
-        return _printable(f"sandbox: audit: {self.kind}: {self.path}: {self.action}")
+        return printable(f"sandbox: audit: {self.kind}: {self.path}: {self.action}")
 
     def as_dict(self) -> dict:
         return {"kind": self.kind, "path": self.path, "action": self.action}
@@ -144,11 +146,6 @@ MAX_CONFIG = 4 << 20  # a git config larger than this is replaced whole, not par
 SAFE_CONFIG = "[core]\n\trepositoryformatversion = 0\n\tbare = false\n"
 
 
-def _printable(text: str) -> str:
-    """File names come from the command: no control characters on the terminal."""
-    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
-
-
 class Auditor:
     """One audit pass over the writable roots of one run.
 
@@ -171,13 +168,13 @@ class Auditor:
         self.quarantine = os.path.join(spec["state"], "quarantine", stamp)
 
     def _protected_before(self, path: str) -> bool:
-        return any(path == k or path.startswith(k.rstrip("/") + "/") for k in self.known)
+        return any(is_within(path, k) for k in self.known)
 
     def _unprotected(self, path: str) -> bool:
-        return any(path == u or path.startswith(u.rstrip("/") + "/") for u in self.spec["unprotected"])
+        return any(is_within(path, u) for u in self.spec["unprotected"])
 
     def _inside(self, real: str) -> bool:
-        return any(real == r or real.startswith(r.rstrip("/") + "/") for r in self.roots)
+        return any(is_within(real, r) for r in self.roots)
 
     def _entry_inside(self, path: str) -> bool:
         """The entry itself (not what a symlink points to) lies in a writable root."""
@@ -280,19 +277,15 @@ class Auditor:
 
     def _repository(self, dotgit: str) -> None:
         worktree = os.path.dirname(dotgit)
-        if os.path.isdir(dotgit) and not os.path.islink(dotgit):
-            gitdir = os.path.realpath(dotgit)
-        else:
-            line = (read_text(dotgit, 4096) or "").strip()
-            if not line.startswith("gitdir:"):
-                return
-            gitdir = os.path.realpath(os.path.join(worktree, line[7:].strip()))
-        common = gitdir
-        pointer = read_text(os.path.join(gitdir, "commondir"), 4096)
-        if pointer is not None:
-            common = os.path.realpath(os.path.join(gitdir, pointer.strip()))
+        found = gitconfig.locate(dotgit, read_text, os.path.realpath,
+                                 lambda p: os.path.isdir(p) and not os.path.islink(p))
+        if found is None:
+            return
+        gitdir, common, _pointed = found
         gitdirs = [gitdir] + ([common] if common != gitdir else [])
-        gitdirs += _module_gitdirs(os.path.join(common, "modules"), 6)
+        gitdirs += gitconfig.module_gitdirs(os.path.join(common, "modules"), 6,
+                                            lambda p: _listdir(p) or [], os.path.islink,
+                                            os.path.isfile, os.path.isdir)
         for d in gitdirs:
             for cfg in ("config", "config.worktree"):
                 self._config(os.path.join(d, cfg))
@@ -392,25 +385,6 @@ def _listdir(path: str):
 
 def _read_all(path: str) -> str | None:
     return read_text(path, MAX_CONFIG)
-
-
-def _module_gitdirs(path: str, depth: int) -> list[str]:
-    found: list[str] = []
-    try:
-        names = sorted(os.listdir(path))
-    except OSError:
-        return found
-    for name in names:
-        sub = os.path.join(path, name)
-        if os.path.islink(sub):  # the audit never follows links it did not make
-            continue
-        if os.path.isfile(os.path.join(sub, "HEAD")):
-            found.append(sub)
-            if depth > 0:
-                found += _module_gitdirs(os.path.join(sub, "modules"), depth - 1)
-        elif depth > 0 and os.path.isdir(sub):
-            found += _module_gitdirs(sub, depth - 1)
-    return found
 
 
 # -- pending audits: survive a wrapper that is killed mid-run ---------------------

@@ -27,10 +27,10 @@ from __future__ import annotations
 
 from sandbox.envfilter import sandbox_env
 from sandbox.invocation import Invocation
-from sandbox.layout import Layout
+from sandbox.layout import SCRATCH_DIRS, Layout
 from sandbox.policy import Access, NetworkMode, Policy
 
-SCRATCH = ("/tmp", "/var/tmp", "/dev/shm")
+SCRATCH = SCRATCH_DIRS
 PROC_READ_ONLY = ("/proc/sys", "/proc/sysrq-trigger", "/proc/irq", "/proc/bus")
 STATUS_FD = 3
 SECCOMP_FD = 4

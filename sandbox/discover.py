@@ -16,7 +16,8 @@ from sandbox import gitconfig, scan
 from sandbox.observe import Observer
 from sandbox.patterns import match
 from sandbox.errors import SetupError, UsageError
-from sandbox.layout import Layout
+from sandbox.command import is_within
+from sandbox.layout import SCRATCH_DIRS, Layout
 from sandbox.policy import Access, Policy
 
 def refused_paths() -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -34,10 +35,6 @@ def refused_paths() -> tuple[tuple[str, ...], tuple[str, ...]]:
     return tuple(exact), tuple(tree)
 
 
-# Private scratch directories (tmpfs); a workspace path seen through them is
-# replaced by its real path as the starting directory.
-SCRATCH_DIRS = ("/tmp", "/var/tmp", "/dev/shm")
-
 
 @dataclass(frozen=True, slots=True)
 class Workspace:
@@ -45,11 +42,6 @@ class Workspace:
     logical: str
     cwd_real: str
     cwd_logical: str
-
-
-def is_within(path: str, root: str) -> bool:
-    root = root.rstrip("/") or "/"
-    return path == root or root == "/" or path.startswith(root + "/")
 
 
 def logical_cwd(environ: dict[str, str]) -> str:
@@ -121,14 +113,22 @@ def check_root(path: str, what: str, home: str, state: str, deny: tuple[str, ...
                              hint="secrets stay hidden; work on a copy elsewhere")
 
 
+def workspace_path(arg: str | None, environ: dict[str, str]) -> str:
+    """The workspace as the user names it (``--workspace``, else the current directory)."""
+    cwd = logical_cwd(environ)
+    logical = os.path.normpath(os.path.join(cwd, arg)) if arg else cwd
+    if not os.path.isdir(logical):
+        raise UsageError(f"workspace {logical} is not a directory",
+                         hint="pass an existing directory to --workspace")
+    return logical
+
+
 def resolve_workspace(arg: str | None, environ: dict[str, str], home: str, state: str,
                       policy: Policy, obs: Observer) -> Workspace:
     cwd_log = logical_cwd(environ)
     cwd_real = obs.realpath(cwd_log)
-    logical = os.path.normpath(os.path.join(cwd_log, arg)) if arg else cwd_log
-    if not obs.isdir(logical):
-        raise UsageError(f"workspace {logical} is not a directory",
-                         hint="pass an existing directory to --workspace")
+    logical = workspace_path(arg, environ)
+    obs.isdir(logical)  # stamped: the plan depends on it
     real = obs.realpath(logical)
     check_root(logical, "workspace", home, state, policy.deny_read, obs)
     if not is_within(cwd_real, real):  # started elsewhere: begin in the workspace
@@ -200,22 +200,17 @@ def _git_paths(dotgit: str, plan: _Plan, protect: bool, obs: Observer,
     above the workspace), so no sandboxed command can have written it.
     """
     worktree = os.path.dirname(dotgit)
-    if obs.isdir(dotgit) and not os.path.islink(dotgit):
-        gitdir = dotgit
+    found = gitconfig.locate(dotgit, obs.read, obs.realpath,
+                             lambda p: obs.isdir(p) and not os.path.islink(p))
+    if found is None:
+        return
+    gitdir, commondir, pointed = found
+    if not pointed:
         plan.keep.append(dotgit)
-    else:
-        line = (obs.read(dotgit, 4096) or "").strip()
-        if not line.startswith("gitdir:"):
-            return
-        gitdir = obs.realpath(os.path.join(worktree, line[len("gitdir:"):].strip()))
+    elif protect:
         # the .git file says where the repository is: rewriting it would point
         # git at a directory of the command's choosing, hooks included
-        if protect:
-            plan.read_only.append(dotgit)
-    commondir = gitdir
-    pointer = obs.read(os.path.join(gitdir, "commondir"))
-    if pointer is not None:
-        commondir = obs.realpath(os.path.join(gitdir, pointer.strip()))
+        plan.read_only.append(dotgit)
     outside = [d for d in dict.fromkeys((gitdir, commondir))
                if not any(is_within(d, r) for r in roots)]
     # Everything that vouches for a directory outside the writable roots must
@@ -244,7 +239,9 @@ def _git_paths(dotgit: str, plan: _Plan, protect: bool, obs: Observer,
         if obs.lexists(path):
             plan.read_only.append(path)
     # submodules' and worktrees' own git directories live inside the common dir
-    for sub in _nested_gitdirs(os.path.join(commondir, "modules"), 6, obs):
+    for sub in gitconfig.module_gitdirs(os.path.join(commondir, "modules"), 6, obs.listdir,
+                                        lambda p: obs.note(p) is None or os.path.islink(p),
+                                        obs.isfile, obs.isdir):
         plan.keep.append(sub)
         for name in ("hooks", "config", "config.worktree"):
             if obs.lexists(os.path.join(sub, name)):
@@ -260,21 +257,6 @@ def _git_paths(dotgit: str, plan: _Plan, protect: bool, obs: Observer,
     for path in included + ([hooks_path] if hooks_path else []):
         if obs.lexists(path):
             plan.read_only.append(obs.realpath(path))
-
-
-def _nested_gitdirs(path: str, depth: int, obs: Observer) -> list[str]:
-    found: list[str] = []
-    for name in obs.listdir(path):
-        sub = os.path.join(path, name)
-        if obs.note(sub) is None or os.path.islink(sub):  # never follow a planted link
-            continue
-        if obs.isfile(os.path.join(sub, "HEAD")):
-            found.append(sub)
-            if depth > 0:
-                found.extend(_nested_gitdirs(os.path.join(sub, "modules"), depth - 1, obs))
-        elif depth > 0 and obs.isdir(sub):  # submodule names may contain '/'
-            found.extend(_nested_gitdirs(sub, depth - 1, obs))
-    return found
 
 
 def _enclosing_repo(path: str, obs: Observer) -> str | None:

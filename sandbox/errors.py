@@ -75,6 +75,11 @@ class CommandNotExecutable(SandboxError):
     kind = "cannot execute"
 
 
+def printable(text: str) -> str:
+    """File names come from the command: no control characters on the terminal."""
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
+
+
 def report(err: SandboxError) -> int:
     """Print the one-line message and return the exit status to use."""
     print(err.one_line(), file=sys.stderr)

@@ -19,9 +19,10 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
 
     from sandbox import runner
 
+    from sandbox.errors import printable
+
     for warning in warnings:  # they hold file names, which the command chose
-        text = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in warning)
-        print(f"sandbox: warning: {text}", file=sys.stderr)
+        print(f"sandbox: warning: {printable(warning)}", file=sys.stderr)
     if opts.dry_run:
         print(report.shell_join(argv))
         return 0

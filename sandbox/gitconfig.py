@@ -157,3 +157,49 @@ def referenced_paths(config_files: list[str], worktree: str | None,
     for cfg in config_files:
         visit(cfg, 0)
     return included, hooks_path
+
+
+# -- where a repository's git directories are ----------------------------------
+# Shared by discovery (which reads through an Observer, to stamp what it saw)
+# and the audit (which reads files the command may have planted), so each
+# passes its own file-system functions.
+
+def locate(dotgit: str, read, realpath, is_dir) -> tuple[str, str, bool] | None:
+    """(gitdir, commondir, pointed) for a ``.git`` entry, or None if it is not one.
+
+    ``pointed``: the entry is a ``gitdir:`` file (worktree, submodule), not the
+    directory itself.  ``commondir`` comes from ``<gitdir>/commondir`` if any.
+    """
+    if is_dir(dotgit):
+        gitdir, pointed = dotgit, False
+    else:
+        line = (read(dotgit, 4096) or "").strip()
+        if not line.startswith("gitdir:"):
+            return None
+        gitdir = realpath(os.path.join(os.path.dirname(dotgit), line[len("gitdir:"):].strip()))
+        pointed = True
+    commondir = gitdir
+    pointer = read(os.path.join(gitdir, "commondir"), 4096)
+    if pointer is not None:
+        commondir = realpath(os.path.join(gitdir, pointer.strip()))
+    return gitdir, commondir, pointed
+
+
+def module_gitdirs(path: str, depth: int, listdir, is_link, is_file, is_dir) -> list[str]:
+    """Git dirs of submodules under ``<commondir>/modules`` (names may hold '/').
+
+    A symlink is never followed: it may have been planted there.
+    """
+    found: list[str] = []
+    for name in listdir(path):
+        sub = os.path.join(path, name)
+        if is_link(sub):
+            continue
+        if is_file(os.path.join(sub, "HEAD")):
+            found.append(sub)
+            if depth > 0:
+                found += module_gitdirs(os.path.join(sub, "modules"), depth - 1,
+                                        listdir, is_link, is_file, is_dir)
+        elif depth > 0 and is_dir(sub):
+            found += module_gitdirs(sub, depth - 1, listdir, is_link, is_file, is_dir)
+    return found

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# Private scratch directories: an empty tmpfs each, inside every sandbox.
+SCRATCH_DIRS = ("/tmp", "/var/tmp", "/dev/shm")
+
 
 @dataclass(frozen=True, slots=True)
 class Layout:
@@ -26,3 +29,10 @@ class Layout:
     warnings: tuple[str, ...] = ()
     unprotected: tuple[str, ...] = ()  # protected paths left writable on request
     git_entries: tuple[str, ...] = ()  # every .git found in or around the writable roots
+
+    def hidden_dirs(self) -> tuple[str, ...]:
+        """Host directories the command cannot see (unless a writable root is inside)."""
+        return SCRATCH_DIRS + self.empty_dirs + self.masked_dirs
+
+    def exposed_dirs(self) -> tuple[str, ...]:
+        return self.writable_roots + (self.workspace,)

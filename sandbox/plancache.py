@@ -29,14 +29,6 @@ KEY_ENV = ("HOME", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "XDG_RUNTIME_DIR", "TMPD
            "PWD", "SANDBOX_BWRAP")
 
 
-def _sha256(data: bytes) -> str:
-    try:
-        from _sha256 import sha256  # the C builtin: cheaper to import than hashlib
-    except ImportError:  # pragma: no cover
-        from hashlib import sha256
-    return sha256(data).hexdigest()
-
-
 def state_dir(environ: dict[str, str]) -> str:
     home = environ.get("HOME") or os.path.expanduser("~")
     base = environ.get("XDG_CACHE_HOME") or os.path.join(home, ".cache")
@@ -45,14 +37,14 @@ def state_dir(environ: dict[str, str]) -> str:
 
 def pending_audit_path(state: str, workspace: str) -> str:
     """Where a run records the audit it still owes (see sandbox.audit)."""
-    return os.path.join(state, "pending-audit", _sha256(workspace.encode())[:16])
+    return os.path.join(state, "pending-audit", statefile.sha256_hex(workspace.encode())[:16])
 
 
 def key(opts, environ: dict[str, str]) -> str:
     parts = (FORMAT, __version__, sys.version_info[:2], os.getuid(), os.getgid(),
              opts.profile, opts.workspace, tuple(opts.allow_write), tuple(opts.unprotect),
              os.getcwd(), os.isatty(0), tuple(environ.get(k) for k in KEY_ENV))
-    return _sha256(repr(parts).encode())[:32]
+    return statefile.sha256_hex(repr(parts).encode())[:32]
 
 
 def _path(environ: dict[str, str], plan_key: str) -> str:
@@ -104,8 +96,8 @@ def store(environ: dict[str, str], prepared, meta: dict) -> None:
         "caches": policy.caches,
         "cache_dir": layout.cache_dir,
         "cwd": layout.cwd,
-        "hidden": ("/tmp", "/var/tmp", "/dev/shm") + layout.empty_dirs + layout.masked_dirs,
-        "exposed": layout.writable_roots + (layout.workspace,),
+        "hidden": layout.hidden_dirs(),
+        "exposed": layout.exposed_dirs(),
         "warnings": layout.warnings,
         "bwrap": prepared.bwrap_path,
         "meta": {**meta, "plan_cached": True},

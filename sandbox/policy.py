@@ -103,14 +103,8 @@ class Policy:
     memory_max_mb: int = 0
 
     # -- queries -----------------------------------------------------------
-    def writes_workspace(self) -> bool:
-        return self.workspace is Access.WRITE
-
     def uses_caches(self) -> bool:
         return self.workspace is Access.WRITE and bool(self.caches)
-
-    def is_unprotected(self, path: str) -> bool:
-        return any(path == p or path.startswith(p.rstrip("/") + "/") for p in self.unprotect)
 
 
 # [limits] when no profile in the chain sets a key: the same as profiles/default.toml

@@ -254,6 +254,9 @@ def _check_item(src: Source, table: str, key: str, spec: Key, item: str) -> None
         if not (item.startswith("/") or _PLACEHOLDER.match(item)):
             raise _fail(src, table, key, f"path {item!r} is relative",
                         hint="paths must be absolute or start with ${workspace}, ${home}, ${tmp} or ${runtime}")
+        if "${" in _PLACEHOLDER.sub("", item):
+            raise _fail(src, table, key, f"path {item!r} has an unclosed '${{'",
+                        hint="placeholders look like ${home}")
         if not spec.allow_glob and any(c in item for c in "*?["):
             raise _fail(src, table, key, f"wildcards are not allowed in {item!r}")
         if spec.allow_glob and any(c in item.rpartition("/")[0] for c in "*?"):

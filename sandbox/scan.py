@@ -23,7 +23,7 @@ import sys
 import time
 
 from sandbox.patterns import match_any
-from sandbox.plancache import _sha256
+from sandbox.statefile import sha256_hex
 
 RACY_NS = 2_000_000_000
 FORMAT = 3
@@ -69,7 +69,7 @@ class Rules:
 
     def digest(self) -> str:
         text = repr((FORMAT, sys.version_info[:2], self._values()))
-        return _sha256(text.encode())[:24]
+        return sha256_hex(text.encode())[:24]
 
 
 class Result:
@@ -209,4 +209,4 @@ def _store(cache_file: str, data: dict) -> None:
 
 
 def cache_name(root: str, rules: Rules) -> str:
-    return _sha256(f"{root}\0{rules.digest()}".encode())[:32] + ".scan"
+    return sha256_hex(f"{root}\0{rules.digest()}".encode())[:32] + ".scan"

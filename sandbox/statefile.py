@@ -31,6 +31,15 @@ def dump(path: str, data, *, must_succeed: bool = False) -> bool:
         return False
 
 
+def sha256_hex(data: bytes) -> str:
+    """Hex digest for cache keys (the hot path cannot afford importing hashlib)."""
+    try:
+        from _sha256 import sha256  # the C builtin: cheaper to import than hashlib
+    except ImportError:  # pragma: no cover
+        from hashlib import sha256
+    return sha256(data).hexdigest()
+
+
 def load(path: str):
     """The data in ``path``, or None if it is missing or unreadable."""
     try:

@@ -501,3 +501,15 @@ def test_child_can_mask_again_what_a_parent_unmasked(tmp_path, monkeypatch):
     masked_again, _ = prof.load(str(child), ctx)
     assert "/h/.aws" not in unmasked.deny_read
     assert "/h/.aws" in masked_again.deny_read
+
+
+def test_unclosed_placeholder_after_a_valid_one(tmp_path):
+    """Found by the mutation property test: '${home}${/x' used to pass as a path."""
+    from sandbox import profile as prof
+    from sandbox.errors import ProfileError
+
+    path = tmp_path / "p.toml"
+    path.write_text('[filesystem]\nwritable = ["${home}${/x"]\n')
+    with pytest.raises(ProfileError) as err:
+        prof.load(str(path), prof.Context(workspace="/w", home="/h", tmp="/tmp", runtime="/r"))
+    assert "has an unclosed '${'" in err.value.message
