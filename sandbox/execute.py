@@ -30,14 +30,15 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
 
     try:  # everything the caller got wrong is found before the command starts
         grace = runner.grace_seconds(os.environ)
-        report_dir = report.open_dir(opts.report)
-        if opts.report and report_dir is None:
-            raise UsageError(f"--report {opts.report}: its directory does not exist or cannot "
-                             "be opened", hint="create the directory, or give another path")
-        if opts.report and os.path.isdir(opts.report):
-            raise UsageError(f"--report {opts.report} is a directory", hint="give a file name")
     except SandboxError as err:
         return fail(opts, err, meta, started)
+    report_dir = report.open_dir(opts.report)
+    if opts.report and (report_dir is None or os.path.isdir(opts.report)):
+        from sandbox.errors import report as show
+
+        # no report to write about it: the report path itself is the problem
+        return show(UsageError(f"--report {opts.report}: not a file in an existing directory",
+                               hint="create the directory, or give another file name"))
     pending = None
     if audit_spec is not None:
         from sandbox import audit

@@ -654,3 +654,14 @@ def test_secrets_of_the_account_home_are_masked_when_HOME_points_elsewhere(senv)
     assert str(senv.home / ".ssh") in deny  # $HOME, the fake one
     assert os.path.join(real_home, ".ssh") in deny  # and the account's real home
     assert os.path.join(real_home, ".netrc") in deny
+
+
+def test_credentials_in_url_values_do_not_reach_the_command(senv):
+    """A proxy or index URL with a password in it is a secret, whatever the variable is called."""
+    env = senv.environ(HTTPS_PROXY="http://me:HUNTER2@proxy.example.invalid:3128",
+                       PIP_INDEX_URL="https://me:HUNTER2@pypi.example.invalid/simple")
+    outside = senv.run(["env"], env=env, sandboxed=False)
+    assert b"HUNTER2" in outside.stdout
+    inside = senv.run(["env"], env=env)
+    assert inside.returncode == 0
+    assert b"HUNTER2" not in inside.stdout

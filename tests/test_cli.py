@@ -198,3 +198,21 @@ def test_option_missing_its_value_is_an_error(senv):
     line = one_error_line(r)
     assert "--unprotect needs a value" in line
     assert not (senv.ws / "made").exists()
+
+
+def test_unknown_syscall_name_in_a_profile_is_refused(senv):
+    profile = senv.base / "p.toml"
+    profile.write_text('extends = "default"\n[syscalls]\ndeny = ["ptrce"]\n')
+    line = one_error_line(cli(senv, "run", "--profile", str(profile), "--", "true"))
+    assert "unknown syscall 'ptrce'" in line
+
+
+def test_bad_kill_grace_and_report_dir_fail_before_the_command(senv):
+    senv.finish()
+    env = senv.environ(SANDBOX_KILL_GRACE="5s")
+    r = subprocess.run(senv.who.prefix() + [sandbox_exe(), "run", "--", "touch", "made"],
+                       cwd=senv.ws, env=env, capture_output=True, text=True, timeout=60)
+    assert "SANDBOX_KILL_GRACE" in one_error_line(r)
+    r = cli(senv, "run", "--report", str(senv.base / "missing" / "r.json"), "--", "touch", "made")
+    assert "--report" in one_error_line(r)
+    assert not (senv.ws / "made").exists()
