@@ -19,9 +19,44 @@ class Access(enum.Enum):
 
 
 class NetworkMode(enum.Enum):
-    """``NONE``: own network namespace, loopback only (the safe default)."""
+    """How the sandbox reaches the network.
+
+    ``NONE``: own network namespace, loopback only (the safe default).
+    ``PROXY``: own network namespace whose only way out is the egress proxy
+    listening on its loopback; the proxy runs on the host and lets through
+    only what the ``egress_allow`` rules grant.
+    """
 
     NONE = "none"
+    PROXY = "proxy"
+
+
+# Where the egress proxy listens inside the sandbox's network namespace.  The
+# namespace is new for every run, so the port is always free there.
+PROXY_HOST = "127.0.0.1"
+PROXY_PORT = 3128
+
+
+@dataclass(frozen=True, slots=True)
+class EgressRule:
+    """One ``[[network.allow]]`` or ``[[network.deny]]`` entry, validated.
+
+    ``host`` is normalised: a lowercase ASCII name without a trailing dot
+    (``pypi.org``), a suffix pattern (``*.pythonhosted.org``: subdomains
+    only), or a canonical IP literal (``127.0.0.1``, ``::1``).  Empty
+    ``methods``/``paths`` mean any; a rule with either can only be checked on
+    plain HTTP, never inside a CONNECT tunnel.
+    """
+
+    host: str
+    ports: tuple[int, ...] = (443,)
+    methods: tuple[str, ...] = ()
+    paths: tuple[str, ...] = ()
+    source: str = ""  # where it came from, for messages: "pypi: network.allow[1]"
+
+    def scoped(self) -> bool:
+        """True when the rule limits methods or paths (plain HTTP only)."""
+        return bool(self.methods or self.paths)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +111,9 @@ class Policy:
     caches: tuple[tuple[str, str], ...] = ()  # env var -> subdirectory of the cache dir
 
     network: NetworkMode = NetworkMode.NONE
+    egress_allow: tuple[EgressRule, ...] = ()
+    egress_deny: tuple[EgressRule, ...] = ()  # wins over egress_allow
+    egress_hosts: tuple[tuple[str, str], ...] = ()  # name -> address, like curl --resolve
 
     # seccomp (rule sets live in bwrap/seccomp.toml)
     syscalls_enabled: bool = True
@@ -123,6 +161,8 @@ def to_data(policy: Policy) -> dict:
             value = value.value
         elif name == "weakenings":
             value = tuple((w.source, w.key, w.detail) for w in value)
+        elif name in ("egress_allow", "egress_deny"):
+            value = tuple((r.host, r.ports, r.methods, r.paths, r.source) for r in value)
         out[name] = value
     return out
 
@@ -133,6 +173,9 @@ def from_data(data: dict) -> Policy:
     kwargs["scratch"] = Access(kwargs["scratch"])
     kwargs["network"] = NetworkMode(kwargs["network"])
     kwargs["weakenings"] = tuple(Weakening(*w) for w in kwargs["weakenings"])
-    for name in ("env_set", "caches"):
+    for name in ("egress_allow", "egress_deny"):
+        kwargs[name] = tuple(EgressRule(r[0], tuple(r[1]), tuple(r[2]), tuple(r[3]), r[4])
+                             for r in kwargs[name])
+    for name in ("env_set", "caches", "egress_hosts"):
         kwargs[name] = tuple(tuple(pair) for pair in kwargs[name])
     return Policy(**kwargs)
