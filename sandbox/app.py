@@ -16,7 +16,7 @@ import shutil
 import time
 from dataclasses import dataclass
 
-from sandbox import bwrap, command, discover, envfilter, limits, plancache, policycache
+from sandbox import bwrap, command, discover, egress, envfilter, limits, plancache, policycache
 from sandbox.errors import SandboxError, SetupError, UsageError
 from sandbox.invocation import Invocation
 from sandbox.layout import Layout
@@ -205,6 +205,7 @@ def run(opts: RunOptions, environ: dict[str, str]) -> int:
         seccomp_fd = (inv.seccomp_fd_arg, inv.seccomp_file) if inv.seccomp_file else None
         return execute(opts, inv.argv, inv.env, inv.status_fd_arg, inv.interactive,
                        prepared.layout.warnings, meta, prepared.bwrap_path, started, seccomp_fd,
-                       prepared.audit_spec, limits.plan(prepared.policy))
+                       prepared.audit_spec, limits.plan(prepared.policy),
+                       egress.plan(prepared.policy))
     except SandboxError as err:
         return fail(opts, err, plan_meta(prepared) if prepared else None, started)

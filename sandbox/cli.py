@@ -25,13 +25,17 @@ By default (profile 'default'): the workspace (the current directory) is
 writable; everything else is read-only; secrets such as ~/.ssh, ~/.aws and
 tokens in the environment are hidden; git hooks and config, agent and editor
 config stay read-only; there is no network; the command gets its own PID,
-IPC and UTS namespaces and no capabilities.
+IPC and UTS namespaces and no capabilities.  Profiles 'pypi', 'npm' and
+'github' open just those hosts through the egress proxy; refused requests
+are listed on stderr at the end.
 
 Examples:
 
   sandbox run -- npm test
 
   sandbox run --profile readonly -- git log -5
+
+  sandbox run --profile pypi -- pip install -r requirements.txt
 
   sandbox explain -- make          (what would be allowed, and the bwrap argv)
 
@@ -110,11 +114,16 @@ def run(
       sandbox run --profile readonly -- git log -5
       sandbox run --report run.json -- npm test
       sandbox run --allow-write ~/.m2/repository -- mvn -o package
+      sandbox run --profile pypi -- pip install -r requirements.txt
 
     The workspace is writable, the rest of the host read-only, secrets read as
     empty, protected paths (.git/hooks, .git/config, .vscode, .claude, ...)
-    stay read-only, and there is no network. Use 'sandbox explain' to see
-    exactly what a profile allows.
+    stay read-only, and there is no network. A profile with [network] mode =
+    "proxy" (built-in: pypi, npm, github) lets the command reach only the
+    endpoints its [[network.allow]] rules name, through a proxy at
+    127.0.0.1:3128 (http_proxy/https_proxy are set); each refused request is
+    answered 403 and listed on stderr when the command ends. Use 'sandbox
+    explain' to see exactly what a profile allows.
 
     Exit status: the command's own; 128+N if it was killed by signal N; 124
     on a [limits] timeout; 125 if the sandbox could not be set up (the

@@ -13,7 +13,7 @@ EXIT_TIMEOUT = 124  # like timeout(1)
 
 
 def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_path,
-            started, seccomp=None, audit_spec=None, limits=None) -> int:
+            started, seccomp=None, audit_spec=None, limits=None, egress=None) -> int:
     """Start the sandbox and wait for it (shared by the cached fast path)."""
     import sys
 
@@ -24,6 +24,11 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
     for warning in warnings:  # they hold file names, which the command chose
         print(f"sandbox: warning: {printable(warning)}", file=sys.stderr)
     if opts.dry_run:
+        if egress is not None:
+            # this argv has no --unshare-net: on its own it would share the
+            # host's network, so say so where someone might copy it
+            print("# run by sandbox inside the egress bridge's network namespace; "
+                  "do not run this argv by itself", file=sys.stdout)
         print(report.shell_join(argv))
         return 0
     import os
@@ -56,7 +61,26 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
         if applied.warning():
             print(f"sandbox: warning: {applied.warning()}", file=sys.stderr)
     # report_dir was opened above, before the command could touch its parents
-    outcome = runner.run(argv, env, status_index, interactive, seccomp, applied, grace)
+    network = None
+    if egress is None:
+        outcome = runner.run(argv, env, status_index, interactive, seccomp, applied, grace)
+    else:
+        from sandbox import egress as egress_mod
+
+        session = egress_mod.Session(egress)  # the proxy starts before bwrap
+        try:
+            env = {**env, **egress_mod.proxy_env()}
+            outcome = runner.run(argv, env, status_index, interactive, seccomp, applied, grace,
+                                 bridge=session.bridge)
+        except SandboxError as err:
+            session.finish()
+            _audit(audit_spec, pending)
+            return fail(opts, err, meta, started)
+        finally:
+            session.close_launcher_end()
+        network = session.finish()
+        for line in egress_mod.summary(network, egress["profile"]):
+            print(line, file=sys.stderr)
     findings = _audit(audit_spec, pending)
     if not outcome.started:
         return fail(opts, _setup_failure(bwrap_path, outcome), meta, started)
@@ -77,6 +101,8 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
     doc = report.build(opts.command, meta, started, outcome=outcome, status=status)
     if audit_spec is not None:
         doc["audit"] = [f.as_dict() for f in findings]
+    if network is not None:
+        doc["network"] = network
     report.write(opts.report, doc, report_dir)
     if report_dir is not None:
         os.close(report_dir)

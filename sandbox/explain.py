@@ -28,9 +28,23 @@ def as_data(p: Prepared) -> dict:
                        for w in p.policy.weakenings],
         "warnings": list(layout.warnings),
         "network": p.policy.network.value,
+        "egress": _egress(p),
         "argv": list(p.invocation.argv),
         "plan_ms": round(p.plan_ms, 2),
     }
+
+
+def _egress(p: Prepared) -> dict | None:
+    from sandbox import egress
+
+    if egress.plan(p.policy) is None:
+        return None
+    from sandbox.netrules import describe
+
+    return {"proxy": egress.PROXY_URL, "no_proxy": egress.NO_PROXY,
+            "allow": [f"{describe(r)}   ({r.source})" for r in p.policy.egress_allow],
+            "deny": [f"{describe(r)}   ({r.source})" for r in p.policy.egress_deny],
+            "hosts": [f"{name} = {addr}" for name, addr in p.policy.egress_hosts]}
 
 
 def _plain(value):
@@ -46,7 +60,9 @@ def as_text(p: Prepared) -> str:
         f"sha256 {d['profile']['sha256'][:16]}",
         f"workspace   {d['workspace']} ({p.policy.workspace.value})",
         f"starts in   {d['cwd']}",
-        f"network     {d['network']} (own network namespace, loopback only)",
+        f"network     {d['network']} " + (
+            "(own network namespace, loopback only)" if d["egress"] is None else
+            f"(own network namespace; only the egress proxy at {d['egress']['proxy']} leads out)"),
         "seccomp     " + (f"set '{p.policy.syscall_set}'"
                           + (f", also denied: {', '.join(p.policy.syscall_deny)}" if p.policy.syscall_deny else "")
                           + (f", allowed: {', '.join(p.policy.syscall_allow)}" if p.policy.syscall_allow else "")
@@ -68,6 +84,12 @@ def as_text(p: Prepared) -> str:
     section("secrets, shown empty", d["secrets_masked"]["directories"] + d["secrets_masked"]["files"])
     section("replaced by an empty directory", d["emptied_dirs"])
     section("environment variables removed", d["env_removed"])
+    if d["egress"] is not None:
+        section("network: allowed through the proxy", d["egress"]["allow"])
+        if d["egress"]["deny"]:
+            section("network: refused even if allowed", d["egress"]["deny"])
+        if d["egress"]["hosts"]:
+            section("network: names resolved by the profile (no DNS)", d["egress"]["hosts"])
     if d["cache_dir"]:
         lines.append(f"tool caches {d['cache_dir']}")
     if d["weakenings"]:
@@ -77,6 +99,10 @@ def as_text(p: Prepared) -> str:
         section("UNPROTECTED (writable although protected)", d["unprotected"])
     for w in d["warnings"]:
         lines.append(f"warning: {w}")
-    lines.append("bwrap argv:")
+    if d["egress"] is not None:
+        lines.append("bwrap argv (started inside the egress bridge's network namespace, "
+                     "which is why it has no --unshare-net):")
+    else:
+        lines.append("bwrap argv:")
     lines.append("  " + shell_join(d["argv"]))
     return "\n".join(lines)

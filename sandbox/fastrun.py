@@ -47,4 +47,5 @@ def run_cached(opts, environ: dict[str, str]) -> int | None:
     from sandbox.execute import execute
 
     return execute(opts, argv, env, plan["status_index"], plan["interactive"], plan["warnings"],
-                   meta, plan["bwrap"], started, plan["seccomp"], plan["audit"], plan["limits"])
+                   meta, plan["bwrap"], started, plan["seccomp"], plan["audit"], plan["limits"],
+                   plan["egress"])

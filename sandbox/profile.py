@@ -225,6 +225,18 @@ def _check_value(src: Source, table: str, key: str, spec: Key, value: object) ->
                                              f"and {spec.maximum}, not {value}")
         elif not spec.minimum <= value <= spec.maximum:
             raise _fail(src, table, key, f"must be between {spec.minimum} and {spec.maximum}")
+    elif kind is Kind.RULES:
+        _check_rules(src, table, key, value)
+    elif kind is Kind.HOSTMAP:
+        from sandbox import netrules
+
+        if not isinstance(value, dict):
+            raise _fail(src, table, key, f"must be a table of name = address, not {_tname(value)}",
+                        hint='e.g. hosts = { "pypi.test" = "127.0.0.1" }')
+        try:
+            netrules.parse_hosts(value)
+        except netrules.RuleError as err:
+            raise _fail(src, table, key, str(err), hint=err.hint or None) from None
     elif kind is Kind.STRMAP:
         if not isinstance(value, dict):
             raise _fail(src, table, key, f"must be a table of strings, not {_tname(value)}")
@@ -238,6 +250,34 @@ def _check_value(src: Source, table: str, key: str, spec: Key, value: object) ->
             raise _fail(src, table, key, f"must be a {kind.value} (a list of strings)")
         for item in value:
             _check_item(src, table, key, spec, item)
+
+
+def _check_rules(src: Source, table: str, key: str, value: object) -> None:
+    from sandbox import netrules
+
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise _fail(src, table, key, f"must be an array of tables, not {_tname(value)}",
+                    hint=f'write each entry as [[{table}.{key}]] with host = "..." below it')
+    for index, rule in enumerate(value, 1):
+        try:
+            netrules.parse_rule(rule, f"{src.name}: {table}.{key}[{index}]", deny=key == "deny")
+        except netrules.RuleError as err:
+            sub = f".{err.key}" if err.key else ""
+            raise ProfileError(src.path, str(err), key=f"{table}.{key}[{index}]{sub}",
+                               line=_rule_line(src.text, f"{table}.{key}", index),
+                               hint=err.hint or None) from None
+
+
+def _rule_line(text: str, table: str, index: int) -> int | None:
+    """Line of the index-th ``[[table]]`` header (1-based), for messages."""
+    header = re.compile(r"^\s*\[\[\s*%s\s*\]\]" % re.escape(table))
+    seen = 0
+    for number, line in enumerate(text.splitlines(), 1):
+        if header.match(line):
+            seen += 1
+            if seen == index:
+                return number
+    return None
 
 
 def _check_item(src: Source, table: str, key: str, spec: Key, item: str) -> None:
@@ -303,7 +343,7 @@ def merge(chain: list[Source], datas: list[dict]) -> tuple[dict, list[Weakening]
                     target[key] = target.get(key, []) + [v for v in value if v not in target.get(key, [])]
                     if spec.merge is Merge.WEAKEN and is_child:
                         for v in value:
-                            weakenings.append(Weakening(src.name, dotted, f"added {v}"))
+                            weakenings.append(Weakening(src.name, dotted, f"added {_entry(v)}"))
                 elif spec.merge is Merge.MERGE:
                     target[key] = {**target.get(key, {}), **value}
                 else:
@@ -333,6 +373,18 @@ def _looser(spec: Key, old: object, new: object) -> bool:
     if not spec.looser or old not in spec.looser or new not in spec.looser:
         return False
     return spec.looser.index(new) > spec.looser.index(old)
+
+
+def _entry(value: object) -> str:
+    """A list entry for a weakening: a path, or a network rule in one line."""
+    if isinstance(value, dict):
+        from sandbox import netrules
+
+        try:
+            return netrules.describe(netrules.parse_rule(value, ""))
+        except netrules.RuleError:
+            return str(value)
+    return str(value)
 
 
 def _show(value: object) -> str:
@@ -387,6 +439,7 @@ def build_policy(chain: list[Source], ctx: Context) -> Policy:
             weakenings.append(Weakening(src.name, "filesystem.allow_read",
                                         f"secret no longer masked: {allowed}"))
 
+    allow, deny, hosts = _egress(chain, datas, net)
     digest = hashlib.sha256()
     for src in chain:
         digest.update(src.path.encode() + b"\0" + src.text.encode() + b"\0")
@@ -415,6 +468,9 @@ def build_policy(chain: list[Source], ctx: Context) -> Policy:
         env_set=tuple(sorted(env.get("set", {}).items())),
         caches=tuple(sorted(merged["caches"].items())),
         network=NetworkMode(net.get("mode", "none")),
+        egress_allow=allow,
+        egress_deny=deny,
+        egress_hosts=hosts,
         syscalls_enabled=sys_.get("enabled", True),
         syscall_set=sys_.get("set", "default"),
         syscall_deny=tuple(sys_.get("deny", [])),
@@ -425,6 +481,33 @@ def build_policy(chain: list[Source], ctx: Context) -> Policy:
         weakenings=tuple(weakenings),
         **{name: merged["limits"].get(name, value) for name, value in LIMIT_DEFAULTS},
     )
+
+
+def _egress(chain: list[Source], datas: list[dict], net: dict) -> tuple:
+    """The network rules of the whole chain, each naming the profile it came from."""
+    if not any(k in net for k in ("allow", "deny", "hosts")):
+        return (), (), ()  # most profiles: no rule module to import
+    from sandbox import netrules
+
+    rules: dict[str, list] = {"allow": [], "deny": []}
+    for src, data in zip(chain, datas):
+        for kind in rules:
+            for index, table in enumerate(data.get("network", {}).get(kind, []), 1):
+                rule = netrules.parse_rule(table, f"{src.name}: network.{kind}[{index}]",
+                                           deny=kind == "deny")
+                if not any(_same(rule, r) for r in rules[kind]):
+                    rules[kind].append(rule)
+    if rules["allow"] and net.get("mode", "none") != "proxy":
+        src = next(s for s, d in zip(chain, datas) if d.get("network", {}).get("allow"))
+        raise ProfileError(src.path, "[[network.allow]] rules need the egress proxy, but "
+                                     f"network.mode is {net.get('mode', 'none')!r}",
+                           key="network.mode", line=line_of(src.text, "network", "mode"),
+                           hint='set mode = "proxy" in [network]')
+    return tuple(rules["allow"]), tuple(rules["deny"]), netrules.parse_hosts(net.get("hosts", {}))
+
+
+def _same(a, b) -> bool:
+    return (a.host, a.ports, a.methods, a.paths) == (b.host, b.ports, b.methods, b.paths)
 
 
 def load(spec: str, ctx: Context) -> tuple[Policy, list[str]]:

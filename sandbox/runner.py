@@ -140,14 +140,24 @@ def _copy_winsize(src: int, dst: int) -> None:
 
 def run(argv, env: dict[str, str], status_fd_arg: int | None, interactive: bool,
         seccomp: tuple[int, str] | None = None, limits: "Limits | None" = None,
-        grace: float = GRACE_DEFAULT) -> Outcome:
+        grace: float = GRACE_DEFAULT, bridge=None) -> Outcome:
     """Run bwrap's argv to completion and return what happened.
 
     ``seccomp`` is (argv index, BPF file): the file is opened and its
     descriptor number written into argv for bwrap's --seccomp.  ``limits``
     (see ``Limits``) are applied to bwrap and so to everything in the
     sandbox, never to this process; its cgroup is removed before returning.
+    ``bridge`` (a ``sandbox.netns.Bridge``) puts bwrap in a network namespace
+    whose only way out is the egress proxy.
     """
+    options = argv[:argv.index("--")] if "--" in argv else argv  # not the command's own args
+    if bridge is None and "--unshare-net" not in options:
+        # fail closed: an argv without its own network namespace is only
+        # ever meant to run inside the bridge's namespace
+        from sandbox.errors import SetupError
+
+        raise SetupError("internal error: a sandbox without --unshare-net must run inside the "
+                         "egress bridge; the command was not run")
     read_fd, write_fd = os.pipe()
     argv = list(argv)
     if status_fd_arg is not None:
@@ -174,7 +184,7 @@ def run(argv, env: dict[str, str], status_fd_arg: int | None, interactive: bool,
         old_handlers[signal.SIGWINCH] = signal.signal(signal.SIGWINCH, on_signal)
     try:
         try:
-            proc = _Proc(_spawn(argv, env, keep, stdio, limits))
+            proc = _Proc(_spawn(argv, env, keep, stdio, limits, bridge))
         finally:
             for fd in keep:
                 os.close(fd)
@@ -302,7 +312,7 @@ _DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTER
 
 
 def _spawn(argv: list[str], env: dict[str, str], keep: list[int], stdio: list[int | None],
-           limits: "Limits | None" = None) -> int:
+           limits: "Limits | None" = None, bridge=None) -> int:
     """Start bwrap with only stdio and the status pipe inherited.
 
     Descriptors the caller leaked to us must not reach the sandbox, so every
@@ -327,6 +337,8 @@ def _spawn(argv: list[str], env: dict[str, str], keep: list[int], stdio: list[in
       setuid bwrap refuses prlimit from its unprivileged parent.
 
     The fork costs a few tenths of a millisecond more than posix_spawn.
+    With a network bridge it is fork + exec too: the child enters the
+    bridge's namespace before it becomes bwrap (see ``sandbox.netns``).
     """
     for name in os.listdir("/proc/self/fd"):
         fd = int(name)
@@ -337,22 +349,23 @@ def _spawn(argv: list[str], env: dict[str, str], keep: list[int], stdio: list[in
                 pass
     for fd in keep:
         os.set_inheritable(fd, True)
-    if limits is None:
+    if limits is None and bridge is None:
         actions = [(os.POSIX_SPAWN_DUP2, fd, target) for target, fd in enumerate(stdio)
                    if fd is not None]
         return os.posix_spawn(argv[0], argv, env, file_actions=actions, setpgroup=0,
                               setsigdef=_DEFAULT_SIGNALS)
     import resource
 
-    rlimits = [(getattr(resource, name), soft, hard) for name, soft, hard in limits.rlimits]
-    procs_fd = limits.procs_fd
+    rlimits = [(getattr(resource, name), soft, hard)
+               for name, soft, hard in (limits.rlimits if limits is not None else ())]
+    procs_fd = limits.procs_fd if limits is not None else None
     argv = [os.fsencode(a) for a in argv]
     envb = {os.fsencode(k): os.fsencode(v) for k, v in env.items()}
     err_r, err_w = os.pipe()  # close-on-exec: end-of-file means bwrap was exec'd
     try:
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the child never returns
-            _child(argv, envb, stdio, rlimits, procs_fd, err_w, resource.setrlimit)
+            _child(argv, envb, stdio, rlimits, procs_fd, err_w, resource.setrlimit, bridge)
         os.close(err_w)
         err_w = -1
         report = b""
@@ -365,11 +378,22 @@ def _spawn(argv: list[str], env: dict[str, str], keep: list[int], stdio: list[in
         os.close(err_r)
         if err_w >= 0:
             os.close(err_w)
-    limits.spawned()
+    if limits is not None:
+        limits.spawned()
     for line in report.decode("ascii", "replace").split():
         code = int(line[1:]) if line[1:].isdigit() else 0
-        if line.startswith("C"):
+        if line.startswith("C") and limits is not None:
             limits.not_joined(code)
+        elif line.startswith("N"):  # the network bridge failed: N<stage>:<errno>
+            os.waitpid(pid, 0)
+            from sandbox import netns
+            from sandbox.errors import SetupError
+
+            stage, _, number = line[1:].partition(":")
+            raise SetupError(netns.describe_failure(int(stage or 0), int(number or 0))
+                             + "; the command was not run",
+                             hint="the egress proxy needs an unprivileged user and network "
+                                  "namespace (the same thing bwrap needs); see 'sandbox explain'")
         elif line.startswith("E"):
             os.waitpid(pid, 0)
             raise OSError(code, os.strerror(code) if code else "cannot start bwrap",
@@ -377,7 +401,7 @@ def _spawn(argv: list[str], env: dict[str, str], keep: list[int], stdio: list[in
     return pid
 
 
-def _child(argv, env, stdio, rlimits, procs_fd, err_w, setrlimit) -> None:
+def _child(argv, env, stdio, rlimits, procs_fd, err_w, setrlimit, bridge=None) -> None:
     """In the forked child: become bwrap, with the limits.  Never returns.
 
     Only system calls from here on: no imports, and nothing that could run
@@ -392,6 +416,12 @@ def _child(argv, env, stdio, rlimits, procs_fd, err_w, setrlimit) -> None:
                 os.write(procs_fd, b"0")
             except OSError as exc:
                 os.write(err_w, b"C%d\n" % (exc.errno or 0))
+        if bridge is not None:
+            try:  # after the cgroup, so the namespace's owner is born limited too
+                bridge.enter()
+            except OSError as exc:
+                os.write(err_w, b"N%d:%d\n" % (getattr(exc, "stage", 0), exc.errno or 0))
+                os._exit(127)
         for target, fd in enumerate(stdio):
             if fd is not None:
                 os.dup2(fd, target)
@@ -410,6 +440,49 @@ def _child(argv, env, stdio, rlimits, procs_fd, err_w, setrlimit) -> None:
             pass
     finally:
         os._exit(127)
+
+
+def fork_helper(main) -> int:
+    """Fork a host-side helper (the egress proxy) that runs ``main()`` and exits.
+
+    A fork, not an exec: the helper starts with the wrapper's modules already
+    loaded.  It gets a process group of its own so a terminal's Ctrl-C does
+    not reach it; the wrapper stops it with ``stop_helper``.
+    """
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child never returns
+        code = 0
+        try:
+            os.setpgid(0, 0)
+            main()
+        except BaseException:
+            code = 1
+        finally:
+            os._exit(code)
+    return pid
+
+
+def stop_helper(pid: int, timeout: float = 2.0) -> tuple[bool, int]:
+    """Stop a helper from ``fork_helper``.  Returns (it had already exited, status)."""
+    try:
+        done, status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return True, 0
+    if done:
+        return True, os.waitstatus_to_exitcode(status)
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except OSError:
+        pass
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return False, os.waitstatus_to_exitcode(status)
+        time.sleep(0.005)
+    os.kill(pid, signal.SIGKILL)
+    _, status = os.waitpid(pid, 0)
+    return False, os.waitstatus_to_exitcode(status)
 
 
 class Limits:

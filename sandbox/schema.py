@@ -35,6 +35,8 @@ class Kind(enum.Enum):
     PATTERNS = "list of variable-name patterns"
     STRMAP = "table of strings"
     CHOICE = "string (one of a fixed set)"
+    RULES = "array of tables ([[network.allow]] entries)"
+    HOSTMAP = "table of host name = IP address"
 
 
 class Merge(enum.Enum):
@@ -151,8 +153,18 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
     "network": {
         "mode": Key(Kind.CHOICE, Merge.REPLACE,
-                    "none: own network namespace with loopback only.",
-                    choices=("none",), looser=("none",)),
+                    "none: own network namespace with loopback only. proxy: the same, plus the "
+                    "egress proxy on 127.0.0.1:3128, which lets through only what "
+                    "[[network.allow]] grants.",
+                    choices=("none", "proxy"), looser=("none", "proxy")),
+        "allow": Key(Kind.RULES, Merge.WEAKEN,
+                     "Endpoints the proxy lets through: host (exact, *.suffix or an IP), ports "
+                     "(default [443]), and for plain HTTP methods and paths."),
+        "deny": Key(Kind.RULES, Merge.APPEND,
+                    "Endpoints refused even when an allow rule matches (ports default to all)."),
+        "hosts": Key(Kind.HOSTMAP, Merge.MERGE,
+                     "Resolver override, like curl --resolve: name = address. The proxy never "
+                     "asks DNS for these names, and the address counts as named for that name only."),
     },
 }
 

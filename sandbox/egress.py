@@ -1,0 +1,169 @@
+"""A run's egress: the plan the proxy needs, the command's proxy variables,
+the proxy's lifetime around the run, and what it refused, in plain words.
+
+The proxy itself is ``sandbox.proxy`` (HTTP on the host), its decisions are
+``sandbox.netrules`` (pure), and the namespace it serves is ``sandbox.netns``.
+This module only wires them to a run; ``runner`` does the forking.
+"""
+
+from __future__ import annotations
+
+import os
+
+from sandbox.policy import PROXY_HOST, PROXY_PORT, NetworkMode
+
+PROXY_URL = f"http://{PROXY_HOST}:{PROXY_PORT}"
+# Servers the command starts on its own loopback stay direct: an empty
+# NO_PROXY would send them through the proxy, which refuses them.
+NO_PROXY = "localhost,127.0.0.1,::1"
+MAX_EVENTS_BYTES = 4 << 20  # the proxy writes at most 1000 lines; this bounds the read
+SUMMARY_LINES = 5
+
+
+def plan(policy) -> dict | None:
+    """What the proxy process needs, as plain data (it is cached with the plan)."""
+    if policy.network is not NetworkMode.PROXY:
+        return None
+
+    def rules(items):
+        return [(r.host, list(r.ports), list(r.methods), list(r.paths), r.source) for r in items]
+
+    return {"profile": policy.name, "allow": rules(policy.egress_allow),
+            "deny": rules(policy.egress_deny), "hosts": [list(p) for p in policy.egress_hosts]}
+
+
+def proxy_env() -> dict[str, str]:
+    """The variables that send the command's clients to the proxy.
+
+    Both spellings, because tools disagree (curl reads only lower-case
+    http_proxy; Python reads either); npm has its own names.
+    """
+    env: dict[str, str] = {}
+    for name in ("http_proxy", "https_proxy", "all_proxy"):
+        env[name] = env[name.upper()] = PROXY_URL
+    env["no_proxy"] = env["NO_PROXY"] = NO_PROXY
+    env["npm_config_proxy"] = env["npm_config_https_proxy"] = PROXY_URL
+    return env
+
+
+def build_rules(data: dict):
+    from sandbox import netrules
+    from sandbox.policy import EgressRule
+
+    def rules(items):
+        return [EgressRule(h, tuple(p), tuple(m), tuple(pa), s) for h, p, m, pa, s in items]
+
+    return netrules.Rules(rules(data["allow"]), rules(data["deny"]),
+                          tuple(tuple(p) for p in data["hosts"]))
+
+
+class Session:
+    """The proxy process for one run: started before bwrap, stopped after it."""
+
+    def __init__(self, data: dict) -> None:
+        import socket
+
+        from sandbox import netns, runner
+
+        self.data = data
+        # The proxy's refusals go to an anonymous in-memory file: the command
+        # cannot reach it, and it survives the proxy being killed.
+        self.events_fd = os.memfd_create("sandbox-egress-events", os.MFD_CLOEXEC)
+        proxy_end, launcher_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        events_fd = self.events_fd
+
+        def main() -> None:
+            launcher_end.close()
+            _proxy_main(proxy_end, data, events_fd)
+
+        try:
+            self.pid = runner.fork_helper(main)
+        finally:
+            proxy_end.close()
+        self.bridge = netns.Bridge(launcher_end)
+
+    def close_launcher_end(self) -> None:
+        self.bridge.channel.close()
+
+    def finish(self) -> dict:
+        """Stop the proxy; return what it saw, for the report."""
+        from sandbox import runner
+
+        self.close_launcher_end()
+        exited, status = runner.stop_helper(self.pid)
+        events, stats = _read_events(self.events_fd)
+        os.close(self.events_fd)
+        result = {"proxy": f"{PROXY_HOST}:{PROXY_PORT}", "blocked": events,
+                  "allowed_count": stats.get("allowed", 0),
+                  "blocked_count": stats.get("blocked", len(events)),
+                  "events_dropped": stats.get("dropped_events", 0)}
+        if exited:
+            # it stopped before we asked: from then on the command had no
+            # route at all (the listening socket died with it)
+            result["proxy_died"] = (f"killed by signal {-status}" if status < 0
+                                    else f"exit status {status}")
+        return result
+
+
+def _proxy_main(channel, data: dict, events_fd: int) -> None:
+    """In the forked proxy process: stdio to /dev/null, then serve until told to stop."""
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.close(null)
+    keep = {channel.fileno(), events_fd}
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd > 2 and fd not in keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+    from sandbox import proxy
+
+    proxy.child_main(channel, build_rules(data), events_fd)
+
+
+def _read_events(fd: int) -> tuple[list[dict], dict]:
+    import json
+
+    os.lseek(fd, 0, os.SEEK_SET)
+    raw = os.read(fd, MAX_EVENTS_BYTES)
+    events: list[dict] = []
+    stats: dict = {}
+    for line in raw.decode("utf-8", "replace").splitlines():
+        try:
+            item = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(item, dict):
+            continue
+        if item.pop("type", None) == "stats":
+            stats = item
+        else:
+            events.append(item)
+    return events, stats
+
+
+def summary(result: dict, profile: str) -> list[str]:
+    """A few lines for stderr, in words a person or a model can act on."""
+    lines: list[str] = []
+    counts: dict[tuple, int] = {}
+    for event in result["blocked"]:
+        key = (event.get("method") or "request", event.get("url") or event.get("host") or "?",
+               event.get("reason") or "refused")
+        counts[key] = counts.get(key, 0) + 1
+    for (method, url, reason), n in list(counts.items())[:SUMMARY_LINES]:
+        times = f" ({n} times)" if n > 1 else ""
+        lines.append(f"sandbox: blocked {method} {url} - {reason}{times} "
+                     f"(profile '{profile}')")
+    more = result["blocked_count"] - sum(list(counts.values())[:SUMMARY_LINES])
+    if more > 0:
+        lines.append(f"sandbox: ... and {more} more blocked request(s); see --report")
+    if lines:
+        lines.append("sandbox: to allow an endpoint, add a [[network.allow]] rule to a profile "
+                     "that extends this one (docs/profiles.md); 'sandbox explain' shows the rules")
+    if "proxy_died" in result:
+        lines.append(f"sandbox: warning: the egress proxy stopped during the run "
+                     f"({result['proxy_died']}); from then on the command had no network")
+    return lines

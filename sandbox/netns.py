@@ -1,0 +1,125 @@
+"""The network bridge: a fresh network namespace whose only way out is a socket
+held by the egress proxy on the host.
+
+``Bridge.enter`` runs in the forked child that is about to become bwrap
+(see ``runner._child``).  It moves that child into a new network namespace
+(and, for a caller who is not root, a user namespace that maps only the
+caller's own uid and gid, which is what lets an unprivileged process own a
+network namespace), brings up ``lo``, creates the proxy's listening socket on
+127.0.0.1 *inside* that namespace and hands it to the proxy process over a
+unix socket.  Then the child execs bwrap, which runs without
+``--unshare-net`` and so stays in this namespace.
+
+Why this shape: nothing runs inside the sandbox outside the seccomp filter.
+The command reaches the proxy only through the socket's address; the proxy
+itself lives on the host, in a pid namespace the command cannot see, so the
+command can neither ptrace it nor take its descriptors.  If the proxy dies,
+the listening socket dies with it and the namespace has no route at all:
+``lo`` is its only interface.
+
+Nothing here spawns a process: ``runner`` is the only module that does.
+Everything the child needs is prepared in the parent (``Bridge.__init__``),
+because after fork the child runs only system calls.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+
+from sandbox.policy import PROXY_HOST, PROXY_PORT
+
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWNET = 0x40000000
+SIOCSIFFLAGS = 0x8914
+IFF_UP = 0x1
+IFF_RUNNING = 0x40
+# struct ifreq: a 16-byte interface name, then the flags as a short
+_LO_UP = struct.pack("16sH14x", b"lo", IFF_UP | IFF_RUNNING)
+
+# Stage numbers the child reports on failure, so the parent can say which
+# step failed (runner turns them into a message with errno_message()).
+STAGES = {1: "create the network namespace (unshare)", 2: "map the user and group ids",
+          3: "bring up the loopback interface", 4: "create the proxy's listening socket",
+          5: "hand the socket to the proxy"}
+
+
+class BridgeError(OSError):
+    def __init__(self, stage: int, code: int) -> None:
+        super().__init__(code, os.strerror(code) if code else "unknown error")
+        self.stage = stage
+
+
+class Bridge:
+    """Prepared in the parent; ``enter`` is called in the child before exec."""
+
+    def __init__(self, channel: socket.socket) -> None:
+        import ctypes
+        import fcntl
+
+        self.channel = channel
+        self._libc = ctypes.CDLL(None, use_errno=True)
+        self._get_errno = ctypes.get_errno
+        self._ioctl = fcntl.ioctl
+        self.uid, self.gid = os.getuid(), os.getgid()
+        self._maps = ((b"/proc/self/setgroups", b"deny"),
+                      (b"/proc/self/uid_map", b"%d %d 1" % (self.uid, self.uid)),
+                      (b"/proc/self/gid_map", b"%d %d 1" % (self.gid, self.gid)))
+
+    def _unshare(self, flags: int) -> int:
+        if self._libc.unshare(flags) == 0:
+            return 0
+        return self._get_errno() or 1
+
+    def enter(self) -> None:
+        """In the child: make the namespace, the listener, and send it.  Raises BridgeError."""
+        # root owns a network namespace without a user namespace; keeping
+        # the real root here leaves bwrap's own user namespace (and its
+        # capability drop) exactly as it is without the bridge.  Root without
+        # CAP_SYS_ADMIN (some containers) falls back to a user namespace.
+        code = self._unshare(CLONE_NEWNET) if self.uid == 0 else -1
+        mapped = code != 0
+        if mapped:
+            code = self._unshare(CLONE_NEWUSER | CLONE_NEWNET)
+        if code:
+            raise BridgeError(1, code)
+        if mapped:
+            # Only our own ids, so bwrap still sees the caller's uid and takes
+            # its unprivileged path; setgroups must be denied before gid_map.
+            try:
+                for path, value in self._maps:
+                    fd = os.open(path, os.O_WRONLY)
+                    try:
+                        os.write(fd, value)
+                    finally:
+                        os.close(fd)
+            except OSError as exc:
+                raise BridgeError(2, exc.errno or 0) from None
+        try:
+            probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                self._ioctl(probe.fileno(), SIOCSIFFLAGS, _LO_UP)
+            finally:
+                probe.close()
+        except OSError as exc:
+            raise BridgeError(3, exc.errno or 0) from None
+        try:
+            listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            listener.bind((PROXY_HOST, PROXY_PORT))
+            listener.listen(1024)
+        except OSError as exc:
+            raise BridgeError(4, exc.errno or 0) from None
+        try:
+            socket.send_fds(self.channel, [b"L"], [listener.fileno()])
+        except OSError as exc:
+            raise BridgeError(5, exc.errno or 0) from None
+        finally:
+            # only the proxy may hold it: if the proxy dies, so does the route
+            listener.close()
+            self.channel.close()
+
+
+def describe_failure(stage: int, code: int) -> str:
+    what = STAGES.get(stage, "set up the network bridge")
+    return f"cannot {what} for the egress proxy: {os.strerror(code) if code else 'unknown error'}"

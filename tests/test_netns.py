@@ -1,0 +1,114 @@
+"""The network bridge on its own: a real namespace, a real socket handed over."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+
+from sandbox import netns
+from sandbox.policy import PROXY_HOST, PROXY_PORT
+
+
+def _in_child(body) -> tuple[int, bytes]:
+    """Fork; the child runs body(write_fd) and exits.  Returns (status, what it wrote)."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        code = 0
+        try:
+            os.close(r)
+            body(w)
+        except BaseException as exc:  # noqa: BLE001 - report anything
+            os.write(w, f"ERROR {type(exc).__name__}: {exc}".encode())
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(w)
+    out = b""
+    while chunk := os.read(r, 65536):
+        out += chunk
+    os.close(r)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), out
+
+
+def test_listener_lives_in_a_namespace_with_only_loopback():
+    proxy_end, launcher_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    bridge = netns.Bridge(launcher_end)
+    host_ns = os.readlink("/proc/self/ns/net")
+
+    def child(w: int) -> None:
+        proxy_end.close()
+        bridge.enter()
+        with open("/proc/net/dev") as fh:
+            interfaces = [line.split(":")[0].strip() for line in fh.read().splitlines()[2:]]
+        # the namespace's own loopback answers on the proxy's address
+        probe = socket.create_connection((PROXY_HOST, PROXY_PORT), timeout=5)
+        probe.sendall(b"ping")
+        probe.close()
+        os.write(w, f"{os.readlink('/proc/self/ns/net')} {','.join(interfaces)}".encode())
+
+    status, out = _in_child(child)
+    launcher_end.close()
+    assert status == 0, out
+    ns, interfaces = out.decode().split()
+    assert ns != host_ns
+    assert interfaces == "lo"
+    _, fds, _, _ = socket.recv_fds(proxy_end, 16, 1)
+    listener = socket.socket(fileno=fds[0])
+    assert listener.getsockname() == (PROXY_HOST, PROXY_PORT)
+    # the host side accepts what was sent to 127.0.0.1 inside the namespace
+    listener.settimeout(5)
+    conn, _ = listener.accept()
+    assert conn.recv(16) == b"ping"
+    conn.close()
+    # the listener is not reachable from the host's own loopback
+    with pytest.raises(OSError):
+        socket.create_connection((PROXY_HOST, PROXY_PORT), timeout=2).close()
+    listener.close()
+    proxy_end.close()
+
+
+def test_closing_the_listener_leaves_nothing_to_connect_to():
+    proxy_end, launcher_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    bridge = netns.Bridge(launcher_end)
+    go_r, go_w = os.pipe()
+
+    def child(w: int) -> None:
+        proxy_end.close()
+        os.close(go_w)
+        bridge.enter()
+        os.read(go_r, 1)  # wait until the "proxy" has closed its socket
+        try:
+            socket.create_connection((PROXY_HOST, PROXY_PORT), timeout=5).close()
+            os.write(w, b"connected")
+        except OSError as exc:
+            os.write(w, str(exc.errno).encode())
+
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        os.close(r)
+        try:
+            child(w)
+        finally:
+            os._exit(0)
+    os.close(w)
+    os.close(go_r)
+    launcher_end.close()
+    _, fds, _, _ = socket.recv_fds(proxy_end, 16, 1)
+    os.close(fds[0])  # the proxy dies: its socket goes with it
+    os.close(go_w)
+    out = os.read(r, 100)
+    os.waitpid(pid, 0)
+    os.close(r)
+    import errno
+
+    assert out == str(errno.ECONNREFUSED).encode()
+
+
+def test_failure_names_the_stage():
+    assert netns.describe_failure(1, 1) == ("cannot create the network namespace (unshare) for "
+                                            "the egress proxy: Operation not permitted")
