@@ -61,7 +61,7 @@ class Session:
     """The proxy process for one run: started before bwrap, stopped after it."""
 
     def __init__(self, data: dict) -> None:
-        import socket
+        import _socket  # the C module: ``socket`` costs milliseconds to import
 
         from sandbox import netns, runner
 
@@ -69,7 +69,7 @@ class Session:
         # The proxy's refusals go to an anonymous in-memory file: the command
         # cannot reach it, and it survives the proxy being killed.
         self.events_fd = os.memfd_create("sandbox-egress-events", os.MFD_CLOEXEC)
-        proxy_end, launcher_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        proxy_end, launcher_end = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM)
         events_fd = self.events_fd
 
         def main() -> None:
@@ -119,9 +119,11 @@ def _proxy_main(channel, data: dict, events_fd: int) -> None:
                 os.close(fd)
             except OSError:
                 pass
+    import socket
+
     from sandbox import proxy
 
-    proxy.child_main(channel, build_rules(data), events_fd)
+    proxy.child_main(socket.socket(fileno=channel.detach()), build_rules(data), events_fd)
 
 
 def _read_events(fd: int) -> tuple[list[dict], dict]:

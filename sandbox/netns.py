@@ -25,7 +25,9 @@ because after fork the child runs only system calls.
 from __future__ import annotations
 
 import os
-import socket
+# The C module: ``socket`` builds IntEnum classes on import (about 5 ms on
+# every start); these few calls need only the C layer.
+import _socket as socket
 import struct
 
 from sandbox.policy import PROXY_HOST, PROXY_PORT
@@ -111,7 +113,8 @@ class Bridge:
         except OSError as exc:
             raise BridgeError(4, exc.errno or 0) from None
         try:
-            socket.send_fds(self.channel, [b"L"], [listener.fileno()])
+            self.channel.sendmsg([b"L"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                           struct.pack("i", listener.fileno()))])
         except OSError as exc:
             raise BridgeError(5, exc.errno or 0) from None
         finally:

@@ -256,8 +256,11 @@ def _check_rules(src: Source, table: str, key: str, value: object) -> None:
     from sandbox import netrules
 
     if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
-        raise _fail(src, table, key, f"must be an array of tables, not {_tname(value)}",
-                    hint=f'write each entry as [[{table}.{key}]] with host = "..." below it')
+        raise ProfileError(src.path, f"must be an array of tables, not {_tname(value)}",
+                           key=f"{table}.{key}",
+                           line=(line_of(src.text, table, key)
+                                 or line_of(src.text, f"{table}.{key}", "")),
+                           hint=f'write each entry as [[{table}.{key}]] with host = "..." below it')
     for index, rule in enumerate(value, 1):
         try:
             netrules.parse_rule(rule, f"{src.name}: {table}.{key}[{index}]", deny=key == "deny")
@@ -439,7 +442,7 @@ def build_policy(chain: list[Source], ctx: Context) -> Policy:
             weakenings.append(Weakening(src.name, "filesystem.allow_read",
                                         f"secret no longer masked: {allowed}"))
 
-    allow, deny, hosts = _egress(chain, datas, net)
+    egress_allow, egress_deny, egress_hosts = _egress(chain, datas, net)
     digest = hashlib.sha256()
     for src in chain:
         digest.update(src.path.encode() + b"\0" + src.text.encode() + b"\0")
@@ -468,9 +471,9 @@ def build_policy(chain: list[Source], ctx: Context) -> Policy:
         env_set=tuple(sorted(env.get("set", {}).items())),
         caches=tuple(sorted(merged["caches"].items())),
         network=NetworkMode(net.get("mode", "none")),
-        egress_allow=allow,
-        egress_deny=deny,
-        egress_hosts=hosts,
+        egress_allow=egress_allow,
+        egress_deny=egress_deny,
+        egress_hosts=egress_hosts,
         syscalls_enabled=sys_.get("enabled", True),
         syscall_set=sys_.get("set", "default"),
         syscall_deny=tuple(sys_.get("deny", [])),

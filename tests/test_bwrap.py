@@ -181,3 +181,15 @@ def test_network_namespace_always_unshared():
     args = bwrap.namespace_args(pol)
     assert "--unshare-net" in args
     assert bwrap.namespace_args(dataclasses.replace(pol, name="x")) == args
+
+
+def test_proxy_mode_leaves_the_network_namespace_to_the_bridge():
+    """Exactly one difference: no --unshare-net (the runner starts bwrap inside
+    the bridge's namespace and refuses this argv without it)."""
+    from sandbox.policy import NetworkMode
+
+    pol = dataclasses.replace(policy(), network=NetworkMode.PROXY)
+    assert bwrap.namespace_args(pol) == [a for a in NS if a != "--unshare-net"]
+    for name in ("pypi", "npm", "github"):
+        assert "--unshare-net" not in bwrap.namespace_args(policy(name))
+    assert "--unshare-net" in bwrap.namespace_args(policy("readonly"))

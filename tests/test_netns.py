@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import _socket
 
 import pytest
 
@@ -36,7 +37,7 @@ def _in_child(body) -> tuple[int, bytes]:
 
 def test_listener_lives_in_a_namespace_with_only_loopback():
     proxy_end, launcher_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    bridge = netns.Bridge(launcher_end)
+    bridge = netns.Bridge(_socket.socket(fileno=launcher_end.detach()))
     host_ns = os.readlink("/proc/self/ns/net")
 
     def child(w: int) -> None:
@@ -51,7 +52,7 @@ def test_listener_lives_in_a_namespace_with_only_loopback():
         os.write(w, f"{os.readlink('/proc/self/ns/net')} {','.join(interfaces)}".encode())
 
     status, out = _in_child(child)
-    launcher_end.close()
+    bridge.channel.close()
     assert status == 0, out
     ns, interfaces = out.decode().split()
     assert ns != host_ns
@@ -73,7 +74,7 @@ def test_listener_lives_in_a_namespace_with_only_loopback():
 
 def test_closing_the_listener_leaves_nothing_to_connect_to():
     proxy_end, launcher_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    bridge = netns.Bridge(launcher_end)
+    bridge = netns.Bridge(_socket.socket(fileno=launcher_end.detach()))
     go_r, go_w = os.pipe()
 
     def child(w: int) -> None:
@@ -97,7 +98,7 @@ def test_closing_the_listener_leaves_nothing_to_connect_to():
             os._exit(0)
     os.close(w)
     os.close(go_r)
-    launcher_end.close()
+    bridge.channel.close()
     _, fds, _, _ = socket.recv_fds(proxy_end, 16, 1)
     os.close(fds[0])  # the proxy dies: its socket goes with it
     os.close(go_w)

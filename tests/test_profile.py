@@ -92,7 +92,7 @@ BAD = [
         "{p}:2: key 'filesystem.workspace': must be one of 'read', 'write', not 'rw'", id="bad-choice"),
     pytest.param(
         '[network]\nmode = "host"\n', 2,
-        "{p}:2: key 'network.mode': must be one of 'none', not 'host'", id="bad-network"),
+        "{p}:2: key 'network.mode': must be one of 'none', 'proxy', not 'host'", id="bad-network"),
     pytest.param(
         '[env]\nset = "x"\n', 2,
         "{p}:2: key 'env.set': must be a table of strings, not a string", id="strmap-not-table"),
@@ -202,7 +202,7 @@ def test_unknown_extends(tmp_path, user_dir):
     err = load_error(str(path))
     assert err.one_line() == (
         f"sandbox: profile error: {path}: key 'extends': unknown profile 'nosuch' "
-        f"(hint: known profiles: default, readonly; user profiles go in {user_dir})")
+        f"(hint: known profiles: default, github, npm, pypi, readonly; user profiles go in {user_dir})")
 
 
 def test_unknown_profile_on_command_line(user_dir):
@@ -210,7 +210,7 @@ def test_unknown_profile_on_command_line(user_dir):
     err = load_error("nosuch")
     assert err.one_line() == (
         "sandbox: profile error: --profile: unknown profile 'nosuch' "
-        f"(hint: known profiles: default, readonly, mine; user profiles go in {user_dir})")
+        f"(hint: known profiles: default, github, npm, pypi, readonly, mine; user profiles go in {user_dir})")
     assert err.key is None
 
 
@@ -513,3 +513,64 @@ def test_unclosed_placeholder_after_a_valid_one(tmp_path):
     with pytest.raises(ProfileError) as err:
         prof.load(str(path), prof.Context(workspace="/w", home="/h", tmp="/tmp", runtime="/r"))
     assert "has an unclosed '${'" in err.value.message
+
+
+# -- [network]: egress rules -----------------------------------------------------
+
+NET = 'extends = "default"\n[network]\nmode = "proxy"\n'
+
+
+def test_network_rules_become_policy(tmp_path):
+    from sandbox.policy import EgressRule, NetworkMode
+
+    pol = load_text(tmp_path, NET + 'hosts = { "Pypi.Test." = "127.0.0.1" }\n'
+                    '[[network.allow]]\nhost = "PyPI.org."\n'
+                    '[[network.allow]]\nhost = "*.example.com"\nports = [80, 8080]\n'
+                    'methods = ["get"]\npaths = ["/simple/"]\n'
+                    '[[network.deny]]\nhost = "upload.example.com"\n')
+    assert pol.network is NetworkMode.PROXY
+    assert pol.egress_allow == (
+        EgressRule("pypi.org", (443,), (), (), "p: network.allow[1]"),
+        EgressRule("*.example.com", (80, 8080), ("GET",), ("/simple/",), "p: network.allow[2]"))
+    assert pol.egress_deny == (EgressRule("upload.example.com", (), (), (), "p: network.deny[1]"),)
+    assert pol.egress_hosts == (("pypi.test", "127.0.0.1"),)
+    details = [(w.key, w.detail) for w in pol.weakenings]
+    assert ("network.mode", "none -> proxy") in details
+    assert sum(key == "network.allow" for key, _ in details) == 2
+
+
+@pytest.mark.parametrize("text,key,words", [
+    ('[[network.allow]]\nhost = "*"\n', "network.allow[1].host", "would allow"),
+    ('[[network.allow]]\nhost = "*.com"\n', "network.allow[1].host", "would allow"),
+    ('[[network.allow]]\nhost = "*.co.uk"\n', "network.allow[1].host", "would allow"),
+    ('[[network.allow]]\nhost = "a.com"\nports = [0]\n', "network.allow[1].ports", ""),
+    ('[[network.allow]]\nhost = "a.com"\nports = []\n', "network.allow[1].ports", ""),
+    ('[[network.allow]]\nhost = "a.com"\nmethods = ["G ET"]\n', "network.allow[1].methods", ""),
+    ('[[network.allow]]\nhost = "a.com"\npaths = ["/a/../b"]\n', "network.allow[1].paths", ""),
+    ('[[network.allow]]\nhost = "a.com"\nbogus = 1\n', "network.allow[1].bogus", "unknown key"),
+    ('[[network.allow]]\nports = [443]\n', "network.allow[1].host", ""),
+    ('[network.allow]\nhost = "a.com"\n', "network.allow", "array of tables"),
+    ('hosts = { "a.test" = "not-an-ip" }\n', "network.hosts", ""),
+])
+def test_bad_network_rules_name_the_key_and_line(tmp_path, text, key, words):
+    path = write(tmp_path, NET + text)
+    err = load_error(str(path))
+    assert err.key == key, str(err)
+    assert words in str(err)
+    assert err.line is not None and err.line >= 4, str(err)
+
+
+def test_allow_rules_without_proxy_mode_are_refused(tmp_path):
+    path = write(tmp_path, 'extends = "default"\n[[network.allow]]\nhost = "pypi.org"\n')
+    err = load_error(str(path))
+    assert err.key == "network.mode"
+    assert 'set mode = "proxy"' in err.hint
+
+
+def test_builtin_network_profiles_are_narrow():
+    for name, hosts in (("pypi", {"pypi.org", "files.pythonhosted.org"}),
+                        ("npm", {"registry.npmjs.org"}), ("github", {"github.com"})):
+        pol = profile.load(name, CTX)[0]
+        assert {r.host for r in pol.egress_allow} == hosts
+        assert all(r.ports == (443,) for r in pol.egress_allow)
+        assert pol.chain == ("default", name)

@@ -1,0 +1,317 @@
+#!/usr/bin/env python3
+"""Egress proxy benchmark: the same client and server, directly and through the proxy.
+
+Every server is started here on 127.0.0.1; the test name ``bench.test`` is
+pinned to it with the proxy's resolver override, so nothing asks DNS.
+
+1. per-request overhead: a new connection and one small GET per request
+   (http.client), direct and through the proxy, alternately; medians and
+   the median of the paired differences;
+2. throughput: curl downloads a file (default 100 MB) directly and through
+   the proxy, plain HTTP and HTTPS (CONNECT), alternately; median MB/s and
+   the ratio;
+3. concurrency: N connections (default 200) through the proxy held open at
+   once, then each makes a request; errors are counted;
+4. startup: `sandbox run` of `true` with a proxy profile, against bare bwrap
+   and against the default profile, alternately.
+
+The proxy runs in a process of its own, as it does for a real run.
+
+Usage: .venv/bin/python scripts/bench_egress.py [--requests 300] [--mb 100] [--conns 200] [--runs 30]
+Only public tools: the standard library, curl, openssl and the installed `sandbox`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import http.server
+import os
+import shutil
+import signal
+import socket
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from sandbox import netrules, proxy  # noqa: E402
+from sandbox.policy import EgressRule  # noqa: E402
+
+NAME = "bench.test"
+BARE = ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--unshare-all",
+        "--die-with-parent", "--new-session", "true"]
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        if self.path.startswith("/big"):
+            size = os.path.getsize(self.server.big)
+            self.send_response(200)
+            self.send_header("Content-Length", str(size))
+            self.send_header("Connection", "close")
+            self.end_headers()
+            with open(self.server.big, "rb") as fh:
+                self.wfile.flush()
+                self.connection.sendfile(fh)  # zero-copy: a fast origin is the hard baseline
+            self.close_connection = True
+            return
+        body = b"ok\n"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def _fork(target) -> int:
+    pid = os.fork()
+    if pid == 0:
+        try:
+            target()
+        finally:
+            os._exit(0)
+    return pid
+
+
+def start_origin(big: str, cert: tuple[str, str] | None) -> tuple[int, int]:
+    """An HTTP (or HTTPS) origin in its own process.  Returns (pid, port)."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler, bind_and_activate=False)
+    server.request_queue_size = 1024
+    server.daemon_threads = True
+    server.server_bind()
+    server.server_activate()
+    server.big = big
+    if cert is not None:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(*cert)
+        server.socket = ctx.wrap_socket(server.socket, server_side=True)
+    port = server.server_address[1]
+    pid = _fork(server.serve_forever)
+    server.socket.close()
+    return pid, port
+
+
+def start_proxy(ports: list[int]) -> tuple[int, int]:
+    rules = netrules.Rules([EgressRule(NAME, tuple(ports))], (), ((NAME, "127.0.0.1"),))
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1024)
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        threading.stack_size(256 * 1024)
+
+        def no_dns(*_a):
+            raise AssertionError("the benchmark never resolves names")
+
+        proxy.Proxy(listener, rules, lambda event: None, resolver=no_dns).serve_forever()
+
+    pid = _fork(serve)
+    listener.close()
+    return pid, port
+
+
+def one_request(port: int, via: int | None) -> float:
+    start = time.perf_counter()
+    if via is None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("GET", "/small")
+    else:
+        conn = http.client.HTTPConnection("127.0.0.1", via, timeout=10)
+        conn.request("GET", f"http://{NAME}:{port}/small", headers={"Host": f"{NAME}:{port}"})
+    resp = conn.getresponse()
+    body = resp.read()
+    conn.close()
+    if resp.status != 200 or body != b"ok\n":
+        raise SystemExit(f"bad response {resp.status} {body[:80]!r}")
+    return time.perf_counter() - start
+
+
+def bench_requests(port: int, proxy_port: int, n: int) -> None:
+    for _ in range(20):
+        one_request(port, None)
+        one_request(port, proxy_port)
+    direct, proxied = [], []
+    for _ in range(n):
+        direct.append(one_request(port, None))
+        proxied.append(one_request(port, proxy_port))
+    diffs = [p - d for p, d in zip(proxied, direct)]
+    us = lambda v: f"{v * 1e6:8.0f} us"  # noqa: E731
+    print(f"\n== per-request: new connection + GET, {n} pairs (http.client)")
+    print(f"direct          median {us(statistics.median(direct))}")
+    print(f"through proxy   median {us(statistics.median(proxied))}")
+    print(f"overhead        median {us(statistics.median(diffs))}  (bar: 1000 us)")
+
+
+def curl_speed(url: str, proxy_url: str | None, cacert: str | None) -> float:
+    argv = ["curl", "-sS", "-o", "/dev/null", "-w", "%{speed_download} %{size_download}",
+            "--max-time", "120"]
+    if proxy_url:
+        argv += ["-x", proxy_url]
+    else:
+        argv += ["--noproxy", "*", "--resolve", f"{NAME}:{url.split(':')[2].split('/')[0]}:127.0.0.1"]
+    if cacert:
+        argv += ["--cacert", cacert]
+    out = subprocess.run(argv + [url], capture_output=True, text=True, check=True).stdout.split()
+    return float(out[0]) / 1e6
+
+
+def bench_throughput(label: str, url: str, proxy_port: int, cacert: str | None, runs: int) -> None:
+    direct, proxied = [], []
+    proxy_url = f"http://127.0.0.1:{proxy_port}"
+    curl_speed(url, None, cacert)
+    curl_speed(url, proxy_url, cacert)
+    for _ in range(runs):
+        direct.append(curl_speed(url, None, cacert))
+        proxied.append(curl_speed(url, proxy_url, cacert))
+    d, p = statistics.median(direct), statistics.median(proxied)
+    print(f"\n== throughput: {label}, {runs} pairs (curl)")
+    print(f"direct          median {d:8.0f} MB/s")
+    print(f"through proxy   median {p:8.0f} MB/s")
+    print(f"ratio           {p / d:8.2f}  (bar: 0.80)")
+
+
+def bench_concurrency(port: int, proxy_port: int, n: int) -> None:
+    barrier = threading.Barrier(n + 1, timeout=60)
+    errors: list[str] = []
+    oks: list[int] = []
+
+    def client() -> None:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", proxy_port, timeout=30)
+            conn.connect()
+            barrier.wait()  # all n connections are open at once
+            conn.request("GET", f"http://{NAME}:{port}/small", headers={"Host": f"{NAME}:{port}"})
+            resp = conn.getresponse()
+            if resp.read() == b"ok\n" and resp.status == 200:
+                oks.append(1)
+            else:
+                errors.append(f"status {resp.status}")
+            conn.close()
+        except Exception as exc:  # noqa: BLE001 - counted, not raised
+            errors.append(repr(exc))
+            try:
+                barrier.abort()
+            except threading.BrokenBarrierError:
+                pass
+
+    threads = [threading.Thread(target=client) for _ in range(n)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    try:
+        barrier.wait()
+    except threading.BrokenBarrierError:
+        pass
+    for t in threads:
+        t.join(60)
+    took = time.perf_counter() - start
+    print(f"\n== concurrency: {n} connections open at once through the proxy")
+    print(f"succeeded {len(oks)}, errors {len(errors)}, {took * 1000:.0f} ms in all")
+    for e in errors[:5]:
+        print(f"  error: {e}")
+
+
+def timed(argv: list[str], cwd: str, env: dict[str, str]) -> float:
+    start = time.perf_counter()
+    done = subprocess.run(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    if done.returncode != 0:
+        raise SystemExit(f"{argv[0]} failed ({done.returncode}): {done.stderr.decode()}")
+    return time.perf_counter() - start
+
+
+def bench_startup(runs: int) -> None:
+    exe = str(Path(os.path.realpath(sys.prefix)) / "bin" / "sandbox")
+    bwrap = shutil.which("bwrap")
+    work = tempfile.mkdtemp(prefix="bench-egress-", dir=os.path.expanduser("~"))
+    try:
+        prof = Path(work) / "net.toml"
+        prof.write_text('extends = "default"\n[network]\nmode = "proxy"\n'
+                        f'hosts = {{ "{NAME}" = "127.0.0.1" }}\n'
+                        f'[[network.allow]]\nhost = "{NAME}"\nports = [8080]\n')
+        ws = Path(work) / "ws"
+        ws.mkdir()
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        net = [exe, "run", "--profile", str(prof), "--", "true"]
+        plain = [exe, "run", "--", "true"]
+        bare = [bwrap, *BARE]
+        for _ in range(3):
+            for argv in (net, plain, bare):
+                timed(argv, str(ws), env)
+        a, b, c = [], [], []
+        for _ in range(runs):
+            a.append(timed(net, str(ws), env))
+            b.append(timed(plain, str(ws), env))
+            c.append(timed(bare, str(ws), env))
+        ms = lambda v: f"{v * 1000:7.1f} ms"  # noqa: E731
+        print(f"\n== startup: `sandbox run -- true`, {runs} triples")
+        print(f"proxy profile        median {ms(statistics.median(a))}")
+        print(f"default (no network) median {ms(statistics.median(b))}")
+        print(f"bare bwrap           median {ms(statistics.median(c))}")
+        print(f"proxy - bare (paired) median {ms(statistics.median(x - z for x, z in zip(a, c)))}"
+              "  (bar: +60 ms)")
+        print(f"proxy - default       median {ms(statistics.median(x - y for x, y in zip(a, b)))}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--requests", type=int, default=300)
+    ap.add_argument("--mb", type=int, default=100)
+    ap.add_argument("--conns", type=int, default=200)
+    ap.add_argument("--runs", type=int, default=30)
+    ap.add_argument("--transfers", type=int, default=5)
+    args = ap.parse_args()
+    pids: list[int] = []
+    tmp = tempfile.mkdtemp(prefix="bench-egress-")
+    try:
+        big = os.path.join(tmp, "big")
+        with open(big, "wb") as fh:
+            chunk = os.urandom(1 << 20)
+            for _ in range(args.mb):
+                fh.write(chunk)
+        cert, key = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
+                        "-out", cert, "-subj", f"/CN={NAME}", "-addext",
+                        f"subjectAltName=DNS:{NAME}", "-days", "1"], check=True, capture_output=True)
+        pid, port = start_origin(big, None)
+        pids.append(pid)
+        tpid, tport = start_origin(big, (cert, key))
+        pids.append(tpid)
+        ppid, proxy_port = start_proxy([port, tport])
+        pids.append(ppid)
+        time.sleep(0.2)
+        print(f"origin 127.0.0.1:{port}, TLS origin 127.0.0.1:{tport}, proxy 127.0.0.1:{proxy_port}; "
+              f"{os.cpu_count()} CPUs")
+        bench_requests(port, proxy_port, args.requests)
+        bench_throughput(f"{args.mb} MB over plain HTTP", f"http://{NAME}:{port}/big", proxy_port,
+                         None, args.transfers)
+        bench_throughput(f"{args.mb} MB over HTTPS (CONNECT tunnel)", f"https://{NAME}:{tport}/big",
+                         proxy_port, cert, args.transfers)
+        bench_concurrency(port, proxy_port, args.conns)
+        bench_startup(args.runs)
+    finally:
+        for pid in pids:  # only the processes this script started
+            try:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            except OSError:
+                pass
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
