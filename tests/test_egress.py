@@ -139,8 +139,11 @@ def test_scoped_rule_allows_only_its_method_and_path(senv, origin):
         (f"http://pypi.test:{port}/admin", (), "path /admin not allowed"),
         (f"http://pypi.test:{port}/simple/", ("-X", "POST"), "method POST not allowed"),
         (f"http://other.test:{port}/simple/", (), "host not allowed"),
-        (f"http://2130706433:{port}/simple/", (), "host not allowed"),
-        (f"http://0x7f.1:{port}/simple/", (), "host not allowed"),
+        # curl rewrites these spellings to 127.0.0.1, which NO_PROXY would send
+        # straight to the sandbox's own loopback; --noproxy '' makes them ask the proxy
+        (f"http://2130706433:{port}/simple/", ("--noproxy", ""), "host not allowed"),
+        (f"http://0x7f.1:{port}/simple/", ("--noproxy", ""), "host not allowed"),
+        (f"http://[::ffff:127.0.0.1]:{port}/simple/", ("--noproxy", ""), "host not allowed"),
         (f"http://pypi.test:{port + 1 if port < 65535 else port - 1}/simple/", (), "not allowed"),
     ]:
         origin.seen.clear()
@@ -150,6 +153,9 @@ def test_scoped_rule_allows_only_its_method_and_path(senv, origin):
         assert why in done.stderr.decode(), done.stderr  # the summary says why
         blocked = json.loads(report.read_text())["network"]["blocked"]
         assert any(why in e["reason"] for e in blocked), blocked
+    # without the proxy an IP spelling of the host's loopback reaches nothing
+    done = curl_status(senv, profile, f"http://2130706433:{port}/simple/")
+    assert done.stdout == b"000" and origin.seen == []
 
 
 def test_summary_names_the_request_and_the_profile(senv, origin):
