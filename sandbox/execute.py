@@ -37,6 +37,12 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
         grace = runner.grace_seconds(os.environ)
     except SandboxError as err:
         return fail(opts, err, meta, started)
+    options = argv[:argv.index("--")] if "--" in argv else argv  # not the command's own args
+    if egress is None and "--unshare-net" not in options:
+        # fail closed: an argv without a network namespace of its own is
+        # only ever meant to run inside the egress bridge's namespace
+        return fail(opts, SetupError("internal error: the plan has no network namespace and no "
+                                     "egress proxy; the command was not run"), meta, started)
     report_dir = report.open_dir(opts.report)
     if opts.report and (report_dir is None or os.path.isdir(opts.report)):
         from sandbox.errors import report as show

@@ -150,14 +150,6 @@ def run(argv, env: dict[str, str], status_fd_arg: int | None, interactive: bool,
     ``bridge`` (a ``sandbox.netns.Bridge``) puts bwrap in a network namespace
     whose only way out is the egress proxy.
     """
-    options = argv[:argv.index("--")] if "--" in argv else argv  # not the command's own args
-    if bridge is None and "--unshare-net" not in options:
-        # fail closed: an argv without its own network namespace is only
-        # ever meant to run inside the bridge's namespace
-        from sandbox.errors import SetupError
-
-        raise SetupError("internal error: a sandbox without --unshare-net must run inside the "
-                         "egress bridge; the command was not run")
     read_fd, write_fd = os.pipe()
     argv = list(argv)
     if status_fd_arg is not None:

@@ -113,3 +113,24 @@ def test_closing_the_listener_leaves_nothing_to_connect_to():
 def test_failure_names_the_stage():
     assert netns.describe_failure(1, 1) == ("cannot create the network namespace (unshare) for "
                                             "the egress proxy: Operation not permitted")
+
+
+def test_a_bridge_that_cannot_be_made_stops_the_run_before_bwrap(tmp_path):
+    """Fail closed: the child reports the failed stage and never execs."""
+    import errno
+
+    from sandbox import runner
+    from sandbox.errors import SetupError
+
+    marker = tmp_path / "ran"
+
+    class Refused:
+        def enter(self) -> None:
+            raise netns.BridgeError(1, errno.EPERM)
+
+    with pytest.raises(SetupError) as info:
+        runner.run(["/bin/sh", "-c", f"touch {marker}"], dict(os.environ), None, False,
+                   bridge=Refused())
+    assert str(info.value).startswith("cannot create the network namespace (unshare) for the "
+                                      "egress proxy: Operation not permitted; the command was not run")
+    assert not marker.exists()

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sandbox import profile, resources
+from sandbox import netrules, profile, resources
 from sandbox.errors import ProfileError
 from sandbox.policy import LIMIT_DEFAULTS, Policy, Weakening
 from sandbox.schema import SCHEMA, Kind
@@ -98,6 +98,7 @@ PATH_POOL = ["/srv/data", "/opt/x y", "/a//b/", "${workspace}", "${workspace}/ou
 NAME_POOL = [".env.local", "*.pem", "secrets.json", ".npmrc", "build", "dist", "node_modules",
              ".config/nvim", "id_*", "*.sample"]
 VAR_POOL = ["MY_TOKEN", "FOO", "BAR_*", "*_SECRET", "X", "LANG", "TOKENIZERS_PARALLELISM"]
+HOST_POOL = ["pypi.org", "*.pythonhosted.org", "127.0.0.1", "::1", "Example.COM.", "localhost"]
 BAD_PATHS = ["rel/x", "~/x", "${nope}/x", "/a/../b", "", "${home", "a\nb"]
 
 
@@ -128,6 +129,17 @@ def valid_value(table: str, key: str):
         return st.lists(st.sampled_from(pool), max_size=4)
     if spec.kind is Kind.PATTERNS:
         return st.lists(st.sampled_from(VAR_POOL), max_size=4)
+    if spec.kind is Kind.RULES:
+        return st.lists(st.fixed_dictionaries(
+            {"host": st.sampled_from(HOST_POOL)},
+            optional={"ports": st.lists(st.integers(1, 65535), min_size=1, max_size=3),
+                      "methods": st.lists(st.sampled_from(["GET", "HEAD", "POST"]), min_size=1,
+                                          max_size=2),
+                      "paths": st.lists(st.sampled_from(["/simple/", "/a/*.whl", "/x"]),
+                                        min_size=1, max_size=2)}), max_size=3)
+    if spec.kind is Kind.HOSTMAP:
+        return st.dictionaries(st.sampled_from(["pypi.test", "a.example", "X.Example."]),
+                               st.sampled_from(["127.0.0.1", "::1", "10.0.0.1"]), max_size=2)
     if spec.kind is Kind.STRMAP:
         return st.dictionaries(st.sampled_from(["A", "B_C", "TMPDIR", "x1"]), st.text(max_size=10), max_size=3)
     raise AssertionError(spec)
@@ -261,6 +273,8 @@ def valid_body(draw, tables=None) -> dict:
             body = draw(st.dictionaries(st.sampled_from(["PIP_CACHE_DIR", "X", "npm_config_cache"]),
                                         st.sampled_from(["pip", "x.y", "a-1", "B_2"]), max_size=3))
         doc[table] = body
+    if doc.get("network", {}).get("allow"):
+        doc["network"]["mode"] = "proxy"  # allow rules need the proxy (else a profile error)
     return doc
 
 
@@ -297,8 +311,13 @@ def expected_weakenings(doc: dict) -> set[Weakening]:
             if value is None:
                 continue
             dotted = f"{table}.{key}"
-            if spec.merge.name == "WEAKEN":
+            if spec.merge.name == "WEAKEN" and spec.kind is Kind.RULES:
+                out |= {Weakening("p", dotted, "added " + netrules.describe(netrules.parse_rule(v, "")))
+                        for v in value}
+            elif spec.merge.name == "WEAKEN":
                 out |= {Weakening("p", dotted, f"added {v}") for v in value}
+    if doc.get("network", {}).get("mode") == "proxy":
+        out.add(Weakening("p", "network.mode", "none -> proxy"))
     if doc.get("protect", {}).get("git") is False:
         out.add(Weakening("p", "protect.git", "true -> false"))
     for name, value in doc.get("audit", {}).items():
@@ -336,7 +355,8 @@ def test_child_of_default_never_weakens_quietly(workdir, default_policy, doc):
     assert set(policy.deny_read_names) >= set(default_policy.deny_read_names)
     assert set(policy.empty_dirs) >= set(default_policy.empty_dirs)
     assert set(policy.socket_scan) >= set(default_policy.socket_scan)
-    assert policy.network == default_policy.network
+    assert policy.network == default_policy.network or (
+        Weakening("p", "network.mode", "none -> proxy") in policy.weakenings)
     assert set(policy.syscall_deny) >= set(default_policy.syscall_deny)
     if doc.get("syscalls", {}).get("enabled") is not False:
         assert policy.syscalls_enabled
