@@ -112,9 +112,12 @@ class _Origin(http.server.ThreadingHTTPServer):
 
     def finish_request(self, request, client_address) -> None:
         request.settimeout(30)
-        if self.context is not None:  # handshake in the request thread, not the accept loop
-            request = self.context.wrap_socket(request, server_side=True)
-        super().finish_request(request, client_address)
+        if self.context is None:
+            super().finish_request(request, client_address)
+            return
+        # the handshake runs in the request thread, not the accept loop
+        with self.context.wrap_socket(request, server_side=True) as tls:
+            super().finish_request(tls, client_address)
 
 
 class _Origin6(_Origin):
