@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import os
 
-from sandbox.policy import PROXY_HOST, PROXY_PORT, NetworkMode
+# netns, not policy: this module is on the cached fast path, and policy
+# pulls in dataclasses (milliseconds per start)
+from sandbox.netns import PROXY_HOST, PROXY_PORT
 
 PROXY_URL = f"http://{PROXY_HOST}:{PROXY_PORT}"
 # Servers the command starts on its own loopback stay direct: an empty
@@ -22,7 +24,7 @@ SUMMARY_LINES = 5
 
 def plan(policy) -> dict | None:
     """What the proxy process needs, as plain data (it is cached with the plan)."""
-    if policy.network is not NetworkMode.PROXY:
+    if policy.network.value != "proxy":
         return None
 
     def rules(items):
@@ -106,7 +108,15 @@ class Session:
 
 
 def _proxy_main(channel, data: dict, events_fd: int) -> None:
-    """In the forked proxy process: stdio to /dev/null, then serve until told to stop."""
+    """In the forked proxy process: wait for the first connection, then serve.
+
+    The proxy's modules (h11, the rules, threading) cost about 30 ms of CPU
+    to import.  Importing them only once the command first connects keeps
+    that off the start of every run (on two cores it would compete with
+    bwrap); the first request waits for it instead, and a command that never
+    uses the network never pays it.  Until then this process needs nothing
+    but the C socket layer, and it leaves when the wrapper does.
+    """
     null = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(null, fd)
@@ -119,30 +129,48 @@ def _proxy_main(channel, data: dict, events_fd: int) -> None:
                 os.close(fd)
             except OSError:
                 pass
+    import _socket
+    import select
+    import struct
+
+    parent = os.getppid()
+    try:
+        _, ancillary, _, _ = channel.recvmsg(1, _socket.CMSG_LEN(4))
+    except OSError:
+        ancillary = []
+    channel.close()
+    listener = next((struct.unpack("i", cdata[:4])[0] for level, kind, cdata in ancillary
+                     if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS), None)
+    if listener is None:
+        return  # the bridge was not made: nothing to serve
+    while not select.select([listener], [], [], 0.5)[0]:
+        if os.getppid() != parent:
+            return  # the wrapper is gone (SIGTERM would have ended us anyway)
     import socket
 
     from sandbox import proxy
 
-    proxy.child_main(socket.socket(fileno=channel.detach()), build_rules(data), events_fd)
+    proxy.serve_listener(socket.socket(fileno=listener), build_rules(data), events_fd)
 
 
 def _read_events(fd: int) -> tuple[list[dict], dict]:
-    import json
-
+    """The proxy's JSON event lines, and its closing ``stats A B D`` line."""
     os.lseek(fd, 0, os.SEEK_SET)
     raw = os.read(fd, MAX_EVENTS_BYTES)
     events: list[dict] = []
     stats: dict = {}
     for line in raw.decode("utf-8", "replace").splitlines():
+        words = line.split()
+        if len(words) == 4 and words[0] == "stats" and all(w.isdigit() for w in words[1:]):
+            stats = dict(zip(("allowed", "blocked", "dropped_events"), map(int, words[1:])))
+            continue
+        import json  # only when something was blocked
+
         try:
             item = json.loads(line)
         except ValueError:
             continue
-        if not isinstance(item, dict):
-            continue
-        if item.pop("type", None) == "stats":
-            stats = item
-        else:
+        if isinstance(item, dict) and item.pop("type", None) == "blocked":
             events.append(item)
     return events, stats
 

@@ -31,12 +31,6 @@ class NetworkMode(enum.Enum):
     PROXY = "proxy"
 
 
-# Where the egress proxy listens inside the sandbox's network namespace.  The
-# namespace is new for every run, so the port is always free there.
-PROXY_HOST = "127.0.0.1"
-PROXY_PORT = 3128
-
-
 @dataclass(frozen=True, slots=True)
 class EgressRule:
     """One ``[[network.allow]]`` or ``[[network.deny]]`` entry, validated.

@@ -462,16 +462,27 @@ def stop_helper(pid: int, timeout: float = 2.0) -> tuple[bool, int]:
         return True, 0
     if done:
         return True, os.waitstatus_to_exitcode(status)
+    try:  # readable when the process exits: no polling interval to wait out
+        exit_fd = os.pidfd_open(pid)
+    except OSError:
+        exit_fd = None
     try:
         os.kill(pid, signal.SIGTERM)
     except OSError:
         pass
     end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return False, os.waitstatus_to_exitcode(status)
-        time.sleep(0.005)
+    try:
+        while time.monotonic() < end:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                return False, os.waitstatus_to_exitcode(status)
+            if exit_fd is not None:
+                select.select([exit_fd], [], [], max(0.0, end - time.monotonic()))
+            else:
+                time.sleep(0.005)
+    finally:
+        if exit_fd is not None:
+            os.close(exit_fd)
     os.kill(pid, signal.SIGKILL)
     _, status = os.waitpid(pid, 0)
     return False, os.waitstatus_to_exitcode(status)

@@ -9,7 +9,7 @@ import _socket
 import pytest
 
 from sandbox import netns
-from sandbox.policy import PROXY_HOST, PROXY_PORT
+from sandbox.netns import PROXY_HOST, PROXY_PORT
 
 
 def _in_child(body) -> tuple[int, bytes]:

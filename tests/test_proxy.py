@@ -560,9 +560,7 @@ def test_connect_refused_when_the_only_rule_is_scoped(origin, make_proxy):
     assert origin.seen == []
 
 
-@pytest.mark.parametrize("splice", [True, False], ids=["splice", "copy"])
-def test_connect_forwards_bytes_sent_with_the_request(echo, make_proxy, monkeypatch, splice):
-    monkeypatch.setattr(proxy_module, "SPLICE", splice and proxy_module.SPLICE)
+def test_connect_forwards_bytes_sent_with_the_request(echo, make_proxy):
     port = echo.server_address[1]
     p = make_proxy(allow=[EgressRule("echo.test", ports=(port,))],
                    hosts=(("echo.test", "127.0.0.1"),))
@@ -617,9 +615,7 @@ def _sha_of_response(sock: socket.socket, timeout: float) -> tuple[str, int]:
     return digest.hexdigest(), total
 
 
-@pytest.mark.parametrize("splice", [True, False], ids=["splice", "copy"])
-def test_20mb_download_through_connect_and_plain_http(origin, make_proxy, monkeypatch, splice):
-    monkeypatch.setattr(proxy_module, "SPLICE", splice and proxy_module.SPLICE)
+def test_20mb_download_through_connect_and_plain_http(origin, make_proxy):
     port = origin.server_port
     p = make_proxy(allow=[EgressRule("pypi.test", ports=(port,))])
     conn = http.client.HTTPConnection("127.0.0.1", p.port, timeout=30)
@@ -950,7 +946,7 @@ _CHILD_SCRIPT = textwrap.dedent("""
         status = -1
     lines = os.read(r, 1 << 20).decode().splitlines()
     print(json.dumps({{"status": status, "answers": [a[:12].decode() for a in answers],
-                       "lines": [json.loads(l) for l in lines]}}))
+                       "lines": [l if l.startswith("stats ") else json.loads(l) for l in lines]}}))
 """)
 
 
@@ -971,4 +967,4 @@ def test_child_main_serves_until_sigterm(tmp_path, mode):
     assert blocked["type"] == "blocked" and blocked["host"] == "evil.test"
     assert blocked["reason"] == "host not allowed" and blocked["status"] == 403
     assert bad["type"] == "blocked" and bad["method"] is None
-    assert stats == {"type": "stats", "allowed": 0, "blocked": 2, "dropped_events": 0}
+    assert stats == "stats 0 2 0"  # allowed, blocked, dropped event lines
