@@ -500,12 +500,20 @@ def _egress(chain: list[Source], datas: list[dict], net: dict) -> tuple:
                                            deny=kind == "deny")
                 if not any(_same(rule, r) for r in rules[kind]):
                     rules[kind].append(rule)
-    if rules["allow"] and net.get("mode", "none") != "proxy":
-        src = next(s for s, d in zip(chain, datas) if d.get("network", {}).get("allow"))
-        raise ProfileError(src.path, "[[network.allow]] rules need the egress proxy, but "
-                                     f"network.mode is {net.get('mode', 'none')!r}",
-                           key="network.mode", line=line_of(src.text, "network", "mode"),
-                           hint='set mode = "proxy" in [network]')
+    if net.get("mode", "none") != "proxy":
+        # A profile that writes allow rules but leaves the network off has
+        # forgotten the mode; a later profile that says mode = "none" on
+        # purpose turns a parent's network off, which is always allowed.
+        sections = [d.get("network", {}) for d in datas]
+        last_rules = max((i for i, n in enumerate(sections) if n.get("allow")), default=-1)
+        last_mode = max((i for i, n in enumerate(sections) if "mode" in n), default=-1)
+        if last_rules >= 0 and last_rules >= last_mode:
+            src = chain[last_rules]
+            raise ProfileError(src.path, "[[network.allow]] rules need the egress proxy, but "
+                                         f"network.mode is {net.get('mode', 'none')!r}",
+                               key="network.mode", line=line_of(src.text, "network", "mode"),
+                               hint='set mode = "proxy" in [network]')
+        return (), (), ()  # no network at all: the rules have nothing to open
     return tuple(rules["allow"]), tuple(rules["deny"]), netrules.parse_hosts(net.get("hosts", {}))
 
 

@@ -574,3 +574,12 @@ def test_builtin_network_profiles_are_narrow():
         assert {r.host for r in pol.egress_allow} == hosts
         assert all(r.ports == (443,) for r in pol.egress_allow)
         assert pol.chain == ("default", name)
+
+
+def test_a_child_may_turn_a_parents_network_off(tmp_path):
+    from sandbox.policy import NetworkMode
+
+    write(tmp_path, NET + '[[network.allow]]\nhost = "pypi.org"\n', "base.toml")
+    pol = load_text(tmp_path, 'extends = "base.toml"\n[network]\nmode = "none"\n', "p.toml")
+    assert pol.network is NetworkMode.NONE
+    assert pol.egress_allow == ()
