@@ -233,7 +233,7 @@ def timed(argv: list[str], cwd: str, env: dict[str, str]) -> float:
     return time.perf_counter() - start
 
 
-def bench_startup(runs: int) -> None:
+def bench_startup(runs: int, origin_port: int) -> None:
     from bench_startup import age  # the same workspace preparation as the startup benchmark
 
     exe = str(Path(os.path.realpath(sys.prefix)) / "bin" / "sandbox")
@@ -263,6 +263,20 @@ def bench_startup(runs: int) -> None:
             a.append(timed(net, str(ws), env))
             b.append(timed(plain, str(ws), env))
             c.append(timed(bare, str(ws), env))
+        # a run whose command makes one request: the proxy's deferred import
+        # happens on this first connection
+        prof.write_text(prof.read_text().replace("8080", str(origin_port)))
+        age(Path(work))
+        curl = ["curl", "-sS", "-o", "/dev/null", f"http://{NAME}:{origin_port}/small"]
+        first = [exe, "run", "--profile", str(prof), "--", *curl]
+        direct = curl[:-1] + ["--noproxy", "*", "--resolve", f"{NAME}:{origin_port}:127.0.0.1",
+                              curl[-1]]
+        for _ in range(3):
+            timed(first, str(ws), env)
+        d, e = [], []
+        for _ in range(runs):
+            d.append(timed(first, str(ws), env))
+            e.append(timed(direct, str(ws), env))
         ms = lambda v: f"{v * 1000:7.1f} ms"  # noqa: E731
         print(f"\n== startup: `sandbox run -- true`, {runs} triples")
         print(f"proxy profile        median {ms(statistics.median(a))}")
@@ -271,6 +285,10 @@ def bench_startup(runs: int) -> None:
         print(f"proxy - bare (paired) median {ms(statistics.median(x - z for x, z in zip(a, c)))}"
               "  (bar: +60 ms)")
         print(f"proxy - default       median {ms(statistics.median(x - y for x, y in zip(a, b)))}")
+        print(f"\n== a run that makes one request: `sandbox run -- curl URL` (proxy profile), {runs} pairs")
+        print(f"sandbox run -- curl  median {ms(statistics.median(d))}")
+        print(f"curl on the host     median {ms(statistics.median(e))}")
+        print(f"difference (paired)  median {ms(statistics.median(x - y for x, y in zip(d, e)))}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -310,7 +328,7 @@ def main() -> None:
         bench_throughput(f"{args.mb} MB over HTTPS (CONNECT tunnel)", f"https://{NAME}:{tport}/big",
                          proxy_port, cert, args.transfers)
         bench_concurrency(port, proxy_port, args.conns)
-        bench_startup(args.runs)
+        bench_startup(args.runs, port)
     finally:
         for pid in pids:  # only the processes this script started
             try:
