@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -90,11 +91,12 @@ def origin(tmp_path):
     srv.close()
 
 
-def write_profile(senv, rules: str, hosts: dict[str, str] | None = None) -> Path:
+def write_profile(senv, rules: str, hosts: dict[str, str] | None = None,
+                  name: str = "net") -> Path:
     hosts = hosts or {}
     pins = ", ".join(f'"{k}" = "{v}"' for k, v in hosts.items())
     text = f'extends = "default"\n[network]\nmode = "proxy"\nhosts = {{ {pins} }}\n\n{rules}\n'
-    path = senv.base / "net.toml"
+    path = senv.base / f"{name}.toml"
     path.write_text(text)
     return path
 
@@ -234,7 +236,7 @@ def test_connect_to_local_tls_server(senv, tls_origin):
     assert done.stdout == b"hello from the origin\n"
     # a rule that limits paths cannot be checked inside TLS: CONNECT is refused
     scoped = write_profile(senv, rule("pypi.test", [port], paths=["/hello"]),
-                           {"pypi.test": "127.0.0.1"})
+                           {"pypi.test": "127.0.0.1"}, name="scoped")
     tls_origin.seen.clear()
     refused = senv.run([CURL, "-sS", "--cacert", "ca.pem", "--max-time", "20",
                         f"https://pypi.test:{port}/hello"], args=["--profile", str(scoped)])
@@ -363,3 +365,43 @@ def test_killing_the_proxy_leaves_no_route(senv, origin):
     assert "direct=7" in text, text
     assert origin.seen == [("GET", "/", f"pypi.test:{port}")]
     assert b"egress proxy stopped during the run" in err
+
+
+@pytest.fixture
+def origin6(tmp_path):
+    class V6Server(http.server.ThreadingHTTPServer):
+        address_family = socket.AF_INET6
+
+    try:
+        server = V6Server(("::1", 0), lambda *a, **kw: _Handler(*a, directory=str(tmp_path), **kw))
+    except OSError as exc:
+        pytest.skip(f"no IPv6 loopback here: {exc}")
+    server.daemon_threads = True
+    server.seen = []
+    server.files_only = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+    thread.join(5)
+
+
+def test_an_ip_rule_opens_that_address_only(senv, origin6):
+    """A loopback address is reachable only when a rule names it, and only it."""
+    port = origin6.server_address[1]
+    url = f"http://[::1]:{port}/"
+    # the host itself reaches the server
+    assert subprocess.run([CURL, "-sS", "-o", "/dev/null", "--noproxy", "*", url]).returncode == 0
+    origin6.seen.clear()
+    named = write_profile(senv, rule("::1", [port]), name="named")
+    other = write_profile(senv, rule("127.0.0.1", [port]), name="other")
+    # --noproxy '': ask the proxy even for a loopback address (NO_PROXY lists ::1)
+    ok = curl_status(senv, named, url, "--noproxy", "")
+    assert ok.stdout == b"200", ok.stderr
+    assert len(origin6.seen) == 1
+    refused = curl_status(senv, other, url, "--noproxy", "")
+    assert refused.stdout == b"403", refused.stderr
+    mapped = curl_status(senv, named, f"http://[::ffff:127.0.0.1]:{port}/", "--noproxy", "")
+    assert mapped.stdout == b"403"
+    assert len(origin6.seen) == 1
