@@ -27,6 +27,9 @@ from pathlib import Path
 import pytest
 
 CURL = shutil.which("curl")
+# a Python the sandbox can run whoever calls it: the test's own interpreter may
+# live under a private directory (/root, or a checkout in /tmp)
+SYSTEM_PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
 pytestmark = pytest.mark.skipif(CURL is None, reason="curl is not installed")
 
 
@@ -189,7 +192,7 @@ def test_direct_connections_have_no_route(senv, origin):
 
 def test_servers_on_the_sandbox_loopback_stay_direct(senv, origin):
     profile = write_profile(senv, rule("pypi.test", [origin.port]), {"pypi.test": "127.0.0.1"})
-    script = (f"{sys.executable} -m http.server 8765 --bind 127.0.0.1 >/dev/null 2>&1 & "
+    script = (f"{SYSTEM_PYTHON} -m http.server 8765 --bind 127.0.0.1 >/dev/null 2>&1 & "
               "i=0; while [ $i -lt 100 ]; do "
               f"  {CURL} -s -o /dev/null http://127.0.0.1:8765/ && break; i=$((i+1)); sleep 0.05; "
               "done; "
@@ -275,8 +278,7 @@ def test_pip_install_from_a_local_index(senv, origin):
     port = origin.port
     profile = write_profile(senv, rule("pypi.test", [port], ["GET"], ["/simple/"]),
                             {"pypi.test": "127.0.0.1"})
-    python = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
-    script = (f"{python} -m venv .venv && .venv/bin/pip install --disable-pip-version-check "
+    script = (f"{SYSTEM_PYTHON} -m venv .venv && .venv/bin/pip install --disable-pip-version-check "
               f"--no-cache-dir --index-url http://pypi.test:{port}/simple/ "
               f"--trusted-host pypi.test demo-egress && "
               ".venv/bin/python -c 'import demo_egress; print(demo_egress.VALUE)'")
