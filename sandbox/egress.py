@@ -38,13 +38,18 @@ def proxy_env() -> dict[str, str]:
     """The variables that send the command's clients to the proxy.
 
     Both spellings, because tools disagree (curl reads only lower-case
-    http_proxy; Python reads either); npm has its own names.
+    http_proxy; Python reads either); npm/pnpm and yarn have their own
+    names, and Node's built-in fetch reads the variables only when
+    NODE_USE_ENV_PROXY is set (Node 24+).
     """
     env: dict[str, str] = {}
     for name in ("http_proxy", "https_proxy", "all_proxy"):
         env[name] = env[name.upper()] = PROXY_URL
     env["no_proxy"] = env["NO_PROXY"] = NO_PROXY
-    env["npm_config_proxy"] = env["npm_config_https_proxy"] = PROXY_URL
+    for name in ("npm_config_proxy", "npm_config_https_proxy", "YARN_HTTP_PROXY",
+                 "YARN_HTTPS_PROXY"):
+        env[name] = PROXY_URL
+    env["NODE_USE_ENV_PROXY"] = "1"
     return env
 
 

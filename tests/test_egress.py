@@ -209,6 +209,12 @@ def test_proxy_variables_are_set(senv, origin):
     for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
         assert env[name] == "http://127.0.0.1:3128"
     assert env["NO_PROXY"] == env["no_proxy"] == "localhost,127.0.0.1,::1"
+    for name in ("npm_config_proxy", "npm_config_https_proxy", "YARN_HTTP_PROXY", "YARN_HTTPS_PROXY"):
+        assert env[name] == "http://127.0.0.1:3128"
+    assert env["NODE_USE_ENV_PROXY"] == "1"
+    # the default profile has no proxy: none of this is set
+    plain = senv.sh("env")
+    assert b"3128" not in plain.stdout
 
 
 # -- TLS through CONNECT ----------------------------------------------------------
