@@ -13,6 +13,12 @@ from __future__ import annotations
 import os
 import sys
 
+from sandbox import selfguard
+
+# Before anything else is imported: nothing in the current directory (the
+# workspace, for `python -m sandbox`) may shadow a module we load later.
+selfguard.harden_sys_path()
+
 _VALUE_OPTS = {"--profile": "profile", "-p": "profile", "--workspace": "workspace",
                "-w": "workspace", "--report": "report"}
 _LIST_OPTS = {"--allow-write": "allow_write", "--unprotect": "unprotect"}

@@ -16,7 +16,8 @@ import shutil
 import time
 from dataclasses import dataclass
 
-from sandbox import bwrap, command, discover, egress, envfilter, limits, plancache, policycache
+from sandbox import (bwrap, command, discover, egress, envfilter, limits, plancache,
+                     policycache, selfguard)
 from sandbox.errors import SandboxError, SetupError, UsageError
 from sandbox.invocation import Invocation
 from sandbox.layout import Layout
@@ -124,7 +125,8 @@ def prepare(opts: RunOptions, environ: dict[str, str]) -> Prepared:
             "(no secrets masked, no environment filter) unless it lists them itself"),))
     ws = discover.resolve_workspace(ws_arg, environ, home, state, policy, obs)
     layout = discover.discover(policy, ws, extra_writable=allow_write, unprotect=unprotect,
-                               home=home, state=state, environ=environ, obs=obs)
+                               home=home, state=state, environ=environ, obs=obs,
+                               tool_paths=selfguard.install_paths())
     bwrap_path = find_bwrap(environ)
     obs.note(bwrap_path)
     helper = None

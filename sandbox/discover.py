@@ -299,7 +299,7 @@ def _depth_sorted(paths) -> tuple[str, ...]:
 
 def discover(policy: Policy, ws: Workspace, *, extra_writable: tuple[str, ...] = (),
              unprotect: tuple[str, ...] = (), home: str, state: str,
-             environ: dict[str, str], obs: Observer) -> Layout:
+             environ: dict[str, str], obs: Observer, tool_paths: tuple[str, ...] = ()) -> Layout:
     """Describe the host for ``policy`` and ``ws``; see ``Layout``.
 
     Everything read from the filesystem goes through ``obs`` so that a
@@ -401,6 +401,23 @@ def discover(policy: Policy, ws: Workspace, *, extra_writable: tuple[str, ...] =
             continue
         read_only.append(path)
         keep.extend(_ancestors_between(max(containing, key=len), path))
+    # The sandbox's own code (see sandbox.selfguard): read-only whatever the
+    # profile says, because the wrapper and the proxy import from it on the
+    # host while the command runs.  --unprotect does not apply.
+    for path in tool_paths:
+        containing = [r for r in writable if is_within(path, r)]
+        if not containing or any(is_within(r, path) for r in containing):
+            continue  # outside every writable root, or a root itself (moved last on sys.path)
+        if _link_below(max(containing, key=len), path, obs):
+            raise UsageError(f"the sandbox's own installation {path} is inside a writable path "
+                             "and reached through a symlink, so it cannot be made read-only",
+                             hint="install sandbox outside the workspace (e.g. with pipx)")
+        read_only.append(path)
+        keep.extend(_ancestors_between(max(containing, key=len), path))
+        plan.warnings.append(f"the sandbox's own installation {path} is inside a writable path: "
+                             "it is read-only in the sandbox so the command cannot change the "
+                             "sandbox (install sandbox outside the workspace, e.g. with pipx, "
+                             "to make it writable again)")
     # bwrap follows symlinks on both sides of a bind: a bind of a planted link
     # would make its target writable, so every mount point below a writable
     # root must be reached without one

@@ -20,6 +20,7 @@ PROXY_URL = f"http://{PROXY_HOST}:{PROXY_PORT}"
 NO_PROXY = "localhost,127.0.0.1,::1"
 MAX_EVENTS_BYTES = 4 << 20  # the proxy writes at most 1000 lines; this bounds the read
 SUMMARY_LINES = 5
+MAX_CONNECTIONS = 4096  # network.max_connections = 0
 
 
 def plan(policy) -> dict | None:
@@ -31,7 +32,8 @@ def plan(policy) -> dict | None:
         return [(r.host, list(r.ports), list(r.methods), list(r.paths), r.source) for r in items]
 
     return {"profile": policy.name, "allow": rules(policy.egress_allow),
-            "deny": rules(policy.egress_deny), "hosts": [list(p) for p in policy.egress_hosts]}
+            "deny": rules(policy.egress_deny), "hosts": [list(p) for p in policy.egress_hosts],
+            "max_connections": policy.egress_max_connections or MAX_CONNECTIONS}
 
 
 def proxy_env() -> dict[str, str]:
@@ -155,7 +157,8 @@ def _proxy_main(channel, data: dict, events_fd: int) -> None:
 
     from sandbox import proxy
 
-    proxy.serve_listener(socket.socket(fileno=listener), build_rules(data), events_fd)
+    proxy.serve_listener(socket.socket(fileno=listener), build_rules(data), events_fd,
+                         proxy.Limits(max_connections=data["max_connections"]))
 
 
 def _read_events(fd: int) -> tuple[list[dict], dict]:

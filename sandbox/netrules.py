@@ -646,7 +646,8 @@ class Rules:
         """The ``network.hosts`` address of a normalised name, if it has one."""
         return self._pins.get(host) if isinstance(host, str) else None
 
-    def address_refusal(self, host: str | Address, addr: Address) -> str | None:
+    def address_refusal(self, host: str | Address, addr: Address,
+                        port: int | None = None) -> str | None:
         """Why the proxy must not connect to ``addr`` for ``host``, or None.
 
         Checked on the address actually used, after resolution, so a public
@@ -657,6 +658,12 @@ class Rules:
         entry pinning the name to that address.
         """
         addr = _collapse(addr)
+        # A deny rule naming this address refuses it whatever name led here
+        # (a pinned or resolved alias), and whatever methods or paths the
+        # rule lists: deny wins, and at this stage there is no finer check.
+        for rule, matches in self._deny:
+            if matches(addr) and (port is None or not rule.ports or port in rule.ports):
+                return f"denied by a [[network.deny]] rule ({rule.source or describe(rule)})"
         if isinstance(host, str):
             try:
                 host = normalize_host(host)

@@ -41,7 +41,9 @@ def pending_audit_path(state: str, workspace: str) -> str:
 
 
 def key(opts, environ: dict[str, str]) -> str:
-    parts = (FORMAT, __version__, sys.version_info[:2], os.getuid(), os.getgid(),
+    # sys.prefix and the package's place: which installation is running
+    # decides which paths are protected (sandbox.selfguard)
+    parts = (FORMAT, __version__, sys.version_info[:2], sys.prefix, __file__, os.getuid(), os.getgid(),
              opts.profile, opts.workspace, tuple(opts.allow_write), tuple(opts.unprotect),
              os.getcwd(), os.isatty(0), tuple(environ.get(k) for k in KEY_ENV))
     return statefile.sha256_hex(repr(parts).encode())[:32]

@@ -108,6 +108,7 @@ class Policy:
     egress_allow: tuple[EgressRule, ...] = ()
     egress_deny: tuple[EgressRule, ...] = ()  # wins over egress_allow
     egress_hosts: tuple[tuple[str, str], ...] = ()  # name -> address, like curl --resolve
+    egress_max_connections: int = 256  # the proxy's open connections at once (0: 4096)
 
     # seccomp (rule sets live in bwrap/seccomp.toml)
     syscalls_enabled: bool = True

@@ -348,6 +348,13 @@ def merge(chain: list[Source], datas: list[dict]) -> tuple[dict, list[Weakening]
                         for v in value:
                             weakenings.append(Weakening(src.name, dotted, f"added {_entry(v)}"))
                 elif spec.merge is Merge.MERGE:
+                    if spec.kind is Kind.HOSTMAP and is_child:
+                        # a pin decides which address an allowed name reaches,
+                        # loopback and private ones included: a loosening
+                        for name, addr in value.items():
+                            if target.get(key, {}).get(name) != addr:
+                                weakenings.append(Weakening(src.name, dotted,
+                                                            f"pinned {name} = {addr}"))
                     target[key] = {**target.get(key, {}), **value}
                 else:
                     old = target.get(key, _UNSET.get(dotted))
@@ -359,7 +366,8 @@ def merge(chain: list[Source], datas: list[dict]) -> tuple[dict, list[Weakening]
 
 # what build_policy uses when no profile in the chain sets the key
 _UNSET = {"filesystem.workspace": "write", "filesystem.scratch": "write", "protect.git": True,
-          "sockets.max_depth": 4, "network.mode": "none", "syscalls.enabled": True,
+          "sockets.max_depth": 4, "network.mode": "none", "network.max_connections": 256,
+          "syscalls.enabled": True,
           "syscalls.allow_32bit": False, "syscalls.unix_sockets": True,
           **{f"audit.{name}": True for name in SCHEMA["audit"]},
           **{f"limits.{name}": value for name, value in LIMIT_DEFAULTS}}
@@ -474,6 +482,7 @@ def build_policy(chain: list[Source], ctx: Context) -> Policy:
         egress_allow=egress_allow,
         egress_deny=egress_deny,
         egress_hosts=egress_hosts,
+        egress_max_connections=net.get("max_connections", 256),
         syscalls_enabled=sys_.get("enabled", True),
         syscall_set=sys_.get("set", "default"),
         syscall_deny=tuple(sys_.get("deny", [])),

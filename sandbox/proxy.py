@@ -30,6 +30,7 @@ import errno
 import http
 import ipaddress
 import json
+import mmap
 import os
 import re
 import resource
@@ -63,6 +64,12 @@ _HOP_BY_HOP = frozenset({
 # Set by the proxy itself, never copied: h11 frames each side from the parsed
 # framing, Host is the checked authority, 100-continue is answered here.
 _SET_BY_PROXY = frozenset({b"content-length", b"transfer-encoding", b"host", b"expect"})
+# Headers that ask the origin to use another method or path than the request
+# line's (h11 gives header names lower-cased).
+_OVERRIDES = frozenset({
+    b"x-http-method-override", b"x-http-method", b"x-method-override", b"x-original-url",
+    b"x-rewrite-url", b"x-original-method", b"x-override-url",
+})
 _OBS_FOLD = re.compile(rb"\r?\n[ \t]")
 
 
@@ -73,7 +80,7 @@ class Limits:
     max_head: int = 32 * 1024  # request line + headers (431 beyond)
     head_timeout: float = 10.0  # the whole head must arrive within this (slowloris: 408)
     idle_timeout: float = 300.0  # no byte either way in a tunnel or body: close
-    max_connections: int = 512  # concurrent client connections (503 beyond)
+    max_connections: int = 256  # concurrent client connections (503 beyond)
     connect_timeout: float = 10.0  # per upstream address
     max_upstream_head: int = 64 * 1024
 
@@ -105,7 +112,9 @@ def _url(host: str, port: int, path: str | None) -> str:
 
 
 def _system_resolver(host: str, port: int) -> list[_Address]:
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    # the trailing dot makes the name absolute: resolv.conf search domains
+    # (Kubernetes' ndots:5) must not turn pypi.org into pypi.org.<cluster>
+    infos = socket.getaddrinfo(host + ".", port, type=socket.SOCK_STREAM)
     # scope ids are dropped: link-local addresses are refused anyway
     return [ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in infos]
 
@@ -380,6 +389,7 @@ class _Client:
         self.host: str | None = None  # for events: normalized when known, raw before
         self.port: int | None = None
         self.path: str | None = None
+        self.rule = None  # the allow rule that let the request through
 
     # -- the request -------------------------------------------------------
     def run(self) -> None:
@@ -492,6 +502,14 @@ class _Client:
         if _normalize(h_host) != _normalize(host_raw) or h_port != port:
             raise _Refused(400, "Host header does not match the URL")
         host = self._check(host_raw, port, path)
+        if self.rule is not None and self.rule.scoped():
+            # Many frameworks take the method or path from these headers; a
+            # rule that limits methods or paths would then check one request
+            # while the origin serves another.
+            override = next((name for name, _ in request.headers if name in _OVERRIDES), None)
+            if override is not None:
+                raise _Refused(403, f"header {override.decode()} is not allowed where a rule "
+                                    "limits methods or paths")
         upstream = self._open_upstream(host, port)
         self._exchange(request, host, port, path, upstream)
 
@@ -504,6 +522,7 @@ class _Client:
             self.host = decision.host
         if not decision.allowed:
             raise _Refused(403, decision.reason)
+        self.rule = decision.rule
         return host
 
     def _open_upstream(self, host: str | _Address, port: int) -> socket.socket:
@@ -522,7 +541,7 @@ class _Client:
         refusal, failure, tried = None, None, 0
         for candidate in candidates[:_MAX_CANDIDATES]:
             addr = ipaddress.ip_address(str(candidate))
-            why = rules.address_refusal(host, addr)
+            why = rules.address_refusal(host, addr, port)
             if why is not None:
                 refusal = refusal or why
                 continue
@@ -769,7 +788,10 @@ class _Relay:
         other.join(timeout=2.0)
 
     def _pump(self, src: socket.socket, dst: socket.socket) -> None:
-        buf = memoryview(bytearray(_BODY_CHUNK))
+        # An anonymous mapping, not a bytearray (which is zero-filled at
+        # once): an idle tunnel then holds no memory, and a busy one only
+        # the pages its reads touch.  Up to 512 tunnels may be open.
+        buf = memoryview(mmap.mmap(-1, _BODY_CHUNK))
         try:
             while True:
                 try:
@@ -857,7 +879,8 @@ def child_main(channel: socket.socket, rules: netrules.Rules, events_fd: int) ->
     serve_listener(socket.socket(fileno=fds[0]), rules, events_fd)
 
 
-def serve_listener(listener: socket.socket, rules: netrules.Rules, events_fd: int) -> NoReturn:
+def serve_listener(listener: socket.socket, rules: netrules.Rules, events_fd: int,
+                   limits: Limits | None = None) -> NoReturn:
     """Serve ``listener`` until SIGTERM; events go to ``events_fd``.  Never returns."""
     proxy: Proxy | None = None
     stop_early = False
@@ -883,7 +906,7 @@ def serve_listener(listener: socket.socket, rules: netrules.Rules, events_fd: in
         except (OSError, ValueError):
             pass  # fewer tunnels at once
         threading.stack_size(_STACK_SIZE)  # hundreds of threads, shallow stacks
-        proxy = Proxy(listener, rules, sink)
+        proxy = Proxy(listener, rules, sink, limits=limits)
         if stop_early:
             proxy.shutdown()
         proxy.serve_forever()

@@ -162,9 +162,14 @@ SCHEMA: dict[str, dict[str, Key]] = {
                      "(default [443]), and for plain HTTP methods and paths."),
         "deny": Key(Kind.RULES, Merge.APPEND,
                     "Endpoints refused even when an allow rule matches (ports default to all)."),
+        "max_connections": Key(Kind.INT, Merge.REPLACE,
+                               "Connections the proxy holds open at once for the command "
+                               "(each costs the host two threads); 0 means the ceiling, 4096.",
+                               minimum=1, maximum=4096, zero_unlimited=True),
         "hosts": Key(Kind.HOSTMAP, Merge.MERGE,
                      "Resolver override, like curl --resolve: name = address. The proxy never "
-                     "asks DNS for these names, and the address counts as named for that name only."),
+                     "asks DNS for these names, and the address counts as named for that name "
+                     "only. Each pin a child profile adds or changes is a weakening."),
     },
 }
 

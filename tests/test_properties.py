@@ -318,6 +318,11 @@ def expected_weakenings(doc: dict) -> set[Weakening]:
                 out |= {Weakening("p", dotted, f"added {v}") for v in value}
     if doc.get("network", {}).get("mode") == "proxy":
         out.add(Weakening("p", "network.mode", "none -> proxy"))
+    conns = doc.get("network", {}).get("max_connections")
+    if conns is not None and limit_room(conns) > limit_room(256):
+        out.add(Weakening("p", "network.max_connections", f"256 -> {conns}"))
+    for name, addr in doc.get("network", {}).get("hosts", {}).items():
+        out.add(Weakening("p", "network.hosts", f"pinned {name} = {addr}"))
     if doc.get("protect", {}).get("git") is False:
         out.add(Weakening("p", "protect.git", "true -> false"))
     for name, value in doc.get("audit", {}).items():
