@@ -412,12 +412,10 @@ def discover(policy: Policy, ws: Workspace, *, extra_writable: tuple[str, ...] =
             raise UsageError(f"the sandbox's own installation {path} is inside a writable path "
                              "and reached through a symlink, so it cannot be made read-only",
                              hint="install sandbox outside the workspace (e.g. with pipx)")
+        # listed by 'sandbox explain' with the other protected paths; no
+        # warning on every run (it only ever adds protection)
         read_only.append(path)
         keep.extend(_ancestors_between(max(containing, key=len), path))
-        plan.warnings.append(f"the sandbox's own installation {path} is inside a writable path: "
-                             "it is read-only in the sandbox so the command cannot change the "
-                             "sandbox (install sandbox outside the workspace, e.g. with pipx, "
-                             "to make it writable again)")
     # bwrap follows symlinks on both sides of a bind: a bind of a planted link
     # would make its target writable, so every mount point below a writable
     # root must be reached without one
