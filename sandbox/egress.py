@@ -184,21 +184,32 @@ def _read_events(fd: int) -> tuple[list[dict], dict]:
 
 
 def summary(result: dict, profile: str) -> list[str]:
-    """A few lines for stderr, in words a person or a model can act on."""
+    """A few lines for stderr, in words a person or a model can act on.
+
+    The proxy records three kinds of refusal, told apart by the status it
+    answered: 403 the profile does not allow it, other 4xx the request was
+    malformed, 5xx the endpoint was allowed but could not be reached.
+    """
     lines: list[str] = []
     counts: dict[tuple, int] = {}
     for event in result["blocked"]:
-        key = (event.get("method") or "request", event.get("url") or event.get("host") or "?",
-               event.get("reason") or "refused")
+        key = (event.get("status") or 0, event.get("method") or "request",
+               event.get("url") or event.get("host") or "?", event.get("reason") or "refused")
         counts[key] = counts.get(key, 0) + 1
-    for (method, url, reason), n in list(counts.items())[:SUMMARY_LINES]:
+    shown = list(counts.items())[:SUMMARY_LINES]
+    for (status, method, url, reason), n in shown:
         times = f" ({n} times)" if n > 1 else ""
-        lines.append(f"sandbox: blocked {method} {url} - {reason}{times} "
-                     f"(profile '{profile}')")
-    more = result["blocked_count"] - sum(list(counts.values())[:SUMMARY_LINES])
+        if status == 403:
+            lines.append(f"sandbox: blocked {method} {url} - {reason}{times} (profile '{profile}')")
+        elif 400 <= status < 500:
+            lines.append(f"sandbox: refused a malformed {method} {url} - {reason}{times}")
+        else:
+            lines.append(f"sandbox: could not reach {url} ({method}) - {reason}{times}; "
+                         "the profile allows it")
+    more = result["blocked_count"] - sum(n for _, n in shown)
     if more > 0:
-        lines.append(f"sandbox: ... and {more} more blocked request(s); see --report")
-    if lines:
+        lines.append(f"sandbox: ... and {more} more refused request(s); see --report")
+    if any(status == 403 for (status, *_), _ in counts.items()):
         lines.append("sandbox: to allow an endpoint, add a [[network.allow]] rule to a profile "
                      "that extends this one (docs/profiles.md); 'sandbox explain' shows the rules")
     if "proxy_died" in result:

@@ -413,3 +413,50 @@ def test_an_ip_rule_opens_that_address_only(senv, origin6):
     mapped = curl_status(senv, named, f"http://[::ffff:127.0.0.1]:{port}/", "--noproxy", "")
     assert mapped.stdout == b"403"
     assert len(origin6.seen) == 1
+
+
+def test_the_cached_fast_path_starts_the_proxy_too(senv, origin):
+    """A second run reuses the cached plan; its network works the same."""
+    profile = write_profile(senv, rule("pypi.test", [origin.port]), {"pypi.test": "127.0.0.1"})
+    report = senv.base / "report.json"
+    senv.finish()  # once: chown (senv.run does it every time) makes every ctime new
+    from conftest import sandbox_exe
+
+    argv = senv.who.prefix() + [sandbox_exe(), "run", "--profile", str(profile), "--report",
+                                str(report), "--", CURL, "-sS", "-o", "/dev/null", "-w",
+                                "%{http_code}", f"http://pypi.test:{origin.port}/"]
+    seen = []
+    for i in range(4):
+        if i in (1, 2):
+            time.sleep(2.2)  # plans are cached only from inputs older than 2 s
+        done = subprocess.run(argv, cwd=senv.ws, env=senv.environ(), capture_output=True,
+                              timeout=60)
+        assert done.stdout == b"200", done.stderr
+        seen.append(json.loads(report.read_text())["plan_cached"])
+    assert seen[-1] is True, seen
+    assert len(origin.seen) == 4
+
+
+def test_summary_tells_refusals_from_unreachable_endpoints():
+    from sandbox import egress
+
+    result = {"blocked": [
+        {"status": 403, "method": "POST", "url": "http://a.test:80/x", "reason": "host not allowed"},
+        {"status": 403, "method": "POST", "url": "http://a.test:80/x", "reason": "host not allowed"},
+        {"status": 400, "method": "GET", "url": "http://b.test:80/", "reason": "bare LF"},
+        {"status": 502, "method": "CONNECT", "url": "c.test:443", "reason": "connection refused"},
+    ], "blocked_count": 9}
+    assert egress.summary(result, "p") == [
+        "sandbox: blocked POST http://a.test:80/x - host not allowed (2 times) (profile 'p')",
+        "sandbox: refused a malformed GET http://b.test:80/ - bare LF",
+        "sandbox: could not reach c.test:443 (CONNECT) - connection refused; the profile allows it",
+        "sandbox: ... and 5 more refused request(s); see --report",
+        "sandbox: to allow an endpoint, add a [[network.allow]] rule to a profile that extends "
+        "this one (docs/profiles.md); 'sandbox explain' shows the rules",
+    ]
+    unreachable = {"blocked": result["blocked"][3:], "blocked_count": 1, "proxy_died": "killed by signal 9"}
+    assert egress.summary(unreachable, "p") == [
+        "sandbox: could not reach c.test:443 (CONNECT) - connection refused; the profile allows it",
+        "sandbox: warning: the egress proxy stopped during the run (killed by signal 9); from then "
+        "on the command had no network",
+    ]
