@@ -49,7 +49,7 @@ def namespace_args(policy: Policy) -> list[str]:
         args.append("--unshare-net")  # loopback only
     # NetworkMode.PROXY: no --unshare-net here, because the runner starts
     # bwrap inside the egress bridge's network namespace (sandbox.netns),
-    # which is already private; the runner refuses this argv without it.
+    # which is already private; execute refuses this argv without it.
     args += [
         # no nested user namespaces: they are the usual door to kernel bugs
         "--disable-userns",

@@ -121,9 +121,10 @@ def run(
     stay read-only, and there is no network. A profile with [network] mode =
     "proxy" (built-in: pypi, npm, github) lets the command reach only the
     endpoints its [[network.allow]] rules name, through a proxy at
-    127.0.0.1:3128 (http_proxy/https_proxy are set); each refused request is
-    answered 403 and listed on stderr when the command ends. Use 'sandbox
-    explain' to see exactly what a profile allows.
+    127.0.0.1:3128 (http_proxy/https_proxy are set); a refused request gets an
+    HTTP error (403 when the profile does not allow it) and is listed on
+    stderr when the command ends. Use 'sandbox explain' to see exactly what a
+    profile allows.
 
     Exit status: the command's own; 128+N if it was killed by signal N; 124
     on a [limits] timeout; 125 if the sandbox could not be set up (the

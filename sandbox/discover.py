@@ -405,9 +405,15 @@ def discover(policy: Policy, ws: Workspace, *, extra_writable: tuple[str, ...] =
     # profile says, because the wrapper and the proxy import from it on the
     # host while the command runs.  --unprotect does not apply.
     for path in tool_paths:
+        inside = [r for r in writable if is_within(r, path)]
+        if inside:  # the root is the installation or part of it: nothing to bind over it
+            raise UsageError(f"writable path {inside[0]} is inside the sandbox's own installation "
+                             f"({path}); the command could change the code that confines it",
+                             hint="use a workspace outside the installation, or install sandbox "
+                                  "elsewhere (e.g. with pipx)")
         containing = [r for r in writable if is_within(path, r)]
-        if not containing or any(is_within(r, path) for r in containing):
-            continue  # outside every writable root, or a root itself (moved last on sys.path)
+        if not containing:
+            continue  # already read-only: it sits on the read-only root
         if _link_below(max(containing, key=len), path, obs):
             raise UsageError(f"the sandbox's own installation {path} is inside a writable path "
                              "and reached through a symlink, so it cannot be made read-only",

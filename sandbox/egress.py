@@ -21,6 +21,7 @@ NO_PROXY = "localhost,127.0.0.1,::1"
 MAX_EVENTS_BYTES = 4 << 20  # the proxy writes at most 1000 lines; this bounds the read
 SUMMARY_LINES = 5
 MAX_CONNECTIONS = 4096  # network.max_connections = 0
+PR_SET_PDEATHSIG, SIGKILL = 1, 9
 
 
 def plan(policy) -> dict | None:
@@ -28,11 +29,8 @@ def plan(policy) -> dict | None:
     if policy.network.value != "proxy":
         return None
 
-    def rules(items):
-        return [(r.host, list(r.ports), list(r.methods), list(r.paths), r.source) for r in items]
-
-    return {"profile": policy.name, "allow": rules(policy.egress_allow),
-            "deny": rules(policy.egress_deny), "hosts": [list(p) for p in policy.egress_hosts],
+    return {"profile": policy.name, "allow": [r.as_tuple() for r in policy.egress_allow],
+            "deny": [r.as_tuple() for r in policy.egress_deny], "hosts": [list(p) for p in policy.egress_hosts],
             "max_connections": policy.egress_max_connections or MAX_CONNECTIONS}
 
 
@@ -59,10 +57,8 @@ def build_rules(data: dict):
     from sandbox import netrules
     from sandbox.policy import EgressRule
 
-    def rules(items):
-        return [EgressRule(h, tuple(p), tuple(m), tuple(pa), s) for h, p, m, pa, s in items]
-
-    return netrules.Rules(rules(data["allow"]), rules(data["deny"]),
+    return netrules.Rules([EgressRule.from_tuple(r) for r in data["allow"]],
+                          [EgressRule.from_tuple(r) for r in data["deny"]],
                           tuple(tuple(p) for p in data["hosts"]))
 
 
@@ -78,27 +74,35 @@ class Session:
         # The proxy's refusals go to an anonymous in-memory file: the command
         # cannot reach it, and it survives the proxy being killed.
         self.events_fd = os.memfd_create("sandbox-egress-events", os.MFD_CLOEXEC)
-        proxy_end, launcher_end = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM)
-        events_fd = self.events_fd
+        try:
+            proxy_end, launcher_end = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM)
+        except OSError:
+            os.close(self.events_fd)
+            raise
+        events_fd, wrapper = self.events_fd, os.getpid()
 
         def main() -> None:
             launcher_end.close()
-            _proxy_main(proxy_end, data, events_fd)
+            _proxy_main(proxy_end, data, events_fd, wrapper)
 
         try:
             self.pid = runner.fork_helper(main)
+        except OSError:
+            launcher_end.close()
+            os.close(self.events_fd)
+            raise
         finally:
             proxy_end.close()
         self.bridge = netns.Bridge(launcher_end)
-
-    def close_launcher_end(self) -> None:
-        self.bridge.channel.close()
+        self.result: dict | None = None
 
     def finish(self) -> dict:
-        """Stop the proxy; return what it saw, for the report."""
+        """Stop the proxy (once); return what it saw, for the report."""
+        if self.result is not None:
+            return self.result
         from sandbox import runner
 
-        self.close_launcher_end()
+        self.bridge.close()
         exited, status = runner.stop_helper(self.pid)
         events, stats = _read_events(self.events_fd)
         os.close(self.events_fd)
@@ -111,10 +115,11 @@ class Session:
             # route at all (the listening socket died with it)
             result["proxy_died"] = (f"killed by signal {-status}" if status < 0
                                     else f"exit status {status}")
+        self.result = result
         return result
 
 
-def _proxy_main(channel, data: dict, events_fd: int) -> None:
+def _proxy_main(channel, data: dict, events_fd: int, wrapper: int) -> None:
     """In the forked proxy process: wait for the first connection, then serve.
 
     The proxy's modules (h11, the rules, threading) cost about 30 ms of CPU
@@ -137,10 +142,15 @@ def _proxy_main(channel, data: dict, events_fd: int) -> None:
             except OSError:
                 pass
     import _socket
+    import ctypes
     import select
     import struct
 
-    parent = os.getppid()
+    # die with the wrapper (SIGKILL included); checked once more after, in
+    # case it died before the request took effect
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, SIGKILL)
+    if os.getppid() != wrapper:
+        return
     try:
         _, ancillary, _, _ = channel.recvmsg(1, _socket.CMSG_LEN(4))
     except OSError:
@@ -151,8 +161,8 @@ def _proxy_main(channel, data: dict, events_fd: int) -> None:
     if listener is None:
         return  # the bridge was not made: nothing to serve
     while not select.select([listener], [], [], 0.5)[0]:
-        if os.getppid() != parent:
-            return  # the wrapper is gone (SIGTERM would have ended us anyway)
+        if os.getppid() != wrapper:
+            return  # the wrapper is gone (belt and braces: the death signal ends us too)
     import socket
 
     from sandbox import proxy
@@ -203,13 +213,18 @@ def summary(result: dict, profile: str) -> list[str]:
             lines.append(f"sandbox: blocked {method} {url} - {reason}{times} (profile '{profile}')")
         elif 400 <= status < 500:
             lines.append(f"sandbox: refused a malformed {method} {url} - {reason}{times}")
-        else:
+        elif status in (502, 504):
             lines.append(f"sandbox: could not reach {url} ({method}) - {reason}{times}; "
                          "the profile allows it")
+        else:  # 503 at the connection limit, 500 if the proxy failed itself
+            lines.append(f"sandbox: the egress proxy turned away {method} {url} - {reason}{times}")
     more = result["blocked_count"] - sum(n for _, n in shown)
     if more > 0:
         lines.append(f"sandbox: ... and {more} more refused request(s); see --report")
-    if any(status == 403 for (status, *_), _ in counts.items()):
+    # only where a rule would help: not for Upgrade or method-override headers,
+    # which the proxy refuses whatever the rules say
+    if any(status == 403 and not reason.startswith(("Upgrade ", "header "))
+           for (status, _m, _u, reason) in counts):
         lines.append("sandbox: to allow an endpoint, add a [[network.allow]] rule to a profile "
                      "that extends this one (docs/profiles.md); 'sandbox explain' shows the rules")
     if "proxy_died" in result:

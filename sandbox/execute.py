@@ -61,30 +61,35 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
                                          f"{exc.strerror or exc}; the command was not run",
                                          hint="make the state directory writable "
                                               "(XDG_CACHE_HOME/sandbox)"), meta, started)
-    applied = None
-    if limits is not None:  # sandbox.limits.plan(); this makes the run's cgroup
-        applied = runner.Limits(limits)
-        if applied.warning():
-            print(f"sandbox: warning: {applied.warning()}", file=sys.stderr)
-    # report_dir was opened above, before the command could touch its parents
-    network = None
-    if egress is None:
-        outcome = runner.run(argv, env, status_index, interactive, seccomp, applied, grace)
-    else:
+    session = None
+    if egress is not None:
         from sandbox import egress as egress_mod
 
-        session = egress_mod.Session(egress)  # the proxy starts before bwrap
         try:
-            env = {**env, **egress_mod.proxy_env()}
+            session = egress_mod.Session(egress)  # the proxy starts before bwrap
+        except OSError as exc:
+            _audit(audit_spec, pending)
+            return fail(opts, SetupError(f"cannot start the egress proxy: {exc.strerror or exc}; "
+                                         "the command was not run"), meta, started)
+        env = {**env, **egress_mod.proxy_env()}
+    network = None
+    try:
+        applied = None
+        if limits is not None:  # sandbox.limits.plan(); this makes the run's cgroup
+            applied = runner.Limits(limits)
+            if applied.warning():
+                print(f"sandbox: warning: {applied.warning()}", file=sys.stderr)
+        # report_dir was opened above, before the command could touch its parents
+        try:
             outcome = runner.run(argv, env, status_index, interactive, seccomp, applied, grace,
-                                 bridge=session.bridge)
-        except SandboxError as err:
-            session.finish()
+                                 bridge=session.bridge if session is not None else None)
+        except SandboxError as err:  # the bridge could not be made: nothing ran
             _audit(audit_spec, pending)
             return fail(opts, err, meta, started)
-        finally:
-            session.close_launcher_end()
-        network = session.finish()
+    finally:  # whatever happened, the proxy goes with the run
+        if session is not None:
+            network = session.finish()
+    if network is not None:
         for line in egress_mod.summary(network, egress["profile"]):
             print(line, file=sys.stderr)
     findings = _audit(audit_spec, pending)

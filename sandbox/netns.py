@@ -126,14 +126,22 @@ class Bridge:
         except OSError as exc:
             raise BridgeError(4, exc.errno or 0) from None
         try:
+            # MSG_NOSIGNAL: a proxy that already died must give EPIPE (a clear
+            # error), not SIGPIPE, which the child has back at its default
             self.channel.sendmsg([b"L"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
-                                           struct.pack("i", listener.fileno()))])
+                                           struct.pack("i", listener.fileno()))],
+                                 socket.MSG_NOSIGNAL)
         except OSError as exc:
             raise BridgeError(5, exc.errno or 0) from None
         finally:
             # only the proxy may hold it: if the proxy dies, so does the route
             listener.close()
             self.channel.close()
+
+
+    def close(self) -> None:
+        """In the parent, once the child has it: the proxy's end must see EOF if the child dies."""
+        self.channel.close()
 
 
 def describe_failure(stage: int, code: int) -> str:

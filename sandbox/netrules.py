@@ -604,7 +604,8 @@ class Rules:
             return refuse(f"bad port: {_shown(port)} is not a port number (1-65535)")
         if not isinstance(method, str) or not _TOKEN.fullmatch(method):
             return refuse(f"bad method: {_shown(method)} is not an HTTP method")
-        method = method.upper()
+        # Methods are case-sensitive (RFC 9110): "get" is not GET, and the
+        # proxy forwards the method as written, so it is matched as written.
         tunnel = path is None
         if tunnel != (method == "CONNECT"):
             return refuse("bad method: only CONNECT opens a tunnel, and it takes no path")

@@ -52,6 +52,15 @@ class EgressRule:
         """True when the rule limits methods or paths (plain HTTP only)."""
         return bool(self.methods or self.paths)
 
+    def as_tuple(self) -> tuple:
+        """Plain data for caches and the proxy process (``from_tuple`` reads it back)."""
+        return (self.host, tuple(self.ports), tuple(self.methods), tuple(self.paths), self.source)
+
+    @classmethod
+    def from_tuple(cls, data) -> "EgressRule":
+        host, ports, methods, paths, source = data
+        return cls(host, tuple(ports), tuple(methods), tuple(paths), source)
+
 
 @dataclass(frozen=True, slots=True)
 class Weakening:
@@ -157,7 +166,7 @@ def to_data(policy: Policy) -> dict:
         elif name == "weakenings":
             value = tuple((w.source, w.key, w.detail) for w in value)
         elif name in ("egress_allow", "egress_deny"):
-            value = tuple((r.host, r.ports, r.methods, r.paths, r.source) for r in value)
+            value = tuple(r.as_tuple() for r in value)
         out[name] = value
     return out
 
@@ -169,8 +178,7 @@ def from_data(data: dict) -> Policy:
     kwargs["network"] = NetworkMode(kwargs["network"])
     kwargs["weakenings"] = tuple(Weakening(*w) for w in kwargs["weakenings"])
     for name in ("egress_allow", "egress_deny"):
-        kwargs[name] = tuple(EgressRule(r[0], tuple(r[1]), tuple(r[2]), tuple(r[3]), r[4])
-                             for r in kwargs[name])
+        kwargs[name] = tuple(EgressRule.from_tuple(r) for r in kwargs[name])
     for name in ("env_set", "caches", "egress_hosts"):
         kwargs[name] = tuple(tuple(pair) for pair in kwargs[name])
     return Policy(**kwargs)

@@ -307,7 +307,7 @@ class Proxy:
                 sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
-        deadline = time.monotonic() + 2.0
+        deadline = time.monotonic() + 1.0  # the wrapper waits 3 s for us in all
         for thread in threads:
             thread.join(max(0.0, deadline - time.monotonic()))
 
@@ -631,9 +631,7 @@ class _Client:
                 uconn.receive_data(data)  # b"" ends a close-delimited body
             elif type(event) is h11.Response:
                 headers = _end_to_end(event.headers) + [(b"Connection", b"close")]
-                length = _fixed_length(event, self.method)
-                if length is not None:
-                    headers.append((b"Content-Length", b"%d" % length))
+                length = _fixed_length(event, self.method)  # its header is in `headers`
                 response = h11.Response(status_code=event.status_code, headers=headers,
                                         reason=event.reason)
                 self.sock.sendall(self.conn.send(response))
@@ -790,7 +788,7 @@ class _Relay:
     def _pump(self, src: socket.socket, dst: socket.socket) -> None:
         # An anonymous mapping, not a bytearray (which is zero-filled at
         # once): an idle tunnel then holds no memory, and a busy one only
-        # the pages its reads touch.  Up to 512 tunnels may be open.
+        # the pages its reads touch (network.max_connections tunnels may be open).
         buf = memoryview(mmap.mmap(-1, _BODY_CHUNK))
         try:
             while True:
@@ -863,20 +861,6 @@ def _die_with_parent() -> None:
         libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
-
-
-def child_main(channel: socket.socket, rules: netrules.Rules, events_fd: int) -> NoReturn:
-    """The proxy process: receive the listening socket, serve until SIGTERM."""
-    try:
-        _, fds, _, _ = socket.recv_fds(channel, 16, 1)
-    except OSError:
-        fds = []
-    channel.close()
-    if not fds:
-        os._exit(0)
-    for extra in fds[1:]:
-        os.close(extra)
-    serve_listener(socket.socket(fileno=fds[0]), rules, events_fd)
 
 
 def serve_listener(listener: socket.socket, rules: netrules.Rules, events_fd: int,

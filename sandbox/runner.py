@@ -384,8 +384,11 @@ def _spawn(argv: list[str], env: dict[str, str], keep: list[int], stdio: list[in
             stage, _, number = line[1:].partition(":")
             raise SetupError(netns.describe_failure(int(stage or 0), int(number or 0))
                              + "; the command was not run",
-                             hint="the egress proxy needs an unprivileged user and network "
-                                  "namespace (the same thing bwrap needs); see 'sandbox explain'")
+                             hint="the egress proxy needs to create a user and network namespace "
+                                  "from the sandbox process itself; where AppArmor restricts "
+                                  "unprivileged user namespaces to bwrap (Ubuntu 24.04+), allow "
+                                  "them for this Python too, run as root, or use a profile with "
+                                  "network.mode = \"none\"")
         elif line.startswith("E"):
             os.waitpid(pid, 0)
             raise OSError(code, os.strerror(code) if code else "cannot start bwrap",
@@ -454,7 +457,7 @@ def fork_helper(main) -> int:
     return pid
 
 
-def stop_helper(pid: int, timeout: float = 2.0) -> tuple[bool, int]:
+def stop_helper(pid: int, timeout: float = 3.0) -> tuple[bool, int]:
     """Stop a helper from ``fork_helper``.  Returns (it had already exited, status)."""
     try:
         done, status = os.waitpid(pid, os.WNOHANG)

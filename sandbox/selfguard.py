@@ -13,9 +13,11 @@ code on the host.  Two things stop that:
   The sandbox's own submodules are found through the package's ``__path__``,
   not ``sys.path``.
 * ``install_paths`` lists where the running sandbox loads code from (its
-  package, the interpreter's prefix, the standard library and
-  site-packages); ``discover`` makes any of them that sits inside a writable
-  root read-only, like a protected path, and says so.
+  package, the interpreter's directory, the standard library,
+  site-packages, the modules it imports late); ``discover`` makes any of
+  them that sits inside a writable root read-only, like a protected path,
+  and refuses to run when a writable root is one of them or lies inside
+  one.
 
 Standard library only; no I/O beyond ``realpath``.
 """
@@ -42,17 +44,41 @@ def harden_sys_path(path: list[str] | None = None) -> None:
     path.extend(e for e in moved if e)  # '' (the current directory) is dropped
 
 
+# Modules the wrapper or the proxy may import only after the command has
+# started; where they live is protected even if nothing has loaded them yet.
+LATE_IMPORTS = ("h11", "json", "ctypes", "mmap", "threading", "ipaddress", "http", "resource",
+                "select", "socket", "sysconfig")
+
+
 def install_paths() -> tuple[str, ...]:
-    """Directories the running sandbox imports code from, outermost first."""
+    """Files and directories the running sandbox imports code from, outermost first.
+
+    Not ``sys.prefix`` as a whole: for a system install that is ``/usr``,
+    and a workspace under ``/usr/local/src`` is not sandbox code.  The
+    interpreter's directory and a venv's ``pyvenv.cfg`` are included: the
+    next run starts from them.
+    """
+    import importlib.util
     import sysconfig
 
     import sandbox
 
-    found = [sys.prefix, os.path.dirname(sandbox.__file__)]
+    found = [os.path.dirname(sandbox.__file__), os.path.dirname(sys.executable)]
+    cfg = os.path.join(sys.prefix, "pyvenv.cfg")
+    if os.path.exists(cfg):
+        found.append(cfg)
     paths = sysconfig.get_paths()
     found += [paths[k] for k in ("stdlib", "platstdlib", "purelib", "platlib") if k in paths]
-    # the directory of every module already loaded from outside those (for
-    # example a dependency installed somewhere else on sys.path)
+    for name in LATE_IMPORTS:
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            spec = None
+        if spec is not None:
+            found += list(spec.submodule_search_locations or ())
+            if spec.origin and os.path.isabs(spec.origin):
+                found.append(os.path.dirname(spec.origin))
+    # the directory of every module already loaded from elsewhere
     for module in list(sys.modules.values()):
         file = getattr(module, "__file__", None)
         if file:

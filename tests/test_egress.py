@@ -454,6 +454,14 @@ def test_summary_tells_refusals_from_unreachable_endpoints():
         "sandbox: to allow an endpoint, add a [[network.allow]] rule to a profile that extends "
         "this one (docs/profiles.md); 'sandbox explain' shows the rules",
     ]
+    busy = {"blocked": [{"status": 503, "method": None, "url": None,
+                         "reason": "too many connections (limit 256)"},
+                        {"status": 403, "method": "GET", "url": "http://a.test:80/",
+                         "reason": "Upgrade is not supported (use CONNECT)"}], "blocked_count": 2}
+    assert egress.summary(busy, "p") == [
+        "sandbox: the egress proxy turned away request ? - too many connections (limit 256)",
+        "sandbox: blocked GET http://a.test:80/ - Upgrade is not supported (use CONNECT) (profile 'p')",
+    ]
     unreachable = {"blocked": result["blocked"][3:], "blocked_count": 1, "proxy_died": "killed by signal 9"}
     assert egress.summary(unreachable, "p") == [
         "sandbox: could not reach c.test:443 (CONNECT) - connection refused; the profile allows it",

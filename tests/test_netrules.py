@@ -437,7 +437,9 @@ def rules():
      "inside a TLS tunnel", "pypi.org"),
     ("GET", "pypi.org", 80, "/simple/requests/", True,
      "allowed by a [[network.allow]] rule (pypi: network.allow[0])", "pypi.org"),
-    ("get", "pypi.org", 80, "/simple/?q=1", True, None, "pypi.org"),
+    ("GET", "pypi.org", 80, "/simple/?q=1", True, None, "pypi.org"),
+    # methods are case-sensitive, and forwarded as written: "get" is not GET
+    ("get", "pypi.org", 80, "/simple/", False, "method get not allowed for pypi.org", "pypi.org"),
     ("HEAD", "pypi.org", 80, "/packages", True, None, "pypi.org"),
     ("GET", "pypi.org", 80, "/packages/a/b.whl", True, None, "pypi.org"),
     ("GET", "pypi.org", 80, "/%73imple/x", True, None, "pypi.org"),  # %73 = 's'

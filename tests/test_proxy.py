@@ -907,7 +907,7 @@ _CHILD_SCRIPT = textwrap.dedent("""
     sys.path.insert(0, {repo!r})
     from sandbox.netrules import Rules
     from sandbox.policy import EgressRule
-    from sandbox.proxy import child_main
+    from sandbox.egress import _proxy_main
 
     send_fd = sys.argv[1] == "send"
     listener = socket.create_server(("127.0.0.1", 0))
@@ -917,7 +917,9 @@ _CHILD_SCRIPT = textwrap.dedent("""
     pid = os.fork()
     if pid == 0:
         ours.close(); listener.close(); os.close(r)
-        child_main(theirs, Rules([EgressRule("pypi.test", ports=(1,))]), w)
+        _proxy_main(theirs, {{"allow": [("pypi.test", (1,), (), (), "")], "deny": [], "hosts": [],
+                             "max_connections": 256}}, w, os.getppid())
+        os._exit(0)
     theirs.close(); os.close(w)
     if send_fd:
         socket.send_fds(ours, [b"L"], [listener.fileno()])
@@ -951,7 +953,7 @@ _CHILD_SCRIPT = textwrap.dedent("""
 
 
 @pytest.mark.parametrize("mode", ["send", "close"])
-def test_child_main_serves_until_sigterm(tmp_path, mode):
+def test_the_proxy_process_serves_until_sigterm(tmp_path, mode):
     script = tmp_path / "child.py"
     script.write_text(_CHILD_SCRIPT.format(repo=str(REPO)))
     done = subprocess.run([sys.executable, str(script), mode], capture_output=True, text=True,

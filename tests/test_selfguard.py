@@ -24,14 +24,21 @@ def test_a_path_without_the_stdlib_is_left_alone():
     assert path == ["/a", "/b"]
 
 
-def test_install_paths_cover_the_package_and_the_prefix():
+def test_install_paths_cover_the_package_the_interpreter_and_late_imports():
+    import h11
+
     import sandbox
 
     paths = selfguard.install_paths()
-    package = os.path.realpath(os.path.dirname(sandbox.__file__))
-    prefix = os.path.realpath(sys.prefix)
-    assert any(package == p or package.startswith(p + "/") for p in paths)
-    assert any(prefix == p or prefix.startswith(p + "/") for p in paths)
+
+    def covered(path: str) -> bool:
+        path = os.path.realpath(path)
+        return any(path == p or path.startswith(p + "/") for p in paths)
+
+    assert covered(os.path.dirname(sandbox.__file__))
+    assert covered(os.path.dirname(sys.executable))
+    assert covered(os.path.dirname(h11.__file__))  # imported by the proxy only
+    assert covered(os.path.dirname(os.__file__))
     # outermost first, none inside another
     for p in paths:
         assert not any(p != q and p.startswith(q.rstrip("/") + "/") for q in paths)
