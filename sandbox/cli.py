@@ -45,8 +45,9 @@ run) or the persistence audit could not neutralise what the command left;
 126/127 when the command cannot be executed / is not found.
 
 Environment: SANDBOX_BWRAP (path of bwrap), SANDBOX_KILL_GRACE (seconds
-between a forwarded signal and the kill, default 5).  Docs: docs/ in the
-source tree.
+between a forwarded signal and the kill, default 5), SANDBOX_NET_BRIDGE
+(how a proxy profile's network namespace is made: auto, direct or bwrap;
+see docs/network.md).  Docs: docs/ in the source tree.
 """
 
 app = typer.Typer(help=HELP, add_completion=False, no_args_is_help=True,

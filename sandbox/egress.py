@@ -65,7 +65,7 @@ def build_rules(data: dict):
 class Session:
     """The proxy process for one run: started before bwrap, stopped after it."""
 
-    def __init__(self, data: dict) -> None:
+    def __init__(self, data: dict, mode: str = "auto") -> None:
         import _socket  # the C module: ``socket`` costs milliseconds to import
 
         from sandbox import netns, runner
@@ -93,7 +93,7 @@ class Session:
             raise
         finally:
             proxy_end.close()
-        self.bridge = netns.Bridge(launcher_end)
+        self.bridge = netns.Bridge(launcher_end, mode)
         self.result: dict | None = None
 
     def finish(self) -> dict:

@@ -35,6 +35,10 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
 
     try:  # everything the caller got wrong is found before the command starts
         grace = runner.grace_seconds(os.environ)
+        if egress is not None:
+            from sandbox.netns import bridge_mode
+
+            bridge = bridge_mode(os.environ)
     except SandboxError as err:
         return fail(opts, err, meta, started)
     options = argv[:argv.index("--")] if "--" in argv else argv  # not the command's own args
@@ -66,7 +70,7 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
         from sandbox import egress as egress_mod
 
         try:
-            session = egress_mod.Session(egress)  # the proxy starts before bwrap
+            session = egress_mod.Session(egress, bridge)  # the proxy starts before bwrap
         except OSError as exc:
             _audit(audit_spec, pending)
             return fail(opts, SetupError(f"cannot start the egress proxy: {exc.strerror or exc}; "

@@ -56,13 +56,52 @@ class BridgeError(OSError):
         self.stage = stage
 
 
-class Bridge:
-    """Prepared in the parent; ``enter`` is called in the child before exec."""
+# How the bridge's namespace is made (SANDBOX_NET_BRIDGE):
+#   direct  the child that becomes bwrap unshares it itself (fastest);
+#   bwrap   an outer bwrap makes it, and a tiny launcher inside creates the
+#           socket and execs the real bwrap: for hosts that allow user
+#           namespaces to bwrap only (AppArmor on Ubuntu 24.04+);
+#   auto    direct, and bwrap if direct is refused (the default).
+MODES = ("auto", "direct", "bwrap")
 
-    def __init__(self, channel: socket.socket) -> None:
+# The launcher: run by `python -I -S` inside the outer bwrap, so it reads
+# nothing from the workspace, the environment or site-packages.  It binds
+# the proxy's socket in the outer bwrap's fresh network namespace (bwrap has
+# brought lo up), hands it over, and becomes the real bwrap: nothing stays.
+LAUNCHER = """\
+import _socket, os, struct, sys
+s = _socket.socket(_socket.AF_INET, _socket.SOCK_STREAM)
+s.bind((sys.argv[1], int(sys.argv[2])))
+s.listen(1024)
+ch = _socket.socket(fileno=int(sys.argv[3]))
+ch.sendmsg([b"L"], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, struct.pack("i", s.fileno()))],
+           _socket.MSG_NOSIGNAL)
+s.close()
+ch.close()
+os.execv(sys.argv[4], sys.argv[4:])
+"""
+
+
+def bridge_mode(environ) -> str:
+    """SANDBOX_NET_BRIDGE, checked before anything starts."""
+    mode = environ.get("SANDBOX_NET_BRIDGE") or "auto"
+    if mode not in MODES:
+        from sandbox.errors import UsageError
+
+        raise UsageError(f"SANDBOX_NET_BRIDGE={mode!r} is not a bridge mode",
+                         hint="use auto (the default), direct or bwrap")
+    return mode
+
+
+class Bridge:
+    """Prepared in the parent; ``enter`` is called in the child before exec
+    (direct mode), or ``wrap`` turns bwrap's argv into the launcher's."""
+
+    def __init__(self, channel: socket.socket, mode: str = "auto") -> None:
         import fcntl
 
         self.channel = channel
+        self.mode = mode
         self._os_unshare = getattr(os, "unshare", None)  # Python 3.12+
         if self._os_unshare is None:
             import ctypes  # about 3 ms, so only where os.unshare is missing
@@ -138,6 +177,18 @@ class Bridge:
             listener.close()
             self.channel.close()
 
+
+    def wrap(self, argv: list[str], python: str) -> list[str]:
+        """bwrap mode: the outer bwrap and the launcher, then the real bwrap's argv.
+
+        The outer bwrap only makes the user and network namespaces: the
+        whole host stays visible (``--bind / /``) for the real bwrap to set
+        up the sandbox from, exactly as it would without the bridge.  The
+        channel descriptor must be inheritable (the runner keeps it).
+        """
+        return [argv[0], "--unshare-user", "--unshare-net", "--bind", "/", "/",
+                "--die-with-parent", "--", python, "-I", "-S", "-c", LAUNCHER,
+                PROXY_HOST, str(PROXY_PORT), str(self.channel.fileno()), *argv]
 
     def close(self) -> None:
         """In the parent, once the child has it: the proxy's end must see EOF if the child dies."""

@@ -176,7 +176,7 @@ def run(argv, env: dict[str, str], status_fd_arg: int | None, interactive: bool,
         old_handlers[signal.SIGWINCH] = signal.signal(signal.SIGWINCH, on_signal)
     try:
         try:
-            proc = _Proc(_spawn(argv, env, keep, stdio, limits, bridge))
+            proc = _Proc(_spawn_bridged(argv, env, keep, stdio, limits, bridge))
         finally:
             for fd in keep:
                 os.close(fd)
@@ -303,6 +303,28 @@ _DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTER
                     signal.SIGHUP, signal.SIGQUIT)
 
 
+def _spawn_bridged(argv, env, keep, stdio, limits, bridge) -> int:
+    """``_spawn``, with the network bridge in the mode it asks for.
+
+    In auto mode a direct bridge that the host refuses (a user namespace
+    without capabilities, as AppArmor gives unprivileged processes on
+    Ubuntu 24.04+) is tried again through bwrap, which such hosts allow.
+    Nothing has run at that point: the child stopped before exec.
+    """
+    if bridge is None or bridge.mode == "direct":
+        return _spawn(argv, env, keep, stdio, limits, bridge)
+    if bridge.mode == "auto":
+        from sandbox.errors import SetupError
+
+        try:
+            return _spawn(argv, env, keep, stdio, limits, bridge)
+        except SetupError as err:
+            if getattr(err, "bridge_stage", 0) not in (1, 2, 3):
+                raise
+    outer = bridge.wrap(list(argv), sys.executable)
+    return _spawn(outer, env, keep + [bridge.channel.fileno()], stdio, limits, None)
+
+
 def _spawn(argv: list[str], env: dict[str, str], keep: list[int], stdio: list[int | None],
            limits: "Limits | None" = None, bridge=None) -> int:
     """Start bwrap with only stdio and the status pipe inherited.
@@ -382,13 +404,13 @@ def _spawn(argv: list[str], env: dict[str, str], keep: list[int], stdio: list[in
             from sandbox.errors import SetupError
 
             stage, _, number = line[1:].partition(":")
-            raise SetupError(netns.describe_failure(int(stage or 0), int(number or 0))
+            err = SetupError(netns.describe_failure(int(stage or 0), int(number or 0))
                              + "; the command was not run",
-                             hint="the egress proxy needs to create a user and network namespace "
-                                  "from the sandbox process itself; where AppArmor restricts "
-                                  "unprivileged user namespaces to bwrap (Ubuntu 24.04+), allow "
-                                  "them for this Python too, run as root, or use a profile with "
-                                  "network.mode = \"none\"")
+                             hint="the egress proxy's network namespace could not be made; "
+                                  "SANDBOX_NET_BRIDGE=bwrap makes it through bwrap instead, "
+                                  "or use a profile with network.mode = \"none\"")
+            err.bridge_stage = int(stage or 0)
+            raise err
         elif line.startswith("E"):
             os.waitpid(pid, 0)
             raise OSError(code, os.strerror(code) if code else "cannot start bwrap",

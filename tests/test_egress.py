@@ -468,3 +468,19 @@ def test_summary_tells_refusals_from_unreachable_endpoints():
         "sandbox: warning: the egress proxy stopped during the run (killed by signal 9); from then "
         "on the command had no network",
     ]
+
+
+def test_the_bridge_made_through_bwrap_works_the_same(senv, origin):
+    """SANDBOX_NET_BRIDGE=bwrap (the fallback for hosts that allow user
+    namespaces to bwrap only): same rules, same isolation."""
+    port = origin.port
+    profile = write_profile(senv, rule("pypi.test", [port], ["GET"]), {"pypi.test": "127.0.0.1"})
+    env = senv.environ(SANDBOX_NET_BRIDGE="bwrap")
+    script = (f"{CURL} -sS -o /dev/null -w '%{{http_code}} ' http://pypi.test:{port}/ ; "
+              f"{CURL} -sS -o /dev/null -w '%{{http_code}} ' -X POST http://pypi.test:{port}/ ; "
+              f"{CURL} -sS -o /dev/null -w '%{{http_code}} ' --max-time 10 --noproxy '*' "
+              f"http://127.0.0.1:{port}/ ; grep -c : /proc/net/dev")
+    done = senv.run(["sh", "-c", script], args=["--profile", str(profile)], env=env)
+    assert done.stdout.decode().split() == ["200", "403", "000", "1"], done.stderr
+    assert origin.seen == [("GET", "/", f"pypi.test:{port}")]
+    assert b"blocked POST" in done.stderr

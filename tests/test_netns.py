@@ -125,6 +125,8 @@ def test_a_bridge_that_cannot_be_made_stops_the_run_before_bwrap(tmp_path):
     marker = tmp_path / "ran"
 
     class Refused:
+        mode = "direct"
+
         def enter(self) -> None:
             raise netns.BridgeError(1, errno.EPERM)
 
@@ -134,3 +136,69 @@ def test_a_bridge_that_cannot_be_made_stops_the_run_before_bwrap(tmp_path):
     assert str(info.value).startswith("cannot create the network namespace (unshare) for the "
                                       "egress proxy: Operation not permitted; the command was not run")
     assert not marker.exists()
+
+
+def _bridged_run(tmp_path, mode: str, refuse_direct: bool):
+    """Run a real sandboxed command through runner.run with a bridge in ``mode``."""
+    import errno
+    import shutil
+
+    from sandbox import runner
+
+    bwrap = shutil.which("bwrap")
+    if bwrap is None:
+        pytest.skip("bwrap is not installed")
+    proxy_end, launcher_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+
+    class Bridge(netns.Bridge):
+        def enter(self) -> None:
+            if refuse_direct:  # as a host that allows user namespaces to bwrap only
+                raise netns.BridgeError(3, errno.EPERM)
+            super().enter()
+
+    bridge = Bridge(_socket.socket(fileno=launcher_end.detach()), mode)
+    out = tmp_path / "out"
+    script = f"cat /proc/net/dev | grep -c : > {out}"
+    argv = [bwrap, "--unshare-user", "--unshare-pid", "--die-with-parent", "--ro-bind", "/", "/",
+            "--bind", str(tmp_path), str(tmp_path), "--dev", "/dev", "--proc", "/proc",
+            "--", "/bin/sh", "-c", script]
+    outcome = runner.run(argv, dict(os.environ), None, False, bridge=bridge)
+    bridge.close()
+    _, fds, _, _ = socket.recv_fds(proxy_end, 16, 1)
+    listener = socket.socket(fileno=fds[0])
+    name = listener.getsockname()
+    listener.close()
+    proxy_end.close()
+    return outcome, out.read_text().strip(), name
+
+
+@pytest.mark.parametrize("mode", ["direct", "bwrap"])
+def test_each_bridge_mode_gives_a_namespace_with_only_loopback(tmp_path, mode):
+    outcome, interfaces, name = _bridged_run(tmp_path, mode, refuse_direct=False)
+    assert outcome.bwrap_status == 0
+    assert interfaces == "1"  # lo only
+    assert name == (netns.PROXY_HOST, netns.PROXY_PORT)
+
+
+def test_auto_falls_back_to_bwrap_when_the_host_refuses_the_direct_bridge(tmp_path):
+    outcome, interfaces, name = _bridged_run(tmp_path, "auto", refuse_direct=True)
+    assert outcome.bwrap_status == 0 and interfaces == "1"
+    assert name == (netns.PROXY_HOST, netns.PROXY_PORT)
+
+
+def test_direct_mode_does_not_fall_back(tmp_path):
+    from sandbox.errors import SetupError
+
+    with pytest.raises(SetupError) as info:
+        _bridged_run(tmp_path, "direct", refuse_direct=True)
+    assert "bring up the loopback interface" in str(info.value)
+    assert "SANDBOX_NET_BRIDGE=bwrap" in info.value.hint
+
+
+def test_bridge_mode_comes_from_the_environment():
+    from sandbox.errors import UsageError
+
+    assert netns.bridge_mode({}) == "auto"
+    assert netns.bridge_mode({"SANDBOX_NET_BRIDGE": "bwrap"}) == "bwrap"
+    with pytest.raises(UsageError):
+        netns.bridge_mode({"SANDBOX_NET_BRIDGE": "socks"})
