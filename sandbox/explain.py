@@ -42,6 +42,7 @@ def _egress(p: Prepared) -> dict | None:
     from sandbox.netrules import describe
 
     return {"proxy": egress.PROXY_URL, "no_proxy": egress.NO_PROXY,
+            "max_connections": p.policy.egress_max_connections or egress.MAX_CONNECTIONS,
             "allow": [f"{describe(r)}   ({r.source})" for r in p.policy.egress_allow],
             "deny": [f"{describe(r)}   ({r.source})" for r in p.policy.egress_deny],
             "hosts": [f"{name} = {addr}" for name, addr in p.policy.egress_hosts]}
@@ -62,7 +63,8 @@ def as_text(p: Prepared) -> str:
         f"starts in   {d['cwd']}",
         f"network     {d['network']} " + (
             "(own network namespace, loopback only)" if d["egress"] is None else
-            f"(own network namespace; only the egress proxy at {d['egress']['proxy']} leads out)"),
+            f"(own network namespace; only the egress proxy at {d['egress']['proxy']} leads out, "
+            f"at most {d['egress']['max_connections']} connections at once)"),
         "seccomp     " + (f"set '{p.policy.syscall_set}'"
                           + (f", also denied: {', '.join(p.policy.syscall_deny)}" if p.policy.syscall_deny else "")
                           + (f", allowed: {', '.join(p.policy.syscall_allow)}" if p.policy.syscall_allow else "")
