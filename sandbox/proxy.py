@@ -25,7 +25,6 @@ timeout or shutdown.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import http
 import ipaddress
@@ -855,17 +854,13 @@ class _EventSink:
                         f"{self.dropped}")
 
 
-def _die_with_parent() -> None:
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
 def serve_listener(listener: socket.socket, rules: netrules.Rules, events_fd: int,
                    limits: Limits | None = None) -> NoReturn:
-    """Serve ``listener`` until SIGTERM; events go to ``events_fd``.  Never returns."""
+    """Serve ``listener`` until SIGTERM; events go to ``events_fd``.  Never returns.
+
+    Called in the proxy process (``sandbox.egress._proxy_main``), which has
+    already arranged to die with the wrapper.
+    """
     proxy: Proxy | None = None
     stop_early = False
 
@@ -877,7 +872,6 @@ def serve_listener(listener: socket.socket, rules: netrules.Rules, events_fd: in
 
     sink = _EventSink(events_fd)
     try:
-        _die_with_parent()
         for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):
             signal.signal(sig, signal.SIG_IGN)  # the wrapper decides when we stop
         signal.signal(signal.SIGTERM, on_term)
