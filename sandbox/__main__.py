@@ -17,7 +17,7 @@ from sandbox import selfguard
 
 # Before anything else is imported: nothing in the current directory (the
 # workspace, for `python -m sandbox`) may shadow a module we load later.
-selfguard.harden_sys_path()
+selfguard.harden_sys_path(module_run=__name__ == "__main__")
 
 _VALUE_OPTS = {"--profile": "profile", "-p": "profile", "--workspace": "workspace",
                "-w": "workspace", "--report": "report"}

@@ -12,7 +12,7 @@ import hashlib
 import os
 from dataclasses import dataclass
 
-from sandbox import gitconfig, scan
+from sandbox import gitconfig, scan, selfguard
 from sandbox.observe import Observer
 from sandbox.patterns import match
 from sandbox.errors import SetupError, UsageError
@@ -404,6 +404,25 @@ def discover(policy: Policy, ws: Workspace, *, extra_writable: tuple[str, ...] =
     # The sandbox's own code (see sandbox.selfguard): read-only whatever the
     # profile says, because the wrapper and the proxy import from it on the
     # host while the command runs.  --unprotect does not apply.
+    if selfguard.started_from and any(is_within(selfguard.started_from, r) for r in writable):
+        # Python imported `sandbox` from there before any of our code ran: a
+        # `sandbox` package the command plants would run unconfined next time
+        raise UsageError(f"'python -m sandbox' was started from {selfguard.started_from}, which "
+                         "the command may write: Python would look there first for 'sandbox' "
+                         "next time", hint="run the 'sandbox' script, or 'python -P -m sandbox'")
+    for entry in selfguard.dropped:
+        if any(is_within(entry, t) for t in tool_paths):
+            continue  # part of the installation: made read-only below
+        if any(is_within(entry, r) for r in writable):
+            from_env = entry in {os.path.realpath(p or ".")
+                                 for p in environ.get("PYTHONPATH", "").split(":") if p}
+            where = "PYTHONPATH" if from_env else "a .pth file (an editable install of this project?)"
+            raise UsageError(f"{entry} is on the sandbox's own Python import path (from {where}), "
+                             "and the command may write there: a sitecustomize.py planted in it "
+                             "would run outside the sandbox at the next start",
+                             hint=("set PYTHONPATH for the command instead: sandbox run -- env "
+                                   "PYTHONPATH=... CMD" if from_env else
+                                   "install sandbox in an environment of its own (e.g. with pipx)"))
     for path in tool_paths:
         inside = [r for r in writable if is_within(r, path)]
         if inside:  # the root is the installation or part of it: nothing to bind over it

@@ -43,7 +43,10 @@ def pending_audit_path(state: str, workspace: str) -> str:
 def key(opts, environ: dict[str, str]) -> str:
     # sys.prefix and the package's place: which installation is running
     # decides which paths are protected (sandbox.selfguard)
-    parts = (FORMAT, __version__, sys.version_info[:2], sys.prefix, __file__, os.getuid(), os.getgid(),
+    from sandbox import selfguard
+
+    parts = (FORMAT, __version__, sys.version_info[:2], sys.prefix, __file__,
+             selfguard.started_from, selfguard.dropped, os.getuid(), os.getgid(),
              opts.profile, opts.workspace, tuple(opts.allow_write), tuple(opts.unprotect),
              os.getcwd(), os.isatty(0), tuple(environ.get(k) for k in KEY_ENV))
     return statefile.sha256_hex(repr(parts).encode())[:32]

@@ -214,3 +214,19 @@ def _trust_backdated_stamps(monkeypatch, request):
 
 def pytest_report_header(config):
     return [f"sandbox: bwrap={BWRAP} uid={os.getuid()} users={_who_params()}"]
+
+
+def link_site_packages(site: Path, skip: tuple[str, ...] = ()) -> None:
+    """Make ``site`` (a test venv's site-packages) hold this environment's
+    installed packages, as symlinks, the way a real install co-locates a tool
+    and its dependencies.  (A .pth pointing at another site-packages would
+    not do: the sandbox drops such entries from sys.path at start.)"""
+    import sysconfig
+
+    real = Path(sysconfig.get_paths()["purelib"])
+    for entry in real.iterdir():
+        if entry.name in skip or entry.suffix == ".pth" or entry.name.startswith("__editable__"):
+            continue
+        target = site / entry.name
+        if not target.exists():
+            target.symlink_to(entry)

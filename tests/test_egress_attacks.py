@@ -766,10 +766,11 @@ def _make_project_venv(ws: Path) -> Path:
     import sandbox as pkg
 
     shutil.copytree(Path(h11.__file__).parent, site / "h11")
-    real_site = sysconfig.get_paths()["purelib"]
+    from conftest import link_site_packages
 
-    # the sandbox package and its other dependencies (pyseccomp...) come after h11
-    (site / "zz_sandbox.pth").write_text(f"{Path(pkg.__file__).parent.parent}\n{real_site}\n")
+    link_site_packages(site, skip=("h11",))  # the other dependencies (pyseccomp...)
+    # the sandbox package itself, from this checkout
+    (site / "zz_sandbox.pth").write_text(f"{Path(pkg.__file__).parent.parent}\n")
     script = venv / "bin" / "sandbox"
     script.write_text(f"#!{venv}/bin/python\nimport sys\nfrom sandbox.__main__ import main\n"
                       "sys.exit(main())\n")
@@ -805,7 +806,10 @@ def test_command_cannot_run_code_in_the_host_proxy(senv, raw_origin, install):
                           cwd=senv.ws, env=senv.environ(), capture_output=True, timeout=120)
     # the command itself cannot write there: the sandbox holds for the command...
     assert not blocked.exists(), done.stderr
-    assert done.returncode == 0, done.stderr
+    if install == "python_m_from_workspace":  # refused: the cwd comes first on sys.path
+        assert done.returncode == 125 and b"python -m sandbox" in done.stderr, done.stderr
+    else:
+        assert done.returncode == 0, done.stderr
     # ...but the host-side proxy ran the command's code
     assert not marker.exists(), (marker.read_text(), done.stderr.decode())
 
