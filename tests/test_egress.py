@@ -25,6 +25,9 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from egress_support import allow_rule as rule
+from egress_support import children as _children
+from egress_support import proxy_profile as write_profile
 
 CURL = shutil.which("curl")
 # a Python the sandbox can run whoever calls it: the test's own interpreter may
@@ -92,25 +95,6 @@ def origin(tmp_path):
     srv.root = root
     yield srv
     srv.close()
-
-
-def write_profile(senv, rules: str, hosts: dict[str, str] | None = None,
-                  name: str = "net") -> Path:
-    hosts = hosts or {}
-    pins = ", ".join(f'"{k}" = "{v}"' for k, v in hosts.items())
-    text = f'extends = "default"\n[network]\nmode = "proxy"\nhosts = {{ {pins} }}\n\n{rules}\n'
-    path = senv.base / f"{name}.toml"
-    path.write_text(text)
-    return path
-
-
-def rule(host: str, ports, methods=None, paths=None) -> str:
-    out = f'[[network.allow]]\nhost = "{host}"\nports = {list(ports)}\n'
-    if methods:
-        out += f"methods = {json.dumps(methods)}\n"
-    if paths:
-        out += f"paths = {json.dumps(paths)}\n"
-    return out
 
 
 def curl_status(senv, profile: Path, url: str, *extra: str, report: Path | None = None):
@@ -319,17 +303,6 @@ def test_git_clone_over_http(senv, origin, tmp_path):
 
 
 # -- fail closed ----------------------------------------------------------------------
-
-def _children(pid: int) -> list[int]:
-    out = []
-    for task in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{task}/children") as fh:
-                out += [int(x) for x in fh.read().split()]
-        except OSError:
-            pass
-    return out
-
 
 def test_killing_the_proxy_leaves_no_route(senv, origin):
     port = origin.port

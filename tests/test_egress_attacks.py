@@ -30,6 +30,9 @@ import uuid
 from pathlib import Path
 
 import pytest
+from egress_support import allow_rule as allow
+from egress_support import children as _children
+from egress_support import proxy_profile as _proxy_profile
 
 from sandbox import netrules
 from sandbox.netrules import Rules
@@ -147,18 +150,7 @@ def write_profile(senv, body: str, name: str = "attack") -> Path:
 
 def proxy_profile(senv, rules: str, hosts: dict[str, str], extra: str = "",
                   name: str = "attack", net_extra: str = "") -> Path:
-    pins = ", ".join(f'"{k}" = "{v}"' for k, v in hosts.items())
-    return write_profile(senv, f'extends = "default"\n{extra}\n[network]\nmode = "proxy"\n'
-                               f"{net_extra}hosts = {{ {pins} }}\n\n{rules}\n", name)
-
-
-def allow(host: str, ports, methods=None, paths=None) -> str:
-    out = f'[[network.allow]]\nhost = "{host}"\nports = {list(ports)}\n'
-    if methods:
-        out += f"methods = {json.dumps(methods)}\n"
-    if paths:
-        out += f"paths = {json.dumps(paths)}\n"
-    return out
+    return _proxy_profile(senv, rules, hosts, name, extra, net_extra)
 
 
 def run_script(senv, profile: Path, script: str, *args: str, timeout: float = 120):
@@ -172,21 +164,6 @@ def last_json(done: subprocess.CompletedProcess) -> dict:
     lines = [line for line in done.stdout.decode().splitlines() if line.startswith("{")]
     assert lines, (done.returncode, done.stdout, done.stderr)
     return json.loads(lines[-1])
-
-
-def _children(pid: int) -> list[int]:
-    out = []
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return out
-    for task in tasks:
-        try:
-            with open(f"/proc/{pid}/task/{task}/children") as fh:
-                out += [int(x) for x in fh.read().split()]
-        except OSError:
-            pass
-    return out
 
 
 def _proxy_pid(wrapper_pid: int) -> int:
@@ -760,8 +737,6 @@ def _make_project_venv(ws: Path) -> Path:
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True,
                    capture_output=True, timeout=120)
     site = next((venv / "lib").glob("python3*/site-packages"))
-    import sysconfig
-
     import h11
     import sandbox as pkg
 

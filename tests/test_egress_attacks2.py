@@ -25,6 +25,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from egress_support import children as _kids
 
 from conftest import sandbox_exe
 
@@ -71,21 +72,6 @@ def planted(marker: Path) -> str:
             "    fh.write('pid=%d uid=%d netns=%s' % (os.getpid(), os.getuid(),"
             " os.readlink('/proc/self/ns/net')))\n"
             "raise ImportError('planted by the sandboxed command')\n")
-
-
-def _kids(pid: int) -> list[int]:
-    out: list[int] = []
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return out
-    for task in tasks:
-        try:
-            with open(f"/proc/{pid}/task/{task}/children") as fh:
-                out += [int(x) for x in fh.read().split()]
-        except OSError:
-            pass
-    return out
 
 
 def descendants(pid: int) -> list[int]:

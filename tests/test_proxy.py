@@ -33,7 +33,6 @@ from hypothesis import strategies as st
 
 from sandbox.netrules import Rules
 from sandbox.policy import EgressRule
-from sandbox import proxy as proxy_module
 from sandbox.proxy import Limits, Proxy
 
 REPO = Path(__file__).resolve().parent.parent
