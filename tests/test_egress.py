@@ -45,7 +45,7 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
 
     def do_GET(self) -> None:
         self._record()
-        if self.path.startswith(("/simple/", "/repo.git/", "/files/")) or self.server.files_only is False:
+        if self.path.startswith(("/simple/", "/repo.git/", "/files/", "/npm/")):
             return super().do_GET()
         body = b"hello from the origin\n"
         self.send_response(200)
@@ -68,7 +68,6 @@ class Origin:
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.server.daemon_threads = True
         self.server.seen = []
-        self.server.files_only = True
         if tls is not None:
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             ctx.load_cert_chain(str(tls[0]), str(tls[1]))
@@ -359,7 +358,6 @@ def origin6(tmp_path):
         pytest.skip(f"no IPv6 loopback here: {exc}")
     server.daemon_threads = True
     server.seen = []
-    server.files_only = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield server
@@ -457,3 +455,50 @@ def test_the_bridge_made_through_bwrap_works_the_same(senv, origin):
     assert done.stdout.decode().split() == ["200", "403", "000", "1"], done.stderr
     assert origin.seen == [("GET", "/", f"pypi.test:{port}")]
     assert b"blocked POST" in done.stderr
+
+
+def test_pip_and_npm_install_over_https_through_connect(senv, tls_origin):
+    """The way real registries are reached: TLS through a CONNECT tunnel, the
+    client checking the origin's certificate end to end."""
+    import hashlib
+    import tarfile
+
+    www = tls_origin.cert.parent / "tls-www"
+    pkg = www / "simple" / "demo-egress"
+    pkg.mkdir(parents=True)
+    wheel = _wheel(pkg)
+    (pkg / "index.html").write_text(f'<a href="{wheel.name}">{wheel.name}</a>\n')
+    # an npm registry: the packument at /<name>, the tarball under /files/
+    tgz = www / "files" / "demo-egress-1.0.0.tgz"
+    tgz.parent.mkdir()
+    manifest = json.dumps({"name": "demo-egress", "version": "1.0.0", "main": "index.js"}).encode()
+    with tarfile.open(tgz, "w:gz") as tf:
+        for name, data in (("package/package.json", manifest),
+                           ("package/index.js", b"module.exports = 'npm through the proxy';\n")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    port = tls_origin.port
+    base = f"https://pypi.test:{port}"
+    (www / "npm").mkdir()
+    (www / "npm" / "demo-egress").write_text(json.dumps({
+        "name": "demo-egress", "dist-tags": {"latest": "1.0.0"},
+        "versions": {"1.0.0": {"name": "demo-egress", "version": "1.0.0",
+                               "dist": {"tarball": f"{base}/files/demo-egress-1.0.0.tgz",
+                                        "shasum": hashlib.sha1(tgz.read_bytes()).hexdigest()}}}}))
+    shutil.copy(tls_origin.cert, senv.ws / "ca.pem")
+    profile = write_profile(senv, rule("pypi.test", [port]), {"pypi.test": "127.0.0.1"})
+    script = (f"{SYSTEM_PYTHON} -m venv .venv && .venv/bin/pip install -q --disable-pip-version-check "
+              f"--no-cache-dir --cert ca.pem --index-url {base}/simple/ demo-egress && "
+              ".venv/bin/python -c 'import demo_egress; print(demo_egress.VALUE)'")
+    done = senv.sh(script, args=["--profile", str(profile)], timeout=300)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    assert b"installed through the proxy" in done.stdout
+    npm = shutil.which("npm")
+    if npm is None:
+        pytest.skip("npm is not installed (pip over HTTPS passed)")
+    script = (f"{npm} install --no-audit --no-fund --cafile ca.pem --registry {base}/npm/ demo-egress "
+              "&& node -e \"console.log(require('demo-egress'))\"")
+    done = senv.sh(script, args=["--profile", str(profile)], timeout=300)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    assert b"npm through the proxy" in done.stdout
