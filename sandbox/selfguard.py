@@ -3,13 +3,16 @@
 The wrapper and the egress proxy run on the host, unconfined, and they
 import modules *after* the command has started: the proxy when the command
 first connects, the wrapper for the audit and the report when the command
-ends.  If the command could write any file those imports read, it would run
-code on the host.  Two things stop that:
+ends; and Python itself looks for code at every start (``sitecustomize``,
+``.pth`` files).  If the command could write any file those imports read, it
+would run code on the host, now or at the next start.  So:
 
 * ``harden_sys_path`` (called first thing in ``__main__``) cuts ``sys.path``
   down to the standard library and site-packages, so no other directory
   (the current one for ``python -m sandbox``, ``PYTHONPATH``, a ``.pth``
-  entry) is ever searched.
+  entry) is searched again; it records what it dropped, and ``discover``
+  refuses to run when the command could write one of those (Python
+  searched them at this start and will at the next);
 * ``install_paths`` lists where the running sandbox loads code from (its
   package, the interpreter's directory, the standard library,
   site-packages, the modules it imports late); ``discover`` makes any of
@@ -17,7 +20,8 @@ code on the host.  Two things stop that:
   and refuses to run when a writable root is one of them or lies inside
   one.
 
-Standard library only; no I/O beyond ``realpath``.
+Standard library only; it reads the filesystem (realpath, lexists, module
+specs) but never writes.
 """
 
 from __future__ import annotations
