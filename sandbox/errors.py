@@ -65,6 +65,14 @@ class SetupError(SandboxError):
     kind = "setup error"
 
 
+class BridgeError(SetupError):
+    """The egress proxy's network namespace could not be made (``stage``: which step)."""
+
+    def __init__(self, message: str, stage: int, hint: str | None = None) -> None:
+        super().__init__(message, hint)
+        self.stage = stage
+
+
 class CommandNotFound(SandboxError):
     exit_code = EXIT_NOT_FOUND
     kind = "command not found"
@@ -75,9 +83,18 @@ class CommandNotExecutable(SandboxError):
     kind = "cannot execute"
 
 
-def printable(text: str) -> str:
-    """File names come from the command: no control characters on the terminal."""
-    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
+def printable(text: str, limit: int | None = None, ascii_only: bool = False) -> str:
+    """Text the command chose (file names, request targets): no control characters
+    on the terminal, at most ``limit`` characters; ``ascii_only`` for HTTP headers."""
+    if limit is not None:
+        text = text[:limit + 1]
+
+    def keep(c: str) -> bool:
+        return " " <= c <= "~" if ascii_only else c.isprintable()
+
+    out = "".join(c if keep(c) else f"\\x{ord(c):02x}" if ord(c) < 256 else f"\\u{ord(c):04x}"
+                  for c in text)
+    return out if limit is None or len(out) <= limit else out[:limit - 3] + "..."
 
 
 def report(err: SandboxError) -> int:

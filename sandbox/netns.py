@@ -50,7 +50,9 @@ STAGES = {1: "create the network namespace (unshare)", 2: "map the user and grou
           5: "hand the socket to the proxy"}
 
 
-class BridgeError(OSError):
+class StageFailed(OSError):
+    """A step of Bridge.enter failed, in the child (the parent gets stage and errno)."""
+
     def __init__(self, stage: int, code: int) -> None:
         super().__init__(code, os.strerror(code) if code else "unknown error")
         self.stage = stage
@@ -127,7 +129,7 @@ class Bridge:
         return self._get_errno() or 1
 
     def enter(self) -> None:
-        """In the child: make the namespace, the listener, and send it.  Raises BridgeError."""
+        """In the child: make the namespace, the listener, and send it.  Raises StageFailed."""
         # root owns a network namespace without a user namespace; keeping
         # the real root here leaves bwrap's own user namespace (and its
         # capability drop) exactly as it is without the bridge.  Root without
@@ -137,7 +139,7 @@ class Bridge:
         if mapped:
             code = self._unshare(CLONE_NEWUSER | CLONE_NEWNET)
         if code:
-            raise BridgeError(1, code)
+            raise StageFailed(1, code)
         if mapped:
             # Only our own ids, so bwrap still sees the caller's uid and takes
             # its unprivileged path; setgroups must be denied before gid_map.
@@ -149,7 +151,7 @@ class Bridge:
                     finally:
                         os.close(fd)
             except OSError as exc:
-                raise BridgeError(2, exc.errno or 0) from None
+                raise StageFailed(2, exc.errno or 0) from None
         try:
             probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             try:
@@ -157,13 +159,13 @@ class Bridge:
             finally:
                 probe.close()
         except OSError as exc:
-            raise BridgeError(3, exc.errno or 0) from None
+            raise StageFailed(3, exc.errno or 0) from None
         try:
             listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             listener.bind((PROXY_HOST, PROXY_PORT))
             listener.listen(1024)
         except OSError as exc:
-            raise BridgeError(4, exc.errno or 0) from None
+            raise StageFailed(4, exc.errno or 0) from None
         try:
             # MSG_NOSIGNAL: a proxy that already died must give EPIPE (a clear
             # error), not SIGPIPE, which the child has back at its default
@@ -171,7 +173,7 @@ class Bridge:
                                            struct.pack("i", listener.fileno()))],
                                  socket.MSG_NOSIGNAL)
         except OSError as exc:
-            raise BridgeError(5, exc.errno or 0) from None
+            raise StageFailed(5, exc.errno or 0) from None
         finally:
             # only the proxy may hold it: if the proxy dies, so does the route
             listener.close()

@@ -53,13 +53,12 @@ class PathError(ValueError):
 def _shown(value: object, limit: int = 80) -> str:
     """Something from a request, safe and short enough to put in a message."""
     if isinstance(value, str):
-        text = printable(value)
-    else:
-        try:
-            text = repr(value)
-        except Exception:  # a huge int, or a hostile __repr__: still never crash
-            text = f"<{type(value).__name__}>"
-    return text if len(text) <= limit else text[:limit] + "..."
+        return printable(value, limit)
+    try:
+        text = repr(value)
+    except Exception:  # a huge int, or a hostile __repr__: still never crash
+        text = f"<{type(value).__name__}>"
+    return printable(text, limit)
 
 
 # -- host names and IP literals ------------------------------------------------------

@@ -149,6 +149,9 @@ class Policy:
         return self.workspace is Access.WRITE and bool(self.caches)
 
 
+# network.max_connections when no profile sets it
+EGRESS_MAX_CONNECTIONS = Policy.__dataclass_fields__["egress_max_connections"].default
+
 # [limits] when no profile in the chain sets a key: the same as profiles/default.toml
 LIMIT_DEFAULTS = tuple((name, Policy.__dataclass_fields__[name].default) for name in (
     "core_dumps", "max_open_files", "max_file_size_mb", "cpu_seconds", "max_processes",

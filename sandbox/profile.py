@@ -16,7 +16,8 @@ from pathlib import Path
 
 from sandbox import resources
 from sandbox.errors import ProfileError
-from sandbox.policy import LIMIT_DEFAULTS, Access, NetworkMode, Policy, Weakening
+from sandbox.policy import (EGRESS_MAX_CONNECTIONS, LIMIT_DEFAULTS, Access, NetworkMode, Policy,
+                            Weakening)
 from sandbox.schema import PLACEHOLDERS, SCHEMA, Key, Kind, Merge
 
 MAX_EXTENDS_DEPTH = 8
@@ -366,7 +367,7 @@ def merge(chain: list[Source], datas: list[dict]) -> tuple[dict, list[Weakening]
 
 # what build_policy uses when no profile in the chain sets the key
 _UNSET = {"filesystem.workspace": "write", "filesystem.scratch": "write", "protect.git": True,
-          "sockets.max_depth": 4, "network.mode": "none", "network.max_connections": 256,
+          "sockets.max_depth": 4, "network.mode": "none", "network.max_connections": EGRESS_MAX_CONNECTIONS,
           "syscalls.enabled": True,
           "syscalls.allow_32bit": False, "syscalls.unix_sockets": True,
           **{f"audit.{name}": True for name in SCHEMA["audit"]},
@@ -482,7 +483,7 @@ def build_policy(chain: list[Source], ctx: Context) -> Policy:
         egress_allow=egress_allow,
         egress_deny=egress_deny,
         egress_hosts=egress_hosts,
-        egress_max_connections=net.get("max_connections", 256),
+        egress_max_connections=net.get("max_connections", EGRESS_MAX_CONNECTIONS),
         syscalls_enabled=sys_.get("enabled", True),
         syscall_set=sys_.get("set", "default"),
         syscall_deny=tuple(sys_.get("deny", [])),
@@ -507,8 +508,8 @@ def _egress(chain: list[Source], datas: list[dict], net: dict) -> tuple:
             for index, table in enumerate(data.get("network", {}).get(kind, []), 1):
                 rule = netrules.parse_rule(table, f"{src.name}: network.{kind}[{index}]",
                                            deny=kind == "deny")
-                if not any(_same(rule, r) for r in rules[kind]):
-                    rules[kind].append(rule)
+                if not any(rule.as_tuple()[:4] == r.as_tuple()[:4] for r in rules[kind]):
+                    rules[kind].append(rule)  # the same rule from two profiles: the first
     if net.get("mode", "none") != "proxy":
         # A profile that writes allow rules but leaves the network off has
         # forgotten the mode; a later profile that says mode = "none" on
@@ -524,10 +525,6 @@ def _egress(chain: list[Source], datas: list[dict], net: dict) -> tuple:
                                hint='set mode = "proxy" in [network]')
         return (), (), ()  # no network at all: the rules have nothing to open
     return tuple(rules["allow"]), tuple(rules["deny"]), netrules.parse_hosts(net.get("hosts", {}))
-
-
-def _same(a, b) -> bool:
-    return (a.host, a.ports, a.methods, a.paths) == (b.host, b.ports, b.methods, b.paths)
 
 
 def load(spec: str, ctx: Context) -> tuple[Policy, list[str]]:

@@ -45,6 +45,7 @@ from typing import Callable, NoReturn
 import h11
 
 from sandbox import netrules
+from sandbox.errors import printable
 
 _Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -98,11 +99,8 @@ class _Gone(Exception):
 
 
 def _printable(text: str, limit: int = 200) -> str:
-    """ASCII without control characters, at most ``limit`` characters."""
-    out = "".join(c if " " <= c <= "~" else
-                  (f"\\x{ord(c):02x}" if ord(c) < 256 else f"\\u{ord(c):04x}")
-                  for c in text[:limit])
-    return out if len(out) <= limit else out[: limit - 3] + "..."
+    """For events and headers: ASCII without control characters, short."""
+    return printable(text, limit, ascii_only=True)
 
 
 def _url(host: str, port: int, path: str | None) -> str:

@@ -314,12 +314,12 @@ def _spawn_bridged(argv, env, keep, stdio, limits, bridge) -> int:
     if bridge is None or bridge.mode == "direct":
         return _spawn(argv, env, keep, stdio, limits, bridge)
     if bridge.mode == "auto":
-        from sandbox.errors import SetupError
+        from sandbox.errors import BridgeError
 
         try:
             return _spawn(argv, env, keep, stdio, limits, bridge)
-        except SetupError as err:
-            if getattr(err, "bridge_stage", 0) not in (1, 2, 3):
+        except BridgeError as err:
+            if err.stage not in (1, 2, 3):  # the namespace itself was refused
                 raise
     outer = bridge.wrap(list(argv), sys.executable)
     return _spawn(outer, env, keep + [bridge.channel.fileno()], stdio, limits, None)
@@ -401,16 +401,14 @@ def _spawn(argv: list[str], env: dict[str, str], keep: list[int], stdio: list[in
         elif line.startswith("N"):  # the network bridge failed: N<stage>:<errno>
             os.waitpid(pid, 0)
             from sandbox import netns
-            from sandbox.errors import SetupError
+            from sandbox.errors import BridgeError
 
             stage, _, number = line[1:].partition(":")
-            err = SetupError(netns.describe_failure(int(stage or 0), int(number or 0))
-                             + "; the command was not run",
-                             hint="the egress proxy's network namespace could not be made; "
-                                  "SANDBOX_NET_BRIDGE=bwrap makes it through bwrap instead, "
-                                  "or use a profile with network.mode = \"none\"")
-            err.bridge_stage = int(stage or 0)
-            raise err
+            raise BridgeError(netns.describe_failure(int(stage or 0), int(number or 0))
+                              + "; the command was not run", int(stage or 0),
+                              hint="the egress proxy's network namespace could not be made; "
+                                   "SANDBOX_NET_BRIDGE=bwrap makes it through bwrap instead, "
+                                   "or use a profile with network.mode = \"none\"")
         elif line.startswith("E"):
             os.waitpid(pid, 0)
             raise OSError(code, os.strerror(code) if code else "cannot start bwrap",

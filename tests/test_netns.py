@@ -128,7 +128,7 @@ def test_a_bridge_that_cannot_be_made_stops_the_run_before_bwrap(tmp_path):
         mode = "direct"
 
         def enter(self) -> None:
-            raise netns.BridgeError(1, errno.EPERM)
+            raise netns.StageFailed(1, errno.EPERM)
 
     with pytest.raises(SetupError) as info:
         runner.run(["/bin/sh", "-c", f"touch {marker}"], dict(os.environ), None, False,
@@ -153,7 +153,7 @@ def _bridged_run(tmp_path, mode: str, refuse_direct: bool):
     class Bridge(netns.Bridge):
         def enter(self) -> None:
             if refuse_direct:  # as a host that allows user namespaces to bwrap only
-                raise netns.BridgeError(3, errno.EPERM)
+                raise netns.StageFailed(3, errno.EPERM)
             super().enter()
 
     bridge = Bridge(_socket.socket(fileno=launcher_end.detach()), mode)
