@@ -284,12 +284,9 @@ def _link_below(root: str, path: str, obs: Observer) -> bool:
 
 
 def _profile_file(path: str, writable: list[str], obs: Observer) -> str:
-    """The real path of a profile file; refuse one the command could swap or write.
-
-    A read-only bind protects one path.  A symlink on the way that lies in a
-    writable root could be pointed at another file, and a second hard link
-    in a writable root could be written through, so both are refused.
-    """
+    """The real path of a profile file; refuse one reached through a symlink
+    that lies in a writable root (the command could point it at another file:
+    a read-only bind protects one path)."""
     import stat as stat_mod
 
     current = "/"
@@ -302,16 +299,20 @@ def _profile_file(path: str, writable: list[str], obs: Observer) -> str:
                              hint=f"name the file by its real path ({os.path.realpath(path)}) "
                                   "in --profile or extends")
         current = os.path.realpath(step)
+    return current
+
+
+def _single_link(path: str, real: str) -> None:
+    """Refuse a profile file with other hard links: the command could write through one."""
     try:
-        links = os.stat(current).st_nlink
+        links = os.stat(real).st_nlink
     except OSError:
-        links = 1
-    if links > 1 and any(is_within(current, r) for r in writable):
+        return
+    if links > 1:
         raise UsageError(f"profile {path} has {links - 1} other hard link(s), which the command "
                          "could write through, so the profile cannot be kept read-only",
-                         hint=f"make it a file of its own: cp {current} {current}.new && "
-                              f"mv {current}.new {current}")
-    return current
+                         hint=f"make it a file of its own: cp {real} {real}.new && "
+                              f"mv {real}.new {real}")
 
 
 def _ancestors_between(root: str, path: str) -> list[str]:
@@ -477,9 +478,11 @@ def discover(policy: Policy, ws: Workspace, *, extra_writable: tuple[str, ...] =
     for source in policy.sources:
         real = _profile_file(source, writable, obs)
         containing = [r for r in writable if is_within(real, r)]
-        if containing and not any(is_within(real, ro) for ro in read_only):
-            read_only.append(real)
-            keep.extend(_ancestors_between(max(containing, key=len), real))
+        if not containing or any(is_within(real, ro) for ro in read_only):
+            continue  # on the read-only host, or inside a protected path already
+        _single_link(source, real)
+        read_only.append(real)
+        keep.extend(_ancestors_between(max(containing, key=len), real))
     # bwrap follows symlinks on both sides of a bind: a bind of a planted link
     # would make its target writable, so every mount point below a writable
     # root must be reached without one
