@@ -114,15 +114,6 @@ def prepare(opts: RunOptions, environ: dict[str, str]) -> Prepared:
     if extra:
         policy = dataclasses.replace(policy, weakenings=policy.weakenings + tuple(extra))
     obs = Observer()
-    from sandbox.profile import builtin_names
-
-    if policy.chain[0] not in builtin_names():
-        # weakenings are measured against the parent; a profile with no
-        # built-in ancestor has none, so say plainly what it starts from
-        policy = dataclasses.replace(policy, weakenings=policy.weakenings + (Weakening(
-            policy.chain[0], "extends",
-            "does not build on a built-in profile: it starts from an empty policy "
-            "(no secrets masked, no environment filter) unless it lists them itself"),))
     ws = discover.resolve_workspace(ws_arg, environ, home, state, policy, obs)
     layout = discover.discover(policy, ws, extra_writable=allow_write, unprotect=unprotect,
                                home=home, state=state, environ=environ, obs=obs,

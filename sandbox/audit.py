@@ -32,17 +32,38 @@ from sandbox.errors import printable
 from sandbox.safeio import read_text
 
 # Classes a profile can switch off ([audit] in the profile), and the
-# protected names that belong to each.
+# protected names that belong to each.  A protected name with a "/" is
+# classed by its last part (".yarn/releases" by "releases"); where two
+# tables hold the same last part, the first in NAMED wins.
 VCS = ("git_config", (".hg", ".jj", "hgrc", "config.toml"))
 AGENT = ("agent_config", (".claude", ".codex", ".gemini", ".cursor", ".windsurf", ".continue",
-                          ".aider.conf.yml", ".mcp.json", ".cursorrules", ".clinerules"))
-EDITOR = ("editor_config", (".vscode", ".idea", ".zed", ".devcontainer", ".dir-locals.el",
-                            ".nvim.lua", ".exrc"))
-ENVRC = ("envrc", (".envrc", ".direnv", ".mise.toml", "mise.toml", ".mise"))
+                          ".aider.conf.yml", ".mcp.json", ".cursorrules", ".clinerules",
+                          "opencode.json", "opencode.jsonc", ".opencode", ".roo", ".roomodes",
+                          ".kilocode", ".kiro", ".amazonq", ".qwen", ".junie", "crush.json",
+                          ".crush.json"))
+EDITOR = ("editor_config", (".vscode", ".idea", ".zed", ".fleet", ".theia", ".helix",
+                            ".devcontainer", ".devcontainer.json", ".dir-locals.el",
+                            ".dir-locals-2.el", ".nvim.lua", ".nvimrc", ".exrc", "_exrc", ".vimrc",
+                            "_vimrc", ".gvimrc", "_gvimrc", ".lvimrc", ".lazy.lua"))
+ENVRC = ("envrc", (".envrc", ".direnv", ".mise.toml", "mise.toml", ".mise", ".mise.local.toml",
+                   "mise.local.toml", ".rtx.toml", ".rtx.local.toml", ".miserc.toml",
+                   "miserc.toml", ".tool-versions", "mise", "config.local.toml", "conf.d"))
+HOOKS = ("hook_managers", (".husky", ".githooks", ".git-hooks", ".pre-commit-config.yaml",
+                           ".pre-commit-config.yml", ".pre-commit-hooks.yaml", "prek.toml",
+                           *(f"{dot}lefthook{local}.{ext}" for dot in ("", ".")
+                             for local in ("", "-local")
+                             for ext in ("yml", "yaml", "toml", "json", "jsonc")),
+                           ".lefthook", ".lefthook-local", ".overcommit.yml", "hk.pkl",
+                           "hk.local.pkl", ".rusty-hook.toml", "rusty-hook.toml",
+                           *(f"{dot}simple-git-hooks.{ext}" for dot in ("", ".")
+                             for ext in ("json", "js", "cjs", "mjs"))))
+PACKAGES = ("package_config", (".npmrc", ".yarnrc", ".yarnrc.yml", "releases", "plugins",
+                               ".pnpmfile.cjs", ".pnpmfile.mjs", "pnpmfile.js"))
+NAMED = (AGENT, EDITOR, ENVRC, HOOKS, PACKAGES, VCS)
 GIT_HOOKS = "git_hooks"
 GIT_CONFIG = "git_config"
 SHELL_RC = "shell_rc"  # every other protected name: shell and REPL start-up files
-CLASSES = (GIT_HOOKS, GIT_CONFIG, SHELL_RC, AGENT[0], EDITOR[0], ENVRC[0])
+CLASSES = (GIT_HOOKS, GIT_CONFIG, SHELL_RC, AGENT[0], EDITOR[0], ENVRC[0], HOOKS[0], PACKAGES[0])
 
 # git config keys that make git (or a tool reading the config) run a program.
 # Sections with a subsection are matched as "section.*.key"; besides these,
@@ -78,7 +99,7 @@ class Finding:
 
 
 def class_of(name: str) -> str:
-    for cls, names in (AGENT, EDITOR, ENVRC, VCS):
+    for cls, names in NAMED:
         if name in names:
             return cls
     return SHELL_RC

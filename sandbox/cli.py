@@ -78,7 +78,8 @@ CommandArg = Annotated[Optional[list[str]], typer.Argument(
     metavar="-- COMMAND [ARGS]...", help="The command to run, after '--'.")]
 
 
-def _options(command, profile, workspace, allow_write, unprotect, report=None, dry_run=False):
+def _options(command, profile, workspace, allow_write, unprotect, report=None, dry_run=False,
+             quiet=False):
     for option, values in (("--profile", [profile]), ("--workspace", [workspace]),
                            ("--allow-write", allow_write or []), ("--unprotect", unprotect or []),
                            ("--report", [report])):
@@ -89,7 +90,7 @@ def _options(command, profile, workspace, allow_write, unprotect, report=None, d
                       "whose name starts with '-')")
     return RunOptions(command=tuple(command or ()), profile=profile, workspace=workspace,
                       allow_write=tuple(allow_write or ()), unprotect=tuple(unprotect or ()),
-                      report=report, dry_run=dry_run)
+                      report=report, dry_run=dry_run, quiet=quiet)
 
 
 @app.command(context_settings={"allow_interspersed_args": False})
@@ -105,6 +106,11 @@ def run(
              "name and sha256, exit status or signal, weakenings, warnings.")] = None,
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Print the bwrap command line instead of running it.")] = False,
+    quiet: Annotated[bool, typer.Option(
+        "--quiet", "-q",
+        help="Do not print the 'sandbox: weakened: ...' line (protections the profile or "
+             "options remove); errors and audit findings still print, and --report still "
+             "lists the weakenings.")] = False,
 ) -> None:
     """Run COMMAND in the sandbox: sandbox run [OPTIONS] -- COMMAND [ARGS]...
 
@@ -135,7 +141,7 @@ def run(
     """
     from sandbox.app import run as run_app
 
-    opts = _options(command, profile, workspace, allow_write, unprotect, report, dry_run)
+    opts = _options(command, profile, workspace, allow_write, unprotect, report, dry_run, quiet)
     if not opts.command:
         _fail("no command given; usage: sandbox run [OPTIONS] -- COMMAND [ARGS]...")
     raise typer.Exit(run_app(opts, dict(os.environ)))

@@ -283,6 +283,38 @@ def _link_below(root: str, path: str, obs: Observer) -> bool:
     return False
 
 
+def _profile_file(path: str, writable: list[str], obs: Observer) -> str:
+    """The real path of a profile file; refuse one reached through a symlink
+    that lies in a writable root (the command could point it at another file:
+    a read-only bind protects one path)."""
+    import stat as stat_mod
+
+    current = "/"
+    for part in path.strip("/").split("/"):
+        step = os.path.join(current, part)
+        st = obs.note(step)  # (inode, mode): a swapped link invalidates a cached plan
+        if st is not None and stat_mod.S_ISLNK(st[1]) and any(is_within(step, r) for r in writable):
+            raise UsageError(f"profile {path} is reached through the symlink {step}, which the "
+                             "command may change, so the profile cannot be kept read-only",
+                             hint=f"name the file by its real path ({os.path.realpath(path)}) "
+                                  "in --profile or extends")
+        current = os.path.realpath(step)
+    return current
+
+
+def _single_link(path: str, real: str) -> None:
+    """Refuse a profile file with other hard links: the command could write through one."""
+    try:
+        links = os.stat(real).st_nlink
+    except OSError:
+        return
+    if links > 1:
+        raise UsageError(f"profile {path} has {links - 1} other hard link(s), which the command "
+                         "could write through, so the profile cannot be kept read-only",
+                         hint=f"make it a file of its own: cp {real} {real}.new && "
+                              f"mv {real}.new {real}")
+
+
 def _ancestors_between(root: str, path: str) -> list[str]:
     """Directories strictly between ``root`` and ``path``."""
     out = []
@@ -441,6 +473,16 @@ def discover(policy: Policy, ws: Workspace, *, extra_writable: tuple[str, ...] =
         # warning on every run (it only ever adds protection)
         read_only.append(path)
         keep.extend(_ancestors_between(max(containing, key=len), path))
+    # Every profile file of the chain that lies in a writable root: rewritten
+    # by the command, it would weaken the next run.  --unprotect does not apply.
+    for source in policy.sources:
+        real = _profile_file(source, writable, obs)
+        containing = [r for r in writable if is_within(real, r)]
+        if not containing or any(is_within(real, ro) for ro in read_only):
+            continue  # on the read-only host, or inside a protected path already
+        _single_link(source, real)
+        read_only.append(real)
+        keep.extend(_ancestors_between(max(containing, key=len), real))
     # bwrap follows symlinks on both sides of a bind: a bind of a planted link
     # would make its target writable, so every mount point below a writable
     # root must be reached without one

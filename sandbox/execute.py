@@ -23,6 +23,11 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
 
     for warning in warnings:  # they hold file names, which the command chose
         print(f"sandbox: warning: {printable(warning)}", file=sys.stderr)
+    if meta.get("weakenings") and not opts.quiet:
+        # one line per run, so that no weakened run looks like a default one
+        print(printable("sandbox: weakened: " + "; ".join(
+            f"{w['source']}: {w['key']}: {w['detail']}" for w in meta["weakenings"])),
+            file=sys.stderr)
     if opts.dry_run:
         if egress is not None:
             # this argv has no --unshare-net: on its own it would share the
