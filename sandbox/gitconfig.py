@@ -354,11 +354,7 @@ def parse_strict(text: str):
         return None
     out: list = []
     section = None
-    for line in text.split("\n"):
-        if line.endswith("\r"):
-            line = line[:-1]
-        if "\r" in line:
-            return None
+    for line in text.split("\n"):  # git ends lines at \n; a CR anywhere was refused above
         body = line.lstrip(" \t")
         if not body or body[0] in "#;":
             continue
@@ -394,8 +390,8 @@ def allowed(section: str, sub, key: str, value, inside=None, base: str = "") -> 
         return False
     if value is None:
         return check in (_ANY, _BOOLEAN)
-    if any(map(_control, value)):
-        return False  # git would read it; a terminal showing it might not
+    if any(map(_control, value)) or "\t" in value:
+        return False  # we write no escapes: git would read a tab as a space
     if check == _BOOLEAN:
         return value.lower() in _BOOL
     if check == _INT:
