@@ -197,18 +197,25 @@ def locate(dotgit: str, read, realpath, is_dir) -> tuple[str, str, bool] | None:
     ``pointed``: the entry is a ``gitdir:`` file (worktree, submodule), not the
     directory itself.  ``commondir`` comes from ``<gitdir>/commondir`` if any.
     """
+    # Read as git reads them (setup.c): up to 1 MiB, the text ends at a NUL,
+    # only trailing LF/CR are dropped, "gitdir: " with exactly one space.
+    # Only grants depend on this (which directory outside the writable roots
+    # may be made writable), and they also need the target to point back.
     if is_dir(dotgit):
         gitdir, pointed = dotgit, False
     else:
-        line = (read(dotgit, 4096) or "").strip()
-        if not line.startswith("gitdir:"):
+        line = (read(dotgit, 1 << 20) or "").split("\0", 1)[0].rstrip("\r\n")
+        if not line.startswith("gitdir: ") or len(line) == 8:
             return None
-        gitdir = realpath(os.path.join(os.path.dirname(dotgit), line[len("gitdir:"):].strip()))
+        gitdir = realpath(os.path.join(os.path.dirname(dotgit), line[8:]))
         pointed = True
     commondir = gitdir
-    pointer = read(os.path.join(gitdir, "commondir"), 4096)
+    pointer = read(os.path.join(gitdir, "commondir"), 1 << 20)
     if pointer is not None:
-        commondir = realpath(os.path.join(gitdir, pointer.strip()))
+        pointer = pointer.split("\0", 1)[0].rstrip("\r\n")
+        if not pointer:
+            return None
+        commondir = realpath(os.path.join(gitdir, pointer))
     return gitdir, commondir, pointed
 
 
