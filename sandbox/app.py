@@ -153,12 +153,19 @@ def make_audit_spec(policy: Policy, layout: Layout, state: str, unprotect) -> di
     return {
         "state": state,
         "workspace": layout.workspace,
-        # the sandbox's own tool caches are not the host's business
-        "roots": [r for r in layout.writable_roots if r != layout.cache_dir],
+        # the tool cache and git dirs outside the workspace are walked for git
+        # dirs only (a .git file can point there; nothing else is the host's)
+        "roots": [r for r in layout.writable_roots
+                  if r != layout.cache_dir and r not in layout.git_roots],
+        "git_roots": list(layout.git_roots),
         "cache_dir": layout.cache_dir,
         "known_protected": list(layout.read_only),
         "unprotected": list(layout.unprotected) + list(policy.unprotect) + list(unprotect),
-        "git_entries": list(layout.git_entries),
+        "git_dirs": list(layout.git_dirs),
+        "hooks_dirs": list(layout.hooks_dirs),
+        "hooks_relative": list(layout.hooks_relative),
+        "hook_managers": list(layout.hook_managers),
+        "git_configs": list(layout.git_configs),
         "names": list(policy.protected_names),
         "skip_dirs": list(policy.skip_dirs),
         "secret_names": list(policy.deny_read_names),
