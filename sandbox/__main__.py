@@ -55,8 +55,8 @@ def parse_run(args: list[str]):
                 return None
             value = args[i + 1]
             i += 2
-        if not value or value.startswith("-"):
-            return None  # typer gives the error message
+        if not value or (value.startswith("-") and not (key == "report" and value == "-")):
+            return None  # typer gives the error message ("--report -" is standard output)
         if key in ("allow_write", "unprotect"):
             values[key].append(value)
         else:

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 
 from sandbox import (bwrap, command, discover, egress, envfilter, limits, plancache,
-                     policycache, selfguard)
+                     policycache, report, selfguard)
 from sandbox.errors import SandboxError, SetupError, UsageError
 from sandbox.invocation import Invocation
 from sandbox.layout import Layout
@@ -194,6 +194,12 @@ def run(opts: RunOptions, environ: dict[str, str]) -> int:
     """Run ``opts.command`` in the sandbox; return the exit status to use."""
     started = time.time()
     prepared = None
+    try:  # first: a bad --report is refused before anything happens
+        target = report.open_target(opts.report)
+    except SandboxError as err:
+        from sandbox.errors import report as show
+
+        return show(err)
     try:
         from sandbox.execute import audit_leftovers
 
@@ -208,6 +214,6 @@ def run(opts: RunOptions, environ: dict[str, str]) -> int:
         return execute(opts, inv.argv, inv.env, inv.status_fd_arg, inv.interactive,
                        prepared.layout.warnings, meta, prepared.bwrap_path, started, seccomp_fd,
                        prepared.audit_spec, limits.plan(prepared.policy),
-                       egress.plan(prepared.policy))
+                       egress.plan(prepared.policy), target)
     except SandboxError as err:
-        return fail(opts, err, plan_meta(prepared) if prepared else None, started)
+        return fail(opts, err, plan_meta(prepared) if prepared else None, started, target)

@@ -83,7 +83,7 @@ def _options(command, profile, workspace, allow_write, unprotect, report=None, d
                            ("--allow-write", allow_write or []), ("--unprotect", unprotect or []),
                            ("--report", [report])):
         for value in values:
-            if value is not None and value.startswith("-"):
+            if value is not None and value.startswith("-") and (option, value) != ("--report", "-"):
                 # e.g. "--unprotect -- make": the "--" was taken as the path
                 _fail(f"{option} needs a value, got {value!r} (write ./{value} for a file "
                       "whose name starts with '-')")
@@ -102,7 +102,9 @@ def run(
     report: Annotated[Optional[str], typer.Option(
         "--report", metavar="FILE",
         help="Write one JSON object about the run to FILE: command, workspace, profile "
-             "name and sha256, exit status or signal, weakenings, warnings.")] = None,
+             "name and sha256, exit status or signal, weakenings, warnings. FILE is replaced "
+             "if it is a regular file and refused if it is anything else (a symlink, a FIFO, "
+             "a device); '-' or /dev/stdout, /dev/stderr and /dev/fd/N write to that stream.")] = None,
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Print the bwrap command line instead of running it.")] = False,
 ) -> None:

@@ -7,14 +7,19 @@ Shared by the full path (``sandbox.app``) and the cached fast path
 from __future__ import annotations
 
 from sandbox import report
-from sandbox.errors import SandboxError, SetupError, UsageError
+from sandbox.errors import SandboxError, SetupError
 
 EXIT_TIMEOUT = 124  # like timeout(1)
 
 
 def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_path,
-            started, seccomp=None, audit_spec=None, limits=None, egress=None) -> int:
-    """Start the sandbox and wait for it (shared by the cached fast path)."""
+            started, seccomp=None, audit_spec=None, limits=None, egress=None,
+            target=None) -> int:
+    """Start the sandbox and wait for it (shared by the cached fast path).
+
+    ``target``: where the report goes (``report.open_target``, opened by the
+    caller before anything else); it is closed here.
+    """
     import sys
 
     from sandbox import runner
@@ -30,6 +35,8 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
             print("# run by sandbox inside the egress bridge's network namespace; "
                   "do not run this argv by itself", file=sys.stdout)
         print(report.shell_join(argv))
+        if target is not None:
+            target.close()
         return 0
     import os
 
@@ -40,20 +47,14 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
 
             bridge = bridge_mode(os.environ)
     except SandboxError as err:
-        return fail(opts, err, meta, started)
+        return fail(opts, err, meta, started, target)
     options = argv[:argv.index("--")] if "--" in argv else argv  # not the command's own args
     if egress is None and "--unshare-net" not in options:
         # fail closed: an argv without a network namespace of its own is
         # only ever meant to run inside the egress bridge's namespace
         return fail(opts, SetupError("internal error: the plan has no network namespace and no "
-                                     "egress proxy; the command was not run"), meta, started)
-    report_dir = report.open_dir(opts.report)
-    if opts.report and (report_dir is None or os.path.isdir(opts.report)):
-        from sandbox.errors import report as show
-
-        # no report to write about it: the report path itself is the problem
-        return show(UsageError(f"--report {opts.report}: not a file in an existing directory",
-                               hint="create the directory, or give another file name"))
+                                     "egress proxy; the command was not run"), meta, started,
+                    target)
     pending = None
     if audit_spec is not None:
         from sandbox import audit
@@ -64,7 +65,7 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
             return fail(opts, SetupError(f"cannot record the pending audit in {audit_spec['state']}: "
                                          f"{exc.strerror or exc}; the command was not run",
                                          hint="make the state directory writable "
-                                              "(XDG_CACHE_HOME/sandbox)"), meta, started)
+                                              "(XDG_CACHE_HOME/sandbox)"), meta, started, target)
     session = None
     if egress is not None:
         from sandbox import egress as egress_mod
@@ -74,7 +75,7 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
         except OSError as exc:
             _audit(audit_spec, pending)
             return fail(opts, SetupError(f"cannot start the egress proxy: {exc.strerror or exc}; "
-                                         "the command was not run"), meta, started)
+                                         "the command was not run"), meta, started, target)
         env = {**env, **egress_mod.proxy_env()}
     network = None
     try:
@@ -83,13 +84,12 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
             applied = runner.Limits(limits)
             if applied.warning():
                 print(f"sandbox: warning: {applied.warning()}", file=sys.stderr)
-        # report_dir was opened above, before the command could touch its parents
         try:
             outcome = runner.run(argv, env, status_index, interactive, seccomp, applied, grace,
                                  bridge=session.bridge if session is not None else None)
         except SandboxError as err:  # the bridge could not be made: nothing ran
             _audit(audit_spec, pending)
-            return fail(opts, err, meta, started)
+            return fail(opts, err, meta, started, target)
     finally:  # whatever happened, the proxy goes with the run
         if session is not None:
             network = session.finish()
@@ -98,7 +98,7 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
             print(line, file=sys.stderr)
     findings = _audit(audit_spec, pending)
     if not outcome.started:
-        return fail(opts, _setup_failure(bwrap_path, outcome), meta, started)
+        return fail(opts, _setup_failure(bwrap_path, outcome), meta, started, target)
     status = outcome.exit_status
     if outcome.timed_out:
         status = EXIT_TIMEOUT
@@ -118,9 +118,7 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
         doc["audit"] = [f.as_dict() for f in findings]
     if network is not None:
         doc["network"] = network
-    report.write(opts.report, doc, report_dir)
-    if report_dir is not None:
-        os.close(report_dir)
+    report.write(target, doc)  # opened before the command could touch the path
     return status
 
 
@@ -175,11 +173,17 @@ def audit_leftovers(opts, environ: dict[str, str]) -> None:
         place = os.path.dirname(place)
 
 
-def fail(opts, err: SandboxError, meta, started) -> int:
+def fail(opts, err: SandboxError, meta, started, target=None) -> int:
+    """Report a failure of the sandbox itself (the command did not run)."""
     from sandbox.errors import report as show
 
-    report.write(opts.report, report.build(opts.command, meta, started, error=err,
-                                           status=err.exit_code))
+    if target is None and opts.report:
+        try:  # a caller that did not open the report's target first
+            target = report.open_target(opts.report)
+        except SandboxError:
+            target = None  # nowhere safe to write it; the error line says enough
+    report.write(target, report.build(opts.command, meta, started, error=err,
+                                      status=err.exit_code))
     return show(err)
 
 

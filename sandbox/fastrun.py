@@ -26,14 +26,23 @@ class _EnvRules:
 
 def run_cached(opts, environ: dict[str, str]) -> int | None:
     started = time.time()
+    from sandbox import report
+    from sandbox.errors import SandboxError
     from sandbox.execute import audit_leftovers
 
+    try:  # first: a bad --report is refused before anything happens
+        target = report.open_target(opts.report)
+    except SandboxError as err:
+        from sandbox.errors import report as show
+
+        return show(err)
     audit_leftovers(opts, environ)  # before loading: it may move files the plan mounts
     plan = plancache.load(opts, environ)
     if plan is None:
+        if target is not None:
+            target.close()  # the full path opens it again
         return None
     from sandbox import command, envfilter
-    from sandbox.errors import SandboxError
 
     env = envfilter.sandbox_env(environ, _EnvRules(plan), plan["cache_dir"], plan["cwd"])
     argv = plan["argv"] + tuple(opts.command)
@@ -43,9 +52,9 @@ def run_cached(opts, environ: dict[str, str]) -> int | None:
     except SandboxError as err:
         from sandbox.execute import fail
 
-        return fail(opts, err, meta, started)
+        return fail(opts, err, meta, started, target)
     from sandbox.execute import execute
 
     return execute(opts, argv, env, plan["status_index"], plan["interactive"], plan["warnings"],
                    meta, plan["bwrap"], started, plan["seccomp"], plan["audit"], plan["limits"],
-                   plan["egress"])
+                   plan["egress"], target)
