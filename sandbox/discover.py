@@ -293,6 +293,25 @@ def _ancestors_between(root: str, path: str) -> list[str]:
     return out
 
 
+def _scratch_parents(paths, obs: Observer) -> list[str]:
+    """Host directories just below a private scratch dir that hold one of ``paths``
+    deeper down (``/tmp/repo`` for ``/tmp/repo/sub``); see Layout.scratch_parents."""
+    import stat as stat_mod
+
+    out: list[str] = []
+    for path in paths:
+        for scratch in SCRATCH_DIRS:
+            if path == scratch or not is_within(path, scratch):
+                continue
+            top = f"{scratch}/{path[len(scratch) + 1:].split('/', 1)[0]}"
+            if top == path or top in out or any(is_within(top, p) for p in paths):
+                continue  # nothing between, or a writable root covers it
+            st = obs.note(top)  # stamped: a swap invalidates a cached plan
+            if st is not None and stat_mod.S_ISDIR(st[1]):
+                out.append(top)
+    return out
+
+
 def _depth_sorted(paths) -> tuple[str, ...]:
     return tuple(sorted(dict.fromkeys(paths), key=lambda p: (p.count("/"), p)))
 
@@ -448,6 +467,15 @@ def discover(policy: Policy, ws: Workspace, *, extra_writable: tuple[str, ...] =
             and not _link_below(max((r for r in writable if is_within(k, r)), key=len, default="/"),
                                 k, obs)]
 
+    # A workspace deeper under /tmp: its host parents, read-only (not our own
+    # cache dir: the state directory around it is not the command's business)
+    scratch_parents = _scratch_parents([p for p in writable if p != cache_dir] + [ws.real], obs)
+    for top in scratch_parents:  # host sockets in them: hidden, as under [sockets] scan
+        result = scan.walk(top, socket_rules, os.path.join(scan_cache, scan.cache_name(top, socket_rules)))
+        for d in result.dirs:
+            obs.note(d, full=True)
+        plan.masked_files.extend(p for p, kind, _ in result.findings if kind == scan.SOCKET)
+
     empty_dirs = []
     for d in policy.empty_dirs:
         if obs.isdir(d) and not os.path.islink(d) and not any(is_within(d, e) for e in empty_dirs):
@@ -478,4 +506,5 @@ def discover(policy: Policy, ws: Workspace, *, extra_writable: tuple[str, ...] =
         warnings=tuple(plan.warnings),
         unprotected=tuple(dict.fromkeys(plan.unprotected)),
         git_entries=tuple(dict.fromkeys(git_entries)),
+        scratch_parents=_depth_sorted(scratch_parents),
     )

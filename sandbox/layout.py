@@ -29,10 +29,15 @@ class Layout:
     warnings: tuple[str, ...] = ()
     unprotected: tuple[str, ...] = ()  # protected paths left writable on request
     git_entries: tuple[str, ...] = ()  # every .git found in or around the writable roots
+    # host directories just below a private scratch dir (/tmp/proj for a
+    # workspace /tmp/proj/sub), bound read-only over the empty tmpfs: the
+    # repository around the workspace stays whole, and a write beside the
+    # workspace fails (EROFS) instead of vanishing with the tmpfs
+    scratch_parents: tuple[str, ...] = ()
 
     def hidden_dirs(self) -> tuple[str, ...]:
         """Host directories the command cannot see (unless a writable root is inside)."""
         return SCRATCH_DIRS + self.empty_dirs + self.masked_dirs
 
     def exposed_dirs(self) -> tuple[str, ...]:
-        return self.writable_roots + (self.workspace,)
+        return self.writable_roots + (self.workspace,) + self.scratch_parents
