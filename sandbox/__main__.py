@@ -1,4 +1,4 @@
-"""Entry point.  ``sandbox run`` takes a fast path that never imports typer.
+"""Entry point.  ``sandbox run`` and ``--version`` take a fast path that never imports typer.
 
 A coding-agent plugin starts ``sandbox run -- CMD`` for every shell command,
 and importing typer costs more than the whole sandbox start.  The fast path
@@ -66,6 +66,11 @@ def parse_run(args: list[str]):
 
 def main() -> None:
     args = sys.argv[1:]
+    if args == ["--version"]:  # asked by scripts and plugins: not worth importing typer
+        from sandbox import __version__
+
+        print(f"sandbox {__version__}")
+        sys.exit(0)
     if args[:1] == ["run"]:
         opts = parse_run(args[1:])
         if opts is not None:
