@@ -8,11 +8,10 @@ sockets.  The backend then works from the Layout alone.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 
-from sandbox import gitconfig, scan, selfguard
+from sandbox import caches, gitconfig, scan, selfguard
 from sandbox.observe import Observer
 from sandbox.patterns import match
 from sandbox.errors import SetupError, UsageError
@@ -393,10 +392,8 @@ def discover(policy: Policy, ws: Workspace, *, extra_writable: tuple[str, ...] =
 
     cache_dir = None
     if policy.uses_caches():
-        key = hashlib.sha256(ws.real.encode()).hexdigest()[:16]
-        cache_dir = os.path.join(state, "workspaces", key)
+        cache_dir = caches.prepare(state, ws.real, [sub for _var, sub in policy.caches])
         for _var, sub in policy.caches:
-            os.makedirs(os.path.join(cache_dir, sub), mode=0o700, exist_ok=True)
             obs.note(os.path.join(cache_dir, sub))
         plan.writable.append(cache_dir)
 

@@ -34,6 +34,7 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
             # host's network, so say so where someone might copy it
             print("# run by sandbox inside the egress bridge's network namespace; "
                   "do not run this argv by itself", file=sys.stdout)
+        print(_dry_run_note(argv, status_index, seccomp))
         print(report.shell_join(argv))
         if target is not None:
             target.close()
@@ -125,6 +126,25 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
 EXIT_AUDIT_FAILED = 125
 
 
+def _dry_run_note(argv, status_index, seccomp) -> str:
+    """A comment for --dry-run: the descriptors the argv names exist only in a real run."""
+    import shlex
+
+    fds = []
+    by_hand = []
+    if status_index is not None:
+        fds.append(f"{argv[status_index]} (--json-status-fd: sandbox reads the exit status there)")
+        by_hand.append(f"{argv[status_index]}>/dev/null")
+    if seccomp is not None:
+        fds.append(f"{argv[seccomp[0]]} (--seccomp: the filter {seccomp[1]})")
+        by_hand.append(f"{argv[seccomp[0]]}<{shlex.quote(seccomp[1])}")
+    if not fds:
+        return "# the argv sandbox would run"
+    return (f"# fds {' and '.join(fds)} are opened by sandbox for the run; to try this argv by "
+            f"hand append {' '.join(by_hand)} (it then runs with your environment unfiltered, "
+            "without the terminal relay and without the persistence audit)")
+
+
 def _audit(spec, pending) -> list:
     """Run the persistence audit and print one line per finding.
 
@@ -157,13 +177,13 @@ def audit_leftovers(opts, environ: dict[str, str]) -> None:
     import os
     import sys
 
-    from sandbox import plancache
+    from sandbox import plancache, runlock
 
     state = plancache.state_dir(environ)
     place = os.path.realpath(os.path.join(os.getcwd(), opts.workspace or "."))
     while True:  # the workspace, or one around it (a run started from a subdirectory)
         path = plancache.pending_audit_path(state, place)
-        if os.path.exists(path):
+        if os.path.exists(path) and not runlock.busy(state, place):  # busy: not left, running
             from sandbox import audit
 
             for finding in audit.run_pending(path):
@@ -176,6 +196,16 @@ def audit_leftovers(opts, environ: dict[str, str]) -> None:
 def fail(opts, err: SandboxError, meta, started, target=None) -> int:
     """Report a failure of the sandbox itself (the command did not run)."""
     from sandbox.errors import report as show
+
+    if isinstance(err, SetupError):
+        from sandbox import nesting
+
+        if nesting.inside_sandbox():  # then that is why, whatever broke first
+            err = SetupError("already inside a sandbox: a sandboxed command cannot start "
+                             "another one (new user namespaces are refused inside); "
+                             "the command was not run",
+                             hint="run the command directly, it is sandboxed already; or start "
+                                  "'sandbox run' from outside the sandbox")
 
     if target is None and opts.report:
         try:  # a caller that did not open the report's target first

@@ -53,8 +53,13 @@ def run_cached(opts, environ: dict[str, str]) -> int | None:
         from sandbox.execute import fail
 
         return fail(opts, err, meta, started, target)
+    from sandbox import runlock
     from sandbox.execute import execute
 
-    return execute(opts, argv, env, plan["status_index"], plan["interactive"], plan["warnings"],
-                   meta, plan["bwrap"], started, plan["seccomp"], plan["audit"], plan["limits"],
-                   plan["egress"], target)
+    lock = runlock.hold_for(opts, plancache.state_dir(environ), meta["workspace"])
+    try:
+        return execute(opts, argv, env, plan["status_index"], plan["interactive"],
+                       plan["warnings"], meta, plan["bwrap"], started, plan["seccomp"],
+                       plan["audit"], plan["limits"], plan["egress"], target)
+    finally:
+        runlock.release(lock)

@@ -160,10 +160,10 @@ BAD = [
     pytest.param(
         '[filesystem\n', None,
         "{p}: not valid TOML: Expected ']' at the end of a table declaration (at line 1, column 12) "
-        "(hint: see docs/profiles.md for the format)", id="invalid-toml"),
+        "(hint: see {docs}/profiles.md for the format)", id="invalid-toml"),
     pytest.param(
         'a = = 1\n', None,
-        "{p}: not valid TOML: Invalid value (at line 1, column 5) (hint: see docs/profiles.md for "
+        "{p}: not valid TOML: Invalid value (at line 1, column 5) (hint: see {docs}/profiles.md for "
         "the format)", id="invalid-toml-value"),
 ]
 
@@ -172,7 +172,9 @@ BAD = [
 def test_bad_profile_exact_message(tmp_path, text, line, expected):
     path = write(tmp_path, text)
     err = load_error(str(path))
-    assert err.one_line() == "sandbox: profile error: " + expected.replace("{p}", str(path))
+    docs = resources.doc("profiles.md").rsplit("/", 1)[0]  # the installed copy
+    assert err.one_line() == "sandbox: profile error: " + expected.replace(
+        "{p}", str(path)).replace("{docs}", docs)
     assert err.line == line
     assert err.source == str(path)
     assert err.exit_code == 125
