@@ -154,7 +154,9 @@ def test_version_never_imports_typer():
             "from sandbox.__main__ import main\n"
             "try:\n    main()\nexcept SystemExit as e:\n    code = e.code\n"
             "print('typer' in sys.modules, 'click' in sys.modules, code)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    # cwd "/": the installed package, not a checkout that happens to be the cwd
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd="/")
     lines = out.stdout.splitlines()
     assert lines[-1].split() == ["False", "False", "0"]
     from sandbox import __version__

@@ -37,25 +37,33 @@ def json_in(text: str) -> dict:
     return json.JSONDecoder().raw_decode(text[text.index("{\n"):])[0]
 
 
-def test_dev_stderr_is_written_to_and_stays_a_symlink(senv):
+@pytest.fixture
+def host_streams():
+    """The host's /dev/stdout and /dev/stderr links, put back if a regression replaced
+    them (as root the old code did: every process on the machine then wrote there)."""
+    links = {p: os.readlink(p) for p in ("/dev/stdout", "/dev/stderr") if os.path.islink(p)}
+    yield links
+    for path, target in links.items():
+        if not os.path.islink(path) and os.getuid() == 0:
+            os.unlink(path)
+            os.symlink(target, path)
+
+
+def test_dev_stderr_is_written_to_and_stays_a_symlink(senv, host_streams):
     """The damage case (as root): /dev/stderr must still be the host's symlink."""
-    before = os.readlink("/dev/stderr")
-    try:
-        r = run(senv, "--report", "/dev/stderr", "--", "sh", "-c", "echo out; echo err >&2")
-        assert r.returncode == 0, r.stderr
-        assert r.stdout == "out\n"
-        assert r.stderr.startswith("err\n")
-        assert json_in(r.stderr)["command"] == ["sh", "-c", "echo out; echo err >&2"]
-        assert "sandbox: warning" not in r.stderr
-    finally:
-        if not os.path.islink("/dev/stderr") and os.getuid() == 0:  # undo the damage
-            os.unlink("/dev/stderr")
-            os.symlink(before, "/dev/stderr")
-    assert os.path.islink("/dev/stderr") and os.readlink("/dev/stderr") == before
+    assert "/dev/stderr" in host_streams, "this host's /dev/stderr is not a symlink"
+    r = run(senv, "--report", "/dev/stderr", "--", "sh", "-c", "echo out; echo err >&2")
+    assert os.path.islink("/dev/stderr")
+    assert os.readlink("/dev/stderr") == host_streams["/dev/stderr"]
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "out\n"
+    assert r.stderr.startswith("err\n")
+    assert json_in(r.stderr)["command"] == ["sh", "-c", "echo out; echo err >&2"]
+    assert "sandbox: warning" not in r.stderr
 
 
 @pytest.mark.parametrize("name", ["-", "/dev/stdout"])
-def test_standard_output_names(senv, name):
+def test_standard_output_names(senv, name, host_streams):
     r = run(senv, "--report", name, "--", "echo", "from the command")
     assert r.returncode == 0, r.stderr
     first, rest = r.stdout.split("\n", 1)
@@ -101,11 +109,22 @@ def test_symlink_is_refused_and_left_alone(senv):
     assert not (senv.ws / "made").exists()
 
 
-@pytest.mark.parametrize("path", ["/dev/null", "/dev/tty", "."])
-def test_devices_and_directories_are_refused(senv, path):
+@pytest.mark.parametrize("kind", ["char-device", "directory"])
+def test_devices_and_directories_are_refused(senv, kind):
+    if kind == "directory":
+        path = str(senv.ws)
+    elif senv.who.uid == 0:
+        # a copy of /dev/null in the test directory: if this regressed, the
+        # copy would be replaced, not the device every process on the host uses
+        path = str(senv.base / "null")
+        os.mknod(path, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    else:
+        path = "/dev/null"  # the test user cannot replace anything in /dev
     r = run(senv, "--report", path, "--", "touch", "made")
     one_error_line(r)
     assert not (senv.ws / "made").exists()
+    if kind == "char-device":
+        assert stat.S_ISCHR(os.lstat(path).st_mode)
 
 
 def test_report_error_comes_first_even_with_a_bad_profile(senv):
@@ -117,12 +136,12 @@ def test_report_error_comes_first_even_with_a_bad_profile(senv):
     assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
 
 
-def test_tool_error_report_on_stderr(senv):
+def test_tool_error_report_on_stderr(senv, host_streams):
     r = run(senv, "--report", "/dev/stderr", "--profile", "no-such", "--", "true")
     assert r.returncode == 125
     assert json_in(r.stderr)["outcome"] == "error"
     assert r.stderr.strip().splitlines()[-1].startswith("sandbox: profile error:")
-    assert os.path.islink("/dev/stderr")
+    assert os.path.islink("/dev/stderr")  # the failure's report did not replace it either
 
 
 def test_existing_regular_file_is_replaced(senv):
