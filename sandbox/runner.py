@@ -17,6 +17,8 @@ import _signal as signal
 import sys
 import time
 
+from sandbox import hostprogs
+
 # After forwarding SIGINT/SIGTERM/SIGHUP, how long the command may take to
 # run its handlers before the whole sandbox is killed.
 GRACE_DEFAULT = 5.0
@@ -149,6 +151,13 @@ def run(argv, env: dict[str, str], status_fd_arg: int | None, interactive: bool,
     sandbox, never to this process; its cgroup is removed before returning.
     ``bridge`` (a ``sandbox.netns.Bridge``) puts bwrap in a network namespace
     whose only way out is the egress proxy.
+
+    The caller's terminal never reaches the command: when any of fds 0-2 is
+    a terminal, those fds are replaced by a private pty that this process
+    relays (``_Relay``); the others (pipes, files) are passed through
+    untouched.  This is decided here, from the descriptors themselves, not
+    from ``interactive`` (which says the plan put the ctty helper in argv,
+    because stdin was a terminal when it was made).
     """
     read_fd, write_fd = os.pipe()
     argv = list(argv)
@@ -159,12 +168,24 @@ def run(argv, env: dict[str, str], status_fd_arg: int | None, interactive: bool,
         bpf_fd = os.open(seccomp[1], os.O_RDONLY | os.O_CLOEXEC)
         argv[seccomp[0]] = str(bpf_fd)
         keep.append(bpf_fd)
+    env, moved = hostprogs.split_env(env)
+    if moved:
+        # loader variables reach the command through bwrap's --setenv, never
+        # bwrap's own (or the bridge launcher's) loader: see sandbox.hostprogs
+        args_fd = os.memfd_create("sandbox-setenv", os.MFD_CLOEXEC)
+        _write_all(args_fd, hostprogs.setenv_args(moved))
+        os.lseek(args_fd, 0, os.SEEK_SET)
+        argv[1:1] = ["--args", str(args_fd)]
+        keep.append(args_fd)
     master = slave = None
     stdio: list[int | None] = [None, None, None]
-    if interactive:
+    ttys = [os.isatty(fd) for fd in (0, 1, 2)]
+    if any(ttys):
         master, slave = os.openpty()
-        _copy_winsize(sys.stdin.fileno(), slave)
-        stdio = [slave if os.isatty(fd) else None for fd in (0, 1, 2)]
+        _copy_winsize(ttys.index(True), slave)
+        stdio = [slave if is_tty else None for is_tty in ttys]
+        if not ttys[0]:
+            _output_only(slave)
 
     pending: list[int] = []
 
@@ -172,9 +193,12 @@ def run(argv, env: dict[str, str], status_fd_arg: int | None, interactive: bool,
         pending.append(signum)
 
     old_handlers = {s: signal.signal(s, on_signal) for s in FORWARDED}
-    if interactive:
+    if master is not None:
         old_handlers[signal.SIGWINCH] = signal.signal(signal.SIGWINCH, on_signal)
+    relay = None
     try:
+        if master is not None:  # raw before the start: keys typed from now on are the command's
+            relay = _Relay(master, 0 if ttys[0] else None, ttys.index(True), slave)
         try:
             proc = _Proc(_spawn_bridged(argv, env, keep, stdio, limits, bridge))
         finally:
@@ -182,12 +206,14 @@ def run(argv, env: dict[str, str], status_fd_arg: int | None, interactive: bool,
                 os.close(fd)
             if slave is not None:
                 os.close(slave)
-        outcome = _supervise(proc, _Status(read_fd), master, pending,
+        outcome = _supervise(proc, _Status(read_fd), relay, pending,
                              limits.timeout if limits is not None else None, grace)
         if limits is not None:
             outcome.limits = limits.summary()
         return outcome
     finally:
+        if relay is not None:
+            relay.restore()
         if limits is not None:
             limits.remove_cgroup()
         for s, handler in old_handlers.items():
@@ -197,7 +223,25 @@ def run(argv, env: dict[str, str], status_fd_arg: int | None, interactive: bool,
             os.close(master)
 
 
-def _supervise(proc: "_Proc", status: _Status, master: int | None,
+def _output_only(slave: int) -> None:
+    """The pty of a command whose stdin is not a terminal: output passes as written.
+
+    Nothing is ever typed into it, and the caller's terminal is left in its
+    own (cooked) mode, which already turns ``\n`` into ``\r\n``; without
+    OPOST the pty adds nothing, so the caller sees exactly the bytes it would
+    have seen with the command writing to the terminal itself.
+    """
+    import termios
+
+    try:
+        attrs = termios.tcgetattr(slave)
+        attrs[1] &= ~termios.OPOST
+        termios.tcsetattr(slave, termios.TCSANOW, attrs)
+    except termios.error:
+        pass
+
+
+def _supervise(proc: "_Proc", status: _Status, relay: "_Relay | None",
                pending: list[int], time_limit: float | None = None,
                grace: float = GRACE_DEFAULT) -> Outcome:
     outcome = Outcome()
@@ -213,7 +257,7 @@ def _supervise(proc: "_Proc", status: _Status, master: int | None,
     old_wakeup = signal.set_wakeup_fd(wake_w)
     deadline: float | None = None
     undelivered: list[int] = []
-    relay = _Relay(master) if master is not None else None
+    master = relay.master if relay is not None else None
     try:
         while True:
             if time_up is not None and time.monotonic() >= time_up:
@@ -223,8 +267,8 @@ def _supervise(proc: "_Proc", status: _Status, master: int | None,
             while pending:
                 signum = pending.pop(0)
                 if signum == signal.SIGWINCH:
-                    if master is not None:
-                        _copy_winsize(sys.stdin.fileno(), master)
+                    if relay is not None:
+                        _copy_winsize(relay.tty, master)
                     continue
                 outcome.forwarded.append(_SIGNAL_NAMES.get(signum, str(signum)))
                 undelivered.append(signum)
@@ -258,7 +302,8 @@ def _supervise(proc: "_Proc", status: _Status, master: int | None,
             if time_up is not None:
                 left = max(0.0, time_up - time.monotonic())
                 timeout = left if timeout is None else min(timeout, left)
-            if undelivered:  # poll until the command can be signalled
+            if undelivered or (relay is not None and relay.waiting()):
+                # poll until the command can be signalled / has read its input
                 timeout = 0.02 if timeout is None else min(timeout, 0.02)
             if status.closed:  # only the relay is left: bound the wait
                 timeout = 0.05 if timeout is None else min(timeout, 0.05)
@@ -732,30 +777,120 @@ def _kill_sandbox(proc: "_Proc", init_pid: int | None) -> None:
                 pass
 
 
+# How long input written to a pty master may take to show in the slave's queue.
+SETTLE = 0.02
+
+
 class _Relay:
-    """Copy bytes between the caller's terminal and the command's pty."""
+    """Copy bytes between the caller's terminal and the command's private pty.
 
-    def __init__(self, master: int) -> None:
-        import termios
-        import tty
+    ``stdin`` is the caller's terminal on fd 0, or None when fd 0 is not a
+    terminal (the command then reads fd 0 itself, and nothing typed is ever
+    read here); ``tty`` is a terminal fd of the caller's, for the window
+    size.  Output goes to fd 1 if that is a terminal, else to fd 2.
 
+    Input must arrive as it would on the caller's terminal itself, which
+    takes three things (``printf 'print(1+1)\\n' | script -qc 'sandbox run --
+    python3'`` needs all of them):
+
+    * the switch to raw mode keeps what is already queued (TCSANOW; the
+      usual TCSAFLUSH would drop keys typed, or bytes piped, while the run
+      starts);
+    * what the terminal holds in cooked mode is read *before* that switch:
+      an end-of-file (Ctrl-D) typed there is a marker that raw mode turns
+      into a NUL byte, so it is read as end-of-file and passed on as the
+      command pty's own EOF character;
+    * that EOF character is held back until the command has read the input
+      before it (``slave`` is kept to look): written into a pty ahead of a
+      program that switches it to raw mode later (Python's REPL, any
+      readline), it would become a NUL there too, and the program would
+      wait forever.  Tools that drive a terminal from a pipe (``script``,
+      ``su --pty``) wait the same way.  Signal characters are never held.
+    """
+
+    def __init__(self, master: int, stdin: int | None, tty: int, slave: int) -> None:
         self.master = master
-        self.stdin = sys.stdin.fileno()
+        self.stdin = stdin
+        self.tty = tty
         self.out = 1 if os.isatty(1) else 2
-        self.stdin_open = True
+        self.stdin_open = stdin is not None
         self.done = False
         self.saved = None
+        self.held = b""  # input from an EOF character on, until the command caught up
+        self.wrote = 0.0  # when input was last written to the command's pty
+        self.slave = None
+        if stdin is None:
+            return
+        import termios
+        import tty as tty_mod
+
+        self.slave = os.dup(slave)  # not inheritable: only ever ours
+        cc = termios.tcgetattr(master)[6]
+        self.eof = _cc_byte(cc[termios.VEOF], b"\x04")
+        self.immediate = {_cc_byte(cc[i], b"") for i in (termios.VINTR, termios.VQUIT,
+                                                          termios.VSUSP)} - {b""}
         try:
-            self.saved = termios.tcgetattr(self.stdin)
-            tty.setraw(self.stdin)
+            self.saved = termios.tcgetattr(stdin)
+        except termios.error:
+            return
+        if self.saved[3] & termios.ICANON:
+            self._take_cooked_input()
+        try:
+            tty_mod.setraw(stdin, termios.TCSANOW)
         except termios.error:
             self.saved = None
+
+    def _take_cooked_input(self) -> None:
+        """Read the complete lines and EOF marks the terminal holds (bounded)."""
+        for _ in range(256):
+            if not select.select([self.stdin], [], [], 0)[0]:
+                return
+            try:
+                data = os.read(self.stdin, 65536)
+            except OSError:
+                return
+            self.forward(data if data else self.eof)
 
     def wanted(self) -> list[int]:
         fds = [] if self.done else [self.master]
         if self.stdin_open and not self.done:
             fds.append(self.stdin)
         return fds
+
+    def waiting(self) -> bool:
+        """Input is held back: look again soon."""
+        return bool(self.held) and not self.done
+
+    def forward(self, data: bytes) -> None:
+        if self.held:
+            # the command's signal keys go now, whatever waits (they do not
+            # depend on what it has read)
+            for key in self.immediate:
+                if key in data:
+                    self._write(key * data.count(key))
+                    data = data.replace(key, b"")
+        self.held += data
+        self.release()
+
+    def release(self) -> None:
+        while self.held:
+            at = self.held.find(self.eof)
+            if at != 0:
+                upto = len(self.held) if at < 0 else at
+                self._write(self.held[:upto])
+                self.held = self.held[upto:]
+                continue
+            # bytes written to the master reach the slave's queue a moment
+            # later (the kernel moves them in a work item), so an empty queue
+            # means "all read" only once the last write has had time to land
+            if time.monotonic() - self.wrote < SETTLE or select.select([self.slave], [], [], 0)[0]:
+                return  # the command has not read what came before yet
+            self._write(self.eof)
+            self.held = self.held[1:]
+
+    def _write(self, data: bytes) -> None:
+        _write_all(self.master, data)
+        self.wrote = time.monotonic()
 
     def move(self, ready: list[int]) -> None:
         if self.master in ready:
@@ -769,12 +904,19 @@ class _Relay:
                 self.done = True
             else:
                 _write_all(self.out, data)
-        if self.stdin in ready and self.stdin_open:
-            data = os.read(self.stdin, 65536)
+        if self.stdin_open and self.stdin in ready:
+            try:
+                data = os.read(self.stdin, 65536)
+            except OSError as exc:  # EIO: the caller's terminal hung up
+                if exc.errno != errno.EIO:
+                    raise
+                data = b""
             if data:
-                _write_all(self.master, data)
+                self.forward(data)
             else:
                 self.stdin_open = False
+        if self.held:
+            self.release()
 
     def drain(self) -> None:
         """Copy what the command wrote before it exited."""
@@ -784,11 +926,26 @@ class _Relay:
             self.move([self.master])
 
     def restore(self) -> None:
+        if self.slave is not None:
+            os.close(self.slave)
+            self.slave = None
         if self.saved is not None:
             import termios
 
-            termios.tcsetattr(self.stdin, termios.TCSAFLUSH, self.saved)
-            self.saved = None
+            saved, self.saved = self.saved, None
+            try:
+                # TCSADRAIN: let the output out, keep what was typed meanwhile
+                # (it is the shell's next input, not ours to discard)
+                termios.tcsetattr(self.stdin, termios.TCSADRAIN, saved)
+            except termios.error:
+                pass
+
+
+def _cc_byte(value, default: bytes) -> bytes:
+    """A termios control character as one byte; ``default`` when it is disabled."""
+    if isinstance(value, int):
+        value = bytes([value])
+    return value if value and value != b"\0" else default
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -807,9 +964,14 @@ def probe_namespaces(bwrap_path: str) -> str | None:
     """After a failed start: can bwrap create namespaces at all?  Returns its error."""
     import subprocess
 
+    # bwrap runs on the host: no loader variables; and `true` by its full
+    # path, never PATH's (the probe has no seccomp filter and no new session)
+    env, _ = hostprogs.split_env(dict(os.environ))
+    true = hostprogs.find("true", ()) or "/bin/true"
     try:
         done = subprocess.run([bwrap_path, "--unshare-user", "--unshare-net", "--ro-bind", "/", "/",
-                               "true"], capture_output=True, text=True, timeout=10)
+                               "--", true], capture_output=True, text=True, timeout=10, env=env,
+                              stdin=subprocess.DEVNULL)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return str(exc)
     if done.returncode == 0:
