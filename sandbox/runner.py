@@ -777,8 +777,11 @@ def _kill_sandbox(proc: "_Proc", init_pid: int | None) -> None:
                 pass
 
 
-# How long input written to a pty master may take to show in the slave's queue.
-SETTLE = 0.02
+# How long the command's pty must be quiet (no input written, no output seen)
+# before an end-of-file typed or piped after other input is passed on: see
+# _Relay._caught_up.
+QUIET_RAW = 0.05
+QUIET_COOKED = 0.25
 
 
 class _Relay:
@@ -818,6 +821,7 @@ class _Relay:
         self.saved = None
         self.held = b""  # input from an EOF character on, until the command caught up
         self.wrote = 0.0  # when input was last written to the command's pty
+        self.heard = 0.0  # when the command's pty last had output
         self.slave = None
         if stdin is None:
             return
@@ -880,13 +884,34 @@ class _Relay:
                 self._write(self.held[:upto])
                 self.held = self.held[upto:]
                 continue
-            # bytes written to the master reach the slave's queue a moment
-            # later (the kernel moves them in a work item), so an empty queue
-            # means "all read" only once the last write has had time to land
-            if time.monotonic() - self.wrote < SETTLE or select.select([self.slave], [], [], 0)[0]:
-                return  # the command has not read what came before yet
+            if not self._caught_up():
+                return
             self._write(self.eof)
             self.held = self.held[1:]
+
+    def _caught_up(self) -> bool:
+        """Has the command read its input, and is it waiting for more?
+
+        Its queue must be empty, and it must have been quiet for a moment:
+        a REPL reads a line in raw mode, goes back to cooked mode while it
+        runs it (printing the result), and is raw again only when it prints
+        its prompt; an EOF character written in that cooked gap would become
+        a NUL.  So: no input written and no output seen for QUIET_RAW while
+        the pty is raw, or the longer QUIET_COOKED while it is cooked (a
+        program may be busy before it switches).  Written bytes also take a
+        moment to show in the queue (the kernel moves them in a work item),
+        which the same wait covers.
+        """
+        if select.select([self.slave], [], [], 0)[0]:
+            return False  # the command has not read what came before
+        import termios
+
+        quiet = time.monotonic() - max(self.wrote, self.heard)
+        try:
+            cooked = termios.tcgetattr(self.master)[3] & termios.ICANON
+        except termios.error:
+            return True
+        return quiet >= (QUIET_COOKED if cooked else QUIET_RAW)
 
     def _write(self, data: bytes) -> None:
         _write_all(self.master, data)
@@ -903,6 +928,7 @@ class _Relay:
             if not data:
                 self.done = True
             else:
+                self.heard = time.monotonic()
                 _write_all(self.out, data)
         if self.stdin_open and self.stdin in ready:
             try:
