@@ -132,7 +132,7 @@ def prepare(opts: RunOptions, environ: dict[str, str]) -> Prepared:
                                tool_paths=selfguard.install_paths())
     host_roots = layout.writable_roots + layout.keep_in_place
     bwrap_path = find_bwrap(environ, host_roots)
-    obs.realpath(environ.get("SANDBOX_BWRAP") or bwrap_path)  # the chain, and the file
+    obs.realpath(bwrap_path)  # stamps its path chain and the file: a cached plan re-checks them
     helper = None
     if os.isatty(0):
         helper = hostprogs.find("setsid", host_roots)

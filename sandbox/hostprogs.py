@@ -15,8 +15,9 @@ command would run code on the host at the next start.  So:
   root's alone (Debian's ``staff`` group may write it, ``pip install`` as
   root drops console scripts there); a bwrap installed there is used through
   ``SANDBOX_BWRAP=/usr/local/bin/bwrap``, a choice the user made.  Either
-  way a program whose path (as given, or after symlinks) lies inside a
-  writable root of the run is refused: the command could replace it.
+  way a program is refused when its path, or any symlink met on the way
+  to the file (``places``), lies inside a writable root of the run: the
+  command could replace it.
   The launcher is the interpreter already running ``sandbox``
   (``sys.executable``), which ``selfguard`` keeps read-only.
 * **What they inherit.**  The loader and interpreter start-up variables
@@ -63,12 +64,46 @@ def inside(path: str, roots) -> str | None:
     return None
 
 
-def _refuse_writable(name: str, given: str, real: str, roots, how: str) -> None:
-    for path in dict.fromkeys((given, real)):
+def places(path: str) -> list[str]:
+    """Every real place the lookup of ``path`` passes through: each symlink
+    met on the way (where it lies, after the links before it) and the file.
+
+    Replacing any of them changes what runs, so none may be writable by the
+    command; the link's target alone (``realpath``) would miss a link inside
+    the workspace that points out of it.
+    """
+    found: list[str] = []
+    todo = [p for p in path.split("/") if p]
+    cur = "/"
+    for _ in range(256):  # bounded: a symlink loop ends here
+        if not todo:
+            break
+        part = todo.pop(0)
+        if part == ".":
+            continue
+        if part == "..":
+            cur = os.path.dirname(cur)
+            continue
+        nxt = os.path.join(cur, part)
+        if os.path.islink(nxt):
+            found.append(nxt)
+            target = os.readlink(nxt)
+            todo = [p for p in target.split("/") if p] + todo
+            if target.startswith("/"):
+                cur = "/"
+        else:
+            cur = nxt
+    found.append(cur)
+    return found
+
+
+def _refuse_writable(name: str, given: str, roots, how: str) -> None:
+    for path in places(given):
         root = inside(path, roots)
         if root is not None:
+            where = given if path == given else f"{given} (through {path})"
             raise SetupError(
-                f"{name} at {given} ({how}) lies inside the writable root {root}: the command "
+                f"{name} at {where} ({how}) lies inside the writable root {root}: the command "
                 "could replace it and have it run on the host; the command was not run",
                 hint=f"install {name} from your distribution (it lands in /usr/bin), or point "
                      f"SANDBOX_BWRAP at a copy outside the workspace and every --allow-write path"
@@ -81,7 +116,7 @@ def _usable(path: str) -> bool:
 
 
 def find(name: str, roots) -> str | None:
-    """``name`` from the system directories (after symlinks), or None if absent.
+    """``name`` from the system directories, or None if absent.
 
     Raises SetupError when the program found lies inside a writable
     root (a workspace or --allow-write under /usr, say).
@@ -89,9 +124,8 @@ def find(name: str, roots) -> str | None:
     for directory in SYSTEM_DIRS:
         path = f"{directory}/{name}"
         if _usable(path):
-            real = os.path.realpath(path)
-            _refuse_writable(name, path, real, roots, "found in " + directory)
-            return real
+            _refuse_writable(name, path, roots, "found in " + directory)
+            return path
     return None
 
 
@@ -100,13 +134,13 @@ def explicit(name: str, var: str, value: str, roots) -> str:
     if not os.path.isabs(value):
         # relative to the current directory, which is usually the workspace
         raise SetupError(f"{var}={value} is not an absolute path; the command was not run",
-                               hint=f"give the full path of {name}, e.g. {var}=/usr/bin/{name}")
+                         hint=f"give the full path of {name}, e.g. {var}=/usr/bin/{name}")
     if not _usable(value):
         raise SetupError(f"{var}={value} is not an executable file; the command was not run",
-                               hint=f"point {var} at {name}, or unset it to use /usr/bin/{name}")
-    real = os.path.realpath(value)
-    _refuse_writable(name, os.path.normpath(value), real, roots, "from " + var)
-    return real
+                         hint=f"point {var} at an installed {name}, or unset it to use the one "
+                              "in /usr/bin (install it with your distribution's package manager)")
+    _refuse_writable(name, value, roots, "from " + var)
+    return value
 
 
 def is_loader_var(name: str) -> bool:

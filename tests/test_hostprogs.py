@@ -95,22 +95,28 @@ def test_planted_bwrap_and_setsid_on_path_are_never_run(senv):
     # the plan names the system's programs
     dry = _under_a_terminal(senv, [sandbox_exe(), "run", "--dry-run", "--", "true"], env)
     words = shlex.split(dry.stdout.decode().replace("\r", ""))
-    assert words[0] == REAL_BWRAP, dry.stdout
+    assert os.path.realpath(words[0]) == REAL_BWRAP and words[0].startswith(("/usr/", "/bin/")), dry.stdout
     assert "--ctty" in words and os.path.dirname(words[words.index("--ctty") - 2]) in (
         "/usr/bin", "/bin"), dry.stdout
     assert str(bindir) not in dry.stdout.decode()
 
 
-@pytest.mark.parametrize("how", ["relative", "in-workspace", "symlink-in-workspace"])
+@pytest.mark.parametrize("how", ["relative", "in-workspace", "symlink-in-workspace",
+                                 "linked-dir-in-workspace"])
 def test_sandbox_bwrap_that_the_command_could_replace_is_refused(senv, how):
     if how == "relative":
         value, expect = "bwrap", b"is not an absolute path"
     elif how == "in-workspace":
         _plant(senv.ws / "tools", senv.base / "planted.log")
         value, expect = str(senv.ws / "tools" / "bwrap"), b"lies inside the writable root"
-    else:  # the link is in the workspace, its target is not: the link can be re-pointed
+    elif how == "symlink-in-workspace":  # the link is in the workspace, its target is not
         (senv.ws / "bwrap").symlink_to(REAL_BWRAP)
         value, expect = str(senv.ws / "bwrap"), b"lies inside the writable root"
+    else:  # named through a link to the workspace, via a directory link inside it that
+        # points out: neither the name nor the real path is in the workspace, the link is
+        (senv.ws / "tools").symlink_to(os.path.dirname(REAL_BWRAP))
+        (senv.base / "ws-link").symlink_to(senv.ws)
+        value, expect = str(senv.base / "ws-link" / "tools" / "bwrap"), b"(through "
     marker = senv.ws / "ran"
     done = senv.run(["touch", str(marker)], env=senv.environ(SANDBOX_BWRAP=value))
     assert done.returncode == 125, done.stderr
@@ -135,10 +141,25 @@ def test_system_program_inside_a_writable_root_is_refused():
     from sandbox import hostprogs
     from sandbox.errors import SetupError
 
-    assert hostprogs.find("bwrap", ("/srv",)) == REAL_BWRAP
+    assert os.path.realpath(hostprogs.find("bwrap", ("/srv",))) == REAL_BWRAP
     with pytest.raises(SetupError, match="lies inside the writable root /usr"):
         hostprogs.find("bwrap", ("/usr",))
     assert hostprogs.find("no-such-program-here", ()) is None
+
+
+def test_places_lists_every_link_on_the_way(tmp_path):
+    from sandbox import hostprogs
+
+    (tmp_path / "real").mkdir()
+    (tmp_path / "real" / "prog").write_text("")
+    (tmp_path / "dirlink").symlink_to("real")
+    (tmp_path / "real" / "proglink").symlink_to("../dirlink/prog")
+    got = hostprogs.places(str(tmp_path / "real" / "proglink"))
+    assert got == [str(tmp_path / "real" / "proglink"), str(tmp_path / "dirlink"),
+                   str(tmp_path / "real" / "prog")]
+    loop = tmp_path / "loop"
+    loop.symlink_to("loop")
+    assert hostprogs.places(str(loop))  # ends, does not hang
 
 
 def test_plan_naming_a_program_in_a_writable_root_is_not_reused(senv):
