@@ -45,12 +45,14 @@ SYSTEM_DIRS = ("/usr/bin", "/bin", "/usr/sbin", "/sbin")
 
 # Read by the dynamic loader or libc of any program, or by an interpreter at
 # start-up.  The exact names are glibc's own list of variables it removes
-# before running a setuid program (``unsecvars.h``), plus the shells'
-# start-up files; the prefixes cover the rest of the loader's ``LD_``
-# family, the malloc debugging hooks and every ``PYTHON`` variable.
+# before running a setuid program (``unsecvars.h``) but TMPDIR (the profile
+# sets it to /tmp, and nothing started on the host makes temporary files
+# through it), plus the shells' start-up files and tracing; the prefixes
+# cover the rest of the loader's ``LD_`` family, the malloc debugging hooks,
+# every ``PYTHON`` variable and bash's exported functions.
 LOADER_VARS = frozenset({
     "GCONV_PATH", "GETCONF_DIR", "GLIBC_TUNABLES", "HOSTALIASES", "LOCALDOMAIN", "LOCPATH",
-    "NIS_PATH", "NLSPATH", "RESOLV_HOST_CONF", "RES_OPTIONS", "TMPDIR", "TZDIR",
+    "NIS_PATH", "NLSPATH", "RESOLV_HOST_CONF", "RES_OPTIONS", "TZDIR",
     "BASH_ENV", "ENV", "SHELLOPTS", "BASHOPTS", "PS4",
 })
 LOADER_PREFIXES = ("LD_", "MALLOC_", "PYTHON", "BASH_FUNC_")

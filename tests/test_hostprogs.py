@@ -266,7 +266,7 @@ def test_ld_preload_reaches_the_command_not_bwrap(senv, preload_lib, network):
 
 def test_loader_variables_keep_their_values_for_the_command(senv):
     values = {"LD_LIBRARY_PATH": "/opt/x/lib:/opt/y lib", "GCONV_PATH": "/opt/gconv",
-              "PYTHONDONTWRITEBYTECODE": "1", "TMPDIR": "/tmp", "MALLOC_ARENA_MAX": "2",
+              "PYTHONDONTWRITEBYTECODE": "1", "TZDIR": "/usr/share/zoneinfo", "MALLOC_ARENA_MAX": "2",
               "BASH_ENV": "/dev/null"}
     script = "; ".join(f'echo "{k}=${k}"' for k in values)
     done = senv.run(["sh", "-c", script], env=senv.environ(**values))
