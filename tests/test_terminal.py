@@ -476,6 +476,18 @@ def test_piped_input_through_a_terminal_reaches_python(senv, timing):
     assert done.returncode == 0, (done.returncode, done.stdout, done.stderr)
 
 
+@pytest.mark.parametrize("when", ["during-start", "after-start"])
+def test_ctrl_d_ends_the_input_of_an_interactive_command(senv, pty_runs, when):
+    run = pty_runs(senv, ["sh", "-c", "cat; echo CAT-DONE"])
+    if when == "after-start":
+        run.read_until(b"never-printed", timeout=2)  # let it start and wait for input
+    os.write(run.master, b"a line\n")
+    os.write(run.master, b"\x04")
+    assert run.finish(timeout=20) == 0, run.out
+    assert b"CAT-DONE" in run.out, run.out
+    assert run.out.count(b"a line") >= 1, run.out
+
+
 def test_keys_typed_while_the_run_starts_are_kept(senv, pty_runs):
     run = pty_runs(senv, ["sh", "-c", "read line; echo \"GOT:$line\""])
     os.write(run.master, b"early-keys\n")  # before the wrapper has even started
