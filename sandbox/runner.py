@@ -168,15 +168,25 @@ def run(argv, env: dict[str, str], status_fd_arg: int | None, interactive: bool,
         bpf_fd = os.open(seccomp[1], os.O_RDONLY | os.O_CLOEXEC)
         argv[seccomp[0]] = str(bpf_fd)
         keep.append(bpf_fd)
-    env, moved = hostprogs.split_env(env)
+    # Loader variables reach the command through bwrap's --setenv, never
+    # bwrap's own (or the bridge launcher's) loader: see sandbox.hostprogs.
+    # Every argv bwrap.build makes has --json-status-fd; the variables go in
+    # just before it.  (Without it this is not a sandbox argv, only a test
+    # of the spawning, and the environment is passed as it is.)
+    moved = []
+    if status_fd_arg is not None:
+        env, moved = hostprogs.split_env(env)
     if moved:
-        # loader variables reach the command through bwrap's --setenv, never
-        # bwrap's own (or the bridge launcher's) loader: see sandbox.hostprogs
+        if argv[status_fd_arg - 1] != "--json-status-fd":
+            from sandbox.errors import SetupError
+
+            raise SetupError("internal error: the plan's argv has no --json-status-fd where "
+                             "expected; the command was not run")
         args_fd = os.memfd_create("sandbox-setenv", os.MFD_CLOEXEC)
+        keep.append(args_fd)
         _write_all(args_fd, hostprogs.setenv_args(moved))
         os.lseek(args_fd, 0, os.SEEK_SET)
-        argv[1:1] = ["--args", str(args_fd)]
-        keep.append(args_fd)
+        argv[status_fd_arg - 1:status_fd_arg - 1] = ["--args", str(args_fd)]
     master = slave = None
     stdio: list[int | None] = [None, None, None]
     ttys = [os.isatty(fd) for fd in (0, 1, 2)]
