@@ -19,6 +19,15 @@ What is checked, and why:
   may succeed, but only into the sandbox's own pty: the command reads the
   injected byte back itself, and none of its terminal fds, /dev/tty or
   /dev/console is the caller's terminal (compared by st_rdev).
+* The caller's terminal on stdout/stderr only (stdin a pipe or /dev/null):
+  the command gets a private pty there too, so it cannot read what the user
+  types, turn echo off or resize the caller's terminal (a control run shows
+  all three work on the bare terminal); pipe input with its EOF and output
+  to a file pass untouched, and the relayed bytes are unchanged.
+* Input through a terminal: bytes piped through ``script`` reach python
+  (input at once, python starting late, the wrapper starting after script
+  gave up waiting) and its EOF ends it; keys typed while the wrapper starts
+  are kept (the raw-mode switch does not flush); Ctrl-D ends ``cat``.
 * Signals sent to the wrapper are forwarded to the command, whose handler
   runs; a command that ignores SIGTERM is killed after SANDBOX_KILL_GRACE;
   SIGKILL on the wrapper takes the sandbox down (--die-with-parent).  Host
