@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 import time
 from dataclasses import dataclass
 
-from sandbox import (bwrap, command, discover, egress, envfilter, limits, plancache,
+from sandbox import (bwrap, command, discover, egress, envfilter, hostprogs, limits, plancache,
                      policycache, report, runlock, selfguard)
 from sandbox.errors import SandboxError, SetupError, UsageError
 from sandbox.invocation import Invocation
@@ -62,15 +61,19 @@ def _account_home(home: str) -> str:
     return entry if entry != home and os.path.isabs(entry) else ""
 
 
-def find_bwrap(environ: dict[str, str]) -> str:
-    """bwrap from $SANDBOX_BWRAP, else from PATH.  Missing bwrap is fatal."""
+def find_bwrap(environ: dict[str, str], writable_roots=()) -> str:
+    """bwrap from $SANDBOX_BWRAP, else from the system directories (never PATH:
+    see sandbox.hostprogs).  Missing bwrap, or one the command could replace, is fatal."""
     explicit = environ.get("SANDBOX_BWRAP")
-    path = explicit if explicit else shutil.which("bwrap", path=environ.get("PATH", os.defpath))
-    if not path or not os.access(path, os.X_OK) or os.path.isdir(path):
-        where = f"SANDBOX_BWRAP={explicit}" if explicit else "PATH"
-        raise SetupError(f"bubblewrap (bwrap) was not found in {where}; the command was not run",
+    if explicit:
+        return hostprogs.explicit("bwrap", "SANDBOX_BWRAP", explicit, writable_roots)
+    path = hostprogs.find("bwrap", writable_roots)
+    if path is None:
+        raise SetupError("bubblewrap (bwrap) was not found in " + ", ".join(hostprogs.SYSTEM_DIRS)
+                         + "; the command was not run",
                          hint="install it: sudo apt-get install bubblewrap (Debian/Ubuntu), "
-                              "sudo dnf install bubblewrap (Fedora)")
+                              "sudo dnf install bubblewrap (Fedora); one installed elsewhere "
+                              "is used with SANDBOX_BWRAP=/full/path/bwrap")
     return path
 
 
@@ -154,13 +157,14 @@ def prepare(opts: RunOptions, environ: dict[str, str]) -> Prepared:
                                home=home, state=state, environ=environ, obs=obs,
                                tool_paths=selfguard.install_paths())
     _check_unprotect(unprotect, layout, policy.protected_names)
-    bwrap_path = find_bwrap(environ)
-    obs.note(bwrap_path)
+    host_roots = layout.writable_roots + layout.keep_in_place
+    bwrap_path = find_bwrap(environ, host_roots)
+    obs.realpath(bwrap_path)  # stamps its path chain and the file: a cached plan re-checks them
     helper = None
     if os.isatty(0):
-        helper = shutil.which("setsid")
+        helper = hostprogs.find("setsid", host_roots)
         if helper is not None:
-            obs.note(helper)
+            obs.realpath(helper)
         else:
             layout = dataclasses.replace(layout, warnings=layout.warnings + (
                 "setsid (util-linux) not found: running without a terminal of its own",))

@@ -67,7 +67,10 @@ class StageFailed(OSError):
 MODES = ("auto", "direct", "bwrap")
 
 # The launcher: run by `python -I -S` inside the outer bwrap, so it reads
-# nothing from the workspace, the environment or site-packages.  It binds
+# nothing from the workspace, the environment or site-packages.  The
+# interpreter is the one running sandbox (``sys.executable``, kept read-only
+# by selfguard), and the runner starts it without loader variables
+# (``LD_PRELOAD``...: see sandbox.hostprogs), which reach only the command.  It binds
 # the proxy's socket in the outer bwrap's fresh network namespace (bwrap has
 # brought lo up), hands it over, and becomes the real bwrap: nothing stays.
 LAUNCHER = """\

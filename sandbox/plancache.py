@@ -22,7 +22,7 @@ import sys
 from sandbox import __version__, statefile
 from sandbox.observe import still_valid
 
-FORMAT = 7  # 7: read-only scratch parents in the argv (a workspace deeper under /tmp)
+FORMAT = 8  # 8: programs run on the host come from fixed places (sandbox.hostprogs); 7: read-only scratch parents in the argv
 # Environment variables that change what the plan would be (the rest of the
 # environment is filtered afresh on every run).
 KEY_ENV = ("HOME", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "XDG_RUNTIME_DIR", "TMPDIR", "PATH",
@@ -78,6 +78,13 @@ def load(opts, environ: dict[str, str]) -> dict | None:
         return None
     if not still_valid(plan["deps"]):
         return None
+    # what the plan runs on the host was checked against these roots when it
+    # was made; the stamps above say nothing moved since; this says the same
+    # plan still agrees (a few string compares)
+    from sandbox.hostprogs import inside
+
+    if any(inside(p, plan["host_roots"]) for p in plan["host_programs"]):
+        return None
     return plan
 
 
@@ -106,6 +113,9 @@ def store(environ: dict[str, str], prepared, meta: dict) -> None:
         "exposed": layout.exposed_dirs(),
         "warnings": layout.warnings,
         "bwrap": prepared.bwrap_path,
+        "host_programs": (prepared.bwrap_path,) + ((inv.argv[inv.status_fd_arg + 2],)
+                                                   if inv.interactive else ()),
+        "host_roots": layout.writable_roots + layout.keep_in_place,
         "meta": {**meta, "plan_cached": True},
         "deps": tuple((p, s) for p, s in prepared.deps),
     }

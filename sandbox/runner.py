@@ -2,8 +2,9 @@
 
 It starts bwrap, reads bwrap's ``--json-status-fd`` to tell a sandbox that
 could not be set up apart from a command that exited 1, forwards signals to
-the command, relays a pseudo-terminal for interactive use, and makes sure no
-sandboxed process outlives the wrapper.
+the command, gives the command a private pseudo-terminal (relayed by
+``sandbox.ptyrelay``) whenever the caller's stdio includes a terminal, and
+makes sure no sandboxed process outlives the wrapper.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ import select
 import _signal as signal
 import sys
 import time
+
+from sandbox import hostprogs
+from sandbox.ptyrelay import Relay, copy_winsize, output_only, write_all
 
 # After forwarding SIGINT/SIGTERM/SIGHUP, how long the command may take to
 # run its handlers before the whole sandbox is killed.
@@ -127,17 +131,6 @@ def _command_pgrp(init_pid: int | None, master: int | None) -> int | None:
         return None
 
 
-def _copy_winsize(src: int, dst: int) -> None:
-    import fcntl
-    import termios
-
-    try:
-        size = fcntl.ioctl(src, termios.TIOCGWINSZ, b"\0" * 8)
-        fcntl.ioctl(dst, termios.TIOCSWINSZ, size)
-    except OSError:
-        pass
-
-
 def run(argv, env: dict[str, str], status_fd_arg: int | None, interactive: bool,
         seccomp: tuple[int, str] | None = None, limits: "Limits | None" = None,
         grace: float = GRACE_DEFAULT, bridge=None) -> Outcome:
@@ -149,6 +142,13 @@ def run(argv, env: dict[str, str], status_fd_arg: int | None, interactive: bool,
     sandbox, never to this process; its cgroup is removed before returning.
     ``bridge`` (a ``sandbox.netns.Bridge``) puts bwrap in a network namespace
     whose only way out is the egress proxy.
+
+    The caller's terminal never reaches the command: when any of fds 0-2 is
+    a terminal, those fds are replaced by a private pty that this process
+    relays (``sandbox.ptyrelay``); the others (pipes, files) are passed through
+    untouched.  This is decided here, from the descriptors themselves, not
+    from ``interactive`` (which says the plan put the ctty helper in argv,
+    because stdin was a terminal when it was made).
     """
     read_fd, write_fd = os.pipe()
     argv = list(argv)
@@ -159,12 +159,34 @@ def run(argv, env: dict[str, str], status_fd_arg: int | None, interactive: bool,
         bpf_fd = os.open(seccomp[1], os.O_RDONLY | os.O_CLOEXEC)
         argv[seccomp[0]] = str(bpf_fd)
         keep.append(bpf_fd)
+    # Loader variables reach the command through bwrap's --setenv, never
+    # bwrap's own (or the bridge launcher's) loader: see sandbox.hostprogs.
+    # Every argv bwrap.build makes has --json-status-fd; the variables go in
+    # just before it.  (Without it this is not a sandbox argv, only a test
+    # of the spawning, and the environment is passed as it is.)
+    moved = []
+    if status_fd_arg is not None:
+        env, moved = hostprogs.split_env(env)
+    if moved:
+        if argv[status_fd_arg - 1] != "--json-status-fd":
+            from sandbox.errors import SetupError
+
+            raise SetupError("internal error: the plan's argv has no --json-status-fd where "
+                             "expected; the command was not run")
+        args_fd = os.memfd_create("sandbox-setenv", os.MFD_CLOEXEC)
+        keep.append(args_fd)
+        write_all(args_fd, hostprogs.setenv_args(moved))
+        os.lseek(args_fd, 0, os.SEEK_SET)
+        argv[status_fd_arg - 1:status_fd_arg - 1] = ["--args", str(args_fd)]
     master = slave = None
     stdio: list[int | None] = [None, None, None]
-    if interactive:
+    ttys = [os.isatty(fd) for fd in (0, 1, 2)]
+    if any(ttys):
         master, slave = os.openpty()
-        _copy_winsize(sys.stdin.fileno(), slave)
-        stdio = [slave if os.isatty(fd) else None for fd in (0, 1, 2)]
+        copy_winsize(ttys.index(True), slave)
+        stdio = [slave if is_tty else None for is_tty in ttys]
+        if not ttys[0]:
+            output_only(slave)
 
     pending: list[int] = []
 
@@ -172,9 +194,12 @@ def run(argv, env: dict[str, str], status_fd_arg: int | None, interactive: bool,
         pending.append(signum)
 
     old_handlers = {s: signal.signal(s, on_signal) for s in FORWARDED}
-    if interactive:
+    if master is not None:
         old_handlers[signal.SIGWINCH] = signal.signal(signal.SIGWINCH, on_signal)
+    relay = None
     try:
+        if master is not None:  # raw before the start: keys typed from now on are the command's
+            relay = Relay(master, 0 if ttys[0] else None, ttys.index(True), slave)
         try:
             proc = _Proc(_spawn_bridged(argv, env, keep, stdio, limits, bridge))
         finally:
@@ -182,12 +207,14 @@ def run(argv, env: dict[str, str], status_fd_arg: int | None, interactive: bool,
                 os.close(fd)
             if slave is not None:
                 os.close(slave)
-        outcome = _supervise(proc, _Status(read_fd), master, pending,
+        outcome = _supervise(proc, _Status(read_fd), relay, pending,
                              limits.timeout if limits is not None else None, grace)
         if limits is not None:
             outcome.limits = limits.summary()
         return outcome
     finally:
+        if relay is not None:
+            relay.restore()
         if limits is not None:
             limits.remove_cgroup()
         for s, handler in old_handlers.items():
@@ -197,7 +224,7 @@ def run(argv, env: dict[str, str], status_fd_arg: int | None, interactive: bool,
             os.close(master)
 
 
-def _supervise(proc: "_Proc", status: _Status, master: int | None,
+def _supervise(proc: "_Proc", status: _Status, relay: "Relay | None",
                pending: list[int], time_limit: float | None = None,
                grace: float = GRACE_DEFAULT) -> Outcome:
     outcome = Outcome()
@@ -213,7 +240,7 @@ def _supervise(proc: "_Proc", status: _Status, master: int | None,
     old_wakeup = signal.set_wakeup_fd(wake_w)
     deadline: float | None = None
     undelivered: list[int] = []
-    relay = _Relay(master) if master is not None else None
+    master = relay.master if relay is not None else None
     try:
         while True:
             if time_up is not None and time.monotonic() >= time_up:
@@ -223,8 +250,8 @@ def _supervise(proc: "_Proc", status: _Status, master: int | None,
             while pending:
                 signum = pending.pop(0)
                 if signum == signal.SIGWINCH:
-                    if master is not None:
-                        _copy_winsize(sys.stdin.fileno(), master)
+                    if relay is not None:
+                        copy_winsize(relay.tty, master)
                     continue
                 outcome.forwarded.append(_SIGNAL_NAMES.get(signum, str(signum)))
                 undelivered.append(signum)
@@ -258,7 +285,8 @@ def _supervise(proc: "_Proc", status: _Status, master: int | None,
             if time_up is not None:
                 left = max(0.0, time_up - time.monotonic())
                 timeout = left if timeout is None else min(timeout, left)
-            if undelivered:  # poll until the command can be signalled
+            if undelivered or (relay is not None and relay.waiting()):
+                # poll until the command can be signalled / has read its input
                 timeout = 0.02 if timeout is None else min(timeout, 0.02)
             if status.closed:  # only the relay is left: bound the wait
                 timeout = 0.05 if timeout is None else min(timeout, 0.05)
@@ -732,84 +760,18 @@ def _kill_sandbox(proc: "_Proc", init_pid: int | None) -> None:
                 pass
 
 
-class _Relay:
-    """Copy bytes between the caller's terminal and the command's pty."""
-
-    def __init__(self, master: int) -> None:
-        import termios
-        import tty
-
-        self.master = master
-        self.stdin = sys.stdin.fileno()
-        self.out = 1 if os.isatty(1) else 2
-        self.stdin_open = True
-        self.done = False
-        self.saved = None
-        try:
-            self.saved = termios.tcgetattr(self.stdin)
-            tty.setraw(self.stdin)
-        except termios.error:
-            self.saved = None
-
-    def wanted(self) -> list[int]:
-        fds = [] if self.done else [self.master]
-        if self.stdin_open and not self.done:
-            fds.append(self.stdin)
-        return fds
-
-    def move(self, ready: list[int]) -> None:
-        if self.master in ready:
-            try:
-                data = os.read(self.master, 65536)
-            except OSError as exc:  # EIO: every slave end is closed
-                if exc.errno != errno.EIO:
-                    raise
-                data = b""
-            if not data:
-                self.done = True
-            else:
-                _write_all(self.out, data)
-        if self.stdin in ready and self.stdin_open:
-            data = os.read(self.stdin, 65536)
-            if data:
-                _write_all(self.master, data)
-            else:
-                self.stdin_open = False
-
-    def drain(self) -> None:
-        """Copy what the command wrote before it exited."""
-        for _ in range(64):
-            if self.done or not select.select([self.master], [], [], 0)[0]:
-                return
-            self.move([self.master])
-
-    def restore(self) -> None:
-        if self.saved is not None:
-            import termios
-
-            termios.tcsetattr(self.stdin, termios.TCSAFLUSH, self.saved)
-            self.saved = None
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    while data:
-        try:
-            n = os.write(fd, data)
-        except BlockingIOError:
-            select.select([], [fd], [], 1)
-            continue
-        except OSError:
-            return
-        data = data[n:]
-
-
 def probe_namespaces(bwrap_path: str) -> str | None:
     """After a failed start: can bwrap create namespaces at all?  Returns its error."""
     import subprocess
 
+    # bwrap runs on the host: no loader variables; and `true` by its full
+    # path, never PATH's (the probe has no seccomp filter and no new session)
+    env, _ = hostprogs.split_env(dict(os.environ))
+    true = hostprogs.find("true", ()) or "/bin/true"
     try:
         done = subprocess.run([bwrap_path, "--unshare-user", "--unshare-net", "--ro-bind", "/", "/",
-                               "true"], capture_output=True, text=True, timeout=10)
+                               "--", true], capture_output=True, text=True, timeout=10, env=env,
+                              stdin=subprocess.DEVNULL)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return str(exc)
     if done.returncode == 0:

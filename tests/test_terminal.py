@@ -19,6 +19,15 @@ What is checked, and why:
   may succeed, but only into the sandbox's own pty: the command reads the
   injected byte back itself, and none of its terminal fds, /dev/tty or
   /dev/console is the caller's terminal (compared by st_rdev).
+* The caller's terminal on stdout/stderr only (stdin a pipe or /dev/null):
+  the command gets a private pty there too, so it cannot read what the user
+  types, turn echo off or resize the caller's terminal (a control run shows
+  all three work on the bare terminal); pipe input with its EOF and output
+  to a file pass untouched, and the relayed bytes are unchanged.
+* Input through a terminal: bytes piped through ``script`` reach python
+  (input at once, python starting late, the wrapper starting after script
+  gave up waiting) and its EOF ends it; keys typed while the wrapper starts
+  are kept (the raw-mode switch does not flush); Ctrl-D ends ``cat``.
 * Signals sent to the wrapper are forwarded to the command, whose handler
   runs; a command that ignores SIGTERM is killed after SANDBOX_KILL_GRACE;
   SIGKILL on the wrapper takes the sandbox down (--die-with-parent).  Host
@@ -33,7 +42,9 @@ import json
 import os
 import random
 import select
+import shutil
 import signal
+import struct
 import subprocess
 import termios
 import time
@@ -61,17 +72,30 @@ class PtyRun:
 
     def __init__(self, senv, command: list[str], *, stdin_tty: bool = True,
                  sandboxed: bool = True, env: dict[str, str] | None = None,
-                 args: list[str] = ()) -> None:
+                 args: list[str] = (), stdin_data: bytes | None = None,
+                 stdout_file=None) -> None:
+        """``stdin_data``: stdin is a pipe that gets these bytes, then EOF;
+        ``stdout_file``: stdout goes to that file (stderr stays the terminal)."""
         senv.finish()
         self.master, self.slave = os.openpty()
         self.slave_rdev = os.fstat(self.slave).st_rdev
         self.slave_name = os.ttyname(self.slave)
         full = [sandbox_exe(), "run", *args, "--", *command] if sandboxed else list(command)
         stdin = self.slave if stdin_tty else subprocess.DEVNULL
-        self.proc = subprocess.Popen(
-            senv.who.prefix() + full, cwd=senv.ws, env=env or senv.environ(),
-            stdin=stdin, stdout=self.slave, stderr=self.slave, start_new_session=True,
-            preexec_fn=_make_ctty(0 if stdin_tty else 1))
+        if stdin_data is not None:
+            stdin_tty, stdin = False, subprocess.PIPE
+        stdout = self.slave if stdout_file is None else open(stdout_file, "wb")
+        try:
+            self.proc = subprocess.Popen(
+                senv.who.prefix() + full, cwd=senv.ws, env=env or senv.environ(),
+                stdin=stdin, stdout=stdout, stderr=self.slave, start_new_session=True,
+                preexec_fn=_make_ctty(0 if stdin_tty else 2))
+        finally:
+            if stdout_file is not None:
+                stdout.close()
+        if stdin_data is not None:
+            self.proc.stdin.write(stdin_data)
+            self.proc.stdin.close()
         self.out = b""
 
     def read_until(self, needle: bytes, timeout: float = 20) -> bytes:
@@ -330,6 +354,154 @@ def test_tiocsti_interactive_stays_in_the_sandbox_pty(senv, pty_runs):
     assert len(set(rdevs.values())) == 1, f"one terminal, the sandbox's own: {rdevs}"
     assert str(run.slave_rdev) not in rdevs.values(), (
         f"the command holds the caller's terminal ({run.slave_rdev}): {rdevs}")
+
+
+# ------------------------------------- the caller's terminal on stdout only
+
+
+HOLD_THE_TERMINAL = r"""
+import fcntl, os, select, struct, sys, termios
+TIOCGDEV = 0x80045432
+raw = struct.unpack("I", fcntl.ioctl(1, TIOCGDEV, b"\0" * 4))[0]
+got = sys.stdin.buffer.read()  # the pipe, to its end
+print("STDIN", repr(got), "TTY1", os.isatty(1), "RDEV1", os.makedev(os.major(raw), os.minor(raw)),
+      flush=True)
+print("READY", flush=True)
+# what the user types now: can the command read it from its stdout?
+if select.select([1], [], [], 2)[0]:
+    print("READ", repr(os.read(1, 100)), flush=True)
+else:
+    print("NOTHING-TO-READ", flush=True)
+attrs = termios.tcgetattr(1)
+attrs[3] &= ~termios.ECHO
+termios.tcsetattr(1, termios.TCSANOW, attrs)  # echo off, and left off
+fcntl.ioctl(1, termios.TIOCSWINSZ, struct.pack("HHHH", 11, 22, 0, 0))  # SIGWINCH to its job
+print("DONE", flush=True)
+"""
+
+
+def _winsize(fd: int) -> tuple[int, int]:
+    rows, cols, _, _ = struct.unpack("HHHH", fcntl.ioctl(fd, termios.TIOCGWINSZ, b"\0" * 8))
+    return rows, cols
+
+
+@pytest.mark.parametrize("stdin", ["pipe", "devnull"])
+def test_terminal_on_stdout_only_is_never_handed_to_the_command(senv, pty_runs, stdin):
+    """stdin is a pipe (or /dev/null), stdout and stderr the caller's terminal.
+    Without the relay the command holds the terminal: it reads what the user
+    types, leaves echo off, resizes it (SIGWINCH to the caller's job)."""
+    def go(sandboxed: bool):
+        data = b"piped-data\n" if stdin == "pipe" else None
+        run = pty_runs(senv, [PY, "-c", HOLD_THE_TERMINAL], stdin_tty=False, sandboxed=sandboxed,
+                       stdin_data=data)
+        fcntl.ioctl(run.slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 100, 0, 0))
+        assert b"READY" in run.read_until(b"READY"), run.out
+        os.write(run.master, b"typed-secret\n")  # the user types a line
+        status = run.finish()
+        assert status == 0, run.out
+        return run, run.out.decode(errors="replace")
+
+    control, text = go(sandboxed=False)  # the attack works on the bare terminal
+    assert "READ b'typed-secret\\n'" in text, text
+    assert not termios.tcgetattr(control.slave)[3] & termios.ECHO
+    assert _winsize(control.slave) == (11, 22)
+
+    run, text = go(sandboxed=True)
+    if stdin == "pipe":  # a pipe still reaches the command, to its end
+        assert "STDIN b'piped-data\\n'" in text, text
+    else:
+        assert "STDIN b''" in text, text
+    assert "TTY1 True" in text, text  # a terminal still, the sandbox's own
+    rdev = int(text.split("RDEV1 ", 1)[1].split()[0])
+    assert rdev != run.slave_rdev, "the command's stdout is the caller's terminal"
+    assert "NOTHING-TO-READ" in text and "typed-secret'" not in text.split("READY", 1)[1], text
+    assert "DONE" in text, text
+    attrs = termios.tcgetattr(run.slave)
+    assert attrs[3] & termios.ECHO, "the command turned the caller's echo off"
+    assert _winsize(run.slave) == (40, 100), "the command resized the caller's terminal"
+    # what the user typed is still there for the caller (the terminal is cooked)
+    assert select.select([run.slave], [], [], 1)[0] and os.read(run.slave, 100) == b"typed-secret\n"
+
+
+def test_output_through_the_relay_is_unchanged(senv, pty_runs):
+    """Output-only relay: the bytes reach the caller's terminal as if written
+    to it directly (its own ONLCR makes \\r\\n; the private pty adds nothing)."""
+    run = pty_runs(senv, ["printf", "a\\nb\\tc\\n"], stdin_tty=False)
+    assert run.finish() == 0, run.out
+    assert run.out == b"a\r\nb\tc\r\n", run.out
+
+
+def test_stdout_to_a_file_and_stdin_from_a_pipe_pass_untouched(senv, pty_runs):
+    out = senv.base / "out.bin"
+    script = "cat; printf 'to-stderr\\n' >&2; test -t 1 || echo STDOUT-NOT-TTY; test -t 2 && echo STDERR-TTY >&2"
+    payload = bytes(range(256)) * 64 + b"\nend\n"
+    run = pty_runs(senv, ["sh", "-c", script], stdin_data=payload, stdout_file=out)
+    assert run.finish() == 0, run.out
+    assert out.read_bytes() == payload + b"STDOUT-NOT-TTY\n"
+    assert b"to-stderr\r\n" in run.out and b"STDERR-TTY" in run.out, run.out
+
+
+def test_ctrl_c_reaches_the_command_when_only_output_is_a_terminal(senv, pty_runs):
+    """Ctrl-C on the caller's (cooked) terminal signals the wrapper's job; the
+    wrapper passes it on to the command."""
+    run = pty_runs(senv, [PY, "-c", CTRL_C_SCRIPT], stdin_tty=False)
+    assert b"READY" in run.read_until(b"READY"), run.out
+    os.write(run.master, b"\x03")
+    assert run.finish(timeout=15) == 7, run.out
+    assert b"HANDLED" in run.out, run.out
+
+
+# ------------------------------------------------ input through a terminal
+
+
+def _script(senv, command: list[str], data: bytes, timeout: float = 40):
+    """``printf DATA | script -qec 'sandbox run -- COMMAND' /dev/null`` (util-linux)."""
+    import shlex
+
+    if shutil.which("script") is None:
+        pytest.skip("script (util-linux) is not installed")
+    senv.finish()
+    inner = shlex.join([*command])
+    return subprocess.run(senv.who.prefix() + ["script", "-qec", inner, "/dev/null"],
+                          input=data, capture_output=True, cwd=senv.ws, env=senv.environ(),
+                          timeout=timeout)
+
+
+@pytest.mark.parametrize("timing", ["at-once", "late-reader", "late-start"])
+def test_piped_input_through_a_terminal_reaches_python(senv, timing):
+    """``printf 'print(1+1)\\n' | script -qc 'sandbox run -- python3'``: script
+    gives the piped bytes to the wrapper's terminal, then an end-of-file.
+    late-reader: python starts a second later than the input arrived, so the
+    end-of-file must wait for it; late-start: the wrapper itself starts after
+    script stopped waiting, so the end-of-file is a mark in a cooked terminal."""
+    command = [sandbox_exe(), "run", "--", PY, "-q"]
+    if timing == "late-reader":
+        command = [sandbox_exe(), "run", "--", "sh", "-c", f"sleep 1; exec {PY} -q"]
+    if timing == "late-start":
+        command = ["sh", "-c", "sleep 3; exec \"$0\" \"$@\"", *command]
+    done = _script(senv, command, b"print(6*7)\n")
+    lines = done.stdout.decode(errors="replace").replace("\r", "").splitlines()
+    assert "42" in lines, done.stdout
+    assert done.returncode == 0, (done.returncode, done.stdout, done.stderr)
+
+
+@pytest.mark.parametrize("when", ["during-start", "after-start"])
+def test_ctrl_d_ends_the_input_of_an_interactive_command(senv, pty_runs, when):
+    run = pty_runs(senv, ["sh", "-c", "cat; echo CAT-DONE"])
+    if when == "after-start":
+        run.read_until(b"never-printed", timeout=2)  # let it start and wait for input
+    os.write(run.master, b"a line\n")
+    os.write(run.master, b"\x04")
+    assert run.finish(timeout=20) == 0, run.out
+    assert b"CAT-DONE" in run.out, run.out
+    assert run.out.count(b"a line") >= 1, run.out
+
+
+def test_keys_typed_while_the_run_starts_are_kept(senv, pty_runs):
+    run = pty_runs(senv, ["sh", "-c", "read line; echo \"GOT:$line\""])
+    os.write(run.master, b"early-keys\n")  # before the wrapper has even started
+    assert run.finish(timeout=20) == 0, run.out
+    assert b"GOT:early-keys" in run.out, run.out
 
 
 # --------------------------------------------------------------- signals
