@@ -15,8 +15,9 @@ lives, which file carries the payload) the test
    sandbox must not print a traceback.
 
 The tests are black-box: they know ``sandbox run`` and git, not the audit.
-Generation is derandomized (fixed seed) with bounded example counts, so a
-CI run is deterministic.  Every failing variant is reported at the end with
+Generation uses a fixed seed and bounded example counts, so a CI run is
+deterministic; ``test_many_more_generated_variants`` (marked slow) runs the
+same property over ten times as many variants with another seed.  Every failing variant is reported at the end with
 its plant program: run that program in a workspace (``python3 -c``), then
 ``git status`` / ``git commit`` there, to reproduce.
 
@@ -26,11 +27,11 @@ Set ``DIFFTEST_LOG=/path/file`` to append one line per variant tried.
 from __future__ import annotations
 
 import os
-import shutil
+import time
 import uuid
 
 import pytest
-from hypothesis import HealthCheck, Phase, assume, example, given, settings
+from hypothesis import HealthCheck, Phase, assume, example, given, seed, settings
 from hypothesis import strategies as st
 
 import git_variants as gv
@@ -39,24 +40,22 @@ from git_variants import Spelling, Variant
 
 pytestmark = pytest.mark.integration
 
-SETTINGS = dict(derandomize=True, database=None, deadline=None,
+SETTINGS = dict(database=None, deadline=None,
                 phases=[Phase.explicit, Phase.generate],
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 MIN_LIVE_SHARE = 0.5  # of the generated variants, at least this many must be real attacks
 
 # -- strategies --------------------------------------------------------------------------
 
-REPO_BASES = ("repo", "repo-nohooks", "worktree", "submodule", "include", "hookspath")
-ENTRIES = {"plain": (".", "sub", "a/b/c"), "linked": (".", "sub"), "worktree": ("sub", "wt"),
-           "submodule": ("sub", "sm")}
+# bases whose workspace has a .git directory of its own
+REPO_BASES = ("repo", "repo-nohooks", "worktree", "submodule", "include", "include-existing",
+              "hookspath", "hookspath-existing", "husky")
+ENTRIES = {"plain": (".", "sub", "a/b/c"), "inside": (".", "sub"), "linked": (".", "sub"),
+           "worktree": ("sub", "wt"), "submodule": ("sub", "sm")}
 COMMONDIR_SITES = {"worktree": ((".git", "."), (".git/worktrees/wt", "wt")),
                    "submodule": ((".git", "."), (".git/modules/sm", "sm")),
-                   "linked": (("@A@", "."),)}
-IN_PLACE = {"repo": ("hooks",), "repo-nohooks": ("hooks",),
-            "worktree": ("config.worktree", "wt-config.worktree"),
-            "submodule": ("module-config", "module-hooks"), "include": ("include",),
-            "hookspath": ("hookspath",), "linked": ("linked-commondir",)}
-IN_PLACE_ENTRY = {"wt-config.worktree": "wt", "module-config": "sm", "module-hooks": "sm"}
+                   "linked": (("@A@", "."),), "inside": (("@P@", "."),)}
+NEW_WORKTREE = (".git/worktrees/wt2", "wt2")  # made by the command with `git worktree add`
 
 spellings = st.builds(
     Spelling,
@@ -69,51 +68,62 @@ spellings = st.builds(
     keyword=st.sampled_from(("gitdir: ",) * 8 + gv.KEYWORDS[1:]),
 )
 carriers = st.sampled_from(gv.CARRIERS)
+hooks = st.sampled_from(("pre-commit",) * 3 + gv.HOOKS[1:])
+
+
+SLOW_TARGETS = ("deep1500",)  # seconds per variant: an explicit example only
 
 
 def _targets(base: str) -> list[str]:
     has_dotgit_dir = base in REPO_BASES
-    return [t for t in gv.TARGETS if has_dotgit_dir or not t.startswith("dotgit-")]
+    return [t for t in gv.TARGETS if (has_dotgit_dir or not t.startswith("dotgit-"))
+            and t not in SLOW_TARGETS]
 
 
 @st.composite
 def dotgit_variants(draw) -> Variant:
     """A .git file, a .git symlink, a .git symlink to a gitdir file, or
     ``git init --separate-git-dir``, in the workspace or a subdirectory."""
-    base = draw(st.sampled_from(("plain",) * 3 + REPO_BASES + ("linked",)))
+    base = draw(st.sampled_from(("plain",) * 3 + REPO_BASES + ("linked", "inside")))
     entry = draw(st.sampled_from(ENTRIES.get(base, ("sub", "a/b/c"))))
+    gitlink = base in REPO_BASES and entry in ("sub", "a/b/c") and draw(st.booleans())
     return Variant(base, draw(st.sampled_from(gv.DOTGIT_POINTERS)), entry=entry,
                    target=draw(st.sampled_from(_targets(base))), carrier=draw(carriers),
-                   spelling=draw(spellings))
+                   spelling=draw(spellings), hook=draw(hooks), gitlink=gitlink)
 
 
 @st.composite
 def commondir_variants(draw) -> Variant:
     """A commondir file or symlink added to (or replacing one in) a git dir
-    that existed before the run; the common dir it names may lack HEAD."""
-    base = draw(st.sampled_from(REPO_BASES + ("linked",)))
-    site, entry = draw(st.sampled_from(COMMONDIR_SITES.get(base, ((".git", "."),))))
+    that existed before the run, or one the command made with ``git
+    worktree add``; the common dir it names may lack HEAD."""
+    base = draw(st.sampled_from(REPO_BASES + ("linked", "inside")))
+    sites = COMMONDIR_SITES.get(base, ((".git", "."),))
+    if base in REPO_BASES:
+        sites += (NEW_WORKTREE,)
+    site, entry = draw(st.sampled_from(sites))
     return Variant(base, draw(st.sampled_from(gv.COMMONDIR_POINTERS)), entry=entry,
                    target=draw(st.sampled_from(_targets(base))), carrier=draw(carriers),
-                   spelling=draw(spellings), site=site, head=draw(st.booleans()))
+                   spelling=draw(spellings), site=site, head=draw(st.booleans()),
+                   hook=draw(hooks))
 
 
 @st.composite
 def layout_variants(draw) -> Variant:
     """A bare-looking directory, a new repository, or a change in place to a
     git dir (or hooks path, or include) that existed before the run."""
-    pointer = draw(st.sampled_from(gv.LAYOUT_POINTERS))
+    pointer = draw(st.sampled_from(gv.LAYOUT_POINTERS + ("in-place",)))
     if pointer == "in-place":
-        base = draw(st.sampled_from(sorted(IN_PLACE)))
-        site = draw(st.sampled_from(IN_PLACE[base]))
-        return Variant(base, pointer, entry=IN_PLACE_ENTRY.get(site, "."), site=site,
-                       carrier="config")
-    base = draw(st.sampled_from(("plain",) * 2 + REPO_BASES + ("linked",)))
-    entries = ENTRIES.get(base, ("sub", "a/b/c"))
-    entry = draw(st.sampled_from([e for e in entries if e in (".", "sub", "a/b/c")]))
-    if entry == "." and base != "plain":
-        entry = "sub"
-    return Variant(base, pointer, entry=entry, carrier=draw(carriers))
+        base = draw(st.sampled_from(sorted(gv.IN_PLACE)))
+        site = draw(st.sampled_from(gv.IN_PLACE[base]))
+        same = site in gv.SAME_SIZE_SITES and draw(st.booleans())
+        return Variant(base, pointer, entry=gv.IN_PLACE_ENTRY.get(site, "."), site=site,
+                       same_size=same)
+    base = draw(st.sampled_from(("plain",) * 2 + REPO_BASES + ("linked", "inside")))
+    entry = draw(st.sampled_from((".", "sub", "a/b/c") if base == "plain" else ("sub", "a/b/c")))
+    gitlink = pointer == "init" and base in REPO_BASES and draw(st.booleans())
+    return Variant(base, pointer, entry=entry, carrier=draw(carriers), hook=draw(hooks),
+                   gitlink=gitlink)
 
 
 # -- the check -----------------------------------------------------------------------------
@@ -129,14 +139,15 @@ class Tally:
 
     def check(self, v: Variant) -> None:
         self.tried += 1
+        started = time.monotonic()
         ex = os.path.join(_test_root(), f"d-{uuid.uuid4().hex[:12]}")
         os.makedirs(ex)
         try:
             o = gv.attempt(v, ex, self.who.prefix(), (self.who.uid, self.who.gid), sandbox_exe(),
                            str(_test_root()))
         finally:
-            shutil.rmtree(ex, ignore_errors=True)
-        _log(self.who, o)
+            gv.rmtree(ex)
+        _log(self.who, o, time.monotonic() - started)
         assume(o.live)  # not an attack on the host's git: discard
         self.live += 1
         problems = []
@@ -166,17 +177,17 @@ class Tally:
                         pytrace=False)
 
 
-def _log(who, o: gv.Outcome) -> None:
+def _log(who, o: gv.Outcome, seconds: float) -> None:
     path = os.environ.get("DIFFTEST_LOG")
     if not path:
         return
     state = "dead" if not o.live else ("FIRED" if o.fired else "held")
     with open(path, "a") as fh:
-        fh.write(f"{who.name}\t{state}\t{o.variant.describe()}\t{o.fired}\n")
+        fh.write(f"{who.name}\t{state}\t{seconds:.2f}s\t{o.variant.describe()}\t{o.fired}\n")
 
 
 S = Spelling
-# the red team's finding 1, and the other layouts the issue lists
+# the red team's finding 1, and the layouts the issue lists
 LISTED_DOTGIT = [
     Variant("plain", "dotgit-link", entry="sub", target="node_modules"),
     Variant("plain", "dotgit-link", entry="a/b/c", target="venv", spelling=S(absolute=True)),
@@ -186,6 +197,11 @@ LISTED_DOTGIT = [
     Variant("worktree", "dotgit-file", entry="wt", target="node_modules"),
     Variant("submodule", "dotgit-file", entry="sm", target="venv"),
     Variant("plain", "init-separate", entry="sub", target="node_modules"),
+    Variant("repo", "dotgit-link", entry="sub", target="node_modules", gitlink=True),
+    Variant("plain", "dotgit-link", entry="sub", target="deep1500"),
+    Variant("plain", "dotgit-link", entry="sub", target="pathmax"),
+    Variant("plain", "dotgit-file", entry="sub", target="locked"),
+    Variant("plain", "dotgit-link", entry="sub", target="odd-name"),
 ]
 LISTED_COMMONDIR = [
     Variant("repo", "commondir", entry=".", site=".git", spelling=S(lead=" ")),
@@ -196,60 +212,63 @@ LISTED_COMMONDIR = [
     Variant("submodule", "commondir", entry="sm", site=".git/modules/sm", target="node_modules",
             carrier="include"),
     Variant("linked", "commondir", entry=".", site="@A@", target="node_modules"),
+    Variant("inside", "commondir", entry=".", site="@P@", target="node_modules", head=False),
+    Variant("repo", "commondir", entry="wt2", site=".git/worktrees/wt2", target="ws"),
 ]
 LISTED_LAYOUT = [
     Variant("plain", "bare", entry="sub"),
     Variant("repo", "init", entry="a/b/c", carrier="hookspath"),
+    Variant("repo", "init", entry="sub", gitlink=True),
     Variant("repo-nohooks", "in-place", entry=".", site="hooks"),
+    Variant("repo-nohooks", "in-place", entry=".", site="hooks-link"),
+    Variant("repo", "in-place", entry=".", site="swap-dotgit"),
+    Variant("repo", "in-place", entry=".", site="swap-hooks"),
     Variant("worktree", "in-place", entry=".", site="config.worktree"),
     Variant("worktree", "in-place", entry="wt", site="wt-config.worktree"),
-    Variant("include", "in-place", entry=".", site="include"),
+    Variant("worktree", "in-place", entry="wt", site="wt-commondir", same_size=True),
+    Variant("submodule", "in-place", entry="sm", site="module-config", same_size=True),
     Variant("submodule", "in-place", entry="sm", site="module-hooks"),
+    Variant("include", "in-place", entry=".", site="include"),
+    Variant("include-existing", "in-place", entry=".", site="include-existing", same_size=True),
+    Variant("hookspath", "in-place", entry=".", site="hookspath"),
+    Variant("hookspath-existing", "in-place", entry=".", site="hookspath-existing",
+            same_size=True),
+    Variant("husky", "in-place", entry=".", site="husky"),
 ]
 
 
-def _with_examples(listed):
-    def deco(fn):
-        for v in reversed(listed):
-            fn = example(v=v)(fn)
-        return fn
-    return deco
-
-
-def test_dotgit_pointer_variants(who):
+def run_property(who, family: str, strategy, listed, examples: int, seed_value: int) -> None:
+    """Check the listed variants, then ``examples`` generated ones (fixed seed)."""
     tally = Tally(who)
 
-    @settings(max_examples=16, **SETTINGS)
-    @_with_examples(LISTED_DOTGIT)
-    @given(v=dotgit_variants())
+    @seed(seed_value)
+    @settings(max_examples=examples, **SETTINGS)
+    @given(v=strategy)
     def prop(v):
         tally.check(v)
 
+    for v in reversed(listed):
+        prop = example(v=v)(prop)
     prop()
-    tally.verdict("dotgit pointers")
+    tally.verdict(family)
 
 
-def test_commondir_variants(who):
-    tally = Tally(who)
-
-    @settings(max_examples=12, **SETTINGS)
-    @_with_examples(LISTED_COMMONDIR)
-    @given(v=commondir_variants())
-    def prop(v):
-        tally.check(v)
-
-    prop()
-    tally.verdict("commondir pointers")
+FAMILIES = {
+    "dotgit pointers": (dotgit_variants(), LISTED_DOTGIT),
+    "commondir pointers": (commondir_variants(), LISTED_COMMONDIR),
+    "layouts": (layout_variants(), LISTED_LAYOUT),
+}
 
 
-def test_layout_variants(who):
-    tally = Tally(who)
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_generated_variants_do_not_run_on_the_host(who, family):
+    strategy, listed = FAMILIES[family]
+    run_property(who, family, strategy, listed, examples=8, seed_value=13)
 
-    @settings(max_examples=12, **SETTINGS)
-    @_with_examples(LISTED_LAYOUT)
-    @given(v=layout_variants())
-    def prop(v):
-        tally.check(v)
 
-    prop()
-    tally.verdict("layouts")
+@pytest.mark.slow
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_many_more_generated_variants(who, family):
+    """The same property over ten times as many generated variants (minutes)."""
+    strategy, _listed = FAMILIES[family]
+    run_property(who, family, strategy, [], examples=80, seed_value=8)
