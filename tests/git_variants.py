@@ -32,7 +32,8 @@ IDENT = ["-c", "user.name=T", "-c", "user.email=t@example.invalid"]
 
 # the host layout that exists before the run (see setup_base)
 BASES = ("plain", "repo", "repo-nohooks", "worktree", "submodule", "linked", "inside",
-         "include", "include-existing", "hookspath", "hookspath-existing", "husky")
+         "include", "include-existing", "hookspath", "hookspath-existing", "husky",
+         "hook-symlink", "config-script", "global-include", "global-hookspath")
 # how git is led to the planted git dir
 DOTGIT_POINTERS = ("dotgit-file", "dotgit-link", "dotgit-file-link", "init-separate")
 COMMONDIR_POINTERS = ("commondir", "commondir-link")
@@ -51,9 +52,11 @@ TARGETS = {
     "dotgit-modules": ".git/modules/evil",
     "dotgit-worktrees": ".git/worktrees/evil",
     "cache": "@C@/evil",  # the per-workspace tool cache (writable inside)
+    "protected-name": ".vscode/evil",  # inside a new editor-config directory
+    "agent-name": ".claude/evil",  # inside a new agent-config directory
 }
 # what carries the payload inside the planted git dir
-CARRIERS = ("config", "include", "hookspath", "gpg", "worktree-config")
+CARRIERS = ("config", "include", "hookspath", "gpg", "worktree-config", "newline")
 # hooks git runs on `git commit`
 HOOKS = ("pre-commit", "prepare-commit-msg", "commit-msg", "reference-transaction",
          "post-commit")
@@ -71,13 +74,18 @@ IN_PLACE = {
     "hookspath": ("hookspath",),
     "hookspath-existing": ("hookspath-existing",),
     "husky": ("husky",),
+    "hook-symlink": ("hook-symlink",),
+    "config-script": ("config-script",),
+    "global-include": ("global-include",),
+    "global-hookspath": ("global-hookspath",),
     "linked": ("linked-commondir",),
     "inside": ("inside-commondir",),
 }
 IN_PLACE_ENTRY = {"wt-config.worktree": "wt", "wt-commondir": "wt", "module-config": "sm",
                   "module-hooks": "sm"}
 # sites whose change rewrites a file that existed before: can keep size and mtime
-SAME_SIZE_SITES = ("wt-commondir", "module-config", "include-existing", "hookspath-existing")
+SAME_SIZE_SITES = ("wt-commondir", "module-config", "include-existing", "hookspath-existing",
+                   "hook-symlink", "config-script")
 
 
 @dataclass(frozen=True)
@@ -209,6 +217,22 @@ def setup_base(base: str, ex: str, ws_name: str, prefix: list[str], env: dict) -
         for hook in ("pre-commit", "commit-msg"):
             write(f".husky/_/{hook}", '#!/bin/sh\n. "$(dirname "$0")/h"\n', 0o755)
         git(ws, "config", "core.hooksPath", ".husky/_")
+    elif base == "hook-symlink":  # a tracked hook script, linked into place
+        write("scripts/pre-commit", "#!/bin/sh\n# lint\n" + "true\n" * 40, 0o755)
+        subprocess.run(prefix + ["ln", "-s", "../../scripts/pre-commit",
+                                 os.path.join(ws, ".git/hooks/pre-commit")], check=True)
+    elif base == "config-script":  # the repository's config runs a tracked script
+        write("tools/fsmonitor.sh", "#!/bin/sh\n# no fsmonitor data: git scans\n" +
+              "exit 1\n" * 30, 0o755)
+        git(ws, "config", "core.fsmonitor", "tools/fsmonitor.sh")
+    elif base in ("global-include", "global-hookspath"):
+        # the user's own ~/.gitconfig names a file in the workspace (a dotfiles
+        # checkout, a team config) that does not exist yet
+        line = (f"[include]\n\tpath = {ws}/.gitconfig-team\n" if base == "global-include"
+                else f"[core]\n\thooksPath = {ws}/.githooks\n")
+        subprocess.run(prefix + ["sh", "-c", 'cat > "$1"', "-",
+                                 os.path.join(env["HOME"], ".gitconfig")],
+                       input=line.encode(), check=True)
     git(ws, "add", "-A")
     git(ws, "commit", "-q", "--allow-empty", "-m", "init")
     if base == "worktree":
@@ -385,6 +409,16 @@ class _Plan:
             self.op("w", _join(gd, "config"),
                     core + f"[commit]\n\tgpgSign = true\n[gpg]\n\tprogram = {_abs(prog)}\n")
             self.op("w", prog, self.hook_text("gpg") + "exit 1\n", 0o755)
+        elif carrier == "newline":
+            # an allowed key whose value holds escaped newlines: a config
+            # writer that does not escape them again writes new lines
+            hooks = _join(gd, "..", ".h")
+            injected = (f"x\\n[core]\\nfsmonitor = echo fsmonitor >> {self.marker}"
+                        f"\\nhooksPath = {_abs(hooks)}")
+            self.op("w", _join(gd, "config"), core + f"\tfsmonitor = {fsm}\n"
+                    f'[remote "origin"]\n\turl = "{injected}"\n')
+            self.op("w", _join(gd, "hooks", hook), hook_text, 0o755)
+            self.op("w", _join(hooks, hook), hook_text, 0o755)
         elif carrier == "worktree-config":
             self.op("w", _join(gd, "config"),
                     core.replace("= 0", "= 1", 1) + "[extensions]\n\tworktreeConfig = true\n")
@@ -553,6 +587,16 @@ def _in_place(p: _Plan, v: Variant) -> None:
         p.op("w", ".githooks/pre-commit", hook, 0o755)
     elif site == "hookspath-existing":
         rewrite(".githooks/pre-commit", hook + "#\n", 0o755)
+    elif site == "hook-symlink":  # the script the user's hook links to
+        rewrite("scripts/pre-commit", hook + "#\n", 0o755)
+    elif site == "config-script":  # the fsmonitor script the user's config names
+        rewrite("tools/fsmonitor.sh", hook.replace("hook", "fsmonitor") + "exit 1\n#\n", 0o755)
+    elif site == "global-include":
+        p.op("w", ".gitconfig-team",
+             f"[core]\n\tfsmonitor = {fsm}\n\thooksPath = @W@/node_modules/.h\n")
+        p.op("w", "node_modules/.h/pre-commit", hook, 0o755)
+    elif site == "global-hookspath":
+        p.op("w", ".githooks/pre-commit", hook, 0o755)
     elif site == "husky":  # the user's script that husky's hook runs
         p.op("w", ".husky/pre-commit", f"echo hook >> {p.marker}\n")
     elif site == "linked-config.worktree":
@@ -632,7 +676,7 @@ def rmtree(path: str) -> None:
 
 
 def attempt(v: Variant, ex: str, prefix: list[str], owner: tuple[int, int], sandbox: str,
-            ceiling: str) -> Outcome:
+            ceiling: str, args: tuple[str, ...] = ()) -> Outcome:
     """Plant ``v`` on the host without the sandbox (is it an attack?), then
     through ``sandbox run`` in a fresh copy; ask the host's git both times."""
     os.makedirs(os.path.join(ex, "home"))
@@ -655,7 +699,7 @@ def attempt(v: Variant, ex: str, prefix: list[str], owner: tuple[int, int], sand
     # 2. through the sandbox, in a copy made the same way
     ws = setup_base(v.base, ex, "sbx", prefix, env)
     sbx_env = {k: env[k] for k in ("HOME", "PATH", "LANG")}
-    r = subprocess.run(prefix + [sandbox, "run", "--", PYTHON, "-c", source], cwd=ws,
+    r = subprocess.run(prefix + [sandbox, "run", *args, "--", PYTHON, "-c", source], cwd=ws,
                        env=sbx_env, capture_output=True, text=True, errors="replace",
                        timeout=180)
     blocked = [ln for ln in r.stdout.splitlines() if ln.startswith("plant: blocked:")]

@@ -27,6 +27,7 @@ Set ``DIFFTEST_LOG=/path/file`` to append one line per variant tried.
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 import uuid
 
@@ -202,6 +203,8 @@ LISTED_DOTGIT = [
     Variant("plain", "dotgit-link", entry="sub", target="pathmax"),
     Variant("plain", "dotgit-file", entry="sub", target="locked"),
     Variant("plain", "dotgit-link", entry="sub", target="odd-name"),
+    Variant("plain", "dotgit-link", entry="sub", target="ws", carrier="newline"),
+    Variant("plain", "dotgit-file", entry="sub", target="protected-name"),
 ]
 LISTED_COMMONDIR = [
     Variant("repo", "commondir", entry=".", site=".git", spelling=S(lead=" ")),
@@ -234,6 +237,11 @@ LISTED_LAYOUT = [
     Variant("hookspath-existing", "in-place", entry=".", site="hookspath-existing",
             same_size=True),
     Variant("husky", "in-place", entry=".", site="husky"),
+    Variant("plain", "init", entry="sub", carrier="newline"),
+    Variant("hook-symlink", "in-place", entry=".", site="hook-symlink"),
+    Variant("config-script", "in-place", entry=".", site="config-script"),
+    Variant("global-include", "in-place", entry=".", site="global-include"),
+    Variant("global-hookspath", "in-place", entry=".", site="global-hookspath"),
 ]
 
 
@@ -272,3 +280,98 @@ def test_many_more_generated_variants(who, family):
     """The same property over ten times as many generated variants (minutes)."""
     strategy, _listed = FAMILIES[family]
     run_property(who, family, strategy, [], examples=80, seed_value=8)
+
+
+# -- regression tests beyond the generator ---------------------------------------------------
+
+def _attempt_once(who, v: Variant, profile: str | None = None) -> gv.Outcome:
+    ex = os.path.join(_test_root(), f"d-{uuid.uuid4().hex[:12]}")
+    os.makedirs(ex)
+    args: tuple[str, ...] = ()
+    if profile is not None:
+        path = os.path.join(ex, "profile.toml")
+        with open(path, "w") as fh:
+            fh.write(profile)
+        os.chmod(path, 0o644)
+        args = ("--profile", path)
+    try:
+        return gv.attempt(v, ex, who.prefix(), (who.uid, who.gid), sandbox_exe(),
+                          str(_test_root()), args)
+    finally:
+        gv.rmtree(ex)
+
+
+@pytest.mark.parametrize("cls, target", [("editor_config", "protected-name"),
+                                         ("agent_config", "agent-name")])
+def test_an_audit_class_turned_off_does_not_hide_git_dirs_below_its_names(who, cls, target):
+    """Turning off the audit of editor (or agent) config must not make the
+    audit blind to a git dir planted inside a directory of that class's names."""
+    v = Variant("plain", "dotgit-link", entry="sub", target=target)
+    o = _attempt_once(who, v, profile=f'extends = "default"\n[audit]\n{cls} = false\n')
+    assert o.live, "the plant is not an attack on the host's git without the sandbox"
+    assert "Traceback" not in o.stderr
+    assert not o.fired, o.report()
+
+
+def test_the_quarantine_cannot_be_pointed_at_by_a_later_run(who):
+    """Finding 3: what the audit took away in one run must not be usable by
+    the next: the second run looks everywhere it can read for a directory
+    holding the first run's payload and points a .git at each."""
+    ex = os.path.join(_test_root(), f"d-{uuid.uuid4().hex[:12]}")
+    os.makedirs(os.path.join(ex, "home"))
+    try:
+        if os.getuid() == 0:
+            for d in (ex, os.path.join(ex, "home")):
+                os.chown(d, who.uid, who.gid)
+        marker = os.path.join(ex, "MARKER")
+        env = gv.host_env(os.path.join(ex, "home"), str(_test_root()))
+        ws = gv.setup_base("plain", ex, "ws", who.prefix(), env)
+        sbx_env = {k: env[k] for k in ("HOME", "PATH", "LANG")}
+        first = gv.plant_source(Variant("plain", "bare", entry="sub"), marker)
+        r = subprocess.run(who.prefix() + [sandbox_exe(), "run", "--", gv.PYTHON, "-c", first],
+                           cwd=ws, env=sbx_env, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+        assert not gv.host_git_fires(ws, Variant("plain", "bare", entry="sub"), marker,
+                                     who.prefix(), env), "the first run's payload was left live"
+        r = subprocess.run(who.prefix() + [sandbox_exe(), "run", "--", gv.PYTHON, "-c",
+                                           SEEK_AND_POINT, marker, ex],
+                           cwd=ws, env=sbx_env, capture_output=True, text=True, timeout=120)
+        assert "Traceback" not in r.stderr, r.stderr
+        found = [ln for ln in r.stdout.splitlines() if ln.startswith("pointed ")]
+        fired = []
+        for n in range(len(found)):
+            fired += gv.host_git_fires(ws, Variant("plain", "dotgit-link", entry=f"q{n}"), marker,
+                                       who.prefix(), env)
+        assert not found and not fired, (found, fired, r.stderr)
+    finally:
+        gv.rmtree(ex)
+
+
+# Run inside the sandbox: every directory outside the workspace that holds a
+# file naming MARKER and looks like a git dir gets a .git symlink pointing at it.
+SEEK_AND_POINT = r'''
+import os, sys
+marker, ex = sys.argv[1], sys.argv[2]
+ws = os.getcwd()
+n = 0
+for top in (os.environ.get("HOME", "/"), ex, "/tmp", "/var/tmp"):
+    for dirpath, dirnames, filenames in os.walk(top):
+        if dirpath == ws or dirpath.startswith(ws + "/"):
+            dirnames[:] = []
+            continue
+        names = set(dirnames) | set(filenames)
+        if not ("HEAD" in names or {"objects", "refs"} <= names):
+            continue
+        holds = False
+        for f in filenames:
+            try:
+                with open(os.path.join(dirpath, f), "rb") as fh:
+                    holds = holds or marker.encode() in fh.read(1 << 20)
+            except OSError:
+                pass
+        if holds:
+            os.makedirs(f"q{n}", exist_ok=True)
+            os.symlink(dirpath, f"q{n}/.git")
+            print("pointed", dirpath)
+            n += 1
+'''
