@@ -327,12 +327,16 @@ def test_the_quarantine_cannot_be_pointed_at_by_a_later_run(who):
         env = gv.host_env(os.path.join(ex, "home"), str(_test_root()))
         ws = gv.setup_base("plain", ex, "ws", who.prefix(), env)
         sbx_env = {k: env[k] for k in ("HOME", "PATH", "LANG")}
+        # a bare-looking git dir on its own, and one inside a new editor-config
+        # directory (which the audit takes away whole)
         first = gv.plant_source(Variant("plain", "bare", entry="sub"), marker)
+        first += gv.plant_source(Variant("plain", "bare", entry=".vscode/r"), marker)
         r = subprocess.run(who.prefix() + [sandbox_exe(), "run", "--", gv.PYTHON, "-c", first],
                            cwd=ws, env=sbx_env, capture_output=True, text=True, timeout=120)
         assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
-        assert not gv.host_git_fires(ws, Variant("plain", "bare", entry="sub"), marker,
-                                     who.prefix(), env), "the first run's payload was left live"
+        for entry in ("sub", ".vscode/r"):
+            assert not gv.host_git_fires(ws, Variant("plain", "bare", entry=entry), marker,
+                                         who.prefix(), env), "the first run's payload was left live"
         r = subprocess.run(who.prefix() + [sandbox_exe(), "run", "--", gv.PYTHON, "-c",
                                            SEEK_AND_POINT, marker, ex],
                            cwd=ws, env=sbx_env, capture_output=True, text=True, timeout=120)
