@@ -379,3 +379,112 @@ for top in (os.environ.get("HOME", "/"), ex, "/tmp", "/var/tmp"):
             print("pointed", dirpath)
             n += 1
 '''
+
+
+# A command that keeps running while another `sandbox run` in the same
+# workspace audits (that run's own audit at its end, or the audit of this
+# run's pending marker at its start) can swap a directory for a symlink
+# between the audit's check and its write: the write then lands outside every
+# writable root.  The swapped-in link here points at the user's
+# ~/.config/git, and the config written there carries the payload.
+RACER = r'''
+import os, sys, time
+victim, marker, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
+payload = ("[core]\n  repositoryformatversion=0\n[remote \"o\"]\n"
+           "  url = \"x\\n[core]\\nfsmonitor = echo fsmonitor >> %s\"\n" % marker)
+for k in range(40):
+    os.makedirs(f"f{k}/git/objects"); os.makedirs(f"f{k}/git/refs")
+    open(f"f{k}/git/HEAD", "w").write("ref: refs/heads/main\n")
+    open(f"f{k}/git/config", "w").write(payload)
+    os.symlink(victim, f"l{k}")
+print("planted", flush=True)
+end = time.time() + seconds
+while time.time() < end:
+    for k in range(40):
+        os.rename(f"f{k}", f"d{k}"); os.rename(f"l{k}", f"f{k}")
+    time.sleep(0.0005)
+    for k in range(40):
+        os.rename(f"f{k}", f"l{k}"); os.rename(f"d{k}", f"f{k}")
+    time.sleep(0.002)
+'''
+
+
+@pytest.mark.slow
+def test_an_audit_racing_a_live_command_never_writes_outside_the_roots(who):
+    ex = os.path.join(_test_root(), f"d-{uuid.uuid4().hex[:12]}")
+    home = os.path.join(ex, "home")
+    victim = os.path.join(home, ".config")
+    os.makedirs(os.path.join(victim, "git"))
+    original = "[user]\n\temail = victim@example.invalid\n"
+    with open(os.path.join(victim, "git", "config"), "w") as fh:
+        fh.write(original)
+    marker = os.path.join(ex, "MARKER")
+    try:
+        who.chown(ex)
+        env = gv.host_env(home, str(_test_root()))
+        sbx_env = {k: env[k] for k in ("HOME", "PATH", "LANG")}
+        for attempt_no in range(3):  # a race: give it a few chances to show
+            ws = gv.setup_base("plain", ex, f"ws{attempt_no}", who.prefix(), env)
+            racer = subprocess.Popen(
+                who.prefix() + [sandbox_exe(), "run", "--", gv.PYTHON, "-c", RACER,
+                                os.path.join(victim, ""), marker, "8"],
+                cwd=ws, env=sbx_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            try:
+                assert racer.stdout.readline().strip() == "planted"
+                time.sleep(0.5)
+                other = subprocess.run(who.prefix() + [sandbox_exe(), "run", "--", "true"], cwd=ws,
+                                       env=sbx_env, capture_output=True, text=True, timeout=120)
+                assert "Traceback" not in other.stderr, other.stderr
+            finally:
+                racer.wait(timeout=60)
+            with open(os.path.join(victim, "git", "config")) as fh:
+                now = fh.read()
+            left = sorted(os.listdir(os.path.join(victim, "git")))
+            assert now == original and left == ["config"], (
+                f"attempt {attempt_no}: the audit wrote outside the writable roots: "
+                f"{left} {now!r}")
+        repo = gv.setup_base("repo", ex, "elsewhere", who.prefix(), env)
+        assert not gv.host_git_fires(repo, Variant("repo", "in-place", entry="."), marker,
+                                     who.prefix(), env)
+    finally:
+        gv.rmtree(ex)
+
+
+@pytest.mark.slow
+def test_a_killed_run_is_audited_later_even_when_another_run_overlapped(who):
+    """Each run keeps one pending-audit marker per workspace, at one path: a
+    run that starts and ends while another is still running must not take
+    the other's marker away, or a SIGKILL of the other leaves its plants
+    unaudited for good (the README promises the next run audits them)."""
+    ex = os.path.join(_test_root(), f"d-{uuid.uuid4().hex[:12]}")
+    os.makedirs(os.path.join(ex, "home"))
+    marker = os.path.join(ex, "MARKER")
+    try:
+        who.chown(ex)
+        env = gv.host_env(os.path.join(ex, "home"), str(_test_root()))
+        sbx_env = {k: env[k] for k in ("HOME", "PATH", "LANG")}
+        ws = gv.setup_base("plain", ex, "ws", who.prefix(), env)
+        v = Variant("plain", "init", entry="sub")
+        plant = gv.plant_source(v, marker)
+        slow = (f"import time, subprocess, sys\ntime.sleep(3)\n"
+                f"subprocess.run([sys.executable, '-c', {plant!r}], check=True)\n"
+                "print('planted', flush=True)\ntime.sleep(60)\n")
+        victim = subprocess.Popen(who.prefix() + [sandbox_exe(), "run", "--", gv.PYTHON, "-c", slow],
+                                  cwd=ws, env=sbx_env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+        try:
+            time.sleep(1)  # the first run is inside its command now
+            other = subprocess.run(who.prefix() + [sandbox_exe(), "run", "--", "true"], cwd=ws,
+                                   env=sbx_env, capture_output=True, text=True, timeout=60)
+            assert other.returncode == 0, other.stderr
+            assert victim.stdout.readline().strip() == "planted"
+        finally:
+            victim.kill()  # SIGKILL: no audit from this run
+            victim.wait(timeout=30)
+        later = subprocess.run(who.prefix() + [sandbox_exe(), "run", "--", "true"], cwd=ws,
+                               env=sbx_env, capture_output=True, text=True, timeout=60)
+        assert "Traceback" not in later.stderr, later.stderr
+        fired = gv.host_git_fires(ws, v, marker, who.prefix(), env)
+        assert not fired, ("the killed run's plant was never audited", later.stderr)
+    finally:
+        gv.rmtree(ex)
