@@ -33,7 +33,8 @@ IDENT = ["-c", "user.name=T", "-c", "user.email=t@example.invalid"]
 # the host layout that exists before the run (see setup_base)
 BASES = ("plain", "repo", "repo-nohooks", "worktree", "submodule", "linked", "inside",
          "include", "include-existing", "hookspath", "hookspath-existing", "husky",
-         "hook-symlink", "config-script", "global-include", "global-hookspath")
+         "hook-symlink", "hook-hardlink", "config-script", "filter-script", "global-include",
+         "global-hookspath")
 # how git is led to the planted git dir
 DOTGIT_POINTERS = ("dotgit-file", "dotgit-link", "dotgit-file-link", "init-separate")
 COMMONDIR_POINTERS = ("commondir", "commondir-link")
@@ -75,7 +76,9 @@ IN_PLACE = {
     "hookspath-existing": ("hookspath-existing",),
     "husky": ("husky",),
     "hook-symlink": ("hook-symlink",),
+    "hook-hardlink": ("hook-hardlink",),
     "config-script": ("config-script",),
+    "filter-script": ("filter-script",),
     "global-include": ("global-include",),
     "global-hookspath": ("global-hookspath",),
     "linked": ("linked-commondir",),
@@ -85,7 +88,7 @@ IN_PLACE_ENTRY = {"wt-config.worktree": "wt", "wt-commondir": "wt", "module-conf
                   "module-hooks": "sm"}
 # sites whose change rewrites a file that existed before: can keep size and mtime
 SAME_SIZE_SITES = ("wt-commondir", "module-config", "include-existing", "hookspath-existing",
-                   "hook-symlink", "config-script")
+                   "hook-symlink", "hook-hardlink", "config-script", "filter-script")
 
 
 @dataclass(frozen=True)
@@ -221,6 +224,15 @@ def setup_base(base: str, ex: str, ws_name: str, prefix: list[str], env: dict) -
         write("scripts/pre-commit", "#!/bin/sh\n# lint\n" + "true\n" * 40, 0o755)
         subprocess.run(prefix + ["ln", "-s", "../../scripts/pre-commit",
                                  os.path.join(ws, ".git/hooks/pre-commit")], check=True)
+    elif base == "hook-hardlink":  # a tracked hook script, hard-linked into place
+        write("scripts/pre-commit", "#!/bin/sh\n# lint\n" + "true\n" * 40, 0o755)
+        subprocess.run(prefix + ["ln", os.path.join(ws, "scripts/pre-commit"),
+                                 os.path.join(ws, ".git/hooks/pre-commit")], check=True)
+    elif base == "filter-script":  # a clean filter the repository's config names
+        write("tools/clean.sh", "#!/bin/sh\n# normalise\n" + "cat\n" + "#\n" * 30, 0o755)
+        write(".gitattributes", "*.dat filter=x\n")
+        write("a.dat", "data\n")
+        git(ws, "config", "filter.x.clean", "tools/clean.sh")
     elif base == "config-script":  # the repository's config runs a tracked script
         write("tools/fsmonitor.sh", "#!/bin/sh\n# no fsmonitor data: git scans\n" +
               "exit 1\n" * 30, 0o755)
@@ -589,6 +601,11 @@ def _in_place(p: _Plan, v: Variant) -> None:
         rewrite(".githooks/pre-commit", hook + "#\n", 0o755)
     elif site == "hook-symlink":  # the script the user's hook links to
         rewrite("scripts/pre-commit", hook + "#\n", 0o755)
+    elif site == "hook-hardlink":  # the same inode as the user's hook
+        rewrite("scripts/pre-commit", hook + "#\n", 0o755)
+    elif site == "filter-script":  # the clean filter git runs on a changed file
+        rewrite("tools/clean.sh", hook.replace("hook", "filter") + "cat\n#\n", 0o755)
+        p.op("w", "a.dat", "data\n")  # same size, new mtime: git must run the filter
     elif site == "config-script":  # the fsmonitor script the user's config names
         rewrite("tools/fsmonitor.sh", hook.replace("hook", "fsmonitor") + "exit 1\n#\n", 0o755)
     elif site == "global-include":

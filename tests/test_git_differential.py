@@ -240,6 +240,8 @@ LISTED_LAYOUT = [
     Variant("plain", "init", entry="sub", carrier="newline"),
     Variant("hook-symlink", "in-place", entry=".", site="hook-symlink"),
     Variant("config-script", "in-place", entry=".", site="config-script"),
+    Variant("filter-script", "in-place", entry=".", site="filter-script"),
+    Variant("hook-hardlink", "in-place", entry=".", site="hook-hardlink", same_size=True),
     Variant("global-include", "in-place", entry=".", site="global-include"),
     Variant("global-hookspath", "in-place", entry=".", site="global-hookspath"),
 ]
