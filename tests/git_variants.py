@@ -72,20 +72,23 @@ IN_PLACE = {
     "submodule": ("module-config", "module-hooks"),
     "include": ("include",),
     "include-existing": ("include-existing",),
-    "hookspath": ("hookspath",),
-    "hookspath-existing": ("hookspath-existing",),
-    "husky": ("husky",),
+    "hookspath": ("hookspath", "hookspath-pointer", "hookspath-gitfile"),
+    "hookspath-existing": ("hookspath-existing", "hookspath-pointer"),
+    "husky": ("husky", "hookspath-pointer"),
     "hook-symlink": ("hook-symlink",),
     "hook-hardlink": ("hook-hardlink",),
-    "config-script": ("config-script",),
-    "filter-script": ("filter-script",),
+    "config-script": ("config-script", "config-script-pointer"),
+    "filter-script": ("filter-script", "filter-script-pointer"),
     "global-include": ("global-include",),
     "global-hookspath": ("global-hookspath",),
     "linked": ("linked-commondir",),
     "inside": ("inside-commondir",),
 }
 IN_PLACE_ENTRY = {"wt-config.worktree": "wt", "wt-commondir": "wt", "module-config": "sm",
-                  "module-hooks": "sm"}
+                  "module-hooks": "sm", "hookspath-pointer": "sub", "hookspath-gitfile": "sub",
+                  "config-script-pointer": "sub", "filter-script-pointer": "sub"}
+# the relative core.hooksPath each base's config sets
+HOOKS_PATH = {"hookspath": ".githooks", "hookspath-existing": ".githooks", "husky": ".husky/_"}
 # sites whose change rewrites a file that existed before: can keep size and mtime
 SAME_SIZE_SITES = ("wt-commondir", "module-config", "include-existing", "hookspath-existing",
                    "hook-symlink", "hook-hardlink", "config-script", "filter-script")
@@ -597,6 +600,19 @@ def _in_place(p: _Plan, v: Variant) -> None:
                               "\thooksPath = node_modules/.h\n#\n")
     elif site == "hookspath":
         p.op("w", ".githooks/pre-commit", hook, 0o755)
+    elif site in ("hookspath-pointer", "hookspath-gitfile"):
+        # a relative core.hooksPath is relative to the work tree, and a .git
+        # in a subdirectory pointing at the user's own git dir makes that
+        # subdirectory a work tree of the user's repository
+        _point_at_own_repo(p, site.endswith("gitfile"))
+        p.op("w", f"sub/{HOOKS_PATH[v.base]}/pre-commit", hook, 0o755)
+    elif site == "config-script-pointer":  # the same for a relative core.fsmonitor
+        _point_at_own_repo(p, False)
+        p.op("w", "sub/tools/fsmonitor.sh", hook.replace("hook", "fsmonitor") + "exit 1\n", 0o755)
+    elif site == "filter-script-pointer":  # and for a relative filter command
+        _point_at_own_repo(p, False)
+        p.op("w", "sub/tools/clean.sh", hook.replace("hook", "filter") + "cat\n", 0o755)
+        p.op("w", "sub/a.dat", "data\n")
     elif site == "hookspath-existing":
         rewrite(".githooks/pre-commit", hook + "#\n", 0o755)
     elif site == "hook-symlink":  # the script the user's hook links to
@@ -626,6 +642,14 @@ def _in_place(p: _Plan, v: Variant) -> None:
         p.op("w", "@P@/commondir", "@W@/node_modules/pkg/evil\n")
     else:
         raise ValueError(site)
+
+
+def _point_at_own_repo(p: _Plan, as_file: bool) -> None:
+    p.op("d", "sub")
+    if as_file:
+        p.op("w", "sub/.git", "gitdir: ../.git\n")
+    else:
+        p.op("ln", "../.git", "sub/.git")
 
 
 # -- asking the host's git -------------------------------------------------------------

@@ -241,6 +241,9 @@ LISTED_LAYOUT = [
     Variant("hook-symlink", "in-place", entry=".", site="hook-symlink"),
     Variant("config-script", "in-place", entry=".", site="config-script"),
     Variant("filter-script", "in-place", entry=".", site="filter-script"),
+    Variant("hookspath", "in-place", entry="sub", site="hookspath-pointer"),
+    Variant("husky", "in-place", entry="sub", site="hookspath-pointer"),
+    Variant("config-script", "in-place", entry="sub", site="config-script-pointer"),
     Variant("hook-hardlink", "in-place", entry=".", site="hook-hardlink", same_size=True),
     Variant("global-include", "in-place", entry=".", site="global-include"),
     Variant("global-hookspath", "in-place", entry=".", site="global-hookspath"),
@@ -392,7 +395,7 @@ for top in (os.environ.get("HOME", "/"), ex, "/tmp", "/var/tmp"):
 RACER = r'''
 import os, sys, time
 victim, marker, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
-payload = ("[core]\n  repositoryformatversion=0\n[remote \"o\"]\n"
+payload = ("[core]\n  repositoryformatversion=0\n  fsmonitor=false\n[remote \"o\"]\n"
            "  url = \"x\\n[core]\\nfsmonitor = echo fsmonitor >> %s\"\n" % marker)
 for k in range(40):
     os.makedirs(f"f{k}/git/objects"); os.makedirs(f"f{k}/git/refs")
