@@ -29,6 +29,9 @@ class Layout:
     warnings: tuple[str, ...] = ()
     unprotected: tuple[str, ...] = ()  # protected paths left writable on request
     git_entries: tuple[str, ...] = ()  # every .git found in or around the writable roots
+    # secret-named files whose content git holds (sandbox.secretfiles):
+    # (what is shown, read-only; where)
+    tracked_secrets: tuple[tuple[str, str], ...] = ()
 
     def hidden_dirs(self) -> tuple[str, ...]:
         """Host directories the command cannot see (unless a writable root is inside)."""

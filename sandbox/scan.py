@@ -9,6 +9,13 @@ directory whose stamp is unchanged is not listed again: the walk costs one
 is not trusted next time (a change in the same clock tick would not move its
 mtime), the same rule git applies to its index.
 
+Secrets are looked for everywhere below a root: inside ``skip_dirs`` and
+protected directories too, where nothing else is (a ``.env`` in
+``node_modules/pkg/`` or ``.devcontainer/`` is as secret as one at the top).
+A symlink is a secret when its own name or the last name of the path it
+holds is one (``.env -> /vault/app``, ``config.txt -> ../.env``): discovery
+then hides the file it leads to (``sandbox.secretfiles``).
+
 The cache lives in the tool's state directory, which the sandboxed command
 cannot write; it is keyed by the root and by every rule that affects the
 result, and written with ``marshal`` (fast, and it cannot run code on load).
@@ -26,7 +33,7 @@ from sandbox.patterns import match_any
 from sandbox.statefile import sha256_hex
 
 RACY_NS = 2_000_000_000
-FORMAT = 3
+FORMAT = 4
 
 # kinds of findings
 GIT = "git"  # a .git directory or file
@@ -34,7 +41,12 @@ BARE = "bare"  # a directory laid out like a git dir (HEAD, objects/, refs/): gi
 UNREADABLE = "unreadable"  # a directory the walk could not list
 PROTECTED = "protected"  # a protected name (file or directory)
 SECRET = "secret"  # a file matching deny_read_names
+SECRET_LINK = "secret-link"  # a symlink whose name or target's name matches deny_read_names
 SOCKET = "socket"  # a unix socket
+
+# How a directory is walked: for everything the rules look for, or (inside
+# skip_dirs and protected directories) for secrets and sockets only.
+FULL, SECRETS_ONLY = 1, 2
 
 
 class Rules:
@@ -91,63 +103,96 @@ class Result:
         return f"Result(findings={self.findings!r}, listed={self.dirs_listed}, reused={self.dirs_reused})"
 
 
-def _classify(rules: Rules, names: frozenset, entry: os.DirEntry) -> tuple[str | None, bool]:
-    """Return (kind or None, descend?) for one directory entry."""
+def _is_secret(rules: Rules, name: str) -> bool:
+    return match_any(name, rules.secret_names) and not match_any(name, rules.secret_exceptions)
+
+
+def _secret_link(rules: Rules, entry: os.DirEntry) -> bool:
+    """Does the link's own name, or the last name in the path it holds, say secret?
+
+    The directory's stamp covers the link text (a link cannot be changed in
+    place, only replaced), so this is cached with the listing.
+    """
+    if _is_secret(rules, entry.name):
+        return True
+    try:
+        text = os.readlink(entry.path)
+    except OSError:
+        return False
+    return _is_secret(rules, text.rpartition("/")[2])
+
+
+def _classify(rules: Rules, names: frozenset, entry: os.DirEntry,
+              mode: int) -> tuple[str | None, int | None]:
+    """Return (kind or None, how to walk it or None) for one directory entry."""
     name = entry.name
     try:
         is_dir = entry.is_dir(follow_symlinks=False)
     except OSError:
-        return None, False
+        return None, None
+    # below skip_dirs and protected directories only secrets are looked for
+    # (when there are secret names to look for at all)
+    inner = SECRETS_ONLY if rules.secret_names else None
     if name == ".git" and rules.find_git:
-        return GIT, False
-    if name in names:
-        return PROTECTED, False
+        return (GIT, None) if mode == FULL else (None, None)
+    if name in names and mode == FULL:
+        return PROTECTED, inner if is_dir else None
     if is_dir:
-        if name in rules.skip_dirs or entry.path in rules.exclude:
-            return None, False
-        return None, True
+        if entry.path in rules.exclude:
+            return None, None
+        if name in rules.skip_dirs:
+            return None, inner
+        return None, mode
     try:
         if entry.is_symlink():
-            return None, False
-        mode = entry.stat(follow_symlinks=False).st_mode if not entry.is_file(follow_symlinks=False) else 0
+            if rules.secret_names and _secret_link(rules, entry):
+                return SECRET_LINK, None
+            return None, None
+        mode_bits = entry.stat(follow_symlinks=False).st_mode if not entry.is_file(follow_symlinks=False) else 0
     except OSError:
-        return None, False
-    if mode and stat.S_ISSOCK(mode):
-        return SOCKET, False
-    if rules.secret_names and match_any(name, rules.secret_names):
-        if not match_any(name, rules.secret_exceptions):
-            return SECRET, False
-    return None, False
+        return None, None
+    if mode_bits and stat.S_ISSOCK(mode_bits):
+        return SOCKET, None
+    if rules.secret_names and _is_secret(rules, name):
+        return SECRET, None
+    return None, None
 
 
-def _list(rules: Rules, names: frozenset, path: str):
-    subdirs, found = [], []
+def _list(rules: Rules, names: frozenset, path: str, mode: int):
+    """(subdirs walked fully, findings, subdirs walked for secrets only) of one directory."""
+    subdirs, found, inner = [], [], []
     seen = set()
     try:
         with os.scandir(path) as it:
             for entry in it:
                 seen.add(entry.name)
-                kind, descend = _classify(rules, names, entry)
-                if descend:
+                kind, walk_as = _classify(rules, names, entry, mode)
+                if walk_as == FULL:
                     subdirs.append(entry.name)
-                elif kind:
+                elif walk_as == SECRETS_ONLY:
+                    inner.append(entry.name)
+                if kind:
                     found.append((entry.name, kind, entry.is_dir(follow_symlinks=False)))
     except PermissionError:
-        found.append(("", UNREADABLE, True))  # hidden from us is not the same as empty
+        if mode == FULL:
+            found.append(("", UNREADABLE, True))  # hidden from us is not the same as empty
     except OSError:
         pass
     # git treats a directory holding HEAD and objects/ + refs/ (or a commondir
     # file naming where they are) as a repository of its own when it runs
     # there, config and hooks included
-    if rules.find_git and "HEAD" in seen and ({"objects", "refs"} <= seen or "commondir" in seen):
+    if (mode == FULL and rules.find_git and "HEAD" in seen
+            and ({"objects", "refs"} <= seen or "commondir" in seen)):
         found.append(("", BARE, True))
-    return subdirs, found
+    return subdirs, found, inner
 
 
 def _well_formed(entry) -> bool:
-    """A cache entry is ((ino, mtime), [subdir names], [(name, kind, is_dir)])."""
-    return (isinstance(entry, tuple) and len(entry) == 3 and isinstance(entry[0], tuple)
-            and len(entry[0]) == 3 and isinstance(entry[1], list) and isinstance(entry[2], list))
+    """A cache entry is ((ino, mtime, ctime), [subdir names], [(name, kind, is_dir)],
+    [names of subdirs walked for secrets only])."""
+    return (isinstance(entry, tuple) and len(entry) == 4 and isinstance(entry[0], tuple)
+            and len(entry[0]) == 3 and isinstance(entry[1], list) and isinstance(entry[2], list)
+            and isinstance(entry[3], list))
 
 
 def walk(root: str, rules: Rules, cache_file: str | None) -> Result:
@@ -166,9 +211,9 @@ def walk(root: str, rules: Rules, cache_file: str | None) -> Result:
     new: dict = {}
     findings: list[tuple[str, str, bool]] = []
     listed = reused = 0
-    stack = [(root, 0)]
+    stack = [(root, 0, FULL)]
     while stack:
-        path, depth = stack.pop()
+        path, depth, mode = stack.pop()
         try:
             st = os.stat(path, follow_symlinks=False)
         except OSError:
@@ -178,20 +223,24 @@ def walk(root: str, rules: Rules, cache_file: str | None) -> Result:
         # ctime as well as mtime: the command can reset mtime (utimensat), not ctime
         stamp = (st.st_ino, st.st_mtime_ns, st.st_ctime_ns)
         prev = old.get(path)
+        # (a path's mode follows from the names between it and the root, so
+        # a cached listing was made in the mode it is needed in)
         if prev is not None and prev[0] == stamp and prev[0][1] != -1:
-            subdirs, found = prev[1], prev[2]
+            subdirs, found, inner = prev[1], prev[2], prev[3]
             reused += 1
         else:
-            subdirs, found = _list(rules, names, path)
+            subdirs, found, inner = _list(rules, names, path, mode)
             listed += 1
         racy = now - max(st.st_mtime_ns, st.st_ctime_ns) < RACY_NS
-        new[path] = ((st.st_ino, -1, -1) if racy else stamp, subdirs, found)
+        new[path] = ((st.st_ino, -1, -1) if racy else stamp, subdirs, found, inner)
         prefix = path.rstrip("/") + "/"
         for name, kind, is_dir in found:
             findings.append((path if name == "" else prefix + name, kind, is_dir))
         if depth < rules.max_depth:
             for name in subdirs:
-                stack.append((prefix + name, depth + 1))
+                stack.append((prefix + name, depth + 1, mode))
+            for name in inner:
+                stack.append((prefix + name, depth + 1, SECRETS_ONLY))
     for rel in (n for n in rules.protected_names if "/" in n):
         candidate = os.path.join(root, rel)
         if os.path.lexists(candidate):

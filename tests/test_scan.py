@@ -65,10 +65,14 @@ EXPECTED = [
     (".env", "secret", False),
     (".git", "git", True),
     (".vscode", "protected", True),
+    # a protected directory is searched for secrets (only)
+    (".vscode/.env", "secret", False),
     ("a/.bashrc", "protected", False),
     ("a/.env.local", "secret", False),
     ("a/b/.envrc", "protected", False),
     ("a/b/c/key.pem", "secret", False),
+    # so is a skip_dir: a secret, but not the protected .vscode in it
+    ("node_modules/pkg/.env", "secret", False),
     ("sub/wt/.git", "git", False),
 ]
 
@@ -103,6 +107,7 @@ def test_exclude(tree):
     # no skip_dirs here: .venv is walked, a/ and node_modules/ are not
     assert got == [(".config/fish", "protected", True), (".env", "secret", False),
                    (".git", "git", True), (".vscode", "protected", True),
+                   (".vscode/.env", "secret", False),
                    ("deep/.venv/.bashrc", "protected", False), ("sub/wt/.git", "git", False)]
 
 
@@ -127,11 +132,89 @@ def test_sockets(tmp_path):
 def test_symlinks_are_not_followed(tmp_path):
     outside = tmp_path / "outside"
     touch(outside / ".env")
+    touch(outside / "inner/.env")
     root = tmp_path / "ws"
     root.mkdir()
     os.symlink(str(outside), str(root / "linkdir"))
     os.symlink(str(outside / ".env"), str(root / ".env"))
-    assert scan.walk(str(root), RULES, None).findings == ()
+    # the link named .env is reported (its target is hidden), linkdir is not walked
+    assert found(scan.walk(str(root), RULES, None), root) == [(".env", "secret-link", False)]
+
+
+def test_symlinks_classified_by_name_and_target(tmp_path):
+    root = tmp_path / "ws"
+    touch(root / "real.txt")
+    links = {
+        ".env": "real.txt",  # secret name: what it names is a secret
+        "config.txt": "../../secrets/.env",  # target named like a secret
+        "sub/app.cfg": "/elsewhere/.env.production",
+        ".env.example": ".env.local",  # an exception's name, a secret's target
+        "ok.txt": "real.txt",
+        "template": ".env.example",  # a target that is an exception
+        "dir-link": "somewhere/.env/",  # ends in a directory: not a file name
+        "node_modules/pkg/key": "../../x/key.pem",  # in a skip_dir too
+    }
+    for name, target in links.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(target, root / name)
+    got = [f for f in found(scan.walk(str(root), RULES, None), root) if f[1] == "secret-link"]
+    assert got == [(".env", "secret-link", False), (".env.example", "secret-link", False),
+                   ("config.txt", "secret-link", False),
+                   ("node_modules/pkg/key", "secret-link", False),
+                   ("sub/app.cfg", "secret-link", False)]
+
+
+def test_no_secret_names_means_no_walk_of_skip_dirs(tree):
+    rules = scan.Rules(protected_names=RULES.protected_names, skip_dirs=RULES.skip_dirs)
+    result = scan.walk(str(tree), rules, None)
+    assert not any("node_modules" in d or ".venv" in d or ".vscode" in d for d in result.dirs)
+    assert not any(k == "secret" for _p, k, _d in result.findings)
+
+
+def test_skip_dirs_hold_secrets_and_sockets_only(tmp_path):
+    root = tmp_path / "ws"
+    nm = root / "node_modules"
+    touch(nm / "a/node_modules/b/.env.production")  # nested packages: any depth
+    touch(nm / "a/.bashrc")  # a protected name: not reported there
+    (nm / "gitdep/.git/hooks").mkdir(parents=True)  # nor a .git (and it is not walked)
+    touch(nm / "gitdep/.git/hooks/.env")
+    (nm / "locked").mkdir()
+    touch(nm / "locked/.env")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(str(nm / "a/s.sock"))
+    except OSError as exc:  # pragma: no cover - path too long on odd systems
+        pytest.skip(f"cannot bind a unix socket: {exc}")
+    rules = scan.Rules(protected_names=(".bashrc",), skip_dirs=("node_modules",),
+                       secret_names=(".env", ".env.*"))
+    os.chmod(nm / "locked", 0)
+    try:
+        result = scan.walk(str(root), rules, None)
+    finally:
+        os.chmod(nm / "locked", 0o755)
+        sock.close()
+    got = found(result, root)
+    assert ("node_modules/a/node_modules/b/.env.production", "secret", False) in got
+    assert ("node_modules/a/s.sock", "socket", False) in got
+    # unreadable only as a normal user; root reads it and finds the secret
+    assert got in ([("node_modules/a/node_modules/b/.env.production", "secret", False),
+                    ("node_modules/a/s.sock", "socket", False)],
+                   [("node_modules/a/node_modules/b/.env.production", "secret", False),
+                    ("node_modules/a/s.sock", "socket", False),
+                    ("node_modules/locked/.env", "secret", False)])
+
+
+def test_skip_dir_walk_is_cached(tree, tmp_path):
+    cache = str(tmp_path / "c.scan")
+    age(tree)
+    first = scan.walk(str(tree), RULES, cache)
+    second = scan.walk(str(tree), RULES, cache)
+    assert second.findings == first.findings and second.dirs_listed == 0
+    touch(tree / "node_modules/pkg/deeper/.env.local")
+    third = scan.walk(str(tree), RULES, cache)
+    assert ("node_modules/pkg/deeper/.env.local", "secret", False) in found(third, tree)
+    # the new directory and the one it was made in
+    assert third.dirs_listed == 2
 
 
 def test_root_that_is_not_a_directory(tmp_path):
@@ -202,12 +285,6 @@ def test_racy_ns_zero_trusts_fresh_directories(tree, tmp_path, monkeypatch):
     second = scan.walk(str(tree), RULES, cache)
     assert second.dirs_reused == first.dirs_listed and second.dirs_listed == 0
     assert second.findings == first.findings
-
-
-def test_skip_dirs_are_not_cached_or_walked(tree, tmp_path):
-    cache = str(tmp_path / "c.scan")
-    result = scan.walk(str(tree), RULES, cache)
-    assert not any("node_modules" in d or ".venv" in d for d in result.dirs)
 
 
 def test_corrupt_cache_is_ignored(tree, tmp_path):
