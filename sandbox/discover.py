@@ -346,7 +346,7 @@ def discover(policy: Policy, ws: Workspace, *, extra_writable: tuple[str, ...] =
     dirs, files = expand_secrets(policy.deny_read, obs)
     rules = scan.Rules(protected_names=policy.protected_names, skip_dirs=policy.skip_dirs,
                        secret_names=policy.deny_read_names, secret_exceptions=policy.allow_read_names,
-                       find_git=True)
+                       find_git=True, secrets_everywhere=True)
     scan_cache = os.path.join(state, "scan")
     os.makedirs(scan_cache, mode=0o700, exist_ok=True)
     git_entries: list[str] = []

@@ -9,9 +9,10 @@ directory whose stamp is unchanged is not listed again: the walk costs one
 is not trusted next time (a change in the same clock tick would not move its
 mtime), the same rule git applies to its index.
 
-Secrets are looked for everywhere below a root: inside ``skip_dirs`` and
-protected directories too, where nothing else is (a ``.env`` in
-``node_modules/pkg/`` or ``.devcontainer/`` is as secret as one at the top).
+With ``secrets_everywhere``, secrets are looked for everywhere below a root:
+inside ``skip_dirs`` and protected directories too, where nothing else is (a
+``.env`` in ``node_modules/pkg/`` or ``.devcontainer/`` is as secret as one at
+the top).
 A symlink is a secret when its own name or the last name of the path it
 holds is one (``.env -> /vault/app``, ``config.txt -> ../.env``): discovery
 then hides the file it leads to (``sandbox.secretfiles``).
@@ -55,12 +56,17 @@ class Rules:
     ``dataclasses``."""
 
     __slots__ = ("protected_names", "skip_dirs", "secret_names", "secret_exceptions",
-                 "find_git", "max_depth", "exclude")
+                 "find_git", "max_depth", "exclude", "secrets_everywhere")
 
     def __init__(self, protected_names=(), skip_dirs=(), secret_names=(), secret_exceptions=(),
-                 find_git: bool = True, max_depth: int = 4096, exclude=()) -> None:
+                 find_git: bool = True, max_depth: int = 4096, exclude=(),
+                 secrets_everywhere: bool = False) -> None:
+        # secrets_everywhere: also search skip_dirs and protected directories
+        # for secret names (discovery does; the persistence audit needs no
+        # secrets and keeps its walk short)
         values = (tuple(protected_names), tuple(skip_dirs), tuple(secret_names),
-                  tuple(secret_exceptions), bool(find_git), int(max_depth), tuple(exclude))
+                  tuple(secret_exceptions), bool(find_git), int(max_depth), tuple(exclude),
+                  bool(secrets_everywhere))
         for name, value in zip(self.__slots__, values):
             object.__setattr__(self, name, value)
 
@@ -131,8 +137,7 @@ def _classify(rules: Rules, names: frozenset, entry: os.DirEntry,
     except OSError:
         return None, None
     # below skip_dirs and protected directories only secrets are looked for
-    # (when there are secret names to look for at all)
-    inner = SECRETS_ONLY if rules.secret_names else None
+    inner = SECRETS_ONLY if rules.secret_names and rules.secrets_everywhere else None
     if name == ".git" and rules.find_git:
         return (GIT, None) if mode == FULL else (None, None)
     if name in names and mode == FULL:

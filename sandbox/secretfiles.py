@@ -147,7 +147,7 @@ def settle(files, *, worktrees: dict[str, str], stores_ok, writable, state: str,
 
 
 def _git_view(path: str, worktrees: dict[str, str], stores_ok, obs):
-    """("held", objects dir, None) | ("staged", objects dir, content) | None."""
+    """("held", git dir, None) | ("staged", git dir, content) | None."""
     top = os.path.dirname(path)
     while top not in worktrees:
         if top == "/":
@@ -166,7 +166,7 @@ def _git_view(path: str, worktrees: dict[str, str], stores_ok, obs):
         return None
     with gitobjects.Store(objects, note=obs.note) as store:
         if store.holds_blob(content):
-            return "held", objects, None
+            return "held", commondir, None
         # not a dependency of the plan unless it names the file: git rewrites
         # the index all the time, and a stale answer only ever shows content
         # the store held (an entry added later stages the empty mask or, from
@@ -181,7 +181,7 @@ def _git_view(path: str, worktrees: dict[str, str], stores_ok, obs):
         blob = store.read(oid)
     if blob is None or blob[0] != b"blob" or len(blob[1]) > MAX_SECRET:
         return None
-    return "staged", objects, blob[1]
+    return "staged", commondir, blob[1]
 
 
 def _store_copy(state: str, data: bytes, obs) -> str | None:

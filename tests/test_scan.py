@@ -14,7 +14,7 @@ from sandbox import scan
 RULES = scan.Rules(protected_names=(".vscode", ".envrc", ".bashrc", ".config/fish"),
                    skip_dirs=("node_modules", ".venv"),
                    secret_names=(".env", ".env.*", "*.pem"),
-                   secret_exceptions=("*.example", "*.sample"))
+                   secret_exceptions=("*.example", "*.sample"), secrets_everywhere=True)
 
 
 
@@ -95,14 +95,15 @@ def test_findings_without_git(tree):
 def test_max_depth(tree):
     rules = scan.Rules(protected_names=RULES.protected_names, skip_dirs=RULES.skip_dirs,
                        secret_names=RULES.secret_names, secret_exceptions=RULES.secret_exceptions,
-                       max_depth=1)
+                       max_depth=1, secrets_everywhere=True)
     got = found(scan.walk(str(tree), rules, None), tree)
     assert got == [f for f in EXPECTED if f[0].count("/") <= 1 or f[0] == ".config/fish"]
 
 
 def test_exclude(tree):
     rules = scan.Rules(protected_names=RULES.protected_names, secret_names=RULES.secret_names,
-                       exclude=(str(tree / "a"), str(tree / "node_modules")))
+                       exclude=(str(tree / "a"), str(tree / "node_modules")),
+                       secrets_everywhere=True)
     got = found(scan.walk(str(tree), rules, None), tree)
     # no skip_dirs here: .venv is walked, a/ and node_modules/ are not
     assert got == [(".config/fish", "protected", True), (".env", "secret", False),
@@ -164,11 +165,16 @@ def test_symlinks_classified_by_name_and_target(tmp_path):
                    ("sub/app.cfg", "secret-link", False)]
 
 
-def test_no_secret_names_means_no_walk_of_skip_dirs(tree):
-    rules = scan.Rules(protected_names=RULES.protected_names, skip_dirs=RULES.skip_dirs)
+@pytest.mark.parametrize("rules", [
+    scan.Rules(protected_names=RULES.protected_names, skip_dirs=RULES.skip_dirs,
+               secrets_everywhere=True),  # nothing to look for there
+    scan.Rules(protected_names=RULES.protected_names, skip_dirs=RULES.skip_dirs,
+               secret_names=RULES.secret_names),  # the audit's walk: not asked to
+])
+def test_skip_dirs_not_walked_without_secrets_everywhere(tree, rules):
     result = scan.walk(str(tree), rules, None)
     assert not any("node_modules" in d or ".venv" in d or ".vscode" in d for d in result.dirs)
-    assert not any(k == "secret" for _p, k, _d in result.findings)
+    assert not any(p.endswith(("node_modules/pkg/.env", ".vscode/.env")) for p, _k, _d in result.findings)
 
 
 def test_skip_dirs_hold_secrets_and_sockets_only(tmp_path):
@@ -186,7 +192,7 @@ def test_skip_dirs_hold_secrets_and_sockets_only(tmp_path):
     except OSError as exc:  # pragma: no cover - path too long on odd systems
         pytest.skip(f"cannot bind a unix socket: {exc}")
     rules = scan.Rules(protected_names=(".bashrc",), skip_dirs=("node_modules",),
-                       secret_names=(".env", ".env.*"))
+                       secret_names=(".env", ".env.*"), secrets_everywhere=True)
     os.chmod(nm / "locked", 0)
     try:
         result = scan.walk(str(root), rules, None)
