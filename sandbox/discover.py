@@ -367,16 +367,15 @@ def discover(policy: Policy, ws: Workspace, *, extra_writable: tuple[str, ...] =
                 secret_files.append(path)
             elif kind == scan.SECRET_LINK:
                 secret_links.append(path)
+            elif kind == scan.SOCKET:  # host sockets look empty inside
+                plan.masked_files.append(path)
             elif not writable_root:
-                continue  # read-only anyway: only secrets (and sockets, below) matter
+                continue  # read-only anyway: only secrets and sockets matter
             elif kind in (scan.GIT, scan.BARE):
                 git_entries.append(path)
             elif kind == scan.PROTECTED:
                 plan.read_only.append(path)
-            elif kind == scan.UNREADABLE:
-                continue  # the owner's choice; the audit opens up ones the command made
-            if kind == scan.SOCKET:  # host sockets look empty inside
-                plan.masked_files.append(path)
+            # UNREADABLE: the owner's choice; the audit opens up ones the command made
     # A workspace inside a repository (and not a repository itself): git run
     # in it uses that repository, so its git dir must be writable too.
     outer = None
