@@ -45,6 +45,10 @@ def parse_run(args: list[str]):
             values["dry_run"] = True
             i += 1
             continue
+        if arg in ("--quiet", "-q"):
+            values["quiet"] = True
+            i += 1
+            continue
         if key is None or (eq and name.startswith("-") and not name.startswith("--")):
             return None
         if eq:

@@ -114,15 +114,6 @@ def prepare(opts: RunOptions, environ: dict[str, str]) -> Prepared:
     if extra:
         policy = dataclasses.replace(policy, weakenings=policy.weakenings + tuple(extra))
     obs = Observer()
-    from sandbox.profile import builtin_names
-
-    if policy.chain[0] not in builtin_names():
-        # weakenings are measured against the parent; a profile with no
-        # built-in ancestor has none, so say plainly what it starts from
-        policy = dataclasses.replace(policy, weakenings=policy.weakenings + (Weakening(
-            policy.chain[0], "extends",
-            "does not build on a built-in profile: it starts from an empty policy "
-            "(no secrets masked, no environment filter) unless it lists them itself"),))
     ws = discover.resolve_workspace(ws_arg, environ, home, state, policy, obs)
     layout = discover.discover(policy, ws, extra_writable=allow_write, unprotect=unprotect,
                                home=home, state=state, environ=environ, obs=obs,
@@ -162,12 +153,19 @@ def make_audit_spec(policy: Policy, layout: Layout, state: str, unprotect) -> di
     return {
         "state": state,
         "workspace": layout.workspace,
-        # the sandbox's own tool caches are not the host's business
-        "roots": [r for r in layout.writable_roots if r != layout.cache_dir],
+        # the tool cache and git dirs outside the workspace are walked for git
+        # dirs only (a .git file can point there; nothing else is the host's)
+        "roots": [r for r in layout.writable_roots
+                  if r != layout.cache_dir and r not in layout.git_roots],
+        "git_roots": list(layout.git_roots),
         "cache_dir": layout.cache_dir,
         "known_protected": list(layout.read_only),
         "unprotected": list(layout.unprotected) + list(policy.unprotect) + list(unprotect),
-        "git_entries": list(layout.git_entries),
+        "git_dirs": list(layout.git_dirs),
+        "hooks_dirs": list(layout.hooks_dirs),
+        "hooks_relative": list(layout.hooks_relative),
+        "hook_managers": list(layout.hook_managers),
+        "git_configs": list(layout.git_configs),
         "names": list(policy.protected_names),
         "skip_dirs": list(policy.skip_dirs),
         "secret_names": list(policy.deny_read_names),

@@ -56,6 +56,10 @@ app = typer.Typer(help=HELP, add_completion=False, no_args_is_help=True,
 profiles_app = typer.Typer(help="List and show the profiles that --profile accepts.",
                            no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(profiles_app, name="profiles")
+quarantine_app = typer.Typer(
+    help="What the persistence audit took away (archived, inert) and how to put it back.",
+    no_args_is_help=True, rich_markup_mode=None)
+app.add_typer(quarantine_app, name="quarantine")
 
 ProfileOpt = Annotated[str, typer.Option(
     "--profile", "-p", metavar="NAME|PATH",
@@ -78,7 +82,8 @@ CommandArg = Annotated[Optional[list[str]], typer.Argument(
     metavar="-- COMMAND [ARGS]...", help="The command to run, after '--'.")]
 
 
-def _options(command, profile, workspace, allow_write, unprotect, report=None, dry_run=False):
+def _options(command, profile, workspace, allow_write, unprotect, report=None, dry_run=False,
+             quiet=False):
     for option, values in (("--profile", [profile]), ("--workspace", [workspace]),
                            ("--allow-write", allow_write or []), ("--unprotect", unprotect or []),
                            ("--report", [report])):
@@ -89,7 +94,7 @@ def _options(command, profile, workspace, allow_write, unprotect, report=None, d
                       "whose name starts with '-')")
     return RunOptions(command=tuple(command or ()), profile=profile, workspace=workspace,
                       allow_write=tuple(allow_write or ()), unprotect=tuple(unprotect or ()),
-                      report=report, dry_run=dry_run)
+                      report=report, dry_run=dry_run, quiet=quiet)
 
 
 @app.command(context_settings={"allow_interspersed_args": False})
@@ -105,6 +110,11 @@ def run(
              "name and sha256, exit status or signal, weakenings, warnings.")] = None,
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Print the bwrap command line instead of running it.")] = False,
+    quiet: Annotated[bool, typer.Option(
+        "--quiet", "-q",
+        help="Do not print the 'sandbox: weakened: ...' line (protections the profile or "
+             "options remove); errors and audit findings still print, and --report still "
+             "lists the weakenings.")] = False,
 ) -> None:
     """Run COMMAND in the sandbox: sandbox run [OPTIONS] -- COMMAND [ARGS]...
 
@@ -135,7 +145,7 @@ def run(
     """
     from sandbox.app import run as run_app
 
-    opts = _options(command, profile, workspace, allow_write, unprotect, report, dry_run)
+    opts = _options(command, profile, workspace, allow_write, unprotect, report, dry_run, quiet)
     if not opts.command:
         _fail("no command given; usage: sandbox run [OPTIONS] -- COMMAND [ARGS]...")
     raise typer.Exit(run_app(opts, dict(os.environ)))
@@ -206,6 +216,50 @@ def profiles_show(name: Annotated[str, typer.Argument(help="Profile name or path
     for src in chain:
         print(f"# --- {src.name}: {src.path}")
         print(src.text.rstrip())
+
+
+def _state() -> str:
+    from sandbox import discover
+    from sandbox.app import home_dir
+
+    return discover.state_dir(dict(os.environ), home_dir(dict(os.environ)))
+
+
+@quarantine_app.command("list")
+def quarantine_list() -> None:
+    """List quarantined items: ID, when, what, where it was, and what was done."""
+    from sandbox import quarantine
+    from sandbox.errors import printable
+
+    try:
+        found = quarantine.items(_state())
+    except SandboxError as err:
+        raise typer.Exit(show_error(err))
+    for ident, item in found:
+        done = f"restored {item['restored']}" if item.get("restored") else item.get("action", "")
+        print(printable(f"{ident}  {item.get('time', '')}  {item.get('kind', '')}  "
+                        f"{item.get('path', '')}  ({done})"))
+
+
+@quarantine_app.command("restore")
+def quarantine_restore(ident: Annotated[str, typer.Argument(
+        metavar="ID", help="An ID from 'sandbox quarantine list'.")]) -> None:
+    """Put a quarantined item back where the audit found it.
+
+    An item the audit moved is restored only where nothing exists now; a git
+    config the audit rebuilt is put back over the rebuilt one. The restored
+    item is live again: a hook runs at the next commit.
+    """
+    from sandbox import quarantine
+    from sandbox.errors import printable
+
+    try:
+        item = quarantine.restore(_state(), ident)
+    except quarantine.QuarantineError as err:
+        raise typer.Exit(show_error(SandboxError(str(err))))
+    except SandboxError as err:
+        raise typer.Exit(show_error(err))
+    print(printable(f"restored {item['path']}"))
 
 
 def _description(path) -> str:

@@ -23,6 +23,11 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
 
     for warning in warnings:  # they hold file names, which the command chose
         print(f"sandbox: warning: {printable(warning)}", file=sys.stderr)
+    if meta.get("weakenings") and not opts.quiet:
+        # one line per run, so that no weakened run looks like a default one
+        print(printable("sandbox: weakened: " + "; ".join(
+            f"{w['source']}: {w['key']}: {w['detail']}" for w in meta["weakenings"])),
+            file=sys.stderr)
     if opts.dry_run:
         if egress is not None:
             # this argv has no --unshare-net: on its own it would share the
@@ -56,9 +61,13 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
                                hint="create the directory, or give another file name"))
     pending = None
     if audit_spec is not None:
-        from sandbox import audit
+        from sandbox import audit, gitsnapshot
 
         try:
+            # what git could run from each git dir just before the command
+            # starts (not in the cached plan: a file can change while its
+            # directory's stamp does not); kept with the pending marker
+            audit_spec = dict(audit_spec, snapshot=gitsnapshot.take(audit_spec))
             pending = audit.mark_pending(audit_spec)  # the next run audits if we are killed
         except OSError as exc:
             return fail(opts, SetupError(f"cannot record the pending audit in {audit_spec['state']}: "
@@ -106,7 +115,7 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
                else "sent SIGTERM")
         print(f"sandbox: timeout: the command ran longer than {limits['timeout']} s "
               f"(limits.timeout_seconds); {how}; exit status {EXIT_TIMEOUT}", file=sys.stderr)
-    failed = [f for f in findings if f.action.startswith("COULD NOT")]
+    failed = [f for f in findings if f.failed]
     if failed:
         # fail closed: something the host may run by itself is still there
         print(f"sandbox: audit error: {len(failed)} finding(s) could not be neutralised (see "
@@ -130,8 +139,8 @@ EXIT_AUDIT_FAILED = 125
 def _audit(spec, pending) -> list:
     """Run the persistence audit and print one line per finding.
 
-    The pending marker is removed whatever happens: a finding that cannot be
-    neutralised is reported (and fails the run), not retried forever.
+    The pending marker goes only when everything was neutralised: after a
+    failure the next run in this workspace audits again before it starts.
     """
     if spec is None:
         return []
@@ -141,20 +150,23 @@ def _audit(spec, pending) -> list:
     from sandbox import audit
 
     findings = audit.Auditor(spec).run()  # interrupted: the marker stays, next run audits
-    try:
-        os.unlink(pending)
-    except OSError:
-        pass
+    if not any(f.failed for f in findings):
+        try:
+            os.unlink(pending)
+        except OSError:
+            pass
     for finding in findings:
         print(finding.line(), file=sys.stderr)
     return findings
 
 
 def audit_leftovers(opts, environ: dict[str, str]) -> None:
-    """Audit first if an earlier run in this workspace was killed before its audit.
+    """Audit first if an earlier run in this workspace was killed before its audit
+    (or its audit could not neutralise everything).
 
     Runs before the plan is made or loaded: the audit may move files that a
-    plan would otherwise try to mount.
+    plan would otherwise try to mount.  Fails closed: while something is
+    left that the audit cannot neutralise, no command runs here.
     """
     import os
     import sys
@@ -168,8 +180,14 @@ def audit_leftovers(opts, environ: dict[str, str]) -> None:
         if os.path.exists(path):
             from sandbox import audit
 
-            for finding in audit.run_pending(path):
-                print(finding.line() + " (left by an interrupted run)", file=sys.stderr)
+            findings = audit.run_pending(path)
+            for finding in findings:
+                print(finding.line() + " (left by an earlier run)", file=sys.stderr)
+            failed = sum(1 for f in findings if f.failed)
+            if failed:
+                raise SetupError(f"the persistence audit of an earlier run in {place} could not "
+                                 f"neutralise {failed} item(s) (see above); the command was not "
+                                 "run", hint="remove them by hand, then run again")
         if place == "/":
             break
         place = os.path.dirname(place)

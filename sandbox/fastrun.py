@@ -26,14 +26,17 @@ class _EnvRules:
 
 def run_cached(opts, environ: dict[str, str]) -> int | None:
     started = time.time()
-    from sandbox.execute import audit_leftovers
+    from sandbox.errors import SandboxError
+    from sandbox.execute import audit_leftovers, fail
 
-    audit_leftovers(opts, environ)  # before loading: it may move files the plan mounts
+    try:
+        audit_leftovers(opts, environ)  # before loading: it may move files the plan mounts
+    except SandboxError as err:
+        return fail(opts, err, None, started)
     plan = plancache.load(opts, environ)
     if plan is None:
         return None
     from sandbox import command, envfilter
-    from sandbox.errors import SandboxError
 
     env = envfilter.sandbox_env(environ, _EnvRules(plan), plan["cache_dir"], plan["cwd"])
     argv = plan["argv"] + tuple(opts.command)

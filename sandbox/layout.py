@@ -28,7 +28,15 @@ class Layout:
     empty_file: str  # the empty file bound over masked files
     warnings: tuple[str, ...] = ()
     unprotected: tuple[str, ...] = ()  # protected paths left writable on request
-    git_entries: tuple[str, ...] = ()  # every .git found in or around the writable roots
+    # for the persistence audit (sandbox.audit, sandbox.gitsnapshot)
+    git_dirs: tuple[str, ...] = ()  # every directory git could use as a git dir (scan.GITDIR)
+    git_roots: tuple[str, ...] = ()  # git dirs outside the workspace made writable
+    hooks_dirs: tuple[str, ...] = ()  # core.hooksPath targets inside the writable roots
+    hooks_relative: tuple[str, ...] = ()  # relative core.hooksPath values of the user's config
+    hook_managers: tuple[str, ...] = ()  # e.g. .husky for core.hooksPath = .husky/_
+    git_configs: tuple[str, ...] = ()  # include.path targets inside the writable roots
+    # the sandbox's state directory: an empty tmpfs inside (its cache dir is bound on top)
+    state_dir: str | None = None
     # secret-named files whose content git holds (sandbox.secretfiles):
     # (what is shown, read-only; where)
     tracked_secrets: tuple[tuple[str, str], ...] = ()

@@ -12,10 +12,9 @@ mtime), the same rule git applies to its index.
 With ``secrets_everywhere``, secrets are looked for everywhere below a root:
 inside ``skip_dirs`` and protected directories too, where nothing else is (a
 ``.env`` in ``node_modules/pkg/`` or ``.devcontainer/`` is as secret as one at
-the top).
-A symlink is a secret when its own name or the last name of the path it
-holds is one (``.env -> /vault/app``, ``config.txt -> ../.env``): discovery
-then hides the file it leads to (``sandbox.secretfiles``).
+the top).  A symlink is a secret when its own name or the last name of the
+path it holds is one (``.env -> /vault/app``, ``config.txt -> ../.env``):
+discovery then hides the file it leads to (``sandbox.secretfiles``).
 
 The cache lives in the tool's state directory, which the sandboxed command
 cannot write; it is keyed by the root and by every rule that affects the
@@ -34,20 +33,31 @@ from sandbox.patterns import match_any
 from sandbox.statefile import sha256_hex
 
 RACY_NS = 2_000_000_000
-FORMAT = 4
+FORMAT = 5
 
 # kinds of findings
 GIT = "git"  # a .git directory or file
-BARE = "bare"  # a directory laid out like a git dir (HEAD, objects/, refs/): git uses it as one
+# A directory git might use as a git dir (it holds an entry HEAD that is not a
+# directory: git's own first test) or as a common dir (it holds objects and
+# refs, which is all git asks of the target of a commondir file).  Git reads
+# config and hooks from such a directory, whoever points at it, so the
+# persistence audit judges every one (sandbox.audit).  Found everywhere the
+# walk goes when rules.find_git is set: inside .git directories and skip_dirs
+# too, where nothing else is looked for.
+GITDIR = "gitdir"
 UNREADABLE = "unreadable"  # a directory the walk could not list
 PROTECTED = "protected"  # a protected name (file or directory)
 SECRET = "secret"  # a file matching deny_read_names
 SECRET_LINK = "secret-link"  # a symlink whose name or target's name matches deny_read_names
 SOCKET = "socket"  # a unix socket
 
-# How a directory is walked: for everything the rules look for, or (inside
-# skip_dirs and protected directories) for secrets and sockets only.
-FULL, SECRETS_ONLY = 1, 2
+# How a directory is walked.  A directory's mode follows from the names
+# between it and the root, so a cached listing is always reused in the mode
+# it was made in.
+FULL = 0  # everything the rules look for
+SKIPPED = 1  # inside a skip_dir: git dirs, and (secrets_everywhere) secrets and sockets
+SECRETS = 2  # inside a protected directory (secrets_everywhere): secrets and sockets
+GIT_ONLY = 3  # inside a .git directory: git dirs
 
 
 class Rules:
@@ -63,7 +73,7 @@ class Rules:
                  secrets_everywhere: bool = False) -> None:
         # secrets_everywhere: also search skip_dirs and protected directories
         # for secret names (discovery does; the persistence audit needs no
-        # secrets and keeps its walk short)
+        # secrets there)
         values = (tuple(protected_names), tuple(skip_dirs), tuple(secret_names),
                   tuple(secret_exceptions), bool(find_git), int(max_depth), tuple(exclude),
                   bool(secrets_everywhere))
@@ -85,13 +95,23 @@ class Rules:
     def __repr__(self) -> str:
         return "Rules(" + ", ".join(f"{n}={getattr(self, n)!r}" for n in self.__slots__) + ")"
 
+    def deep_secrets(self) -> bool:
+        return bool(self.secrets_everywhere and self.secret_names)
+
     def digest(self) -> str:
         text = repr((FORMAT, sys.version_info[:2], self._values()))
         return sha256_hex(text.encode())[:24]
 
 
 class Result:
-    """What a walk found: (path, kind, is_dir) findings, and which directories it saw."""
+    """What a walk found: (path, kind, is_dir) findings, and which directories it saw.
+
+    ``dirs`` leaves out the directories inside .git, and those inside
+    skip_dirs unless secrets are searched there: their listings change with
+    every commit or install and decide nothing but where git dirs are (the
+    audit looks again after every run).  Where secrets are searched, a new
+    one must change the plan, so their stamps count.
+    """
 
     __slots__ = ("findings", "dirs_listed", "dirs_reused", "dirs")
 
@@ -128,76 +148,107 @@ def _secret_link(rules: Rules, entry: os.DirEntry) -> bool:
     return _is_secret(rules, text.rpartition("/")[2])
 
 
-def _classify(rules: Rules, names: frozenset, entry: os.DirEntry,
-              mode: int) -> tuple[str | None, int | None]:
-    """Return (kind or None, how to walk it or None) for one directory entry."""
+def _leaf(rules: Rules, entry: os.DirEntry) -> str | None:
+    """A secret, a secret-named link or a socket (an entry that is not a directory)."""
+    try:
+        if entry.is_symlink():
+            return SECRET_LINK if rules.secret_names and _secret_link(rules, entry) else None
+        mode = entry.stat(follow_symlinks=False).st_mode if not entry.is_file(follow_symlinks=False) else 0
+    except OSError:
+        return None
+    if mode and stat.S_ISSOCK(mode):
+        return SOCKET
+    if rules.secret_names and _is_secret(rules, entry.name):
+        return SECRET
+    return None
+
+
+def _classify(rules: Rules, names: frozenset, entry: os.DirEntry) -> tuple[str | None, bool]:
+    """Return (kind or None, descend?) for one directory entry of a FULL directory."""
     name = entry.name
     try:
         is_dir = entry.is_dir(follow_symlinks=False)
     except OSError:
-        return None, None
-    # below skip_dirs and protected directories only secrets are looked for
-    inner = SECRETS_ONLY if rules.secret_names and rules.secrets_everywhere else None
+        return None, False
     if name == ".git" and rules.find_git:
-        return (GIT, None) if mode == FULL else (None, None)
-    if name in names and mode == FULL:
-        return PROTECTED, inner if is_dir else None
+        return GIT, is_dir  # walked for git dirs only
+    if name in names:
+        return PROTECTED, is_dir and rules.deep_secrets()  # walked for secrets only
     if is_dir:
         if entry.path in rules.exclude:
-            return None, None
+            return None, False
         if name in rules.skip_dirs:
-            return None, inner
-        return None, mode
-    try:
-        if entry.is_symlink():
-            if rules.secret_names and _secret_link(rules, entry):
-                return SECRET_LINK, None
-            return None, None
-        mode_bits = entry.stat(follow_symlinks=False).st_mode if not entry.is_file(follow_symlinks=False) else 0
-    except OSError:
-        return None, None
-    if mode_bits and stat.S_ISSOCK(mode_bits):
-        return SOCKET, None
-    if rules.secret_names and _is_secret(rules, name):
-        return SECRET, None
-    return None, None
+            return None, rules.find_git or rules.deep_secrets()  # git dirs, secrets
+        return None, True
+    return _leaf(rules, entry), False
 
 
-def _list(rules: Rules, names: frozenset, path: str, mode: int):
-    """(subdirs walked fully, findings, subdirs walked for secrets only) of one directory."""
-    subdirs, found, inner = [], [], []
+def child_mode(rules: Rules, names: frozenset, mode: int, name: str) -> int:
+    if mode == GIT_ONLY or (name == ".git" and rules.find_git):
+        return GIT_ONLY
+    if mode != FULL:
+        return mode
+    if name in rules.skip_dirs:
+        return SKIPPED
+    return SECRETS if name in names else FULL
+
+
+def _list(rules: Rules, names: frozenset, path: str, mode: int = FULL):
+    """List one directory: (subdirectories to walk, findings).
+
+    Outside FULL mode only directories, git dirs (SKIPPED, GIT_ONLY) and
+    secrets and sockets (SKIPPED with secrets_everywhere, SECRETS) are
+    looked for, at any depth.
+    """
+    subdirs, found = [], []
     seen = set()
+    head_is_dir = False
+    leaves = mode == SECRETS or (mode == SKIPPED and rules.deep_secrets())
     try:
         with os.scandir(path) as it:
             for entry in it:
-                seen.add(entry.name)
-                kind, walk_as = _classify(rules, names, entry, mode)
-                if walk_as == FULL:
-                    subdirs.append(entry.name)
-                elif walk_as == SECRETS_ONLY:
-                    inner.append(entry.name)
+                name = entry.name
+                seen.add(name)
+                if mode != FULL:
+                    try:
+                        is_dir = entry.is_dir(follow_symlinks=False)
+                    except OSError:
+                        is_dir = False
+                    if name == "HEAD":
+                        head_is_dir = is_dir
+                    if is_dir:
+                        # a git dependency's .git in a skip_dir: its git dirs only;
+                        # no .git inside a protected directory
+                        if mode != SECRETS or name != ".git":
+                            subdirs.append(name)
+                    elif leaves:
+                        kind = _leaf(rules, entry)
+                        if kind:
+                            found.append((name, kind, False))
+                    continue
+                kind, descend = _classify(rules, names, entry)
+                if name == "HEAD":
+                    head_is_dir = entry.is_dir(follow_symlinks=False)
                 if kind:
-                    found.append((entry.name, kind, entry.is_dir(follow_symlinks=False)))
+                    found.append((name, kind, descend or entry.is_dir(follow_symlinks=False)))
+                if descend:
+                    subdirs.append(name)
     except PermissionError:
         if mode == FULL:
             found.append(("", UNREADABLE, True))  # hidden from us is not the same as empty
     except OSError:
         pass
-    # git treats a directory holding HEAD and objects/ + refs/ (or a commondir
-    # file naming where they are) as a repository of its own when it runs
-    # there, config and hooks included
-    if (mode == FULL and rules.find_git and "HEAD" in seen
-            and ({"objects", "refs"} <= seen or "commondir" in seen)):
-        found.append(("", BARE, True))
-    return subdirs, found, inner
+    # the necessary condition, not git's full test: a superset is safe here
+    if (rules.find_git and mode != SECRETS
+            and (("HEAD" in seen and not head_is_dir) or {"objects", "refs"} <= seen)):
+        found.append(("", GITDIR, True))
+    return subdirs, found
 
 
 def _well_formed(entry) -> bool:
-    """A cache entry is ((ino, mtime, ctime), [subdir names], [(name, kind, is_dir)],
-    [names of subdirs walked for secrets only])."""
-    return (isinstance(entry, tuple) and len(entry) == 4 and isinstance(entry[0], tuple)
-            and len(entry[0]) == 3 and isinstance(entry[1], list) and isinstance(entry[2], list)
-            and isinstance(entry[3], list))
+    """A cache entry is ((ino, mtime), [subdir names], [(name, kind, is_dir)])."""
+    return (isinstance(entry, tuple) and len(entry) == 3 and isinstance(entry[0], tuple)
+            and len(entry[0]) == 3 and isinstance(entry[1], list) and isinstance(entry[2], list))
 
 
 def walk(root: str, rules: Rules, cache_file: str | None) -> Result:
@@ -217,6 +268,8 @@ def walk(root: str, rules: Rules, cache_file: str | None) -> Result:
     findings: list[tuple[str, str, bool]] = []
     listed = reused = 0
     stack = [(root, 0, FULL)]
+    stamped = []  # the directories whose listing decides the result (see Result.dirs)
+    deep_secrets = rules.deep_secrets()
     while stack:
         path, depth, mode = stack.pop()
         try:
@@ -228,24 +281,22 @@ def walk(root: str, rules: Rules, cache_file: str | None) -> Result:
         # ctime as well as mtime: the command can reset mtime (utimensat), not ctime
         stamp = (st.st_ino, st.st_mtime_ns, st.st_ctime_ns)
         prev = old.get(path)
-        # (a path's mode follows from the names between it and the root, so
-        # a cached listing was made in the mode it is needed in)
         if prev is not None and prev[0] == stamp and prev[0][1] != -1:
-            subdirs, found, inner = prev[1], prev[2], prev[3]
+            subdirs, found = prev[1], prev[2]
             reused += 1
         else:
-            subdirs, found, inner = _list(rules, names, path, mode)
+            subdirs, found = _list(rules, names, path, mode)
             listed += 1
+        if mode == FULL or (deep_secrets and mode != GIT_ONLY):
+            stamped.append(path)
         racy = now - max(st.st_mtime_ns, st.st_ctime_ns) < RACY_NS
-        new[path] = ((st.st_ino, -1, -1) if racy else stamp, subdirs, found, inner)
+        new[path] = ((st.st_ino, -1, -1) if racy else stamp, subdirs, found)
         prefix = path.rstrip("/") + "/"
         for name, kind, is_dir in found:
             findings.append((path if name == "" else prefix + name, kind, is_dir))
         if depth < rules.max_depth:
             for name in subdirs:
-                stack.append((prefix + name, depth + 1, mode))
-            for name in inner:
-                stack.append((prefix + name, depth + 1, SECRETS_ONLY))
+                stack.append((prefix + name, depth + 1, child_mode(rules, names, mode, name)))
     for rel in (n for n in rules.protected_names if "/" in n):
         candidate = os.path.join(root, rel)
         if os.path.lexists(candidate):
@@ -253,7 +304,7 @@ def walk(root: str, rules: Rules, cache_file: str | None) -> Result:
     if cache_file and new != old:
         _store(cache_file, new)
     findings.sort()
-    return Result(tuple(findings), listed, reused, tuple(new))
+    return Result(tuple(findings), listed, reused, tuple(stamped))
 
 
 def _store(cache_file: str, data: dict) -> None:

@@ -54,6 +54,9 @@ AGREE = [
     ["--profile", "a=b", "--", "x"],
     ["--workspace", "dir with spaces", "--", "x"],
     ["--allow-write", "/x=y", "--", "x"],
+    ["--quiet", "--", "x"],
+    ["-q", "-p", "readonly", "--", "x"],
+    ["--", "-q"],
 ]
 
 

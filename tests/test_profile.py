@@ -339,7 +339,7 @@ def test_readonly_extends_default():
 
 
 def test_placeholders_expand(tmp_path):
-    pol = load_text(tmp_path, '[filesystem]\nwritable = ["${workspace}/out", "${tmp}/x/", "${runtime}//y"]\n'
+    pol = load_text(tmp_path, 'extends = "none"\n[filesystem]\nwritable = ["${workspace}/out", "${tmp}/x/", "${runtime}//y"]\n'
                               'deny_read = ["${home}/.secret"]\n[protect]\nunprotect = ["${workspace}/.vscode"]\n'
                               '[sockets]\nscan = ["${runtime}"]\n')
     assert pol.writable == ("/ws/out", "/tmp/x", "/run/user/1000/y")
@@ -354,10 +354,49 @@ def test_expanded_duplicates_collapse(tmp_path):
     assert pol.writable == ("/ws/a",)
 
 
-def test_empty_root_profile_uses_builtin_defaults(tmp_path):
-    pol = load_text(tmp_path, "")
+def test_profile_without_extends_builds_on_default(tmp_path):
+    """Issue 8 item 5: leaving out extends used to drop every built-in protection."""
+    default, _ = profile.load("default", CTX)
+    pol, files = profile.load(str(write(tmp_path, 'description = "mine"\n')), CTX)
+    assert pol.chain == ("default", "p") and files[0] == default.sources[0]
+    for field in ("deny_read", "deny_read_names", "env_deny", "protected_names", "empty_dirs",
+                  "socket_scan", "caches", "env_set", "skip_dirs"):
+        assert getattr(pol, field) == getattr(default, field), field
+    assert pol.weakenings == () and pol.description == "mine"
+
+
+def test_extends_none_starts_empty_and_says_so(tmp_path):
+    pol = load_text(tmp_path, 'extends = "none"\n')
+    assert pol.chain == ("p",) and pol.deny_read == () and pol.env_deny == ()
+    assert pol.protected_names == () and pol.deny_read_names == ()
     assert pol.workspace is Access.WRITE and pol.protect_git is True
-    assert pol.socket_scan_depth == 4 and pol.deny_read == () and pol.weakenings == ()
+    assert pol.socket_scan_depth == 4
+    assert [(w.source, w.key) for w in pol.weakenings] == [("p", "extends")]
+    assert pol.weakenings[0].detail.startswith('extends = "none": starts without the built-in '
+                                               "protections")
+
+
+def test_a_child_of_an_extends_none_profile_keeps_the_weakening(tmp_path):
+    write(tmp_path, 'extends = "none"\n[env]\ndeny = ["X_*"]\n', "bare.toml")
+    pol = load_text(tmp_path, 'extends = "bare.toml"\n', "kid.toml")
+    assert pol.chain == ("bare", "kid") and pol.env_deny == ("X_*",)
+    assert [(w.source, w.key) for w in pol.weakenings] == [("bare", "extends")]
+
+
+def test_none_is_not_a_profile_name(tmp_path, user_dir):
+    (user_dir / "none.toml").write_text('description = "x"\n')
+    err = load_error("none")
+    assert err.one_line() == (
+        "sandbox: profile error: --profile: 'none' is not a profile: it is the value of extends "
+        "for a profile that starts without the built-in protections (hint: give a profile name "
+        "such as 'default', or a path (./none.toml))")
+    pol, _ = profile.load(str(user_dir / "none.toml"), CTX)  # by path it is an ordinary file
+    assert pol.chain == ("default", "none")
+
+
+def test_extends_must_still_be_a_string(tmp_path):
+    path = write(tmp_path, '\nextends = 3\n')
+    assert load_error(str(path)).message == f"{path}:2: key 'extends': must be a string, not an integer"
 
 
 def test_user_profile_by_name(user_dir):
@@ -457,9 +496,15 @@ def test_weaken_lists(tmp_path, table, key, value, field):
     assert pol.weakenings == (Weakening("child", f"{table}.{key}", f"added {value}"),)
 
 
-def test_weaken_lists_in_root_profile_are_not_weakenings(tmp_path):
+def test_weaken_lists_in_an_extends_none_root_are_covered_by_its_weakening(tmp_path):
+    pol = load_text(tmp_path, 'extends = "none"\n[env]\npass = ["A"]\n[filesystem]\nwritable = ["/srv"]\n')
+    assert [w.key for w in pol.weakenings] == ["extends"]
+
+
+def test_weaken_lists_without_extends_are_weakenings_of_default(tmp_path):
     pol = load_text(tmp_path, '[env]\npass = ["A"]\n[filesystem]\nwritable = ["/srv"]\n')
-    assert pol.weakenings == ()
+    assert set(pol.weakenings) == {Weakening("p", "env.pass", "added A"),
+                                   Weakening("p", "filesystem.writable", "added /srv")}
 
 
 def test_allow_read_removes_inherited_deny(tmp_path):
