@@ -304,3 +304,29 @@ def test_corrupt_cache_is_ignored(tree, tmp_path):
 def test_cache_file_in_missing_directory_is_not_fatal(tree, tmp_path):
     result = scan.walk(str(tree), RULES, str(tmp_path / "no/such/dir/c.scan"))
     assert found(result, tree) == EXPECTED
+
+
+def test_modes_together(tmp_path):
+    """A skip_dir is walked for git dirs and secrets at once; .git for git dirs only;
+    the stamps that count are those of directories whose listing decides secrets."""
+    root = tmp_path / "ws"
+    touch(root / ".git/HEAD", "ref: refs/heads/main\n")
+    touch(root / ".git/.env")  # inside .git: not a secret anyone reads as one
+    touch(root / "node_modules/dep/.git/HEAD", "ref: refs/heads/main\n")
+    touch(root / "node_modules/dep/.env")
+    touch(root / ".vscode/sub/.env.local")
+    (root / ".vscode/sub/.git").mkdir()
+    touch(root / ".vscode/sub/.git/HEAD", "x")  # protected dirs: no git dirs looked for
+    got = found(scan.walk(str(root), RULES, None), root)
+    assert got == [(".git", "git", True), (".git", "gitdir", True),
+                   (".vscode", "protected", True), (".vscode/sub/.env.local", "secret", False),
+                   ("node_modules/dep/.env", "secret", False),
+                   ("node_modules/dep/.git", "gitdir", True)]
+    dirs = {os.path.relpath(d, root) for d in scan.walk(str(root), RULES, None).dirs}
+    assert dirs == {".", ".vscode", ".vscode/sub", "node_modules", "node_modules/dep"}
+    audit_rules = scan.Rules(protected_names=RULES.protected_names, skip_dirs=RULES.skip_dirs,
+                             secret_names=RULES.secret_names)  # as the audit walks
+    result = scan.walk(str(root), audit_rules, None)
+    assert {os.path.relpath(d, root) for d in result.dirs} == {"."}
+    assert ("node_modules/dep/.git", "gitdir", True) in found(result, root)
+    assert ("node_modules/dep/.env", "secret", False) not in found(result, root)
