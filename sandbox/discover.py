@@ -449,8 +449,9 @@ def discover(policy: Policy, ws: Workspace, *, extra_writable: tuple[str, ...] =
     worktrees: dict[str, str] = {}  # worktree top -> its .git entry, to find tracked secrets
     for root in dict.fromkeys(roots + read_roots):
         result = scan.walk(root, rules, os.path.join(scan_cache, scan.cache_name(root, rules)))
-        for d in result.dirs:  # not those inside .git and skip_dirs: see scan.Result
-            obs.note(d, full=True)
+        # every directory whose listing decided something (see scan.Result),
+        # as one compact dependency: a node_modules has tens of thousands
+        obs.note_dirs(root, result.dirs, result.stamps)
         writable_root = root in roots
         for path, kind, _is_dir in result.findings:
             if kind == scan.GIT:

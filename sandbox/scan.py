@@ -113,13 +113,15 @@ class Result:
     one must change the plan, so their stamps count.
     """
 
-    __slots__ = ("findings", "dirs_listed", "dirs_reused", "dirs")
+    __slots__ = ("findings", "dirs_listed", "dirs_reused", "dirs", "stamps")
 
-    def __init__(self, findings, dirs_listed: int, dirs_reused: int, dirs=()) -> None:
+    def __init__(self, findings, dirs_listed: int, dirs_reused: int, dirs=(), stamps=()) -> None:
         self.findings = findings
         self.dirs_listed = dirs_listed
         self.dirs_reused = dirs_reused
         self.dirs = dirs  # every directory walked (their stamps decide reuse)
+        # (inode, mtime, ctime) of each of dirs, taken before it was listed
+        self.stamps = stamps
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Result) and all(
@@ -268,7 +270,7 @@ def walk(root: str, rules: Rules, cache_file: str | None) -> Result:
     findings: list[tuple[str, str, bool]] = []
     listed = reused = 0
     stack = [(root, 0, FULL)]
-    stamped = []  # the directories whose listing decides the result (see Result.dirs)
+    stamped, stamps = [], []  # the directories whose listing decides the result (Result.dirs)
     deep_secrets = rules.deep_secrets()
     while stack:
         path, depth, mode = stack.pop()
@@ -289,6 +291,7 @@ def walk(root: str, rules: Rules, cache_file: str | None) -> Result:
             listed += 1
         if mode == FULL or (deep_secrets and mode != GIT_ONLY):
             stamped.append(path)
+            stamps.append(stamp)
         racy = now - max(st.st_mtime_ns, st.st_ctime_ns) < RACY_NS
         new[path] = ((st.st_ino, -1, -1) if racy else stamp, subdirs, found)
         prefix = path.rstrip("/") + "/"
@@ -304,7 +307,7 @@ def walk(root: str, rules: Rules, cache_file: str | None) -> Result:
     if cache_file and new != old:
         _store(cache_file, new)
     findings.sort()
-    return Result(tuple(findings), listed, reused, tuple(stamped))
+    return Result(tuple(findings), listed, reused, tuple(stamped), tuple(stamps))
 
 
 def _store(cache_file: str, data: dict) -> None:
