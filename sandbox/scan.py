@@ -260,8 +260,8 @@ def walk(root: str, rules: Rules, cache_file: str | None) -> Result:
         try:
             with open(cache_file, "rb") as fh:
                 loaded = marshal.load(fh)
-            if isinstance(loaded, dict) and all(_well_formed(v) for v in loaded.values()):
-                old = loaded
+            if isinstance(loaded, dict):
+                old = loaded  # each entry is checked when it is used
         except (OSError, EOFError, ValueError, TypeError):
             old = {}
     names = frozenset(n for n in rules.protected_names if "/" not in n)
@@ -283,7 +283,7 @@ def walk(root: str, rules: Rules, cache_file: str | None) -> Result:
         # ctime as well as mtime: the command can reset mtime (utimensat), not ctime
         stamp = (st.st_ino, st.st_mtime_ns, st.st_ctime_ns)
         prev = old.get(path)
-        if prev is not None and prev[0] == stamp and prev[0][1] != -1:
+        if prev is not None and _well_formed(prev) and prev[0] == stamp and prev[0][1] != -1:
             subdirs, found = prev[1], prev[2]
             reused += 1
         else:
@@ -304,7 +304,9 @@ def walk(root: str, rules: Rules, cache_file: str | None) -> Result:
         candidate = os.path.join(root, rel)
         if os.path.lexists(candidate):
             findings.append((candidate, PROTECTED, os.path.isdir(candidate)))
-    if cache_file and new != old:
+    # a reused entry is stored as it was read: only a listing or a directory
+    # gone can change the cache (cheaper than comparing every entry)
+    if cache_file and (listed or len(new) != len(old)):
         _store(cache_file, new)
     findings.sort()
     return Result(tuple(findings), listed, reused, tuple(stamped), tuple(stamps))
