@@ -371,3 +371,17 @@ def test_explain_lists_shown_secrets(senv):
     assert data["secrets_git_holds"] == [{"path": str(senv.ws.resolve() / ".env"),
                                           "shown": str(senv.ws.resolve() / ".env")}]
     assert str(senv.ws.resolve() / ".env") not in data["secrets_masked"]["files"]
+
+
+def test_stash_with_untracked_files_keeps_the_host_dotenv(senv):
+    """git stash -u inside saves the hidden .env empty and cannot remove it; the
+    stash it leaves cannot overwrite the real file when popped on the host."""
+    content = f"API_KEY={token()}\n"
+    make_repo(senv, {"a.txt": "a\n"})
+    write(senv.ws / ".env", content)
+    r = senv.sh("echo b >> a.txt; git stash -u; echo rc=$?")
+    assert "rc=" in ok(r)
+    assert (senv.ws / ".env").read_text() == content
+    host_git(senv, "checkout", "--", "a.txt")
+    host_git(senv, "stash", "pop")
+    assert (senv.ws / ".env").read_text() == content
