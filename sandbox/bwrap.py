@@ -10,7 +10,11 @@ policy's meaning (tests pin it exactly):
    ``/proc/sys`` and the other kernel knobs made read-only on top;
 4. private scratch (``/tmp``, ``/var/tmp``, ``/dev/shm``) and the empty dirs
    (``/run``...) as tmpfs, *before* the workspace, so a workspace under
-   ``/tmp`` is still the real host directory mounted on top; then the
+   ``/tmp`` is still the real host directory mounted on top; then, read-only,
+   the host directory just below a scratch dir that holds a deeper workspace
+   or writable root (``/tmp/repo`` for ``/tmp/repo/sub``): the repository
+   around it stays whole (git's discovery stops where the device changes),
+   and a write beside it fails instead of landing in the tmpfs; then the
    sandbox's own state directory (plans, scans, quarantine) as an empty
    tmpfs, before step 5 binds the workspace's tool-cache dir inside it;
 5. writable roots (workspace, extra writable paths, git dirs, caches);
@@ -80,6 +84,8 @@ def mount_args(policy: Policy, layout: Layout) -> list[str]:
         args += ["--tmpfs", d]
     for d in layout.empty_dirs:
         args += ["--tmpfs", d]
+    for d in layout.scratch_parents:
+        args += ["--ro-bind", d, d]
     if layout.state_dir:
         # bind sources are read from the host's tree, so the empty file and
         # the cache dir still come from here; the command sees neither the

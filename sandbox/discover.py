@@ -8,11 +8,10 @@ sockets.  The backend then works from the Layout alone.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 
-from sandbox import gitconfig, scan, secretfiles, selfguard
+from sandbox import caches, gitconfig, scan, secretfiles, selfguard
 from sandbox.observe import Observer
 from sandbox.patterns import match
 from sandbox.errors import SetupError, UsageError
@@ -408,6 +407,25 @@ def _ancestors_between(root: str, path: str) -> list[str]:
     return out
 
 
+def _scratch_parents(paths, obs: Observer) -> list[str]:
+    """Host directories just below a private scratch dir that hold one of ``paths``
+    deeper down (``/tmp/repo`` for ``/tmp/repo/sub``); see Layout.scratch_parents."""
+    import stat as stat_mod
+
+    out: list[str] = []
+    for path in paths:
+        for scratch in SCRATCH_DIRS:
+            if path == scratch or not is_within(path, scratch):
+                continue
+            top = f"{scratch}/{path[len(scratch) + 1:].split('/', 1)[0]}"
+            if top == path or top in out or any(is_within(top, p) for p in paths):
+                continue  # nothing between, or a writable root covers it
+            st = obs.note(top)  # stamped: a swap invalidates a cached plan
+            if st is not None and stat_mod.S_ISDIR(st[1]):
+                out.append(top)
+    return out
+
+
 def _depth_sorted(paths) -> tuple[str, ...]:
     return tuple(sorted(dict.fromkeys(paths), key=lambda p: (p.count("/"), p)))
 
@@ -524,10 +542,8 @@ def discover(policy: Policy, ws: Workspace, *, extra_writable: tuple[str, ...] =
 
     cache_dir = None
     if policy.uses_caches():
-        key = hashlib.sha256(ws.real.encode()).hexdigest()[:16]
-        cache_dir = os.path.join(state, "workspaces", key)
+        cache_dir = caches.prepare(state, ws.real, [sub for _var, sub in policy.caches])
         for _var, sub in policy.caches:
-            os.makedirs(os.path.join(cache_dir, sub), mode=0o700, exist_ok=True)
             obs.note(os.path.join(cache_dir, sub))
         plan.writable.append(cache_dir)
 
@@ -608,14 +624,23 @@ def discover(policy: Policy, ws: Workspace, *, extra_writable: tuple[str, ...] =
             and not _link_below(max((r for r in writable if is_within(k, r)), key=len, default="/"),
                                 k, obs)]
 
+    # A workspace deeper under /tmp: its host parents, read-only (not our own
+    # cache dir: the state directory around it is not the command's business)
+    scratch_parents = _scratch_parents([p for p in writable if p != cache_dir] + [ws.real], obs)
+    for top in scratch_parents:  # host sockets in them: hidden, as under [sockets] scan
+        result = scan.walk(top, socket_rules, os.path.join(scan_cache, scan.cache_name(top, socket_rules)))
+        for d in result.dirs:
+            obs.note(d, full=True)
+        plan.masked_files.extend(p for p, kind, _ in result.findings if kind == scan.SOCKET)
+
     empty_dirs = []
     for d in policy.empty_dirs:
         if obs.isdir(d) and not os.path.islink(d) and not any(is_within(d, e) for e in empty_dirs):
             empty_dirs.append(d)
     # Secrets and sockets under a masked directory are hidden with it; under
-    # an empty dir or a scratch dir they are hidden too, unless a root
-    # mounted there re-exposes them.
-    exposed = writable + read_roots
+    # an empty dir or a scratch dir they are hidden too, unless a root (or a
+    # scratch parent) mounted there re-exposes them.
+    exposed = writable + read_roots + scratch_parents
 
     def reachable(f: str) -> bool:
         return (not any(is_within(f, d) for d in dirs)
@@ -652,4 +677,5 @@ def discover(policy: Policy, ws: Workspace, *, extra_writable: tuple[str, ...] =
         hook_managers=tuple(dict.fromkeys(git.managers)),
         git_configs=tuple(dict.fromkeys(git.configs)),
         state_dir=state,
+        scratch_parents=_depth_sorted(scratch_parents),
     )

@@ -7,14 +7,19 @@ Shared by the full path (``sandbox.app``) and the cached fast path
 from __future__ import annotations
 
 from sandbox import report
-from sandbox.errors import SandboxError, SetupError, UsageError
+from sandbox.errors import SandboxError, SetupError
 
 EXIT_TIMEOUT = 124  # like timeout(1)
 
 
 def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_path,
-            started, seccomp=None, audit_spec=None, limits=None, egress=None) -> int:
-    """Start the sandbox and wait for it (shared by the cached fast path)."""
+            started, seccomp=None, audit_spec=None, limits=None, egress=None,
+            target=None) -> int:
+    """Start the sandbox and wait for it (shared by the cached fast path).
+
+    ``target``: where the report goes (``report.open_target``, opened by the
+    caller before anything else); it is closed here.
+    """
     import sys
 
     from sandbox import runner
@@ -34,7 +39,10 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
             # host's network, so say so where someone might copy it
             print("# run by sandbox inside the egress bridge's network namespace; "
                   "do not run this argv by itself", file=sys.stdout)
+        print(_dry_run_note(argv, status_index, seccomp))
         print(report.shell_join(argv))
+        if target is not None:
+            target.close()
         return 0
     import os
 
@@ -45,20 +53,14 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
 
             bridge = bridge_mode(os.environ)
     except SandboxError as err:
-        return fail(opts, err, meta, started)
+        return fail(opts, err, meta, started, target)
     options = argv[:argv.index("--")] if "--" in argv else argv  # not the command's own args
     if egress is None and "--unshare-net" not in options:
         # fail closed: an argv without a network namespace of its own is
         # only ever meant to run inside the egress bridge's namespace
         return fail(opts, SetupError("internal error: the plan has no network namespace and no "
-                                     "egress proxy; the command was not run"), meta, started)
-    report_dir = report.open_dir(opts.report)
-    if opts.report and (report_dir is None or os.path.isdir(opts.report)):
-        from sandbox.errors import report as show
-
-        # no report to write about it: the report path itself is the problem
-        return show(UsageError(f"--report {opts.report}: not a file in an existing directory",
-                               hint="create the directory, or give another file name"))
+                                     "egress proxy; the command was not run"), meta, started,
+                    target)
     pending = None
     if audit_spec is not None:
         from sandbox import audit, gitsnapshot
@@ -73,7 +75,7 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
             return fail(opts, SetupError(f"cannot record the pending audit in {audit_spec['state']}: "
                                          f"{exc.strerror or exc}; the command was not run",
                                          hint="make the state directory writable "
-                                              "(XDG_CACHE_HOME/sandbox)"), meta, started)
+                                              "(XDG_CACHE_HOME/sandbox)"), meta, started, target)
     session = None
     if egress is not None:
         from sandbox import egress as egress_mod
@@ -83,7 +85,7 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
         except OSError as exc:
             _audit(audit_spec, pending)
             return fail(opts, SetupError(f"cannot start the egress proxy: {exc.strerror or exc}; "
-                                         "the command was not run"), meta, started)
+                                         "the command was not run"), meta, started, target)
         env = {**env, **egress_mod.proxy_env()}
     network = None
     try:
@@ -92,13 +94,12 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
             applied = runner.Limits(limits)
             if applied.warning():
                 print(f"sandbox: warning: {applied.warning()}", file=sys.stderr)
-        # report_dir was opened above, before the command could touch its parents
         try:
             outcome = runner.run(argv, env, status_index, interactive, seccomp, applied, grace,
                                  bridge=session.bridge if session is not None else None)
         except SandboxError as err:  # the bridge could not be made: nothing ran
             _audit(audit_spec, pending)
-            return fail(opts, err, meta, started)
+            return fail(opts, err, meta, started, target)
     finally:  # whatever happened, the proxy goes with the run
         if session is not None:
             network = session.finish()
@@ -107,7 +108,7 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
             print(line, file=sys.stderr)
     findings = _audit(audit_spec, pending)
     if not outcome.started:
-        return fail(opts, _setup_failure(bwrap_path, outcome), meta, started)
+        return fail(opts, _setup_failure(bwrap_path, outcome), meta, started, target)
     status = outcome.exit_status
     if outcome.timed_out:
         status = EXIT_TIMEOUT
@@ -127,13 +128,30 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
         doc["audit"] = [f.as_dict() for f in findings]
     if network is not None:
         doc["network"] = network
-    report.write(opts.report, doc, report_dir)
-    if report_dir is not None:
-        os.close(report_dir)
+    report.write(target, doc)  # opened before the command could touch the path
     return status
 
 
 EXIT_AUDIT_FAILED = 125
+
+
+def _dry_run_note(argv, status_index, seccomp) -> str:
+    """A comment for --dry-run: the descriptors the argv names exist only in a real run."""
+    import shlex
+
+    fds = []
+    by_hand = []
+    if status_index is not None:
+        fds.append(f"{argv[status_index]} (--json-status-fd: sandbox reads the exit status there)")
+        by_hand.append(f"{argv[status_index]}>/dev/null")
+    if seccomp is not None:
+        fds.append(f"{argv[seccomp[0]]} (--seccomp: the filter {seccomp[1]})")
+        by_hand.append(f"{argv[seccomp[0]]}<{shlex.quote(seccomp[1])}")
+    if not fds:
+        return "# the argv sandbox would run"
+    return (f"# fds {' and '.join(fds)} are opened by sandbox for the run; to try this argv by "
+            f"hand append {' '.join(by_hand)} (it then runs with your environment unfiltered, "
+            "without the terminal relay and without the persistence audit)")
 
 
 def _audit(spec, pending) -> list:
@@ -171,13 +189,13 @@ def audit_leftovers(opts, environ: dict[str, str]) -> None:
     import os
     import sys
 
-    from sandbox import plancache
+    from sandbox import plancache, runlock
 
     state = plancache.state_dir(environ)
     place = os.path.realpath(os.path.join(os.getcwd(), opts.workspace or "."))
     while True:  # the workspace, or one around it (a run started from a subdirectory)
         path = plancache.pending_audit_path(state, place)
-        if os.path.exists(path):
+        if os.path.exists(path) and not runlock.busy(state, place):  # busy: not left, running
             from sandbox import audit
 
             findings = audit.run_pending(path)
@@ -193,11 +211,27 @@ def audit_leftovers(opts, environ: dict[str, str]) -> None:
         place = os.path.dirname(place)
 
 
-def fail(opts, err: SandboxError, meta, started) -> int:
+def fail(opts, err: SandboxError, meta, started, target=None) -> int:
+    """Report a failure of the sandbox itself (the command did not run)."""
     from sandbox.errors import report as show
 
-    report.write(opts.report, report.build(opts.command, meta, started, error=err,
-                                           status=err.exit_code))
+    if isinstance(err, SetupError):
+        from sandbox import nesting
+
+        if nesting.inside_sandbox():  # then that is why, whatever broke first
+            err = SetupError("already inside a sandbox: a sandboxed command cannot start "
+                             "another one (new user namespaces are refused inside); "
+                             "the command was not run",
+                             hint="run the command directly, it is sandboxed already; or start "
+                                  "'sandbox run' from outside the sandbox")
+
+    if target is None and opts.report:
+        try:  # a caller that did not open the report's target first
+            target = report.open_target(opts.report)
+        except SandboxError:
+            target = None  # nowhere safe to write it; the error line says enough
+    report.write(target, report.build(opts.command, meta, started, error=err,
+                                      status=err.exit_code))
     return show(err)
 
 

@@ -24,6 +24,7 @@ def as_data(p: Prepared) -> dict:
         "secrets_git_holds": [{"path": target, "shown": source}
                               for source, target in layout.tracked_secrets],
         "emptied_dirs": list(layout.empty_dirs),
+        "scratch_parents_read_only": list(layout.scratch_parents),
         "cache_dir": layout.cache_dir,
         "env_removed": list(p.removed_env),
         "weakenings": [{"source": w.source, "key": w.key, "detail": w.detail}
@@ -91,6 +92,8 @@ def as_text(p: Prepared) -> str:
                 [s["path"] if s["path"] == s["shown"] else f"{s['path']} (as staged: {s['shown']})"
                  for s in d["secrets_git_holds"]])
     section("replaced by an empty directory", d["emptied_dirs"])
+    if d["scratch_parents_read_only"]:
+        section("host directories in the private /tmp, read-only", d["scratch_parents_read_only"])
     section("environment variables removed", d["env_removed"])
     if d["egress"] is not None:
         section("network: allowed through the proxy", d["egress"]["allow"])

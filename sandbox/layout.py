@@ -37,6 +37,11 @@ class Layout:
     git_configs: tuple[str, ...] = ()  # include.path targets inside the writable roots
     # the sandbox's state directory: an empty tmpfs inside (its cache dir is bound on top)
     state_dir: str | None = None
+    # host directories just below a private scratch dir (/tmp/proj for a
+    # workspace /tmp/proj/sub), bound read-only over the empty tmpfs: the
+    # repository around the workspace stays whole, and a write beside the
+    # workspace fails (EROFS) instead of vanishing with the tmpfs
+    scratch_parents: tuple[str, ...] = ()
     # secret-named files whose content git holds (sandbox.secretfiles):
     # (what is shown, read-only; where)
     tracked_secrets: tuple[tuple[str, str], ...] = ()
@@ -46,4 +51,4 @@ class Layout:
         return SCRATCH_DIRS + self.empty_dirs + self.masked_dirs
 
     def exposed_dirs(self) -> tuple[str, ...]:
-        return self.writable_roots + (self.workspace,)
+        return self.writable_roots + (self.workspace,) + self.scratch_parents

@@ -22,7 +22,7 @@ import sys
 from sandbox import __version__, statefile
 from sandbox.observe import still_valid
 
-FORMAT = 6
+FORMAT = 7  # 7: read-only scratch parents in the argv (a workspace deeper under /tmp)
 # Environment variables that change what the plan would be (the rest of the
 # environment is filtered afresh on every run).
 KEY_ENV = ("HOME", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "XDG_RUNTIME_DIR", "TMPDIR", "PATH",

@@ -168,7 +168,7 @@ def parse(src: Source) -> dict:
         data = tomllib.loads(src.text)
     except tomllib.TOMLDecodeError as exc:
         raise ProfileError(src.path, f"not valid TOML: {exc}",
-                           hint="see docs/profiles.md for the format") from None
+                           hint=f"see {resources.doc('profiles.md')} for the format") from None
     validate(src, data)
     return data
 

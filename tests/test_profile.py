@@ -160,10 +160,10 @@ BAD = [
     pytest.param(
         '[filesystem\n', None,
         "{p}: not valid TOML: Expected ']' at the end of a table declaration (at line 1, column 12) "
-        "(hint: see docs/profiles.md for the format)", id="invalid-toml"),
+        "(hint: see {docs}/profiles.md for the format)", id="invalid-toml"),
     pytest.param(
         'a = = 1\n', None,
-        "{p}: not valid TOML: Invalid value (at line 1, column 5) (hint: see docs/profiles.md for "
+        "{p}: not valid TOML: Invalid value (at line 1, column 5) (hint: see {docs}/profiles.md for "
         "the format)", id="invalid-toml-value"),
 ]
 
@@ -172,7 +172,9 @@ BAD = [
 def test_bad_profile_exact_message(tmp_path, text, line, expected):
     path = write(tmp_path, text)
     err = load_error(str(path))
-    assert err.one_line() == "sandbox: profile error: " + expected.replace("{p}", str(path))
+    docs = resources.doc("profiles.md").rsplit("/", 1)[0]  # the installed copy
+    assert err.one_line() == "sandbox: profile error: " + expected.replace(
+        "{p}", str(path)).replace("{docs}", docs)
     assert err.line == line
     assert err.source == str(path)
     assert err.exit_code == 125
@@ -328,9 +330,10 @@ def test_readonly_extends_default():
     assert ro.chain == ("default", "readonly")
     assert files == [str(resources.profiles_dir() / "default.toml"),
                      str(resources.profiles_dir() / "readonly.toml")]
-    assert ro.workspace is Access.READ and ro.scratch is Access.READ
+    # a read-only workspace, and the private scratch dirs of every run (tests need them)
+    assert ro.workspace is Access.READ and ro.scratch is Access.WRITE
     assert ro.weakenings == ()
-    assert ro.description == "Read-only: no writes at all, secrets hidden, no network."
+    assert ro.description == "Read-only workspace, private scratch /tmp, secrets hidden, no network."
     for field in ("deny_read", "env_deny", "protected_names", "empty_dirs", "caches", "env_set",
                   "protect_git", "skip_dirs", "deny_read_names"):
         assert getattr(ro, field) == getattr(default, field), field
@@ -452,12 +455,13 @@ def test_replace_stricter_is_not_a_weakening(tmp_path):
     assert pol.weakenings == ()
 
 
-@pytest.mark.parametrize("body,key,detail", [
-    ('[filesystem]\nworkspace = "write"\n', "filesystem.workspace", "read -> write"),
-    ('[filesystem]\nscratch = "write"\n', "filesystem.scratch", "read -> write"),
+@pytest.mark.parametrize("parent,body,key,detail", [
+    ("readonly", '[filesystem]\nworkspace = "write"\n', "filesystem.workspace", "read -> write"),
+    ("./noscratch.toml", '[filesystem]\nscratch = "write"\n', "filesystem.scratch", "read -> write"),
 ])
-def test_replace_looser_than_readonly(tmp_path, body, key, detail):
-    pol = load_text(tmp_path, 'extends = "readonly"\n' + body, "ro2.toml")
+def test_replace_looser_than_readonly(tmp_path, parent, body, key, detail):
+    write(tmp_path, 'extends = "readonly"\n[filesystem]\nscratch = "read"\n', "noscratch.toml")
+    pol = load_text(tmp_path, f'extends = "{parent}"\n' + body, "ro2.toml")
     assert pol.weakenings == (Weakening("ro2", key, detail),)
 
 

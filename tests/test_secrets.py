@@ -385,3 +385,29 @@ def test_stash_with_untracked_files_keeps_the_host_dotenv(senv):
     host_git(senv, "checkout", "--", "a.txt")
     host_git(senv, "stash", "pop")
     assert (senv.ws / ".env").read_text() == content
+
+
+@pytest.mark.parametrize("scratch", ["/tmp", "/var/tmp"])
+def test_workspace_under_tmp_hides_link_targets_beside_it(senv, scratch):
+    """A workspace /tmp/x/sub sees /tmp/x read-only (the repository around it):
+    a .env link there into /tmp/x is hidden like any other."""
+    import tempfile
+
+    top = Path(tempfile.mkdtemp(prefix="sbx-sec-", dir=scratch))
+    try:
+        os.chmod(top, 0o755)
+        secret, inner = token(), token()
+        write(top / "vault.env", f"K={secret}\n")
+        sub = top / "sub"
+        write(sub / ".env.local", f"K={inner}\n")
+        os.symlink("../vault.env", sub / ".env")
+        senv.finish()
+        senv.who.chown(top)
+        script = "cat .env .env.local ../vault.env; echo done"
+        outside = senv.sh(script, sandboxed=False, cwd=sub)
+        inside = senv.sh(script, cwd=sub)
+        assert secret in out(outside) and inner in out(outside)
+        assert "done" in ok(inside)
+        assert secret not in out(inside) and inner not in out(inside)
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
