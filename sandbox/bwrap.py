@@ -24,6 +24,8 @@ policy's meaning (tests pin it exactly):
 7. protected paths, read-only, on top of the writable roots;
 8. secrets last, so no earlier bind can re-expose them: directories become
    an empty read-only tmpfs, files and host sockets an empty read-only file;
+   a secret-named file git already holds is bound read-only with the
+   content git has for it (sandbox.secretfiles);
 9. ``--remount-ro`` for tmpfs mounts that had to stay writable while bwrap
    created mount points inside them (it is not recursive, so the binds on
    top keep their own flags).
@@ -100,6 +102,8 @@ def mount_args(policy: Policy, layout: Layout) -> list[str]:
         args += ["--ro-bind", path, path]
     for d in layout.masked_dirs:
         args += ["--tmpfs", d, "--remount-ro", d]
+    for source, target in layout.tracked_secrets:
+        args += ["--ro-bind", source, target]
     for f in layout.masked_files:
         args += ["--ro-bind", layout.empty_file, f]
     for d in layout.empty_dirs:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from sandbox import caches, gitconfig, scan, selfguard
+from sandbox import caches, gitconfig, scan, secretfiles, selfguard
 from sandbox.observe import Observer
 from sandbox.patterns import match
 from sandbox.errors import SetupError, UsageError
@@ -317,6 +317,30 @@ def _protect_git_dirs(git: _Git, worktrees: list[str], plan: _Plan, protect: boo
                 plan.read_only.append(manager)
 
 
+def _settle_secrets(files: list[str], links: list[str], worktrees: dict[str, str],
+                    outer: str | None, roots: list[str], read_roots: list[str], git_dirs: list[str],
+                    masked_dirs: list[str], policy: Policy, state: str,
+                    obs: Observer) -> secretfiles.Settled:
+    """Hide secret-named files, or show the ones git already holds (sandbox.secretfiles)."""
+    trusted: list[str] = []
+    if outer:  # the repository the workspace sits in: visible unless under a hidden dir
+        found = gitconfig.locate(outer, obs.read, obs.realpath,
+                                 lambda p: obs.isdir(p) and not os.path.islink(p))
+        if found:
+            trusted = [d for d in found[:2] if not any(
+                is_within(d, h) for h in SCRATCH_DIRS + tuple(policy.empty_dirs))]
+
+    def stores_ok(objects: str) -> bool:
+        # the command could read this store anyway: it is in a root or a git
+        # directory the sandbox mounts, and not under a masked directory
+        return (any(is_within(objects, r) for r in roots + read_roots + git_dirs + trusted)
+                and not any(is_within(objects, d) for d in masked_dirs)
+                and not is_within(objects, state))
+
+    return secretfiles.settle(files + secretfiles.link_targets(links, obs), worktrees=worktrees,
+                              stores_ok=stores_ok, writable=roots, state=state, obs=obs)
+
+
 def _enclosing_repo(path: str, obs: Observer) -> str | None:
     parent = os.path.dirname(path)
     while parent and parent != path:
@@ -431,26 +455,40 @@ def discover(policy: Policy, ws: Workspace, *, extra_writable: tuple[str, ...] =
     dirs, files = expand_secrets(policy.deny_read, obs)
     rules = scan.Rules(protected_names=policy.protected_names, skip_dirs=policy.skip_dirs,
                        secret_names=policy.deny_read_names, secret_exceptions=policy.allow_read_names,
-                       find_git=True)
+                       find_git=True, secrets_everywhere=True)
     scan_cache = os.path.join(state, "scan")
     os.makedirs(scan_cache, mode=0o700, exist_ok=True)
     git_entries: list[str] = []
     git = _Git([], [], [], [], [], [])
-    for root in dict.fromkeys(roots):
+    # secret names are hidden in a workspace the command can only read, too
+    read_roots = [ws.real] if policy.workspace is Access.READ else []
+    secret_files: list[str] = []
+    secret_links: list[str] = []
+    worktrees: dict[str, str] = {}  # worktree top -> its .git entry, to find tracked secrets
+    for root in dict.fromkeys(roots + read_roots):
         result = scan.walk(root, rules, os.path.join(scan_cache, scan.cache_name(root, rules)))
-        for d in result.dirs:  # not those inside .git and skip_dirs: see scan.Result
-            obs.note(d, full=True)
+        # every directory whose listing decided something (see scan.Result),
+        # as one compact dependency: a node_modules has tens of thousands
+        obs.note_dirs(root, result.dirs, result.stamps)
+        writable_root = root in roots
         for path, kind, _is_dir in result.findings:
             if kind == scan.GIT:
+                worktrees.setdefault(os.path.dirname(path), path)
+            if kind == scan.SECRET:
+                secret_files.append(path)
+            elif kind == scan.SECRET_LINK:
+                secret_links.append(path)
+            elif kind == scan.SOCKET:  # host sockets look empty inside
+                plan.masked_files.append(path)
+            elif not writable_root:
+                continue  # read-only anyway: only secrets and sockets matter
+            elif kind == scan.GIT:
                 git_entries.append(path)
             elif kind == scan.GITDIR:
                 git.dirs.append(path)
             elif kind == scan.PROTECTED:
                 plan.read_only.append(path)
-            elif kind == scan.UNREADABLE:
-                continue  # the owner's choice; the audit opens up ones the command made
-            else:  # secrets and host sockets look empty inside
-                plan.masked_files.append(path)
+            # UNREADABLE: the owner's choice; the audit opens up ones the command made
     # A workspace inside a repository (and not a repository itself): git run
     # in it uses that repository, so its git dir must be writable too.
     outer = None
@@ -458,6 +496,10 @@ def discover(policy: Policy, ws: Workspace, *, extra_writable: tuple[str, ...] =
         outer = _enclosing_repo(ws.real, obs)
         if outer:
             git_entries.append(outer)
+    elif policy.workspace is Access.READ and not obs.lexists(os.path.join(ws.real, ".git")):
+        outer = _enclosing_repo(ws.real, obs)
+    if outer:
+        worktrees.setdefault(os.path.dirname(outer), outer)
     for dotgit in git_entries:
         git.roots += _git_paths(dotgit, plan, policy.protect_git, obs, roots,
                                 trusted=dotgit == outer,
@@ -471,6 +513,10 @@ def discover(policy: Policy, ws: Workspace, *, extra_writable: tuple[str, ...] =
     git.dirs = list(dict.fromkeys(git.dirs))
     _protect_git_dirs(git, [os.path.dirname(e) for e in git_entries], plan, policy.protect_git,
                       obs, roots, policy.skip_dirs, home)
+    secrets = _settle_secrets(secret_files, secret_links, worktrees, outer, roots, read_roots,
+                              list(git.roots), dirs, policy, state, obs)
+    plan.masked_files.extend(secrets.hidden)
+    plan.warnings.extend(secrets.warnings)
     for root in roots:
         for name in policy.protected_names:
             if os.path.basename(root) == name or root.endswith("/" + name):
@@ -592,11 +638,18 @@ def discover(policy: Policy, ws: Workspace, *, extra_writable: tuple[str, ...] =
         if obs.isdir(d) and not os.path.islink(d) and not any(is_within(d, e) for e in empty_dirs):
             empty_dirs.append(d)
     # Secrets and sockets under a masked directory are hidden with it; under
-    # an empty dir they are hidden too, unless a writable root re-exposes them.
-    masked_files = [f for f in dict.fromkeys(files + plan.masked_files)
-                    if not any(is_within(f, d) for d in dirs)
-                    and (not any(is_within(f, d) for d in empty_dirs)
-                         or any(is_within(f, r) for r in writable))]
+    # an empty dir or a scratch dir they are hidden too, unless a root (or a
+    # scratch parent) mounted there re-exposes them.
+    exposed = writable + read_roots + scratch_parents
+
+    def reachable(f: str) -> bool:
+        return (not any(is_within(f, d) for d in dirs)
+                and (not any(is_within(f, d) for d in empty_dirs + list(SCRATCH_DIRS))
+                     or any(is_within(f, r) for r in exposed)))
+
+    masked_files = [f for f in dict.fromkeys(files + plan.masked_files) if reachable(f)]
+    tracked_secrets = tuple(b for b in dict.fromkeys(secrets.binds)
+                            if reachable(b[1]) and b[1] not in masked_files)
     empty_file = os.path.join(state, "empty")
     if not os.path.isfile(empty_file):
         with open(empty_file, "w"):
@@ -611,6 +664,7 @@ def discover(policy: Policy, ws: Workspace, *, extra_writable: tuple[str, ...] =
         read_only=_depth_sorted(read_only),
         masked_dirs=_depth_sorted(dirs),
         masked_files=_depth_sorted(masked_files),
+        tracked_secrets=tuple(sorted(tracked_secrets, key=lambda b: (b[1].count("/"), b[1]))),
         empty_dirs=_depth_sorted(empty_dirs),
         cache_dir=cache_dir,
         empty_file=empty_file,

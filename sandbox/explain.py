@@ -21,6 +21,8 @@ def as_data(p: Prepared) -> dict:
         "protected_read_only": list(layout.read_only),
         "unprotected": list(layout.unprotected),
         "secrets_masked": {"directories": list(layout.masked_dirs), "files": list(layout.masked_files)},
+        "secrets_git_holds": [{"path": target, "shown": source}
+                              for source, target in layout.tracked_secrets],
         "emptied_dirs": list(layout.empty_dirs),
         "scratch_parents_read_only": list(layout.scratch_parents),
         "cache_dir": layout.cache_dir,
@@ -85,6 +87,10 @@ def as_text(p: Prepared) -> str:
     section("protected, read-only", d["protected_read_only"])
     section("kept in place (cannot be renamed)", d["kept_in_place"])
     section("secrets, shown empty", d["secrets_masked"]["directories"] + d["secrets_masked"]["files"])
+    if d["secrets_git_holds"]:
+        section("secret names git already holds, shown read-only",
+                [s["path"] if s["path"] == s["shown"] else f"{s['path']} (as staged: {s['shown']})"
+                 for s in d["secrets_git_holds"]])
     section("replaced by an empty directory", d["emptied_dirs"])
     if d["scratch_parents_read_only"]:
         section("host directories in the private /tmp, read-only", d["scratch_parents_read_only"])

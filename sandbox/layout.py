@@ -42,6 +42,9 @@ class Layout:
     # repository around the workspace stays whole, and a write beside the
     # workspace fails (EROFS) instead of vanishing with the tmpfs
     scratch_parents: tuple[str, ...] = ()
+    # secret-named files whose content git holds (sandbox.secretfiles):
+    # (what is shown, read-only; where)
+    tracked_secrets: tuple[tuple[str, str], ...] = ()
 
     def hidden_dirs(self) -> tuple[str, ...]:
         """Host directories the command cannot see (unless a writable root is inside)."""

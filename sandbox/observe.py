@@ -39,6 +39,12 @@ def still_valid(deps) -> bool:
     """Does every recorded stamp still match?  (The hot loop of a cached run.)"""
     lstat = os.lstat
     for path, old in deps:
+        if old.__class__ is bytes:  # many directories in one (sandbox.dirstamps)
+            from sandbox import dirstamps
+
+            if not dirstamps.valid(old):
+                return False
+            continue
         try:
             st = lstat(path)
         except OSError:
@@ -54,10 +60,19 @@ def still_valid(deps) -> bool:
 
 
 class Observer:
-    __slots__ = ("seen",)
+    __slots__ = ("seen", "racy_dirs")
 
     def __init__(self) -> None:
         self.seen: dict[str, object] = {}
+        self.racy_dirs = False
+
+    def note_dirs(self, key: str, paths, stamps) -> None:
+        """Record the listings of many directories at once (``sandbox.dirstamps``)."""
+        from sandbox import dirstamps
+
+        blob, newest = dirstamps.pack(paths, stamps)
+        self.seen[key + "\0"] = blob  # no real path holds a NUL: never lstat'ed
+        self.racy_dirs = self.racy_dirs or time.time_ns() - newest < RACY_NS
 
     def note(self, path: str, full: bool = False):
         old = self.seen.get(path, ())
@@ -110,5 +125,6 @@ class Observer:
 
     def racy(self) -> bool:
         now = time.time_ns()
-        return any(s is not None and len(s) > 2 and now - max(s[3:]) < RACY_NS
-                   for s in self.seen.values())
+        return self.racy_dirs or any(
+            s.__class__ is tuple and len(s) > 2 and now - max(s[3:]) < RACY_NS
+            for s in self.seen.values())

@@ -9,6 +9,13 @@ directory whose stamp is unchanged is not listed again: the walk costs one
 is not trusted next time (a change in the same clock tick would not move its
 mtime), the same rule git applies to its index.
 
+With ``secrets_everywhere``, secrets are looked for everywhere below a root:
+inside ``skip_dirs`` and protected directories too, where nothing else is (a
+``.env`` in ``node_modules/pkg/`` or ``.devcontainer/`` is as secret as one at
+the top).  A symlink is a secret when its own name or the last name of the
+path it holds is one (``.env -> /vault/app``, ``config.txt -> ../.env``):
+discovery then hides the file it leads to (``sandbox.secretfiles``).
+
 The cache lives in the tool's state directory, which the sandboxed command
 cannot write; it is keyed by the root and by every rule that affects the
 result, and written with ``marshal`` (fast, and it cannot run code on load).
@@ -26,7 +33,7 @@ from sandbox.patterns import match_any
 from sandbox.statefile import sha256_hex
 
 RACY_NS = 2_000_000_000
-FORMAT = 4
+FORMAT = 5
 
 # kinds of findings
 GIT = "git"  # a .git directory or file
@@ -41,7 +48,16 @@ GITDIR = "gitdir"
 UNREADABLE = "unreadable"  # a directory the walk could not list
 PROTECTED = "protected"  # a protected name (file or directory)
 SECRET = "secret"  # a file matching deny_read_names
+SECRET_LINK = "secret-link"  # a symlink whose name or target's name matches deny_read_names
 SOCKET = "socket"  # a unix socket
+
+# How a directory is walked.  A directory's mode follows from the names
+# between it and the root, so a cached listing is always reused in the mode
+# it was made in.
+FULL = 0  # everything the rules look for
+SKIPPED = 1  # inside a skip_dir: git dirs, and (secrets_everywhere) secrets and sockets
+SECRETS = 2  # inside a protected directory (secrets_everywhere): secrets and sockets
+GIT_ONLY = 3  # inside a .git directory: git dirs
 
 
 class Rules:
@@ -50,12 +66,17 @@ class Rules:
     ``dataclasses``."""
 
     __slots__ = ("protected_names", "skip_dirs", "secret_names", "secret_exceptions",
-                 "find_git", "max_depth", "exclude")
+                 "find_git", "max_depth", "exclude", "secrets_everywhere")
 
     def __init__(self, protected_names=(), skip_dirs=(), secret_names=(), secret_exceptions=(),
-                 find_git: bool = True, max_depth: int = 4096, exclude=()) -> None:
+                 find_git: bool = True, max_depth: int = 4096, exclude=(),
+                 secrets_everywhere: bool = False) -> None:
+        # secrets_everywhere: also search skip_dirs and protected directories
+        # for secret names (discovery does; the persistence audit needs no
+        # secrets there)
         values = (tuple(protected_names), tuple(skip_dirs), tuple(secret_names),
-                  tuple(secret_exceptions), bool(find_git), int(max_depth), tuple(exclude))
+                  tuple(secret_exceptions), bool(find_git), int(max_depth), tuple(exclude),
+                  bool(secrets_everywhere))
         for name, value in zip(self.__slots__, values):
             object.__setattr__(self, name, value)
 
@@ -74,6 +95,9 @@ class Rules:
     def __repr__(self) -> str:
         return "Rules(" + ", ".join(f"{n}={getattr(self, n)!r}" for n in self.__slots__) + ")"
 
+    def deep_secrets(self) -> bool:
+        return bool(self.secrets_everywhere and self.secret_names)
+
     def digest(self) -> str:
         text = repr((FORMAT, sys.version_info[:2], self._values()))
         return sha256_hex(text.encode())[:24]
@@ -82,18 +106,22 @@ class Rules:
 class Result:
     """What a walk found: (path, kind, is_dir) findings, and which directories it saw.
 
-    ``dirs`` leaves out the directories inside .git and skip_dirs: their
-    listings change with every commit or install and decide nothing but
-    where git dirs are (the audit looks again after every run).
+    ``dirs`` leaves out the directories inside .git, and those inside
+    skip_dirs unless secrets are searched there: their listings change with
+    every commit or install and decide nothing but where git dirs are (the
+    audit looks again after every run).  Where secrets are searched, a new
+    one must change the plan, so their stamps count.
     """
 
-    __slots__ = ("findings", "dirs_listed", "dirs_reused", "dirs")
+    __slots__ = ("findings", "dirs_listed", "dirs_reused", "dirs", "stamps")
 
-    def __init__(self, findings, dirs_listed: int, dirs_reused: int, dirs=()) -> None:
+    def __init__(self, findings, dirs_listed: int, dirs_reused: int, dirs=(), stamps=()) -> None:
         self.findings = findings
         self.dirs_listed = dirs_listed
         self.dirs_reused = dirs_reused
         self.dirs = dirs  # every directory walked (their stamps decide reuse)
+        # (inode, mtime, ctime) of each of dirs, taken before it was listed
+        self.stamps = stamps
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Result) and all(
@@ -103,77 +131,118 @@ class Result:
         return f"Result(findings={self.findings!r}, listed={self.dirs_listed}, reused={self.dirs_reused})"
 
 
+def _is_secret(rules: Rules, name: str) -> bool:
+    return match_any(name, rules.secret_names) and not match_any(name, rules.secret_exceptions)
+
+
+def _secret_link(rules: Rules, entry: os.DirEntry) -> bool:
+    """Does the link's own name, or the last name in the path it holds, say secret?
+
+    The directory's stamp covers the link text (a link cannot be changed in
+    place, only replaced), so this is cached with the listing.
+    """
+    if _is_secret(rules, entry.name):
+        return True
+    try:
+        text = os.readlink(entry.path)
+    except OSError:
+        return False
+    return _is_secret(rules, text.rpartition("/")[2])
+
+
+def _leaf(rules: Rules, entry: os.DirEntry) -> str | None:
+    """A secret, a secret-named link or a socket (an entry that is not a directory)."""
+    try:
+        if entry.is_symlink():
+            return SECRET_LINK if rules.secret_names and _secret_link(rules, entry) else None
+        mode = entry.stat(follow_symlinks=False).st_mode if not entry.is_file(follow_symlinks=False) else 0
+    except OSError:
+        return None
+    if mode and stat.S_ISSOCK(mode):
+        return SOCKET
+    if rules.secret_names and _is_secret(rules, entry.name):
+        return SECRET
+    return None
+
+
 def _classify(rules: Rules, names: frozenset, entry: os.DirEntry) -> tuple[str | None, bool]:
-    """Return (kind or None, descend?) for one directory entry."""
+    """Return (kind or None, descend?) for one directory entry of a FULL directory."""
     name = entry.name
     try:
         is_dir = entry.is_dir(follow_symlinks=False)
     except OSError:
         return None, False
     if name == ".git" and rules.find_git:
-        return GIT, is_dir  # walked for git dirs only (see _DEEP)
+        return GIT, is_dir  # walked for git dirs only
     if name in names:
-        return PROTECTED, False
+        return PROTECTED, is_dir and rules.deep_secrets()  # walked for secrets only
     if is_dir:
         if entry.path in rules.exclude:
             return None, False
         if name in rules.skip_dirs:
-            return None, rules.find_git  # walked for git dirs only
+            return None, rules.find_git or rules.deep_secrets()  # git dirs, secrets
         return None, True
-    try:
-        if entry.is_symlink():
-            return None, False
-        mode = entry.stat(follow_symlinks=False).st_mode if not entry.is_file(follow_symlinks=False) else 0
-    except OSError:
-        return None, False
-    if mode and stat.S_ISSOCK(mode):
-        return SOCKET, False
-    if rules.secret_names and match_any(name, rules.secret_names):
-        if not match_any(name, rules.secret_exceptions):
-            return SECRET, False
-    return None, False
+    return _leaf(rules, entry), False
 
 
-def _list(rules: Rules, names: frozenset, path: str, deep: bool = False):
+def child_mode(rules: Rules, names: frozenset, mode: int, name: str) -> int:
+    if mode == GIT_ONLY or (name == ".git" and rules.find_git):
+        return GIT_ONLY
+    if mode != FULL:
+        return mode
+    if name in rules.skip_dirs:
+        return SKIPPED
+    return SECRETS if name in names else FULL
+
+
+def _list(rules: Rules, names: frozenset, path: str, mode: int = FULL):
     """List one directory: (subdirectories to walk, findings).
 
-    ``deep``: inside a .git directory or a skip_dir, where only git dirs (and
-    directories hidden from us) are looked for, at any depth.
+    Outside FULL mode only directories, git dirs (SKIPPED, GIT_ONLY) and
+    secrets and sockets (SKIPPED with secrets_everywhere, SECRETS) are
+    looked for, at any depth.
     """
     subdirs, found = [], []
     seen = set()
     head_is_dir = False
+    leaves = mode == SECRETS or (mode == SKIPPED and rules.deep_secrets())
     try:
         with os.scandir(path) as it:
             for entry in it:
                 name = entry.name
                 seen.add(name)
-                if deep:
+                if mode != FULL:
                     try:
                         is_dir = entry.is_dir(follow_symlinks=False)
                     except OSError:
                         is_dir = False
-                    if is_dir:
-                        subdirs.append(name)
                     if name == "HEAD":
                         head_is_dir = is_dir
+                    if is_dir:
+                        # a git dependency's .git in a skip_dir: its git dirs only;
+                        # no .git inside a protected directory
+                        if mode != SECRETS or name != ".git":
+                            subdirs.append(name)
+                    elif leaves:
+                        kind = _leaf(rules, entry)
+                        if kind:
+                            found.append((name, kind, False))
                     continue
                 kind, descend = _classify(rules, names, entry)
                 if name == "HEAD":
                     head_is_dir = entry.is_dir(follow_symlinks=False)
-                if kind == GIT and descend:
-                    found.append((name, kind, True))
+                if kind:
+                    found.append((name, kind, descend or entry.is_dir(follow_symlinks=False)))
+                if descend:
                     subdirs.append(name)
-                elif descend:
-                    subdirs.append(name)
-                elif kind:
-                    found.append((name, kind, entry.is_dir(follow_symlinks=False)))
     except PermissionError:
-        found.append(("", UNREADABLE, True))  # hidden from us is not the same as empty
+        if mode == FULL:
+            found.append(("", UNREADABLE, True))  # hidden from us is not the same as empty
     except OSError:
         pass
     # the necessary condition, not git's full test: a superset is safe here
-    if rules.find_git and (("HEAD" in seen and not head_is_dir) or {"objects", "refs"} <= seen):
+    if (rules.find_git and mode != SECRETS
+            and (("HEAD" in seen and not head_is_dir) or {"objects", "refs"} <= seen)):
         found.append(("", GITDIR, True))
     return subdirs, found
 
@@ -191,8 +260,8 @@ def walk(root: str, rules: Rules, cache_file: str | None) -> Result:
         try:
             with open(cache_file, "rb") as fh:
                 loaded = marshal.load(fh)
-            if isinstance(loaded, dict) and all(_well_formed(v) for v in loaded.values()):
-                old = loaded
+            if isinstance(loaded, dict):
+                old = loaded  # each entry is checked when it is used
         except (OSError, EOFError, ValueError, TypeError):
             old = {}
     names = frozenset(n for n in rules.protected_names if "/" not in n)
@@ -200,10 +269,11 @@ def walk(root: str, rules: Rules, cache_file: str | None) -> Result:
     new: dict = {}
     findings: list[tuple[str, str, bool]] = []
     listed = reused = 0
-    stack = [(root, 0, False)]
-    shallow = []
+    stack = [(root, 0, FULL)]
+    stamped, stamps = [], []  # the directories whose listing decides the result (Result.dirs)
+    deep_secrets = rules.deep_secrets()
     while stack:
-        path, depth, deep = stack.pop()
+        path, depth, mode = stack.pop()
         try:
             st = os.stat(path, follow_symlinks=False)
         except OSError:
@@ -213,14 +283,15 @@ def walk(root: str, rules: Rules, cache_file: str | None) -> Result:
         # ctime as well as mtime: the command can reset mtime (utimensat), not ctime
         stamp = (st.st_ino, st.st_mtime_ns, st.st_ctime_ns)
         prev = old.get(path)
-        if prev is not None and prev[0] == stamp and prev[0][1] != -1:
+        if prev is not None and _well_formed(prev) and prev[0] == stamp and prev[0][1] != -1:
             subdirs, found = prev[1], prev[2]
             reused += 1
         else:
-            subdirs, found = _list(rules, names, path, deep)
+            subdirs, found = _list(rules, names, path, mode)
             listed += 1
-        if not deep:
-            shallow.append(path)
+        if mode == FULL or (deep_secrets and mode != GIT_ONLY):
+            stamped.append(path)
+            stamps.append(stamp)
         racy = now - max(st.st_mtime_ns, st.st_ctime_ns) < RACY_NS
         new[path] = ((st.st_ino, -1, -1) if racy else stamp, subdirs, found)
         prefix = path.rstrip("/") + "/"
@@ -228,17 +299,17 @@ def walk(root: str, rules: Rules, cache_file: str | None) -> Result:
             findings.append((path if name == "" else prefix + name, kind, is_dir))
         if depth < rules.max_depth:
             for name in subdirs:
-                stack.append((prefix + name, depth + 1,
-                              deep or (rules.find_git
-                                       and (name == ".git" or name in rules.skip_dirs))))
+                stack.append((prefix + name, depth + 1, child_mode(rules, names, mode, name)))
     for rel in (n for n in rules.protected_names if "/" in n):
         candidate = os.path.join(root, rel)
         if os.path.lexists(candidate):
             findings.append((candidate, PROTECTED, os.path.isdir(candidate)))
-    if cache_file and new != old:
+    # a reused entry is stored as it was read: only a listing or a directory
+    # gone can change the cache (cheaper than comparing every entry)
+    if cache_file and (listed or len(new) != len(old)):
         _store(cache_file, new)
     findings.sort()
-    return Result(tuple(findings), listed, reused, tuple(shallow))
+    return Result(tuple(findings), listed, reused, tuple(stamped), tuple(stamps))
 
 
 def _store(cache_file: str, data: dict) -> None:

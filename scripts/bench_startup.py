@@ -7,7 +7,12 @@ differences and ratios, and the wrapper's peak RSS (from wait4's rusage).
 Then does the same in a workspace of --files files (default 100,000), and
 reports the protected-path scan's cost on its first (cold) run.
 
-Usage: .venv/bin/python scripts/bench_startup.py [--runs 40] [--files 100000]
+With --node-modules N, also a workspace holding a node_modules of N
+packages (8 directories each, as an npm install leaves them): secret names
+are searched below skip_dirs too, so every directory there is one more stat
+on every start.
+
+Usage: .venv/bin/python scripts/bench_startup.py [--runs 40] [--files 100000] [--node-modules 1500]
 Only public tools: the standard library and the installed `sandbox` script.
 """
 
@@ -78,6 +83,24 @@ def make_tree(root: Path, files: int) -> None:
     subprocess.run(["git", "init", "-q", str(root)], check=True)
 
 
+def make_node_modules(root: Path, packages: int) -> int:
+    """A synthetic node_modules: per package 8 directories of 10 files; bin links."""
+    dirs = 0
+    for p in range(packages):
+        base = root / "node_modules" / f"pkg{p}"
+        for sub in ("", "lib", "lib/util", "dist", "dist/esm", "dist/cjs", "src", "types"):
+            d = base / sub
+            d.mkdir(parents=True, exist_ok=True)
+            dirs += 1
+            for i in range(10):
+                (d / f"f{i}.js").write_bytes(b"")
+    bin_dir = root / "node_modules" / ".bin"
+    bin_dir.mkdir(exist_ok=True)
+    for p in range(min(packages, 300)):
+        (bin_dir / f"tool{p}").symlink_to(f"../pkg{p}/lib/f0.js")
+    return dirs + 2
+
+
 def age(root: Path) -> None:
     """Make a fresh tree look like a real checkout: nothing modified in the last seconds.
 
@@ -97,6 +120,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=40)
     ap.add_argument("--files", type=int, default=100_000)
+    ap.add_argument("--node-modules", type=int, default=0,
+                    help="also time a workspace with a node_modules of this many packages")
     ap.add_argument("--dir", default=None, help="where to create the workspaces (not under /tmp)")
     args = ap.parse_args()
 
@@ -132,6 +157,18 @@ def main() -> None:
         print(f"first run in the {args.files}-file workspace (cold scan cache): {cold * 1000:.1f} ms")
         compare(f"{args.files}-file workspace, warm scan cache", [exe, "run", "--", "true"],
                 [bwrap, *BARE], str(big), env, max(10, args.runs // 2))
+
+        if args.node_modules:
+            js = work / "js"
+            js.mkdir()
+            subprocess.run(["git", "init", "-q", str(js)], check=True)
+            dirs = make_node_modules(js, args.node_modules)
+            age(js)
+            cold, _ = timed([exe, "run", "--", "true"], str(js), env)
+            print(f"\nnode_modules of {args.node_modules} packages ({dirs} directories): "
+                  f"first run {cold * 1000:.1f} ms")
+            compare(f"workspace with that node_modules, warm caches", [exe, "run", "--", "true"],
+                    [bwrap, *BARE], str(js), env, max(10, args.runs // 2))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

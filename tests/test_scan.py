@@ -14,7 +14,7 @@ from sandbox import scan
 RULES = scan.Rules(protected_names=(".vscode", ".envrc", ".bashrc", ".config/fish"),
                    skip_dirs=("node_modules", ".venv"),
                    secret_names=(".env", ".env.*", "*.pem"),
-                   secret_exceptions=("*.example", "*.sample"))
+                   secret_exceptions=("*.example", "*.sample"), secrets_everywhere=True)
 
 
 
@@ -65,10 +65,14 @@ EXPECTED = [
     (".env", "secret", False),
     (".git", "git", True),
     (".vscode", "protected", True),
+    # a protected directory is searched for secrets (only)
+    (".vscode/.env", "secret", False),
     ("a/.bashrc", "protected", False),
     ("a/.env.local", "secret", False),
     ("a/b/.envrc", "protected", False),
     ("a/b/c/key.pem", "secret", False),
+    # so is a skip_dir: a secret, but not the protected .vscode in it
+    ("node_modules/pkg/.env", "secret", False),
     ("sub/wt/.git", "git", False),
 ]
 
@@ -91,18 +95,20 @@ def test_findings_without_git(tree):
 def test_max_depth(tree):
     rules = scan.Rules(protected_names=RULES.protected_names, skip_dirs=RULES.skip_dirs,
                        secret_names=RULES.secret_names, secret_exceptions=RULES.secret_exceptions,
-                       max_depth=1)
+                       max_depth=1, secrets_everywhere=True)
     got = found(scan.walk(str(tree), rules, None), tree)
     assert got == [f for f in EXPECTED if f[0].count("/") <= 1 or f[0] == ".config/fish"]
 
 
 def test_exclude(tree):
     rules = scan.Rules(protected_names=RULES.protected_names, secret_names=RULES.secret_names,
-                       exclude=(str(tree / "a"), str(tree / "node_modules")))
+                       exclude=(str(tree / "a"), str(tree / "node_modules")),
+                       secrets_everywhere=True)
     got = found(scan.walk(str(tree), rules, None), tree)
     # no skip_dirs here: .venv is walked, a/ and node_modules/ are not
     assert got == [(".config/fish", "protected", True), (".env", "secret", False),
                    (".git", "git", True), (".vscode", "protected", True),
+                   (".vscode/.env", "secret", False),
                    ("deep/.venv/.bashrc", "protected", False), ("sub/wt/.git", "git", False)]
 
 
@@ -127,11 +133,94 @@ def test_sockets(tmp_path):
 def test_symlinks_are_not_followed(tmp_path):
     outside = tmp_path / "outside"
     touch(outside / ".env")
+    touch(outside / "inner/.env")
     root = tmp_path / "ws"
     root.mkdir()
     os.symlink(str(outside), str(root / "linkdir"))
     os.symlink(str(outside / ".env"), str(root / ".env"))
-    assert scan.walk(str(root), RULES, None).findings == ()
+    # the link named .env is reported (its target is hidden), linkdir is not walked
+    assert found(scan.walk(str(root), RULES, None), root) == [(".env", "secret-link", False)]
+
+
+def test_symlinks_classified_by_name_and_target(tmp_path):
+    root = tmp_path / "ws"
+    touch(root / "real.txt")
+    links = {
+        ".env": "real.txt",  # secret name: what it names is a secret
+        "config.txt": "../../secrets/.env",  # target named like a secret
+        "sub/app.cfg": "/elsewhere/.env.production",
+        ".env.example": ".env.local",  # an exception's name, a secret's target
+        "ok.txt": "real.txt",
+        "template": ".env.example",  # a target that is an exception
+        "dir-link": "somewhere/.env/",  # ends in a directory: not a file name
+        "node_modules/pkg/key": "../../x/key.pem",  # in a skip_dir too
+    }
+    for name, target in links.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(target, root / name)
+    got = [f for f in found(scan.walk(str(root), RULES, None), root) if f[1] == "secret-link"]
+    assert got == [(".env", "secret-link", False), (".env.example", "secret-link", False),
+                   ("config.txt", "secret-link", False),
+                   ("node_modules/pkg/key", "secret-link", False),
+                   ("sub/app.cfg", "secret-link", False)]
+
+
+@pytest.mark.parametrize("rules", [
+    scan.Rules(protected_names=RULES.protected_names, skip_dirs=RULES.skip_dirs,
+               secrets_everywhere=True),  # nothing to look for there
+    scan.Rules(protected_names=RULES.protected_names, skip_dirs=RULES.skip_dirs,
+               secret_names=RULES.secret_names),  # the audit's walk: not asked to
+])
+def test_skip_dirs_not_walked_without_secrets_everywhere(tree, rules):
+    result = scan.walk(str(tree), rules, None)
+    assert not any("node_modules" in d or ".venv" in d or ".vscode" in d for d in result.dirs)
+    assert not any(p.endswith(("node_modules/pkg/.env", ".vscode/.env")) for p, _k, _d in result.findings)
+
+
+def test_skip_dirs_hold_secrets_and_sockets_only(tmp_path):
+    root = tmp_path / "ws"
+    nm = root / "node_modules"
+    touch(nm / "a/node_modules/b/.env.production")  # nested packages: any depth
+    touch(nm / "a/.bashrc")  # a protected name: not reported there
+    (nm / "gitdep/.git/hooks").mkdir(parents=True)  # nor a .git (and it is not walked)
+    touch(nm / "gitdep/.git/hooks/.env")
+    (nm / "locked").mkdir()
+    touch(nm / "locked/.env")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(str(nm / "a/s.sock"))
+    except OSError as exc:  # pragma: no cover - path too long on odd systems
+        pytest.skip(f"cannot bind a unix socket: {exc}")
+    rules = scan.Rules(protected_names=(".bashrc",), skip_dirs=("node_modules",),
+                       secret_names=(".env", ".env.*"), secrets_everywhere=True)
+    os.chmod(nm / "locked", 0)
+    try:
+        result = scan.walk(str(root), rules, None)
+    finally:
+        os.chmod(nm / "locked", 0o755)
+        sock.close()
+    got = found(result, root)
+    assert ("node_modules/a/node_modules/b/.env.production", "secret", False) in got
+    assert ("node_modules/a/s.sock", "socket", False) in got
+    # unreadable only as a normal user; root reads it and finds the secret
+    assert got in ([("node_modules/a/node_modules/b/.env.production", "secret", False),
+                    ("node_modules/a/s.sock", "socket", False)],
+                   [("node_modules/a/node_modules/b/.env.production", "secret", False),
+                    ("node_modules/a/s.sock", "socket", False),
+                    ("node_modules/locked/.env", "secret", False)])
+
+
+def test_skip_dir_walk_is_cached(tree, tmp_path):
+    cache = str(tmp_path / "c.scan")
+    age(tree)
+    first = scan.walk(str(tree), RULES, cache)
+    second = scan.walk(str(tree), RULES, cache)
+    assert second.findings == first.findings and second.dirs_listed == 0
+    touch(tree / "node_modules/pkg/deeper/.env.local")
+    third = scan.walk(str(tree), RULES, cache)
+    assert ("node_modules/pkg/deeper/.env.local", "secret", False) in found(third, tree)
+    # the new directory and the one it was made in
+    assert third.dirs_listed == 2
 
 
 def test_root_that_is_not_a_directory(tmp_path):
@@ -204,12 +293,6 @@ def test_racy_ns_zero_trusts_fresh_directories(tree, tmp_path, monkeypatch):
     assert second.findings == first.findings
 
 
-def test_skip_dirs_are_not_cached_or_walked(tree, tmp_path):
-    cache = str(tmp_path / "c.scan")
-    result = scan.walk(str(tree), RULES, cache)
-    assert not any("node_modules" in d or ".venv" in d for d in result.dirs)
-
-
 def test_corrupt_cache_is_ignored(tree, tmp_path):
     cache = tmp_path / "c.scan"
     cache.write_bytes(b"\x00garbage")
@@ -221,3 +304,29 @@ def test_corrupt_cache_is_ignored(tree, tmp_path):
 def test_cache_file_in_missing_directory_is_not_fatal(tree, tmp_path):
     result = scan.walk(str(tree), RULES, str(tmp_path / "no/such/dir/c.scan"))
     assert found(result, tree) == EXPECTED
+
+
+def test_modes_together(tmp_path):
+    """A skip_dir is walked for git dirs and secrets at once; .git for git dirs only;
+    the stamps that count are those of directories whose listing decides secrets."""
+    root = tmp_path / "ws"
+    touch(root / ".git/HEAD", "ref: refs/heads/main\n")
+    touch(root / ".git/.env")  # inside .git: not a secret anyone reads as one
+    touch(root / "node_modules/dep/.git/HEAD", "ref: refs/heads/main\n")
+    touch(root / "node_modules/dep/.env")
+    touch(root / ".vscode/sub/.env.local")
+    (root / ".vscode/sub/.git").mkdir()
+    touch(root / ".vscode/sub/.git/HEAD", "x")  # protected dirs: no git dirs looked for
+    got = found(scan.walk(str(root), RULES, None), root)
+    assert got == [(".git", "git", True), (".git", "gitdir", True),
+                   (".vscode", "protected", True), (".vscode/sub/.env.local", "secret", False),
+                   ("node_modules/dep/.env", "secret", False),
+                   ("node_modules/dep/.git", "gitdir", True)]
+    dirs = {os.path.relpath(d, root) for d in scan.walk(str(root), RULES, None).dirs}
+    assert dirs == {".", ".vscode", ".vscode/sub", "node_modules", "node_modules/dep"}
+    audit_rules = scan.Rules(protected_names=RULES.protected_names, skip_dirs=RULES.skip_dirs,
+                             secret_names=RULES.secret_names)  # as the audit walks
+    result = scan.walk(str(root), audit_rules, None)
+    assert {os.path.relpath(d, root) for d in result.dirs} == {"."}
+    assert ("node_modules/dep/.git", "gitdir", True) in found(result, root)
+    assert ("node_modules/dep/.env", "secret", False) not in found(result, root)
