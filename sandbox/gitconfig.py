@@ -281,8 +281,19 @@ ALLOWED = {
 
 
 def _control(ch: str) -> bool:
+    """A character no config the audit keeps may hold in its text (tab and LF are
+    the text's own layout; inside a value or name they are refused by _odd)."""
     o = ord(ch)
     return o < 32 and ch not in "\t\n" or 0x7f <= o <= 0x9f or ch in "\u2028\u2029"
+
+
+def _odd(ch: str) -> bool:
+    """A character a kept value or subsection may not hold: every control
+    character, LF and tab included.  Git's writer escapes them, and a reader
+    that unescapes them (``\\n`` -> LF) then meets a second line; we write no
+    escapes at all, so such a value is dropped instead."""
+    o = ord(ch)
+    return o < 32 or 0x7f <= o <= 0x9f or ch in "\u2028\u2029"
 
 
 def _strict_header(body: str):
@@ -320,19 +331,27 @@ def _strict_header(body: str):
 
 
 def _strict_value(raw: str):
-    """A value as git's parse_value reads it, or None where git would not (or differ)."""
-    out, spaces, quoted, i = [], 0, False, 0
+    """A value as git's parse_value reads it, or None where git would not (or differ).
+
+    Unquoted blanks between words are kept as they are (git 2.39 turns each
+    into a space, later gits keep them): a tab there would be read two ways,
+    so it makes the value unreadable; leading and trailing blanks go.
+    """
+    out, blanks, quoted, i = [], "", False, 0
     while i < len(raw):
         ch = raw[i]
         if ch in " \t" and not quoted:
             if out:
-                spaces += 1
+                blanks += ch
             i += 1
             continue
         if not quoted and ch in "#;":
             break
-        out.append(" " * spaces)
-        spaces = 0
+        if blanks:
+            if "\t" in blanks:
+                return None
+            out.append(blanks)
+            blanks = ""
         if ch == "\\":
             if i + 1 >= len(raw):
                 return None  # a continuation line
@@ -377,8 +396,8 @@ def parse_strict(text: str):
         while i < len(body) and body[i] in _KEY_CHARS:
             i += 1
         key, rest = body[:i], body[i:].lstrip(" \t")
-        if not rest or rest[0] in "#;":
-            value = None
+        if not rest:
+            value = None  # git reads a key alone as true ("key # note" is an error)
         elif rest[0] == "=":
             value = _strict_value(rest[1:])
             if value is None:
@@ -393,12 +412,12 @@ def allowed(section: str, sub, key: str, value, inside=None, base: str = "") -> 
     """May this entry stay in a config the command wrote?"""
     table = ALLOWED.get(section.lower() + (".*" if sub is not None else ""), {})
     check = table.get(key.lower())
-    if check is None or (sub is not None and any(map(_control, sub))):
+    if check is None or (sub is not None and any(map(_odd, sub))):
         return False
     if value is None:
         return check in (_ANY, _BOOLEAN)
-    if any(map(_control, value)) or "\t" in value:
-        return False  # we write no escapes: git would read a tab as a space
+    if any(map(_odd, value)):
+        return False  # we write no escapes (see _odd)
     if check == _BOOLEAN:
         return value.lower() in _BOOL
     if check == _INT:
@@ -410,7 +429,10 @@ def allowed(section: str, sub, key: str, value, inside=None, base: str = "") -> 
 
 
 def _quote(value: str) -> str:
-    """A value as git's own config writer spells it."""
+    """A value as git's own config writer spells it (never one with a control
+    character: ``allowed`` drops those, and this refuses them again)."""
+    if any(map(_odd, value)):
+        raise ValueError("a control character in a config value")
     text = value.replace("\\", "\\\\").replace('"', '\\"')
     if value[:1] == " " or value[-1:] == " " or "#" in value or ";" in value:
         return f'"{text}"'
@@ -420,6 +442,8 @@ def _quote(value: str) -> str:
 def _header(name: str, sub) -> str:
     if sub is None:
         return f"[{name}]\n"
+    if any(map(_odd, sub)):
+        raise ValueError("a control character in a subsection name")
     return '[%s "%s"]\n' % (name, sub.replace("\\", "\\\\").replace('"', '\\"'))
 
 
@@ -428,12 +452,16 @@ def rebuild(text: str, inside=None, base: str = "") -> tuple[str, list[str]]:
 
     ``inside(path)``: is this a place the command could write (for
     core.worktree); ``base``: the directory holding the config.
+
+    What is written is read back with the same strict reader before it is
+    returned: if that does not give exactly the entries meant, the minimal
+    config is written instead (a check on this writer, not on the input).
     """
     parsed = parse_strict(text)
     if parsed is None:
         return SAFE_CONFIG, ["everything (not plain git config: control characters, "
                              "continuation lines or over 4 MiB)"]
-    out, dropped, header = [], [], None
+    out, dropped, header, kept = [], [], None, []
     for item in parsed:
         if len(item) == 2:
             header = _header(*item)
@@ -448,4 +476,8 @@ def rebuild(text: str, inside=None, base: str = "") -> tuple[str, list[str]]:
             out.append(header)
             header = None
         out.append(f"\t{key}\n" if value is None else f"\t{key} = {_quote(value)}\n")
-    return "".join(out), dropped
+        kept.append(item)
+    new = "".join(out)
+    if [e for e in parse_strict(new) or () if len(e) == 4] != kept:
+        return SAFE_CONFIG, ["everything (it could not be written back exactly)"]
+    return new, dropped
