@@ -30,6 +30,7 @@ marker stays, so the next run audits again before anything else.
 
 from __future__ import annotations
 
+import errno
 import marshal
 import os
 import stat
@@ -101,61 +102,31 @@ class _Clean(Exception):
     """Nothing to do after all (not a finding)."""
 
 
-def _read_config(path: str) -> bytes:
-    """The bytes of a regular file, at most MAX_CONFIG + 1 (never through a link or FIFO)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(f"{path} is not a regular file")
-        chunks, left = [], gitconfig.MAX_CONFIG + 1
-        while left > 0:
-            chunk = os.read(fd, min(left, 1 << 20))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            left -= len(chunk)
-        return b"".join(chunks)
-    finally:
-        os.close(fd)
-
-
-def _replace(path: str, text: str, mode: int) -> None:
-    """Write ``text`` to a new file beside ``path`` and rename it over ``path``:
-    never through the old file, which may be a hard link to someone else's."""
-    tmp = os.path.join(os.path.dirname(path), f".sandbox-audit-{os.urandom(6).hex()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                 mode & 0o666 or 0o644)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+def _kind_of(stamp) -> int:
+    """The file type in a stamp (a content stamp is a regular file's)."""
+    return stat.S_IFREG if stamp[0] == gitsnapshot.HASHED else stamp[0]
 
 
 class Auditor:
     """One audit pass over the writable roots of one run.
 
     Everything under the writable roots was written by the command, so the
-    audit trusts nothing there: it acts only on entries that lie in a
-    writable root themselves (their parent resolved, the entry not), never
-    reads or lists through a symlink, and archives links as links.
+    audit trusts nothing there: it reaches every entry from a root one
+    directory at a time without following symlinks, and acts relative to
+    the parent it reached (``sandbox.pathat``), so nothing it does can land
+    outside the roots, however the tree changes meanwhile; it archives links
+    as links.  A symlink on the way to something git reads or runs is
+    itself a finding, unless it was there before the run.
     """
 
     def __init__(self, spec: dict) -> None:
-        from sandbox import quarantine
+        from sandbox import pathat, quarantine
 
         self.spec = spec
         self.known = set(spec["known_protected"])
         self.classes = set(spec["classes"])
         # where the command could write: the scanned roots and its tool caches
-        self.roots = [os.path.realpath(r) for r in
-                      list(spec["roots"]) + list(spec.get("git_roots", ())) +
-                      [spec.get("cache_dir") or ""] if r]
+        self.tree = pathat.Roots(gitsnapshot.roots_of(spec))
         snapshot = spec.get("snapshot") or {}
         self.before: dict = snapshot.get("stamps", {})
         self.old_gitdirs = set(snapshot.get("gitdirs", ()))
@@ -169,39 +140,40 @@ class Auditor:
     def _unprotected(self, path: str) -> bool:
         return any(is_within(path, u) for u in self.spec["unprotected"])
 
-    def _inside(self, real: str) -> bool:
-        return any(is_within(real, r) for r in self.roots)
-
-    def _entry_inside(self, path: str) -> bool:
-        """The entry itself (not what a symlink points to) lies in a writable root."""
-        return self._inside(os.path.join(os.path.realpath(os.path.dirname(path)),
-                                         os.path.basename(path)))
+    def _stamp(self, path: str):
+        """The stamp of ``path`` now, reached without following a symlink (None:
+        absent).  Raises pathat.LinkOnTheWay."""
+        try:
+            with self.tree.parent(path) as (fd, name):
+                return gitsnapshot.stamp_at(fd, name, self.before.get(path))
+        except (FileNotFoundError, NotADirectoryError):
+            return None
 
     def _changed(self, path: str):
         """The entry's stamp now, if it differs from before the run (else None)."""
-        now = gitsnapshot.stamp(path)
+        now = self._stamp(path)
         return None if now == self.before.get(path) else now
 
     # -- acting ----------------------------------------------------------------
 
     def _act(self, kind: str, path: str, action) -> None:
-        """Run one neutralising action; on a permission error, make room and retry once."""
+        """Run one neutralising action, ``action(room)``; on a permission error run
+        it again with room=True (make the command's directories ours to change)."""
+        from sandbox import pathat
+
         for attempt in (1, 2):
             try:
-                self.findings.append(Finding(kind, path, action()))
+                self.findings.append(Finding(kind, path, action(attempt == 2)))
                 return
             except _Clean:
+                return
+            except pathat.LinkOnTheWay as exc:
+                self._link(kind, path, exc.link)
                 return
             except PermissionError as exc:
                 if attempt == 2:
                     self._failure(kind, path, exc)
                     return
-                for target in (os.path.dirname(path), path):
-                    try:
-                        if not os.path.islink(target):
-                            os.chmod(target, os.lstat(target).st_mode | 0o700)
-                    except OSError:
-                        pass
             except Exception as exc:  # noqa: BLE001 - counted, never a traceback
                 self._failure(kind, path, exc)
                 return
@@ -212,9 +184,42 @@ class Auditor:
         self.findings.append(Finding(kind, path, f"COULD NOT NEUTRALISE ({why}); "
                                                  "remove it by hand before running host tools here"))
 
-    def _quarantine(self, kind: str, path: str, why: str) -> None:
-        self._act(kind, path,
-                  lambda: f"{why}; quarantined as {self.session.move(path, kind)}")
+    def _move_at(self, fd: int, name: str, path: str, kind: str, why: str, room: bool) -> str:
+        from sandbox import pathat
+
+        if room:
+            pathat.make_room(fd, name)
+        return f"{why}; quarantined as {self.session.move(path, kind, (fd, name))}"
+
+    def _quarantine(self, kind: str, path: str, why: str, only_if_changed: bool = False) -> None:
+        """Archive and remove ``path`` (with ``only_if_changed``: unless its stamp is
+        as before the run)."""
+        def go(room: bool) -> str:
+            with self.tree.parent(path, room) as (fd, name):
+                if only_if_changed:
+                    before = self.before.get(path)
+                    now = gitsnapshot.stamp_at(fd, name, before)
+                    if now is None or now == before:
+                        raise _Clean()
+                elif not _lexists_at(fd, name):
+                    raise _Clean()
+                return self._move_at(fd, name, path, kind, why, room)
+        self._act(kind, path, go)
+
+    def _link(self, kind: str, path: str, link: str) -> None:
+        """A symlink on the way to ``path``: git would follow it.  The user's own
+        link, as it was before the run, is left alone (what it leads to inside
+        the roots is judged by its own path); any other is quarantined."""
+        from sandbox import pathat
+
+        try:
+            now = self._stamp(link)
+        except pathat.LinkOnTheWay as exc:  # moved under us meanwhile: count it
+            self._failure(kind, path, exc)
+            return
+        if now is not None and now == self.before.get(link):
+            return
+        self._quarantine(kind, link, f"a symlink on the way to {path}, made during the run")
 
     # -- the pass ----------------------------------------------------------------
 
@@ -235,7 +240,7 @@ class Auditor:
         walks = [(r, rules) for r in self.spec["roots"]]
         walks += [(r, bare) for r in list(self.spec.get("git_roots", ()))
                   + [self.spec.get("cache_dir") or ""] if r]
-        gitdirs, worktrees, names = {}, [], []
+        gitdirs, dotgits, names = {}, {}, []
         for root, how in walks:
             if not os.path.isdir(root):
                 continue
@@ -246,8 +251,8 @@ class Auditor:
                 for path, kind, _is_dir in pending:
                     if kind == scan.GITDIR:
                         gitdirs[path] = None
-                    elif kind == scan.GIT:
-                        worktrees.append(os.path.dirname(path))
+                    elif kind in (scan.GIT, scan.GIT_BURIED):
+                        dotgits[path] = None
                     elif kind == scan.PROTECTED and how is rules:
                         names.append(path)
                     elif kind == scan.UNREADABLE and self._open_up(path):
@@ -255,18 +260,45 @@ class Auditor:
                 if not more:
                     break
                 pending = more
-        return list(gitdirs), worktrees, names
+        return list(gitdirs), list(dotgits), names
+
+    def _worktrees(self, dotgits: list[str]) -> list[str]:
+        """The work tree roots whose relative hooksPath and programs count: those
+        discovery knew (their files are in the snapshot) and every directory whose
+        ``.git`` entry is new or changed (never read: wherever it points, git run
+        there may take relative paths of a trusted config from it)."""
+        from sandbox import pathat
+
+        known = set(self.spec.get("worktrees", ()))
+        out = [w for w in self.spec.get("worktrees", ()) if self.tree.inside(w)]
+        for entry in dotgits:
+            top = os.path.dirname(entry)
+            if top in known or not self.tree.inside(top):
+                continue
+            try:
+                changed = self._changed(entry) is not None
+            except pathat.LinkOnTheWay:
+                changed = True
+            if changed:
+                out.append(top)
+        return list(dict.fromkeys(out))
 
     def _run(self) -> None:
-        gitdirs, worktrees, names = self._walk()
+        gitdirs, dotgits, names = self._walk()
         # git first: hooks and configs are what the host runs without being asked
         for d in gitdirs:
             self._gitdir(d)
+        worktrees = self._worktrees(dotgits)
         hooks_dirs = list(self.spec.get("hooks_dirs", ()))
         for rel in self.spec.get("hooks_relative", ()):  # a relative core.hooksPath, per worktree
             hooks_dirs += [os.path.normpath(os.path.join(w, rel)) for w in worktrees]
         for hooks in dict.fromkeys(hooks_dirs):
             self._hooks(hooks)
+        programs = [tuple(p) for p in self.spec.get("program_files", ())]
+        for rel, why, cls in self.spec.get("program_relative", ()):
+            programs += [(os.path.normpath(os.path.join(w, rel)), why, cls) for w in worktrees]
+        for path, why, cls in dict.fromkeys(programs):
+            self._program(path, why, cls)
         for manager in self.spec.get("hook_managers", ()):
             if self.before.get(manager) is None and GIT_HOOKS in self.classes:
                 self._new_tree("git hook", manager, "a hook manager directory made during the run")
@@ -274,37 +306,57 @@ class Auditor:
             self._config(path)
         for path in names:
             self._name(path)
-        self.gitdirs = [d for d in gitdirs if os.path.isdir(d) and not os.path.islink(d)]
+        self.gitdirs = [d for d in gitdirs if self._is_dir(d)]
         if self.failed == 0:
             gitsnapshot.store_known(self.spec["state"], self.spec["workspace"], self.gitdirs)
 
+    def _is_dir(self, path: str) -> bool:
+        from sandbox import pathat
+
+        try:
+            now = self._stamp(path)
+        except (pathat.LinkOnTheWay, OSError):
+            return False
+        return now is not None and now[0] == stat.S_IFDIR
+
     def _open_up(self, path: str) -> bool:
         """Make a directory the command hid from us listable again (it is ours)."""
-        if not self._entry_inside(path) or os.path.islink(path):
+        from sandbox import pathat
+
+        if not self.tree.inside(path) or path in self.tree.roots:
             return False
         try:
-            os.chmod(path, os.lstat(path).st_mode | 0o700)
+            with self.tree.parent(path, True) as (fd, name):
+                entry = pathat.open_entry(fd, name)
+                try:
+                    if not stat.S_ISDIR(os.fstat(entry).st_mode):
+                        return False
+                    pathat.add_bits(entry)
+                finally:
+                    os.close(entry)
             return True
+        except pathat.LinkOnTheWay:
+            return False  # not a place git reaches without a link: the link is judged
         except OSError as exc:
             self._failure("unreadable directory", path, exc)
             return False
 
     def _new_tree(self, kind: str, path: str, why: str) -> None:
-        if os.path.lexists(path) and self._entry_inside(path) and not self._unprotected(path):
+        if self.tree.inside(path) and not self._unprotected(path):
             self._quarantine(kind, path, why)
 
     def _name(self, path: str) -> None:
         if any(is_within(path, k) for k in self.known) or self._unprotected(path):
             return
-        if not self._entry_inside(path):
+        if not self.tree.inside(path):
             return
         cls = class_of(os.path.basename(path))
-        if cls not in self.classes or not os.path.lexists(path):
+        if cls not in self.classes:
             return
         self._quarantine(cls.replace("_", " "), path, "created during the run")
 
     def _gitdir(self, d: str) -> None:
-        if not self._entry_inside(d) or os.path.islink(d):
+        if not self.tree.inside(d):
             return
         for name in ("config", "config.worktree"):
             self._config(f"{d}/{name}")
@@ -315,68 +367,128 @@ class Auditor:
         # command's choosing.  In a new git dir it is left alone: whatever
         # it names is judged as a git dir itself, or lies outside the roots.
         pointer = f"{d}/commondir"
-        if (d in self.old_gitdirs and GIT_CONFIG in self.classes and not self._unprotected(pointer)
-                and os.path.lexists(pointer) and self._changed(pointer) is not None):
+        if d in self.old_gitdirs and GIT_CONFIG in self.classes and not self._unprotected(pointer):
             self._quarantine("git commondir", pointer,
-                             "added to or changed in a git dir that existed before the run")
+                             "added to or changed in a git dir that existed before the run",
+                             only_if_changed=True)
 
     def _config(self, path: str) -> None:
-        if GIT_CONFIG not in self.classes or self._unprotected(path):
+        if GIT_CONFIG not in self.classes or self._unprotected(path) or not self.tree.inside(path):
             return
-        now = self._changed(path)
-        if now is None or not self._entry_inside(path):
-            return  # absent, or just as it was before the run
-        kind = now[0]
-        if kind == stat.S_IFLNK:  # git would read the target, which may change later
-            self._quarantine("git config", path, "a symlink where git reads a config")
-        elif kind == stat.S_IFREG:
-            self._act("git config", path, lambda: self._rebuild(path))
-        elif kind != stat.S_IFDIR:  # a FIFO would hang git; git cannot read a directory
-            self._quarantine("git config", path, "not a regular file")
 
-    def _rebuild(self, path: str) -> str:
-        data = _read_config(path)
+        def go(room: bool) -> str:
+            with self.tree.parent(path, room) as (fd, name):
+                before = self.before.get(path)
+                now = gitsnapshot.stamp_at(fd, name, before)
+                if now is None or now == before:
+                    raise _Clean()  # absent, or just as it was before the run
+                kind = _kind_of(now)
+                if kind == stat.S_IFLNK:  # git would read the target, which may change later
+                    return self._move_at(fd, name, path, "git config", "a symlink where git "
+                                         "reads a config", room)
+                if kind == stat.S_IFREG:
+                    return self._rebuild(fd, name, path, room)
+                if kind != stat.S_IFDIR:  # a FIFO would hang git; git cannot read a directory
+                    return self._move_at(fd, name, path, "git config", "not a regular file", room)
+                raise _Clean()
+        self._act("git config", path, go)
+
+    def _rebuild(self, fd: int, name: str, path: str, room: bool) -> str:
+        from sandbox import pathat
+
+        if room:
+            pathat.make_room(fd, name)
+        data = pathat.read_regular(fd, name, gitconfig.MAX_CONFIG + 1)
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError:
             text = "\x00"  # not UTF-8: git may read it differently; replace it whole
         if len(data) > gitconfig.MAX_CONFIG:
             text = "\x00"
-        base = os.path.dirname(path)
-        new, dropped = gitconfig.rebuild(text, self._inside, base)
+        new, dropped = gitconfig.rebuild(text, self.tree.inside, os.path.dirname(path))
         if new.encode("utf-8") == data:
             raise _Clean()  # git's own config, nothing it could run: leave it be
-        ident = self.session.keep(path, "git config", "replaced")
-        _replace(path, new, os.lstat(path).st_mode)
+        ident = self.session.keep(path, "git config", "replaced", (fd, name))
+        pathat.replace_file(fd, name, new.encode("utf-8"), os.lstat(name, dir_fd=fd).st_mode)
         what = f"removed {', '.join(dropped)}" if dropped else "rewritten in plain form"
         return f"{what}; original quarantined as {ident}"
 
     def _hooks(self, hooks_dir: str) -> None:
+        from sandbox import pathat
+
         if GIT_HOOKS not in self.classes or self._unprotected(hooks_dir):
             return
-        if not os.path.lexists(hooks_dir) or not self._entry_inside(hooks_dir):
-            return
-        st = os.lstat(hooks_dir)
-        if not stat.S_ISDIR(st.st_mode):  # a link (never listed or followed) or a file
-            if self._changed(hooks_dir) is not None:
-                self._quarantine("git hook", hooks_dir, "a hooks directory that is not a directory")
+        if not self.tree.inside(hooks_dir):
             return
         try:
-            names = sorted(os.listdir(hooks_dir))
-        except OSError:  # there, but not listable: git runs hooks by path, so open it up
-            if not self._open_up(hooks_dir):
-                return
-            try:
-                names = sorted(os.listdir(hooks_dir))
-            except OSError as exc:
-                self._failure("git hook", hooks_dir, exc)
-                return
-        for name in names:
+            with self.tree.parent(hooks_dir, True) as (fd, name):
+                before = self.before.get(hooks_dir)
+                now = gitsnapshot.stamp_at(fd, name, before)
+                if now is None:
+                    return
+                if now[0] != stat.S_IFDIR:  # a link (never listed or followed) or a file
+                    if now != before:
+                        self._act("git hook", hooks_dir, lambda room: self._move_at(
+                            fd, name, hooks_dir, "git hook",
+                            "a hooks directory that is not a directory", room))
+                    return
+                try:
+                    hooks = os.open(name, pathat.READ_DIR, dir_fd=fd)
+                except PermissionError:  # hidden from us: git runs hooks by path, open it up
+                    pathat.make_room(fd, name)
+                    hooks = os.open(name, pathat.READ_DIR, dir_fd=fd)
+                try:
+                    st = os.fstat(hooks)
+                    if (st.st_dev, st.st_ino) != (now[1], now[2]):
+                        raise OSError(errno.ESTALE, "the hooks directory was replaced meanwhile")
+                    self._hook_entries(hooks, hooks_dir)
+                finally:
+                    os.close(hooks)
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        except pathat.LinkOnTheWay as exc:
+            self._link("git hook", hooks_dir, exc.link)
+        except OSError as exc:
+            self._failure("git hook", hooks_dir, exc)
+
+    def _hook_entries(self, hooks: int, hooks_dir: str) -> None:
+        for name in sorted(os.listdir(hooks)):
             path = f"{hooks_dir}/{name}"
-            now = self._changed(path)
-            if now is None or name.endswith(".sample") or now[0] == stat.S_IFDIR:
+            before = self.before.get(path)
+            now = gitsnapshot.stamp_at(hooks, name, before)
+            if now is None or now == before or name.endswith(".sample") or now[0] == stat.S_IFDIR:
                 continue  # unchanged; never run by git; git cannot run a directory
-            self._quarantine("git hook", path, "new or changed during the run")
+            why = "new or changed during the run"
+            if before is not None and before[0] == gitsnapshot.HASHED:
+                why = ("the user's own hook, whose content the command changed through "
+                       "another hard link to it")
+            self._act("git hook", path, lambda room, n=name, p=path, w=why: self._move_at(
+                hooks, n, p, "git hook", w, room))
+
+    def _program(self, path: str, why: str, cls: str) -> None:
+        """A program the user's git config runs (or a hook links to), in a writable root."""
+        if cls not in self.classes or self._unprotected(path) or not self.tree.inside(path):
+            return
+
+        def go(room: bool) -> str:
+            with self.tree.parent(path, room) as (fd, name):
+                before = self.before.get(path)
+                now = gitsnapshot.stamp_at(fd, name, before)
+                if now is None or now == before or now[0] == stat.S_IFDIR:
+                    raise _Clean()  # absent, unchanged, or nothing git can run
+                what = "made during the run" if before is None else "changed during the run"
+                if before is not None and before[0] == gitsnapshot.HASHED:
+                    what = "its content changed during the run through another hard link"
+                return self._move_at(fd, name, path, "git program", f"{why}; {what}", room)
+        self._act("git program", path, go)
+
+
+def _lexists_at(fd: int, name: str) -> bool:
+    try:
+        os.lstat(name, dir_fd=fd)
+        return True
+    except OSError:
+        return False
 
 
 # -- pending audits: survive a wrapper that is killed mid-run ---------------------

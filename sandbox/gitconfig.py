@@ -159,31 +159,122 @@ def referenced_paths(config_files: list[str], worktree: str | None,
     return included, hooks_path
 
 
-def referenced(config_files: list[str], read=_read) -> tuple[list[str], list[tuple[str, str]]]:
-    """(every file an include.path names, every core.hooksPath value with its config file).
+# Keys whose value git, or a program git starts for it, runs as a command (a
+# superset).  A word of such a value that holds a "/" names a file that runs
+# (or that what runs reads): relative to the work tree root, where git runs
+# these, or absolute.  "section.*.key" stands for any subsection.
+RUNS = frozenset((
+    "core.fsmonitor", "core.editor", "core.pager", "core.askpass", "core.sshcommand",
+    "core.gitproxy", "core.alternaterefscommand", "sequence.editor", "gpg.program",
+    "credential.helper", "diff.external", "web.browser", "interactive.difffilter",
+    "uploadpack.packobjectshook", "imap.tunnel", "instaweb.httpd", "gui.editor",
+    "sendemail.smtpserver", "sendemail.tocmd", "sendemail.cccmd", "sendemail.headercmd",
+    "filter.*.clean", "filter.*.smudge", "filter.*.process", "diff.*.textconv",
+    "diff.*.command", "merge.*.driver", "difftool.*.cmd", "difftool.*.path",
+    "mergetool.*.cmd", "mergetool.*.path", "credential.*.helper", "gpg.*.program",
+    "gpg.*.defaultkeycommand", "man.*.cmd", "man.*.path", "browser.*.cmd", "browser.*.path",
+    "remote.*.uploadpack", "remote.*.receivepack", "trailer.*.command", "trailer.*.cmd",
+    "guitool.*.cmd", "sendemail.*.smtpserver", "sendemail.*.tocmd", "sendemail.*.cccmd",
+    "lfs.*.path", "lfs.*.clean", "lfs.*.smudge",
+))
+# with any key: the value is a command when it starts with "!" (alias, submodule
+# update), or always (pager.<cmd>)
+_RUNS_BANG = frozenset(("alias", "submodule"))
+_RUNS_ANY = frozenset(("pager",))
+
+
+def runs(section: str, sub, key: str, value: str) -> bool:
+    """Does git (or what it starts) run ``value`` of this entry as a command?"""
+    if section in _RUNS_ANY:
+        return True
+    if section in _RUNS_BANG:
+        return value.lstrip().startswith("!")
+    name = f"{section}.*.{key}" if sub is not None else f"{section}.{key}"
+    return name in RUNS
+
+
+def _words(value: str) -> list[str]:
+    """Shell words of ``value`` (quotes and backslashes as sh reads them; never fails)."""
+    words, word, quote, i, any_ = [], [], "", 0, False
+    while i < len(value):
+        ch = value[i]
+        if quote == "'":
+            if ch == "'":
+                quote = ""
+            else:
+                word.append(ch)
+        elif ch == "\\" and i + 1 < len(value):
+            i += 1
+            word.append(value[i])
+            any_ = True
+        elif quote == '"':
+            if ch == '"':
+                quote = ""
+            else:
+                word.append(ch)
+        elif ch in "'\"":
+            quote, any_ = ch, True
+        elif ch in " \t\n;&|()<>`":
+            if word or any_:
+                words.append("".join(word))
+            word, any_ = [], False
+        else:
+            word.append(ch)
+        i += 1
+    if word or any_:
+        words.append("".join(word))
+    return words
+
+
+def program_paths(value: str) -> list[str]:
+    """The words of a command that name a file by a path (they hold a "/"):
+    what runs, and what it is given to run (``sh tools/x.sh``)."""
+    out = []
+    words = _words(value.lstrip().removeprefix("!"))
+    for word in list(words):
+        if " " in word or "\t" in word:  # sh -c "tools/x.sh --fast": the words inside too
+            words += _words(word)
+    for word in words:
+        for part in (word, word.rpartition("=")[2]):  # VAR=path, --opt=path
+            if "/" in part and "://" not in part and not part.startswith("-"):
+                out.append(part)
+    return list(dict.fromkeys(out))
+
+
+def referenced(config_files: list[str], read=_read):
+    """(every file an include.path names, every core.hooksPath value with its
+    config file, every path a command names with its key and config file).
 
     All of them, not just the one git would pick: callers protect a superset.
+    An ``init.templateDir`` counts as a hooks path (its ``hooks/`` is copied
+    into every repository git makes).
     """
     included: list[str] = []
     hooks: list[tuple[str, str]] = []
+    programs: list[tuple[str, str, str]] = []
 
     def visit(path: str, depth: int) -> None:
         text = read(path)
         if text is None:
             return
-        for section, _sub, key, value in entries(text):
+        for section, sub, key, value in entries(text):
             if section == "core" and key == "hookspath" and value:
                 hooks.append((value, path))
+            elif section == "init" and key == "templatedir" and value:
+                hooks.append((value.rstrip("/") + "/hooks", path))
             elif section in ("include", "includeif") and key == "path" and value:
                 target = _expand(value, os.path.dirname(path))
                 if target not in included:
                     included.append(target)
                     if depth < MAX_INCLUDE_DEPTH:
                         visit(target, depth + 1)
+            elif value and runs(section, sub, key, value):
+                name = f"{section}.{sub}.{key}" if sub is not None else f"{section}.{key}"
+                programs.extend((word, name, path) for word in program_paths(value))
 
     for cfg in config_files:
         visit(cfg, 0)
-    return included, hooks
+    return included, hooks, programs
 
 
 # -- where a repository's git directories are ----------------------------------

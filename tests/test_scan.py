@@ -200,6 +200,10 @@ def test_skip_dirs_hold_secrets_and_sockets_only(tmp_path):
         os.chmod(nm / "locked", 0o755)
         sock.close()
     got = found(result, root)
+    # a .git there is reported as buried (the audit takes its directory for a
+    # work tree), never as one discovery acts on
+    assert ("node_modules/gitdep/.git", "git-buried", True) in got
+    got = [f for f in got if f[1] not in ("git-buried", "unreadable")]
     assert ("node_modules/a/node_modules/b/.env.production", "secret", False) in got
     assert ("node_modules/a/s.sock", "socket", False) in got
     # unreadable only as a normal user; root reads it and finds the secret
@@ -316,11 +320,13 @@ def test_modes_together(tmp_path):
     touch(root / "node_modules/dep/.env")
     touch(root / ".vscode/sub/.env.local")
     (root / ".vscode/sub/.git").mkdir()
-    touch(root / ".vscode/sub/.git/HEAD", "x")  # protected dirs: no git dirs looked for
+    touch(root / ".vscode/sub/.git/HEAD", "x")  # protected dirs: git dirs looked for too
     got = found(scan.walk(str(root), RULES, None), root)
     assert got == [(".git", "git", True), (".git", "gitdir", True),
                    (".vscode", "protected", True), (".vscode/sub/.env.local", "secret", False),
+                   (".vscode/sub/.git", "git-buried", True), (".vscode/sub/.git", "gitdir", True),
                    ("node_modules/dep/.env", "secret", False),
+                   ("node_modules/dep/.git", "git-buried", True),
                    ("node_modules/dep/.git", "gitdir", True)]
     dirs = {os.path.relpath(d, root) for d in scan.walk(str(root), RULES, None).dirs}
     assert dirs == {".", ".vscode", ".vscode/sub", "node_modules", "node_modules/dep"}
