@@ -31,7 +31,6 @@ marker stays, so the next run audits again before anything else.
 from __future__ import annotations
 
 import errno
-import marshal
 import os
 import stat
 
@@ -180,9 +179,7 @@ class Auditor:
 
     def _failure(self, kind: str, path: str, exc: BaseException) -> None:
         self.failed += 1
-        why = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-        self.findings.append(Finding(kind, path, f"COULD NOT NEUTRALISE ({why}); "
-                                                 "remove it by hand before running host tools here"))
+        self.findings.append(failure_finding(kind, path, exc))
 
     def _move_at(self, fd: int, name: str, path: str, kind: str, why: str, room: bool) -> str:
         from sandbox import pathat
@@ -491,31 +488,7 @@ def _lexists_at(fd: int, name: str) -> bool:
         return False
 
 
-# -- pending audits: survive a wrapper that is killed mid-run ---------------------
-
-def mark_pending(spec: dict) -> str:
-    from sandbox.plancache import pending_audit_path
-
-    from sandbox import statefile
-
-    path = pending_audit_path(spec["state"], spec["workspace"])
-    statefile.dump(path, spec, must_succeed=True)  # no audit promise, no run
-    return path
-
-
-def run_pending(path: str) -> list[Finding]:
-    """Audit what an earlier, interrupted run left; forget it only if that worked."""
-    try:
-        with open(path, "rb") as fh:
-            spec = marshal.load(fh)
-    except (OSError, EOFError, ValueError, TypeError):
-        return []
-    if not isinstance(spec, dict):
-        return []
-    findings = Auditor(spec).run()
-    if not any(f.failed for f in findings):
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
-    return findings
+def failure_finding(kind: str, path: str, exc: BaseException) -> Finding:
+    why = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return Finding(kind, path, f"COULD NOT NEUTRALISE ({why}); "
+                               "remove it by hand before running host tools here")
