@@ -16,10 +16,15 @@ lives, which file carries the payload) the test
 
 The tests are black-box: they know ``sandbox run`` and git, not the audit.
 Generation uses a fixed seed and bounded example counts, so a CI run is
-deterministic; ``test_many_more_generated_variants`` (marked slow) runs the
-same property over ten times as many variants with another seed.  Every failing variant is reported at the end with
-its plant program: run that program in a workspace (``python3 -c``), then
-``git status`` / ``git commit`` there, to reproduce.
+deterministic; ``test_many_more_generated_variants`` (marked slow, minutes)
+runs the same property over ten times as many variants with another seed.
+Every failing variant is reported at the end with its plant program: run
+that program in a workspace (``python3 -c``, after the helper header in
+tests/git_variants.py), then ``git status`` / ``git commit`` there.
+
+The regression tests at the end cover what one plant cannot show: an audit
+class turned off, the quarantine reused by a later run, an audit racing a
+live command, overlapping runs and the pending-audit marker.
 
 Set ``DIFFTEST_LOG=/path/file`` to append one line per variant tried.
 """
@@ -50,7 +55,8 @@ MIN_LIVE_SHARE = 0.5  # of the generated variants, at least this many must be re
 
 # bases whose workspace has a .git directory of its own
 REPO_BASES = ("repo", "repo-nohooks", "worktree", "submodule", "include", "include-existing",
-              "hookspath", "hookspath-existing", "husky")
+              "hookspath", "hookspath-existing", "husky", "hook-symlink", "hook-hardlink",
+              "config-script", "filter-script", "global-include", "global-hookspath")
 ENTRIES = {"plain": (".", "sub", "a/b/c"), "inside": (".", "sub"), "linked": (".", "sub"),
            "worktree": ("sub", "wt"), "submodule": ("sub", "sm")}
 COMMONDIR_SITES = {"worktree": ((".git", "."), (".git/worktrees/wt", "wt")),
