@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 import subprocess
 from dataclasses import dataclass
 

@@ -480,9 +480,9 @@ def test_a_killed_run_is_audited_later_even_when_another_run_overlapped(who):
         slow = (f"import time, subprocess, sys\ntime.sleep(3)\n"
                 f"subprocess.run([sys.executable, '-c', {plant!r}], check=True)\n"
                 "print('planted', flush=True)\ntime.sleep(60)\n")
-        victim = subprocess.Popen(who.prefix() + [sandbox_exe(), "run", "--", gv.PYTHON, "-c", slow],
-                                  cwd=ws, env=sbx_env, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True)
+        victim = subprocess.Popen(
+            who.prefix() + [sandbox_exe(), "run", "--", gv.PYTHON, "-c", slow], cwd=ws,
+            env=sbx_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             time.sleep(1)  # the first run is inside its command now
             other = subprocess.run(who.prefix() + [sandbox_exe(), "run", "--", "true"], cwd=ws,
