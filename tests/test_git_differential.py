@@ -55,7 +55,8 @@ MIN_LIVE_SHARE = 0.5  # of the generated variants, at least this many must be re
 
 # bases whose workspace has a .git directory of its own
 REPO_BASES = ("repo", "repo-nohooks", "worktree", "submodule", "include", "include-existing",
-              "hookspath", "hookspath-existing", "husky", "hook-symlink", "hook-hardlink",
+              "hookspath", "hookspath-existing", "hookspath-custom", "husky", "hook-symlink",
+              "hook-hardlink",
               "config-script", "filter-script", "global-include", "global-hookspath")
 ENTRIES = {"plain": (".", "sub", "a/b/c"), "inside": (".", "sub"), "linked": (".", "sub"),
            "worktree": ("sub", "wt"), "submodule": ("sub", "sm")}
@@ -249,6 +250,8 @@ LISTED_LAYOUT = [
     Variant("filter-script", "in-place", entry=".", site="filter-script"),
     Variant("hookspath", "in-place", entry="sub", site="hookspath-pointer"),
     Variant("husky", "in-place", entry="sub", site="hookspath-pointer"),
+    Variant("hookspath-custom", "in-place", entry=".", site="hookspath"),
+    Variant("hookspath-custom", "in-place", entry="sub", site="hookspath-pointer"),
     Variant("config-script", "in-place", entry="sub", site="config-script-pointer"),
     Variant("hook-hardlink", "in-place", entry=".", site="hook-hardlink", same_size=True),
     Variant("global-include", "in-place", entry=".", site="global-include"),
