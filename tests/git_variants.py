@@ -32,8 +32,8 @@ IDENT = ["-c", "user.name=T", "-c", "user.email=t@example.invalid"]
 # the host layout that exists before the run (see setup_base)
 BASES = ("plain", "repo", "repo-nohooks", "worktree", "submodule", "linked", "inside",
          "include", "include-existing", "hookspath", "hookspath-existing", "hookspath-custom",
-         "husky", "hook-symlink", "hook-hardlink", "config-script", "filter-script", "global-include",
-         "global-hookspath")
+         "husky", "hook-symlink", "hook-hardlink", "config-script", "filter-script",
+         "global-include", "global-hookspath")
 # how git is led to the planted git dir
 DOTGIT_POINTERS = ("dotgit-file", "dotgit-link", "dotgit-file-link", "init-separate")
 COMMONDIR_POINTERS = ("commondir", "commondir-link")
