@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 import subprocess
 from dataclasses import dataclass
 
@@ -32,9 +31,9 @@ IDENT = ["-c", "user.name=T", "-c", "user.email=t@example.invalid"]
 
 # the host layout that exists before the run (see setup_base)
 BASES = ("plain", "repo", "repo-nohooks", "worktree", "submodule", "linked", "inside",
-         "include", "include-existing", "hookspath", "hookspath-existing", "husky",
-         "hook-symlink", "hook-hardlink", "config-script", "filter-script", "global-include",
-         "global-hookspath")
+         "include", "include-existing", "hookspath", "hookspath-existing", "hookspath-custom",
+         "husky", "hook-symlink", "hook-hardlink", "config-script", "filter-script",
+         "global-include", "global-hookspath")
 # how git is led to the planted git dir
 DOTGIT_POINTERS = ("dotgit-file", "dotgit-link", "dotgit-file-link", "init-separate")
 COMMONDIR_POINTERS = ("commondir", "commondir-link")
@@ -74,6 +73,7 @@ IN_PLACE = {
     "include-existing": ("include-existing",),
     "hookspath": ("hookspath", "hookspath-pointer", "hookspath-gitfile"),
     "hookspath-existing": ("hookspath-existing", "hookspath-pointer"),
+    "hookspath-custom": ("hookspath", "hookspath-pointer"),
     "husky": ("husky", "hookspath-pointer"),
     "hook-symlink": ("hook-symlink",),
     "hook-hardlink": ("hook-hardlink",),
@@ -88,7 +88,8 @@ IN_PLACE_ENTRY = {"wt-config.worktree": "wt", "wt-commondir": "wt", "module-conf
                   "module-hooks": "sm", "hookspath-pointer": "sub", "hookspath-gitfile": "sub",
                   "config-script-pointer": "sub", "filter-script-pointer": "sub"}
 # the relative core.hooksPath each base's config sets
-HOOKS_PATH = {"hookspath": ".githooks", "hookspath-existing": ".githooks", "husky": ".husky/_"}
+HOOKS_PATH = {"hookspath": ".githooks", "hookspath-existing": ".githooks", "husky": ".husky/_",
+              "hookspath-custom": "ci/hooks"}
 # sites whose change rewrites a file that existed before: can keep size and mtime
 SAME_SIZE_SITES = ("wt-commondir", "module-config", "include-existing", "hookspath-existing",
                    "hook-symlink", "hook-hardlink", "config-script", "filter-script")
@@ -213,8 +214,8 @@ def setup_base(base: str, ex: str, ws_name: str, prefix: list[str], env: dict) -
     elif base == "include-existing":  # a tracked, shared config the repo includes
         write(".gitconfig", "[alias]\n\tst = status\n" + "# shared settings\n" * 8)
         git(ws, "config", "include.path", "../.gitconfig")
-    elif base == "hookspath":  # a hooks directory not created yet
-        git(ws, "config", "core.hooksPath", ".githooks")
+    elif base in ("hookspath", "hookspath-custom"):  # a hooks directory not created yet
+        git(ws, "config", "core.hooksPath", HOOKS_PATH[base])
     elif base == "hookspath-existing":  # tracked hooks
         write(".githooks/pre-commit", "#!/bin/sh\n# checks\n" + "true\n" * 40, 0o755)
         git(ws, "config", "core.hooksPath", ".githooks")
@@ -599,7 +600,7 @@ def _in_place(p: _Plan, v: Variant) -> None:
         rewrite(".gitconfig", "[core]\n\tfsmonitor = node_modules/.f\n"
                               "\thooksPath = node_modules/.h\n#\n")
     elif site == "hookspath":
-        p.op("w", ".githooks/pre-commit", hook, 0o755)
+        p.op("w", f"{HOOKS_PATH[v.base]}/pre-commit", hook, 0o755)
     elif site in ("hookspath-pointer", "hookspath-gitfile"):
         # a relative core.hooksPath is relative to the work tree, and a .git
         # in a subdirectory pointing at the user's own git dir makes that
