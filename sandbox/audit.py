@@ -192,7 +192,7 @@ class Auditor:
         """Archive and remove ``path`` (with ``only_if_changed``: unless its stamp is
         as before the run)."""
         def go(room: bool) -> str:
-            with self.tree.parent(path, room) as (fd, name):
+            with _Reach(self.tree, path, room) as (fd, name):
                 if only_if_changed:
                     before = self.before.get(path)
                     now = gitsnapshot.stamp_at(fd, name, before)
@@ -334,6 +334,8 @@ class Auditor:
             return True
         except pathat.LinkOnTheWay:
             return False  # not a place git reaches without a link: the link is judged
+        except (FileNotFoundError, NotADirectoryError):
+            return False  # gone meanwhile
         except OSError as exc:
             self._failure("unreadable directory", path, exc)
             return False
@@ -374,7 +376,7 @@ class Auditor:
             return
 
         def go(room: bool) -> str:
-            with self.tree.parent(path, room) as (fd, name):
+            with _Reach(self.tree, path, room) as (fd, name):
                 before = self.before.get(path)
                 now = gitsnapshot.stamp_at(fd, name, before)
                 if now is None or now == before:
@@ -468,7 +470,7 @@ class Auditor:
             return
 
         def go(room: bool) -> str:
-            with self.tree.parent(path, room) as (fd, name):
+            with _Reach(self.tree, path, room) as (fd, name):
                 before = self.before.get(path)
                 now = gitsnapshot.stamp_at(fd, name, before)
                 if now is None or now == before or now[0] == stat.S_IFDIR:
@@ -478,6 +480,26 @@ class Auditor:
                     what = "its content changed during the run through another hard link"
                 return self._move_at(fd, name, path, "git program", f"{why}; {what}", room)
         self._act("git program", path, go)
+
+
+class _Reach:
+    """``with _Reach(tree, path, room) as (fd, name)``: the parent of ``path``
+    reached from its root; nothing there on the way is nothing to do (_Clean)."""
+
+    __slots__ = ("tree", "path", "room", "fd")
+
+    def __init__(self, tree, path: str, room: bool) -> None:
+        self.tree, self.path, self.room, self.fd = tree, path, room, -1
+
+    def __enter__(self) -> tuple[int, str]:
+        try:
+            self.fd, name = self.tree.open_parent(self.path, self.room)
+        except (FileNotFoundError, NotADirectoryError):
+            raise _Clean() from None
+        return self.fd, name
+
+    def __exit__(self, *_exc) -> None:
+        os.close(self.fd)
 
 
 def _lexists_at(fd: int, name: str) -> bool:

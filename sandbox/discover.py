@@ -284,6 +284,12 @@ def _protect_git_dirs(git: _Git, worktrees: list[str], plan: _Plan, protect: boo
     """
     writable = roots + git.roots
     inside = lambda p: any(is_within(p, r) for r in writable)  # noqa: E731
+
+    def protectable(p: str) -> bool:
+        """In a writable root, and not inside a skip_dir (mount points there would
+        stop `rm -rf node_modules`; the audit still judges it after the run)."""
+        root = max((r for r in writable if is_within(p, r)), key=len, default="")
+        return bool(root) and not _in_skip_dir(p, root, skip_dirs)
     boxed = lambda p: any(is_within(p, q) and p != q for q in git.protected)  # noqa: E731
     configs = []
     for d in git.dirs:
@@ -294,7 +300,7 @@ def _protect_git_dirs(git: _Git, worktrees: list[str], plan: _Plan, protect: boo
                     plan.read_only.append(os.path.join(d, name))
             for sub in ("modules", "worktrees"):  # a new one makes the plan stale
                 obs.note(os.path.join(d, sub), full=True)
-            _linked_hooks(git, os.path.join(d, "hooks"), plan, obs, inside)
+            _linked_hooks(git, os.path.join(d, "hooks"), plan, obs, inside, protectable)
         configs += [os.path.join(d, "config"), os.path.join(d, "config.worktree")]
     if not protect:
         return
@@ -324,7 +330,7 @@ def _protect_git_dirs(git: _Git, worktrees: list[str], plan: _Plan, protect: boo
                     plan.read_only.append(obs.realpath(target))
                 continue
             git.hooks_dirs.append(target)
-            _linked_hooks(git, target, plan, obs, inside)
+            _linked_hooks(git, target, plan, obs, inside, protectable)
             manager = target
             if worktree is not None and is_within(target, worktree) and target != worktree:
                 # a hook manager's hooks call scripts beside them (husky's
@@ -343,11 +349,11 @@ def _protect_git_dirs(git: _Git, worktrees: list[str], plan: _Plan, protect: boo
             git.programs_relative.append((word, why, "git_config"))
             candidates = [os.path.normpath(os.path.join(w, word)) for w in git.worktrees]
         for path in candidates:
-            _program(git, path, why, "git_config", plan, obs, inside)
+            _program(git, path, why, "git_config", plan, obs, inside, protectable)
 
 
 def _program(git: _Git, path: str, why: str, cls: str, plan: _Plan, obs: Observer,
-             inside) -> None:
+             inside, protectable) -> None:
     """A file git runs: read-only if it is in a writable root, and audited there.
 
     Both the path as git names it and its real path count: the audit stamps
@@ -358,11 +364,12 @@ def _program(git: _Git, path: str, why: str, cls: str, plan: _Plan, obs: Observe
     for form in dict.fromkeys((path, real)):
         if inside(form):
             git.programs.append((form, why, cls))
-    if inside(real) and obs.lexists(real) and not obs.isdir(real):
+    if protectable(real) and obs.lexists(real) and not obs.isdir(real):
         plan.read_only.append(real)
 
 
-def _linked_hooks(git: _Git, hooks: str, plan: _Plan, obs: Observer, inside) -> None:
+def _linked_hooks(git: _Git, hooks: str, plan: _Plan, obs: Observer, inside,
+                  protectable) -> None:
     """Hooks that are symlinks (``pre-commit -> ../../scripts/pre-commit``): the
     file each leads to is what git runs, so it is protected like the hook."""
     import stat as stat_mod
@@ -375,7 +382,7 @@ def _linked_hooks(git: _Git, hooks: str, plan: _Plan, obs: Observer, inside) -> 
         if name.endswith(".sample") or st is None or not stat_mod.S_ISLNK(st[1]):
             continue
         _program(git, obs.realpath(entry), f"the file the hook {entry} links to", "git_hooks",
-                 plan, obs, inside)
+                 plan, obs, inside, protectable)
 
 
 def _settle_secrets(files: list[str], links: list[str], worktrees: dict[str, str],

@@ -269,3 +269,72 @@ def test_ssh_signing_key_command_is_stripped(senv):
     assert r.returncode == 0, r.stderr
     config = (senv.ws / ".git" / "config").read_text()
     assert "defaultKeyCommand" not in config and "PWNED" not in config
+
+
+# -- what a protected file runs is protected too ----------------------------------------
+
+def _repo(senv, *config: tuple[str, str]) -> None:
+    subprocess.run(["git", "init", "-q", str(senv.ws)], check=True)
+    for key, value in config:
+        subprocess.run(["git", "-C", str(senv.ws), "config", key, value], check=True)
+
+
+FSM = "#!/bin/sh\necho ran >> \"$(dirname \"$0\")/../FSM-RAN\"\nexit 1\n"
+
+
+def test_a_program_the_repo_config_runs_is_read_only(senv):
+    _repo(senv, ("core.fsmonitor", "tools/fsmonitor.sh"))
+    (senv.ws / "tools").mkdir()
+    (senv.ws / "tools" / "fsmonitor.sh").write_text("#!/bin/sh\nexit 1\n")
+    (senv.ws / "tools" / "fsmonitor.sh").chmod(0o755)
+    r = senv.sh(f"printf '{FSM}' > tools/fsmonitor.sh || echo REFUSED")
+    assert b"REFUSED" in r.stdout, r.stderr
+    assert host_git(senv, senv.ws, "status", "--short").returncode == 0
+    assert not (senv.ws / "FSM-RAN").exists()
+
+
+def test_a_new_dotgit_pointer_cannot_supply_the_program_a_relative_path_names(senv):
+    """A .git in a subdirectory pointing at the user's own git dir makes that
+    subdirectory a work tree: the relative core.fsmonitor then runs from it."""
+    _repo(senv, ("core.fsmonitor", "tools/fsmonitor.sh"))
+    plant = (f"mkdir -p sub/tools && ln -s ../.git sub/.git && printf '{FSM}' > "
+             "sub/tools/fsmonitor.sh && chmod +x sub/tools/fsmonitor.sh")
+    outside = senv.base / "outside"
+    subprocess.run(["cp", "-a", str(senv.ws), str(outside)], check=True)
+    senv.finish()
+    subprocess.run(senv.who.prefix() + ["sh", "-c", plant], cwd=outside, check=True)
+    host_git(senv, outside / "sub", "status", "--short")
+    assert (outside / "sub" / "FSM-RAN").exists()  # the attack works without the sandbox
+    r = senv.sh(plant)
+    assert r.returncode == 0, r.stderr
+    assert b"sandbox: audit: git program: " + str(senv.ws / "sub/tools/fsmonitor.sh").encode() in r.stderr
+    host_git(senv, senv.ws / "sub", "status", "--short")
+    assert not (senv.ws / "sub" / "FSM-RAN").exists()
+
+
+def test_the_script_a_symlinked_hook_runs_is_read_only(senv):
+    _repo(senv)
+    (senv.ws / "scripts").mkdir()
+    (senv.ws / "scripts" / "pre-commit").write_text("#!/bin/sh\ntrue\n")
+    (senv.ws / "scripts" / "pre-commit").chmod(0o755)
+    (senv.ws / ".git" / "hooks" / "pre-commit").symlink_to("../../scripts/pre-commit")
+    r = senv.sh("echo 'touch HOOK-RAN' >> scripts/pre-commit || echo REFUSED")
+    assert b"REFUSED" in r.stdout, r.stderr
+    assert host_git(senv, senv.ws, "commit", "-q", "--allow-empty", "-m", "x").returncode == 0
+    assert not (senv.ws / "HOOK-RAN").exists()
+
+
+def test_a_hook_rewritten_through_a_hard_link_is_quarantined_and_named_so(senv):
+    _repo(senv)
+    (senv.ws / "scripts").mkdir()
+    script = senv.ws / "scripts" / "pre-commit"
+    script.write_text("#!/bin/sh\ntrue\n")
+    script.chmod(0o755)
+    os.link(script, senv.ws / ".git" / "hooks" / "pre-commit")
+    assert b"audit" not in senv.sh("chmod 755 scripts/pre-commit; ln scripts/pre-commit x").stderr
+    r = senv.sh("echo 'touch HOOK-RAN' >> scripts/pre-commit")
+    assert r.returncode == 0, r.stderr
+    assert b"the user's own hook, whose content the command changed through another hard link" \
+        in r.stderr
+    assert host_git(senv, senv.ws, "commit", "-q", "--allow-empty", "-m", "x").returncode == 0
+    assert not (senv.ws / "HOOK-RAN").exists()
