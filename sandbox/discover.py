@@ -324,7 +324,12 @@ def _protect_git_dirs(git: _Git, worktrees: list[str], plan: _Plan, protect: boo
             git.hooks_relative.append(value)  # the audit resolves it against new work trees
             targets = [(os.path.normpath(os.path.join(w, value)), w) for w in git.worktrees]
             targets.append((os.path.normpath(os.path.join(os.path.dirname(config), value)), None))
-        for target, worktree in targets:
+        # a hooks path through a symlink (.githooks -> tools/hooks): the hooks
+        # git runs are in the real directory, which counts on its own
+        targets += [(real, None) for real in (obs.realpath(t) for t, _w in targets
+                                              if obs.lexists(t))
+                    if real not in (t for t, _w in targets)]
+        for target, worktree in dict.fromkeys(targets):
             if not inside(target):
                 if obs.lexists(target):
                     plan.read_only.append(obs.realpath(target))
