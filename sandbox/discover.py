@@ -304,11 +304,12 @@ def _protect_git_dirs(git: _Git, worktrees: list[str], plan: _Plan, protect: boo
         configs += [os.path.join(d, "config"), os.path.join(d, "config.worktree")]
     if not protect:
         return
-    git.worktrees = list(dict.fromkeys(worktrees))
     xdg = os.environ.get("XDG_CONFIG_HOME") or os.path.join(home, ".config")
     global_files = ["/etc/gitconfig", os.path.join(xdg, "git", "config"),
                     os.path.join(home, ".gitconfig")]
-    included, hooks, programs = gitconfig.referenced(global_files + configs, obs.read)
+    included, hooks, programs, tops = gitconfig.referenced(global_files + configs, obs.read)
+    # a core.worktree (a submodule's, a split layout's) is a work tree root too
+    git.worktrees = list(dict.fromkeys(worktrees + [t for t in tops if inside(t)]))
     for path in included:
         if obs.lexists(path) and not inside(path):
             plan.read_only.append(obs.realpath(path))  # already read-only, unless a root is in it

@@ -243,7 +243,8 @@ def program_paths(value: str) -> list[str]:
 
 def referenced(config_files: list[str], read=_read):
     """(every file an include.path names, every core.hooksPath value with its
-    config file, every path a command names with its key and config file).
+    config file, every path a command names with its key and config file,
+    every core.worktree: another work tree root).
 
     All of them, not just the one git would pick: callers protect a superset.
     An ``init.templateDir`` counts as a hooks path (its ``hooks/`` is copied
@@ -252,6 +253,7 @@ def referenced(config_files: list[str], read=_read):
     included: list[str] = []
     hooks: list[tuple[str, str]] = []
     programs: list[tuple[str, str, str]] = []
+    worktrees: list[str] = []
 
     def visit(path: str, depth: int) -> None:
         text = read(path)
@@ -260,6 +262,8 @@ def referenced(config_files: list[str], read=_read):
         for section, sub, key, value in entries(text):
             if section == "core" and key == "hookspath" and value:
                 hooks.append((value, path))
+            elif section == "core" and key == "worktree" and value:
+                worktrees.append(_expand(value, os.path.dirname(path)))
             elif section == "init" and key == "templatedir" and value:
                 hooks.append((value.rstrip("/") + "/hooks", path))
             elif section in ("include", "includeif") and key == "path" and value:
@@ -274,7 +278,7 @@ def referenced(config_files: list[str], read=_read):
 
     for cfg in config_files:
         visit(cfg, 0)
-    return included, hooks, programs
+    return included, hooks, programs, worktrees
 
 
 # -- where a repository's git directories are ----------------------------------
