@@ -338,3 +338,47 @@ def test_a_hook_rewritten_through_a_hard_link_is_quarantined_and_named_so(senv):
         in r.stderr
     assert host_git(senv, senv.ws, "commit", "-q", "--allow-empty", "-m", "x").returncode == 0
     assert not (senv.ws / "HOOK-RAN").exists()
+
+
+def _works_without_sandbox(senv, plant: str, where: str) -> None:
+    """Plant in a copy of the workspace without the sandbox: the host's git runs it."""
+    outside = senv.base / "outside"
+    subprocess.run(["cp", "-a", str(senv.ws), str(outside)], check=True)
+    senv.finish()
+    subprocess.run(senv.who.prefix() + ["sh", "-c", plant], cwd=outside, check=True)
+    host_git(senv, outside / where, "status", "--short")
+    assert list(outside.rglob("FSM-RAN")), "the attack does not work without the sandbox"
+
+
+@pytest.mark.parametrize("plant, where", [
+    # a .git pointer in a skip_dir re-roots the user's repository there
+    ("mkdir -p node_modules/x/tools && ln -s ../../.git node_modules/x/.git && "
+     "printf '{fsm}' > node_modules/x/tools/fsmonitor.sh && "
+     "chmod +x node_modules/x/tools/fsmonitor.sh", "node_modules/x"),
+    # the program reached through a symlink made in the run
+    ("mkdir -p sub evil && ln -s ../.git sub/.git && ln -s ../evil sub/tools && "
+     "printf '{fsm}' > evil/fsmonitor.sh && chmod +x evil/fsmonitor.sh", "sub"),
+    # the program behind a directory the command made unlistable
+    ("mkdir -p sub/tools && ln -s ../.git sub/.git && printf '{fsm}' > sub/tools/fsmonitor.sh && "
+     "chmod +x sub/tools/fsmonitor.sh && chmod 111 sub/tools", "sub"),
+])
+def test_a_relative_program_is_neutralised_under_every_new_work_tree(senv, plant, where):
+    _repo(senv, ("core.fsmonitor", "tools/fsmonitor.sh"))
+    plant = plant.format(fsm=FSM)
+    _works_without_sandbox(senv, plant, where)
+    r = senv.sh(plant)
+    assert r.returncode == 0, r.stderr
+    assert b"sandbox: audit: git program: " in r.stderr
+    host_git(senv, senv.ws / where, "status", "--short")
+    assert not list(senv.ws.rglob("FSM-RAN"))
+
+
+def test_a_git_dir_behind_an_unlistable_directory_in_a_skip_dir_is_found(senv):
+    plant = ("mkdir -p node_modules/locked/evil/objects node_modules/locked/evil/refs && "
+             "cd node_modules/locked/evil && echo 'ref: refs/heads/main' > HEAD && "
+             "printf '[core]\\n\\tbare = false\\n\\tworktree = .\\n\\tfsmonitor = "
+             "\"echo ran >> FSM-RAN; false\"\\n' > config && cd ../../.. && "
+             "chmod 0 node_modules/locked")
+    r = senv.sh(plant)
+    assert r.returncode == 0, r.stderr
+    assert b"removed core.fsmonitor" in r.stderr
