@@ -2,18 +2,24 @@
 
 Protected paths that existed before the run were read-only inside, and the
 pre-run snapshot (``sandbox.gitsnapshot``) records what every git dir held
-that git runs programs through.  After the command, the audit walks every
-writable root and the tool cache with ``sandbox.scan`` (into .git
-directories and skip_dirs too) and, in this order:
+that git runs programs through, and every file the user's git config runs.
+After the command, the audit walks every writable root and the tool cache
+with ``sandbox.scan`` (into .git directories, skip_dirs and protected
+directories too, at any depth and path length) and, in this order:
 
 1. in every git dir (any directory git could use as one, found by what it
    holds, never by following ``.git`` files or ``commondir``): a config
    that is new or changed is rebuilt from an allow-list and written whole
    (``gitconfig.rebuild``); a new or changed hook, a symlinked or odd
    config, and a ``commondir`` added to a git dir that existed before the
-   run are quarantined; the same for hooks under a ``core.hooksPath`` and
-   the files an ``include.path`` names;
-2. a new agent/editor config, shell rc file, ``.envrc`` (the other
+   run are quarantined;
+2. hooks under every ``core.hooksPath``, and the files the user's git
+   config runs (``core.fsmonitor = tools/x.sh``...) or a symlinked hook
+   leads to, resolved against every work tree root discovery knew and
+   against the directory of every ``.git`` entry that is new or changed
+   (never read: wherever it points, git run there would take the relative
+   paths from it); then the files an ``include.path`` names;
+3. a new agent/editor config, shell rc file, ``.envrc`` (the other
    protected names) is quarantined.
 
 Why no pointer is followed: git only takes a directory for a git dir if it
@@ -22,10 +28,15 @@ holds ``HEAD`` (and its common dir only if it holds ``objects`` and
 is either inside a writable root, where this walk finds and judges it, or
 outside, where the command could not write.
 
+Every act is reached from a writable root without following symlinks
+(``sandbox.pathat``): another run's command may be changing the tree
+while the audit works, and nothing it does can carry an act outside.
+
 Quarantined items are archived (``sandbox.quarantine``), never left live.
 Every finding is one line on stderr and an entry in the report.  Any item
-that cannot be neutralised is a failure: the run exits 125 and the pending
-marker stays, so the next run audits again before anything else.
+that cannot be neutralised is a failure: the run exits 125 and its pending
+marker stays (``sandbox.pending``), so the next run audits again before
+anything else.
 """
 
 from __future__ import annotations
