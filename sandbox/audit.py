@@ -147,8 +147,19 @@ class Auditor:
 
     # -- where the command could write ---------------------------------------
 
-    def _unprotected(self, path: str) -> bool:
-        return any(is_within(path, u) for u in self.spec["unprotected"])
+    def _unprotected(self, path: str, gitdir: str | None = None) -> bool:
+        """Did the user make ``path`` writable (--unprotect, [protect])?
+
+        For an entry of git dir ``gitdir`` only if the unprotected path lies
+        inside that git dir (``--unprotect .git/hooks``) or the git dir was
+        there before the run: a directory unprotected for its own sake
+        (``--unprotect .vscode``) does not make a git dir planted in it trusted.
+        """
+        for u in self.spec["unprotected"]:
+            if is_within(path, u) and (gitdir is None or is_within(u, gitdir)
+                                       or gitdir in self.old_gitdirs):
+                return True
+        return False
 
     def _stamp(self, path: str):
         """The stamp of ``path`` now, reached without following a symlink (None:
@@ -369,21 +380,22 @@ class Auditor:
         if not self.tree.inside(d):
             return
         for name in ("config", "config.worktree"):
-            self._config(f"{d}/{name}")
-        self._hooks(f"{d}/hooks")
+            self._config(f"{d}/{name}", d)
+        self._hooks(f"{d}/hooks", d)
         # git writes commondir once, when it makes a worktree's git dir; one
         # that appears in (or changes under) a git dir that existed before
         # the run redirects the user's repository to a directory of the
         # command's choosing.  In a new git dir it is left alone: whatever
         # it names is judged as a git dir itself, or lies outside the roots.
         pointer = f"{d}/commondir"
-        if d in self.old_gitdirs and GIT_CONFIG in self.classes and not self._unprotected(pointer):
+        if d in self.old_gitdirs and GIT_CONFIG in self.classes and not self._unprotected(pointer, d):
             self._quarantine("git commondir", pointer,
                              "added to or changed in a git dir that existed before the run",
                              only_if_changed=True)
 
-    def _config(self, path: str) -> None:
-        if GIT_CONFIG not in self.classes or self._unprotected(path) or not self.tree.inside(path):
+    def _config(self, path: str, gitdir: str | None = None) -> None:
+        if (GIT_CONFIG not in self.classes or self._unprotected(path, gitdir)
+                or not self.tree.inside(path)):
             return
 
         def go(room: bool) -> str:
@@ -423,10 +435,10 @@ class Auditor:
         what = f"removed {', '.join(dropped)}" if dropped else "rewritten in plain form"
         return f"{what}; original quarantined as {ident}"
 
-    def _hooks(self, hooks_dir: str) -> None:
+    def _hooks(self, hooks_dir: str, gitdir: str | None = None) -> None:
         from sandbox import pathat
 
-        if GIT_HOOKS not in self.classes or self._unprotected(hooks_dir):
+        if GIT_HOOKS not in self.classes or self._unprotected(hooks_dir, gitdir):
             return
         if not self.tree.inside(hooks_dir):
             return

@@ -263,7 +263,7 @@ class _Git:
 
 def _protect_git_dirs(git: _Git, worktrees: list[str], plan: _Plan, protect: bool,
                       obs: Observer, roots: list[str], skip_dirs: tuple[str, ...],
-                      home: str) -> None:
+                      home: str, unprotect: tuple[str, ...] = ()) -> None:
     """Protect what git runs programs through, decided from the host's state.
 
     Every git dir found (not only those a pointer names) keeps its config,
@@ -290,7 +290,9 @@ def _protect_git_dirs(git: _Git, worktrees: list[str], plan: _Plan, protect: boo
         stop `rm -rf node_modules`; the audit still judges it after the run)."""
         root = max((r for r in writable if is_within(p, r)), key=len, default="")
         return bool(root) and not _in_skip_dir(p, root, skip_dirs)
-    boxed = lambda p: any(is_within(p, q) and p != q for q in git.protected)  # noqa: E731
+    # inside a protected directory that stays read-only whole
+    boxed = lambda p: any(is_within(p, q) and p != q and  # noqa: E731
+                          not any(is_within(q, u) for u in unprotect) for q in git.protected)
     configs = []
     for d in git.dirs:
         root = max((r for r in writable if is_within(d, r)), key=len, default="")
@@ -593,7 +595,7 @@ def discover(policy: Policy, ws: Workspace, *, extra_writable: tuple[str, ...] =
     tops = [os.path.dirname(e) for e in git_entries] + (
         [ws.real] if policy.workspace is Access.WRITE else [])
     _protect_git_dirs(git, tops, plan, policy.protect_git,
-                      obs, roots, policy.skip_dirs, home)
+                      obs, roots, policy.skip_dirs, home, unprotect)
     secrets = _settle_secrets(secret_files, secret_links, worktrees, outer, roots, read_roots,
                               list(git.roots), dirs, policy, state, obs)
     plan.masked_files.extend(secrets.hidden)

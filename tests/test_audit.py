@@ -382,3 +382,27 @@ def test_a_git_dir_behind_an_unlistable_directory_in_a_skip_dir_is_found(senv):
     r = senv.sh(plant)
     assert r.returncode == 0, r.stderr
     assert b"removed core.fsmonitor" in r.stderr
+
+
+def test_a_git_dir_planted_in_an_unprotected_directory_is_still_audited(senv):
+    """--unprotect .vscode lets the command write editor config, not plant a
+    repository whose config git runs (the red team's class 6)."""
+    plant = ("mkdir -p .vscode/evil/objects .vscode/evil/refs .vscode/evil/hooks && "
+             "echo 'ref: refs/heads/main' > .vscode/evil/HEAD && "
+             "printf '[core]\\n\\tfsmonitor = echo pwned\\n' > .vscode/evil/config && "
+             "printf '#!/bin/sh\\necho pwned\\n' > .vscode/evil/hooks/pre-commit && "
+             "chmod +x .vscode/evil/hooks/pre-commit && echo '{}' > .vscode/settings.json")
+    r = senv.sh(plant, args=["--unprotect", ".vscode"])
+    assert r.returncode == 0, r.stderr
+    assert b"removed core.fsmonitor" in r.stderr
+    assert not (senv.ws / ".vscode/evil/hooks/pre-commit").exists()
+    assert (senv.ws / ".vscode/settings.json").exists()  # what was unprotected stays
+
+
+def test_unprotecting_a_hooks_directory_still_lets_the_command_install_hooks(senv):
+    _repo(senv)
+    r = senv.sh("printf '#!/bin/sh\\ntrue\\n' > .git/hooks/pre-commit && "
+                "chmod +x .git/hooks/pre-commit", args=["--unprotect", ".git/hooks"])
+    assert r.returncode == 0, r.stderr
+    assert (senv.ws / ".git/hooks/pre-commit").exists()
+    assert b"audit" not in r.stderr
