@@ -2,8 +2,8 @@
 
 This is the only place that probes the filesystem for the backend: it
 resolves the workspace, refuses dangerous ones, expands secret patterns,
-finds git repositories and protected paths (``sandbox.scan``) and host
-sockets.  The backend then works from the Layout alone.
+finds git repositories and protected paths (``sandbox.scan``), host
+sockets (``sandbox.hostsockets`` and the scan) and FIFOs.  The backend then works from the Layout alone.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import hashlib
 import os
 from dataclasses import dataclass
 
-from sandbox import gitconfig, scan, selfguard
+from sandbox import gitconfig, hostsockets, scan, selfguard
 from sandbox.observe import Observer
 from sandbox.patterns import match
 from sandbox.errors import SetupError, UsageError
@@ -337,7 +337,7 @@ def discover(policy: Policy, ws: Workspace, *, extra_writable: tuple[str, ...] =
                 plan.read_only.append(path)
             elif kind == scan.UNREADABLE:
                 continue  # the owner's choice; the audit opens up ones the command made
-            else:  # secrets and host sockets look empty inside
+            else:  # secrets, sockets and FIFOs look empty inside
                 plan.masked_files.append(path)
     # A workspace inside a repository (and not a repository itself): git run
     # in it uses that repository, so its git dir must be writable too.
@@ -355,7 +355,24 @@ def discover(policy: Policy, ws: Workspace, *, extra_writable: tuple[str, ...] =
                 raise UsageError(f"writable path {root} is protected ({name})",
                                  hint="use --unprotect PATH to make a protected path writable")
 
-    # host sockets outside the writable roots
+    # Host sockets and FIFOs outside the writable roots (the scan above found
+    # those inside): connect() and a FIFO's write end both work through a
+    # read-only mount, so each gets an empty file mounted over it.
+    # First every socket bound with a path in the host's network namespace,
+    # from the kernel's own list: no roots to pick, no depth limit.
+    listing = hostsockets.read()
+    hidden = SCRATCH_DIRS + tuple(policy.empty_dirs) + tuple(dirs)
+    empty_file = os.path.join(state, "empty")
+    # a cached run reads the list again and masks what was bound since
+    obs.note_value(hostsockets.SOURCE, hostsockets.plan_value(listing, hidden, roots, empty_file))
+    # Not stamped: a socket that goes away is dropped from the mounts when
+    # the run starts (sandbox.drift), so that churn costs no new plan.
+    plan.masked_files.extend(real for real in hostsockets.bound_sockets(listing)
+                             # not behind a tmpfs inside (/run, /tmp, a secret directory)
+                             if hostsockets.reachable(real, hidden, roots))
+    # Then, by file type, what that list cannot name: sockets bound with a
+    # relative name, moved after bind() or bound in another network namespace
+    # (a container's), and FIFOs, of which the kernel keeps no list at all.
     socket_rules = scan.Rules(skip_dirs=policy.skip_dirs + policy.socket_skip_dirs + (".git",),
                               find_git=False,
                               max_depth=policy.socket_scan_depth,
@@ -370,7 +387,8 @@ def discover(policy: Policy, ws: Workspace, *, extra_writable: tuple[str, ...] =
                                os.path.join(scan_cache, scan.cache_name(real, socket_rules)))
             for d in result.dirs:
                 obs.note(d, full=True)
-            plan.masked_files.extend(p for p, kind, _ in result.findings if kind == scan.SOCKET)
+            plan.masked_files.extend(p for p, kind, _ in result.findings
+                                     if kind in (scan.SOCKET, scan.FIFO))
 
     cache_dir = None
     if policy.uses_caches():

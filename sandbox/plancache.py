@@ -22,7 +22,7 @@ import sys
 from sandbox import __version__, statefile
 from sandbox.observe import still_valid
 
-FORMAT = 6
+FORMAT = 7  # 7: the kernel socket list is a dependency (sandbox.hostsockets)
 # Environment variables that change what the plan would be (the rest of the
 # environment is filtered afresh on every run).
 KEY_ENV = ("HOME", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "XDG_RUNTIME_DIR", "TMPDIR", "PATH",
@@ -78,6 +78,16 @@ def load(opts, environ: dict[str, str]) -> dict | None:
         return None
     if not still_valid(plan["deps"]):
         return None
+    if plan["host_sockets"] is not None:
+        from sandbox import hostsockets
+
+        new = hostsockets.appeared(plan["host_sockets"])
+        if new:  # bound since: masked too, without planning again (sandbox.drift)
+            from sandbox import drift
+
+            plan["argv"] = tuple(drift.add_masks(plan["argv"], plan["host_sockets"][4], new))
+            plan["status_index"], plan["seccomp"] = drift.fd_indexes(
+                plan["argv"], plan["status_index"], plan["seccomp"])
     return plan
 
 
@@ -107,6 +117,8 @@ def store(environ: dict[str, str], prepared, meta: dict) -> None:
         "warnings": layout.warnings,
         "bwrap": prepared.bwrap_path,
         "meta": {**meta, "plan_cached": True},
-        "deps": tuple((p, s) for p, s in prepared.deps),
+        "deps": tuple((p, s) for p, s in prepared.deps if s.__class__ is not list),
+        # what the kernel's socket list said (sandbox.hostsockets): not a stamp
+        "host_sockets": next((s for _p, s in prepared.deps if s.__class__ is list), None),
     }
     statefile.dump(_path(environ, key(prepared.options, environ)), plan)

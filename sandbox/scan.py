@@ -1,4 +1,4 @@
-"""Find protected paths, git entries, dotenv files and sockets in a tree, cheaply.
+"""Find protected paths, git entries, dotenv files, sockets and FIFOs in a tree, cheaply.
 
 A full walk of a 100k-file workspace costs tens of milliseconds, paid on every
 command.  So the walk keeps, per directory, what it found there together with
@@ -26,7 +26,7 @@ from sandbox.patterns import match_any
 from sandbox.statefile import sha256_hex
 
 RACY_NS = 2_000_000_000
-FORMAT = 3
+FORMAT = 4  # 4: FIFOs are findings
 
 # kinds of findings
 GIT = "git"  # a .git directory or file
@@ -35,6 +35,7 @@ UNREADABLE = "unreadable"  # a directory the walk could not list
 PROTECTED = "protected"  # a protected name (file or directory)
 SECRET = "secret"  # a file matching deny_read_names
 SOCKET = "socket"  # a unix socket
+FIFO = "fifo"  # a named pipe: writable through a read-only mount, like a socket
 
 
 class Rules:
@@ -114,6 +115,8 @@ def _classify(rules: Rules, names: frozenset, entry: os.DirEntry) -> tuple[str |
         return None, False
     if mode and stat.S_ISSOCK(mode):
         return SOCKET, False
+    if mode and stat.S_ISFIFO(mode):
+        return FIFO, False
     if rules.secret_names and match_any(name, rules.secret_names):
         if not match_any(name, rules.secret_exceptions):
             return SECRET, False
