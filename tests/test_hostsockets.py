@@ -285,7 +285,8 @@ print(done, flush=True)
 
 @pytest.mark.integration
 def test_socket_churn_on_the_host_never_fails_a_run(senv, who):
-    churn_dir = senv.base / "srv" / "churn"
+    # under $HOME, which the old search walked too (like /srv in the report)
+    churn_dir = senv.home / "srv" / "churn"
     churn_dir.parent.mkdir(parents=True)
     senv.finish()
     churn = subprocess.Popen(who.prefix() + [PY, "-c", CHURN, str(churn_dir), "20000", "90"],
