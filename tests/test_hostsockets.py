@@ -399,3 +399,15 @@ def test_vanished_protection_is_audited_again(short_dir):
     assert new[status - 1] == "--json-status-fd" and new[seccomp[0] - 1] == "--seccomp"
     assert new_spec["known_protected"] == [str(ws / ".git")]
     assert spec["known_protected"] == [str(ws / ".vscode"), str(ws / ".git")]  # a copy
+
+
+def test_prune_knows_every_option_of_a_real_plan(place):
+    from sandbox import drift
+
+    _base, _home, _ws, env = place
+    argv = list(app.prepare(OPTS, env).invocation.argv)
+    masks = [argv[i + 2] for i, a in enumerate(argv[:argv.index("--")])
+             if a == "--ro-bind" and argv[i + 1] != argv[i + 2]]
+    assert masks  # /etc/shadow at least
+    new, dropped = drift.prune(argv, lambda p: p != masks[0])
+    assert dropped == [masks[0]] and len(new) == len(argv) - 3
