@@ -27,6 +27,7 @@ see README, "Does not protect against".
 from __future__ import annotations
 
 import os
+import stat
 
 # bwrap options sandbox.bwrap emits, with how many arguments each takes
 _ARITY = {
@@ -40,7 +41,15 @@ _ARITY = {
 _NEEDS_PATHS = ("--ro-bind", "--bind", "--tmpfs")  # not the -try ones, nor /dev, /proc
 
 
-def prune(argv, exists=os.path.exists, isdir=os.path.isdir) -> tuple[list[str], list[str]]:
+def _kind(path: str) -> str | None:
+    """"dir", "other" or None (gone), following symlinks as bwrap does."""
+    try:
+        return "dir" if stat.S_ISDIR(os.stat(path).st_mode) else "other"
+    except (OSError, ValueError):
+        return None
+
+
+def prune(argv, kind=_kind) -> tuple[list[str], list[str]]:
     """(argv without the mounts on vanished paths, the destinations dropped).
 
     A mask (a file bound over another path) whose destination became a
@@ -48,6 +57,7 @@ def prune(argv, exists=os.path.exists, isdir=os.path.isdir) -> tuple[list[str], 
     what was there is gone.  Only bwrap's own options (before ``--``) are
     looked at.  An option this module does not know leaves the argv
     unchanged: better a failed start than a mount dropped by a misreading.
+    ``kind`` is ``_kind`` (tests pass their own).
     """
     argv = list(argv)
     try:
@@ -63,10 +73,11 @@ def prune(argv, exists=os.path.exists, isdir=os.path.isdir) -> tuple[list[str], 
         if arity is None or i + arity >= end:
             return list(argv), []
         args = argv[i + 1:i + 1 + arity]
-        gone = opt in _NEEDS_PATHS and not all(exists(a) for a in args)
-        if not gone and arity == 2 and args[0] != args[1]:
-            gone = isdir(args[0]) != isdir(args[1])
-        if opt == "--remount-ro" and args[0] in dropped:
+        gone = False
+        if opt in _NEEDS_PATHS:
+            kinds = {kind(a) for a in dict.fromkeys(args)}  # one stat for a bind onto itself
+            gone = None in kinds or len(kinds) > 1
+        elif opt == "--remount-ro" and args[0] in dropped:
             gone = True  # the tmpfs it would remount is not there
         if gone:
             if args[-1] not in dropped:

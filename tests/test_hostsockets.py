@@ -367,12 +367,20 @@ def test_prune_drops_the_mounts_on_vanished_paths_only():
                    "--tmpfs", "/home/u/.aws", "--remount-ro", "/home/u/.aws",
                    "--ro-bind", EMPTY, "/srv/a.sock", "--ro-bind", EMPTY, "/srv/b.sock"] + tail
     gone = {"/srv/a.sock", "/ws/.git/hooks", "/home/u/.aws"}
-    new, dropped = drift.prune(argv, lambda p: p not in gone)
+    dirs = {"/", "/ws", "/ws/.git", "/ws/.git/hooks", "/tmp", "/run", "/home/u/.aws"}
+
+    def kind(gone=frozenset(), now_dirs=frozenset()):
+        return lambda p: (None if p in gone else
+                          "dir" if p in dirs or p in now_dirs else "other")
+
+    new, dropped = drift.prune(argv, kind({"/srv/a.sock", "/ws/.git/hooks", "/home/u/.aws"}))
     assert dropped == ["/ws/.git/hooks", "/home/u/.aws", "/srv/a.sock"]
     assert new == head + ["--ro-bind", EMPTY, "/srv/b.sock"] + tail
-    assert drift.prune(argv, lambda p: True) == (argv, [])
+    assert drift.prune(argv, kind()) == (argv, [])
     # a vanished source is as fatal to bwrap as a vanished destination
-    assert drift.prune(argv, lambda p: p != EMPTY)[1] == ["/srv/a.sock", "/srv/b.sock"]
+    assert drift.prune(argv, kind({EMPTY}))[1] == ["/srv/a.sock", "/srv/b.sock"]
+    # and a file cannot be mounted over what is now a directory
+    assert drift.prune(argv, kind(now_dirs={"/srv/b.sock"}))[1] == ["/srv/b.sock"]
 
 
 def test_prune_leaves_an_argv_it_does_not_understand():
@@ -380,7 +388,7 @@ def test_prune_leaves_an_argv_it_does_not_understand():
 
     argv = ["bwrap", "--ro-bind", "/", "/", "--overlay-src", "/x", "--ro-bind", EMPTY, "/gone",
             "--", "true"]
-    assert drift.prune(argv, lambda p: p != "/gone") == (argv, [])
+    assert drift.prune(argv, lambda p: None if p == "/gone" else "other") == (argv, [])
 
 
 def test_vanished_protection_is_audited_again(short_dir):
@@ -409,5 +417,5 @@ def test_prune_knows_every_option_of_a_real_plan(place):
     masks = [argv[i + 2] for i, a in enumerate(argv[:argv.index("--")])
              if a == "--ro-bind" and argv[i + 1] != argv[i + 2]]
     assert masks  # /etc/shadow at least
-    new, dropped = drift.prune(argv, lambda p: p != masks[0])
+    new, dropped = drift.prune(argv, lambda p: None if p == masks[0] else drift._kind(p))
     assert dropped == [masks[0]] and len(new) == len(argv) - 3
