@@ -65,12 +65,6 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
                                          f"{exc.strerror or exc}; the command was not run",
                                          hint="make the state directory writable "
                                               "(XDG_CACHE_HOME/sandbox)"), meta, started)
-    # A path mounted over (a socket, a secret) may have gone since the plan
-    # was made; bwrap cannot mount over what is not there (sandbox.drift)
-    argv, status_index, seccomp, audit_spec, gone = _drop_vanished(argv, status_index, seccomp,
-                                                                  audit_spec)
-    if gone and audit_spec is not None and not _remark(audit_spec):
-        return fail(opts, _no_marker(audit_spec), meta, started)
     for attempt in range(1 + MOUNT_RETRIES):
         session = None
         if egress is not None:
@@ -90,6 +84,14 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
                 applied = runner.Limits(limits)
                 if applied.warning() and attempt == 0:
                     print(f"sandbox: warning: {applied.warning()}", file=sys.stderr)
+            # A path to mount over (a socket, a secret) may have gone since
+            # the plan was made, and bwrap cannot mount over what is not
+            # there (sandbox.drift): checked as late as possible
+            argv, status_index, seccomp, audit_spec, gone = _drop_vanished(
+                argv, status_index, seccomp, audit_spec)
+            if gone and audit_spec is not None and not _remark(audit_spec):
+                _audit(audit_spec, pending)
+                return fail(opts, _no_marker(audit_spec), meta, started)
             # report_dir was opened above, before the command could touch its parents
             try:
                 outcome = runner.run(argv, env, status_index, interactive, seccomp, applied, grace,
@@ -103,14 +105,12 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
         if outcome.started or outcome.bwrap_status != 1 or attempt == MOUNT_RETRIES:
             break
         # bwrap gave up before the command started: if a mount point vanished
-        # in the moment since the check above, start again without it
-        argv, status_index, seccomp, audit_spec, gone = _drop_vanished(argv, status_index,
-                                                                      seccomp, audit_spec)
+        # in the moment after the check, start again without it
+        from sandbox import drift
+
+        gone = drift.prune(argv)[1]
         if not gone:
             break
-        if audit_spec is not None and not _remark(audit_spec):
-            _audit(audit_spec, pending)
-            return fail(opts, _no_marker(audit_spec), meta, started)
         print(f"sandbox: note: {printable(gone[0])} vanished while bwrap was setting up the "
               "sandbox; nothing is left there to hide, so it was started again without that mount",
               file=sys.stderr)
