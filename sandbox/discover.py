@@ -3,7 +3,8 @@
 This is the only place that probes the filesystem for the backend: it
 resolves the workspace, refuses dangerous ones, expands secret patterns,
 finds git repositories and protected paths (``sandbox.scan``), host
-sockets (``sandbox.hostsockets`` and the scan) and FIFOs.  The backend then works from the Layout alone.
+sockets (``sandbox.hostsockets`` and the scan) and FIFOs.  The backend then
+works from the Layout alone.
 """
 
 from __future__ import annotations

@@ -8,12 +8,15 @@ mount, so every such socket that the sandbox would see gets an empty file
 mounted over it (``sandbox.discover``).
 
 What the list does not give (and ``[sockets] scan`` still looks for by file
-type): a socket bound with a relative name (the kernel prints the name as it
-was given, so "app.sock" says nothing about the directory), a socket file
-renamed or moved after ``bind()`` (the list keeps the old name), and sockets
-bound in another network namespace (a container's socket in a directory the
-host shares with it).  Abstract sockets ("@name") need no mask at all: they
-belong to a network namespace, and the sandbox has its own.
+type): where a name means something else to us than to the program that
+bound it (the kernel prints the name as it was given: a relative one like
+"app.sock", one through ``/proc/self/fd/N/``, one inside a chroot or another
+mount namespace, such as a container sharing the host's network), a socket
+file renamed or moved after ``bind()`` (the list keeps the old name), and
+sockets bound in another network namespace (a container's socket in a
+directory the host shares with it: ``connect()`` by path reaches it from
+anywhere).  Abstract sockets ("@name") need no mask at all: they belong to a
+network namespace, and the sandbox has its own.
 
 The kernel prints each record as ``%pK: %08X %08X %08X %04X %02X %5lu`` and
 then the name byte for byte, with no escaping: a name holding a newline
