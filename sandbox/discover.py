@@ -362,6 +362,9 @@ def discover(policy: Policy, ws: Workspace, *, extra_writable: tuple[str, ...] =
     # First every socket bound with a path in the host's network namespace,
     # from the kernel's own list: no roots to pick, no depth limit.
     listing = hostsockets.read()
+    if not listing:  # not even the header line: no /proc, or not ours to read
+        plan.warnings.append(f"cannot read {hostsockets.SOURCE}: host sockets are hidden only "
+                             "where [sockets] scan finds them")
     hidden = SCRATCH_DIRS + tuple(policy.empty_dirs) + tuple(dirs)
     empty_file = os.path.join(state, "empty")
     # a cached run reads the list again and masks what was bound since
