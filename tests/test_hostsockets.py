@@ -419,3 +419,58 @@ def test_prune_knows_every_option_of_a_real_plan(place):
     assert masks  # /etc/shadow at least
     new, dropped = drift.prune(argv, lambda p: None if p == masks[0] else drift._kind(p))
     assert dropped == [masks[0]] and len(new) == len(argv) - 3
+
+
+# --------------------------------------------------------------------------
+# a path that vanishes between the plan and bwrap's mounts, made certain: a
+# bwrap wrapper removes it the first time, just before the real bwrap runs
+
+
+def vanishing_bwrap(senv, path: Path) -> dict[str, str]:
+    import shutil
+
+    marker = senv.base / "first-start"
+    marker.write_text("")
+    wrapper = senv.base / "bwrap-vanish"
+    wrapper.write_text("#!/bin/sh\n"
+                       f"if [ -e '{marker}' ]; then rm -f '{marker}'; rm -rf '{path}'; fi\n"
+                       f'exec {shutil.which("bwrap")} "$@"\n')
+    wrapper.chmod(0o755)
+    return senv.environ(SANDBOX_BWRAP=str(wrapper))
+
+
+@pytest.mark.integration
+def test_secret_that_vanishes_before_the_mounts_does_not_fail_the_run(senv):
+    secret = senv.home / ".npmrc"  # masked by the default profile
+    secret.write_text("//registry.npmjs.org/:_authToken=x\n")
+    env = vanishing_bwrap(senv, secret)
+    r = senv.sh("echo ran", env=env)
+    assert r.returncode == 0 and r.stdout == b"ran\n", out(r)
+    assert "bwrap: Can't create file" in out(r)  # it did vanish at the worst moment
+    assert f"sandbox: note: {secret} vanished" in out(r)
+
+
+@pytest.mark.integration
+def test_protected_path_that_vanishes_is_audited_like_a_new_one(senv):
+    vscode = senv.ws / ".vscode"
+    vscode.mkdir()
+    env = vanishing_bwrap(senv, vscode)
+    r = senv.sh("mkdir .vscode && echo '{}' > .vscode/tasks.json && echo ran", env=env)
+    assert r.returncode == 0 and r.stdout == b"ran\n", out(r)
+    assert f"sandbox: note: {vscode} vanished" in out(r)
+    # no longer read-only, so the audit treats what the command made there as new
+    assert "sandbox: audit:" in out(r) and ".vscode" in out(r), out(r)
+    assert not (vscode / "tasks.json").exists()
+
+
+@pytest.mark.integration
+def test_socket_file_removed_before_the_mounts_does_not_fail_the_run(senv, who):
+    path = senv.base / "opt" / "svc" / "api.sock"
+    server = serve(senv, who, path)
+    try:
+        env = vanishing_bwrap(senv, path)
+        r = senv.sh("echo ran", env=env)
+    finally:
+        server.close()
+    assert r.returncode == 0 and r.stdout == b"ran\n", out(r)
+    assert f"sandbox: note: {path} vanished" in out(r)
