@@ -195,7 +195,8 @@ class FifoReader:
     def __init__(self, path: Path, who) -> None:
         os.mkfifo(path, 0o666)
         os.chmod(path, 0o666)
-        os.chown(path, who.uid, who.gid) if os.getuid() == 0 else None
+        if os.getuid() == 0:
+            os.chown(path, who.uid, who.gid)
         # read-write: the open does not wait for a writer, and the reader
         # never sees end-of-file between writers
         self.fd = os.open(path, os.O_RDWR | os.O_NONBLOCK)
@@ -373,7 +374,6 @@ def test_prune_drops_the_mounts_on_vanished_paths_only():
     argv = head + ["--ro-bind", "/ws/.git/hooks", "/ws/.git/hooks",
                    "--tmpfs", "/home/u/.aws", "--remount-ro", "/home/u/.aws",
                    "--ro-bind", EMPTY, "/srv/a.sock", "--ro-bind", EMPTY, "/srv/b.sock"] + tail
-    gone = {"/srv/a.sock", "/ws/.git/hooks", "/home/u/.aws"}
     dirs = {"/", "/ws", "/ws/.git", "/ws/.git/hooks", "/tmp", "/run", "/home/u/.aws"}
 
     def kind(gone=frozenset(), now_dirs=frozenset()):
