@@ -1,4 +1,4 @@
-"""Entry point.  ``sandbox run`` takes a fast path that never imports typer.
+"""Entry point.  ``sandbox run`` and ``--version`` take a fast path that never imports typer.
 
 A coding-agent plugin starts ``sandbox run -- CMD`` for every shell command,
 and importing typer costs more than the whole sandbox start.  The fast path
@@ -45,6 +45,10 @@ def parse_run(args: list[str]):
             values["dry_run"] = True
             i += 1
             continue
+        if arg in ("--quiet", "-q"):
+            values["quiet"] = True
+            i += 1
+            continue
         if key is None or (eq and name.startswith("-") and not name.startswith("--")):
             return None
         if eq:
@@ -55,8 +59,8 @@ def parse_run(args: list[str]):
                 return None
             value = args[i + 1]
             i += 2
-        if not value or value.startswith("-"):
-            return None  # typer gives the error message
+        if not value or (value.startswith("-") and not (key == "report" and value == "-")):
+            return None  # typer gives the error message ("--report -" is standard output)
         if key in ("allow_write", "unprotect"):
             values[key].append(value)
         else:
@@ -66,6 +70,11 @@ def parse_run(args: list[str]):
 
 def main() -> None:
     args = sys.argv[1:]
+    if args == ["--version"]:  # asked by scripts and plugins: not worth importing typer
+        from sandbox import __version__
+
+        print(f"sandbox {__version__}")
+        sys.exit(0)
     if args[:1] == ["run"]:
         opts = parse_run(args[1:])
         if opts is not None:

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 
 from sandbox import (bwrap, command, discover, egress, envfilter, limits, plancache,
-                     policycache, selfguard)
+                     policycache, report, runlock, selfguard)
 from sandbox.errors import SandboxError, SetupError, UsageError
 from sandbox.invocation import Invocation
 from sandbox.layout import Layout
@@ -88,6 +88,34 @@ def _check_allow_write(paths: tuple[str, ...]) -> None:
                              hint="create it first; the sandbox never creates host paths")
 
 
+def _names_protected(path: str, names) -> bool:
+    """Would ``path`` be protected (or audited) once it exists: a protected name
+    (``.vscode``, ``.hg/hgrc``...) or a git directory on the way to it?"""
+    parts = path.strip("/").split("/")
+    if ".git" in parts:
+        return True
+    for name in names:
+        want = name.split("/")
+        if any(parts[i:i + len(want)] == want for i in range(len(parts) - len(want) + 1)):
+            return True
+    return False
+
+
+def _check_unprotect(paths: tuple[str, ...], layout: Layout, names) -> None:
+    """--unprotect PATH that would change nothing is a mistake (a typo, the wrong
+    directory): refuse it rather than run with protection the user thinks is off."""
+    for path in paths:
+        if any(command.is_within(p, path) for p in layout.unprotected):
+            continue  # it makes a protected path writable
+        holder = next((p for p in layout.read_only if command.is_within(path, p)), None)
+        if holder is None and not os.path.lexists(path) and _names_protected(path, names):
+            continue  # the command may create it: the audit leaves it alone
+        hint = (f"it lies inside the protected path {holder}: unprotect that" if holder else
+                "name a protected path such as .git/hooks or .vscode, or a directory holding "
+                "one; 'sandbox explain' lists the protected paths")
+        raise UsageError(f"--unprotect {path}: nothing there is protected", hint=hint)
+
+
 def resolve_command(opts_command, env: dict[str, str], layout: Layout) -> str:
     return command.resolve(opts_command, env, layout.cwd, layout.hidden_dirs(),
                            layout.exposed_dirs())
@@ -97,6 +125,12 @@ def prepare(opts: RunOptions, environ: dict[str, str]) -> Prepared:
     started = time.perf_counter()
     home = home_dir(environ)
     state = discover.state_dir(environ, home)
+    if command.is_within(state, home) and not os.path.isdir(home):
+        # e.g. HOME=/nonexistent: creating the state dir would create a home
+        raise SetupError(f"the home directory {home} does not exist, and sandbox keeps its state "
+                         f"in it ({state}); it never creates a home directory",
+                         hint="set HOME to an existing directory, or XDG_CACHE_HOME to a "
+                              "directory of yours for sandbox's state")
     discover.ensure_state_dir(state)
     cwd = discover.logical_cwd(environ)
     ws_arg = opts.workspace
@@ -107,26 +141,19 @@ def prepare(opts: RunOptions, environ: dict[str, str]) -> Prepared:
                   account_home=_account_home(home))
     policy, cached, policy_deps = policycache.load(opts.profile, ctx, state)
     allow_write = _absolute(opts.allow_write, cwd)
-    unprotect = _absolute(opts.unprotect, cwd)
+    # real paths: protected paths are found under the workspace's real path
+    unprotect = tuple(os.path.realpath(p) for p in _absolute(opts.unprotect, cwd))
     _check_allow_write(allow_write)
     extra = [Weakening("--allow-write", "filesystem.writable", f"added {p}") for p in allow_write]
     extra += [Weakening("--unprotect", "protect.unprotect", f"added {p}") for p in unprotect]
     if extra:
         policy = dataclasses.replace(policy, weakenings=policy.weakenings + tuple(extra))
     obs = Observer()
-    from sandbox.profile import builtin_names
-
-    if policy.chain[0] not in builtin_names():
-        # weakenings are measured against the parent; a profile with no
-        # built-in ancestor has none, so say plainly what it starts from
-        policy = dataclasses.replace(policy, weakenings=policy.weakenings + (Weakening(
-            policy.chain[0], "extends",
-            "does not build on a built-in profile: it starts from an empty policy "
-            "(no secrets masked, no environment filter) unless it lists them itself"),))
     ws = discover.resolve_workspace(ws_arg, environ, home, state, policy, obs)
     layout = discover.discover(policy, ws, extra_writable=allow_write, unprotect=unprotect,
                                home=home, state=state, environ=environ, obs=obs,
                                tool_paths=selfguard.install_paths())
+    _check_unprotect(unprotect, layout, policy.protected_names)
     bwrap_path = find_bwrap(environ)
     obs.note(bwrap_path)
     helper = None
@@ -162,12 +189,19 @@ def make_audit_spec(policy: Policy, layout: Layout, state: str, unprotect) -> di
     return {
         "state": state,
         "workspace": layout.workspace,
-        # the sandbox's own tool caches are not the host's business
-        "roots": [r for r in layout.writable_roots if r != layout.cache_dir],
+        # the tool cache and git dirs outside the workspace are walked for git
+        # dirs only (a .git file can point there; nothing else is the host's)
+        "roots": [r for r in layout.writable_roots
+                  if r != layout.cache_dir and r not in layout.git_roots],
+        "git_roots": list(layout.git_roots),
         "cache_dir": layout.cache_dir,
         "known_protected": list(layout.read_only),
         "unprotected": list(layout.unprotected) + list(policy.unprotect) + list(unprotect),
-        "git_entries": list(layout.git_entries),
+        "git_dirs": list(layout.git_dirs),
+        "hooks_dirs": list(layout.hooks_dirs),
+        "hooks_relative": list(layout.hooks_relative),
+        "hook_managers": list(layout.hook_managers),
+        "git_configs": list(layout.git_configs),
         "names": list(policy.protected_names),
         "skip_dirs": list(policy.skip_dirs),
         "secret_names": list(policy.deny_read_names),
@@ -194,6 +228,12 @@ def run(opts: RunOptions, environ: dict[str, str]) -> int:
     """Run ``opts.command`` in the sandbox; return the exit status to use."""
     started = time.time()
     prepared = None
+    try:  # first: a bad --report is refused before anything happens
+        target = report.open_target(opts.report)
+    except SandboxError as err:
+        from sandbox.errors import report as show
+
+        return show(err)
     try:
         from sandbox.execute import audit_leftovers
 
@@ -205,9 +245,14 @@ def run(opts: RunOptions, environ: dict[str, str]) -> int:
             plancache.store(environ, prepared, meta)
         inv = prepared.invocation
         seccomp_fd = (inv.seccomp_fd_arg, inv.seccomp_file) if inv.seccomp_file else None
-        return execute(opts, inv.argv, inv.env, inv.status_fd_arg, inv.interactive,
-                       prepared.layout.warnings, meta, prepared.bwrap_path, started, seccomp_fd,
-                       prepared.audit_spec, limits.plan(prepared.policy),
-                       egress.plan(prepared.policy))
+        lock = runlock.hold_for(opts, discover.state_dir(environ, home_dir(environ)),
+                                prepared.layout.workspace)
+        try:
+            return execute(opts, inv.argv, inv.env, inv.status_fd_arg, inv.interactive,
+                           prepared.layout.warnings, meta, prepared.bwrap_path, started,
+                           seccomp_fd, prepared.audit_spec, limits.plan(prepared.policy),
+                           egress.plan(prepared.policy), target)
+        finally:
+            runlock.release(lock)
     except SandboxError as err:
-        return fail(opts, err, plan_meta(prepared) if prepared else None, started)
+        return fail(opts, err, plan_meta(prepared) if prepared else None, started, target)

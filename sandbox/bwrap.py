@@ -10,7 +10,13 @@ policy's meaning (tests pin it exactly):
    ``/proc/sys`` and the other kernel knobs made read-only on top;
 4. private scratch (``/tmp``, ``/var/tmp``, ``/dev/shm``) and the empty dirs
    (``/run``...) as tmpfs, *before* the workspace, so a workspace under
-   ``/tmp`` is still the real host directory mounted on top;
+   ``/tmp`` is still the real host directory mounted on top; then, read-only,
+   the host directory just below a scratch dir that holds a deeper workspace
+   or writable root (``/tmp/repo`` for ``/tmp/repo/sub``): the repository
+   around it stays whole (git's discovery stops where the device changes),
+   and a write beside it fails instead of landing in the tmpfs; then the
+   sandbox's own state directory (plans, scans, quarantine) as an empty
+   tmpfs, before step 5 binds the workspace's tool-cache dir inside it;
 5. writable roots (workspace, extra writable paths, git dirs, caches);
 6. keep-in-place binds: parents of protected paths and ``.git`` directories
    become mount points, which cannot be renamed (rename(2) gives EBUSY), so
@@ -85,6 +91,13 @@ def mount_args(policy: Policy, layout: Layout) -> list[str]:
         args += ["--tmpfs", d]
     for d in layout.empty_dirs:
         args += ["--tmpfs", d]
+    for d in layout.scratch_parents:
+        args += ["--ro-bind", d, d]
+    if layout.state_dir:
+        # bind sources are read from the host's tree, so the empty file and
+        # the cache dir still come from here; the command sees neither the
+        # quarantine nor the plans and scans of other workspaces
+        args += ["--tmpfs", layout.state_dir]
     if policy.workspace is Access.READ:
         # visible even when it lives under a private dir such as /tmp
         args += ["--ro-bind", layout.workspace, layout.workspace]
@@ -100,6 +113,8 @@ def mount_args(policy: Policy, layout: Layout) -> list[str]:
         args += ["--ro-bind", layout.empty_file, f]
     for d in layout.empty_dirs:
         args += ["--remount-ro", d]
+    if layout.state_dir:
+        args += ["--remount-ro", layout.state_dir]
     if policy.scratch is Access.READ:
         for d in SCRATCH:
             args += ["--remount-ro", d]

@@ -47,15 +47,30 @@ run) or the persistence audit could not neutralise what the command left;
 Environment: SANDBOX_BWRAP (path of bwrap), SANDBOX_KILL_GRACE (seconds
 between a forwarded signal and the kill, default 5), SANDBOX_NET_BRIDGE
 (how a proxy profile's network namespace is made: auto, direct or bwrap;
-see docs/network.md).  Docs: docs/ in the source tree.
+see network.md).  Docs (README.md, profiles.md, network.md, design.md):
+{docs}
 """
 
-app = typer.Typer(help=HELP, add_completion=False, no_args_is_help=True,
+def _docs_dir() -> str:
+    from sandbox import resources
+
+    return os.path.dirname(resources.doc("profiles.md"))
+
+
+app = typer.Typer(help=HELP.format(docs=_docs_dir()), add_completion=False, no_args_is_help=True,
                   rich_markup_mode=None, pretty_exceptions_enable=False,
                   context_settings={"help_option_names": ["-h", "--help"]})
 profiles_app = typer.Typer(help="List and show the profiles that --profile accepts.",
                            no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(profiles_app, name="profiles")
+quarantine_app = typer.Typer(
+    help="What the persistence audit took away (archived, inert) and how to put it back.",
+    no_args_is_help=True, rich_markup_mode=None)
+app.add_typer(quarantine_app, name="quarantine")
+cache_app = typer.Typer(help="List and remove the per-workspace tool caches (pip, npm, cargo, "
+                             "go... inside the sandbox write there).",
+                        no_args_is_help=True, rich_markup_mode=None)
+app.add_typer(cache_app, name="cache")
 
 ProfileOpt = Annotated[str, typer.Option(
     "--profile", "-p", metavar="NAME|PATH",
@@ -73,23 +88,25 @@ AllowWriteOpt = Annotated[Optional[list[str]], typer.Option(
 UnprotectOpt = Annotated[Optional[list[str]], typer.Option(
     "--unprotect", metavar="PATH",
     help="Make a protected path (e.g. .git/hooks, .vscode) writable anyway "
-         "(repeatable). Shown as a weakening by 'explain' and in the report.")]
+         "(repeatable). Shown as a weakening by 'explain' and in the report. A PATH "
+         "that would change nothing (no protected path there) is refused.")]
 CommandArg = Annotated[Optional[list[str]], typer.Argument(
     metavar="-- COMMAND [ARGS]...", help="The command to run, after '--'.")]
 
 
-def _options(command, profile, workspace, allow_write, unprotect, report=None, dry_run=False):
+def _options(command, profile, workspace, allow_write, unprotect, report=None, dry_run=False,
+             quiet=False):
     for option, values in (("--profile", [profile]), ("--workspace", [workspace]),
                            ("--allow-write", allow_write or []), ("--unprotect", unprotect or []),
                            ("--report", [report])):
         for value in values:
-            if value is not None and value.startswith("-"):
+            if value is not None and value.startswith("-") and (option, value) != ("--report", "-"):
                 # e.g. "--unprotect -- make": the "--" was taken as the path
                 _fail(f"{option} needs a value, got {value!r} (write ./{value} for a file "
                       "whose name starts with '-')")
     return RunOptions(command=tuple(command or ()), profile=profile, workspace=workspace,
                       allow_write=tuple(allow_write or ()), unprotect=tuple(unprotect or ()),
-                      report=report, dry_run=dry_run)
+                      report=report, dry_run=dry_run, quiet=quiet)
 
 
 @app.command(context_settings={"allow_interspersed_args": False})
@@ -102,9 +119,17 @@ def run(
     report: Annotated[Optional[str], typer.Option(
         "--report", metavar="FILE",
         help="Write one JSON object about the run to FILE: command, workspace, profile "
-             "name and sha256, exit status or signal, weakenings, warnings.")] = None,
+             "name and sha256, exit status or signal, weakenings, warnings. FILE is replaced "
+             "if it is a regular file and refused if it is anything else (a symlink, a FIFO, "
+             "a device); '-' or /dev/stdout, /dev/stderr and /dev/fd/N write to that stream.")] = None,
     dry_run: Annotated[bool, typer.Option(
-        "--dry-run", help="Print the bwrap command line instead of running it.")] = False,
+        "--dry-run", help="Print the bwrap command line instead of running it, after a "
+                          "comment naming the descriptors only a real run opens.")] = False,
+    quiet: Annotated[bool, typer.Option(
+        "--quiet", "-q",
+        help="Do not print the 'sandbox: weakened: ...' line (protections the profile or "
+             "options remove); errors and audit findings still print, and --report still "
+             "lists the weakenings.")] = False,
 ) -> None:
     """Run COMMAND in the sandbox: sandbox run [OPTIONS] -- COMMAND [ARGS]...
 
@@ -135,7 +160,7 @@ def run(
     """
     from sandbox.app import run as run_app
 
-    opts = _options(command, profile, workspace, allow_write, unprotect, report, dry_run)
+    opts = _options(command, profile, workspace, allow_write, unprotect, report, dry_run, quiet)
     if not opts.command:
         _fail("no command given; usage: sandbox run [OPTIONS] -- COMMAND [ARGS]...")
     raise typer.Exit(run_app(opts, dict(os.environ)))
@@ -208,6 +233,134 @@ def profiles_show(name: Annotated[str, typer.Argument(help="Profile name or path
         print(src.text.rstrip())
 
 
+def _state() -> str:
+    from sandbox import discover
+    from sandbox.app import home_dir
+
+    return discover.state_dir(dict(os.environ), home_dir(dict(os.environ)))
+
+
+@quarantine_app.command("list")
+def quarantine_list() -> None:
+    """List quarantined items: ID, when, what, where it was, and what was done."""
+    from sandbox import quarantine
+    from sandbox.errors import printable
+
+    try:
+        found = quarantine.items(_state())
+    except SandboxError as err:
+        raise typer.Exit(show_error(err))
+    for ident, item in found:
+        done = f"restored {item['restored']}" if item.get("restored") else item.get("action", "")
+        print(printable(f"{ident}  {item.get('time', '')}  {item.get('kind', '')}  "
+                        f"{item.get('path', '')}  ({done})"))
+
+
+@quarantine_app.command("restore")
+def quarantine_restore(ident: Annotated[str, typer.Argument(
+        metavar="ID", help="An ID from 'sandbox quarantine list'.")]) -> None:
+    """Put a quarantined item back where the audit found it.
+
+    An item the audit moved is restored only where nothing exists now; a git
+    config the audit rebuilt is put back over the rebuilt one. The restored
+    item is live again: a hook runs at the next commit.
+    """
+    from sandbox import quarantine
+    from sandbox.errors import printable
+
+    try:
+        item = quarantine.restore(_state(), ident)
+    except quarantine.QuarantineError as err:
+        raise typer.Exit(show_error(SandboxError(str(err))))
+    except SandboxError as err:
+        raise typer.Exit(show_error(err))
+    print(printable(f"restored {item['path']}"))
+def _state_dir() -> str:
+    from sandbox.app import home_dir
+    from sandbox.discover import state_dir
+
+    try:
+        return state_dir(dict(os.environ), home_dir(dict(os.environ)))
+    except SandboxError as err:
+        raise typer.Exit(show_error(err))
+
+
+@cache_app.command("list")
+def cache_list() -> None:
+    """List the tool caches, largest first: size, and the workspace each belongs to.
+
+    A workspace that no longer exists is marked (gone); 'sandbox cache clean
+    --workspace PATH' still removes its cache.
+    """
+    from sandbox import caches
+
+    state = _state_dir()
+    found = caches.entries(state)
+    if not found:
+        print(f"no tool caches in {caches.root(state)}")
+        return
+    for entry in found:
+        name = entry.workspace or f"(unknown workspace: {entry.path})"
+        print(f"{caches.human(entry.size):>10}  {name}{'  (gone)' if entry.gone else ''}")
+    total = sum(e.size for e in found)
+    print(f"{caches.human(total):>10}  total, {len(found)} cache(s) in {caches.root(state)}")
+
+
+@cache_app.command("clean")
+def cache_clean(
+    workspace: Annotated[Optional[str], typer.Option(
+        "--workspace", "-w", metavar="DIR",
+        help="Remove the cache of this workspace (it need not exist any more). "
+             "Default: the current directory.")] = None,
+    everything: Annotated[bool, typer.Option(
+        "--all", help="Remove every workspace's tool cache.")] = False,
+) -> None:
+    """Remove a workspace's tool cache (or all of them) to free the space.
+
+    A cache in use by a running sandbox is left alone (exit status 125); the
+    next run in a cleaned workspace starts with an empty cache.
+
+    \b
+    Examples:
+      sandbox cache clean                  (the current directory's workspace)
+      sandbox cache clean -w ~/src/old-app
+      sandbox cache clean --all
+    """
+    from sandbox import caches
+    from sandbox.discover import logical_cwd
+
+    if everything and workspace is not None:
+        _fail("--all and --workspace exclude each other")
+    state = _state_dir()
+    found = caches.entries(state)
+    if not everything:
+        cwd = logical_cwd(dict(os.environ))
+        target = os.path.realpath(os.path.join(cwd, workspace or "."))
+        found = [e for e in found if e.key == caches.key(target)]
+        if not found:
+            print(f"no tool cache for {target}")
+            return
+    busy = []
+    for entry in found:
+        try:
+            caches.remove(state, entry)
+        except caches.Busy:
+            busy.append(entry)
+            continue
+        except OSError as exc:
+            print(f"sandbox: error: cannot remove {entry.path}: {exc.strerror or exc}",
+                  file=sys.stderr)
+            raise typer.Exit(EXIT_TOOL_ERROR)
+        print(f"removed {caches.human(entry.size)}: {entry.workspace or entry.path}")
+    if everything:
+        caches.remove_leftovers(state)
+    if busy:
+        names = ", ".join(e.workspace or e.path for e in busy)
+        print(f"sandbox: error: not removed, a running sandbox uses it: {names} (hint: run "
+              "'sandbox cache clean' again when that run has finished)", file=sys.stderr)
+        raise typer.Exit(EXIT_TOOL_ERROR)
+
+
 def _description(path) -> str:
     from sandbox import profile as prof
 
@@ -230,6 +383,16 @@ def _root(version: Annotated[bool, typer.Option("--version", help="Print the ver
         raise typer.Exit(0)
 
 
+def _help_for(exc) -> str:
+    """The help that explains the command the usage error is about."""
+    ctx = getattr(exc, "ctx", None)
+    path = ["sandbox"]
+    while ctx is not None and ctx.parent is not None:  # the root's name is the script's
+        path.insert(1, ctx.info_name)
+        ctx = ctx.parent
+    return " ".join(path + ["--help"])
+
+
 def main() -> None:
     """Run the CLI; bad usage is a one-line error with exit status 125."""
     try:
@@ -243,7 +406,7 @@ def main() -> None:
             print(exc.format_message())
             sys.exit(0)
         if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):
-            print(f"sandbox: usage error: {exc.format_message()} (see 'sandbox --help')",
+            print(f"sandbox: usage error: {exc.format_message()} (see '{_help_for(exc)}')",
                   file=sys.stderr)
             sys.exit(EXIT_TOOL_ERROR)
         raise

@@ -9,11 +9,10 @@ works from the Layout alone.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 
-from sandbox import gitconfig, hostsockets, scan, selfguard
+from sandbox import caches, gitconfig, hostsockets, scan, selfguard
 from sandbox.observe import Observer
 from sandbox.patterns import match
 from sandbox.errors import SetupError, UsageError
@@ -194,23 +193,27 @@ def _points_back(dotgit: str, gitdir: str, commondir: str, obs: Observer) -> boo
 
 
 def _git_paths(dotgit: str, plan: _Plan, protect: bool, obs: Observer,
-               roots: list[str], trusted: bool = False, guard=None) -> None:
-    """Work out what in one repository must stay writable and what read-only.
+               roots: list[str], trusted: bool = False, guard=None) -> list[str]:
+    """Which git directories outside the writable roots this ``.git`` entry makes writable.
 
+    This is about *grants*, so it stays strict: it reads the pointer files
+    (``.git`` file, ``commondir``) only to decide whether a directory
+    outside the writable roots may be made writable.  What is *protected*
+    does not depend on them (see ``_protect_git_dirs``).
     ``trusted``: the ``.git`` entry lies outside every writable root (found
     above the workspace), so no sandboxed command can have written it.
     """
-    worktree = os.path.dirname(dotgit)
     found = gitconfig.locate(dotgit, obs.read, obs.realpath,
                              lambda p: obs.isdir(p) and not os.path.islink(p))
     if found is None:
-        return
+        return []
     gitdir, commondir, pointed = found
     if not pointed:
         plan.keep.append(dotgit)
     elif protect:
         # the .git file says where the repository is: rewriting it would point
-        # git at a directory of the command's choosing, hooks included
+        # the user's git at another directory (integrity, not code: wherever
+        # it points, that git dir is audited or lies outside the roots)
         plan.read_only.append(dotgit)
     outside = [d for d in dict.fromkeys((gitdir, commondir))
                if not any(is_within(d, r) for r in roots)]
@@ -221,7 +224,7 @@ def _git_paths(dotgit: str, plan: _Plan, protect: bool, obs: Observer,
             gitdir not in outside or not _points_back(dotgit, gitdir, commondir, obs)):
         plan.warnings.append(f"ignored {dotgit}: it points to {commondir if gitdir not in outside else gitdir}, "
                              "outside the writable roots, which does not point back to it")
-        return
+        return []
     for d in outside:
         try:  # never a system directory, the home directory, the state dir, a secret
             if guard is not None:
@@ -229,35 +232,90 @@ def _git_paths(dotgit: str, plan: _Plan, protect: bool, obs: Observer,
         except UsageError as err:
             plan.warnings.append(f"ignored {dotgit}: its git directory {d} cannot be made "
                                  f"writable ({err.message})")
-            return
-    for d in dict.fromkeys((gitdir, commondir)):
-        if obs.isdir(d):
-            plan.writable.append(d)
+            return []
+    granted = [d for d in outside if obs.isdir(d)]
+    plan.writable.extend(granted)
+    return granted
+
+
+def _in_skip_dir(path: str, root: str, skip_dirs: tuple[str, ...]) -> bool:
+    rest = path[len(root.rstrip("/")) + 1:].split("/")
+    return any(part in skip_dirs for part in rest)
+
+
+@dataclass(slots=True)
+class _Git:
+    """Everything discovery hands the persistence audit about git."""
+
+    dirs: list[str]  # every git dir (scan.GITDIR) in the writable roots
+    roots: list[str]  # git dirs outside the workspace made writable (walked for git dirs)
+    hooks_dirs: list[str]
+    hooks_relative: list[str]  # relative core.hooksPath of the user's own config
+    managers: list[str]  # hook managers' directories (.husky for .husky/_)
+    configs: list[str]  # files an include.path names, inside the writable roots
+
+
+def _protect_git_dirs(git: _Git, worktrees: list[str], plan: _Plan, protect: bool,
+                      obs: Observer, roots: list[str], skip_dirs: tuple[str, ...],
+                      home: str) -> None:
+    """Protect what git runs programs through, decided from the host's state.
+
+    Every git dir found (not only those a pointer names) keeps its config,
+    config.worktree, commondir and hooks read-only, so a planted pointer can
+    add protection but never move it off the real ones.  Git dirs inside
+    skip_dirs are left to the audit: making their parents mount points would
+    stop `rm -rf node_modules`.  Every core.hooksPath and include.path in the
+    user's global config and in any git dir's config counts (a superset).
+    """
+    writable = roots + git.roots
+    inside = lambda p: any(is_within(p, r) for r in writable)  # noqa: E731
+    configs = []
+    for d in git.dirs:
+        root = max((r for r in writable if is_within(d, r)), key=len, default="")
+        if protect and not _in_skip_dir(d, root, skip_dirs):
+            for name in ("config", "config.worktree", "commondir", "hooks"):
+                if obs.lexists(os.path.join(d, name)):
+                    plan.read_only.append(os.path.join(d, name))
+            for sub in ("modules", "worktrees"):  # a new one makes the plan stale
+                obs.note(os.path.join(d, sub), full=True)
+        configs += [os.path.join(d, "config"), os.path.join(d, "config.worktree")]
     if not protect:
         return
-    configs = [os.path.join(commondir, "config"), os.path.join(gitdir, "config.worktree")]
-    for path in (os.path.join(commondir, "hooks"), *configs):
-        if obs.lexists(path):
-            plan.read_only.append(path)
-    # submodules' and worktrees' own git directories live inside the common dir
-    for sub in gitconfig.module_gitdirs(os.path.join(commondir, "modules"), 6, obs.listdir,
-                                        lambda p: obs.note(p) is None or os.path.islink(p),
-                                        obs.isfile, obs.isdir):
-        plan.keep.append(sub)
-        for name in ("hooks", "config", "config.worktree"):
-            if obs.lexists(os.path.join(sub, name)):
-                plan.read_only.append(os.path.join(sub, name))
-    for wt in obs.listdir(os.path.join(commondir, "worktrees")):
-        cfg = os.path.join(commondir, "worktrees", wt, "config.worktree")
-        if obs.lexists(cfg):
-            plan.read_only.append(cfg)
-    home = os.path.expanduser("~")
     xdg = os.environ.get("XDG_CONFIG_HOME") or os.path.join(home, ".config")
-    global_files = ["/etc/gitconfig", os.path.join(xdg, "git", "config"), os.path.join(home, ".gitconfig")]
-    included, hooks_path = gitconfig.referenced_paths(global_files + configs, worktree, obs.read)
-    for path in included + ([hooks_path] if hooks_path else []):
-        if obs.lexists(path):
-            plan.read_only.append(obs.realpath(path))
+    global_files = ["/etc/gitconfig", os.path.join(xdg, "git", "config"),
+                    os.path.join(home, ".gitconfig")]
+    included, hooks = gitconfig.referenced(global_files + configs, obs.read)
+    for path in included:
+        if obs.lexists(path) and not inside(path):
+            plan.read_only.append(obs.realpath(path))  # already read-only, unless a root is in it
+        elif inside(path):
+            git.configs.append(path)
+            if obs.lexists(path):
+                plan.read_only.append(path)
+    for value, config in hooks:
+        value = os.path.expanduser(value)
+        if os.path.isabs(value):
+            targets = [(os.path.normpath(value), None)]
+        else:
+            if config in global_files:
+                git.hooks_relative.append(value)
+            targets = [(os.path.normpath(os.path.join(w, value)), w) for w in worktrees]
+            targets.append((os.path.normpath(os.path.join(os.path.dirname(config), value)), None))
+        for target, worktree in targets:
+            if not inside(target):
+                if obs.lexists(target):
+                    plan.read_only.append(obs.realpath(target))
+                continue
+            git.hooks_dirs.append(target)
+            manager = target
+            if worktree is not None and is_within(target, worktree) and target != worktree:
+                # a hook manager's hooks call scripts beside them (husky's
+                # .husky/_/pre-commit runs .husky/pre-commit): the whole
+                # top-level directory is the manager's
+                manager = os.path.join(worktree, target[len(worktree.rstrip("/")) + 1:].split("/")[0])
+                git.managers.append(manager)
+            if obs.lexists(manager):
+                plan.read_only.append(manager)
 
 
 def _enclosing_repo(path: str, obs: Observer) -> str | None:
@@ -284,6 +342,38 @@ def _link_below(root: str, path: str, obs: Observer) -> bool:
     return False
 
 
+def _profile_file(path: str, writable: list[str], obs: Observer) -> str:
+    """The real path of a profile file; refuse one reached through a symlink
+    that lies in a writable root (the command could point it at another file:
+    a read-only bind protects one path)."""
+    import stat as stat_mod
+
+    current = "/"
+    for part in path.strip("/").split("/"):
+        step = os.path.join(current, part)
+        st = obs.note(step)  # (inode, mode): a swapped link invalidates a cached plan
+        if st is not None and stat_mod.S_ISLNK(st[1]) and any(is_within(step, r) for r in writable):
+            raise UsageError(f"profile {path} is reached through the symlink {step}, which the "
+                             "command may change, so the profile cannot be kept read-only",
+                             hint=f"name the file by its real path ({os.path.realpath(path)}) "
+                                  "in --profile or extends")
+        current = os.path.realpath(step)
+    return current
+
+
+def _single_link(path: str, real: str) -> None:
+    """Refuse a profile file with other hard links: the command could write through one."""
+    try:
+        links = os.stat(real).st_nlink
+    except OSError:
+        return
+    if links > 1:
+        raise UsageError(f"profile {path} has {links - 1} other hard link(s), which the command "
+                         "could write through, so the profile cannot be kept read-only",
+                         hint=f"make it a file of its own: cp {real} {real}.new && "
+                              f"mv {real}.new {real}")
+
+
 def _ancestors_between(root: str, path: str) -> list[str]:
     """Directories strictly between ``root`` and ``path``."""
     out = []
@@ -291,6 +381,25 @@ def _ancestors_between(root: str, path: str) -> list[str]:
     while parent != root and is_within(parent, root) and parent != "/":
         out.append(parent)
         parent = os.path.dirname(parent)
+    return out
+
+
+def _scratch_parents(paths, obs: Observer) -> list[str]:
+    """Host directories just below a private scratch dir that hold one of ``paths``
+    deeper down (``/tmp/repo`` for ``/tmp/repo/sub``); see Layout.scratch_parents."""
+    import stat as stat_mod
+
+    out: list[str] = []
+    for path in paths:
+        for scratch in SCRATCH_DIRS:
+            if path == scratch or not is_within(path, scratch):
+                continue
+            top = f"{scratch}/{path[len(scratch) + 1:].split('/', 1)[0]}"
+            if top == path or top in out or any(is_within(top, p) for p in paths):
+                continue  # nothing between, or a writable root covers it
+            st = obs.note(top)  # stamped: a swap invalidates a cached plan
+            if st is not None and stat_mod.S_ISDIR(st[1]):
+                out.append(top)
     return out
 
 
@@ -327,13 +436,16 @@ def discover(policy: Policy, ws: Workspace, *, extra_writable: tuple[str, ...] =
     scan_cache = os.path.join(state, "scan")
     os.makedirs(scan_cache, mode=0o700, exist_ok=True)
     git_entries: list[str] = []
+    git = _Git([], [], [], [], [], [])
     for root in dict.fromkeys(roots):
         result = scan.walk(root, rules, os.path.join(scan_cache, scan.cache_name(root, rules)))
-        for d in result.dirs:
+        for d in result.dirs:  # not those inside .git and skip_dirs: see scan.Result
             obs.note(d, full=True)
         for path, kind, _is_dir in result.findings:
-            if kind in (scan.GIT, scan.BARE):
+            if kind == scan.GIT:
                 git_entries.append(path)
+            elif kind == scan.GITDIR:
+                git.dirs.append(path)
             elif kind == scan.PROTECTED:
                 plan.read_only.append(path)
             elif kind == scan.UNREADABLE:
@@ -348,8 +460,18 @@ def discover(policy: Policy, ws: Workspace, *, extra_writable: tuple[str, ...] =
         if outer:
             git_entries.append(outer)
     for dotgit in git_entries:
-        _git_paths(dotgit, plan, policy.protect_git, obs, roots, trusted=dotgit == outer,
-                   guard=lambda d: check_root(d, "git directory", home, state, policy.deny_read, obs))
+        git.roots += _git_paths(dotgit, plan, policy.protect_git, obs, roots,
+                                trusted=dotgit == outer,
+                                guard=lambda d: check_root(d, "git directory", home, state,
+                                                           policy.deny_read, obs))
+    git.roots = list(dict.fromkeys(git.roots))
+    bare_rules = scan.Rules(find_git=True)
+    for g in git.roots:  # git dirs outside made writable: the git dirs inside them count too
+        result = scan.walk(g, bare_rules, os.path.join(scan_cache, scan.cache_name(g, bare_rules)))
+        git.dirs += [p for p, kind, _ in result.findings if kind == scan.GITDIR]
+    git.dirs = list(dict.fromkeys(git.dirs))
+    _protect_git_dirs(git, [os.path.dirname(e) for e in git_entries], plan, policy.protect_git,
+                      obs, roots, policy.skip_dirs, home)
     for root in roots:
         for name in policy.protected_names:
             if os.path.basename(root) == name or root.endswith("/" + name):
@@ -358,23 +480,9 @@ def discover(policy: Policy, ws: Workspace, *, extra_writable: tuple[str, ...] =
 
     # Host sockets and FIFOs outside the writable roots (the scan above found
     # those inside): connect() and a FIFO's write end both work through a
-    # read-only mount, so each gets an empty file mounted over it.
-    # First every socket bound with a path in the host's network namespace,
-    # from the kernel's own list: no roots to pick, no depth limit.
-    listing = hostsockets.read()
-    if not listing:  # not even the header line: no /proc, or not ours to read
-        plan.warnings.append(f"cannot read {hostsockets.SOURCE}: host sockets are hidden only "
-                             "where [sockets] scan finds them")
-    hidden = SCRATCH_DIRS + tuple(policy.empty_dirs) + tuple(dirs)
-    empty_file = os.path.join(state, "empty")
-    # a cached run reads the list again and masks what was bound since
-    obs.note_value(hostsockets.SOURCE, hostsockets.plan_value(listing, hidden, roots, empty_file))
-    # Not stamped: a socket that goes away is dropped from the mounts when
-    # the run starts (sandbox.drift), so that churn costs no new plan.
-    plan.masked_files.extend(real for real in hostsockets.bound_sockets(listing)
-                             # not behind a tmpfs inside (/run, /tmp, a secret directory)
-                             if hostsockets.reachable(real, hidden, roots))
-    # Then, by file type, what that list cannot name: sockets bound with a
+    # read-only mount, so each gets an empty file mounted over it.  Sockets
+    # bound with a path come from the kernel's list, further down.
+    # Here, by file type, what that list cannot name: sockets bound with a
     # relative name, moved after bind() or bound in another network namespace
     # (a container's), and FIFOs, of which the kernel keeps no list at all.
     socket_rules = scan.Rules(skip_dirs=policy.skip_dirs + policy.socket_skip_dirs + (".git",),
@@ -396,10 +504,8 @@ def discover(policy: Policy, ws: Workspace, *, extra_writable: tuple[str, ...] =
 
     cache_dir = None
     if policy.uses_caches():
-        key = hashlib.sha256(ws.real.encode()).hexdigest()[:16]
-        cache_dir = os.path.join(state, "workspaces", key)
+        cache_dir = caches.prepare(state, ws.real, [sub for _var, sub in policy.caches])
         for _var, sub in policy.caches:
-            os.makedirs(os.path.join(cache_dir, sub), mode=0o700, exist_ok=True)
             obs.note(os.path.join(cache_dir, sub))
         plan.writable.append(cache_dir)
 
@@ -463,12 +569,49 @@ def discover(policy: Policy, ws: Workspace, *, extra_writable: tuple[str, ...] =
         # warning on every run (it only ever adds protection)
         read_only.append(path)
         keep.extend(_ancestors_between(max(containing, key=len), path))
+    # Every profile file of the chain that lies in a writable root: rewritten
+    # by the command, it would weaken the next run.  --unprotect does not apply.
+    for source in policy.sources:
+        real = _profile_file(source, writable, obs)
+        containing = [r for r in writable if is_within(real, r)]
+        if not containing or any(is_within(real, ro) for ro in read_only):
+            continue  # on the read-only host, or inside a protected path already
+        _single_link(source, real)
+        read_only.append(real)
+        keep.extend(_ancestors_between(max(containing, key=len), real))
     # bwrap follows symlinks on both sides of a bind: a bind of a planted link
     # would make its target writable, so every mount point below a writable
     # root must be reached without one
     keep = [k for k in dict.fromkeys(keep) if k not in writable and k not in read_only
             and not _link_below(max((r for r in writable if is_within(k, r)), key=len, default="/"),
                                 k, obs)]
+
+    # A workspace deeper under /tmp: its host parents, read-only (not our own
+    # cache dir: the state directory around it is not the command's business)
+    scratch_parents = _scratch_parents([p for p in writable if p != cache_dir] + [ws.real], obs)
+    for top in scratch_parents:  # host sockets and FIFOs in them: hidden, as under [sockets] scan
+        result = scan.walk(top, socket_rules, os.path.join(scan_cache, scan.cache_name(top, socket_rules)))
+        for d in result.dirs:
+            obs.note(d, full=True)
+        plan.masked_files.extend(p for p, kind, _ in result.findings
+                                 if kind in (scan.SOCKET, scan.FIFO))
+
+    # Every socket bound with a path in the host's network namespace, from
+    # the kernel's own list: no roots to pick, no depth limit.
+    listing = hostsockets.read()
+    if not listing:  # not even the header line: no /proc, or not ours to read
+        plan.warnings.append(f"cannot read {hostsockets.SOURCE}: host sockets are hidden only "
+                             "where [sockets] scan finds them")
+    hidden = SCRATCH_DIRS + tuple(policy.empty_dirs) + tuple(dirs)
+    exposed = tuple(writable) + (ws.real,) + tuple(scratch_parents)
+    # a cached run reads the list again and masks what was bound since
+    obs.note_value(hostsockets.SOURCE, hostsockets.plan_value(listing, hidden, exposed,
+                                                              os.path.join(state, "empty")))
+    # Not stamped: a socket that goes away is dropped from the mounts when
+    # the run starts (sandbox.drift), so that churn costs no new plan.
+    plan.masked_files.extend(real for real in hostsockets.bound_sockets(listing)
+                             # not behind a tmpfs inside (/run, /tmp, a secret directory)
+                             if hostsockets.reachable(real, hidden, exposed))
 
     empty_dirs = []
     for d in policy.empty_dirs:
@@ -499,5 +642,12 @@ def discover(policy: Policy, ws: Workspace, *, extra_writable: tuple[str, ...] =
         empty_file=empty_file,
         warnings=tuple(plan.warnings),
         unprotected=tuple(dict.fromkeys(plan.unprotected)),
-        git_entries=tuple(dict.fromkeys(git_entries)),
+        git_dirs=tuple(git.dirs),
+        git_roots=tuple(git.roots),
+        hooks_dirs=tuple(dict.fromkeys(git.hooks_dirs)),
+        hooks_relative=tuple(dict.fromkeys(git.hooks_relative)),
+        hook_managers=tuple(dict.fromkeys(git.managers)),
+        git_configs=tuple(dict.fromkeys(git.configs)),
+        state_dir=state,
+        scratch_parents=_depth_sorted(scratch_parents),
     )

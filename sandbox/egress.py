@@ -225,8 +225,11 @@ def summary(result: dict, profile: str) -> list[str]:
     # which the proxy refuses whatever the rules say
     if any(status == 403 and not reason.startswith(("Upgrade ", "header "))
            for (status, _m, _u, reason) in counts):
+        from sandbox import resources
+
         lines.append("sandbox: to allow an endpoint, add a [[network.allow]] rule to a profile "
-                     "that extends this one (docs/profiles.md); 'sandbox explain' shows the rules")
+                     f"that extends this one ({resources.doc('profiles.md')}); 'sandbox explain' "
+                     "shows the rules")
     if "proxy_died" in result:
         lines.append(f"sandbox: warning: the egress proxy stopped during the run "
                      f"({result['proxy_died']}); from then on the command had no network")

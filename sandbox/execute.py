@@ -7,14 +7,19 @@ Shared by the full path (``sandbox.app``) and the cached fast path
 from __future__ import annotations
 
 from sandbox import report
-from sandbox.errors import SandboxError, SetupError, UsageError
+from sandbox.errors import SandboxError, SetupError
 
 EXIT_TIMEOUT = 124  # like timeout(1)
 
 
 def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_path,
-            started, seccomp=None, audit_spec=None, limits=None, egress=None) -> int:
-    """Start the sandbox and wait for it (shared by the cached fast path)."""
+            started, seccomp=None, audit_spec=None, limits=None, egress=None,
+            target=None) -> int:
+    """Start the sandbox and wait for it (shared by the cached fast path).
+
+    ``target``: where the report goes (``report.open_target``, opened by the
+    caller before anything else); it is closed here.
+    """
     import sys
 
     from sandbox import runner
@@ -23,13 +28,21 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
 
     for warning in warnings:  # they hold file names, which the command chose
         print(f"sandbox: warning: {printable(warning)}", file=sys.stderr)
+    if meta.get("weakenings") and not opts.quiet:
+        # one line per run, so that no weakened run looks like a default one
+        print(printable("sandbox: weakened: " + "; ".join(
+            f"{w['source']}: {w['key']}: {w['detail']}" for w in meta["weakenings"])),
+            file=sys.stderr)
     if opts.dry_run:
         if egress is not None:
             # this argv has no --unshare-net: on its own it would share the
             # host's network, so say so where someone might copy it
             print("# run by sandbox inside the egress bridge's network namespace; "
                   "do not run this argv by itself", file=sys.stdout)
+        print(_dry_run_note(argv, status_index, seccomp))
         print(report.shell_join(argv))
+        if target is not None:
+            target.close()
         return 0
     import os
 
@@ -40,31 +53,29 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
 
             bridge = bridge_mode(os.environ)
     except SandboxError as err:
-        return fail(opts, err, meta, started)
+        return fail(opts, err, meta, started, target)
     options = argv[:argv.index("--")] if "--" in argv else argv  # not the command's own args
     if egress is None and "--unshare-net" not in options:
         # fail closed: an argv without a network namespace of its own is
         # only ever meant to run inside the egress bridge's namespace
         return fail(opts, SetupError("internal error: the plan has no network namespace and no "
-                                     "egress proxy; the command was not run"), meta, started)
-    report_dir = report.open_dir(opts.report)
-    if opts.report and (report_dir is None or os.path.isdir(opts.report)):
-        from sandbox.errors import report as show
-
-        # no report to write about it: the report path itself is the problem
-        return show(UsageError(f"--report {opts.report}: not a file in an existing directory",
-                               hint="create the directory, or give another file name"))
+                                     "egress proxy; the command was not run"), meta, started,
+                    target)
     pending = None
     if audit_spec is not None:
-        from sandbox import audit
+        from sandbox import audit, gitsnapshot
 
         try:
+            # what git could run from each git dir just before the command
+            # starts (not in the cached plan: a file can change while its
+            # directory's stamp does not); kept with the pending marker
+            audit_spec = dict(audit_spec, snapshot=gitsnapshot.take(audit_spec))
             pending = audit.mark_pending(audit_spec)  # the next run audits if we are killed
         except OSError as exc:
             return fail(opts, SetupError(f"cannot record the pending audit in {audit_spec['state']}: "
                                          f"{exc.strerror or exc}; the command was not run",
                                          hint="make the state directory writable "
-                                              "(XDG_CACHE_HOME/sandbox)"), meta, started)
+                                              "(XDG_CACHE_HOME/sandbox)"), meta, started, target)
     for attempt in range(1 + MOUNT_RETRIES):
         session = None
         if egress is not None:
@@ -75,7 +86,7 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
             except OSError as exc:
                 _audit(audit_spec, pending)
                 return fail(opts, SetupError(f"cannot start the egress proxy: {exc.strerror or exc}; "
-                                             "the command was not run"), meta, started)
+                                             "the command was not run"), meta, started, target)
             env = {**env, **egress_mod.proxy_env()}
         network = None
         try:
@@ -91,14 +102,13 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
                 argv, status_index, seccomp, audit_spec)
             if gone and audit_spec is not None and not _remark(audit_spec):
                 _audit(audit_spec, pending)
-                return fail(opts, _no_marker(audit_spec), meta, started)
-            # report_dir was opened above, before the command could touch its parents
+                return fail(opts, _no_marker(audit_spec), meta, started, target)
             try:
                 outcome = runner.run(argv, env, status_index, interactive, seccomp, applied, grace,
                                      bridge=session.bridge if session is not None else None)
             except SandboxError as err:  # the bridge could not be made: nothing ran
                 _audit(audit_spec, pending)
-                return fail(opts, err, meta, started)
+                return fail(opts, err, meta, started, target)
         finally:  # whatever happened, the proxy goes with the run
             if session is not None:
                 network = session.finish()
@@ -119,7 +129,7 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
             print(line, file=sys.stderr)
     findings = _audit(audit_spec, pending)
     if not outcome.started:
-        return fail(opts, _setup_failure(bwrap_path, outcome), meta, started)
+        return fail(opts, _setup_failure(bwrap_path, outcome), meta, started, target)
     status = outcome.exit_status
     if outcome.timed_out:
         status = EXIT_TIMEOUT
@@ -127,7 +137,7 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
                else "sent SIGTERM")
         print(f"sandbox: timeout: the command ran longer than {limits['timeout']} s "
               f"(limits.timeout_seconds); {how}; exit status {EXIT_TIMEOUT}", file=sys.stderr)
-    failed = [f for f in findings if f.action.startswith("COULD NOT")]
+    failed = [f for f in findings if f.failed]
     if failed:
         # fail closed: something the host may run by itself is still there
         print(f"sandbox: audit error: {len(failed)} finding(s) could not be neutralised (see "
@@ -139,9 +149,7 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
         doc["audit"] = [f.as_dict() for f in findings]
     if network is not None:
         doc["network"] = network
-    report.write(opts.report, doc, report_dir)
-    if report_dir is not None:
-        os.close(report_dir)
+    report.write(target, doc)  # opened before the command could touch the path
     return status
 
 
@@ -183,11 +191,30 @@ def _no_marker(audit_spec) -> SetupError:
                       hint="make the state directory writable (XDG_CACHE_HOME/sandbox)")
 
 
+def _dry_run_note(argv, status_index, seccomp) -> str:
+    """A comment for --dry-run: the descriptors the argv names exist only in a real run."""
+    import shlex
+
+    fds = []
+    by_hand = []
+    if status_index is not None:
+        fds.append(f"{argv[status_index]} (--json-status-fd: sandbox reads the exit status there)")
+        by_hand.append(f"{argv[status_index]}>/dev/null")
+    if seccomp is not None:
+        fds.append(f"{argv[seccomp[0]]} (--seccomp: the filter {seccomp[1]})")
+        by_hand.append(f"{argv[seccomp[0]]}<{shlex.quote(seccomp[1])}")
+    if not fds:
+        return "# the argv sandbox would run"
+    return (f"# fds {' and '.join(fds)} are opened by sandbox for the run; to try this argv by "
+            f"hand append {' '.join(by_hand)} (it then runs with your environment unfiltered, "
+            "without the terminal relay and without the persistence audit)")
+
+
 def _audit(spec, pending) -> list:
     """Run the persistence audit and print one line per finding.
 
-    The pending marker is removed whatever happens: a finding that cannot be
-    neutralised is reported (and fails the run), not retried forever.
+    The pending marker goes only when everything was neutralised: after a
+    failure the next run in this workspace audits again before it starts.
     """
     if spec is None:
         return []
@@ -197,45 +224,70 @@ def _audit(spec, pending) -> list:
     from sandbox import audit
 
     findings = audit.Auditor(spec).run()  # interrupted: the marker stays, next run audits
-    try:
-        os.unlink(pending)
-    except OSError:
-        pass
+    if not any(f.failed for f in findings):
+        try:
+            os.unlink(pending)
+        except OSError:
+            pass
     for finding in findings:
         print(finding.line(), file=sys.stderr)
     return findings
 
 
 def audit_leftovers(opts, environ: dict[str, str]) -> None:
-    """Audit first if an earlier run in this workspace was killed before its audit.
+    """Audit first if an earlier run in this workspace was killed before its audit
+    (or its audit could not neutralise everything).
 
     Runs before the plan is made or loaded: the audit may move files that a
-    plan would otherwise try to mount.
+    plan would otherwise try to mount.  Fails closed: while something is
+    left that the audit cannot neutralise, no command runs here.
     """
     import os
     import sys
 
-    from sandbox import plancache
+    from sandbox import plancache, runlock
 
     state = plancache.state_dir(environ)
     place = os.path.realpath(os.path.join(os.getcwd(), opts.workspace or "."))
     while True:  # the workspace, or one around it (a run started from a subdirectory)
         path = plancache.pending_audit_path(state, place)
-        if os.path.exists(path):
+        if os.path.exists(path) and not runlock.busy(state, place):  # busy: not left, running
             from sandbox import audit
 
-            for finding in audit.run_pending(path):
-                print(finding.line() + " (left by an interrupted run)", file=sys.stderr)
+            findings = audit.run_pending(path)
+            for finding in findings:
+                print(finding.line() + " (left by an earlier run)", file=sys.stderr)
+            failed = sum(1 for f in findings if f.failed)
+            if failed:
+                raise SetupError(f"the persistence audit of an earlier run in {place} could not "
+                                 f"neutralise {failed} item(s) (see above); the command was not "
+                                 "run", hint="remove them by hand, then run again")
         if place == "/":
             break
         place = os.path.dirname(place)
 
 
-def fail(opts, err: SandboxError, meta, started) -> int:
+def fail(opts, err: SandboxError, meta, started, target=None) -> int:
+    """Report a failure of the sandbox itself (the command did not run)."""
     from sandbox.errors import report as show
 
-    report.write(opts.report, report.build(opts.command, meta, started, error=err,
-                                           status=err.exit_code))
+    if isinstance(err, SetupError):
+        from sandbox import nesting
+
+        if nesting.inside_sandbox():  # then that is why, whatever broke first
+            err = SetupError("already inside a sandbox: a sandboxed command cannot start "
+                             "another one (new user namespaces are refused inside); "
+                             "the command was not run",
+                             hint="run the command directly, it is sandboxed already; or start "
+                                  "'sandbox run' from outside the sandbox")
+
+    if target is None and opts.report:
+        try:  # a caller that did not open the report's target first
+            target = report.open_target(opts.report)
+        except SandboxError:
+            target = None  # nowhere safe to write it; the error line says enough
+    report.write(target, report.build(opts.command, meta, started, error=err,
+                                      status=err.exit_code))
     return show(err)
 
 

@@ -22,6 +22,7 @@ def as_data(p: Prepared) -> dict:
         "unprotected": list(layout.unprotected),
         "secrets_masked": {"directories": list(layout.masked_dirs), "files": list(layout.masked_files)},
         "emptied_dirs": list(layout.empty_dirs),
+        "scratch_parents_read_only": list(layout.scratch_parents),
         "cache_dir": layout.cache_dir,
         "env_removed": list(p.removed_env),
         "weakenings": [{"source": w.source, "key": w.key, "detail": w.detail}
@@ -85,6 +86,8 @@ def as_text(p: Prepared) -> str:
     section("kept in place (cannot be renamed)", d["kept_in_place"])
     section("secrets, shown empty", d["secrets_masked"]["directories"] + d["secrets_masked"]["files"])
     section("replaced by an empty directory", d["emptied_dirs"])
+    if d["scratch_parents_read_only"]:
+        section("host directories in the private /tmp, read-only", d["scratch_parents_read_only"])
     section("environment variables removed", d["env_removed"])
     if d["egress"] is not None:
         section("network: allowed through the proxy", d["egress"]["allow"])

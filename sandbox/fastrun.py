@@ -26,14 +26,26 @@ class _EnvRules:
 
 def run_cached(opts, environ: dict[str, str]) -> int | None:
     started = time.time()
-    from sandbox.execute import audit_leftovers
+    from sandbox import report
+    from sandbox.errors import SandboxError
+    from sandbox.execute import audit_leftovers, fail
 
-    audit_leftovers(opts, environ)  # before loading: it may move files the plan mounts
+    try:  # first: a bad --report is refused before anything happens
+        target = report.open_target(opts.report)
+    except SandboxError as err:
+        from sandbox.errors import report as show
+
+        return show(err)
+    try:
+        audit_leftovers(opts, environ)  # before loading: it may move files the plan mounts
+    except SandboxError as err:
+        return fail(opts, err, None, started, target)
     plan = plancache.load(opts, environ)
     if plan is None:
+        if target is not None:
+            target.close()  # the full path opens it again
         return None
     from sandbox import command, envfilter
-    from sandbox.errors import SandboxError
 
     env = envfilter.sandbox_env(environ, _EnvRules(plan), plan["cache_dir"], plan["cwd"])
     argv = plan["argv"] + tuple(opts.command)
@@ -43,9 +55,14 @@ def run_cached(opts, environ: dict[str, str]) -> int | None:
     except SandboxError as err:
         from sandbox.execute import fail
 
-        return fail(opts, err, meta, started)
+        return fail(opts, err, meta, started, target)
+    from sandbox import runlock
     from sandbox.execute import execute
 
-    return execute(opts, argv, env, plan["status_index"], plan["interactive"], plan["warnings"],
-                   meta, plan["bwrap"], started, plan["seccomp"], plan["audit"], plan["limits"],
-                   plan["egress"])
+    lock = runlock.hold_for(opts, plancache.state_dir(environ), meta["workspace"])
+    try:
+        return execute(opts, argv, env, plan["status_index"], plan["interactive"],
+                       plan["warnings"], meta, plan["bwrap"], started, plan["seccomp"],
+                       plan["audit"], plan["limits"], plan["egress"], target)
+    finally:
+        runlock.release(lock)

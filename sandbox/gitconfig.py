@@ -159,6 +159,33 @@ def referenced_paths(config_files: list[str], worktree: str | None,
     return included, hooks_path
 
 
+def referenced(config_files: list[str], read=_read) -> tuple[list[str], list[tuple[str, str]]]:
+    """(every file an include.path names, every core.hooksPath value with its config file).
+
+    All of them, not just the one git would pick: callers protect a superset.
+    """
+    included: list[str] = []
+    hooks: list[tuple[str, str]] = []
+
+    def visit(path: str, depth: int) -> None:
+        text = read(path)
+        if text is None:
+            return
+        for section, _sub, key, value in entries(text):
+            if section == "core" and key == "hookspath" and value:
+                hooks.append((value, path))
+            elif section in ("include", "includeif") and key == "path" and value:
+                target = _expand(value, os.path.dirname(path))
+                if target not in included:
+                    included.append(target)
+                    if depth < MAX_INCLUDE_DEPTH:
+                        visit(target, depth + 1)
+
+    for cfg in config_files:
+        visit(cfg, 0)
+    return included, hooks
+
+
 # -- where a repository's git directories are ----------------------------------
 # Shared by discovery (which reads through an Observer, to stamp what it saw)
 # and the audit (which reads files the command may have planted), so each
@@ -170,18 +197,25 @@ def locate(dotgit: str, read, realpath, is_dir) -> tuple[str, str, bool] | None:
     ``pointed``: the entry is a ``gitdir:`` file (worktree, submodule), not the
     directory itself.  ``commondir`` comes from ``<gitdir>/commondir`` if any.
     """
+    # Read as git reads them (setup.c): up to 1 MiB, the text ends at a NUL,
+    # only trailing LF/CR are dropped, "gitdir: " with exactly one space.
+    # Only grants depend on this (which directory outside the writable roots
+    # may be made writable), and they also need the target to point back.
     if is_dir(dotgit):
         gitdir, pointed = dotgit, False
     else:
-        line = (read(dotgit, 4096) or "").strip()
-        if not line.startswith("gitdir:"):
+        line = (read(dotgit, 1 << 20) or "").split("\0", 1)[0].rstrip("\r\n")
+        if not line.startswith("gitdir: ") or len(line) == 8:
             return None
-        gitdir = realpath(os.path.join(os.path.dirname(dotgit), line[len("gitdir:"):].strip()))
+        gitdir = realpath(os.path.join(os.path.dirname(dotgit), line[8:]))
         pointed = True
     commondir = gitdir
-    pointer = read(os.path.join(gitdir, "commondir"), 4096)
+    pointer = read(os.path.join(gitdir, "commondir"), 1 << 20)
     if pointer is not None:
-        commondir = realpath(os.path.join(gitdir, pointer.strip()))
+        pointer = pointer.split("\0", 1)[0].rstrip("\r\n")
+        if not pointer:
+            return None
+        commondir = realpath(os.path.join(gitdir, pointer))
     return gitdir, commondir, pointed
 
 
@@ -203,3 +237,215 @@ def module_gitdirs(path: str, depth: int, listdir, is_link, is_file, is_dir) -> 
         elif depth > 0 and is_dir(sub):
             found += module_gitdirs(sub, depth - 1, listdir, is_link, is_file, is_dir)
     return found
+
+
+# -- rebuilding a config the command wrote ---------------------------------------
+# The audit never edits a config the command wrote, nor trusts that it reads
+# it as git does.  It rebuilds it: the entries it can read in a strict subset
+# of git's syntax are kept if an ALLOW-list says they cannot make git (or a
+# tool reading the config) run a program, and the result is written in the
+# form git itself writes, which git reads back exactly as we mean it.  A file
+# outside that subset (control characters, continuation lines, escapes git
+# would reject, the legacy [section.sub] form, a byte-order mark, more than
+# MAX_CONFIG) is replaced by SAFE_CONFIG whole.
+
+MAX_CONFIG = 4 << 20
+SAFE_CONFIG = "[core]\n\trepositoryformatversion = 0\n"
+
+_BOOL = frozenset(("true", "false", "yes", "no", "on", "off", "1", "0", ""))
+_ANY, _BOOLEAN, _INT, _PATH = "any", "bool", "int", "path"
+# section -> {key: value check}; sections with a subsection are "section.*"
+ALLOWED = {
+    "core": {"repositoryformatversion": _INT, "filemode": _BOOLEAN, "bare": _BOOLEAN,
+             "logallrefupdates": _ANY, "ignorecase": _BOOLEAN, "precomposeunicode": _BOOLEAN,
+             "symlinks": _BOOLEAN, "worktree": _PATH, "autocrlf": _ANY, "eol": _ANY,
+             "sharedrepository": _ANY, "sparsecheckout": _BOOLEAN,
+             "sparsecheckoutcone": _BOOLEAN, "quotepath": _BOOLEAN, "untrackedcache": _ANY,
+             "splitindex": _BOOLEAN, "commitgraph": _BOOLEAN, "multipackindex": _BOOLEAN},
+    "extensions": {"objectformat": _ANY, "worktreeconfig": _BOOLEAN, "refstorage": _ANY,
+                   "partialclone": _ANY, "preciousobjects": _BOOLEAN, "noop": _ANY},
+    "remote.*": {"url": _ANY, "pushurl": _ANY, "fetch": _ANY, "push": _ANY, "tagopt": _ANY,
+                 "prune": _BOOLEAN, "mirror": _BOOLEAN, "promisor": _BOOLEAN,
+                 "partialclonefilter": _ANY},
+    "remote": {"pushdefault": _ANY},
+    "branch.*": {"remote": _ANY, "merge": _ANY, "rebase": _ANY, "pushremote": _ANY},
+    "submodule.*": {"url": _ANY, "active": _BOOLEAN, "branch": _ANY},
+    "user": {"name": _ANY, "email": _ANY},
+    "init": {"defaultbranch": _ANY},
+    "lfs": {"repositoryformatversion": _INT},
+    "pull": {"rebase": _ANY, "ff": _ANY},
+    "push": {"default": _ANY, "autosetupremote": _BOOLEAN},
+    "fetch": {"prune": _BOOLEAN},
+    "gc": {"auto": _INT},
+}
+
+
+def _control(ch: str) -> bool:
+    o = ord(ch)
+    return o < 32 and ch not in "\t\n" or 0x7f <= o <= 0x9f or ch in "\u2028\u2029"
+
+
+def _strict_header(body: str):
+    """``[name]`` / ``[name "sub"]`` then only blanks or a comment: (name, sub) or None."""
+    i, n = 1, len(body)
+    start = i
+    while i < n and (body[i].isascii() and (body[i].isalnum() or body[i] == "-")):
+        i += 1
+    name, sub = body[start:i], None
+    if not name:
+        return None
+    if i < n and body[i] == " ":
+        i += 1
+        if i >= n or body[i] != '"':
+            return None
+        i += 1
+        chars = []
+        while i < n and body[i] != '"':
+            if body[i] == "\\":
+                if i + 1 >= n or body[i + 1] not in '"\\':
+                    return None
+                i += 1
+            chars.append(body[i])
+            i += 1
+        if i >= n:
+            return None
+        sub = "".join(chars)
+        i += 1
+    if i >= n or body[i] != "]":
+        return None
+    rest = body[i + 1:].lstrip(" \t")
+    if rest and rest[0] not in "#;":
+        return None
+    return name, sub
+
+
+def _strict_value(raw: str):
+    """A value as git's parse_value reads it, or None where git would not (or differ)."""
+    out, spaces, quoted, i = [], 0, False, 0
+    while i < len(raw):
+        ch = raw[i]
+        if ch in " \t" and not quoted:
+            if out:
+                spaces += 1
+            i += 1
+            continue
+        if not quoted and ch in "#;":
+            break
+        out.append(" " * spaces)
+        spaces = 0
+        if ch == "\\":
+            if i + 1 >= len(raw):
+                return None  # a continuation line
+            esc = raw[i + 1]
+            if esc not in 'ntb"\\':
+                return None
+            out.append({"n": "\n", "t": "\t", "b": "\b"}.get(esc, esc))
+            i += 2
+            continue
+        if ch == '"':
+            quoted = not quoted
+        else:
+            out.append(ch)
+        i += 1
+    if quoted:
+        return None
+    return "".join(out)
+
+
+def parse_strict(text: str):
+    """[(section, sub, key, value or None)] with names as written, or None.
+
+    ``value`` None: a key with no ``=`` (git reads it as true).
+    """
+    if len(text) > MAX_CONFIG or text.startswith("\ufeff") or any(map(_control, text)):
+        return None
+    out: list = []
+    section = None
+    for line in text.split("\n"):  # git ends lines at \n; a CR anywhere was refused above
+        body = line.lstrip(" \t")
+        if not body or body[0] in "#;":
+            continue
+        if body[0] == "[":
+            section = _strict_header(body)
+            if section is None:
+                return None
+            out.append(section)  # a header: kept to lay entries out as they were
+            continue
+        if section is None or not body[0].isascii() or not body[0].isalpha():
+            return None
+        i = 1
+        while i < len(body) and body[i] in _KEY_CHARS:
+            i += 1
+        key, rest = body[:i], body[i:].lstrip(" \t")
+        if not rest or rest[0] in "#;":
+            value = None
+        elif rest[0] == "=":
+            value = _strict_value(rest[1:])
+            if value is None:
+                return None
+        else:
+            return None
+        out.append((section[0], section[1], key, value))
+    return out
+
+
+def allowed(section: str, sub, key: str, value, inside=None, base: str = "") -> bool:
+    """May this entry stay in a config the command wrote?"""
+    table = ALLOWED.get(section.lower() + (".*" if sub is not None else ""), {})
+    check = table.get(key.lower())
+    if check is None or (sub is not None and any(map(_control, sub))):
+        return False
+    if value is None:
+        return check in (_ANY, _BOOLEAN)
+    if any(map(_control, value)) or "\t" in value:
+        return False  # we write no escapes: git would read a tab as a space
+    if check == _BOOLEAN:
+        return value.lower() in _BOOL
+    if check == _INT:
+        return value.isascii() and value.isdigit() and len(value) < 10
+    if check == _PATH:  # core.worktree: only a place the command could write anyway
+        target = os.path.normpath(os.path.join(base, os.path.expanduser(value)))
+        return inside is not None and inside(target)
+    return True
+
+
+def _quote(value: str) -> str:
+    """A value as git's own config writer spells it."""
+    text = value.replace("\\", "\\\\").replace('"', '\\"')
+    if value[:1] == " " or value[-1:] == " " or "#" in value or ";" in value:
+        return f'"{text}"'
+    return text
+
+
+def _header(name: str, sub) -> str:
+    if sub is None:
+        return f"[{name}]\n"
+    return '[%s "%s"]\n' % (name, sub.replace("\\", "\\\\").replace('"', '\\"'))
+
+
+def rebuild(text: str, inside=None, base: str = "") -> tuple[str, list[str]]:
+    """(the config to write instead of ``text``, names of what was dropped).
+
+    ``inside(path)``: is this a place the command could write (for
+    core.worktree); ``base``: the directory holding the config.
+    """
+    parsed = parse_strict(text)
+    if parsed is None:
+        return SAFE_CONFIG, ["everything (not plain git config: control characters, "
+                             "continuation lines or over 4 MiB)"]
+    out, dropped, header = [], [], None
+    for item in parsed:
+        if len(item) == 2:
+            header = _header(*item)
+            continue
+        section, sub, key, value = item
+        if not allowed(section, sub, key, value, inside, base):
+            name = f"{section}.{sub}.{key}" if sub is not None else f"{section}.{key}"
+            if name.lower() not in dropped:
+                dropped.append(name.lower())
+            continue
+        if header:
+            out.append(header)
+            header = None
+        out.append(f"\t{key}\n" if value is None else f"\t{key} = {_quote(value)}\n")
+    return "".join(out), dropped

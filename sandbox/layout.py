@@ -28,11 +28,24 @@ class Layout:
     empty_file: str  # the empty file bound over masked files
     warnings: tuple[str, ...] = ()
     unprotected: tuple[str, ...] = ()  # protected paths left writable on request
-    git_entries: tuple[str, ...] = ()  # every .git found in or around the writable roots
+    # for the persistence audit (sandbox.audit, sandbox.gitsnapshot)
+    git_dirs: tuple[str, ...] = ()  # every directory git could use as a git dir (scan.GITDIR)
+    git_roots: tuple[str, ...] = ()  # git dirs outside the workspace made writable
+    hooks_dirs: tuple[str, ...] = ()  # core.hooksPath targets inside the writable roots
+    hooks_relative: tuple[str, ...] = ()  # relative core.hooksPath values of the user's config
+    hook_managers: tuple[str, ...] = ()  # e.g. .husky for core.hooksPath = .husky/_
+    git_configs: tuple[str, ...] = ()  # include.path targets inside the writable roots
+    # the sandbox's state directory: an empty tmpfs inside (its cache dir is bound on top)
+    state_dir: str | None = None
+    # host directories just below a private scratch dir (/tmp/proj for a
+    # workspace /tmp/proj/sub), bound read-only over the empty tmpfs: the
+    # repository around the workspace stays whole, and a write beside the
+    # workspace fails (EROFS) instead of vanishing with the tmpfs
+    scratch_parents: tuple[str, ...] = ()
 
     def hidden_dirs(self) -> tuple[str, ...]:
         """Host directories the command cannot see (unless a writable root is inside)."""
         return SCRATCH_DIRS + self.empty_dirs + self.masked_dirs
 
     def exposed_dirs(self) -> tuple[str, ...]:
-        return self.writable_roots + (self.workspace,)
+        return self.writable_roots + (self.workspace,) + self.scratch_parents

@@ -7,7 +7,8 @@ the rest of the start.
 
 from __future__ import annotations
 
-FIELDS = ("command", "profile", "workspace", "allow_write", "unprotect", "report", "dry_run")
+FIELDS = ("command", "profile", "workspace", "allow_write", "unprotect", "report", "dry_run",
+          "quiet")
 
 
 class RunOptions:
@@ -15,7 +16,7 @@ class RunOptions:
 
     def __init__(self, command=(), profile: str = "default", workspace: str | None = None,
                  allow_write=(), unprotect=(), report: str | None = None,
-                 dry_run: bool = False) -> None:
+                 dry_run: bool = False, quiet: bool = False) -> None:
         self.command = tuple(command)
         self.profile = profile
         self.workspace = workspace
@@ -23,6 +24,7 @@ class RunOptions:
         self.unprotect = tuple(unprotect)
         self.report = report
         self.dry_run = bool(dry_run)
+        self.quiet = bool(quiet)  # no "sandbox: weakened:" line (errors still print)
 
     def _values(self) -> tuple:
         return tuple(getattr(self, f) for f in FIELDS)

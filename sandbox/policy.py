@@ -85,6 +85,9 @@ class Policy:
     name: str
     chain: tuple[str, ...]  # profiles from the root ancestor to this one
     digest: str  # sha256 over the text of every profile in the chain
+    # the file of each profile in ``chain``: read-only inside the run when it
+    # lies in a writable root, so the command cannot weaken the next run
+    sources: tuple[str, ...] = ()
     description: str = ""
 
     # filesystem
@@ -129,7 +132,8 @@ class Policy:
 
     # persistence audit: the classes checked after each run (see sandbox.audit)
     audit_classes: tuple[str, ...] = ("git_hooks", "git_config", "shell_rc", "agent_config",
-                                      "editor_config", "envrc")
+                                      "editor_config", "envrc", "hook_managers",
+                                      "package_config")
 
     weakenings: tuple[Weakening, ...] = field(default=())
 

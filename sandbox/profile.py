@@ -21,6 +21,10 @@ from sandbox.policy import (EGRESS_MAX_CONNECTIONS, LIMIT_DEFAULTS, Access, Netw
 from sandbox.schema import PLACEHOLDERS, SCHEMA, Key, Kind, Merge
 
 MAX_EXTENDS_DEPTH = 8
+# A profile without `extends` builds on this built-in: secure by default.
+# Starting from nothing takes `extends = "none"`, a weakening of its own.
+BASE_PROFILE = "default"
+NO_BASE = "none"
 _PLACEHOLDER = re.compile(r"\$\{([^}]*)\}")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 _CACHE_SUBDIR = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\Z")
@@ -91,6 +95,10 @@ def locate(spec: str, referrer: str | None = None) -> tuple[str, Path]:
     if not spec:
         raise ProfileError(where, "empty profile name", key="extends" if referrer else None,
                            hint="give a profile name such as 'default' or a path to a .toml file")
+    if spec == NO_BASE:  # only ever reaches here from --profile: extends handles it
+        raise ProfileError(where, f"'{NO_BASE}' is not a profile: it is the value of extends for "
+                                  "a profile that starts without the built-in protections",
+                           hint="give a profile name such as 'default', or a path (./none.toml)")
     if "/" in spec or spec.endswith(".toml"):
         path = Path(spec)
         if not path.is_absolute() and referrer:
@@ -139,9 +147,13 @@ def read_chain(spec: str) -> list[Source]:
         data = parse(src)
         parent = data.get("extends")
         if parent is None:
-            break
+            if path == resources.profiles_dir() / f"{BASE_PROFILE}.toml":
+                break  # the root of every chain
+            parent = BASE_PROFILE  # no extends: the built-in protections still apply
         if not isinstance(parent, str):
             raise ProfileError(key, "must be a string", key="extends", line=line_of(text, "", "extends"))
+        if parent == NO_BASE:
+            break  # asked for explicitly; build_policy records it as a weakening
         spec, referrer = parent, key
     chain.reverse()
     return chain
@@ -156,7 +168,7 @@ def parse(src: Source) -> dict:
         data = tomllib.loads(src.text)
     except tomllib.TOMLDecodeError as exc:
         raise ProfileError(src.path, f"not valid TOML: {exc}",
-                           hint="see docs/profiles.md for the format") from None
+                           hint=f"see {resources.doc('profiles.md')} for the format") from None
     validate(src, data)
     return data
 
@@ -414,6 +426,12 @@ def expand(path: str, ctx: Context) -> str:
 def build_policy(chain: list[Source], ctx: Context) -> Policy:
     datas = [parse(src) for src in chain]
     merged, weakenings = merge(chain, datas)
+    if datas[0].get("extends") == NO_BASE:
+        # weakenings are measured against a parent; this profile has none
+        weakenings.insert(0, Weakening(chain[0].name, "extends", (
+            f'extends = "{NO_BASE}": starts without the built-in protections (secrets, .env '
+            "masks, environment filter, protected names, hidden /run and host sockets) "
+            "except what it lists itself")))
     fs, prot, sock, env, net, sys_ = (merged[t] for t in ("filesystem", "protect", "sockets", "env",
                                                           "network", "syscalls"))
 
@@ -459,6 +477,7 @@ def build_policy(chain: list[Source], ctx: Context) -> Policy:
     return Policy(
         name=chain[-1].name,
         chain=tuple(s.name for s in chain),
+        sources=tuple(s.path for s in chain),
         digest=digest.hexdigest(),
         description=top.get("description", ""),
         workspace=Access(fs.get("workspace", "write")),

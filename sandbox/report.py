@@ -54,39 +54,164 @@ def build(command, meta: dict | None, started: float, *, outcome=None, error=Non
     return doc
 
 
-def open_dir(path: str | None) -> int | None:
-    """Open the report's directory before the command runs (see ``write``)."""
+# Names that mean "this stream", not "a file at this path": writing the
+# report to a temporary file and renaming it over /dev/stderr (a symlink)
+# would replace the host's /dev/stderr with a regular file.
+_STREAMS = {"-": 1, "/dev/stdout": 1, "/dev/stderr": 2}
+_FD_DIRS = ("/dev/fd/", "/proc/self/fd/")
+_HINT = ("give a regular file to replace or a new file in an existing directory; "
+         "'-' or /dev/stdout, /dev/stderr or /dev/fd/N to write to that stream")
+
+
+class Target:
+    """Where the report goes, fixed before the command runs.
+
+    A stream (``name`` is None): ``fd`` is our own duplicate of the caller's
+    descriptor.  A file: ``fd`` is its directory, opened before the command
+    could touch the parents, and ``name`` the entry in it.
+    """
+
+    __slots__ = ("path", "fd", "name")
+
+    def __init__(self, path: str, fd: int, name: str | None) -> None:
+        self.path = path
+        self.fd = fd
+        self.name = name
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def stream_fd(path: str) -> int | None:
+    """The descriptor ``path`` names (``-``, /dev/stdout, /dev/stderr, /dev/fd/N), or None."""
+    if path in _STREAMS:
+        return _STREAMS[path]
+    norm = os.path.normpath(path) if path.startswith("/") else path
+    if norm in _STREAMS:
+        return _STREAMS[norm]
+    for prefix in _FD_DIRS:
+        if norm.startswith(prefix) and norm[len(prefix):].isdigit():
+            return int(norm[len(prefix):])
+    return None
+
+
+def _kind(mode: int) -> str:
+    import stat
+
+    for test, name in ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISDIR, "a directory"),
+                       (stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def open_target(path: str | None) -> Target | None:
+    """Check ``--report PATH`` and fix where the report goes; before anything runs.
+
+    The report only ever replaces a regular file (or creates a new one):
+    anything else at the path is refused here, so a typo or a device name
+    cannot make the sandbox replace a host symlink, FIFO or device.
+    Raises UsageError.
+    """
+    from sandbox.errors import UsageError
+
     if not path:
         return None
+    number = stream_fd(path)
+    if number is not None:
+        import fcntl
+
+        try:
+            flags = fcntl.fcntl(number, fcntl.F_GETFL)
+        except OSError:
+            raise UsageError(f"--report {path}: file descriptor {number} is not open",
+                             hint=f"open it for the run (e.g. {number}>report.json), or give a "
+                                  "file name") from None
+        if flags & os.O_ACCMODE == os.O_RDONLY:
+            raise UsageError(f"--report {path}: file descriptor {number} is open read-only",
+                             hint=f"open it for writing (e.g. {number}>report.json)")
+        return Target(path, os.dup(number), None)  # ours: the run cannot close it for us
+    parent, name = os.path.split(os.path.abspath(path))
     try:
-        return os.open(os.path.dirname(os.path.abspath(path)) or "/",
-                       os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError:
-        return None
+        dir_fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise UsageError(f"--report {path}: {parent} is not an existing directory "
+                         f"({exc.strerror})", hint="create the directory, or give another "
+                                                   "file name") from None
+    try:
+        try:
+            st = os.lstat(name, dir_fd=dir_fd)
+        except FileNotFoundError:
+            pass
+        else:
+            import stat
+
+            if not stat.S_ISREG(st.st_mode):
+                raise UsageError(f"--report {path} is {_kind(st.st_mode)}, not a regular file; "
+                                 "the report would replace it", hint=_HINT)
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise UsageError(f"--report {path}: cannot create files in {parent}",
+                             hint="give a file in a directory you can write")
+    except BaseException:
+        os.close(dir_fd)
+        raise
+    return Target(path, dir_fd, name)
 
 
-def write(path: str | None, doc: dict, dir_fd: int | None = None) -> None:
-    """Write the report.  ``dir_fd``: the directory as it was before the run,
-    so a command that swaps a parent directory for a symlink cannot send the
-    report (and the overwrite) somewhere else."""
-    if not path:
+def write(target: Target | None, doc: dict) -> None:
+    """Write the report where ``open_target`` said, then close the target."""
+    if target is None or target.fd < 0:
         return
     import json
 
-    # The report may be asked for inside the workspace, where the command
-    # could have planted a symlink at the temporary name: create it
-    # exclusively, never through a link, then rename over the final name
-    # (rename replaces a symlink there instead of following it).
-    name = os.path.basename(path) if dir_fd is not None else path
-    tmp = f"{name}.{os.getpid()}.tmp"
+    text = json.dumps(doc, indent=2, sort_keys=True) + "\n"
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
-                     dir_fd=dir_fd)
-        with open(fd, "w", encoding="utf-8") as fh:
-            json.dump(doc, fh, indent=2, sort_keys=True)
-            fh.write("\n")
-        os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        if target.name is None:
+            _write_stream(target.fd, text.encode())
+        else:
+            _replace(target.fd, target.name, text)
     except OSError as exc:
         import sys
 
-        print(f"sandbox: warning: cannot write report {path}: {exc.strerror}", file=sys.stderr)
+        print(f"sandbox: warning: cannot write report {target.path}: {exc.strerror or exc}",
+              file=sys.stderr)
+    finally:
+        target.close()
+
+
+def _write_stream(fd: int, data: bytes) -> None:
+    import select
+
+    while data:
+        try:
+            data = data[os.write(fd, data):]
+        except BlockingIOError:  # the caller's descriptor may be non-blocking
+            select.select([], [fd], [], 1)
+
+
+def _replace(dir_fd: int, name: str, text: str) -> None:
+    """Write ``name`` in ``dir_fd`` whole: a temporary file renamed over it.
+
+    The directory is the one opened before the run, so a command that swaps
+    a parent directory for a symlink cannot send the report (and the
+    overwrite) somewhere else.  The report may be asked for inside the
+    workspace, where the command could have planted a symlink at the
+    temporary name: it is created exclusively, never through a link, and
+    rename replaces a symlink at the final name instead of following it.
+    """
+    tmp = f"{name}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
+                 dir_fd=dir_fd)
+    try:
+        with open(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except OSError:
+        try:
+            os.unlink(tmp, dir_fd=dir_fd)
+        except OSError:
+            pass
+        raise

@@ -26,11 +26,18 @@ from sandbox.patterns import match_any
 from sandbox.statefile import sha256_hex
 
 RACY_NS = 2_000_000_000
-FORMAT = 4  # 4: FIFOs are findings
+FORMAT = 5  # 5: FIFOs are findings
 
 # kinds of findings
 GIT = "git"  # a .git directory or file
-BARE = "bare"  # a directory laid out like a git dir (HEAD, objects/, refs/): git uses it as one
+# A directory git might use as a git dir (it holds an entry HEAD that is not a
+# directory: git's own first test) or as a common dir (it holds objects and
+# refs, which is all git asks of the target of a commondir file).  Git reads
+# config and hooks from such a directory, whoever points at it, so the
+# persistence audit judges every one (sandbox.audit).  Found everywhere the
+# walk goes when rules.find_git is set: inside .git directories and skip_dirs
+# too, where nothing else is looked for.
+GITDIR = "gitdir"
 UNREADABLE = "unreadable"  # a directory the walk could not list
 PROTECTED = "protected"  # a protected name (file or directory)
 SECRET = "secret"  # a file matching deny_read_names
@@ -74,7 +81,12 @@ class Rules:
 
 
 class Result:
-    """What a walk found: (path, kind, is_dir) findings, and which directories it saw."""
+    """What a walk found: (path, kind, is_dir) findings, and which directories it saw.
+
+    ``dirs`` leaves out the directories inside .git and skip_dirs: their
+    listings change with every commit or install and decide nothing but
+    where git dirs are (the audit looks again after every run).
+    """
 
     __slots__ = ("findings", "dirs_listed", "dirs_reused", "dirs")
 
@@ -100,12 +112,14 @@ def _classify(rules: Rules, names: frozenset, entry: os.DirEntry) -> tuple[str |
     except OSError:
         return None, False
     if name == ".git" and rules.find_git:
-        return GIT, False
+        return GIT, is_dir  # walked for git dirs only (see _DEEP)
     if name in names:
         return PROTECTED, False
     if is_dir:
-        if name in rules.skip_dirs or entry.path in rules.exclude:
+        if entry.path in rules.exclude:
             return None, False
+        if name in rules.skip_dirs:
+            return None, rules.find_git  # walked for git dirs only
         return None, True
     try:
         if entry.is_symlink():
@@ -123,27 +137,47 @@ def _classify(rules: Rules, names: frozenset, entry: os.DirEntry) -> tuple[str |
     return None, False
 
 
-def _list(rules: Rules, names: frozenset, path: str):
+def _list(rules: Rules, names: frozenset, path: str, deep: bool = False):
+    """List one directory: (subdirectories to walk, findings).
+
+    ``deep``: inside a .git directory or a skip_dir, where only git dirs (and
+    directories hidden from us) are looked for, at any depth.
+    """
     subdirs, found = [], []
     seen = set()
+    head_is_dir = False
     try:
         with os.scandir(path) as it:
             for entry in it:
-                seen.add(entry.name)
+                name = entry.name
+                seen.add(name)
+                if deep:
+                    try:
+                        is_dir = entry.is_dir(follow_symlinks=False)
+                    except OSError:
+                        is_dir = False
+                    if is_dir:
+                        subdirs.append(name)
+                    if name == "HEAD":
+                        head_is_dir = is_dir
+                    continue
                 kind, descend = _classify(rules, names, entry)
-                if descend:
-                    subdirs.append(entry.name)
+                if name == "HEAD":
+                    head_is_dir = entry.is_dir(follow_symlinks=False)
+                if kind == GIT and descend:
+                    found.append((name, kind, True))
+                    subdirs.append(name)
+                elif descend:
+                    subdirs.append(name)
                 elif kind:
-                    found.append((entry.name, kind, entry.is_dir(follow_symlinks=False)))
+                    found.append((name, kind, entry.is_dir(follow_symlinks=False)))
     except PermissionError:
         found.append(("", UNREADABLE, True))  # hidden from us is not the same as empty
     except OSError:
         pass
-    # git treats a directory holding HEAD and objects/ + refs/ (or a commondir
-    # file naming where they are) as a repository of its own when it runs
-    # there, config and hooks included
-    if rules.find_git and "HEAD" in seen and ({"objects", "refs"} <= seen or "commondir" in seen):
-        found.append(("", BARE, True))
+    # the necessary condition, not git's full test: a superset is safe here
+    if rules.find_git and (("HEAD" in seen and not head_is_dir) or {"objects", "refs"} <= seen):
+        found.append(("", GITDIR, True))
     return subdirs, found
 
 
@@ -169,9 +203,10 @@ def walk(root: str, rules: Rules, cache_file: str | None) -> Result:
     new: dict = {}
     findings: list[tuple[str, str, bool]] = []
     listed = reused = 0
-    stack = [(root, 0)]
+    stack = [(root, 0, False)]
+    shallow = []
     while stack:
-        path, depth = stack.pop()
+        path, depth, deep = stack.pop()
         try:
             st = os.stat(path, follow_symlinks=False)
         except OSError:
@@ -185,8 +220,10 @@ def walk(root: str, rules: Rules, cache_file: str | None) -> Result:
             subdirs, found = prev[1], prev[2]
             reused += 1
         else:
-            subdirs, found = _list(rules, names, path)
+            subdirs, found = _list(rules, names, path, deep)
             listed += 1
+        if not deep:
+            shallow.append(path)
         racy = now - max(st.st_mtime_ns, st.st_ctime_ns) < RACY_NS
         new[path] = ((st.st_ino, -1, -1) if racy else stamp, subdirs, found)
         prefix = path.rstrip("/") + "/"
@@ -194,7 +231,9 @@ def walk(root: str, rules: Rules, cache_file: str | None) -> Result:
             findings.append((path if name == "" else prefix + name, kind, is_dir))
         if depth < rules.max_depth:
             for name in subdirs:
-                stack.append((prefix + name, depth + 1))
+                stack.append((prefix + name, depth + 1,
+                              deep or (rules.find_git
+                                       and (name == ".git" or name in rules.skip_dirs))))
     for rel in (n for n in rules.protected_names if "/" in n):
         candidate = os.path.join(root, rel)
         if os.path.lexists(candidate):
@@ -202,7 +241,7 @@ def walk(root: str, rules: Rules, cache_file: str | None) -> Result:
     if cache_file and new != old:
         _store(cache_file, new)
     findings.sort()
-    return Result(tuple(findings), listed, reused, tuple(new))
+    return Result(tuple(findings), listed, reused, tuple(shallow))
 
 
 def _store(cache_file: str, data: dict) -> None:

@@ -149,7 +149,12 @@ SCHEMA: dict[str, dict[str, Key]] = {
             ("shell_rc", "Quarantine new shell and REPL start-up files (.bashrc, .zshrc...)."),
             ("agent_config", "Quarantine new coding-agent config (.claude, .codex, .mcp.json...)."),
             ("editor_config", "Quarantine new editor config (.vscode, .idea...)."),
-            ("envrc", "Quarantine new .envrc / .direnv."),
+            ("envrc", "Quarantine new .envrc / .direnv and new mise or asdf config "
+                      "(mise.toml, .tool-versions...)."),
+            ("hook_managers", "Quarantine new git hook manager config (.husky, "
+                              ".pre-commit-config.yaml, lefthook.yml, .lefthook/...)."),
+            ("package_config", "Quarantine new package manager config that runs code "
+                               "(.npmrc, .yarnrc.yml, .yarn/releases, .pnpmfile.cjs...)."),
         )
     },
     "network": {

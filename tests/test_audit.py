@@ -124,18 +124,8 @@ def test_killed_wrapper_is_audited_by_the_next_run(senv):
     assert (senv.ws / ".codex").exists()
     r = senv.run(["true"])
     assert r.returncode == 0
-    assert b"left by an interrupted run" in r.stderr
+    assert b"left by an earlier run" in r.stderr
     assert not (senv.ws / ".codex").exists()
-
-
-def test_strip_config_keeps_everything_else():
-    text = ("[core]\n\tbare = false\n\thooksPath = x\n[alias]\n\tco = checkout\n\tp = !sh\n"
-            "[filter \"lfs\"]\n\tclean = evil\n\trequired = true\n[user]\n\tname = A\n")
-    cleaned, removed = audit.strip_config(text)
-    assert removed == ["core.hookspath", "alias.p", "filter.lfs.clean"]
-    assert audit.dangerous_entries(cleaned) == []
-    for kept in ("bare = false", "co = checkout", "required = true", "name = A"):
-        assert kept in cleaned
 
 
 def test_restoring_a_directory_mtime_does_not_hide_new_things(senv):

@@ -65,9 +65,24 @@ def test_default_write_workspace():
     assert inv.interactive is False
 
 
-def test_readonly_workspace_and_scratch():
+def test_readonly_workspace():
     lay = layout(writable_roots=(), empty_dirs=("/run",))
     inv = bwrap.build(policy("readonly"), lay, ["ls"], {})
+    assert list(inv.argv) == [
+        "bwrap", *NS, *BASE,
+        "--tmpfs", "/run",
+        "--ro-bind", "/ws", "/ws",
+        "--remount-ro", "/run",
+        *tail(["ls"]),  # the private scratch dirs stay writable (tests need them)
+    ]
+
+
+def test_read_only_scratch():
+    from sandbox.policy import Access
+
+    lay = layout(writable_roots=(), empty_dirs=("/run",))
+    pol = dataclasses.replace(policy("readonly"), scratch=Access.READ)
+    inv = bwrap.build(pol, lay, ["ls"], {})
     assert list(inv.argv) == [
         "bwrap", *NS, *BASE,
         "--tmpfs", "/run",

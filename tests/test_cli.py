@@ -156,7 +156,7 @@ def test_report_temporary_name_is_not_followed(tmp_path):
     victim.write_text("precious\n")
     target = tmp_path / "r.json"
     os.symlink(victim, f"{target}.{os.getpid()}.tmp")
-    report.write(str(target), {"exit_status": 0})
+    report.write(report.open_target(str(target)), {"exit_status": 0})
     assert victim.read_text() == "precious\n"
 
 

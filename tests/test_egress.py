@@ -409,7 +409,7 @@ def test_the_cached_fast_path_starts_the_proxy_too(senv, origin):
 
 
 def test_summary_tells_refusals_from_unreachable_endpoints():
-    from sandbox import egress
+    from sandbox import egress, resources
 
     result = {"blocked": [
         {"status": 403, "method": "POST", "url": "http://a.test:80/x", "reason": "host not allowed"},
@@ -423,7 +423,7 @@ def test_summary_tells_refusals_from_unreachable_endpoints():
         "sandbox: could not reach c.test:443 (CONNECT) - connection refused; the profile allows it",
         "sandbox: ... and 5 more refused request(s); see --report",
         "sandbox: to allow an endpoint, add a [[network.allow]] rule to a profile that extends "
-        "this one (docs/profiles.md); 'sandbox explain' shows the rules",
+        f"this one ({resources.doc('profiles.md')}); 'sandbox explain' shows the rules",
     ]
     busy = {"blocked": [{"status": 503, "method": None, "url": None,
                          "reason": "too many connections (limit 256)"},

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from sandbox import gitconfig
 
 
@@ -160,3 +162,76 @@ def test_wide_include_fanout_terminates(tmp_path):
         w(tmp_path / n, "".join(f"[include]\npath = {m}\n" for m in names))
     included, _ = gitconfig.referenced_paths([str(tmp_path / "n0")], None)
     assert sorted(included) == sorted(str(tmp_path / n) for n in names)
+
+
+# -- rebuild: configs the command wrote, rebuilt from the allow-list ----------------
+
+def test_rebuild_keeps_allowed_keys_only():
+    text = ("[core]\n\tbare = false\n\thooksPath = x\n[alias]\n\tco = checkout\n\tp = !sh\n"
+            "[filter \"lfs\"]\n\tclean = evil\n\trequired = true\n[user]\n\tname = A\n"
+            "[remote \"origin\"]\n\turl = /src/r\n\tuploadpack = touch PWNED\n")
+    new, dropped = gitconfig.rebuild(text)
+    assert new == ("[core]\n\tbare = false\n[user]\n\tname = A\n"
+                   "[remote \"origin\"]\n\turl = /src/r\n")
+    assert dropped == ["core.hookspath", "alias.co", "alias.p", "filter.lfs.clean",
+                       "filter.lfs.required", "remote.origin.uploadpack"]
+
+
+def test_rebuild_of_a_git_written_config_is_byte_identical():
+    text = ("[core]\n\trepositoryformatversion = 0\n\tfilemode = true\n\tbare = false\n"
+            "\tlogallrefupdates = true\n[remote \"origin\"]\n\turl = \"/a b#c\"\n"
+            "\tfetch = +refs/heads/*:refs/remotes/origin/*\n[branch \"main\"]\n"
+            "\tremote = origin\n\tmerge = refs/heads/main\n")
+    assert gitconfig.rebuild(text) == (text, [])
+
+
+@pytest.mark.parametrize("text", [
+    "[core]\n\tbare = false\x0c\n",  # a control character anywhere
+    "[core]\n\tbare = \\\nfalse\n",  # a continuation line
+    "\ufeff[core]\n\tbare = false\n",  # a byte-order mark
+    "[core.sub]\n\tbare = false\n",  # the legacy form (git lower-cases the subsection)
+    "[core] bare = false\n",  # a key on the header line
+    "[core]\n\tbare = \"false\n",  # an open quote
+    "[core]\n\tbare = fa\\lse\n",  # an escape git refuses
+    "bare = false\n",  # a key before any section
+    "[core]\n\tbare = false\rfsmonitor = x\n",  # a CR (git ends lines at LF only)
+    "[core]\r\n\tbare = false\r\n",  # CRLF too: any control character but tab and LF
+])
+def test_rebuild_replaces_what_it_cannot_read_exactly(text):
+    assert gitconfig.rebuild(text)[0] == gitconfig.SAFE_CONFIG
+
+
+def test_rebuild_drops_values_git_would_refuse_or_that_hold_control_characters():
+    text = "[core]\n\tbare = maybe\n\tfilemode = \"a\\nb\"\n\trepositoryformatversion = 1x\n[user]\n\tname = \"x\\ty\"\n"
+    new, dropped = gitconfig.rebuild(text)
+    assert new == ""
+    assert dropped == ["core.bare", "core.filemode", "core.repositoryformatversion", "user.name"]
+
+
+def test_rebuild_keeps_core_worktree_only_inside_the_writable_roots(tmp_path):
+    text = "[core]\n\tworktree = ../../../mod\n"
+    inside = lambda p: p.startswith(str(tmp_path))  # noqa: E731
+    base = str(tmp_path / "ws/.git/modules/mod")
+    assert gitconfig.rebuild(text, inside, base)[0] == text
+    assert gitconfig.rebuild("[core]\n\tworktree = /home/me\n", inside, base)[1] == ["core.worktree"]
+
+
+@pytest.mark.parametrize("text", [
+    '[user]\n\tname = " a \\"q\\" \\\\ ; # "\n',
+    '[remote "o \\"x\\\\"]\n\turl = a;b\n\tfetch = x # comment\n',
+    "[user]\n  name   =   two  inner   spaces  \n\temail=\"\" \n",
+    "[core]\n\tbare\n[branch \"m\"]\n\tmerge = \"re\"fs/x\n",
+])
+def test_git_reads_the_rebuilt_config_as_it_read_the_original(tmp_path, text):
+    """Differential: whatever we keep, git reads from our file exactly as from theirs."""
+    import subprocess
+
+    def listed(content: str) -> str:
+        cfg = tmp_path / "config"
+        cfg.write_bytes(content.encode())
+        return subprocess.run(["git", "config", "--file", str(cfg), "--list"],
+                              capture_output=True, text=True, check=True).stdout
+
+    new, dropped = gitconfig.rebuild(text)
+    assert dropped == [] and new != gitconfig.SAFE_CONFIG
+    assert listed(new) == listed(text)

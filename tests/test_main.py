@@ -54,6 +54,9 @@ AGREE = [
     ["--profile", "a=b", "--", "x"],
     ["--workspace", "dir with spaces", "--", "x"],
     ["--allow-write", "/x=y", "--", "x"],
+    ["--quiet", "--", "x"],
+    ["-q", "-p", "readonly", "--", "x"],
+    ["--", "-q"],
 ]
 
 
@@ -142,3 +145,31 @@ def test_fast_path_agrees_with_typer_property(args):
     fast = parse_run(args)
     if fast is not None:
         assert fast == typer_options(args), args
+
+
+# -- sandbox --version: answered before typer is imported ------------------------
+
+def test_version_never_imports_typer():
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.argv = ['sandbox', '--version']\n"
+            "from sandbox.__main__ import main\n"
+            "try:\n    main()\nexcept SystemExit as e:\n    code = e.code\n"
+            "print('typer' in sys.modules, 'click' in sys.modules, code)")
+    # cwd "/": the installed package, not a checkout that happens to be the cwd
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd="/")
+    lines = out.stdout.splitlines()
+    assert lines[-1].split() == ["False", "False", "0"]
+    from sandbox import __version__
+
+    assert lines[0] == f"sandbox {__version__}"
+
+
+def test_version_agrees_with_typer():
+    from sandbox import __version__
+
+    result = RUNNER.invoke(cli.app, ["--version"])
+    assert result.exit_code == 0
+    assert result.stdout == f"sandbox {__version__}\n"

@@ -160,10 +160,10 @@ BAD = [
     pytest.param(
         '[filesystem\n', None,
         "{p}: not valid TOML: Expected ']' at the end of a table declaration (at line 1, column 12) "
-        "(hint: see docs/profiles.md for the format)", id="invalid-toml"),
+        "(hint: see {docs}/profiles.md for the format)", id="invalid-toml"),
     pytest.param(
         'a = = 1\n', None,
-        "{p}: not valid TOML: Invalid value (at line 1, column 5) (hint: see docs/profiles.md for "
+        "{p}: not valid TOML: Invalid value (at line 1, column 5) (hint: see {docs}/profiles.md for "
         "the format)", id="invalid-toml-value"),
 ]
 
@@ -172,7 +172,9 @@ BAD = [
 def test_bad_profile_exact_message(tmp_path, text, line, expected):
     path = write(tmp_path, text)
     err = load_error(str(path))
-    assert err.one_line() == "sandbox: profile error: " + expected.replace("{p}", str(path))
+    docs = resources.doc("profiles.md").rsplit("/", 1)[0]  # the installed copy
+    assert err.one_line() == "sandbox: profile error: " + expected.replace(
+        "{p}", str(path)).replace("{docs}", docs)
     assert err.line == line
     assert err.source == str(path)
     assert err.exit_code == 125
@@ -328,9 +330,10 @@ def test_readonly_extends_default():
     assert ro.chain == ("default", "readonly")
     assert files == [str(resources.profiles_dir() / "default.toml"),
                      str(resources.profiles_dir() / "readonly.toml")]
-    assert ro.workspace is Access.READ and ro.scratch is Access.READ
+    # a read-only workspace, and the private scratch dirs of every run (tests need them)
+    assert ro.workspace is Access.READ and ro.scratch is Access.WRITE
     assert ro.weakenings == ()
-    assert ro.description == "Read-only: no writes at all, secrets hidden, no network."
+    assert ro.description == "Read-only workspace, private scratch /tmp, secrets hidden, no network."
     for field in ("deny_read", "env_deny", "protected_names", "empty_dirs", "caches", "env_set",
                   "protect_git", "skip_dirs", "deny_read_names"):
         assert getattr(ro, field) == getattr(default, field), field
@@ -339,7 +342,7 @@ def test_readonly_extends_default():
 
 
 def test_placeholders_expand(tmp_path):
-    pol = load_text(tmp_path, '[filesystem]\nwritable = ["${workspace}/out", "${tmp}/x/", "${runtime}//y"]\n'
+    pol = load_text(tmp_path, 'extends = "none"\n[filesystem]\nwritable = ["${workspace}/out", "${tmp}/x/", "${runtime}//y"]\n'
                               'deny_read = ["${home}/.secret"]\n[protect]\nunprotect = ["${workspace}/.vscode"]\n'
                               '[sockets]\nscan = ["${runtime}"]\n')
     assert pol.writable == ("/ws/out", "/tmp/x", "/run/user/1000/y")
@@ -354,10 +357,49 @@ def test_expanded_duplicates_collapse(tmp_path):
     assert pol.writable == ("/ws/a",)
 
 
-def test_empty_root_profile_uses_builtin_defaults(tmp_path):
-    pol = load_text(tmp_path, "")
+def test_profile_without_extends_builds_on_default(tmp_path):
+    """Issue 8 item 5: leaving out extends used to drop every built-in protection."""
+    default, _ = profile.load("default", CTX)
+    pol, files = profile.load(str(write(tmp_path, 'description = "mine"\n')), CTX)
+    assert pol.chain == ("default", "p") and files[0] == default.sources[0]
+    for field in ("deny_read", "deny_read_names", "env_deny", "protected_names", "empty_dirs",
+                  "socket_scan", "caches", "env_set", "skip_dirs"):
+        assert getattr(pol, field) == getattr(default, field), field
+    assert pol.weakenings == () and pol.description == "mine"
+
+
+def test_extends_none_starts_empty_and_says_so(tmp_path):
+    pol = load_text(tmp_path, 'extends = "none"\n')
+    assert pol.chain == ("p",) and pol.deny_read == () and pol.env_deny == ()
+    assert pol.protected_names == () and pol.deny_read_names == ()
     assert pol.workspace is Access.WRITE and pol.protect_git is True
-    assert pol.socket_scan_depth == 4 and pol.deny_read == () and pol.weakenings == ()
+    assert pol.socket_scan_depth == 4
+    assert [(w.source, w.key) for w in pol.weakenings] == [("p", "extends")]
+    assert pol.weakenings[0].detail.startswith('extends = "none": starts without the built-in '
+                                               "protections")
+
+
+def test_a_child_of_an_extends_none_profile_keeps_the_weakening(tmp_path):
+    write(tmp_path, 'extends = "none"\n[env]\ndeny = ["X_*"]\n', "bare.toml")
+    pol = load_text(tmp_path, 'extends = "bare.toml"\n', "kid.toml")
+    assert pol.chain == ("bare", "kid") and pol.env_deny == ("X_*",)
+    assert [(w.source, w.key) for w in pol.weakenings] == [("bare", "extends")]
+
+
+def test_none_is_not_a_profile_name(tmp_path, user_dir):
+    (user_dir / "none.toml").write_text('description = "x"\n')
+    err = load_error("none")
+    assert err.one_line() == (
+        "sandbox: profile error: --profile: 'none' is not a profile: it is the value of extends "
+        "for a profile that starts without the built-in protections (hint: give a profile name "
+        "such as 'default', or a path (./none.toml))")
+    pol, _ = profile.load(str(user_dir / "none.toml"), CTX)  # by path it is an ordinary file
+    assert pol.chain == ("default", "none")
+
+
+def test_extends_must_still_be_a_string(tmp_path):
+    path = write(tmp_path, '\nextends = 3\n')
+    assert load_error(str(path)).message == f"{path}:2: key 'extends': must be a string, not an integer"
 
 
 def test_user_profile_by_name(user_dir):
@@ -413,12 +455,13 @@ def test_replace_stricter_is_not_a_weakening(tmp_path):
     assert pol.weakenings == ()
 
 
-@pytest.mark.parametrize("body,key,detail", [
-    ('[filesystem]\nworkspace = "write"\n', "filesystem.workspace", "read -> write"),
-    ('[filesystem]\nscratch = "write"\n', "filesystem.scratch", "read -> write"),
+@pytest.mark.parametrize("parent,body,key,detail", [
+    ("readonly", '[filesystem]\nworkspace = "write"\n', "filesystem.workspace", "read -> write"),
+    ("./noscratch.toml", '[filesystem]\nscratch = "write"\n', "filesystem.scratch", "read -> write"),
 ])
-def test_replace_looser_than_readonly(tmp_path, body, key, detail):
-    pol = load_text(tmp_path, 'extends = "readonly"\n' + body, "ro2.toml")
+def test_replace_looser_than_readonly(tmp_path, parent, body, key, detail):
+    write(tmp_path, 'extends = "readonly"\n[filesystem]\nscratch = "read"\n', "noscratch.toml")
+    pol = load_text(tmp_path, f'extends = "{parent}"\n' + body, "ro2.toml")
     assert pol.weakenings == (Weakening("ro2", key, detail),)
 
 
@@ -457,9 +500,15 @@ def test_weaken_lists(tmp_path, table, key, value, field):
     assert pol.weakenings == (Weakening("child", f"{table}.{key}", f"added {value}"),)
 
 
-def test_weaken_lists_in_root_profile_are_not_weakenings(tmp_path):
+def test_weaken_lists_in_an_extends_none_root_are_covered_by_its_weakening(tmp_path):
+    pol = load_text(tmp_path, 'extends = "none"\n[env]\npass = ["A"]\n[filesystem]\nwritable = ["/srv"]\n')
+    assert [w.key for w in pol.weakenings] == ["extends"]
+
+
+def test_weaken_lists_without_extends_are_weakenings_of_default(tmp_path):
     pol = load_text(tmp_path, '[env]\npass = ["A"]\n[filesystem]\nwritable = ["/srv"]\n')
-    assert pol.weakenings == ()
+    assert set(pol.weakenings) == {Weakening("p", "env.pass", "added A"),
+                                   Weakening("p", "filesystem.writable", "added /srv")}
 
 
 def test_allow_read_removes_inherited_deny(tmp_path):
