@@ -23,12 +23,20 @@ policy's meaning (tests pin it exactly):
    ``mv .git x; mkdir -p .git/hooks`` cannot plant a hook;
 7. protected paths, read-only, on top of the writable roots;
 8. secrets last, so no earlier bind can re-expose them: directories become
-   an empty read-only tmpfs, files and host sockets an empty read-only file;
-   a secret-named file git already holds is bound read-only with the
-   content git has for it (sandbox.secretfiles);
+   an empty read-only tmpfs, files, host sockets and FIFOs an empty
+   read-only file; a secret-named file git already holds is bound read-only
+   with the content git has for it (sandbox.secretfiles);
 9. ``--remount-ro`` for tmpfs mounts that had to stay writable while bwrap
    created mount points inside them (it is not recursive, so the binds on
-   top keep their own flags).
+   top keep their own flags);
+10. (not made here) masks for host sockets bound after a cached plan was
+   made, which the fast path appends after all of these, just before
+   ``--chdir`` (``sandbox.drift.add_masks``).
+
+Every bind is ``nodev`` (bwrap gives device access only with
+``--dev-bind``): a device node outside the fresh ``/dev`` cannot be opened.
+Mounts whose host path vanished before bwrap could make them are dropped
+at start-up (``sandbox.drift.prune``).
 """
 
 from __future__ import annotations

@@ -76,33 +76,54 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
                                          f"{exc.strerror or exc}; the command was not run",
                                          hint="make the state directory writable "
                                               "(XDG_CACHE_HOME/sandbox)"), meta, started, target)
-    session = None
-    if egress is not None:
-        from sandbox import egress as egress_mod
+    for attempt in range(1 + MOUNT_RETRIES):
+        session = None
+        if egress is not None:
+            from sandbox import egress as egress_mod
 
+            try:
+                session = egress_mod.Session(egress, bridge)  # the proxy starts before bwrap
+            except OSError as exc:
+                _audit(audit_spec, pending)
+                return fail(opts, SetupError(f"cannot start the egress proxy: {exc.strerror or exc}; "
+                                             "the command was not run"), meta, started, target)
+            env = {**env, **egress_mod.proxy_env()}
+        network = None
         try:
-            session = egress_mod.Session(egress, bridge)  # the proxy starts before bwrap
-        except OSError as exc:
-            _audit(audit_spec, pending)
-            return fail(opts, SetupError(f"cannot start the egress proxy: {exc.strerror or exc}; "
-                                         "the command was not run"), meta, started, target)
-        env = {**env, **egress_mod.proxy_env()}
-    network = None
-    try:
-        applied = None
-        if limits is not None:  # sandbox.limits.plan(); this makes the run's cgroup
-            applied = runner.Limits(limits)
-            if applied.warning():
-                print(f"sandbox: warning: {applied.warning()}", file=sys.stderr)
-        try:
-            outcome = runner.run(argv, env, status_index, interactive, seccomp, applied, grace,
-                                 bridge=session.bridge if session is not None else None)
-        except SandboxError as err:  # the bridge could not be made: nothing ran
-            _audit(audit_spec, pending)
-            return fail(opts, err, meta, started, target)
-    finally:  # whatever happened, the proxy goes with the run
-        if session is not None:
-            network = session.finish()
+            applied = None
+            if limits is not None:  # sandbox.limits.plan(); this makes the run's cgroup
+                applied = runner.Limits(limits)
+                if applied.warning() and attempt == 0:
+                    print(f"sandbox: warning: {applied.warning()}", file=sys.stderr)
+            # A path to mount over (a socket, a secret) may have gone since
+            # the plan was made, and bwrap cannot mount over what is not
+            # there (sandbox.drift): checked as late as possible
+            argv, status_index, seccomp, audit_spec, gone = _drop_vanished(
+                argv, status_index, seccomp, audit_spec)
+            if gone and audit_spec is not None and not _remark(audit_spec):
+                _audit(audit_spec, pending)
+                return fail(opts, _no_marker(audit_spec), meta, started, target)
+            try:
+                outcome = runner.run(argv, env, status_index, interactive, seccomp, applied, grace,
+                                     bridge=session.bridge if session is not None else None)
+            except SandboxError as err:  # the bridge could not be made: nothing ran
+                _audit(audit_spec, pending)
+                return fail(opts, err, meta, started, target)
+        finally:  # whatever happened, the proxy goes with the run
+            if session is not None:
+                network = session.finish()
+        if outcome.started or outcome.bwrap_status != 1 or attempt == MOUNT_RETRIES:
+            break
+        # bwrap gave up before the command started: if a mount point vanished
+        # in the moment after the check, start again without it
+        from sandbox import drift
+
+        gone = drift.prune(argv)[1]
+        if not gone:
+            break
+        print(f"sandbox: note: {printable(gone[0])} vanished while bwrap was setting up the "
+              "sandbox; nothing is left there to hide, so it was started again without that mount",
+              file=sys.stderr)
     if network is not None:
         for line in egress_mod.summary(network, egress["profile"]):
             print(line, file=sys.stderr)
@@ -133,6 +154,41 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
 
 
 EXIT_AUDIT_FAILED = 125
+# how many times a run is started again after bwrap failed on a vanished path
+MOUNT_RETRIES = 3
+
+
+def _drop_vanished(argv, status_index, seccomp, audit_spec):
+    """The plan without mounts on paths that are gone (see sandbox.drift)."""
+    from sandbox import drift
+
+    new, gone = drift.prune(argv)
+    if not gone:
+        return argv, status_index, seccomp, audit_spec, gone
+    status_index, seccomp = drift.fd_indexes(new, status_index, seccomp)
+    if audit_spec is not None:  # no longer read-only: the audit looks at it again
+        from sandbox.command import is_within
+
+        audit_spec = {**audit_spec, "known_protected": [
+            k for k in audit_spec["known_protected"] if not any(is_within(k, g) for g in gone)]}
+    return new, status_index, seccomp, audit_spec, gone
+
+
+def _remark(audit_spec) -> bool:
+    """Record the changed audit for the next run, in case this one is killed."""
+    from sandbox import audit
+
+    try:
+        audit.mark_pending(audit_spec)  # the same file as before
+    except OSError:
+        return False
+    return True
+
+
+def _no_marker(audit_spec) -> SetupError:
+    return SetupError(f"cannot record the pending audit in {audit_spec['state']}; "
+                      "the command was not run",
+                      hint="make the state directory writable (XDG_CACHE_HOME/sandbox)")
 
 
 def _dry_run_note(argv, status_index, seccomp) -> str:
