@@ -95,6 +95,25 @@ class Mutant:
         return text
 
 
+    def invalid(self, root: Path) -> str:
+        """Why the mutated file would not even load ("" if it would): such a
+        mutant tests the generator, not the tests."""
+        text = (root / self.file).read_text().splitlines(keepends=True)
+        at = self.lineno - 1
+        text[at:at + len(self.old)] = self.new
+        text = "".join(text)
+        try:
+            if self.file.endswith(".py"):
+                compile(text, self.file, "exec")
+            elif self.file.endswith(".toml"):
+                import tomllib
+
+                tomllib.loads(text)
+        except (SyntaxError, ValueError) as err:
+            return f"does not load: {err}"
+        return ""
+
+
 def _drop_bytecode(path: Path) -> None:
     # a .pyc written for the other version of the file in the same second,
     # with the same size, would be taken as current
@@ -245,7 +264,7 @@ def envfilter_mutants(root: Path) -> list[Mutant]:
         ("env:url bare-token rule", '(":" in userinfo or _bare_token(userinfo))', '":" in userinfo'),
         ("env:pem check", 'if "-----BEGIN " in value and _pem_secret(value):', "if False:"),
         ("env:jwt check", "        return _jwt(word)", "        return False"),
-        ("env:pass beats values", "            continue  # [env] pass keeps it", "            pass"),
+        ("env:pass beats values", "            continue  # [env] pass keeps it", "            pass  #"),
     ]
     return out + _curated(root, rel, "env", curated)
 
@@ -305,8 +324,8 @@ def proxy_mutants(root: Path) -> list[Mutant]:
             if lits:
                 out.append(Mutant(f"proxy:{section} {lits[0]}", "proxy", rel, i + 1, [line], []))
     curated = [
-        ("proxy:deny rules first", "                return refuse(f\"denied by a [[network.deny]] rule",
-         "                pass  # return refuse(f\"denied by a [[network.deny]] rule"),
+        ("proxy:deny rules first", "            if (matches(name) and (not rule.ports or port in rule.ports)",
+         "            if False and (matches(name) and (not rule.ports or port in rule.ports)"),
     ]
     return out + _curated(root, rel, "proxy", curated)
 
@@ -441,6 +460,9 @@ def judge(m: Mutant, env: Path, copy: Path, tests: list[str], args) -> tuple[str
     nothing to do with the mutant; such a run is repeated (--retries) and
     reported as flaky if it never settles.
     """
+    problem = m.invalid(copy)
+    if problem:
+        return "invalid", problem, 0.0, ""
     total = 0.0
     for _ in range(1 + args.retries):
         rc, out, secs = run_mutant(m, env, copy, tests, args.jobs, args.timeout)
@@ -564,7 +586,7 @@ def print_table(results: list[Outcome]) -> None:
     for r in results:
         print(f"{r.mutant.id:{width}}  {r.status:8}  {r.seconds:7.1f}  {r.detail}")
     print()
-    for status in ("killed", "survived", "flaky", "timeout", "error"):
+    for status in ("killed", "survived", "flaky", "timeout", "error", "invalid"):
         times = [r.seconds for r in results if r.status == status]
         if times:
             print(f"{status:8} {len(times):4}   median {statistics.median(times):7.1f} s")

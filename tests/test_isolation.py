@@ -216,15 +216,17 @@ def test_af_packet_is_refused_by_the_filter(senv):
 
 
 # --------------------------------------------------------------------------
-# /proc/sysrq-trigger, /proc/irq, /proc/bus: read-only for a caller who is root
+# /proc/sysrq-trigger, /proc/irq, /proc/bus: read-only mounts
 #
-# bwrap's own --proc already covers these (bubblewrap's cover_proc_dirs: it
-# binds sys, sysrq-trigger, irq and bus read-only when they are writable at
-# setup, but /proc/sys is a directory root cannot "access(W_OK)" there, which
-# is why sandbox binds /proc/sys itself, tests/test_root_parity.py).  bwrap.py
-# repeats the three so the protection does not rest on that detail; these
-# tests therefore guard the behaviour, and dropping only sandbox's own bind
-# of one of them is an equivalent mutant (scripts/mutate.py lists it so).
+# bwrap's own --proc covers these too, but only where bwrap can write them
+# at setup (bubblewrap's cover_proc_dirs checks access(W_OK)): for a caller
+# who is root it binds them read-only itself, for an unprivileged caller it
+# leaves them, and only sandbox's binds make them read-only mounts (file
+# modes already keep that user out).  So for root, dropping one of
+# sandbox's binds changes nothing (bwrap's cover gives EROFS all the same);
+# the unprivileged run notices it through /proc/self/mountinfo.  And
+# /proc/sysrq-trigger does not exist on kernels built without
+# CONFIG_MAGIC_SYSRQ: the test says so and skips.
 
 
 def _writable_knob(directory: str) -> str | None:
@@ -258,3 +260,20 @@ def test_proc_kernel_knobs_are_read_only(senv, mount):
     else:
         assert outside["open"] == "EACCES"
         assert inside["open"] in ("EACCES", "EROFS"), inside
+
+
+# --------------------------------------------------------------------------
+# --unshare-uts and --hostname: the host's name is not shown, and a name set
+# inside stays inside
+
+
+def test_host_name_is_hidden_and_cannot_be_changed(senv):
+    import socket
+
+    host = socket.gethostname()
+    inside = senv.sh("hostname; hostname renamed-by-command 2>/dev/null; hostname")
+    assert inside.returncode == 0, show(inside)
+    first, after = inside.stdout.decode().split()
+    assert first == "sandbox" != host, first
+    assert after in ("sandbox", "renamed-by-command")  # no capability: stays "sandbox"
+    assert socket.gethostname() == host
