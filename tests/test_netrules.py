@@ -897,3 +897,12 @@ def test_check_never_raises(allow, deny, method, host, port, path):
     decision = Rules(allow, deny).check(method, host, port, path)
     assert isinstance(decision, Decision) and decision.reason
     assert decision.host.isprintable()
+
+
+@pytest.mark.parametrize("addr, words", [("fd00:ec2::254", "unique-local"), ("fc00::1", "unique-local"),
+                                         ("fe80::1", "link-local"), ("169.254.169.254", "link-local")])
+def test_address_refusal_names_the_block(addr, words):
+    """The refusal says which block an address is in (what the summary tells the user):
+    fc00::/7 is also outside global unicast, so only its own words show the rule is there."""
+    why = Rules([EgressRule("example.com")]).address_refusal("example.com", ip_address(addr))
+    assert words in why, why
