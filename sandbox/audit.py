@@ -298,8 +298,20 @@ class Auditor:
         if os.path.lexists(path) and self._entry_inside(path) and not self._unprotected(path):
             self._quarantine(kind, path, why)
 
+    def _known_protected(self, path: str) -> bool:
+        """Is ``path`` or one of its parents a path protected before the run?
+        (A set lookup per parent: thousands of protected paths must not make
+        the audit quadratic.)"""
+        while True:
+            if path in self.known:
+                return True
+            parent = os.path.dirname(path)
+            if parent == path:
+                return "/" in self.known
+            path = parent
+
     def _name(self, path: str) -> None:
-        if any(is_within(path, k) for k in self.known) or self._unprotected(path):
+        if self._known_protected(path) or self._unprotected(path):
             return
         if not self._entry_inside(path):
             return

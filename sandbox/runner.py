@@ -131,6 +131,39 @@ def _command_pgrp(init_pid: int | None, master: int | None) -> int | None:
         return None
 
 
+# execve refuses an argv and environment over ARG_MAX (E2BIG): a workspace with
+# thousands of protected paths or masked files gives thousands of mounts.
+# Past this size the options go to bwrap through an --args descriptor
+# instead (NUL-separated, read by bwrap itself), and the argv stays short.
+ARGV_INLINE_MAX = 256 << 10
+BWRAP_MAX_ARGS = 9000 - 16  # bwrap's own limit on what --args may hold, less our other options
+
+
+def _long_options_to_fd(argv: list[str], status_fd_arg: int, seccomp, keep: list[int]) -> int:
+    """Move bwrap's options before --seccomp/--json-status-fd into a memfd when
+    the argv is too long to exec; return the new index of the status fd value."""
+    if sum(len(os.fsencode(a)) + 1 for a in argv) <= ARGV_INLINE_MAX:
+        return status_fd_arg
+    cut = status_fd_arg - 1  # "--json-status-fd"
+    if seccomp is not None:
+        cut = min(cut, seccomp[0] - 1)  # "--seccomp" comes first
+    if cut > BWRAP_MAX_ARGS:
+        from sandbox.errors import SetupError
+
+        mounts = sum(1 for a in argv[1:cut] if a.startswith("--") and "bind" in a)
+        raise SetupError(f"the plan needs {mounts} bind mounts (protected paths, masked secrets, "
+                         f"sockets), more than bwrap accepts ({BWRAP_MAX_ARGS} arguments); the "
+                         "command was not run",
+                         hint="run 'sandbox explain' to see them; add the directories that hold "
+                              "most of them to [protect] skip_dirs, or use a smaller workspace")
+    fd = os.memfd_create("sandbox-args", os.MFD_CLOEXEC)
+    keep.append(fd)
+    write_all(fd, b"".join(os.fsencode(a) + b"\0" for a in argv[1:cut]))
+    os.lseek(fd, 0, os.SEEK_SET)
+    argv[1:cut] = ["--args", str(fd)]
+    return status_fd_arg - (cut - 1) + 2
+
+
 def run(argv, env: dict[str, str], status_fd_arg: int | None, interactive: bool,
         seccomp: tuple[int, str] | None = None, limits: "Limits | None" = None,
         grace: float = GRACE_DEFAULT, bridge=None) -> Outcome:
@@ -159,6 +192,8 @@ def run(argv, env: dict[str, str], status_fd_arg: int | None, interactive: bool,
         bpf_fd = os.open(seccomp[1], os.O_RDONLY | os.O_CLOEXEC)
         argv[seccomp[0]] = str(bpf_fd)
         keep.append(bpf_fd)
+    if status_fd_arg is not None:
+        status_fd_arg = _long_options_to_fd(argv, status_fd_arg, seccomp, keep)
     # Loader variables reach the command through bwrap's --setenv, never
     # bwrap's own (or the bridge launcher's) loader: see sandbox.hostprogs.
     # Every argv bwrap.build makes has --json-status-fd; the variables go in
