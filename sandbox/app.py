@@ -16,7 +16,7 @@ import shutil
 import time
 from dataclasses import dataclass
 
-from sandbox import (bwrap, command, discover, egress, envfilter, limits, plancache,
+from sandbox import (blocked, bwrap, command, discover, dns, egress, envfilter, limits, plancache,
                      policycache, selfguard)
 from sandbox.errors import SandboxError, SetupError, UsageError
 from sandbox.invocation import Invocation
@@ -42,6 +42,7 @@ class Prepared:
     deps: tuple = ()  # (path, stamp) of everything the plan was built from
     racy: bool = True  # some input changed too recently to cache the plan
     audit_spec: dict | None = None  # what the persistence audit checks after the run
+    watch: dict | None = None  # what sandbox.blocked watches for and checks after the run
 
 
 def home_dir(environ: dict[str, str]) -> str:
@@ -143,7 +144,8 @@ def prepare(opts: RunOptions, environ: dict[str, str]) -> Prepared:
     deps = tuple(obs.deps()) + tuple(policy_deps)
     audit_spec = make_audit_spec(policy, layout, state, unprotect)
     return Prepared(opts, policy, layout, inv, bwrap_path, cached, plan_ms,
-                    tuple(envfilter.removed(environ, policy)), deps, obs.racy(), audit_spec)
+                    tuple(envfilter.removed(environ, policy)), deps, obs.racy(), audit_spec,
+                    blocked.plan(policy, layout, home, environ))
 
 
 def make_audit_spec(policy: Policy, layout: Layout, state: str, unprotect) -> dict | None:
@@ -199,6 +201,7 @@ def run(opts: RunOptions, environ: dict[str, str]) -> int:
         return execute(opts, inv.argv, inv.env, inv.status_fd_arg, inv.interactive,
                        prepared.layout.warnings, meta, prepared.bwrap_path, started, seccomp_fd,
                        prepared.audit_spec, limits.plan(prepared.policy),
-                       egress.plan(prepared.policy))
+                       egress.plan(prepared.policy), dns.plan(prepared.policy, prepared.layout),
+                       prepared.watch)
     except SandboxError as err:
         return fail(opts, err, plan_meta(prepared) if prepared else None, started)

@@ -18,7 +18,7 @@ from sandbox.patterns import match
 from sandbox.errors import SetupError, UsageError
 from sandbox.command import is_within
 from sandbox.layout import SCRATCH_DIRS, Layout
-from sandbox.policy import Access, Policy
+from sandbox.policy import Access, NetworkMode, Policy
 
 def refused_paths() -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(exact, tree) paths never allowed as workspace or writable (bwrap/refused-paths.txt)."""
@@ -500,6 +500,12 @@ def discover(policy: Policy, ws: Workspace, *, extra_writable: tuple[str, ...] =
                     if not any(is_within(f, d) for d in dirs)
                     and (not any(is_within(f, d) for d in empty_dirs)
                          or any(is_within(f, r) for r in writable))]
+    resolv_conf = nsswitch = None
+    if policy.network is NetworkMode.NONE:  # lookups go to the run's own resolver
+        from sandbox import dns
+
+        resolv_conf, nsswitch = dns.name_service_files(
+            state, obs, SCRATCH_DIRS + tuple(empty_dirs) + tuple(dirs))
     empty_file = os.path.join(state, "empty")
     if not os.path.isfile(empty_file):
         with open(empty_file, "w"):
@@ -520,4 +526,6 @@ def discover(policy: Policy, ws: Workspace, *, extra_writable: tuple[str, ...] =
         warnings=tuple(plan.warnings),
         unprotected=tuple(dict.fromkeys(plan.unprotected)),
         git_entries=tuple(dict.fromkeys(git_entries)),
+        resolv_conf=resolv_conf,
+        nsswitch=nsswitch,
     )

@@ -13,7 +13,8 @@ EXIT_TIMEOUT = 124  # like timeout(1)
 
 
 def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_path,
-            started, seccomp=None, audit_spec=None, limits=None, egress=None) -> int:
+            started, seccomp=None, audit_spec=None, limits=None, egress=None,
+            resolver=None, watch=None) -> int:
     """Start the sandbox and wait for it (shared by the cached fast path)."""
     import sys
 
@@ -40,7 +41,7 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
 
     try:  # everything the caller got wrong is found before the command starts
         grace = runner.grace_seconds(os.environ)
-        if egress is not None:
+        if egress is not None or resolver is not None:
             from sandbox.netns import bridge_mode
 
             bridge = bridge_mode(os.environ)
@@ -81,7 +82,30 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
             return fail(opts, SetupError(f"cannot start the egress proxy: {exc.strerror or exc}; "
                                          "the command was not run"), meta, started)
         env = {**env, **egress_mod.proxy_env()}
+    names = None
+    if resolver is not None:  # no network: lookups answered at once, and recorded
+        from sandbox import dns
+
+        try:
+            names = dns.Session(resolver, bridge)
+        except OSError:
+            names = dns.Session(resolver, "bwrap")  # no socket pair: names go unrecorded
+        new = names.argv(list(argv))
+        # the descriptors' places moved with the edit: follow their options
+        status_index = dns.moved(argv, new, status_index)
+        if seccomp is not None:
+            seccomp = (dns.moved(argv, new, seccomp[0]), seccomp[1])
+        argv = new
+        env = {**dns.offline_env(), **env}
     network = None
+    watcher = None
+    if watch is not None:  # before bwrap: what the command tries on protected files
+        from sandbox import blocked
+
+        try:
+            watcher = blocked.Watch(watch)
+        except Exception:  # noqa: BLE001 - no evidence then; nothing else changes
+            watcher = None
     try:
         applied = None
         if limits is not None:  # sandbox.limits.plan(); this makes the run's cgroup
@@ -91,15 +115,32 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
         # report_dir was opened above, before the command could touch its parents
         try:
             outcome = runner.run(argv, env, status_index, interactive, seccomp, applied, grace,
-                                 bridge=session.bridge if session is not None else None)
+                                 bridge=session.bridge if session is not None
+                                 else names.bridge if names is not None else None)
         except SandboxError as err:  # the bridge could not be made: nothing ran
             _audit(audit_spec, pending)
             return fail(opts, err, meta, started)
-    finally:  # whatever happened, the proxy goes with the run
+    finally:  # whatever happened, the proxy (or the resolver) goes with the run
         if session is not None:
             network = session.finish()
-    if network is not None:
+        elif names is not None:
+            network = names.finish()
+    if session is not None:
         for line in egress_mod.summary(network, egress["profile"]):
+            print(line, file=sys.stderr)
+    elif names is not None:
+        from sandbox import dns
+
+        for line in dns.summary(network, meta.get("profile", {}).get("name", "?")):
+            print(line, file=sys.stderr)
+    refused = []
+    if watch is not None:
+        from sandbox import blocked
+
+        refused = watcher.findings() if watcher is not None else []
+        if outcome.started and outcome.exit_status:
+            refused += blocked.signing(watch, started)
+        for line in blocked.summary(refused, watch):
             print(line, file=sys.stderr)
     findings = _audit(audit_spec, pending)
     if not outcome.started:
@@ -123,6 +164,7 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
         doc["audit"] = [f.as_dict() for f in findings]
     if network is not None:
         doc["network"] = network
+    doc["blocked"] = report.blocked_records(refused, network)
     report.write(opts.report, doc, report_dir)
     if report_dir is not None:
         os.close(report_dir)

@@ -48,4 +48,4 @@ def run_cached(opts, environ: dict[str, str]) -> int | None:
 
     return execute(opts, argv, env, plan["status_index"], plan["interactive"], plan["warnings"],
                    meta, plan["bwrap"], started, plan["seccomp"], plan["audit"], plan["limits"],
-                   plan["egress"])
+                   plan["egress"], plan["resolver"], plan["blocked"])

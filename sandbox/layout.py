@@ -29,6 +29,11 @@ class Layout:
     warnings: tuple[str, ...] = ()
     unprotected: tuple[str, ...] = ()  # protected paths left writable on request
     git_entries: tuple[str, ...] = ()  # every .git found in or around the writable roots
+    # network none (sandbox.dns): (our file, host path it covers), or None.
+    # resolv.conf is always bound; nsswitch.conf only when the run falls back
+    # to bwrap's own namespace, where no resolver answers.
+    resolv_conf: tuple[str, str] | None = None
+    nsswitch: tuple[str, str] | None = None
 
     def hidden_dirs(self) -> tuple[str, ...]:
         """Host directories the command cannot see (unless a writable root is inside)."""

@@ -177,6 +177,8 @@ def run(argv, env: dict[str, str], status_fd_arg: int | None, interactive: bool,
     try:
         try:
             proc = _Proc(_spawn_bridged(argv, env, keep, stdio, limits, bridge))
+            if bridge is not None:
+                bridge.started()  # after the fork: a bridge may start a thread now
         finally:
             for fd in keep:
                 os.close(fd)
@@ -322,7 +324,8 @@ def _spawn_bridged(argv, env, keep, stdio, limits, bridge) -> int:
             if err.stage not in (1, 2, 3):  # the namespace itself was refused
                 raise
     outer = bridge.wrap(list(argv), sys.executable)
-    return _spawn(outer, env, keep + [bridge.channel.fileno()], stdio, limits, None)
+    passed = [bridge.channel.fileno()] if bridge.passes_channel else []
+    return _spawn(outer, env, keep + passed, stdio, limits, None)
 
 
 def _spawn(argv: list[str], env: dict[str, str], keep: list[int], stdio: list[int | None],
