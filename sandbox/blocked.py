@@ -79,7 +79,14 @@ def plan(policy, layout, home: str, environ: dict[str, str]) -> dict | None:
 # --- during the run -------------------------------------------------------------
 
 class Watch:
-    """inotify watches on the directories of protected and masked files, set before bwrap starts."""
+    """inotify watches on the directories of protected and masked files, set before bwrap starts.
+
+    Closing an inotify instance that has watches waits for the kernel's
+    fsnotify grace period (SRCU: 4 to 16 ms measured here), and so does the
+    exit of the last process holding it.  So after the run a small host
+    process (``runner.hold``) takes over the last reference and the wait
+    happens there, off the run's path.
+    """
 
     def __init__(self, data: dict) -> None:
         self.fd = -1
@@ -98,6 +105,18 @@ class Watch:
             if wd >= 0:
                 self.dirs[wd] = (directory, dict(names))
 
+    def _close(self) -> None:
+        from sandbox import runner
+
+        try:
+            release = runner.hold(self.fd)
+        except OSError:
+            release = -1
+        os.close(self.fd)  # not the last reference when cat holds one
+        if release >= 0:
+            os.close(release)
+        self.fd = -1
+
     def findings(self) -> list[dict]:
         """Read what happened, once, after the run; close the watch."""
         if self.fd < 0:
@@ -110,8 +129,7 @@ class Watch:
                 data += os.read(self.fd, 65536)
         except (BlockingIOError, OSError):
             pass
-        os.close(self.fd)
-        self.fd = -1
+        self._close()
         created: dict[tuple[int, str], int] = {}
         removed: set[tuple[int, str]] = set()
         overflow = False

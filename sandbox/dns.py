@@ -314,7 +314,7 @@ class Session:
         finally:
             self._done.release()
 
-    def _answer(self, limit: int, send: bool = True) -> None:
+    def _answer(self, limit: int) -> None:
         for _ in range(limit):
             try:
                 packet, peer = self.sock.recvfrom(QUERY_MAX)
@@ -332,11 +332,10 @@ class Session:
                 self.names[name] = 1
             else:
                 self.unrecorded += 1
-            if send:
-                try:
-                    self.sock.sendto(reply(ident, flags, question), peer)
-                except OSError:
-                    pass
+            try:
+                self.sock.sendto(reply(ident, flags, question), peer)
+            except OSError:
+                pass
 
     def _close_sock(self) -> None:
         if self.sock is not None:
@@ -345,21 +344,27 @@ class Session:
 
     def finish(self) -> dict:
         """Stop answering; what the command looked up, for the report."""
+        names, unrecorded = dict(self.names), self.unrecorded
         if self.sock is not None:
+            # The sandbox is gone, so nothing is on its way: every query the
+            # command waited for has been answered and counted.  Tell the
+            # thread to leave and do not wait for it (waking it costs a
+            # scheduling round, milliseconds on a busy machine); while it may
+            # still run, its socket and pipe stay open (process exit closes
+            # them), so no descriptor number is reused under it.
             os.write(self._stop_w, b"x")
-            self._done.acquire(timeout=2)
-            self._answer(10 * MAX_BURST, send=False)  # still queued: the command is gone
-            self._close_sock()
-            os.close(self._stop_r)
-            os.close(self._stop_w)
+            if self._done.acquire(False):
+                self._close_sock()
+                os.close(self._stop_r)
+                os.close(self._stop_w)
         elif self.bridge is not None and not self.bridge.wrapped and self.fallback is None:
             self.fallback = "the run did not start"
         if self.bridge is not None:
             self.bridge.close()
             self.channel.close()
         result = {"mode": "none", "names_recorded": self.fallback is None,
-                  "lookups": [{"name": n, "queries": c} for n, c in self.names.items()],
-                  "queries_unrecorded": self.unrecorded}
+                  "lookups": [{"name": n, "queries": c} for n, c in names.items()],
+                  "queries_unrecorded": unrecorded}
         if self.fallback is not None:
             result["names_not_recorded_because"] = self.fallback
         return result
@@ -406,6 +411,8 @@ def summary(result: dict, profile: str) -> list[str]:
     """Lines for stderr, in the egress proxy's style."""
     from sandbox.errors import printable
 
+    if not result["lookups"] and not result["queries_unrecorded"]:
+        return []
     local = _local_names()
     lookups = [item for item in result["lookups"] if item["name"] not in local
                and not item["name"].endswith(".localhost")]

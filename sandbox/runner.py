@@ -818,3 +818,38 @@ def probe_namespaces(bwrap_path: str) -> str | None:
     if done.returncode == 0:
         return None
     return (done.stderr.strip() or f"exit {done.returncode}").splitlines()[-1]
+
+
+# Where `hold` finds cat: fixed system places, never PATH
+_CAT = ("/usr/bin/cat", "/bin/cat")
+
+
+def hold(fd: int) -> int:
+    """Keep ``fd`` open in a small host process until the returned pipe is closed.
+
+    For a descriptor whose last close is slow (an inotify instance waits out
+    the kernel's fsnotify grace period, 4 to 16 ms): the wrapper closes its
+    copy at once, then the pipe, and ``cat`` sees end-of-file and exits,
+    closing the last copy on its own time.  ``cat`` gets nothing but the
+    pipe on stdin, /dev/null for output, ``fd`` as its fd 3 and an empty
+    environment; every other descriptor of ours is close-on-exec (``_spawn``
+    made sure of it before bwrap started).  ``posix_spawn``, not fork: no
+    copy-on-write faults for the wrapper afterwards.  Returns -1 (and the
+    caller closes ``fd`` itself) when cat cannot be started.
+    """
+    cat = next((p for p in _CAT if os.access(p, os.X_OK)), None)
+    if cat is None:
+        return -1
+    wait, release = os.pipe()
+    try:
+        os.posix_spawn(cat, ["cat"], {}, setpgroup=0, setsigdef=_DEFAULT_SIGNALS, file_actions=[
+            (os.POSIX_SPAWN_DUP2, wait, 0),
+            (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
+            (os.POSIX_SPAWN_OPEN, 2, os.devnull, os.O_WRONLY, 0),
+            (os.POSIX_SPAWN_DUP2, fd, 3)])
+    except OSError:
+        os.close(release)
+        return -1
+    finally:
+        os.close(wait)
+    return release
