@@ -32,6 +32,7 @@ This module imports only C modules at the top: it is on the fast path.
 from __future__ import annotations
 
 import os
+import select
 import struct
 
 from sandbox import netns
@@ -255,6 +256,8 @@ class Session:
         self.names: dict[str, int] = {}
         self.unrecorded = 0  # queries for names beyond MAX_NAMES
         self.sock = None
+        self.serving = False  # the thread was started
+        self.failed = None  # set by the thread if it had to stop early
         self.fallback = None  # why names are not recorded, if they are not
         self.bridge = None
         self._thread = _thread
@@ -294,6 +297,7 @@ class Session:
             self._done = self._thread.allocate_lock()
             self._done.acquire()
             self._thread.start_new_thread(self._serve, ())
+            self.serving = True
         except Exception as exc:  # noqa: BLE001 - the run goes on without names
             self.fallback = f"the resolver could not start ({exc})"
             self._close_sock()
@@ -301,16 +305,22 @@ class Session:
             self.channel.close()
 
     def _serve(self) -> None:
-        import select
-
+        # poll, not select: descriptors above 1023 (a caller that leaked
+        # many) would make select fail, and then nobody would answer
         try:
+            poller = select.poll()
+            poller.register(self.sock.fileno(), select.POLLIN)
+            poller.register(self._stop_r, select.POLLIN)
             while True:
-                ready = select.select([self.sock, self._stop_r], [], [])[0]
+                ready = [fd for fd, _ in poller.poll()]
                 if self._stop_r in ready:
                     return
                 self._answer(MAX_BURST)
-        except BaseException:  # noqa: BLE001 - a thread must not print a traceback
-            return
+        except BaseException as exc:  # noqa: BLE001 - a thread must not print a traceback
+            # without an answerer, lookups must still fail at once: a closed
+            # port gives "connection refused" (EAI_AGAIN), not a 5 s timeout
+            self.failed = f"the resolver stopped ({type(exc).__name__})"
+            self._close_sock()
         finally:
             self._done.release()
 
@@ -345,7 +355,7 @@ class Session:
     def finish(self) -> dict:
         """Stop answering; what the command looked up, for the report."""
         names, unrecorded = dict(self.names), self.unrecorded
-        if self.sock is not None:
+        if self.serving:
             # The sandbox is gone, so nothing is on its way: every query the
             # command waited for has been answered and counted.  Tell the
             # thread to leave and do not wait for it (waking it costs a
@@ -367,6 +377,8 @@ class Session:
                   "queries_unrecorded": unrecorded}
         if self.fallback is not None:
             result["names_not_recorded_because"] = self.fallback
+        if self.failed is not None:
+            result["resolver_failed"] = self.failed
         return result
 
 

@@ -118,6 +118,8 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
                                  bridge=session.bridge if session is not None
                                  else names.bridge if names is not None else None)
         except SandboxError as err:  # the bridge could not be made: nothing ran
+            if watcher is not None:
+                watcher.findings()  # releases the watch off the exit path
             _audit(audit_spec, pending)
             return fail(opts, err, meta, started)
     finally:  # whatever happened, the proxy (or the resolver) goes with the run
