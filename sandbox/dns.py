@@ -291,6 +291,7 @@ class Session:
             if fd is None:
                 self.fallback = "the resolver's socket did not arrive"
                 return
+            os.set_inheritable(fd, False)  # descriptors received this way are inheritable
             self.sock = _socket.socket(fileno=fd)
             self.sock.setblocking(False)
             self._stop_r, self._stop_w = os.pipe()

@@ -837,19 +837,26 @@ def hold(fd: int) -> int:
     copy-on-write faults for the wrapper afterwards.  Returns -1 (and the
     caller closes ``fd`` itself) when cat cannot be started.
     """
+    import fcntl
+
     cat = next((p for p in _CAT if os.access(p, os.X_OK)), None)
     if cat is None:
         return -1
     wait, release = os.pipe()
+    # above 3 both, so neither dup2 below can overwrite the other's source
+    # (a caller that closed its stdin would make ours fd 0)
+    sources = [fcntl.fcntl(f, fcntl.F_DUPFD_CLOEXEC, 10) for f in (wait, fd)]
+    os.close(wait)
     try:
         os.posix_spawn(cat, ["cat"], {}, setpgroup=0, setsigdef=_DEFAULT_SIGNALS, file_actions=[
-            (os.POSIX_SPAWN_DUP2, wait, 0),
+            (os.POSIX_SPAWN_DUP2, sources[0], 0),
             (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
             (os.POSIX_SPAWN_OPEN, 2, os.devnull, os.O_WRONLY, 0),
-            (os.POSIX_SPAWN_DUP2, fd, 3)])
+            (os.POSIX_SPAWN_DUP2, sources[1], 3)])
     except OSError:
         os.close(release)
         return -1
     finally:
-        os.close(wait)
+        for f in sources:
+            os.close(f)
     return release
