@@ -158,3 +158,42 @@ def test_a_quiet_run_reports_an_empty_list(senv):
 def test_which_temporary_names_count_as_a_replacement(temp, expected):
     assert blocked.replaced(temp, {"config": "protected", ".npmrc": "protected",
                                    ".env": "secret"}) == expected
+
+
+def test_a_watch_found_on_the_cached_fast_path_too(senv):
+    import time
+
+    from conftest import sandbox_exe
+
+    _repo(senv)
+    report = senv.base / "report.json"
+    senv.finish()  # once: chown makes every ctime new
+    argv = senv.who.prefix() + [sandbox_exe(), "run", "--report", str(report), "--",
+                                "git", "config", "--local", "x.y", "z"]
+    cached = []
+    for i in range(4):
+        if i in (1, 2):
+            time.sleep(2.2)  # plans are cached only from inputs older than 2 s
+        done = subprocess.run(argv, cwd=senv.ws, env=senv.environ(**GIT_ENV),
+                              capture_output=True, timeout=60)
+        assert b"sandbox: blocked a write to .git/config" in done.stderr, done.stderr
+        cached.append(_report(report)["plan_cached"])
+    assert cached[-1] is True, cached
+
+
+def test_hold_keeps_a_descriptor_open_until_released():
+    """runner.hold: cat holds the last copy, so the wrapper's own close is not the last."""
+    import select
+
+    from sandbox import runner
+
+    r, w = os.pipe()
+    release = runner.hold(w)
+    assert release >= 0
+    os.close(w)
+    # cat still holds the write end: no end-of-file yet
+    assert select.select([r], [], [], 0.3)[0] == []
+    os.close(release)
+    assert select.select([r], [], [], 10)[0] == [r]
+    assert os.read(r, 1) == b""
+    os.close(r)

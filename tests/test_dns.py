@@ -337,3 +337,23 @@ def test_auto_falls_back_to_bwraps_namespace_when_ours_is_refused(tmp_path):
         assert lines[2] == str(socket.EAI_NONAME)
     assert result["names_recorded"] is False
     assert "did not let sandbox make the network namespace" in result["names_not_recorded_because"]
+
+
+def test_the_cached_fast_path_answers_and_names_too(senv):
+    """A later run reuses the cached plan; lookups fail the same way and are named."""
+    report = senv.base / "report.json"
+    senv.finish()  # once: chown (senv.run does it every time) makes every ctime new
+    from conftest import sandbox_exe
+
+    argv = senv.who.prefix() + [sandbox_exe(), "run", "--report", str(report), "--",
+                                SYSTEM_PYTHON, "-c", LOOKUP, NAME]
+    cached = []
+    for i in range(4):
+        if i in (1, 2):
+            time.sleep(2.2)  # plans are cached only from inputs older than 2 s
+        done = subprocess.run(argv, cwd=senv.ws, env=senv.environ(), capture_output=True,
+                              timeout=60)
+        assert _lookups(done.stdout)[NAME] == str(socket.EAI_NONAME), done.stderr
+        assert f"blocked name lookup {NAME}" in done.stderr.decode()
+        cached.append(_report(report)["plan_cached"])
+    assert cached[-1] is True, cached
