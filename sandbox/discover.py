@@ -18,7 +18,7 @@ from sandbox.patterns import match
 from sandbox.errors import SetupError, UsageError
 from sandbox.command import is_within
 from sandbox.layout import SCRATCH_DIRS, Layout
-from sandbox.policy import Access, Policy
+from sandbox.policy import Access, NetworkMode, Policy
 
 def refused_paths() -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(exact, tree) paths never allowed as workspace or writable (bwrap/refused-paths.txt)."""
@@ -676,6 +676,12 @@ def discover(policy: Policy, ws: Workspace, *, extra_writable: tuple[str, ...] =
     masked_files = [f for f in dict.fromkeys(files + plan.masked_files) if reachable(f)]
     tracked_secrets = tuple(b for b in dict.fromkeys(secrets.binds)
                             if reachable(b[1]) and b[1] not in masked_files)
+    resolv_conf = nsswitch = None
+    if policy.network is NetworkMode.NONE:  # lookups go to the run's own resolver
+        from sandbox import dns
+
+        resolv_conf, nsswitch = dns.name_service_files(
+            state, obs, SCRATCH_DIRS + tuple(empty_dirs) + tuple(dirs))
     empty_file = os.path.join(state, "empty")
     if not os.path.isfile(empty_file):
         with open(empty_file, "w"):
@@ -704,4 +710,6 @@ def discover(policy: Policy, ws: Workspace, *, extra_writable: tuple[str, ...] =
         git_configs=tuple(dict.fromkeys(git.configs)),
         state_dir=state,
         scratch_parents=_depth_sorted(scratch_parents),
+        resolv_conf=resolv_conf,
+        nsswitch=nsswitch,
     )

@@ -14,11 +14,13 @@ EXIT_TIMEOUT = 124  # like timeout(1)
 
 def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_path,
             started, seccomp=None, audit_spec=None, limits=None, egress=None,
-            target=None) -> int:
+            target=None, resolver=None, watch=None) -> int:
     """Start the sandbox and wait for it (shared by the cached fast path).
 
     ``target``: where the report goes (``report.open_target``, opened by the
-    caller before anything else); it is closed here.
+    caller before anything else); it is closed here.  ``resolver``: a run
+    without network gets its own name resolver (``sandbox.dns``); ``watch``:
+    what ``sandbox.blocked`` watches for refused replacements.
     """
     import sys
 
@@ -48,7 +50,7 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
 
     try:  # everything the caller got wrong is found before the command starts
         grace = runner.grace_seconds(os.environ)
-        if egress is not None:
+        if egress is not None or resolver is not None:
             from sandbox.netns import bridge_mode
 
             bridge = bridge_mode(os.environ)
@@ -76,6 +78,18 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
                                          f"{exc.strerror or exc}; the command was not run",
                                          hint="make the state directory writable "
                                               "(XDG_CACHE_HOME/sandbox)"), meta, started, target)
+    if resolver is not None:  # no network: lookups answered at once (sandbox.dns)
+        from sandbox import dns
+
+        env = {**dns.offline_env(), **env}
+    watcher = None
+    if watch is not None:  # before bwrap: what the command tries on protected files
+        from sandbox import blocked
+
+        try:
+            watcher = blocked.Watch(watch)
+        except Exception:  # noqa: BLE001 - no evidence then; nothing else changes
+            watcher = None
     for attempt in range(1 + MOUNT_RETRIES):
         session = None
         if egress is not None:
@@ -88,6 +102,7 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
                 return fail(opts, SetupError(f"cannot start the egress proxy: {exc.strerror or exc}; "
                                              "the command was not run"), meta, started, target)
             env = {**env, **egress_mod.proxy_env()}
+        names = None
         network = None
         try:
             applied = None
@@ -103,15 +118,31 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
             if gone and audit_spec is not None and not _remark(audit_spec):
                 _audit(audit_spec, pending)
                 return fail(opts, _no_marker(audit_spec), meta, started, target)
+            run_argv, run_status, run_seccomp = argv, status_index, seccomp
+            if resolver is not None:  # this attempt's resolver, and its edit of the argv
+                try:
+                    names = dns.Session(resolver, bridge)
+                except OSError:
+                    names = dns.Session(resolver, "bwrap")  # no socket pair: names go unrecorded
+                run_argv = names.argv(list(argv))
+                # the descriptors' places moved with the edit: follow their options
+                run_status = dns.moved(argv, run_argv, status_index)
+                if seccomp is not None:
+                    run_seccomp = (dns.moved(argv, run_argv, seccomp[0]), seccomp[1])
             try:
-                outcome = runner.run(argv, env, status_index, interactive, seccomp, applied, grace,
-                                     bridge=session.bridge if session is not None else None)
+                outcome = runner.run(run_argv, env, run_status, interactive, run_seccomp, applied,
+                                     grace, bridge=session.bridge if session is not None
+                                     else names.bridge if names is not None else None)
             except SandboxError as err:  # the bridge could not be made: nothing ran
+                if watcher is not None:
+                    watcher.findings()  # releases the watch off the exit path
                 _audit(audit_spec, pending)
                 return fail(opts, err, meta, started, target)
-        finally:  # whatever happened, the proxy goes with the run
+        finally:  # whatever happened, the proxy (or the resolver) goes with the run
             if session is not None:
                 network = session.finish()
+            elif names is not None:
+                network = names.finish()
         if outcome.started or outcome.bwrap_status != 1 or attempt == MOUNT_RETRIES:
             break
         # bwrap gave up before the command started: if a mount point vanished
@@ -124,8 +155,22 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
         print(f"sandbox: note: {printable(gone[0])} vanished while bwrap was setting up the "
               "sandbox; nothing is left there to hide, so it was started again without that mount",
               file=sys.stderr)
-    if network is not None:
+    if session is not None:
         for line in egress_mod.summary(network, egress["profile"]):
+            print(line, file=sys.stderr)
+    elif names is not None:
+        from sandbox import dns
+
+        for line in dns.summary(network, meta.get("profile", {}).get("name", "?")):
+            print(line, file=sys.stderr)
+    refused = []
+    if watch is not None:
+        from sandbox import blocked
+
+        refused = watcher.findings() if watcher is not None else []
+        if outcome.started and outcome.exit_status:
+            refused += blocked.signing(watch, started)
+        for line in blocked.summary(refused, watch):
             print(line, file=sys.stderr)
     findings = _audit(audit_spec, pending)
     if not outcome.started:
@@ -149,6 +194,7 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
         doc["audit"] = [f.as_dict() for f in findings]
     if network is not None:
         doc["network"] = network
+    doc["blocked"] = report.blocked_records(refused, network)
     report.write(target, doc)  # opened before the command could touch the path
     return status
 

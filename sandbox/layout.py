@@ -45,6 +45,11 @@ class Layout:
     # secret-named files whose content git holds (sandbox.secretfiles):
     # (what is shown, read-only; where)
     tracked_secrets: tuple[tuple[str, str], ...] = ()
+    # network none (sandbox.dns): (our file, host path it covers), or None.
+    # resolv.conf is always bound; nsswitch.conf only when the run falls back
+    # to bwrap's own namespace, where no resolver answers.
+    resolv_conf: tuple[str, str] | None = None
+    nsswitch: tuple[str, str] | None = None
 
     def hidden_dirs(self) -> tuple[str, ...]:
         """Host directories the command cannot see (unless a writable root is inside)."""

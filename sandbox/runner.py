@@ -237,6 +237,8 @@ def run(argv, env: dict[str, str], status_fd_arg: int | None, interactive: bool,
             relay = Relay(master, 0 if ttys[0] else None, ttys.index(True), slave)
         try:
             proc = _Proc(_spawn_bridged(argv, env, keep, stdio, limits, bridge))
+            if bridge is not None:
+                bridge.started()  # after the fork: a bridge may start a thread now
         finally:
             for fd in keep:
                 os.close(fd)
@@ -385,7 +387,8 @@ def _spawn_bridged(argv, env, keep, stdio, limits, bridge) -> int:
             if err.stage not in (1, 2, 3):  # the namespace itself was refused
                 raise
     outer = bridge.wrap(list(argv), sys.executable)
-    return _spawn(outer, env, keep + [bridge.channel.fileno()], stdio, limits, None)
+    passed = [bridge.channel.fileno()] if bridge.passes_channel else []
+    return _spawn(outer, env, keep + passed, stdio, limits, None)
 
 
 def _spawn(argv: list[str], env: dict[str, str], keep: list[int], stdio: list[int | None],
@@ -812,3 +815,45 @@ def probe_namespaces(bwrap_path: str) -> str | None:
     if done.returncode == 0:
         return None
     return (done.stderr.strip() or f"exit {done.returncode}").splitlines()[-1]
+
+
+# Where `hold` finds cat: fixed system places, never PATH
+_CAT = ("/usr/bin/cat", "/bin/cat")
+
+
+def hold(fd: int) -> int:
+    """Keep ``fd`` open in a small host process until the returned pipe is closed.
+
+    For a descriptor whose last close is slow (an inotify instance waits out
+    the kernel's fsnotify grace period, 4 to 16 ms): the wrapper closes its
+    copy at once, then the pipe, and ``cat`` sees end-of-file and exits,
+    closing the last copy on its own time.  ``cat`` gets nothing but the
+    pipe on stdin, /dev/null for output, ``fd`` as its fd 3 and an empty
+    environment; every other descriptor of ours is close-on-exec (``_spawn``
+    made sure of it before bwrap started).  ``posix_spawn``, not fork: no
+    copy-on-write faults for the wrapper afterwards.  Returns -1 (and the
+    caller closes ``fd`` itself) when cat cannot be started.
+    """
+    import fcntl
+
+    cat = next((p for p in _CAT if os.access(p, os.X_OK)), None)
+    if cat is None:
+        return -1
+    wait, release = os.pipe()
+    # above 3 both, so neither dup2 below can overwrite the other's source
+    # (a caller that closed its stdin would make ours fd 0)
+    sources = [fcntl.fcntl(f, fcntl.F_DUPFD_CLOEXEC, 10) for f in (wait, fd)]
+    os.close(wait)
+    try:
+        os.posix_spawn(cat, ["cat"], {}, setpgroup=0, setsigdef=_DEFAULT_SIGNALS, file_actions=[
+            (os.POSIX_SPAWN_DUP2, sources[0], 0),
+            (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
+            (os.POSIX_SPAWN_OPEN, 2, os.devnull, os.O_WRONLY, 0),
+            (os.POSIX_SPAWN_DUP2, sources[1], 3)])
+    except OSError:
+        os.close(release)
+        return -1
+    finally:
+        for f in sources:
+            os.close(f)
+    return release
