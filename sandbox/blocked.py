@@ -63,7 +63,7 @@ def plan(policy, layout, home: str, environ: dict[str, str]) -> dict | None:
             if any(_within(path, r) for r in roots) and os.path.isfile(path) \
                     and not os.path.islink(path):
                 watch.setdefault(os.path.dirname(path), []).append([os.path.basename(path), rule])
-    git_dirs = [g for g in layout.git_entries if os.path.isdir(g)]
+    git_dirs = [g for g in dict.fromkeys(layout.git_dirs + layout.git_roots) if os.path.isdir(g)]
     xdg = environ.get("XDG_CONFIG_HOME") or os.path.join(home, ".config")
     config_files = ["/etc/gitconfig", os.path.join(xdg, "git", "config"),
                     os.path.join(home, ".gitconfig")]

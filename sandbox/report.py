@@ -62,7 +62,7 @@ def blocked_records(refused: list[dict], network: dict | None) -> list[dict]:
     in a run without network), ``request`` (refused by the egress proxy's
     rules).  A plugin can tell "blocked by policy" from "the command
     failed" by this list; what the sandbox cannot observe is never in it
-    (docs/design.md).
+    (the design notes, design.md).
     """
     records = [r for r in refused if r.get("target") is not None]
     if network is not None:
