@@ -422,6 +422,7 @@ def _local_names() -> set[str]:
 
 def summary(result: dict, profile: str) -> list[str]:
     """Lines for stderr, in the egress proxy's style."""
+    from sandbox import resources
     from sandbox.errors import printable
 
     if not result["lookups"] and not result["queries_unrecorded"]:
@@ -452,7 +453,7 @@ def summary(result: dict, profile: str) -> list[str]:
     if len(builtin) < len(names):
         lines.append("sandbox: to reach a host, use a profile that extends this one with "
                      "[network] mode = \"proxy\" and a [[network.allow]] rule naming it "
-                     "(docs/network.md)")
+                     f"(see {resources.doc('network.md')})")
     return lines
 
 
