@@ -906,3 +906,22 @@ def test_address_refusal_names_the_block(addr, words):
     fc00::/7 is also outside global unicast, so only its own words show the rule is there."""
     why = Rules([EgressRule("example.com")]).address_refusal("example.com", ip_address(addr))
     assert words in why, why
+
+
+@pytest.mark.parametrize("method, path", [
+    ("POST", "/admin"), ("post", "/admin"), ("Post", "/admin/x"), ("POST", "/ADMIN/x"),
+    ("POST", "/admin;x/y"), ("POST", "/Admin;jsessionid=1"), ("pOsT", "/aDmIn;a=b/c")])
+def test_deny_rules_match_every_spelling_an_origin_could_read_as_theirs(method, path):
+    """Deny fails closed: an origin that folds case or strips ;parameters would read
+    each of these as POST /admin (found by an independent egress battery)."""
+    rules = Rules([EgressRule("api.test", (80,))],
+                  [EgressRule("api.test", (80,), ("POST",), ("/admin",))])
+    assert not rules.check(method, "api.test", 80, path).allowed
+
+
+@pytest.mark.parametrize("method, path", [("GET", "/admin"), ("POST", "/administrator"),
+                                          ("POST", "/public;admin"), ("post", "/x/admin")])
+def test_deny_rules_still_leave_what_they_do_not_name(method, path):
+    rules = Rules([EgressRule("api.test", (80,))],
+                  [EgressRule("api.test", (80,), ("POST",), ("/admin",))])
+    assert rules.check(method, "api.test", 80, path).allowed
