@@ -2,18 +2,24 @@
 
 Protected paths that existed before the run were read-only inside, and the
 pre-run snapshot (``sandbox.gitsnapshot``) records what every git dir held
-that git runs programs through.  After the command, the audit walks every
-writable root and the tool cache with ``sandbox.scan`` (into .git
-directories and skip_dirs too) and, in this order:
+that git runs programs through, and every file the user's git config runs.
+After the command, the audit walks every writable root and the tool cache
+with ``sandbox.scan`` (into .git directories, skip_dirs and protected
+directories too, at any depth and path length) and, in this order:
 
 1. in every git dir (any directory git could use as one, found by what it
    holds, never by following ``.git`` files or ``commondir``): a config
    that is new or changed is rebuilt from an allow-list and written whole
    (``gitconfig.rebuild``); a new or changed hook, a symlinked or odd
    config, and a ``commondir`` added to a git dir that existed before the
-   run are quarantined; the same for hooks under a ``core.hooksPath`` and
-   the files an ``include.path`` names;
-2. a new agent/editor config, shell rc file, ``.envrc`` (the other
+   run are quarantined;
+2. hooks under every ``core.hooksPath``, and the files the user's git
+   config runs (``core.fsmonitor = tools/x.sh``...) or a symlinked hook
+   leads to, resolved against every work tree root discovery knew and
+   against the directory of every ``.git`` entry that is new or changed
+   (never read: wherever it points, git run there would take the relative
+   paths from it); then the files an ``include.path`` names;
+3. a new agent/editor config, shell rc file, ``.envrc`` (the other
    protected names) is quarantined.
 
 Why no pointer is followed: git only takes a directory for a git dir if it
@@ -22,15 +28,20 @@ holds ``HEAD`` (and its common dir only if it holds ``objects`` and
 is either inside a writable root, where this walk finds and judges it, or
 outside, where the command could not write.
 
+Every act is reached from a writable root without following symlinks
+(``sandbox.pathat``): another run's command may be changing the tree
+while the audit works, and nothing it does can carry an act outside.
+
 Quarantined items are archived (``sandbox.quarantine``), never left live.
 Every finding is one line on stderr and an entry in the report.  Any item
-that cannot be neutralised is a failure: the run exits 125 and the pending
-marker stays, so the next run audits again before anything else.
+that cannot be neutralised is a failure: the run exits 125 and its pending
+marker stays (``sandbox.pending``), so the next run audits again before
+anything else.
 """
 
 from __future__ import annotations
 
-import marshal
+import errno
 import os
 import stat
 
@@ -106,61 +117,31 @@ class _Clean(Exception):
     """Nothing to do after all (not a finding)."""
 
 
-def _read_config(path: str) -> bytes:
-    """The bytes of a regular file, at most MAX_CONFIG + 1 (never through a link or FIFO)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(f"{path} is not a regular file")
-        chunks, left = [], gitconfig.MAX_CONFIG + 1
-        while left > 0:
-            chunk = os.read(fd, min(left, 1 << 20))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            left -= len(chunk)
-        return b"".join(chunks)
-    finally:
-        os.close(fd)
-
-
-def _replace(path: str, text: str, mode: int) -> None:
-    """Write ``text`` to a new file beside ``path`` and rename it over ``path``:
-    never through the old file, which may be a hard link to someone else's."""
-    tmp = os.path.join(os.path.dirname(path), f".sandbox-audit-{os.urandom(6).hex()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                 mode & 0o666 or 0o644)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+def _kind_of(stamp) -> int:
+    """The file type in a stamp (a content stamp is a regular file's)."""
+    return stat.S_IFREG if stamp[0] == gitsnapshot.HASHED else stamp[0]
 
 
 class Auditor:
     """One audit pass over the writable roots of one run.
 
     Everything under the writable roots was written by the command, so the
-    audit trusts nothing there: it acts only on entries that lie in a
-    writable root themselves (their parent resolved, the entry not), never
-    reads or lists through a symlink, and archives links as links.
+    audit trusts nothing there: it reaches every entry from a root one
+    directory at a time without following symlinks, and acts relative to
+    the parent it reached (``sandbox.pathat``), so nothing it does can land
+    outside the roots, however the tree changes meanwhile; it archives links
+    as links.  A symlink on the way to something git reads or runs is
+    itself a finding, unless it was there before the run.
     """
 
     def __init__(self, spec: dict) -> None:
-        from sandbox import quarantine
+        from sandbox import pathat, quarantine
 
         self.spec = spec
         self.known = set(spec["known_protected"])
         self.classes = set(spec["classes"])
         # where the command could write: the scanned roots and its tool caches
-        self.roots = [os.path.realpath(r) for r in
-                      list(spec["roots"]) + list(spec.get("git_roots", ())) +
-                      [spec.get("cache_dir") or ""] if r]
+        self.tree = pathat.Roots(gitsnapshot.roots_of(spec))
         snapshot = spec.get("snapshot") or {}
         self.before: dict = snapshot.get("stamps", {})
         self.old_gitdirs = set(snapshot.get("gitdirs", ()))
@@ -171,55 +152,98 @@ class Auditor:
 
     # -- where the command could write ---------------------------------------
 
-    def _unprotected(self, path: str) -> bool:
-        return any(is_within(path, u) for u in self.spec["unprotected"])
+    def _unprotected(self, path: str, gitdir: str | None = None) -> bool:
+        """Did the user make ``path`` writable (--unprotect, [protect])?
 
-    def _inside(self, real: str) -> bool:
-        return any(is_within(real, r) for r in self.roots)
+        For an entry of git dir ``gitdir`` only if the unprotected path lies
+        inside that git dir (``--unprotect .git/hooks``) or the git dir was
+        there before the run: a directory unprotected for its own sake
+        (``--unprotect .vscode``) does not make a git dir planted in it trusted.
+        """
+        for u in self.spec["unprotected"]:
+            if is_within(path, u) and (gitdir is None or is_within(u, gitdir)
+                                       or gitdir in self.old_gitdirs):
+                return True
+        return False
 
-    def _entry_inside(self, path: str) -> bool:
-        """The entry itself (not what a symlink points to) lies in a writable root."""
-        return self._inside(os.path.join(os.path.realpath(os.path.dirname(path)),
-                                         os.path.basename(path)))
+    def _stamp(self, path: str):
+        """The stamp of ``path`` now, reached without following a symlink (None:
+        absent).  Raises pathat.LinkOnTheWay."""
+        try:
+            with self.tree.parent(path) as (fd, name):
+                return gitsnapshot.stamp_at(fd, name, self.before.get(path))
+        except (FileNotFoundError, NotADirectoryError):
+            return None
 
     def _changed(self, path: str):
         """The entry's stamp now, if it differs from before the run (else None)."""
-        now = gitsnapshot.stamp(path)
+        now = self._stamp(path)
         return None if now == self.before.get(path) else now
 
     # -- acting ----------------------------------------------------------------
 
     def _act(self, kind: str, path: str, action) -> None:
-        """Run one neutralising action; on a permission error, make room and retry once."""
+        """Run one neutralising action, ``action(room)``; on a permission error run
+        it again with room=True (make the command's directories ours to change)."""
+        from sandbox import pathat
+
         for attempt in (1, 2):
             try:
-                self.findings.append(Finding(kind, path, action()))
+                self.findings.append(Finding(kind, path, action(attempt == 2)))
                 return
             except _Clean:
+                return
+            except pathat.LinkOnTheWay as exc:
+                self._link(kind, path, exc.link)
                 return
             except PermissionError as exc:
                 if attempt == 2:
                     self._failure(kind, path, exc)
                     return
-                for target in (os.path.dirname(path), path):
-                    try:
-                        if not os.path.islink(target):
-                            os.chmod(target, os.lstat(target).st_mode | 0o700)
-                    except OSError:
-                        pass
             except Exception as exc:  # noqa: BLE001 - counted, never a traceback
                 self._failure(kind, path, exc)
                 return
 
     def _failure(self, kind: str, path: str, exc: BaseException) -> None:
         self.failed += 1
-        why = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-        self.findings.append(Finding(kind, path, f"COULD NOT NEUTRALISE ({why}); "
-                                                 "remove it by hand before running host tools here"))
+        self.findings.append(failure_finding(kind, path, exc))
 
-    def _quarantine(self, kind: str, path: str, why: str) -> None:
-        self._act(kind, path,
-                  lambda: f"{why}; quarantined as {self.session.move(path, kind)}")
+    def _move_at(self, fd: int, name: str, path: str, kind: str, why: str, room: bool) -> str:
+        from sandbox import pathat
+
+        if room:
+            pathat.make_room(fd, name)
+        return f"{why}; quarantined as {self.session.move(path, kind, (fd, name))}"
+
+    def _quarantine(self, kind: str, path: str, why: str, only_if_changed: bool = False) -> None:
+        """Archive and remove ``path`` (with ``only_if_changed``: unless its stamp is
+        as before the run)."""
+        def go(room: bool) -> str:
+            with _Reach(self.tree, path, room) as (fd, name):
+                if only_if_changed:
+                    before = self.before.get(path)
+                    now = gitsnapshot.stamp_at(fd, name, before)
+                    if now is None or now == before:
+                        raise _Clean()
+                elif not _lexists_at(fd, name):
+                    raise _Clean()
+                return self._move_at(fd, name, path, kind, why, room)
+        self._act(kind, path, go)
+
+    def _link(self, kind: str, path: str, link: str) -> None:
+        """A symlink on the way to ``path``: git would follow it.  The user's own
+        link, as it was before the run, is left alone (what it leads to inside
+        the roots is judged by its own path); any other is quarantined."""
+        from sandbox import pathat
+
+        try:
+            now = self._stamp(link)
+        except pathat.LinkOnTheWay as exc:  # moved under us meanwhile: count it
+            self._failure(kind, path, exc)
+            return
+        if now is not None and now == self.before.get(link):
+            return
+        self._quarantine(kind, link, f"a symlink on the way to {path}, made during the run")
 
     # -- the pass ----------------------------------------------------------------
 
@@ -240,7 +264,7 @@ class Auditor:
         walks = [(r, rules) for r in self.spec["roots"]]
         walks += [(r, bare) for r in list(self.spec.get("git_roots", ()))
                   + [self.spec.get("cache_dir") or ""] if r]
-        gitdirs, worktrees, names = {}, [], []
+        gitdirs, dotgits, names = {}, {}, []
         for root, how in walks:
             if not os.path.isdir(root):
                 continue
@@ -251,8 +275,8 @@ class Auditor:
                 for path, kind, _is_dir in pending:
                     if kind == scan.GITDIR:
                         gitdirs[path] = None
-                    elif kind == scan.GIT:
-                        worktrees.append(os.path.dirname(path))
+                    elif kind in (scan.GIT, scan.GIT_BURIED):
+                        dotgits[path] = None
                     elif kind == scan.PROTECTED and how is rules:
                         names.append(path)
                     elif kind == scan.UNREADABLE and self._open_up(path):
@@ -260,18 +284,45 @@ class Auditor:
                 if not more:
                     break
                 pending = more
-        return list(gitdirs), worktrees, names
+        return list(gitdirs), list(dotgits), names
+
+    def _worktrees(self, dotgits: list[str]) -> list[str]:
+        """The work tree roots whose relative hooksPath and programs count: those
+        discovery knew (their files are in the snapshot) and every directory whose
+        ``.git`` entry is new or changed (never read: wherever it points, git run
+        there may take relative paths of a trusted config from it)."""
+        from sandbox import pathat
+
+        known = set(self.spec.get("worktrees", ()))
+        out = [w for w in self.spec.get("worktrees", ()) if self.tree.inside(w)]
+        for entry in dotgits:
+            top = os.path.dirname(entry)
+            if top in known or not self.tree.inside(top):
+                continue
+            try:
+                changed = self._changed(entry) is not None
+            except pathat.LinkOnTheWay:
+                changed = True
+            if changed:
+                out.append(top)
+        return list(dict.fromkeys(out))
 
     def _run(self) -> None:
-        gitdirs, worktrees, names = self._walk()
+        gitdirs, dotgits, names = self._walk()
         # git first: hooks and configs are what the host runs without being asked
         for d in gitdirs:
             self._gitdir(d)
+        worktrees = self._worktrees(dotgits)
         hooks_dirs = list(self.spec.get("hooks_dirs", ()))
         for rel in self.spec.get("hooks_relative", ()):  # a relative core.hooksPath, per worktree
             hooks_dirs += [os.path.normpath(os.path.join(w, rel)) for w in worktrees]
         for hooks in dict.fromkeys(hooks_dirs):
             self._hooks(hooks)
+        programs = [tuple(p) for p in self.spec.get("program_files", ())]
+        for rel, why, cls in self.spec.get("program_relative", ()):
+            programs += [(os.path.normpath(os.path.join(w, rel)), why, cls) for w in worktrees]
+        for path, why, cls in dict.fromkeys(programs):
+            self._program(path, why, cls)
         for manager in self.spec.get("hook_managers", ()):
             if self.before.get(manager) is None and GIT_HOOKS in self.classes:
                 self._new_tree("git hook", manager, "a hook manager directory made during the run")
@@ -279,23 +330,45 @@ class Auditor:
             self._config(path)
         for path in names:
             self._name(path)
-        self.gitdirs = [d for d in gitdirs if os.path.isdir(d) and not os.path.islink(d)]
+        self.gitdirs = [d for d in gitdirs if self._is_dir(d)]
         if self.failed == 0:
             gitsnapshot.store_known(self.spec["state"], self.spec["workspace"], self.gitdirs)
 
+    def _is_dir(self, path: str) -> bool:
+        from sandbox import pathat
+
+        try:
+            now = self._stamp(path)
+        except (pathat.LinkOnTheWay, OSError):
+            return False
+        return now is not None and now[0] == stat.S_IFDIR
+
     def _open_up(self, path: str) -> bool:
         """Make a directory the command hid from us listable again (it is ours)."""
-        if not self._entry_inside(path) or os.path.islink(path):
+        from sandbox import pathat
+
+        if not self.tree.inside(path) or path in self.tree.roots:
             return False
         try:
-            os.chmod(path, os.lstat(path).st_mode | 0o700)
+            with self.tree.parent(path, True) as (fd, name):
+                entry = pathat.open_entry(fd, name)
+                try:
+                    if not stat.S_ISDIR(os.fstat(entry).st_mode):
+                        return False
+                    pathat.add_bits(entry)
+                finally:
+                    os.close(entry)
             return True
+        except pathat.LinkOnTheWay:
+            return False  # not a place git reaches without a link: the link is judged
+        except (FileNotFoundError, NotADirectoryError):
+            return False  # gone meanwhile
         except OSError as exc:
             self._failure("unreadable directory", path, exc)
             return False
 
     def _new_tree(self, kind: str, path: str, why: str) -> None:
-        if os.path.lexists(path) and self._entry_inside(path) and not self._unprotected(path):
+        if self.tree.inside(path) and not self._unprotected(path):
             self._quarantine(kind, path, why)
 
     def _known_protected(self, path: str) -> bool:
@@ -313,114 +386,171 @@ class Auditor:
     def _name(self, path: str) -> None:
         if self._known_protected(path) or self._unprotected(path):
             return
-        if not self._entry_inside(path):
+        if not self.tree.inside(path):
             return
         cls = class_of(path)
-        if cls not in self.classes or not os.path.lexists(path):
+        if cls not in self.classes:
             return
         self._quarantine(cls.replace("_", " "), path, "created during the run")
 
     def _gitdir(self, d: str) -> None:
-        if not self._entry_inside(d) or os.path.islink(d):
+        if not self.tree.inside(d):
             return
         for name in ("config", "config.worktree"):
-            self._config(f"{d}/{name}")
-        self._hooks(f"{d}/hooks")
+            self._config(f"{d}/{name}", d)
+        self._hooks(f"{d}/hooks", d)
         # git writes commondir once, when it makes a worktree's git dir; one
         # that appears in (or changes under) a git dir that existed before
         # the run redirects the user's repository to a directory of the
         # command's choosing.  In a new git dir it is left alone: whatever
         # it names is judged as a git dir itself, or lies outside the roots.
         pointer = f"{d}/commondir"
-        if (d in self.old_gitdirs and GIT_CONFIG in self.classes and not self._unprotected(pointer)
-                and os.path.lexists(pointer) and self._changed(pointer) is not None):
+        if d in self.old_gitdirs and GIT_CONFIG in self.classes and not self._unprotected(pointer, d):
             self._quarantine("git commondir", pointer,
-                             "added to or changed in a git dir that existed before the run")
+                             "added to or changed in a git dir that existed before the run",
+                             only_if_changed=True)
 
-    def _config(self, path: str) -> None:
-        if GIT_CONFIG not in self.classes or self._unprotected(path):
+    def _config(self, path: str, gitdir: str | None = None) -> None:
+        if (GIT_CONFIG not in self.classes or self._unprotected(path, gitdir)
+                or not self.tree.inside(path)):
             return
-        now = self._changed(path)
-        if now is None or not self._entry_inside(path):
-            return  # absent, or just as it was before the run
-        kind = now[0]
-        if kind == stat.S_IFLNK:  # git would read the target, which may change later
-            self._quarantine("git config", path, "a symlink where git reads a config")
-        elif kind == stat.S_IFREG:
-            self._act("git config", path, lambda: self._rebuild(path))
-        elif kind != stat.S_IFDIR:  # a FIFO would hang git; git cannot read a directory
-            self._quarantine("git config", path, "not a regular file")
 
-    def _rebuild(self, path: str) -> str:
-        data = _read_config(path)
+        def go(room: bool) -> str:
+            with _Reach(self.tree, path, room) as (fd, name):
+                before = self.before.get(path)
+                now = gitsnapshot.stamp_at(fd, name, before)
+                if now is None or now == before:
+                    raise _Clean()  # absent, or just as it was before the run
+                kind = _kind_of(now)
+                if kind == stat.S_IFLNK:  # git would read the target, which may change later
+                    return self._move_at(fd, name, path, "git config", "a symlink where git "
+                                         "reads a config", room)
+                if kind == stat.S_IFREG:
+                    return self._rebuild(fd, name, path, room)
+                if kind != stat.S_IFDIR:  # a FIFO would hang git; git cannot read a directory
+                    return self._move_at(fd, name, path, "git config", "not a regular file", room)
+                raise _Clean()
+        self._act("git config", path, go)
+
+    def _rebuild(self, fd: int, name: str, path: str, room: bool) -> str:
+        from sandbox import pathat
+
+        if room:
+            pathat.make_room(fd, name)
+        data = pathat.read_regular(fd, name, gitconfig.MAX_CONFIG + 1)
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError:
             text = "\x00"  # not UTF-8: git may read it differently; replace it whole
         if len(data) > gitconfig.MAX_CONFIG:
             text = "\x00"
-        base = os.path.dirname(path)
-        new, dropped = gitconfig.rebuild(text, self._inside, base)
+        new, dropped = gitconfig.rebuild(text, self.tree.inside, os.path.dirname(path))
         if new.encode("utf-8") == data:
             raise _Clean()  # git's own config, nothing it could run: leave it be
-        ident = self.session.keep(path, "git config", "replaced")
-        _replace(path, new, os.lstat(path).st_mode)
+        ident = self.session.keep(path, "git config", "replaced", (fd, name))
+        pathat.replace_file(fd, name, new.encode("utf-8"), os.lstat(name, dir_fd=fd).st_mode)
         what = f"removed {', '.join(dropped)}" if dropped else "rewritten in plain form"
         return f"{what}; original quarantined as {ident}"
 
-    def _hooks(self, hooks_dir: str) -> None:
-        if GIT_HOOKS not in self.classes or self._unprotected(hooks_dir):
+    def _hooks(self, hooks_dir: str, gitdir: str | None = None) -> None:
+        from sandbox import pathat
+
+        if GIT_HOOKS not in self.classes or self._unprotected(hooks_dir, gitdir):
             return
-        if not os.path.lexists(hooks_dir) or not self._entry_inside(hooks_dir):
-            return
-        st = os.lstat(hooks_dir)
-        if not stat.S_ISDIR(st.st_mode):  # a link (never listed or followed) or a file
-            if self._changed(hooks_dir) is not None:
-                self._quarantine("git hook", hooks_dir, "a hooks directory that is not a directory")
+        if not self.tree.inside(hooks_dir):
             return
         try:
-            names = sorted(os.listdir(hooks_dir))
-        except OSError:  # there, but not listable: git runs hooks by path, so open it up
-            if not self._open_up(hooks_dir):
-                return
-            try:
-                names = sorted(os.listdir(hooks_dir))
-            except OSError as exc:
-                self._failure("git hook", hooks_dir, exc)
-                return
-        for name in names:
+            with self.tree.parent(hooks_dir, True) as (fd, name):
+                before = self.before.get(hooks_dir)
+                now = gitsnapshot.stamp_at(fd, name, before)
+                if now is None:
+                    return
+                if now[0] != stat.S_IFDIR:  # a link (never listed or followed) or a file
+                    if now != before:
+                        self._act("git hook", hooks_dir, lambda room: self._move_at(
+                            fd, name, hooks_dir, "git hook",
+                            "a hooks directory that is not a directory", room))
+                    return
+                try:
+                    hooks = os.open(name, pathat.READ_DIR, dir_fd=fd)
+                except PermissionError:  # hidden from us: git runs hooks by path, open it up
+                    pathat.make_room(fd, name)
+                    hooks = os.open(name, pathat.READ_DIR, dir_fd=fd)
+                try:
+                    st = os.fstat(hooks)
+                    if (st.st_dev, st.st_ino) != (now[1], now[2]):
+                        raise OSError(errno.ESTALE, "the hooks directory was replaced meanwhile")
+                    self._hook_entries(hooks, hooks_dir)
+                finally:
+                    os.close(hooks)
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        except pathat.LinkOnTheWay as exc:
+            self._link("git hook", hooks_dir, exc.link)
+        except OSError as exc:
+            self._failure("git hook", hooks_dir, exc)
+
+    def _hook_entries(self, hooks: int, hooks_dir: str) -> None:
+        for name in sorted(os.listdir(hooks)):
             path = f"{hooks_dir}/{name}"
-            now = self._changed(path)
-            if now is None or name.endswith(".sample") or now[0] == stat.S_IFDIR:
+            before = self.before.get(path)
+            now = gitsnapshot.stamp_at(hooks, name, before)
+            if now is None or now == before or name.endswith(".sample") or now[0] == stat.S_IFDIR:
                 continue  # unchanged; never run by git; git cannot run a directory
-            self._quarantine("git hook", path, "new or changed during the run")
+            why = "new or changed during the run"
+            if before is not None and before[0] == gitsnapshot.HASHED:
+                why = ("the user's own hook, whose content the command changed through "
+                       "another hard link to it")
+            self._act("git hook", path, lambda room, n=name, p=path, w=why: self._move_at(
+                hooks, n, p, "git hook", w, room))
+
+    def _program(self, path: str, why: str, cls: str) -> None:
+        """A program the user's git config runs (or a hook links to), in a writable root."""
+        if cls not in self.classes or self._unprotected(path) or not self.tree.inside(path):
+            return
+
+        def go(room: bool) -> str:
+            with _Reach(self.tree, path, room) as (fd, name):
+                before = self.before.get(path)
+                now = gitsnapshot.stamp_at(fd, name, before)
+                if now is None or now == before or now[0] == stat.S_IFDIR:
+                    raise _Clean()  # absent, unchanged, or nothing git can run
+                what = "made during the run" if before is None else "changed during the run"
+                if before is not None and before[0] == gitsnapshot.HASHED:
+                    what = "its content changed during the run through another hard link"
+                return self._move_at(fd, name, path, "git program", f"{why}; {what}", room)
+        self._act("git program", path, go)
 
 
-# -- pending audits: survive a wrapper that is killed mid-run ---------------------
+class _Reach:
+    """``with _Reach(tree, path, room) as (fd, name)``: the parent of ``path``
+    reached from its root; nothing there on the way is nothing to do (_Clean)."""
 
-def mark_pending(spec: dict) -> str:
-    from sandbox.plancache import pending_audit_path
+    __slots__ = ("tree", "path", "room", "fd")
 
-    from sandbox import statefile
+    def __init__(self, tree, path: str, room: bool) -> None:
+        self.tree, self.path, self.room, self.fd = tree, path, room, -1
 
-    path = pending_audit_path(spec["state"], spec["workspace"])
-    statefile.dump(path, spec, must_succeed=True)  # no audit promise, no run
-    return path
-
-
-def run_pending(path: str) -> list[Finding]:
-    """Audit what an earlier, interrupted run left; forget it only if that worked."""
-    try:
-        with open(path, "rb") as fh:
-            spec = marshal.load(fh)
-    except (OSError, EOFError, ValueError, TypeError):
-        return []
-    if not isinstance(spec, dict):
-        return []
-    findings = Auditor(spec).run()
-    if not any(f.failed for f in findings):
+    def __enter__(self) -> tuple[int, str]:
         try:
-            os.unlink(path)
-        except OSError:
-            pass
-    return findings
+            self.fd, name = self.tree.open_parent(self.path, self.room)
+        except (FileNotFoundError, NotADirectoryError):
+            raise _Clean() from None
+        return self.fd, name
+
+    def __exit__(self, *_exc) -> None:
+        os.close(self.fd)
+
+
+def _lexists_at(fd: int, name: str) -> bool:
+    try:
+        os.lstat(name, dir_fd=fd)
+        return True
+    except OSError:
+        return False
+
+
+def failure_finding(kind: str, path: str, exc: BaseException) -> Finding:
+    why = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return Finding(kind, path, f"COULD NOT NEUTRALISE ({why}); "
+                               "remove it by hand before running host tools here")

@@ -10,7 +10,7 @@ works from the Layout alone.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sandbox import caches, gitconfig, hostsockets, scan, secretfiles, selfguard
 from sandbox.observe import Observer
@@ -250,41 +250,69 @@ class _Git:
     dirs: list[str]  # every git dir (scan.GITDIR) in the writable roots
     roots: list[str]  # git dirs outside the workspace made writable (walked for git dirs)
     hooks_dirs: list[str]
-    hooks_relative: list[str]  # relative core.hooksPath of the user's own config
+    hooks_relative: list[str]  # relative core.hooksPath of the user's own configs
     managers: list[str]  # hook managers' directories (.husky for .husky/_)
     configs: list[str]  # files an include.path names, inside the writable roots
+    # what the user's git config runs, and what their hooks link to, inside the
+    # writable roots: [(path, why, audit class)]; relative ones per work tree
+    programs: list = field(default_factory=list)
+    programs_relative: list = field(default_factory=list)
+    worktrees: list[str] = field(default_factory=list)  # work tree roots the above used
+    entries: list[str] = field(default_factory=list)  # every .git entry in the roots
+    protected: list[str] = field(default_factory=list)  # protected names found (scan)
 
 
 def _protect_git_dirs(git: _Git, worktrees: list[str], plan: _Plan, protect: bool,
                       obs: Observer, roots: list[str], skip_dirs: tuple[str, ...],
-                      home: str) -> None:
+                      home: str, unprotect: tuple[str, ...] = ()) -> None:
     """Protect what git runs programs through, decided from the host's state.
 
     Every git dir found (not only those a pointer names) keeps its config,
     config.worktree, commondir and hooks read-only, so a planted pointer can
     add protection but never move it off the real ones.  Git dirs inside
     skip_dirs are left to the audit: making their parents mount points would
-    stop `rm -rf node_modules`.  Every core.hooksPath and include.path in the
+    stop `rm -rf node_modules`; so are those inside a protected directory
+    (read-only whole already).  Every core.hooksPath and include.path in the
     user's global config and in any git dir's config counts (a superset).
+
+    What a protected file runs is protected too: every path named in a
+    command those configs run (core.fsmonitor, filter.*.clean, diff.*.textconv,
+    a "!" alias...) and the file a symlinked hook leads to, resolved against
+    every work tree root, is read-only when it lies in a writable root, and
+    the audit neutralises it if the run made or changed it.  Relative ones
+    are resolved by the audit again against every work tree root a run
+    makes (a new ``.git`` file or symlink re-roots the user's repository).
     """
     writable = roots + git.roots
     inside = lambda p: any(is_within(p, r) for r in writable)  # noqa: E731
+
+    def protectable(p: str) -> bool:
+        """In a writable root, and not inside a skip_dir (mount points there would
+        stop `rm -rf node_modules`; the audit still judges it after the run)."""
+        root = max((r for r in writable if is_within(p, r)), key=len, default="")
+        return bool(root) and not _in_skip_dir(p, root, skip_dirs)
+    # inside a protected directory that stays read-only whole
+    boxed = lambda p: any(is_within(p, q) and p != q and  # noqa: E731
+                          not any(is_within(q, u) for u in unprotect) for q in git.protected)
     configs = []
     for d in git.dirs:
         root = max((r for r in writable if is_within(d, r)), key=len, default="")
-        if protect and not _in_skip_dir(d, root, skip_dirs):
+        if protect and not _in_skip_dir(d, root, skip_dirs) and not boxed(d):
             for name in ("config", "config.worktree", "commondir", "hooks"):
                 if obs.lexists(os.path.join(d, name)):
                     plan.read_only.append(os.path.join(d, name))
             for sub in ("modules", "worktrees"):  # a new one makes the plan stale
                 obs.note(os.path.join(d, sub), full=True)
+            _linked_hooks(git, os.path.join(d, "hooks"), plan, obs, inside, protectable)
         configs += [os.path.join(d, "config"), os.path.join(d, "config.worktree")]
     if not protect:
         return
     xdg = os.environ.get("XDG_CONFIG_HOME") or os.path.join(home, ".config")
     global_files = ["/etc/gitconfig", os.path.join(xdg, "git", "config"),
                     os.path.join(home, ".gitconfig")]
-    included, hooks = gitconfig.referenced(global_files + configs, obs.read)
+    included, hooks, programs, tops = gitconfig.referenced(global_files + configs, obs.read)
+    # a core.worktree (a submodule's, a split layout's) is a work tree root too
+    git.worktrees = list(dict.fromkeys(worktrees + [t for t in tops if inside(t)]))
     for path in included:
         if obs.lexists(path) and not inside(path):
             plan.read_only.append(obs.realpath(path))  # already read-only, unless a root is in it
@@ -297,16 +325,21 @@ def _protect_git_dirs(git: _Git, worktrees: list[str], plan: _Plan, protect: boo
         if os.path.isabs(value):
             targets = [(os.path.normpath(value), None)]
         else:
-            if config in global_files:
-                git.hooks_relative.append(value)
-            targets = [(os.path.normpath(os.path.join(w, value)), w) for w in worktrees]
+            git.hooks_relative.append(value)  # the audit resolves it against new work trees
+            targets = [(os.path.normpath(os.path.join(w, value)), w) for w in git.worktrees]
             targets.append((os.path.normpath(os.path.join(os.path.dirname(config), value)), None))
-        for target, worktree in targets:
+        # a hooks path through a symlink (.githooks -> tools/hooks): the hooks
+        # git runs are in the real directory, which counts on its own
+        targets += [(real, None) for real in (obs.realpath(t) for t, _w in targets
+                                              if obs.lexists(t))
+                    if real not in (t for t, _w in targets)]
+        for target, worktree in dict.fromkeys(targets):
             if not inside(target):
                 if obs.lexists(target):
                     plan.read_only.append(obs.realpath(target))
                 continue
             git.hooks_dirs.append(target)
+            _linked_hooks(git, target, plan, obs, inside, protectable)
             manager = target
             if worktree is not None and is_within(target, worktree) and target != worktree:
                 # a hook manager's hooks call scripts beside them (husky's
@@ -316,6 +349,49 @@ def _protect_git_dirs(git: _Git, worktrees: list[str], plan: _Plan, protect: boo
                 git.managers.append(manager)
             if obs.lexists(manager):
                 plan.read_only.append(manager)
+    for word, key, config in programs:
+        word = os.path.expanduser(word)
+        why = f"a program {key} runs (in {config})"
+        if os.path.isabs(word):
+            candidates = [os.path.normpath(word)]
+        else:
+            git.programs_relative.append((word, why, "git_config"))
+            candidates = [os.path.normpath(os.path.join(w, word)) for w in git.worktrees]
+        for path in candidates:
+            _program(git, path, why, "git_config", plan, obs, inside, protectable)
+
+
+def _program(git: _Git, path: str, why: str, cls: str, plan: _Plan, obs: Observer,
+             inside, protectable) -> None:
+    """A file git runs: read-only if it is in a writable root, and audited there.
+
+    Both the path as git names it and its real path count: the audit stamps
+    a symlink on the way (git follows it; the command may replace it) and
+    judges the file it leads to by the real path.
+    """
+    real = obs.realpath(path)
+    for form in dict.fromkeys((path, real)):
+        if inside(form):
+            git.programs.append((form, why, cls))
+    if protectable(real) and obs.lexists(real) and not obs.isdir(real):
+        plan.read_only.append(real)
+
+
+def _linked_hooks(git: _Git, hooks: str, plan: _Plan, obs: Observer, inside,
+                  protectable) -> None:
+    """Hooks that are symlinks (``pre-commit -> ../../scripts/pre-commit``): the
+    file each leads to is what git runs, so it is protected like the hook."""
+    import stat as stat_mod
+
+    if not inside(hooks):
+        return
+    for name in obs.listdir(hooks):
+        entry = os.path.join(hooks, name)
+        st = obs.note(entry)
+        if name.endswith(".sample") or st is None or not stat_mod.S_ISLNK(st[1]):
+            continue
+        _program(git, obs.realpath(entry), f"the file the hook {entry} links to", "git_hooks",
+                 plan, obs, inside, protectable)
 
 
 def _settle_secrets(files: list[str], links: list[str], worktrees: dict[str, str],
@@ -485,10 +561,14 @@ def discover(policy: Policy, ws: Workspace, *, extra_writable: tuple[str, ...] =
                 continue  # read-only anyway: only secrets and sockets matter
             elif kind == scan.GIT:
                 git_entries.append(path)
+                git.entries.append(path)
+            elif kind == scan.GIT_BURIED:
+                git.entries.append(path)  # for the audit's snapshot only
             elif kind == scan.GITDIR:
                 git.dirs.append(path)
             elif kind == scan.PROTECTED:
                 plan.read_only.append(path)
+                git.protected.append(path)
             # UNREADABLE: the owner's choice; the audit opens up ones the command made
     # A workspace inside a repository (and not a repository itself): git run
     # in it uses that repository, so its git dir must be writable too.
@@ -512,8 +592,11 @@ def discover(policy: Policy, ws: Workspace, *, extra_writable: tuple[str, ...] =
         result = scan.walk(g, bare_rules, os.path.join(scan_cache, scan.cache_name(g, bare_rules)))
         git.dirs += [p for p, kind, _ in result.findings if kind == scan.GITDIR]
     git.dirs = list(dict.fromkeys(git.dirs))
-    _protect_git_dirs(git, [os.path.dirname(e) for e in git_entries], plan, policy.protect_git,
-                      obs, roots, policy.skip_dirs, home)
+    # work tree roots: every directory holding a .git entry, and the workspace
+    tops = [os.path.dirname(e) for e in git_entries] + (
+        [ws.real] if policy.workspace is Access.WRITE else [])
+    _protect_git_dirs(git, tops, plan, policy.protect_git,
+                      obs, roots, policy.skip_dirs, home, unprotect)
     secrets = _settle_secrets(secret_files, secret_links, worktrees, outer, roots, read_roots,
                               list(git.roots), dirs, policy, state, obs)
     plan.masked_files.extend(secrets.hidden)
@@ -708,6 +791,10 @@ def discover(policy: Policy, ws: Workspace, *, extra_writable: tuple[str, ...] =
         hooks_relative=tuple(dict.fromkeys(git.hooks_relative)),
         hook_managers=tuple(dict.fromkeys(git.managers)),
         git_configs=tuple(dict.fromkeys(git.configs)),
+        program_files=tuple(dict.fromkeys(git.programs)),
+        program_relative=tuple(dict.fromkeys(git.programs_relative)),
+        worktrees=tuple(git.worktrees),
+        git_entries=tuple(dict.fromkeys(git.entries)),
         state_dir=state,
         scratch_parents=_depth_sorted(scratch_parents),
         resolv_conf=resolv_conf,

@@ -65,19 +65,25 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
                     target)
     pending = None
     if audit_spec is not None:
-        from sandbox import audit, gitsnapshot
+        from sandbox import gitsnapshot
+        from sandbox import pending as markers
 
         try:
             # what git could run from each git dir just before the command
             # starts (not in the cached plan: a file can change while its
-            # directory's stamp does not); kept with the pending marker
+            # directory's stamp does not); kept in this run's own marker,
+            # locked while the run lives (sandbox.pending)
             audit_spec = dict(audit_spec, snapshot=gitsnapshot.take(audit_spec))
-            pending = audit.mark_pending(audit_spec)  # the next run audits if we are killed
+            pending = markers.create(audit_spec)  # the next run audits if we are killed
         except OSError as exc:
             return fail(opts, SetupError(f"cannot record the pending audit in {audit_spec['state']}: "
                                          f"{exc.strerror or exc}; the command was not run",
                                          hint="make the state directory writable "
                                               "(XDG_CACHE_HOME/sandbox)"), meta, started, target)
+        except Exception as exc:  # noqa: BLE001 - fail closed, without a traceback
+            return fail(opts, SetupError(f"internal error while taking the pre-run snapshot "
+                                         f"({type(exc).__name__}: {exc}); the command was not run"),
+                        meta, started, target)
     if resolver is not None:  # no network: lookups answered at once (sandbox.dns)
         from sandbox import dns
 
@@ -115,7 +121,7 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
             # there (sandbox.drift): checked as late as possible
             argv, status_index, seccomp, audit_spec, gone = _drop_vanished(
                 argv, status_index, seccomp, audit_spec)
-            if gone and audit_spec is not None and not _remark(audit_spec):
+            if gone and audit_spec is not None and not _remark(audit_spec, pending):
                 _audit(audit_spec, pending)
                 return fail(opts, _no_marker(audit_spec), meta, started, target)
             run_argv, run_status, run_seccomp = argv, status_index, seccomp
@@ -220,12 +226,10 @@ def _drop_vanished(argv, status_index, seccomp, audit_spec):
     return new, status_index, seccomp, audit_spec, gone
 
 
-def _remark(audit_spec) -> bool:
-    """Record the changed audit for the next run, in case this one is killed."""
-    from sandbox import audit
-
+def _remark(audit_spec, marker) -> bool:
+    """Record the changed audit in this run's marker, in case this run is killed."""
     try:
-        audit.mark_pending(audit_spec)  # the same file as before
+        marker.rewrite(audit_spec)
     except OSError:
         return False
     return True
@@ -256,61 +260,66 @@ def _dry_run_note(argv, status_index, seccomp) -> str:
             "without the terminal relay and without the persistence audit)")
 
 
-def _audit(spec, pending) -> list:
+def _audit(spec, marker) -> list:
     """Run the persistence audit and print one line per finding.
 
-    The pending marker goes only when everything was neutralised: after a
-    failure the next run in this workspace audits again before it starts.
+    Then drain (``sandbox.pending``): when no run overlapping this one's
+    roots is live, every marker left there is audited again and removed,
+    this run's own with them.  The run's marker stays when something could
+    not be neutralised (the next run in this workspace audits again before
+    it starts) and when another run is live (that run drains at its end).
     """
     if spec is None:
         return []
-    import os
     import sys
 
-    from sandbox import audit
+    from sandbox import audit, pending
 
     findings = audit.Auditor(spec).run()  # interrupted: the marker stays, next run audits
+    earlier: list = []
     if not any(f.failed for f in findings):
         try:
-            os.unlink(pending)
-        except OSError:
-            pass
+            earlier, again, _drained = pending.drain(spec["state"], pending.places(spec),
+                                                     marker, spec)
+        except Exception as exc:  # noqa: BLE001 - the markers stay; counted, no traceback
+            earlier, again = [audit.failure_finding("pending audits", spec["state"], exc)], []
+        findings = findings + again
+    marker.release()
     for finding in findings:
         print(finding.line(), file=sys.stderr)
-    return findings
+    for finding in earlier:
+        print(finding.line() + " (left by an earlier run)", file=sys.stderr)
+    return findings + earlier
 
 
 def audit_leftovers(opts, environ: dict[str, str]) -> None:
-    """Audit first if an earlier run in this workspace was killed before its audit
-    (or its audit could not neutralise everything).
+    """Audit first what earlier runs in this workspace (or one overlapping it)
+    left owed: killed before their audit, an audit that could not neutralise
+    everything, or one made while another run was live (``sandbox.pending``).
 
     Runs before the plan is made or loaded: the audit may move files that a
     plan would otherwise try to mount.  Fails closed: while something is
-    left that the audit cannot neutralise, no command runs here.
+    left that the audit cannot neutralise, no command runs here.  While a
+    run overlapping this workspace is live, its markers and the others are
+    left to that run, which audits them when it ends.
     """
     import os
     import sys
 
-    from sandbox import plancache, runlock
+    from sandbox import pending, plancache
 
     state = plancache.state_dir(environ)
+    if not os.path.isdir(os.path.join(state, pending.DIR)):
+        return  # no run has left anything (the common case: one stat)
     place = os.path.realpath(os.path.join(os.getcwd(), opts.workspace or "."))
-    while True:  # the workspace, or one around it (a run started from a subdirectory)
-        path = plancache.pending_audit_path(state, place)
-        if os.path.exists(path) and not runlock.busy(state, place):  # busy: not left, running
-            from sandbox import audit
-
-            findings = audit.run_pending(path)
-            for finding in findings:
-                print(finding.line() + " (left by an earlier run)", file=sys.stderr)
-            failed = sum(1 for f in findings if f.failed)
-            if failed:
-                raise SetupError(f"the persistence audit of an earlier run in {place} could not "
-                                 f"neutralise {failed} item(s) (see above); the command was not "
-                                 "run", hint="remove them by hand, then run again")
-        if place == "/":
-            break
-        place = os.path.dirname(place)
+    findings, _mine, _drained = pending.drain(state, [place])
+    for finding in findings:
+        print(finding.line() + " (left by an earlier run)", file=sys.stderr)
+    failed = sum(1 for f in findings if f.failed)
+    if failed:
+        raise SetupError(f"the persistence audit of an earlier run in {place} could not "
+                         f"neutralise {failed} item(s) (see above); the command was not "
+                         "run", hint="remove them by hand, then run again")
 
 
 def fail(opts, err: SandboxError, meta, started, target=None) -> int:

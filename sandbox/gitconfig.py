@@ -159,31 +159,126 @@ def referenced_paths(config_files: list[str], worktree: str | None,
     return included, hooks_path
 
 
-def referenced(config_files: list[str], read=_read) -> tuple[list[str], list[tuple[str, str]]]:
-    """(every file an include.path names, every core.hooksPath value with its config file).
+# Keys whose value git, or a program git starts for it, runs as a command (a
+# superset).  A word of such a value that holds a "/" names a file that runs
+# (or that what runs reads): relative to the work tree root, where git runs
+# these, or absolute.  "section.*.key" stands for any subsection.
+RUNS = frozenset((
+    "core.fsmonitor", "core.editor", "core.pager", "core.askpass", "core.sshcommand",
+    "core.gitproxy", "core.alternaterefscommand", "sequence.editor", "gpg.program",
+    "credential.helper", "diff.external", "web.browser", "interactive.difffilter",
+    "uploadpack.packobjectshook", "imap.tunnel", "instaweb.httpd", "gui.editor",
+    "sendemail.smtpserver", "sendemail.tocmd", "sendemail.cccmd", "sendemail.headercmd",
+    "filter.*.clean", "filter.*.smudge", "filter.*.process", "diff.*.textconv",
+    "diff.*.command", "merge.*.driver", "difftool.*.cmd", "difftool.*.path",
+    "mergetool.*.cmd", "mergetool.*.path", "credential.*.helper", "gpg.*.program",
+    "gpg.*.defaultkeycommand", "man.*.cmd", "man.*.path", "browser.*.cmd", "browser.*.path",
+    "remote.*.uploadpack", "remote.*.receivepack", "trailer.*.command", "trailer.*.cmd",
+    "guitool.*.cmd", "sendemail.*.smtpserver", "sendemail.*.tocmd", "sendemail.*.cccmd",
+    "lfs.*.path", "lfs.*.clean", "lfs.*.smudge",
+))
+# with any key: the value is a command when it starts with "!" (alias, submodule
+# update), or always (pager.<cmd>)
+_RUNS_BANG = frozenset(("alias", "submodule"))
+_RUNS_ANY = frozenset(("pager",))
+
+
+def runs(section: str, sub, key: str, value: str) -> bool:
+    """Does git (or what it starts) run ``value`` of this entry as a command?"""
+    if section in _RUNS_ANY:
+        return True
+    if section in _RUNS_BANG:
+        return value.lstrip().startswith("!")
+    name = f"{section}.*.{key}" if sub is not None else f"{section}.{key}"
+    return name in RUNS
+
+
+def _words(value: str) -> list[str]:
+    """Shell words of ``value`` (quotes and backslashes as sh reads them; never fails)."""
+    words, word, quote, i, any_ = [], [], "", 0, False
+    while i < len(value):
+        ch = value[i]
+        if quote == "'":
+            if ch == "'":
+                quote = ""
+            else:
+                word.append(ch)
+        elif ch == "\\" and i + 1 < len(value):
+            i += 1
+            word.append(value[i])
+            any_ = True
+        elif quote == '"':
+            if ch == '"':
+                quote = ""
+            else:
+                word.append(ch)
+        elif ch in "'\"":
+            quote, any_ = ch, True
+        elif ch in " \t\n;&|()<>`":
+            if word or any_:
+                words.append("".join(word))
+            word, any_ = [], False
+        else:
+            word.append(ch)
+        i += 1
+    if word or any_:
+        words.append("".join(word))
+    return words
+
+
+def program_paths(value: str) -> list[str]:
+    """The words of a command that name a file by a path (they hold a "/"):
+    what runs, and what it is given to run (``sh tools/x.sh``)."""
+    out = []
+    words = _words(value.lstrip().removeprefix("!"))
+    for word in list(words):
+        if " " in word or "\t" in word:  # sh -c "tools/x.sh --fast": the words inside too
+            words += _words(word)
+    for word in words:
+        for part in (word, word.rpartition("=")[2]):  # VAR=path, --opt=path
+            if "/" in part and "://" not in part and not part.startswith("-"):
+                out.append(part)
+    return list(dict.fromkeys(out))
+
+
+def referenced(config_files: list[str], read=_read):
+    """(every file an include.path names, every core.hooksPath value with its
+    config file, every path a command names with its key and config file,
+    every core.worktree: another work tree root).
 
     All of them, not just the one git would pick: callers protect a superset.
+    An ``init.templateDir`` counts as a hooks path (its ``hooks/`` is copied
+    into every repository git makes).
     """
     included: list[str] = []
     hooks: list[tuple[str, str]] = []
+    programs: list[tuple[str, str, str]] = []
+    worktrees: list[str] = []
 
     def visit(path: str, depth: int) -> None:
         text = read(path)
         if text is None:
             return
-        for section, _sub, key, value in entries(text):
+        for section, sub, key, value in entries(text):
             if section == "core" and key == "hookspath" and value:
                 hooks.append((value, path))
+            elif section == "core" and key == "worktree" and value:
+                worktrees.append(_expand(value, os.path.dirname(path)))
+            elif section == "init" and key == "templatedir" and value:
+                hooks.append((value.rstrip("/") + "/hooks", path))
             elif section in ("include", "includeif") and key == "path" and value:
                 target = _expand(value, os.path.dirname(path))
                 if target not in included:
                     included.append(target)
                     if depth < MAX_INCLUDE_DEPTH:
                         visit(target, depth + 1)
+            elif value and runs(section, sub, key, value):
+                name = f"{section}.{sub}.{key}" if sub is not None else f"{section}.{key}"
+                programs.extend((word, name, path) for word in program_paths(value))
 
     for cfg in config_files:
         visit(cfg, 0)
-    return included, hooks
+    return included, hooks, programs, worktrees
 
 
 # -- where a repository's git directories are ----------------------------------
@@ -281,8 +376,19 @@ ALLOWED = {
 
 
 def _control(ch: str) -> bool:
+    """A character no config the audit keeps may hold in its text (tab and LF are
+    the text's own layout; inside a value or name they are refused by _odd)."""
     o = ord(ch)
     return o < 32 and ch not in "\t\n" or 0x7f <= o <= 0x9f or ch in "\u2028\u2029"
+
+
+def _odd(ch: str) -> bool:
+    """A character a kept value or subsection may not hold: every control
+    character, LF and tab included.  Git's writer escapes them, and a reader
+    that unescapes them (``\\n`` -> LF) then meets a second line; we write no
+    escapes at all, so such a value is dropped instead."""
+    o = ord(ch)
+    return o < 32 or 0x7f <= o <= 0x9f or ch in "\u2028\u2029"
 
 
 def _strict_header(body: str):
@@ -320,19 +426,27 @@ def _strict_header(body: str):
 
 
 def _strict_value(raw: str):
-    """A value as git's parse_value reads it, or None where git would not (or differ)."""
-    out, spaces, quoted, i = [], 0, False, 0
+    """A value as git's parse_value reads it, or None where git would not (or differ).
+
+    Unquoted blanks between words are kept as they are (git 2.39 turns each
+    into a space, later gits keep them): a tab there would be read two ways,
+    so it makes the value unreadable; leading and trailing blanks go.
+    """
+    out, blanks, quoted, i = [], "", False, 0
     while i < len(raw):
         ch = raw[i]
         if ch in " \t" and not quoted:
             if out:
-                spaces += 1
+                blanks += ch
             i += 1
             continue
         if not quoted and ch in "#;":
             break
-        out.append(" " * spaces)
-        spaces = 0
+        if blanks:
+            if "\t" in blanks:
+                return None
+            out.append(blanks)
+            blanks = ""
         if ch == "\\":
             if i + 1 >= len(raw):
                 return None  # a continuation line
@@ -377,8 +491,8 @@ def parse_strict(text: str):
         while i < len(body) and body[i] in _KEY_CHARS:
             i += 1
         key, rest = body[:i], body[i:].lstrip(" \t")
-        if not rest or rest[0] in "#;":
-            value = None
+        if not rest:
+            value = None  # git reads a key alone as true ("key # note" is an error)
         elif rest[0] == "=":
             value = _strict_value(rest[1:])
             if value is None:
@@ -393,12 +507,12 @@ def allowed(section: str, sub, key: str, value, inside=None, base: str = "") -> 
     """May this entry stay in a config the command wrote?"""
     table = ALLOWED.get(section.lower() + (".*" if sub is not None else ""), {})
     check = table.get(key.lower())
-    if check is None or (sub is not None and any(map(_control, sub))):
+    if check is None or (sub is not None and any(map(_odd, sub))):
         return False
     if value is None:
         return check in (_ANY, _BOOLEAN)
-    if any(map(_control, value)) or "\t" in value:
-        return False  # we write no escapes: git would read a tab as a space
+    if any(map(_odd, value)):
+        return False  # we write no escapes (see _odd)
     if check == _BOOLEAN:
         return value.lower() in _BOOL
     if check == _INT:
@@ -410,7 +524,10 @@ def allowed(section: str, sub, key: str, value, inside=None, base: str = "") -> 
 
 
 def _quote(value: str) -> str:
-    """A value as git's own config writer spells it."""
+    """A value as git's own config writer spells it (never one with a control
+    character: ``allowed`` drops those, and this refuses them again)."""
+    if any(map(_odd, value)):
+        raise ValueError("a control character in a config value")
     text = value.replace("\\", "\\\\").replace('"', '\\"')
     if value[:1] == " " or value[-1:] == " " or "#" in value or ";" in value:
         return f'"{text}"'
@@ -420,6 +537,8 @@ def _quote(value: str) -> str:
 def _header(name: str, sub) -> str:
     if sub is None:
         return f"[{name}]\n"
+    if any(map(_odd, sub)):
+        raise ValueError("a control character in a subsection name")
     return '[%s "%s"]\n' % (name, sub.replace("\\", "\\\\").replace('"', '\\"'))
 
 
@@ -428,12 +547,16 @@ def rebuild(text: str, inside=None, base: str = "") -> tuple[str, list[str]]:
 
     ``inside(path)``: is this a place the command could write (for
     core.worktree); ``base``: the directory holding the config.
+
+    What is written is read back with the same strict reader before it is
+    returned: if that does not give exactly the entries meant, the minimal
+    config is written instead (a check on this writer, not on the input).
     """
     parsed = parse_strict(text)
     if parsed is None:
         return SAFE_CONFIG, ["everything (not plain git config: control characters, "
                              "continuation lines or over 4 MiB)"]
-    out, dropped, header = [], [], None
+    out, dropped, header, kept = [], [], None, []
     for item in parsed:
         if len(item) == 2:
             header = _header(*item)
@@ -448,4 +571,8 @@ def rebuild(text: str, inside=None, base: str = "") -> tuple[str, list[str]]:
             out.append(header)
             header = None
         out.append(f"\t{key}\n" if value is None else f"\t{key} = {_quote(value)}\n")
-    return "".join(out), dropped
+        kept.append(item)
+    new = "".join(out)
+    if [e for e in parse_strict(new) or () if len(e) == 4] != kept:
+        return SAFE_CONFIG, ["everything (it could not be written back exactly)"]
+    return new, dropped

@@ -35,6 +35,13 @@ class Layout:
     hooks_relative: tuple[str, ...] = ()  # relative core.hooksPath values of the user's config
     hook_managers: tuple[str, ...] = ()  # e.g. .husky for core.hooksPath = .husky/_
     git_configs: tuple[str, ...] = ()  # include.path targets inside the writable roots
+    # files the user's git config runs (or hooks link to) in the writable roots:
+    # ((path, why, audit class), ...); relative ones ((word, why, class), ...)
+    # are resolved again by the audit against every work tree root it finds
+    program_files: tuple[tuple[str, str, str], ...] = ()
+    program_relative: tuple[tuple[str, str, str], ...] = ()
+    worktrees: tuple[str, ...] = ()  # work tree roots discovery resolved them against
+    git_entries: tuple[str, ...] = ()  # every .git entry in the writable roots
     # the sandbox's state directory: an empty tmpfs inside (its cache dir is bound on top)
     state_dir: str | None = None
     # host directories just below a private scratch dir (/tmp/proj for a

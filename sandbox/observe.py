@@ -112,7 +112,11 @@ class Observer:
 
     def realpath(self, path: str) -> str:
         self.note_chain(path)
-        real = os.path.realpath(path)
+        try:
+            real = os.path.realpath(path)
+        except OSError:  # a link swapped for a file mid-way (EINVAL): changing under us
+            self.racy_dirs = True  # so this plan is never cached
+            return os.path.normpath(path)
         if real != path:
             self.note_chain(real)
         return real

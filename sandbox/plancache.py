@@ -35,11 +35,6 @@ def state_dir(environ: dict[str, str]) -> str:
     return os.path.join(os.path.realpath(base), "sandbox")
 
 
-def pending_audit_path(state: str, workspace: str) -> str:
-    """Where a run records the audit it still owes (see sandbox.audit)."""
-    return os.path.join(state, "pending-audit", statefile.sha256_hex(workspace.encode())[:16])
-
-
 def key(opts, environ: dict[str, str]) -> str:
     # sys.prefix and the package's place: which installation is running
     # decides which paths are protected (sandbox.selfguard)

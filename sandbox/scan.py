@@ -33,7 +33,13 @@ from sandbox.patterns import match_any
 from sandbox.statefile import sha256_hex
 
 RACY_NS = 2_000_000_000
-FORMAT = 6  # 6: FIFOs are findings
+FORMAT = 7  # 7: walks past PATH_MAX; 6: FIFOs are findings
+# Paths at least this long (in bytes) are opened one component at a time
+# (openat), never whole: PATH_MAX (4096) is no limit to where git can find a
+# git dir (a chain of short symlinks reaches a directory whose real path is
+# longer), so it must be none to the walk either.
+LONG_PATH = 3000
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
 # kinds of findings
 GIT = "git"  # a .git directory or file
@@ -45,6 +51,10 @@ GIT = "git"  # a .git directory or file
 # walk goes when rules.find_git is set: inside .git directories and skip_dirs
 # too, where nothing else is looked for.
 GITDIR = "gitdir"
+# A .git entry where nothing else is looked for (inside a skip_dir, a .git
+# directory or a protected directory): discovery leaves these alone, the
+# persistence audit takes the directory holding one for a work tree root.
+GIT_BURIED = "git-buried"
 UNREADABLE = "unreadable"  # a directory the walk could not list
 PROTECTED = "protected"  # a protected name (file or directory)
 SECRET = "secret"  # a file matching deny_read_names
@@ -70,7 +80,7 @@ class Rules:
                  "find_git", "max_depth", "exclude", "secrets_everywhere")
 
     def __init__(self, protected_names=(), skip_dirs=(), secret_names=(), secret_exceptions=(),
-                 find_git: bool = True, max_depth: int = 4096, exclude=(),
+                 find_git: bool = True, max_depth: int = 1 << 62, exclude=(),
                  secrets_everywhere: bool = False) -> None:
         # secrets_everywhere: also search skip_dirs and protected directories
         # for secret names (discovery does; the persistence audit needs no
@@ -136,7 +146,7 @@ def _is_secret(rules: Rules, name: str) -> bool:
     return match_any(name, rules.secret_names) and not match_any(name, rules.secret_exceptions)
 
 
-def _secret_link(rules: Rules, entry: os.DirEntry) -> bool:
+def _secret_link(rules: Rules, entry: os.DirEntry, dir_fd: int | None = None) -> bool:
     """Does the link's own name, or the last name in the path it holds, say secret?
 
     The directory's stamp covers the link text (a link cannot be changed in
@@ -145,17 +155,19 @@ def _secret_link(rules: Rules, entry: os.DirEntry) -> bool:
     if _is_secret(rules, entry.name):
         return True
     try:
-        text = os.readlink(entry.path)
+        text = (os.readlink(entry.path) if dir_fd is None
+                else os.readlink(entry.name, dir_fd=dir_fd))
     except OSError:
         return False
     return _is_secret(rules, text.rpartition("/")[2])
 
 
-def _leaf(rules: Rules, entry: os.DirEntry) -> str | None:
+def _leaf(rules: Rules, entry: os.DirEntry, dir_fd: int | None = None) -> str | None:
     """A secret, a secret-named link, a socket or a FIFO (an entry that is not a directory)."""
     try:
         if entry.is_symlink():
-            return SECRET_LINK if rules.secret_names and _secret_link(rules, entry) else None
+            return (SECRET_LINK if rules.secret_names and _secret_link(rules, entry, dir_fd)
+                    else None)
         mode = entry.stat(follow_symlinks=False).st_mode if not entry.is_file(follow_symlinks=False) else 0
     except OSError:
         return None
@@ -168,7 +180,8 @@ def _leaf(rules: Rules, entry: os.DirEntry) -> str | None:
     return None
 
 
-def _classify(rules: Rules, names: frozenset, entry: os.DirEntry) -> tuple[str | None, bool]:
+def _classify(rules: Rules, names: frozenset, entry: os.DirEntry,
+              dir_fd: int | None = None) -> tuple[str | None, bool]:
     """Return (kind or None, descend?) for one directory entry of a FULL directory."""
     name = entry.name
     try:
@@ -178,14 +191,17 @@ def _classify(rules: Rules, names: frozenset, entry: os.DirEntry) -> tuple[str |
     if name == ".git" and rules.find_git:
         return GIT, is_dir  # walked for git dirs only
     if name in names:
-        return PROTECTED, is_dir and rules.deep_secrets()  # walked for secrets only
+        # walked for secrets and git dirs only: a git dir planted in a new
+        # .vscode/ must be found even when the audit leaves .vscode/ itself
+        # alone (its class turned off, or --unprotect)
+        return PROTECTED, is_dir and (rules.deep_secrets() or rules.find_git)
     if is_dir:
         if entry.path in rules.exclude:
             return None, False
         if name in rules.skip_dirs:
             return None, rules.find_git or rules.deep_secrets()  # git dirs, secrets
         return None, True
-    return _leaf(rules, entry), False
+    return _leaf(rules, entry, dir_fd), False
 
 
 def child_mode(rules: Rules, names: frozenset, mode: int, name: str) -> int:
@@ -198,17 +214,20 @@ def child_mode(rules: Rules, names: frozenset, mode: int, name: str) -> int:
     return SECRETS if name in names else FULL
 
 
-def _list(rules: Rules, names: frozenset, path: str, mode: int = FULL):
-    """List one directory: (subdirectories to walk, findings).
+def _list(rules: Rules, names: frozenset, path, mode: int = FULL):
+    """List one directory (a path, or a descriptor for a long one): (subdirectories
+    to walk, findings).
 
-    Outside FULL mode only directories, git dirs (SKIPPED, GIT_ONLY) and
-    secrets and sockets (SKIPPED with secrets_everywhere, SECRETS) are
-    looked for, at any depth.
+    Outside FULL mode only directories, git dirs and .git entries (with
+    find_git), secrets and sockets (SKIPPED and SECRETS with
+    secrets_everywhere) and directories hidden from us are looked for, at
+    any depth.
     """
     subdirs, found = [], []
     seen = set()
     head_is_dir = False
-    leaves = mode == SECRETS or (mode == SKIPPED and rules.deep_secrets())
+    leaves = mode in (SKIPPED, SECRETS) and rules.deep_secrets()
+    dir_fd = path if isinstance(path, int) else None
     try:
         with os.scandir(path) as it:
             for entry in it:
@@ -221,17 +240,19 @@ def _list(rules: Rules, names: frozenset, path: str, mode: int = FULL):
                         is_dir = False
                     if name == "HEAD":
                         head_is_dir = is_dir
+                    if name == ".git" and rules.find_git:
+                        found.append((name, GIT_BURIED, is_dir))
                     if is_dir:
                         # a git dependency's .git in a skip_dir: its git dirs only;
-                        # no .git inside a protected directory
-                        if mode != SECRETS or name != ".git":
+                        # a .git in a protected directory only when git dirs count
+                        if mode != SECRETS or name != ".git" or rules.find_git:
                             subdirs.append(name)
                     elif leaves:
-                        kind = _leaf(rules, entry)
+                        kind = _leaf(rules, entry, dir_fd)
                         if kind:
                             found.append((name, kind, False))
                     continue
-                kind, descend = _classify(rules, names, entry)
+                kind, descend = _classify(rules, names, entry, dir_fd)
                 if name == "HEAD":
                     head_is_dir = entry.is_dir(follow_symlinks=False)
                 if kind:
@@ -239,13 +260,12 @@ def _list(rules: Rules, names: frozenset, path: str, mode: int = FULL):
                 if descend:
                     subdirs.append(name)
     except PermissionError:
-        if mode == FULL:
+        if mode == FULL or rules.find_git:
             found.append(("", UNREADABLE, True))  # hidden from us is not the same as empty
     except OSError:
         pass
     # the necessary condition, not git's full test: a superset is safe here
-    if (rules.find_git and mode != SECRETS
-            and (("HEAD" in seen and not head_is_dir) or {"objects", "refs"} <= seen)):
+    if rules.find_git and (("HEAD" in seen and not head_is_dir) or {"objects", "refs"} <= seen):
         found.append(("", GITDIR, True))
     return subdirs, found
 
@@ -277,21 +297,29 @@ def walk(root: str, rules: Rules, cache_file: str | None) -> Result:
     deep_secrets = rules.deep_secrets()
     while stack:
         path, depth, mode = stack.pop()
+        fd = None  # a descriptor only for a path too long to name whole
         try:
-            st = os.stat(path, follow_symlinks=False)
+            if len(path) * 4 >= LONG_PATH and len(os.fsencode(path)) >= LONG_PATH:
+                fd = open_long(path)
+                st = os.fstat(fd)
+            else:
+                st = os.stat(path, follow_symlinks=False)
+            if not stat.S_ISDIR(st.st_mode):
+                continue
+            # ctime as well as mtime: the command can reset mtime (utimensat), not ctime
+            stamp = (st.st_ino, st.st_mtime_ns, st.st_ctime_ns)
+            prev = old.get(path)
+            if prev is not None and _well_formed(prev) and prev[0] == stamp and prev[0][1] != -1:
+                subdirs, found = prev[1], prev[2]
+                reused += 1
+            else:
+                subdirs, found = _list(rules, names, path if fd is None else fd, mode)
+                listed += 1
         except OSError:
             continue
-        if not stat.S_ISDIR(st.st_mode):
-            continue
-        # ctime as well as mtime: the command can reset mtime (utimensat), not ctime
-        stamp = (st.st_ino, st.st_mtime_ns, st.st_ctime_ns)
-        prev = old.get(path)
-        if prev is not None and _well_formed(prev) and prev[0] == stamp and prev[0][1] != -1:
-            subdirs, found = prev[1], prev[2]
-            reused += 1
-        else:
-            subdirs, found = _list(rules, names, path, mode)
-            listed += 1
+        finally:
+            if fd is not None:
+                os.close(fd)
         if mode == FULL or (deep_secrets and mode != GIT_ONLY):
             stamped.append(path)
             stamps.append(stamp)
@@ -313,6 +341,25 @@ def walk(root: str, rules: Rules, cache_file: str | None) -> Result:
         _store(cache_file, new)
     findings.sort()
     return Result(tuple(findings), listed, reused, tuple(stamped), tuple(stamps))
+
+
+def open_long(path: str) -> int:
+    """An O_DIRECTORY descriptor for ``path``, however long: the part below
+    LONG_PATH is opened as one path, the rest one component at a time
+    (never through a symlink)."""
+    raw = os.fsencode(path)
+    cut = raw.rfind(b"/", 0, LONG_PATH)
+    fd = os.open(raw[:cut] or b"/", _DIR_FLAGS)
+    try:
+        for part in raw[cut + 1:].split(b"/"):
+            if part:
+                down = os.open(part, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=fd)
+                os.close(fd)
+                fd = down
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _store(cache_file: str, data: dict) -> None:

@@ -269,3 +269,140 @@ def test_ssh_signing_key_command_is_stripped(senv):
     assert r.returncode == 0, r.stderr
     config = (senv.ws / ".git" / "config").read_text()
     assert "defaultKeyCommand" not in config and "PWNED" not in config
+
+
+# -- what a protected file runs is protected too ----------------------------------------
+
+def _repo(senv, *config: tuple[str, str]) -> None:
+    subprocess.run(["git", "init", "-q", str(senv.ws)], check=True)
+    for key, value in config:
+        subprocess.run(["git", "-C", str(senv.ws), "config", key, value], check=True)
+
+
+FSM = "#!/bin/sh\necho ran >> \"$(dirname \"$0\")/../FSM-RAN\"\nexit 1\n"
+
+
+def test_a_program_the_repo_config_runs_is_read_only(senv):
+    _repo(senv, ("core.fsmonitor", "tools/fsmonitor.sh"))
+    (senv.ws / "tools").mkdir()
+    (senv.ws / "tools" / "fsmonitor.sh").write_text("#!/bin/sh\nexit 1\n")
+    (senv.ws / "tools" / "fsmonitor.sh").chmod(0o755)
+    r = senv.sh(f"printf '{FSM}' > tools/fsmonitor.sh || echo REFUSED")
+    assert b"REFUSED" in r.stdout, r.stderr
+    assert host_git(senv, senv.ws, "status", "--short").returncode == 0
+    assert not (senv.ws / "FSM-RAN").exists()
+
+
+def test_a_new_dotgit_pointer_cannot_supply_the_program_a_relative_path_names(senv):
+    """A .git in a subdirectory pointing at the user's own git dir makes that
+    subdirectory a work tree: the relative core.fsmonitor then runs from it."""
+    _repo(senv, ("core.fsmonitor", "tools/fsmonitor.sh"))
+    plant = (f"mkdir -p sub/tools && ln -s ../.git sub/.git && printf '{FSM}' > "
+             "sub/tools/fsmonitor.sh && chmod +x sub/tools/fsmonitor.sh")
+    outside = senv.base / "outside"
+    subprocess.run(["cp", "-a", str(senv.ws), str(outside)], check=True)
+    senv.finish()
+    subprocess.run(senv.who.prefix() + ["sh", "-c", plant], cwd=outside, check=True)
+    host_git(senv, outside / "sub", "status", "--short")
+    assert (outside / "sub" / "FSM-RAN").exists()  # the attack works without the sandbox
+    r = senv.sh(plant)
+    assert r.returncode == 0, r.stderr
+    assert b"sandbox: audit: git program: " + str(senv.ws / "sub/tools/fsmonitor.sh").encode() in r.stderr
+    host_git(senv, senv.ws / "sub", "status", "--short")
+    assert not (senv.ws / "sub" / "FSM-RAN").exists()
+
+
+def test_the_script_a_symlinked_hook_runs_is_read_only(senv):
+    _repo(senv)
+    (senv.ws / "scripts").mkdir()
+    (senv.ws / "scripts" / "pre-commit").write_text("#!/bin/sh\ntrue\n")
+    (senv.ws / "scripts" / "pre-commit").chmod(0o755)
+    (senv.ws / ".git" / "hooks" / "pre-commit").symlink_to("../../scripts/pre-commit")
+    r = senv.sh("echo 'touch HOOK-RAN' >> scripts/pre-commit || echo REFUSED")
+    assert b"REFUSED" in r.stdout, r.stderr
+    assert host_git(senv, senv.ws, "commit", "-q", "--allow-empty", "-m", "x").returncode == 0
+    assert not (senv.ws / "HOOK-RAN").exists()
+
+
+def test_a_hook_rewritten_through_a_hard_link_is_quarantined_and_named_so(senv):
+    _repo(senv)
+    (senv.ws / "scripts").mkdir()
+    script = senv.ws / "scripts" / "pre-commit"
+    script.write_text("#!/bin/sh\ntrue\n")
+    script.chmod(0o755)
+    os.link(script, senv.ws / ".git" / "hooks" / "pre-commit")
+    assert b"audit" not in senv.sh("chmod 755 scripts/pre-commit; ln scripts/pre-commit x").stderr
+    r = senv.sh("echo 'touch HOOK-RAN' >> scripts/pre-commit")
+    assert r.returncode == 0, r.stderr
+    assert b"the user's own hook, whose content the command changed through another hard link" \
+        in r.stderr
+    assert host_git(senv, senv.ws, "commit", "-q", "--allow-empty", "-m", "x").returncode == 0
+    assert not (senv.ws / "HOOK-RAN").exists()
+
+
+def _works_without_sandbox(senv, plant: str, where: str) -> None:
+    """Plant in a copy of the workspace without the sandbox: the host's git runs it."""
+    outside = senv.base / "outside"
+    subprocess.run(["cp", "-a", str(senv.ws), str(outside)], check=True)
+    senv.finish()
+    subprocess.run(senv.who.prefix() + ["sh", "-c", plant], cwd=outside, check=True)
+    host_git(senv, outside / where, "status", "--short")
+    assert list(outside.rglob("FSM-RAN")), "the attack does not work without the sandbox"
+
+
+@pytest.mark.parametrize("plant, where", [
+    # a .git pointer in a skip_dir re-roots the user's repository there
+    ("mkdir -p node_modules/x/tools && ln -s ../../.git node_modules/x/.git && "
+     "printf '{fsm}' > node_modules/x/tools/fsmonitor.sh && "
+     "chmod +x node_modules/x/tools/fsmonitor.sh", "node_modules/x"),
+    # the program reached through a symlink made in the run
+    ("mkdir -p sub evil && ln -s ../.git sub/.git && ln -s ../evil sub/tools && "
+     "printf '{fsm}' > evil/fsmonitor.sh && chmod +x evil/fsmonitor.sh", "sub"),
+    # the program behind a directory the command made unlistable
+    ("mkdir -p sub/tools && ln -s ../.git sub/.git && printf '{fsm}' > sub/tools/fsmonitor.sh && "
+     "chmod +x sub/tools/fsmonitor.sh && chmod 111 sub/tools", "sub"),
+])
+def test_a_relative_program_is_neutralised_under_every_new_work_tree(senv, plant, where):
+    _repo(senv, ("core.fsmonitor", "tools/fsmonitor.sh"))
+    plant = plant.format(fsm=FSM)
+    _works_without_sandbox(senv, plant, where)
+    r = senv.sh(plant)
+    assert r.returncode == 0, r.stderr
+    assert b"sandbox: audit: git program: " in r.stderr
+    host_git(senv, senv.ws / where, "status", "--short")
+    assert not list(senv.ws.rglob("FSM-RAN"))
+
+
+def test_a_git_dir_behind_an_unlistable_directory_in_a_skip_dir_is_found(senv):
+    plant = ("mkdir -p node_modules/locked/evil/objects node_modules/locked/evil/refs && "
+             "cd node_modules/locked/evil && echo 'ref: refs/heads/main' > HEAD && "
+             "printf '[core]\\n\\tbare = false\\n\\tworktree = .\\n\\tfsmonitor = "
+             "\"echo ran >> FSM-RAN; false\"\\n' > config && cd ../../.. && "
+             "chmod 0 node_modules/locked")
+    r = senv.sh(plant)
+    assert r.returncode == 0, r.stderr
+    assert b"removed core.fsmonitor" in r.stderr
+
+
+def test_a_git_dir_planted_in_an_unprotected_directory_is_still_audited(senv):
+    """--unprotect .vscode lets the command write editor config, not plant a
+    repository whose config git runs (the red team's class 6)."""
+    plant = ("mkdir -p .vscode/evil/objects .vscode/evil/refs .vscode/evil/hooks && "
+             "echo 'ref: refs/heads/main' > .vscode/evil/HEAD && "
+             "printf '[core]\\n\\tfsmonitor = echo pwned\\n' > .vscode/evil/config && "
+             "printf '#!/bin/sh\\necho pwned\\n' > .vscode/evil/hooks/pre-commit && "
+             "chmod +x .vscode/evil/hooks/pre-commit && echo '{}' > .vscode/settings.json")
+    r = senv.sh(plant, args=["--unprotect", ".vscode"])
+    assert r.returncode == 0, r.stderr
+    assert b"removed core.fsmonitor" in r.stderr
+    assert not (senv.ws / ".vscode/evil/hooks/pre-commit").exists()
+    assert (senv.ws / ".vscode/settings.json").exists()  # what was unprotected stays
+
+
+def test_unprotecting_a_hooks_directory_still_lets_the_command_install_hooks(senv):
+    _repo(senv)
+    r = senv.sh("printf '#!/bin/sh\\ntrue\\n' > .git/hooks/pre-commit && "
+                "chmod +x .git/hooks/pre-commit", args=["--unprotect", ".git/hooks"])
+    assert r.returncode == 0, r.stderr
+    assert (senv.ws / ".git/hooks/pre-commit").exists()
+    assert b"audit" not in r.stderr

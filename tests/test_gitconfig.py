@@ -235,3 +235,141 @@ def test_git_reads_the_rebuilt_config_as_it_read_the_original(tmp_path, text):
     new, dropped = gitconfig.rebuild(text)
     assert dropped == [] and new != gitconfig.SAFE_CONFIG
     assert listed(new) == listed(text)
+
+
+# -- differential, property style: what the real git reads from a rebuilt config ---------
+# A rebuilt config is only safe if git parses it into exactly the entries the
+# audit meant to keep: a value git reads as two entries (an escaped newline
+# written back unescaped: url = "x\n[core]\nfsmonitor = ...") is a host escape.
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+GIT_ENV = {"PATH": "/usr/bin:/bin", "HOME": "/nonexistent", "GIT_CONFIG_NOSYSTEM": "1",
+           "LANG": "C"}
+_SECTIONS = ["[core]", "[Core]", "[user]", "[remote \"origin\"]", "[remote \"a\\\"b\\\\c\"]",
+             "[branch \"m\"]", "[submodule \"s\"]", "[include]", "[alias]", "[core.x]",
+             "[remote \"o\"] ", "[remote  \"o\"]", "[extensions]", "[gc]", "[filter \"x\"]",
+             "\t[user] # c", "[remote \"x\\ty\"]"]
+_KEYS = ["bare", "url", "name", "email", "fsmonitor", "hooksPath", "fetch", "path", "worktree",
+         "repositoryformatversion", "auto", "merge", "clean", "Url", "pushurl", "x-y"]
+_VALUE_BITS = ["a", "b", "/", ".", ":", " ", "  ", "\t", '"', "#", ";", "[", "]", "=", "\\",
+               "\\n", "\\t", "\\b", '\\"', "\\\\", "\\x", "\\\n", "\n", "\r", "\x00", "\x0c",
+               "\x7f", "é", "\u2028", "true", "0", "12", "[core]", "fsmonitor = x", "~/x"]
+_values = st.lists(st.sampled_from(_VALUE_BITS), max_size=8).map("".join)
+_key_lines = st.builds(lambda lead, k, sep, v: f"{lead}{k}{sep}{v}",
+                       st.sampled_from(["", "\t", "  "]), st.sampled_from(_KEYS),
+                       st.sampled_from([" = ", "=", "", " ", " # c", "\t=\t"]), _values)
+_lines = st.one_of(st.sampled_from(_SECTIONS), _key_lines, _key_lines,
+                   st.sampled_from(["", "# comment", "; x", "\ufeff", "\r"]))
+configs = st.lists(_lines, min_size=1, max_size=10).map(lambda ls: "\n".join(ls) + "\n")
+
+
+def git_reads(path: Path, text: str):
+    """The entries git reads from ``text`` ([(name, value or None)]), or None if it refuses it."""
+    import subprocess
+
+    path.write_bytes(text.encode("utf-8", "surrogateescape"))
+    r = subprocess.run(["git", "config", "--file", str(path), "--list", "--null"],
+                       capture_output=True, env=GIT_ENV, timeout=30)
+    if r.returncode != 0:
+        return None
+    out = []
+    for item in r.stdout.split(b"\0")[:-1]:
+        name, nl, value = item.partition(b"\n")
+        out.append((name.decode(), value.decode() if nl else None))
+    return out
+
+
+def meant(new: str):
+    """The entries the rebuild meant to write, named as git lists them."""
+    out = []
+    for item in gitconfig.parse_strict(new) or ():
+        if len(item) == 4:
+            section, sub, key, value = item
+            name = section.lower() + (f".{sub}" if sub is not None else "") + "." + key.lower()
+            out.append((name, value))
+    return out
+
+
+def _allowed_name(name: str) -> bool:
+    section, _, rest = name.partition(".")
+    sub, _, key = rest.rpartition(".")
+    table = gitconfig.ALLOWED.get(section + (".*" if sub else ""), {})
+    return key in table
+
+
+PROPERTY = dict(max_examples=400, derandomize=True, deadline=None, database=None,
+                suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                       HealthCheck.too_slow])
+
+
+@settings(**PROPERTY)
+@given(text=configs)
+def test_git_reads_every_rebuilt_config_as_exactly_the_entries_meant(tmp_path, text):
+    new, _dropped = gitconfig.rebuild(text)
+    got = git_reads(tmp_path / "rebuilt", new)
+    assert got is not None, f"git refuses the rebuilt config {new!r}"
+    assert got == meant(new), (text, new)
+    assert all(_allowed_name(name) for name, _ in got), (text, new, got)
+    assert not any(v and any(gitconfig._odd(c) for c in v) for _, v in got)
+
+
+@settings(**PROPERTY)
+@given(text=configs)
+def test_a_rebuilt_config_never_holds_an_entry_git_did_not_read_from_the_original(tmp_path,
+                                                                                  text):
+    """What the rebuild keeps is a subsequence of what git itself reads from the
+    command's file: the audit's reader never finds an entry git would not."""
+    new, _dropped = gitconfig.rebuild(text)
+    original = git_reads(tmp_path / "original", text)
+    if original is None or new == gitconfig.SAFE_CONFIG:
+        return  # git refuses it (or we replaced it whole): nothing of it is kept
+    rest = iter(original)
+    for entry in git_reads(tmp_path / "rebuilt", new):
+        assert entry in rest, (text, new, entry, original)
+
+
+@settings(**PROPERTY)
+@given(items=st.lists(st.tuples(st.sampled_from(["user.name", "remote.origin.url",
+                                                 "branch.m.merge", "core.bare",
+                                                 "core.fsmonitor", "alias.x"]),
+                                 _values.map(lambda v: v.replace("\x00", ""))),
+                      min_size=1, max_size=5))
+def test_a_config_git_wrote_keeps_every_allowed_entry_without_control_characters(tmp_path,
+                                                                                  items):
+    """The other direction: on a file git itself wrote (it escapes newlines and
+    tabs), the rebuild keeps exactly the allowed entries whose values hold no
+    control character, as git reads them."""
+    import subprocess
+
+    cfg = tmp_path / "config"
+    cfg.write_bytes(b"")
+    for name, value in items:
+        subprocess.run(["git", "config", "--file", str(cfg), "--add", name, value],
+                       check=True, capture_output=True, env=GIT_ENV, timeout=30)
+    text = cfg.read_bytes().decode("utf-8", "surrogateescape")
+    original = git_reads(tmp_path / "original", text)
+    expected = [(n, v) for n, v in original if _allowed_name(n)
+                and not any(gitconfig._odd(c) for c in v or "")
+                and gitconfig.allowed(*_split(n), v)]
+    new, _dropped = gitconfig.rebuild(text)
+    if any(gitconfig._control(c) for c in text):  # git writes CR, FF... as they are
+        assert new == gitconfig.SAFE_CONFIG
+        return
+    assert git_reads(tmp_path / "rebuilt", new) == expected, (text, new)
+
+
+def _split(name: str):
+    section, _, rest = name.partition(".")
+    sub, _, key = rest.rpartition(".")
+    return section, (sub if sub else None), key
+
+
+def test_an_escaped_newline_in_an_allowed_value_cannot_add_an_entry(tmp_path):
+    """The red team's carrier: an allowed key whose value holds escaped newlines."""
+    text = ('[core]\n\tbare = false\n[remote "origin"]\n'
+            '\turl = "x\\n[core]\\nfsmonitor = echo pwned\\nhooksPath = /x"\n')
+    new, dropped = gitconfig.rebuild(text)
+    assert dropped == ["remote.origin.url"]
+    assert git_reads(tmp_path / "c", new) == [("core.bare", "false")]

@@ -200,6 +200,10 @@ def test_skip_dirs_hold_secrets_and_sockets_only(tmp_path):
         os.chmod(nm / "locked", 0o755)
         sock.close()
     got = found(result, root)
+    # a .git there is reported as buried (the audit takes its directory for a
+    # work tree), never as one discovery acts on
+    assert ("node_modules/gitdep/.git", "git-buried", True) in got
+    got = [f for f in got if f[1] not in ("git-buried", "unreadable")]
     assert ("node_modules/a/node_modules/b/.env.production", "secret", False) in got
     assert ("node_modules/a/s.sock", "socket", False) in got
     # unreadable only as a normal user; root reads it and finds the secret
@@ -316,11 +320,13 @@ def test_modes_together(tmp_path):
     touch(root / "node_modules/dep/.env")
     touch(root / ".vscode/sub/.env.local")
     (root / ".vscode/sub/.git").mkdir()
-    touch(root / ".vscode/sub/.git/HEAD", "x")  # protected dirs: no git dirs looked for
+    touch(root / ".vscode/sub/.git/HEAD", "x")  # protected dirs: git dirs looked for too
     got = found(scan.walk(str(root), RULES, None), root)
     assert got == [(".git", "git", True), (".git", "gitdir", True),
                    (".vscode", "protected", True), (".vscode/sub/.env.local", "secret", False),
+                   (".vscode/sub/.git", "git-buried", True), (".vscode/sub/.git", "gitdir", True),
                    ("node_modules/dep/.env", "secret", False),
+                   ("node_modules/dep/.git", "git-buried", True),
                    ("node_modules/dep/.git", "gitdir", True)]
     dirs = {os.path.relpath(d, root) for d in scan.walk(str(root), RULES, None).dirs}
     assert dirs == {".", ".vscode", ".vscode/sub", "node_modules", "node_modules/dep"}
@@ -330,3 +336,77 @@ def test_modes_together(tmp_path):
     assert {os.path.relpath(d, root) for d in result.dirs} == {"."}
     assert ("node_modules/dep/.git", "gitdir", True) in found(result, root)
     assert ("node_modules/dep/.env", "secret", False) not in found(result, root)
+
+
+# -- git dirs wherever git can reach them: however deep, however long the path ---------
+
+def _mkdirs_at(top: Path, names: list[str]) -> int:
+    """Make a chain of directories below ``top`` with openat (the path may pass
+    PATH_MAX); return a descriptor of the last one."""
+    fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+    for name in names:
+        os.mkdir(name, dir_fd=fd)
+        down = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+        os.close(fd)
+        fd = down
+    return fd
+
+
+def _plant_gitdir_at(fd: int) -> None:
+    os.mkdir("objects", dir_fd=fd)
+    os.mkdir("refs", dir_fd=fd)
+    with os.fdopen(os.open("HEAD", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd), "w") as fh:
+        fh.write("ref: refs/heads/main\n")
+
+
+def _rm(path: Path) -> None:
+    import subprocess
+
+    subprocess.run(["rm", "-rf", str(path)], check=True)
+
+
+def test_a_git_dir_past_path_max_is_found(tmp_path):
+    """Git reaches such a directory through a chain of short symlinks; a walk
+    that names paths whole (stat, scandir) fails there with ENAMETOOLONG."""
+    names = ["d" * 200] * 25  # 5000 bytes below the root
+    fd = _mkdirs_at(tmp_path, names)
+    try:
+        os.mkdir("evil", dir_fd=fd)
+        evil = os.open("evil", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+        _plant_gitdir_at(evil)
+        os.close(evil)
+    finally:
+        os.close(fd)
+    try:
+        got = [(p, k) for p, k, _ in scan.walk(str(tmp_path), scan.Rules(), None).findings]
+        want = str(tmp_path) + "/" + "/".join(names) + "/evil"
+        assert len(os.fsencode(want)) > 4096
+        assert (want, scan.GITDIR) in got
+    finally:
+        _rm(tmp_path / names[0])
+
+
+def test_a_git_dir_deeper_than_any_limit_is_found(tmp_path):
+    names = ["d"] * 5000
+    fd = _mkdirs_at(tmp_path, names)
+    try:
+        _plant_gitdir_at(fd)
+    finally:
+        os.close(fd)
+    try:
+        got = scan.walk(str(tmp_path), scan.Rules(), None).findings
+        assert (str(tmp_path) + "/" + "/".join(names), scan.GITDIR, True) in got
+    finally:
+        _rm(tmp_path / "d")
+
+
+@pytest.mark.parametrize("where", [".vscode/evil", "node_modules/x/.claude/e v\nil",
+                                   "a/.git/objects/ab/evil"])
+def test_git_dirs_and_dotgit_entries_are_found_under_every_name(tmp_path, where):
+    root = tmp_path / "ws"
+    touch(root / where / "HEAD", "ref: refs/heads/main\n")
+    touch(root / "sub" / where / ".git", "gitdir: ../x\n")
+    got = found(scan.walk(str(root), RULES, None), root)
+    assert (where, "gitdir", True) in got
+    kinds = {k for p, k, _ in got if p == f"sub/{where}/.git"}
+    assert kinds & {"git", "git-buried"}, got
