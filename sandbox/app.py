@@ -15,8 +15,8 @@ import os
 import time
 from dataclasses import dataclass
 
-from sandbox import (bwrap, command, discover, egress, envfilter, hostprogs, limits, plancache,
-                     policycache, report, runlock, selfguard)
+from sandbox import (blocked, bwrap, command, discover, dns, egress, envfilter, hostprogs,
+                     limits, plancache, policycache, report, runlock, selfguard)
 from sandbox.errors import SandboxError, SetupError, UsageError
 from sandbox.invocation import Invocation
 from sandbox.layout import Layout
@@ -41,6 +41,7 @@ class Prepared:
     deps: tuple = ()  # (path, stamp) of everything the plan was built from
     racy: bool = True  # some input changed too recently to cache the plan
     audit_spec: dict | None = None  # what the persistence audit checks after the run
+    watch: dict | None = None  # what sandbox.blocked watches for and checks after the run
 
 
 def home_dir(environ: dict[str, str]) -> str:
@@ -183,7 +184,8 @@ def prepare(opts: RunOptions, environ: dict[str, str]) -> Prepared:
     deps = tuple(obs.deps()) + tuple(policy_deps)
     audit_spec = make_audit_spec(policy, layout, state, unprotect)
     return Prepared(opts, policy, layout, inv, bwrap_path, cached, plan_ms,
-                    tuple(envfilter.removed(environ, policy)), deps, obs.racy(), audit_spec)
+                    tuple(envfilter.removed(environ, policy)), deps, obs.racy(), audit_spec,
+                    blocked.plan(policy, layout, home, environ))
 
 
 def make_audit_spec(policy: Policy, layout: Layout, state: str, unprotect) -> dict | None:
@@ -259,7 +261,9 @@ def run(opts: RunOptions, environ: dict[str, str]) -> int:
             return execute(opts, inv.argv, inv.env, inv.status_fd_arg, inv.interactive,
                            prepared.layout.warnings, meta, prepared.bwrap_path, started,
                            seccomp_fd, prepared.audit_spec, limits.plan(prepared.policy),
-                           egress.plan(prepared.policy), target)
+                           egress.plan(prepared.policy), target,
+                           resolver=dns.plan(prepared.policy, prepared.layout),
+                           watch=prepared.watch)
         finally:
             runlock.release(lock)
     except SandboxError as err:

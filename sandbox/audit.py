@@ -50,10 +50,10 @@ from sandbox.command import is_within
 from sandbox.errors import printable
 
 # Classes a profile can switch off ([audit] in the profile), and the
-# protected names that belong to each.  A protected name with a "/" is
-# classed by its last part (".yarn/releases" by "releases"); where two
-# tables hold the same last part, the first in NAMED wins.
-VCS = ("git_config", (".hg", ".jj", "hgrc", "config.toml"))
+# protected names that belong to each.  A path is classed by the longest
+# entry it ends with, so "mise/config.toml" is mise's, not jj's
+# "config.toml"; a name with a "/" may also be listed by its last part.
+VCS = ("git_config", (".hg", ".jj", "hgrc", "config.toml", ".hg/hgrc", ".jj/repo/config.toml"))
 AGENT = ("agent_config", (".claude", ".codex", ".gemini", ".cursor", ".windsurf", ".continue",
                           ".aider.conf.yml", ".mcp.json", ".cursorrules", ".clinerules",
                           "opencode.json", "opencode.jsonc", ".opencode", ".roo", ".roomodes",
@@ -65,7 +65,8 @@ EDITOR = ("editor_config", (".vscode", ".idea", ".zed", ".fleet", ".theia", ".he
                             "_vimrc", ".gvimrc", "_gvimrc", ".lvimrc", ".lazy.lua"))
 ENVRC = ("envrc", (".envrc", ".direnv", ".mise.toml", "mise.toml", ".mise", ".mise.local.toml",
                    "mise.local.toml", ".rtx.toml", ".rtx.local.toml", ".miserc.toml",
-                   "miserc.toml", ".tool-versions", "mise", "config.local.toml", "conf.d"))
+                   "miserc.toml", ".tool-versions", "mise", "config.local.toml", "conf.d",
+                   "mise/config.toml", "mise/config.local.toml", "mise/conf.d"))
 HOOKS = ("hook_managers", (".husky", ".githooks", ".git-hooks", ".pre-commit-config.yaml",
                            ".pre-commit-config.yml", ".pre-commit-hooks.yaml", "prek.toml",
                            *(f"{dot}lefthook{local}.{ext}" for dot in ("", ".")
@@ -101,11 +102,15 @@ class Finding:
         return self.action.startswith("COULD NOT")
 
 
-def class_of(name: str) -> str:
+def class_of(path: str) -> str:
+    """The audit class of a protected path (or bare name): the longest table
+    entry the path ends with decides; the first table in NAMED breaks ties."""
+    best, found = 0, SHELL_RC
     for cls, names in NAMED:
-        if name in names:
-            return cls
-    return SHELL_RC
+        for name in names:
+            if len(name) > best and (path == name or path.endswith("/" + name)):
+                best, found = len(name), cls
+    return found
 
 
 class _Clean(Exception):
@@ -416,12 +421,24 @@ class Auditor:
         if self.tree.inside(path) and not self._unprotected(path):
             self._quarantine(kind, path, why)
 
+    def _known_protected(self, path: str) -> bool:
+        """Is ``path`` or one of its parents a path protected before the run?
+        (A set lookup per parent: thousands of protected paths must not make
+        the audit quadratic.)"""
+        while True:
+            if path in self.known:
+                return True
+            parent = os.path.dirname(path)
+            if parent == path:
+                return "/" in self.known
+            path = parent
+
     def _name(self, path: str) -> None:
-        if any(is_within(path, k) for k in self.known) or self._unprotected(path):
+        if self._known_protected(path) or self._unprotected(path):
             return
         if not self.tree.inside(path):
             return
-        cls = class_of(os.path.basename(path))
+        cls = class_of(path)
         if cls not in self.classes:
             return
         self._quarantine(cls.replace("_", " "), path, "created during the run")

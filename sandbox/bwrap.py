@@ -22,13 +22,24 @@ policy's meaning (tests pin it exactly):
    become mount points, which cannot be renamed (rename(2) gives EBUSY), so
    ``mv .git x; mkdir -p .git/hooks`` cannot plant a hook;
 7. protected paths, read-only, on top of the writable roots;
+7b. without network, ``/etc/resolv.conf`` naming the run's own resolver
+   (``sandbox.dns``): after the writable roots so none covers it, before
+   the secrets so a mask still wins;
 8. secrets last, so no earlier bind can re-expose them: directories become
-   an empty read-only tmpfs, files and host sockets an empty read-only file;
-   a secret-named file git already holds is bound read-only with the
-   content git has for it (sandbox.secretfiles);
+   an empty read-only tmpfs, files, host sockets and FIFOs an empty
+   read-only file; a secret-named file git already holds is bound read-only
+   with the content git has for it (sandbox.secretfiles);
 9. ``--remount-ro`` for tmpfs mounts that had to stay writable while bwrap
    created mount points inside them (it is not recursive, so the binds on
-   top keep their own flags).
+   top keep their own flags);
+10. (not made here) masks for host sockets bound after a cached plan was
+   made, which the fast path appends after all of these, just before
+   ``--chdir`` (``sandbox.drift.add_masks``).
+
+Every bind is ``nodev`` (bwrap gives device access only with
+``--dev-bind``): a device node outside the fresh ``/dev`` cannot be opened.
+Mounts whose host path vanished before bwrap could make them are dropped
+at start-up (``sandbox.drift.prune``).
 """
 
 from __future__ import annotations
@@ -54,7 +65,10 @@ def namespace_args(policy: Policy) -> list[str]:
         "--unshare-cgroup-try",
     ]
     if policy.network is NetworkMode.NONE:
-        args.append("--unshare-net")  # loopback only
+        # loopback only.  The argv stays runnable as it is (explain,
+        # --dry-run); a run drops this option only when it starts bwrap in
+        # a namespace of its own that holds the name resolver (sandbox.dns)
+        args.append("--unshare-net")
     # NetworkMode.PROXY: no --unshare-net here, because the runner starts
     # bwrap inside the egress bridge's network namespace (sandbox.netns),
     # which is already private; execute refuses this argv without it.
@@ -100,6 +114,8 @@ def mount_args(policy: Policy, layout: Layout) -> list[str]:
         args += ["--bind", path, path]
     for path in layout.read_only:
         args += ["--ro-bind", path, path]
+    if layout.resolv_conf is not None:
+        args += ["--ro-bind", *layout.resolv_conf]
     for d in layout.masked_dirs:
         args += ["--tmpfs", d, "--remount-ro", d]
     for source, target in layout.tracked_secrets:

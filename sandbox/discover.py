@@ -2,8 +2,9 @@
 
 This is the only place that probes the filesystem for the backend: it
 resolves the workspace, refuses dangerous ones, expands secret patterns,
-finds git repositories and protected paths (``sandbox.scan``) and host
-sockets.  The backend then works from the Layout alone.
+finds git repositories and protected paths (``sandbox.scan``), host
+sockets (``sandbox.hostsockets`` and the scan) and FIFOs.  The backend then
+works from the Layout alone.
 """
 
 from __future__ import annotations
@@ -11,13 +12,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from sandbox import caches, gitconfig, scan, secretfiles, selfguard
+from sandbox import caches, gitconfig, hostsockets, scan, secretfiles, selfguard
 from sandbox.observe import Observer
 from sandbox.patterns import match
 from sandbox.errors import SetupError, UsageError
 from sandbox.command import is_within
 from sandbox.layout import SCRATCH_DIRS, Layout
-from sandbox.policy import Access, Policy
+from sandbox.policy import Access, NetworkMode, Policy
 
 def refused_paths() -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(exact, tree) paths never allowed as workspace or writable (bwrap/refused-paths.txt)."""
@@ -554,7 +555,7 @@ def discover(policy: Policy, ws: Workspace, *, extra_writable: tuple[str, ...] =
                 secret_files.append(path)
             elif kind == scan.SECRET_LINK:
                 secret_links.append(path)
-            elif kind == scan.SOCKET:  # host sockets look empty inside
+            elif kind in (scan.SOCKET, scan.FIFO):  # host sockets and FIFOs look empty inside
                 plan.masked_files.append(path)
             elif not writable_root:
                 continue  # read-only anyway: only secrets and sockets matter
@@ -606,7 +607,13 @@ def discover(policy: Policy, ws: Workspace, *, extra_writable: tuple[str, ...] =
                 raise UsageError(f"writable path {root} is protected ({name})",
                                  hint="use --unprotect PATH to make a protected path writable")
 
-    # host sockets outside the writable roots
+    # Host sockets and FIFOs outside the writable roots (the scan above found
+    # those inside): connect() and a FIFO's write end both work through a
+    # read-only mount, so each gets an empty file mounted over it.  Sockets
+    # bound with a path come from the kernel's list, further down.
+    # Here, by file type, what that list cannot name: sockets bound with a
+    # relative name, moved after bind() or bound in another network namespace
+    # (a container's), and FIFOs, of which the kernel keeps no list at all.
     socket_rules = scan.Rules(skip_dirs=policy.skip_dirs + policy.socket_skip_dirs + (".git",),
                               find_git=False,
                               max_depth=policy.socket_scan_depth,
@@ -621,7 +628,8 @@ def discover(policy: Policy, ws: Workspace, *, extra_writable: tuple[str, ...] =
                                os.path.join(scan_cache, scan.cache_name(real, socket_rules)))
             for d in result.dirs:
                 obs.note(d, full=True)
-            plan.masked_files.extend(p for p, kind, _ in result.findings if kind == scan.SOCKET)
+            plan.masked_files.extend(p for p, kind, _ in result.findings
+                                     if kind in (scan.SOCKET, scan.FIFO))
 
     cache_dir = None
     if policy.uses_caches():
@@ -710,11 +718,29 @@ def discover(policy: Policy, ws: Workspace, *, extra_writable: tuple[str, ...] =
     # A workspace deeper under /tmp: its host parents, read-only (not our own
     # cache dir: the state directory around it is not the command's business)
     scratch_parents = _scratch_parents([p for p in writable if p != cache_dir] + [ws.real], obs)
-    for top in scratch_parents:  # host sockets in them: hidden, as under [sockets] scan
+    for top in scratch_parents:  # host sockets and FIFOs in them: hidden, as under [sockets] scan
         result = scan.walk(top, socket_rules, os.path.join(scan_cache, scan.cache_name(top, socket_rules)))
         for d in result.dirs:
             obs.note(d, full=True)
-        plan.masked_files.extend(p for p, kind, _ in result.findings if kind == scan.SOCKET)
+        plan.masked_files.extend(p for p, kind, _ in result.findings
+                                 if kind in (scan.SOCKET, scan.FIFO))
+
+    # Every socket bound with a path in the host's network namespace, from
+    # the kernel's own list: no roots to pick, no depth limit.
+    listing = hostsockets.read()
+    if not listing:  # not even the header line: no /proc, or not ours to read
+        plan.warnings.append(f"cannot read {hostsockets.SOURCE}: host sockets are hidden only "
+                             "where [sockets] scan finds them")
+    hidden = SCRATCH_DIRS + tuple(policy.empty_dirs) + tuple(dirs)
+    exposed = tuple(writable) + (ws.real,) + tuple(scratch_parents)
+    # a cached run reads the list again and masks what was bound since
+    obs.note_value(hostsockets.SOURCE, hostsockets.plan_value(listing, hidden, exposed,
+                                                              os.path.join(state, "empty")))
+    # Not stamped: a socket that goes away is dropped from the mounts when
+    # the run starts (sandbox.drift), so that churn costs no new plan.
+    plan.masked_files.extend(real for real in hostsockets.bound_sockets(listing)
+                             # not behind a tmpfs inside (/run, /tmp, a secret directory)
+                             if hostsockets.reachable(real, hidden, exposed))
 
     empty_dirs = []
     for d in policy.empty_dirs:
@@ -733,6 +759,12 @@ def discover(policy: Policy, ws: Workspace, *, extra_writable: tuple[str, ...] =
     masked_files = [f for f in dict.fromkeys(files + plan.masked_files) if reachable(f)]
     tracked_secrets = tuple(b for b in dict.fromkeys(secrets.binds)
                             if reachable(b[1]) and b[1] not in masked_files)
+    resolv_conf = nsswitch = None
+    if policy.network is NetworkMode.NONE:  # lookups go to the run's own resolver
+        from sandbox import dns
+
+        resolv_conf, nsswitch = dns.name_service_files(
+            state, obs, SCRATCH_DIRS + tuple(empty_dirs) + tuple(dirs))
     empty_file = os.path.join(state, "empty")
     if not os.path.isfile(empty_file):
         with open(empty_file, "w"):
@@ -765,4 +797,6 @@ def discover(policy: Policy, ws: Workspace, *, extra_writable: tuple[str, ...] =
         git_entries=tuple(dict.fromkeys(git.entries)),
         state_dir=state,
         scratch_parents=_depth_sorted(scratch_parents),
+        resolv_conf=resolv_conf,
+        nsswitch=nsswitch,
     )

@@ -14,11 +14,13 @@ EXIT_TIMEOUT = 124  # like timeout(1)
 
 def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_path,
             started, seccomp=None, audit_spec=None, limits=None, egress=None,
-            target=None) -> int:
+            target=None, resolver=None, watch=None) -> int:
     """Start the sandbox and wait for it (shared by the cached fast path).
 
     ``target``: where the report goes (``report.open_target``, opened by the
-    caller before anything else); it is closed here.
+    caller before anything else); it is closed here.  ``resolver``: a run
+    without network gets its own name resolver (``sandbox.dns``); ``watch``:
+    what ``sandbox.blocked`` watches for refused replacements.
     """
     import sys
 
@@ -48,7 +50,7 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
 
     try:  # everything the caller got wrong is found before the command starts
         grace = runner.grace_seconds(os.environ)
-        if egress is not None:
+        if egress is not None or resolver is not None:
             from sandbox.netns import bridge_mode
 
             bridge = bridge_mode(os.environ)
@@ -82,35 +84,99 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
             return fail(opts, SetupError(f"internal error while taking the pre-run snapshot "
                                          f"({type(exc).__name__}: {exc}); the command was not run"),
                         meta, started, target)
-    session = None
-    if egress is not None:
-        from sandbox import egress as egress_mod
+    if resolver is not None:  # no network: lookups answered at once (sandbox.dns)
+        from sandbox import dns
+
+        env = {**dns.offline_env(), **env}
+    watcher = None
+    if watch is not None:  # before bwrap: what the command tries on protected files
+        from sandbox import blocked
 
         try:
-            session = egress_mod.Session(egress, bridge)  # the proxy starts before bwrap
-        except OSError as exc:
-            _audit(audit_spec, pending)
-            return fail(opts, SetupError(f"cannot start the egress proxy: {exc.strerror or exc}; "
-                                         "the command was not run"), meta, started, target)
-        env = {**env, **egress_mod.proxy_env()}
-    network = None
-    try:
-        applied = None
-        if limits is not None:  # sandbox.limits.plan(); this makes the run's cgroup
-            applied = runner.Limits(limits)
-            if applied.warning():
-                print(f"sandbox: warning: {applied.warning()}", file=sys.stderr)
+            watcher = blocked.Watch(watch)
+        except Exception:  # noqa: BLE001 - no evidence then; nothing else changes
+            watcher = None
+    for attempt in range(1 + MOUNT_RETRIES):
+        session = None
+        if egress is not None:
+            from sandbox import egress as egress_mod
+
+            try:
+                session = egress_mod.Session(egress, bridge)  # the proxy starts before bwrap
+            except OSError as exc:
+                _audit(audit_spec, pending)
+                return fail(opts, SetupError(f"cannot start the egress proxy: {exc.strerror or exc}; "
+                                             "the command was not run"), meta, started, target)
+            env = {**env, **egress_mod.proxy_env()}
+        names = None
+        network = None
         try:
-            outcome = runner.run(argv, env, status_index, interactive, seccomp, applied, grace,
-                                 bridge=session.bridge if session is not None else None)
-        except SandboxError as err:  # the bridge could not be made: nothing ran
-            _audit(audit_spec, pending)
-            return fail(opts, err, meta, started, target)
-    finally:  # whatever happened, the proxy goes with the run
-        if session is not None:
-            network = session.finish()
-    if network is not None:
+            applied = None
+            if limits is not None:  # sandbox.limits.plan(); this makes the run's cgroup
+                applied = runner.Limits(limits)
+                if applied.warning() and attempt == 0:
+                    print(f"sandbox: warning: {applied.warning()}", file=sys.stderr)
+            # A path to mount over (a socket, a secret) may have gone since
+            # the plan was made, and bwrap cannot mount over what is not
+            # there (sandbox.drift): checked as late as possible
+            argv, status_index, seccomp, audit_spec, gone = _drop_vanished(
+                argv, status_index, seccomp, audit_spec)
+            if gone and audit_spec is not None and not _remark(audit_spec, pending):
+                _audit(audit_spec, pending)
+                return fail(opts, _no_marker(audit_spec), meta, started, target)
+            run_argv, run_status, run_seccomp = argv, status_index, seccomp
+            if resolver is not None:  # this attempt's resolver, and its edit of the argv
+                try:
+                    names = dns.Session(resolver, bridge)
+                except OSError:
+                    names = dns.Session(resolver, "bwrap")  # no socket pair: names go unrecorded
+                run_argv = names.argv(list(argv))
+                # the descriptors' places moved with the edit: follow their options
+                run_status = dns.moved(argv, run_argv, status_index)
+                if seccomp is not None:
+                    run_seccomp = (dns.moved(argv, run_argv, seccomp[0]), seccomp[1])
+            try:
+                outcome = runner.run(run_argv, env, run_status, interactive, run_seccomp, applied,
+                                     grace, bridge=session.bridge if session is not None
+                                     else names.bridge if names is not None else None)
+            except SandboxError as err:  # the bridge could not be made: nothing ran
+                if watcher is not None:
+                    watcher.findings()  # releases the watch off the exit path
+                _audit(audit_spec, pending)
+                return fail(opts, err, meta, started, target)
+        finally:  # whatever happened, the proxy (or the resolver) goes with the run
+            if session is not None:
+                network = session.finish()
+            elif names is not None:
+                network = names.finish()
+        if outcome.started or outcome.bwrap_status != 1 or attempt == MOUNT_RETRIES:
+            break
+        # bwrap gave up before the command started: if a mount point vanished
+        # in the moment after the check, start again without it
+        from sandbox import drift
+
+        gone = drift.prune(argv)[1]
+        if not gone:
+            break
+        print(f"sandbox: note: {printable(gone[0])} vanished while bwrap was setting up the "
+              "sandbox; nothing is left there to hide, so it was started again without that mount",
+              file=sys.stderr)
+    if session is not None:
         for line in egress_mod.summary(network, egress["profile"]):
+            print(line, file=sys.stderr)
+    elif names is not None:
+        from sandbox import dns
+
+        for line in dns.summary(network, meta.get("profile", {}).get("name", "?")):
+            print(line, file=sys.stderr)
+    refused = []
+    if watch is not None:
+        from sandbox import blocked
+
+        refused = watcher.findings() if watcher is not None else []
+        if outcome.started and outcome.exit_status:
+            refused += blocked.signing(watch, started)
+        for line in blocked.summary(refused, watch):
             print(line, file=sys.stderr)
     findings = _audit(audit_spec, pending)
     if not outcome.started:
@@ -134,11 +200,45 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
         doc["audit"] = [f.as_dict() for f in findings]
     if network is not None:
         doc["network"] = network
+    doc["blocked"] = report.blocked_records(refused, network)
     report.write(target, doc)  # opened before the command could touch the path
     return status
 
 
 EXIT_AUDIT_FAILED = 125
+# how many times a run is started again after bwrap failed on a vanished path
+MOUNT_RETRIES = 3
+
+
+def _drop_vanished(argv, status_index, seccomp, audit_spec):
+    """The plan without mounts on paths that are gone (see sandbox.drift)."""
+    from sandbox import drift
+
+    new, gone = drift.prune(argv)
+    if not gone:
+        return argv, status_index, seccomp, audit_spec, gone
+    status_index, seccomp = drift.fd_indexes(new, status_index, seccomp)
+    if audit_spec is not None:  # no longer read-only: the audit looks at it again
+        from sandbox.command import is_within
+
+        audit_spec = {**audit_spec, "known_protected": [
+            k for k in audit_spec["known_protected"] if not any(is_within(k, g) for g in gone)]}
+    return new, status_index, seccomp, audit_spec, gone
+
+
+def _remark(audit_spec, marker) -> bool:
+    """Record the changed audit in this run's marker, in case this run is killed."""
+    try:
+        marker.rewrite(audit_spec)
+    except OSError:
+        return False
+    return True
+
+
+def _no_marker(audit_spec) -> SetupError:
+    return SetupError(f"cannot record the pending audit in {audit_spec['state']}; "
+                      "the command was not run",
+                      hint="make the state directory writable (XDG_CACHE_HOME/sandbox)")
 
 
 def _dry_run_note(argv, status_index, seccomp) -> str:

@@ -65,6 +65,8 @@ def as_text(p: Prepared) -> str:
         f"workspace   {d['workspace']} ({p.policy.workspace.value})",
         f"starts in   {d['cwd']}",
         f"network     {d['network']} " + (
+            "(own network namespace, loopback only; name lookups get \"no such name\" at "
+            "once and are listed after the run)" if d["network"] == "none" else
             "(own network namespace, loopback only)" if d["egress"] is None else
             f"(own network namespace; only the egress proxy at {d['egress']['proxy']} leads out, "
             f"at most {d['egress']['max_connections']} connections at once)"),

@@ -63,6 +63,7 @@ def run_cached(opts, environ: dict[str, str]) -> int | None:
     try:
         return execute(opts, argv, env, plan["status_index"], plan["interactive"],
                        plan["warnings"], meta, plan["bwrap"], started, plan["seccomp"],
-                       plan["audit"], plan["limits"], plan["egress"], target)
+                       plan["audit"], plan["limits"], plan["egress"], target,
+                       resolver=plan["resolver"], watch=plan["blocked"])
     finally:
         runlock.release(lock)

@@ -22,7 +22,7 @@ class Layout:
     keep_in_place: tuple[str, ...]  # dirs bound onto themselves so they cannot be renamed
     read_only: tuple[str, ...]  # protected paths bound read-only onto themselves
     masked_dirs: tuple[str, ...]  # secrets (directories): empty read-only tmpfs
-    masked_files: tuple[str, ...]  # secrets (files) and host sockets: empty read-only file
+    masked_files: tuple[str, ...]  # secrets (files), host sockets, FIFOs: empty read-only file
     empty_dirs: tuple[str, ...]  # host dirs replaced by an empty read-only tmpfs
     cache_dir: str | None  # per-workspace tool cache directory, if mounted
     empty_file: str  # the empty file bound over masked files
@@ -52,6 +52,11 @@ class Layout:
     # secret-named files whose content git holds (sandbox.secretfiles):
     # (what is shown, read-only; where)
     tracked_secrets: tuple[tuple[str, str], ...] = ()
+    # network none (sandbox.dns): (our file, host path it covers), or None.
+    # resolv.conf is always bound; nsswitch.conf only when the run falls back
+    # to bwrap's own namespace, where no resolver answers.
+    resolv_conf: tuple[str, str] | None = None
+    nsswitch: tuple[str, str] | None = None
 
     def hidden_dirs(self) -> tuple[str, ...]:
         """Host directories the command cannot see (unless a writable root is inside)."""

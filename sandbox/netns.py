@@ -108,11 +108,11 @@ class Bridge:
         self.channel = channel
         self.mode = mode
         self._os_unshare = getattr(os, "unshare", None)  # Python 3.12+
-        if self._os_unshare is None:
-            import ctypes  # about 3 ms, so only where os.unshare is missing
+        if self._os_unshare is None:  # before Python 3.12
+            from sandbox import libc  # not ctypes: see there
 
-            self._libc = ctypes.CDLL(None, use_errno=True)
-            self._get_errno = ctypes.get_errno
+            self._libc_unshare = libc.function("unshare")
+            self._get_errno = libc.errno
         self._ioctl = fcntl.ioctl
         self.uid, self.gid = os.getuid(), os.getgid()
         self._maps = ((b"/proc/self/setgroups", b"deny"),
@@ -127,7 +127,7 @@ class Bridge:
                 return 0
             except OSError as exc:
                 return exc.errno or 1
-        if self._libc.unshare(flags) == 0:
+        if self._libc_unshare(flags) == 0:
             return 0
         return self._get_errno() or 1
 
@@ -164,9 +164,7 @@ class Bridge:
         except OSError as exc:
             raise StageFailed(3, exc.errno or 0) from None
         try:
-            listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            listener.bind((PROXY_HOST, PROXY_PORT))
-            listener.listen(1024)
+            listener = self._listen()
         except OSError as exc:
             raise StageFailed(4, exc.errno or 0) from None
         try:
@@ -182,6 +180,23 @@ class Bridge:
             listener.close()
             self.channel.close()
 
+    def _listen(self) -> socket.socket:
+        """In the child, inside the new namespace: the socket to hand over.
+
+        The egress proxy's TCP listener; ``sandbox.dns`` binds its resolver's
+        UDP socket here instead.
+        """
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.bind((PROXY_HOST, PROXY_PORT))
+        listener.listen(1024)
+        return listener
+
+    # Whether ``wrap``'s argv needs the channel (the launcher sends the socket
+    # through it); the runner keeps it open for bwrap only then.
+    passes_channel = True
+
+    def started(self) -> None:
+        """In the parent, once bwrap runs (called by the runner): nothing here."""
 
     def wrap(self, argv: list[str], python: str) -> list[str]:
         """bwrap mode: the outer bwrap and the launcher, then the real bwrap's argv.

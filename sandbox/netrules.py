@@ -488,6 +488,29 @@ def _scope_ok(rule: EgressRule, method: str, path: str) -> bool:
             and (not rule.paths or any(_path_matches(p, path) for p in rule.paths)))
 
 
+def _loose_path(path: str) -> str:
+    """``path`` as the most lenient origin could read it: case folded, and
+    ``;parameters`` dropped from every segment (Tomcat, Jetty and Spring
+    strip them: ``/admin;x/y`` is ``/admin/y`` there)."""
+    return "/".join(seg.split(";", 1)[0] for seg in path.lower().split("/"))
+
+
+def _deny_scope_hits(rule: EgressRule, method: str, path: str) -> bool:
+    """A deny rule hits every spelling some origin could read as what it names.
+
+    Allow rules stay exact (``_scope_ok``); a deny rule must fail closed:
+    ``post`` and ``Post`` are POST to frameworks that fold case, and
+    ``/ADMIN/x`` or ``/admin;x/y`` is ``/admin`` to case-insensitive or
+    parameter-stripping origins.
+    """
+    if rule.methods and method.upper() not in rule.methods:
+        return False
+    if not rule.paths:
+        return True
+    loose = _loose_path(path)
+    return any(_path_matches(p, path) or _path_matches(_loose_path(p), loose) for p in rule.paths)
+
+
 # Non-public IPv4 networks, first match wins.  Spelled out rather than taken
 # from ipaddress.is_private/is_global, whose meaning changed between Python
 # releases: what the sandbox refuses must not depend on the interpreter.
@@ -604,7 +627,8 @@ class Rules:
         if not isinstance(method, str) or not _TOKEN.fullmatch(method):
             return refuse(f"bad method: {_shown(method)} is not an HTTP method")
         # Methods are case-sensitive (RFC 9110): "get" is not GET, and the
-        # proxy forwards the method as written, so it is matched as written.
+        # proxy forwards the method as written, so allow rules match it as
+        # written; deny rules match every case (see _deny_scope_hits).
         tunnel = path is None
         if tunnel != (method == "CONNECT"):
             return refuse("bad method: only CONNECT opens a tunnel, and it takes no path")
@@ -618,7 +642,7 @@ class Rules:
         # deny rule limited to some of them refuses the whole tunnel.
         for rule, matches in self._deny:
             if (matches(name) and (not rule.ports or port in rule.ports)
-                    and (tunnel or _scope_ok(rule, method, path))):
+                    and (tunnel or _deny_scope_hits(rule, method, path))):
                 return refuse(f"denied by a [[network.deny]] rule ({rule.source or describe(rule)})",
                               rule)
 

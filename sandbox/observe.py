@@ -8,6 +8,12 @@ entry changes its directory's mtime, a rewritten file its size or mtime, a
 replaced one its inode.  Stamps younger than ``RACY_NS`` are not trusted (a
 change within the same clock tick would not move the mtime), so a plan that
 depends on one is not cached.
+
+A kernel list has no useful stamp (``/proc/net/unix`` keeps its mtime while
+sockets come and go), so for it discovery records a value computed from its
+content, as a list (stamps are tuples).  Its owner checks it, not
+``still_valid``: the plan cache keeps it apart and asks
+``sandbox.hostsockets.appeared`` what is new.
 """
 
 from __future__ import annotations
@@ -45,6 +51,8 @@ def still_valid(deps) -> bool:
             if not dirstamps.valid(old):
                 return False
             continue
+        if old.__class__ is list:  # what a kernel list said: only its owner can check it
+            return False
         try:
             st = lstat(path)
         except OSError:
@@ -79,6 +87,10 @@ class Observer:
         if old == () or (full and old is not None and len(old) == 2):
             self.seen[path] = stamp(path, full)
         return self.seen[path]
+
+    def note_value(self, path: str, value: list) -> None:
+        """Record what a kernel list said (see the module docstring)."""
+        self.seen[path] = value
 
     def note_chain(self, path: str) -> None:
         """Stamp every prefix of ``path``: a symlink anywhere changes its meaning."""

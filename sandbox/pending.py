@@ -75,6 +75,25 @@ class Marker:
             os.close(self.fd)  # the last descriptor: the flock goes with it
             self.fd = None
 
+    def rewrite(self, spec: dict) -> None:
+        """Replace the spec in this run's (locked) marker: the plan changed
+        before the command started (sandbox.drift dropped a vanished mount).
+        The run's start time stays."""
+        self.spec = dict(spec, started=self.spec.get("started"))
+        data = marshal.dumps(self.spec)
+        os.ftruncate(self.fd, 0)
+        os.lseek(self.fd, 0, os.SEEK_SET)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.fd, view):]
+
+    def remove(self) -> None:
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+        self.release()
+
     def finish(self) -> None:
         """Keep the marker as an audit owed after a clean end: record when the
         run ended (a drain tells from it whether the run overlapped its audit)."""

@@ -22,7 +22,7 @@ import sys
 from sandbox import __version__, statefile
 from sandbox.observe import still_valid
 
-FORMAT = 8  # 8: programs run on the host come from fixed places (sandbox.hostprogs); 7: read-only scratch parents in the argv
+FORMAT = 10  # 10: a run without network has its own resolver (sandbox.dns) and watch (sandbox.blocked); 9: the kernel's socket list is kept with the plan (sandbox.hostsockets)
 # Environment variables that change what the plan would be (the rest of the
 # environment is filtered afresh on every run).
 KEY_ENV = ("HOME", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "XDG_RUNTIME_DIR", "TMPDIR", "PATH",
@@ -80,12 +80,22 @@ def load(opts, environ: dict[str, str]) -> dict | None:
 
     if any(inside(p, plan["host_roots"]) for p in plan["host_programs"]):
         return None
+    if plan["host_sockets"] is not None:
+        from sandbox import hostsockets
+
+        new = hostsockets.appeared(plan["host_sockets"])
+        if new:  # bound since: masked too, without planning again (sandbox.drift)
+            from sandbox import drift
+
+            plan["argv"] = tuple(drift.add_masks(plan["argv"], plan["host_sockets"][4], new))
+            plan["status_index"], plan["seccomp"] = drift.fd_indexes(
+                plan["argv"], plan["status_index"], plan["seccomp"])
     return plan
 
 
 def store(environ: dict[str, str], prepared, meta: dict) -> None:
     """Save a plan built by ``app.prepare`` (only when no input was racy)."""
-    from sandbox import egress, limits  # only here: the fast path reads the plan's copy
+    from sandbox import dns, egress, limits  # only here: the fast path reads the plan's copy
 
     inv, policy, layout = prepared.invocation, prepared.policy, prepared.layout
     command_len = len(prepared.options.command)
@@ -98,6 +108,8 @@ def store(environ: dict[str, str], prepared, meta: dict) -> None:
         "audit": prepared.audit_spec,
         "limits": limits.plan(policy),
         "egress": egress.plan(policy),
+        "resolver": dns.plan(policy, layout),
+        "blocked": prepared.watch,
         "env_deny": policy.env_deny,
         "env_pass": policy.env_pass,
         "env_set": policy.env_set,
@@ -112,6 +124,8 @@ def store(environ: dict[str, str], prepared, meta: dict) -> None:
                                                    if inv.interactive else ()),
         "host_roots": layout.writable_roots + layout.keep_in_place,
         "meta": {**meta, "plan_cached": True},
-        "deps": tuple((p, s) for p, s in prepared.deps),
+        "deps": tuple((p, s) for p, s in prepared.deps if s.__class__ is not list),
+        # what the kernel's socket list said (sandbox.hostsockets): not a stamp
+        "host_sockets": next((s for _p, s in prepared.deps if s.__class__ is list), None),
     }
     statefile.dump(_path(environ, key(prepared.options, environ)), plan)

@@ -54,6 +54,29 @@ def build(command, meta: dict | None, started: float, *, outcome=None, error=Non
     return doc
 
 
+def blocked_records(refused: list[dict], network: dict | None) -> list[dict]:
+    """Everything the sandbox is known to have refused in this run, one record each.
+
+    ``kind``: ``write`` (a protected or masked file, see sandbox.blocked),
+    ``signing`` (a commit git could not sign), ``lookup`` (a name looked up
+    in a run without network), ``request`` (refused by the egress proxy's
+    rules).  A plugin can tell "blocked by policy" from "the command
+    failed" by this list; what the sandbox cannot observe is never in it
+    (the design notes, design.md).
+    """
+    records = [r for r in refused if r.get("target") is not None]
+    if network is not None:
+        for item in network.get("lookups", ()):
+            records.append({"kind": "lookup", "target": item["name"],
+                            "rule": "network.mode = none", "count": item["queries"]})
+        for event in network.get("blocked", ()):
+            if event.get("status") == 403:
+                records.append({"kind": "request",
+                                "target": event.get("url") or event.get("host"),
+                                "rule": event.get("reason"), "count": 1})
+    return records
+
+
 # Names that mean "this stream", not "a file at this path": writing the
 # report to a temporary file and renaming it over /dev/stderr (a symlink)
 # would replace the host's /dev/stderr with a regular file.

@@ -131,6 +131,39 @@ def _command_pgrp(init_pid: int | None, master: int | None) -> int | None:
         return None
 
 
+# execve refuses an argv and environment over ARG_MAX (E2BIG): a workspace with
+# thousands of protected paths or masked files gives thousands of mounts.
+# Past this size the options go to bwrap through an --args descriptor
+# instead (NUL-separated, read by bwrap itself), and the argv stays short.
+ARGV_INLINE_MAX = 256 << 10
+BWRAP_MAX_ARGS = 9000 - 16  # bwrap's own limit on what --args may hold, less our other options
+
+
+def _long_options_to_fd(argv: list[str], status_fd_arg: int, seccomp, keep: list[int]) -> int:
+    """Move bwrap's options before --seccomp/--json-status-fd into a memfd when
+    the argv is too long to exec; return the new index of the status fd value."""
+    if sum(len(os.fsencode(a)) + 1 for a in argv) <= ARGV_INLINE_MAX:
+        return status_fd_arg
+    cut = status_fd_arg - 1  # "--json-status-fd"
+    if seccomp is not None:
+        cut = min(cut, seccomp[0] - 1)  # "--seccomp" comes first
+    if cut > BWRAP_MAX_ARGS:
+        from sandbox.errors import SetupError
+
+        mounts = sum(1 for a in argv[1:cut] if a.startswith("--") and "bind" in a)
+        raise SetupError(f"the plan needs {mounts} bind mounts (protected paths, masked secrets, "
+                         f"sockets), more than bwrap accepts ({BWRAP_MAX_ARGS} arguments); the "
+                         "command was not run",
+                         hint="run 'sandbox explain' to see them; add the directories that hold "
+                              "most of them to [protect] skip_dirs, or use a smaller workspace")
+    fd = os.memfd_create("sandbox-args", os.MFD_CLOEXEC)
+    keep.append(fd)
+    write_all(fd, b"".join(os.fsencode(a) + b"\0" for a in argv[1:cut]))
+    os.lseek(fd, 0, os.SEEK_SET)
+    argv[1:cut] = ["--args", str(fd)]
+    return status_fd_arg - (cut - 1) + 2
+
+
 def run(argv, env: dict[str, str], status_fd_arg: int | None, interactive: bool,
         seccomp: tuple[int, str] | None = None, limits: "Limits | None" = None,
         grace: float = GRACE_DEFAULT, bridge=None) -> Outcome:
@@ -159,6 +192,8 @@ def run(argv, env: dict[str, str], status_fd_arg: int | None, interactive: bool,
         bpf_fd = os.open(seccomp[1], os.O_RDONLY | os.O_CLOEXEC)
         argv[seccomp[0]] = str(bpf_fd)
         keep.append(bpf_fd)
+    if status_fd_arg is not None:
+        status_fd_arg = _long_options_to_fd(argv, status_fd_arg, seccomp, keep)
     # Loader variables reach the command through bwrap's --setenv, never
     # bwrap's own (or the bridge launcher's) loader: see sandbox.hostprogs.
     # Every argv bwrap.build makes has --json-status-fd; the variables go in
@@ -202,6 +237,8 @@ def run(argv, env: dict[str, str], status_fd_arg: int | None, interactive: bool,
             relay = Relay(master, 0 if ttys[0] else None, ttys.index(True), slave)
         try:
             proc = _Proc(_spawn_bridged(argv, env, keep, stdio, limits, bridge))
+            if bridge is not None:
+                bridge.started()  # after the fork: a bridge may start a thread now
         finally:
             for fd in keep:
                 os.close(fd)
@@ -350,7 +387,8 @@ def _spawn_bridged(argv, env, keep, stdio, limits, bridge) -> int:
             if err.stage not in (1, 2, 3):  # the namespace itself was refused
                 raise
     outer = bridge.wrap(list(argv), sys.executable)
-    return _spawn(outer, env, keep + [bridge.channel.fileno()], stdio, limits, None)
+    passed = [bridge.channel.fileno()] if bridge.passes_channel else []
+    return _spawn(outer, env, keep + passed, stdio, limits, None)
 
 
 def _spawn(argv: list[str], env: dict[str, str], keep: list[int], stdio: list[int | None],
@@ -777,3 +815,45 @@ def probe_namespaces(bwrap_path: str) -> str | None:
     if done.returncode == 0:
         return None
     return (done.stderr.strip() or f"exit {done.returncode}").splitlines()[-1]
+
+
+# Where `hold` finds cat: fixed system places, never PATH
+_CAT = ("/usr/bin/cat", "/bin/cat")
+
+
+def hold(fd: int) -> int:
+    """Keep ``fd`` open in a small host process until the returned pipe is closed.
+
+    For a descriptor whose last close is slow (an inotify instance waits out
+    the kernel's fsnotify grace period, 4 to 16 ms): the wrapper closes its
+    copy at once, then the pipe, and ``cat`` sees end-of-file and exits,
+    closing the last copy on its own time.  ``cat`` gets nothing but the
+    pipe on stdin, /dev/null for output, ``fd`` as its fd 3 and an empty
+    environment; every other descriptor of ours is close-on-exec (``_spawn``
+    made sure of it before bwrap started).  ``posix_spawn``, not fork: no
+    copy-on-write faults for the wrapper afterwards.  Returns -1 (and the
+    caller closes ``fd`` itself) when cat cannot be started.
+    """
+    import fcntl
+
+    cat = next((p for p in _CAT if os.access(p, os.X_OK)), None)
+    if cat is None:
+        return -1
+    wait, release = os.pipe()
+    # above 3 both, so neither dup2 below can overwrite the other's source
+    # (a caller that closed its stdin would make ours fd 0)
+    sources = [fcntl.fcntl(f, fcntl.F_DUPFD_CLOEXEC, 10) for f in (wait, fd)]
+    os.close(wait)
+    try:
+        os.posix_spawn(cat, ["cat"], {}, setpgroup=0, setsigdef=_DEFAULT_SIGNALS, file_actions=[
+            (os.POSIX_SPAWN_DUP2, sources[0], 0),
+            (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
+            (os.POSIX_SPAWN_OPEN, 2, os.devnull, os.O_WRONLY, 0),
+            (os.POSIX_SPAWN_DUP2, sources[1], 3)])
+    except OSError:
+        os.close(release)
+        return -1
+    finally:
+        for f in sources:
+            os.close(f)
+    return release

@@ -1,4 +1,4 @@
-"""Find protected paths, git entries, dotenv files and sockets in a tree, cheaply.
+"""Find protected paths, git entries, dotenv files, sockets and FIFOs in a tree, cheaply.
 
 A full walk of a 100k-file workspace costs tens of milliseconds, paid on every
 command.  So the walk keeps, per directory, what it found there together with
@@ -33,7 +33,7 @@ from sandbox.patterns import match_any
 from sandbox.statefile import sha256_hex
 
 RACY_NS = 2_000_000_000
-FORMAT = 6
+FORMAT = 7  # 7: walks past PATH_MAX; 6: FIFOs are findings
 # Paths at least this long (in bytes) are opened one component at a time
 # (openat), never whole: PATH_MAX (4096) is no limit to where git can find a
 # git dir (a chain of short symlinks reaches a directory whose real path is
@@ -60,6 +60,7 @@ PROTECTED = "protected"  # a protected name (file or directory)
 SECRET = "secret"  # a file matching deny_read_names
 SECRET_LINK = "secret-link"  # a symlink whose name or target's name matches deny_read_names
 SOCKET = "socket"  # a unix socket
+FIFO = "fifo"  # a named pipe: writable through a read-only mount, like a socket
 
 # How a directory is walked.  A directory's mode follows from the names
 # between it and the root, so a cached listing is always reused in the mode
@@ -162,7 +163,7 @@ def _secret_link(rules: Rules, entry: os.DirEntry, dir_fd: int | None = None) ->
 
 
 def _leaf(rules: Rules, entry: os.DirEntry, dir_fd: int | None = None) -> str | None:
-    """A secret, a secret-named link or a socket (an entry that is not a directory)."""
+    """A secret, a secret-named link, a socket or a FIFO (an entry that is not a directory)."""
     try:
         if entry.is_symlink():
             return (SECRET_LINK if rules.secret_names and _secret_link(rules, entry, dir_fd)
@@ -172,6 +173,8 @@ def _leaf(rules: Rules, entry: os.DirEntry, dir_fd: int | None = None) -> str | 
         return None
     if mode and stat.S_ISSOCK(mode):
         return SOCKET
+    if mode and stat.S_ISFIFO(mode):
+        return FIFO
     if rules.secret_names and _is_secret(rules, entry.name):
         return SECRET
     return None

@@ -106,12 +106,13 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
     "sockets": {
         "scan": Key(Kind.PATHS, Merge.APPEND,
-                    "Directories searched for unix sockets, which are then hidden."),
-        "max_depth": Key(Kind.INT, Merge.REPLACE, "How deep the socket search goes.",
+                    "Directories searched by file type for FIFOs and for the unix sockets "
+                    "the kernel's list cannot name; both are then hidden."),
+        "max_depth": Key(Kind.INT, Merge.REPLACE, "How deep that search goes.",
                          looser=("larger", "smaller")),
         "skip_dirs": Key(Kind.NAMES, Merge.WEAKEN,
-                         "Directory names the socket search does not walk into (package "
-                         "caches and toolchains, which hold no sockets but many directories)."),
+                         "Directory names that search does not walk into (package caches "
+                         "and toolchains, which hold no sockets or FIFOs but many directories)."),
     },
     "env": {
         "deny": Key(Kind.PATTERNS, Merge.APPEND,

@@ -12,6 +12,7 @@ from sandbox.layout import Layout
 CTX = profile.Context(workspace="/ws", home="/home/u", tmp="/tmp", runtime="/run/user/1000")
 CACHE = "/home/u/.cache/sandbox/workspaces/abc"
 EMPTY = "/home/u/.cache/sandbox/empty"
+RESOLV = "/home/u/.cache/sandbox/net/resolv.conf-0123456789abcdef"
 
 NS = [
     "--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
@@ -101,6 +102,8 @@ def test_full_ordering():
         masked_dirs=("/home/u/.ssh", "/home/u/.aws"),
         masked_files=("/home/u/.netrc", "/home/u/agent.sock"),
         empty_dirs=("/run", "/var/run", "/run/user/1000"),
+        resolv_conf=(RESOLV, "/etc/resolv.conf"),
+        nsswitch=("/home/u/.cache/sandbox/net/nsswitch.conf-1", "/etc/nsswitch.conf"),
     )
     inv = bwrap.build(policy(), lay, ["sh", "-c", "echo hi"], {})
     assert list(inv.argv) == [
@@ -113,6 +116,10 @@ def test_full_ordering():
         "--ro-bind", "/ws/.git/hooks", "/ws/.git/hooks",
         "--ro-bind", "/ws/.git/config", "/ws/.git/config",
         "--ro-bind", "/ws/a/.vscode", "/ws/a/.vscode",
+        # no network: lookups go to the run's own resolver; after the
+        # writable roots (none may cover it), before the secrets (a mask wins);
+        # nsswitch.conf is only for a run that falls back (sandbox.dns)
+        "--ro-bind", RESOLV, "/etc/resolv.conf",
         # secrets: dirs become a read-only tmpfs, files the empty file
         "--tmpfs", "/home/u/.ssh", "--remount-ro", "/home/u/.ssh",
         "--tmpfs", "/home/u/.aws", "--remount-ro", "/home/u/.aws",

@@ -72,6 +72,12 @@ def test_every_protected_name_has_an_audit_class():
     assert audit.class_of(".tool-versions") == "envrc"
     assert audit.class_of(".helix") == "editor_config"
     assert audit.class_of("opencode.json") == "agent_config"
+    # a path is classed by the longest entry it ends with, not by its last part
+    assert audit.class_of("/w/mise/config.toml") == "envrc"
+    assert audit.class_of("/w/.config/mise/config.toml") == "envrc"
+    assert audit.class_of("/w/.jj/repo/config.toml") == "git_config"
+    assert audit.class_of("/w/app/.yarn/releases") == "package_config"
+    assert audit.class_of("/w/.bashrc") == "shell_rc"
     from sandbox.schema import SCHEMA
 
     assert set(SCHEMA["audit"]) == set(audit.CLASSES)

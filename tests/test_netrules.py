@@ -897,3 +897,31 @@ def test_check_never_raises(allow, deny, method, host, port, path):
     decision = Rules(allow, deny).check(method, host, port, path)
     assert isinstance(decision, Decision) and decision.reason
     assert decision.host.isprintable()
+
+
+@pytest.mark.parametrize("addr, words", [("fd00:ec2::254", "unique-local"), ("fc00::1", "unique-local"),
+                                         ("fe80::1", "link-local"), ("169.254.169.254", "link-local")])
+def test_address_refusal_names_the_block(addr, words):
+    """The refusal says which block an address is in (what the summary tells the user):
+    fc00::/7 is also outside global unicast, so only its own words show the rule is there."""
+    why = Rules([EgressRule("example.com")]).address_refusal("example.com", ip_address(addr))
+    assert words in why, why
+
+
+@pytest.mark.parametrize("method, path", [
+    ("POST", "/admin"), ("post", "/admin"), ("Post", "/admin/x"), ("POST", "/ADMIN/x"),
+    ("POST", "/admin;x/y"), ("POST", "/Admin;jsessionid=1"), ("pOsT", "/aDmIn;a=b/c")])
+def test_deny_rules_match_every_spelling_an_origin_could_read_as_theirs(method, path):
+    """Deny fails closed: an origin that folds case or strips ;parameters would read
+    each of these as POST /admin (found by an independent egress battery)."""
+    rules = Rules([EgressRule("api.test", (80,))],
+                  [EgressRule("api.test", (80,), ("POST",), ("/admin",))])
+    assert not rules.check(method, "api.test", 80, path).allowed
+
+
+@pytest.mark.parametrize("method, path", [("GET", "/admin"), ("POST", "/administrator"),
+                                          ("POST", "/public;admin"), ("post", "/x/admin")])
+def test_deny_rules_still_leave_what_they_do_not_name(method, path):
+    rules = Rules([EgressRule("api.test", (80,))],
+                  [EgressRule("api.test", (80,), ("POST",), ("/admin",))])
+    assert rules.check(method, "api.test", 80, path).allowed

@@ -349,6 +349,41 @@ PROBES = [
     Probe("socket-AF_VSOCK", 41, (40, 1, 0), "EPERM", ("ok", "EAFNOSUPPORT"), fd=True),
     Probe("socket-AF_VSOCK-high-bits", 41, ((0xFFFF << 32) | 40, 1, 0), "EPERM",
           ("ok", "EAFNOSUPPORT"), fd=True),
+    # Rules that a mutation run (scripts/mutate.py) showed no behavioural test
+    # would miss: arguments the kernel rejects before any capability check,
+    # so the sandbox without its filter would answer like the host does.
+    # (Rules for calls the kernel refuses first for want of a capability,
+    # such as pivot_root, fsopen, fsmount, fspick, move_mount, swapoff,
+    # fanotify_init, syslog, vhangup, cannot be told from --cap-drop ALL by
+    # behaviour: docs/testing.md lists them.)
+    Probe("process_vm_writev", 311, (0, 0, 0, 0, 0, 0xDEAD), "EPERM", ("EINVAL",)),
+    Probe("fsconfig", 431, (-1, 0xDEAD, 0, 0, 0), "EPERM", ("EINVAL", "EBADF")),
+    Probe("open_tree", 428, (AT_FDCWD, 0, 0), "EPERM", ("EFAULT",)),
+    Probe("mount_setattr", 442, (-1, 0, 0, 0, 0), "EPERM", ("EINVAL",)),
+    Probe("open_tree_attr", 467, (AT_FDCWD, 0, 0, 0, 0), "EPERM", ("EFAULT", "ENOSYS")),
+    Probe("statmount", 457, (0, 0, 0, 0), "EPERM", ("EFAULT", "EINVAL", "ENOSYS")),
+    Probe("listmount", 458, (0, 0, 0, 0), "EPERM", ("EFAULT", "EINVAL", "ENOSYS")),
+    Probe("add_key", 248, (0, 0, 0, 0, 0), "EPERM", ("EFAULT",)),
+    Probe("request_key", 249, (0, 0, 0, 0), "EPERM", ("EFAULT",)),
+    Probe("io_uring_enter", 426, (-1, 0, 0, 0, 0, 0), "EPERM", ("EBADF", "ENOSYS")),
+    Probe("io_uring_register", 427, (-1, 0, 0, 0), "EPERM", ("EINVAL", "EBADF", "ENOSYS")),
+    Probe("open_by_handle_at", 304, (-1, 0, 0), "EPERM", ("EFAULT", "EBADF")),
+    Probe("name_to_handle_at", 303, (AT_FDCWD, 0, 0, 0, 0xDEAD0000), "EPERM", ("EINVAL",)),
+    # ENOSYS outside where the kernel is built without kexec/modules/uselib
+    Probe("kexec_file_load", 320, (-1, -1, 0, 0, 0xDEAD), "EPERM", ("EINVAL", "EBADF", "ENOSYS"),
+          cap_first=True),
+    Probe("finit_module", 313, (-1, 0, 0), "EPERM", ("EBADF", "ENOSYS"), cap_first=True),
+    Probe("delete_module", 176, (0, 0), "EPERM", ("EFAULT", "ENOSYS"), cap_first=True),
+    Probe("quotactl", 179, (0xFFFF, 0, 0, 0), "EPERM", ("EINVAL",)),
+    # the new time is read from an invalid pointer before any permission check
+    Probe("settimeofday", 164, (1, 0), "EPERM", ("EFAULT",)),
+    Probe("clock_adjtime", 305, (0, 1), "EPERM", ("EFAULT",)),
+    Probe("adjtimex", 159, (1,), "EPERM", ("EFAULT",)),
+    Probe("iopl", 172, (4,), "EPERM", ("EINVAL", "ENOSYS")),
+    Probe("ioperm", 173, (0, 0, 0), "EPERM", ("EINVAL", "ENOSYS")),
+    Probe("uselib", 134, (0,), "EPERM", ("EFAULT", "ENOSYS")),
+    Probe("nfsservctl", 180, (0, 0, 0), "EPERM", ("ENOSYS",)),
+    Probe("lookup_dcookie", 212, (0, 0, 0), "EPERM", ("ENOSYS", "EINVAL"), cap_first=True),
 ]
 
 
