@@ -286,18 +286,20 @@ class Auditor:
                 pending = more
         return list(gitdirs), list(dotgits), names
 
-    def _worktrees(self, dotgits: list[str]) -> list[str]:
-        """The work tree roots whose relative hooksPath and programs count: those
-        discovery knew (their files are in the snapshot) and every directory whose
-        ``.git`` entry is new or changed (never read: wherever it points, git run
-        there may take relative paths of a trusted config from it)."""
+    def _worktrees(self, dotgits: list[str]) -> tuple[list[str], list[str]]:
+        """(the work tree roots whose relative hooksPath and programs count, the
+        new or changed ``.git`` entries among them): those discovery knew (their
+        files are in the snapshot) and every directory whose ``.git`` entry is
+        new or changed (wherever it points, git run there may take relative
+        paths of a trusted config from it)."""
         from sandbox import pathat
 
         known = set(self.spec.get("worktrees", ()))
         out = [w for w in self.spec.get("worktrees", ()) if self.tree.inside(w)]
+        new = []
         for entry in dotgits:
             top = os.path.dirname(entry)
-            if top in known or not self.tree.inside(top):
+            if not self.tree.inside(top):
                 continue
             try:
                 changed = self._changed(entry) is not None
@@ -305,22 +307,70 @@ class Auditor:
                 changed = True
             if changed:
                 out.append(top)
-        return list(dict.fromkeys(out))
+                new.append(entry)
+        return list(dict.fromkeys(out)), new
+
+    def _pointed(self, entry: str) -> tuple[list[str], list[tuple[str, str, str]]]:
+        """(hooks paths, programs) of the configs a new ``.git`` entry may lead git
+        to, resolved against its directory.
+
+        Read only to do more, never less: the entry may name a repository
+        outside the writable roots (another of the user's) whose config runs
+        ``tools/x.sh`` relative to the work tree, which is now this
+        directory.  The pointer is read several ways (as git reads it, and
+        trimmed), and every reading counts.
+        """
+        from sandbox import safeio
+
+        top = os.path.dirname(entry)
+        gitdirs: list[str] = []
+        try:
+            target = os.path.realpath(entry)
+        except OSError:
+            return [], []
+        if os.path.isdir(target):
+            gitdirs.append(target)
+        else:
+            text = (safeio.read_text(target, 1 << 20) or "").split("\0", 1)[0]
+            for line in {text.rstrip("\r\n"), text.strip()}:
+                _, sep, rest = line.partition(":")
+                if sep and line[:6].lower() == "gitdir":
+                    for spelled in {rest[1:], rest.strip()}:
+                        if spelled:
+                            gitdirs.append(os.path.realpath(os.path.join(top, spelled)))
+        configs: list[str] = []
+        for g in dict.fromkeys(gitdirs):
+            configs += [f"{g}/config", f"{g}/config.worktree"]
+            common = (safeio.read_text(os.path.realpath(f"{g}/commondir"), 1 << 20) or "")
+            common = common.split("\0", 1)[0]
+            for spelled in {common.rstrip("\r\n"), common.strip()} - {""}:
+                configs.append(os.path.realpath(os.path.join(g, spelled)) + "/config")
+        _inc, hooks, programs, _tops = gitconfig.referenced(configs)
+        hooks_dirs = [os.path.normpath(os.path.join(top, os.path.expanduser(v)))
+                      for v, _cfg in hooks]
+        found = [(os.path.normpath(os.path.join(top, os.path.expanduser(word))),
+                  f"a program {key} runs (in {cfg})", GIT_CONFIG)
+                 for word, key, cfg in programs]
+        return hooks_dirs, found
 
     def _run(self) -> None:
         gitdirs, dotgits, names = self._walk()
         # git first: hooks and configs are what the host runs without being asked
         for d in gitdirs:
             self._gitdir(d)
-        worktrees = self._worktrees(dotgits)
+        worktrees, new_entries = self._worktrees(dotgits)
         hooks_dirs = list(self.spec.get("hooks_dirs", ()))
         for rel in self.spec.get("hooks_relative", ()):  # a relative core.hooksPath, per worktree
             hooks_dirs += [os.path.normpath(os.path.join(w, rel)) for w in worktrees]
-        for hooks in dict.fromkeys(hooks_dirs):
-            self._hooks(hooks)
         programs = [tuple(p) for p in self.spec.get("program_files", ())]
         for rel, why, cls in self.spec.get("program_relative", ()):
             programs += [(os.path.normpath(os.path.join(w, rel)), why, cls) for w in worktrees]
+        for entry in new_entries:  # the configs a new pointer leads to count there too
+            more_hooks, more_programs = self._pointed(entry)
+            hooks_dirs += more_hooks
+            programs += more_programs
+        for hooks in dict.fromkeys(hooks_dirs):
+            self._hooks(hooks)
         for path, why, cls in dict.fromkeys(programs):
             self._program(path, why, cls)
         for manager in self.spec.get("hook_managers", ()):

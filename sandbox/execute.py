@@ -275,16 +275,23 @@ def _audit(spec, marker) -> list:
 
     from sandbox import audit, pending
 
+    audited = pending.now()
     findings = audit.Auditor(spec).run()  # interrupted: the marker stays, next run audits
     earlier: list = []
-    if not any(f.failed for f in findings):
+    if any(f.failed for f in findings):
+        marker.release()  # owed in full: the next run audits again before it starts
+    else:
         try:
-            earlier, again, _drained = pending.drain(spec["state"], pending.places(spec),
-                                                     marker, spec)
+            earlier, again, drained = pending.drain(spec["state"], pending.places(spec),
+                                                     marker, audited)
         except Exception as exc:  # noqa: BLE001 - the markers stay; counted, no traceback
-            earlier, again = [audit.failure_finding("pending audits", spec["state"], exc)], []
+            earlier, again, drained = [audit.failure_finding("pending audits", spec["state"],
+                                                             exc)], [], True
         findings = findings + again
-    marker.release()
+        if drained or any(f.failed for f in again):
+            marker.release()  # removed by the drain, or owed in full
+        else:  # another run is live: it audits this run's marker again when it ends
+            marker.finish()
     for finding in findings:
         print(finding.line(), file=sys.stderr)
     for finding in earlier:

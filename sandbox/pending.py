@@ -14,13 +14,22 @@ snapshot taken when the first run's plants may already have been there.
 So a run audits at its end whatever else is running (its own plants must
 not wait for a dev server in the next terminal to exit, and every act of
 the audit stays inside the roots however the tree changes: sandbox.pathat),
-and then *drains*: if no run overlapping its roots is live, it audits again
-every marker left there, its own included, and removes them; if one is
-live, it leaves them all to that run, which drains at its end.  A run that
+and then *drains*.  If a run overlapping its roots is live, it records when
+it ended in its marker and leaves it, with every other marker there, to
+that run.  If none is, it audits again every marker left there and removes
+them, with two shortcuts: a run that started after our snapshot and ended
+before our audit began was covered by our audit (whatever it did differs
+from our snapshot, and it could not fool the audit), so its marker is just
+removed; and our own is audited a second time only if some marker says
+its run may have been running during our audit (ended after it began, or
+never said when it ended).  A long-lived run (a dev server) thus ends with
+one audit, not one per run that came and went meanwhile.  A run that
 starts also drains first (before it plans), so a killed run's plants are
 audited by the next run in the workspace.  The liveness test is the lock
-itself, so a killed run is never taken for a live one, and one that
-starts while a drain works is seen by the check the drain makes after it.
+itself, so a killed run is never taken for a live one, and one that starts
+while a drain works is seen by the check the drain makes after it.  Times
+are ``time.monotonic_ns()`` with the boot id: a marker from another boot is
+never taken as covered.
 
 The markers live in the state directory, outside every writable root and
 invisible inside the sandbox, so the command can neither remove nor forge
@@ -31,6 +40,7 @@ from __future__ import annotations
 
 import marshal
 import os
+import time
 
 DIR = "pending-audit"
 
@@ -39,13 +49,26 @@ def _dir(state: str) -> str:
     return os.path.join(state, DIR)
 
 
+def _boot() -> str:
+    """This boot's id: times from time.monotonic_ns() compare only within one boot."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id", "rb") as fh:
+            return fh.read(64).decode("ascii", "replace").strip()
+    except OSError:
+        return ""
+
+
+def now() -> tuple[str, int]:
+    return _boot(), time.monotonic_ns()
+
+
 class Marker:
     """This run's marker: its path and the descriptor that holds the lock."""
 
-    __slots__ = ("path", "fd")
+    __slots__ = ("path", "fd", "spec")
 
-    def __init__(self, path: str, fd: int | None) -> None:
-        self.path, self.fd = path, fd
+    def __init__(self, path: str, fd: int | None, spec: dict) -> None:
+        self.path, self.fd, self.spec = path, fd, spec
 
     def release(self) -> None:
         if self.fd is not None:
@@ -54,8 +77,10 @@ class Marker:
 
     def rewrite(self, spec: dict) -> None:
         """Replace the spec in this run's (locked) marker: the plan changed
-        before the command started (sandbox.drift dropped a vanished mount)."""
-        data = marshal.dumps(spec)
+        before the command started (sandbox.drift dropped a vanished mount).
+        The run's start time stays."""
+        self.spec = dict(spec, started=self.spec.get("started"))
+        data = marshal.dumps(self.spec)
         os.ftruncate(self.fd, 0)
         os.lseek(self.fd, 0, os.SEEK_SET)
         view = memoryview(data)
@@ -69,14 +94,33 @@ class Marker:
             pass
         self.release()
 
+    def finish(self) -> None:
+        """Keep the marker as an audit owed after a clean end: record when the
+        run ended (a drain tells from it whether the run overlapped its audit)."""
+        if self.fd is None:
+            return
+        try:
+            data = marshal.dumps(dict(self.spec, ended=now()))
+            os.lseek(self.fd, 0, os.SEEK_SET)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self.fd, view):]
+            os.ftruncate(self.fd, len(data))
+        except (OSError, ValueError):
+            pass  # without an end time it is audited again in full: safe
+        self.release()
+
 
 def create(spec: dict) -> Marker:
     """Write and lock this run's marker; raise OSError if that is impossible
-    (no audit promise, no run)."""
+    (no audit promise, no run).  Call it after the snapshot and before the
+    command starts: its time says that whatever the command does comes after
+    the snapshot."""
     import fcntl
 
     from sandbox.statefile import sha256_hex
 
+    spec = dict(spec, started=now())
     where = _dir(spec["state"])
     os.makedirs(where, mode=0o700, exist_ok=True)
     name = f"{sha256_hex(spec['workspace'].encode())[:16]}-{os.getpid()}-{os.urandom(6).hex()}"
@@ -97,7 +141,7 @@ def create(spec: dict) -> Marker:
         except OSError:
             pass
         raise
-    return Marker(os.path.join(where, name), fd)
+    return Marker(os.path.join(where, name), fd, spec)
 
 
 def _load(fd: int):
@@ -149,15 +193,16 @@ def _scan(state: str, where, skip=()):
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except OSError:
             continue
-        spec = _load(fd)
-        if spec is None or not overlaps(spec, where):
-            os.close(fd)
-            continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:  # its run is live (or another run is draining it)
+            spec = _load(fd)
             os.close(fd)
-            live = True
+            live = live or spec is None or overlaps(spec, where)
+            continue
+        spec = _load(fd)  # read under our lock: a clean end rewrites it first
+        if spec is None or not overlaps(spec, where):
+            os.close(fd)
             continue
         held.append(_Held(path, fd, spec))
     return held, live
@@ -171,14 +216,31 @@ def live_elsewhere(state: str, where, skip=()) -> bool:
     return live
 
 
-def drain(state: str, where, own: Marker | None = None, own_spec: dict | None = None):
+def _before(a, b) -> bool:
+    """Is time ``a`` before time ``b`` (both (boot, monotonic ns)), provably?"""
+    return (isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)) and len(a) == 2
+            and len(b) == 2 and a[0] == b[0] and bool(a[0]) and a[1] < b[1])
+
+
+def _covered(h: _Held, own_spec: dict, audited) -> bool:
+    """Did our own audit cover this marker's run?  It started after our
+    snapshot (so all it did differs from it) and ended before our audit
+    began (so it could not fool it)."""
+    return (_before(own_spec.get("started"), h.spec.get("started"))
+            and _before(h.spec.get("ended"), audited))
+
+
+def drain(state: str, where, own: Marker | None = None, audited=None):
     """Audit every marker left in ``where`` again if no overlapping run is live.
 
     Returns (findings of the left-over markers, findings of our own marker's
     second audit, whether the drain happened).  ``own``: this run's marker
-    (still locked by us), already audited once: removed without a second
-    audit when no other marker was left there.  Markers whose audit failed
-    stay (the next run audits them before it runs anything).
+    (still locked by us), whose audit began at ``audited`` (see ``now``).
+    A left-over marker of a run that our own audit covered is just removed;
+    if any other run may have been running while our audit did (its marker
+    ended after the audit began, or never said when it ended), every marker
+    is audited again, ours too.  Markers whose audit failed stay (the next
+    run audits them before it runs anything).
     """
     from sandbox import audit
 
@@ -190,17 +252,21 @@ def drain(state: str, where, own: Marker | None = None, own_spec: dict | None = 
         return [], [], False
     theirs, mine, done = [], [], []
     try:
+        own_spec = own.spec if own is not None else None
+        overlapped = own is None or any(not _before(h.spec.get("ended"), audited) for h in held)
         for h in held:
+            if not overlapped and _covered(h, own_spec, audited):
+                done.append(h.path)
+                continue
             findings = audit.Auditor(h.spec).run()
             theirs += findings
             if not any(f.failed for f in findings):
                 done.append(h.path)
-        if held and own is not None and own_spec is not None:
-            mine = audit.Auditor(own_spec).run()  # the tree may have changed under the first
+        if own is not None:
+            if held and overlapped:
+                mine = audit.Auditor(own_spec).run()  # the tree may have changed under the first
             if not any(f.failed for f in mine):
                 done.append(own.path)
-        elif own is not None:
-            done.append(own.path)
         # a run that started meanwhile could have changed the tree under these
         # audits: then they are owed again, by that run's drain
         if live_elsewhere(state, where, {mine_path, *(h.path for h in held)}):

@@ -406,3 +406,26 @@ def test_unprotecting_a_hooks_directory_still_lets_the_command_install_hooks(sen
     assert r.returncode == 0, r.stderr
     assert (senv.ws / ".git/hooks/pre-commit").exists()
     assert b"audit" not in r.stderr
+
+
+@pytest.mark.parametrize("pointer", ["file", "symlink"])
+def test_a_new_dotgit_pointing_at_another_of_the_users_repositories(senv, pointer):
+    """The work tree of the user's *other* repository (outside the workspace,
+    its config never read by discovery) moved into the workspace: its
+    relative core.fsmonitor and hooksPath then run the command's files."""
+    other = senv.base / "other"
+    subprocess.run(["git", "init", "-q", str(other)], check=True)
+    for key, value in (("core.fsmonitor", "tools/fsmonitor.sh"), ("core.hooksPath", "ci/hooks")):
+        subprocess.run(["git", "-C", str(other), "config", key, value], check=True)
+    link = (f"printf 'gitdir: {other}/.git\\n' > sub/.git" if pointer == "file"
+            else f"ln -s {other}/.git sub/.git")
+    plant = (f"mkdir -p sub/tools sub/ci/hooks && {link} && printf '{FSM}' > sub/tools/fsmonitor.sh"
+             " && chmod +x sub/tools/fsmonitor.sh && printf '#!/bin/sh\\ntouch HOOK-RAN\\n' > "
+             "sub/ci/hooks/pre-commit && chmod +x sub/ci/hooks/pre-commit")
+    _works_without_sandbox(senv, plant, "sub")
+    r = senv.sh(plant)
+    assert r.returncode == 0, r.stderr
+    assert b"sandbox: audit: git program: " in r.stderr
+    host_git(senv, senv.ws / "sub", "status", "--short")
+    host_git(senv, senv.ws / "sub", "commit", "-q", "--allow-empty", "-m", "x")
+    assert not list(senv.ws.rglob("FSM-RAN")) and not list(senv.ws.rglob("HOOK-RAN"))

@@ -73,12 +73,12 @@ def test_a_killed_runs_marker_is_audited_even_after_an_overlapping_run(tmp_path)
     ws.mkdir()
     state = tmp_path / "state"
     victim = pending.create(spec_for(state, ws))
-    other_spec = spec_for(state, ws)
-    other = pending.create(other_spec)
-    assert audit.Auditor(other_spec).run() == []
-    theirs, mine, drained = pending.drain(str(state), [str(ws)], other, other_spec)
+    other = pending.create(spec_for(state, ws))
+    audited = pending.now()
+    assert audit.Auditor(other.spec).run() == []
+    theirs, mine, drained = pending.drain(str(state), [str(ws)], other, audited)
     assert not drained, "drained while another run was live"
-    other.release()
+    other.finish()
     hook = plant_hook(ws)
     victim.release()  # SIGKILL: no audit of its own
     theirs, _mine, drained = pending.drain(str(state), [str(ws / "sub")])  # the next run
@@ -105,10 +105,47 @@ def test_a_run_that_audited_alone_removes_only_its_own_marker(tmp_path):
     ws = tmp_path / "ws"
     ws.mkdir()
     state = tmp_path / "state"
-    spec = spec_for(state, ws)
-    mine = pending.create(spec)
+    mine = pending.create(spec_for(state, ws))
     plant_hook(ws)
-    assert audit.Auditor(spec).run()
-    theirs, again, drained = pending.drain(str(state), [str(ws)], mine, spec)
+    audited = pending.now()
+    assert audit.Auditor(mine.spec).run()
+    theirs, again, drained = pending.drain(str(state), [str(ws)], mine, audited)
     mine.release()
     assert drained and theirs == [] and again == [] and markers(state) == []
+
+
+def test_runs_that_came_and_went_during_a_long_run_are_not_audited_again(tmp_path):
+    """A dev server's run ends with one audit, not one per run that finished
+    while it ran: its own audit covered them (they started after its snapshot
+    and ended before its audit began)."""
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    state = tmp_path / "state"
+    server = pending.create(spec_for(state, ws))
+    for _ in range(3):
+        short = pending.create(spec_for(state, ws))
+        short.finish()  # ended while the server was live: kept for it
+    hook = plant_hook(ws)  # made by one of them, say
+    audited = pending.now()
+    assert audit.Auditor(server.spec).run(), "the server's own audit sees the plant"
+    assert not hook.exists()
+    theirs, again, drained = pending.drain(str(state), [str(ws)], server, audited)
+    server.release()
+    assert drained and theirs == [] and again == [] and markers(state) == []
+
+
+def test_a_run_that_may_have_raced_the_audit_makes_every_marker_audited_again(tmp_path):
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    state = tmp_path / "state"
+    first = pending.create(spec_for(state, ws))
+    audited = pending.now()
+    assert audit.Auditor(first.spec).run() == []
+    racer = pending.create(spec_for(state, ws))  # its command ran during our audit...
+    hook = plant_hook(ws)  # ...and moved a plant past it
+    racer.finish()
+    theirs, again, drained = pending.drain(str(state), [str(ws)], first, audited)
+    first.release()
+    assert drained and not hook.exists()
+    assert any("pre-commit" in f.path for f in theirs + again)
+    assert markers(state) == []
