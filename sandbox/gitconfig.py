@@ -128,37 +128,6 @@ def _read(path: str) -> str | None:
     return read_text(os.path.realpath(path), 4 << 20)
 
 
-def referenced_paths(config_files: list[str], worktree: str | None,
-                     read=_read) -> tuple[list[str], str | None]:
-    """Read config files in order; return (included files, effective hooksPath).
-
-    Included files are followed up to MAX_INCLUDE_DEPTH.  A relative
-    ``core.hooksPath`` is relative to the worktree root, as git treats it.
-    """
-    included: list[str] = []
-    hooks_path: str | None = None
-
-    def visit(path: str, depth: int) -> None:
-        nonlocal hooks_path
-        text = read(path)
-        if text is None:
-            return
-        for section, _sub, key, value in entries(text):
-            if section == "core" and key == "hookspath":
-                base = worktree or os.path.dirname(path)
-                hooks_path = _expand(value, base)
-            elif section in ("include", "includeif") and key == "path" and value:
-                target = _expand(value, os.path.dirname(path))
-                if target not in included:
-                    included.append(target)
-                    if depth < MAX_INCLUDE_DEPTH:
-                        visit(target, depth + 1)
-
-    for cfg in config_files:
-        visit(cfg, 0)
-    return included, hooks_path
-
-
 # Keys whose value git, or a program git starts for it, runs as a command (a
 # superset).  A word of such a value that holds a "/" names a file that runs
 # (or that what runs reads): relative to the work tree root, where git runs

@@ -67,7 +67,8 @@ def test_garbage_lines_are_skipped():
     assert entries(text) == [("ok", None, "good", "1")]
 
 
-# -- referenced_paths ------------------------------------------------------------
+# -- referenced: every file an include names, every hooksPath -------------------
+# (all of them, not only the one git would pick: callers protect a superset)
 
 def w(path: Path, text: str) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -78,78 +79,68 @@ def w(path: Path, text: str) -> str:
 def test_include_relative_to_including_file(tmp_path):
     cfg = w(tmp_path / "repo/.git/config", "[include]\n path = ../shared/inc.cfg\n")
     inc = w(tmp_path / "repo/shared/inc.cfg", "[include]\n path = sub/deeper.cfg\n")
-    w(tmp_path / "repo/shared/sub/deeper.cfg", "[core]\n hooksPath = /abs/hooks\n")
-    included, hooks = gitconfig.referenced_paths([cfg], str(tmp_path / "repo"))
-    assert included == [inc, str(tmp_path / "repo/shared/sub/deeper.cfg")]
-    assert hooks == "/abs/hooks"
+    deeper = w(tmp_path / "repo/shared/sub/deeper.cfg", "[core]\n hooksPath = /abs/hooks\n")
+    included, hooks, _programs, _worktrees = gitconfig.referenced([cfg])
+    assert included == [inc, deeper]
+    assert hooks == [("/abs/hooks", deeper)]
 
 
 def test_include_if_is_followed_unconditionally(tmp_path):
     cfg = w(tmp_path / "c", '[includeIf "gitdir:/nowhere/"]\n path = a.inc\n'
                             '[includeIf "onbranch:main"]\n path = /etc/b.inc\n')
-    included, hooks = gitconfig.referenced_paths([cfg], None)
+    included, hooks, _programs, _worktrees = gitconfig.referenced([cfg])
     assert included == [str(tmp_path / "a.inc"), "/etc/b.inc"]
-    assert hooks is None
+    assert hooks == []
 
 
 def test_include_tilde_uses_home(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     cfg = w(tmp_path / "c", "[include]\npath = ~/.gitconfig.local\n")
-    assert gitconfig.referenced_paths([cfg], None)[0] == [str(tmp_path / "home/.gitconfig.local")]
+    assert gitconfig.referenced([cfg])[0] == [str(tmp_path / "home/.gitconfig.local")]
 
 
-def test_hooks_path_relative_to_worktree(tmp_path):
-    cfg = w(tmp_path / "repo/.git/config", "[core]\n\thooksPath = .githooks\n")
-    assert gitconfig.referenced_paths([cfg], str(tmp_path / "repo")) == ([], str(tmp_path / "repo/.githooks"))
-
-
-def test_hooks_path_relative_without_worktree_uses_config_dir(tmp_path):
-    cfg = w(tmp_path / "bare.git/config", "[core]\n\thooksPath = hooks2\n")
-    assert gitconfig.referenced_paths([cfg], None)[1] == str(tmp_path / "bare.git/hooks2")
-
-
-def test_hooks_path_last_one_wins_and_dotdot_normalised(tmp_path):
+def test_every_hooks_path_is_returned_with_its_config(tmp_path):
     glob_cfg = w(tmp_path / "global", "[core]\nhooksPath = /global/hooks\n")
     repo_cfg = w(tmp_path / "repo/.git/config", "[core]\nhooksPath = ../x/../hooks\n")
-    assert gitconfig.referenced_paths([glob_cfg, repo_cfg], str(tmp_path / "repo"))[1] == \
-        str(tmp_path / "hooks")
-    assert gitconfig.referenced_paths([repo_cfg, glob_cfg], str(tmp_path / "repo"))[1] == "/global/hooks"
+    assert gitconfig.referenced([glob_cfg, repo_cfg])[1] == [("/global/hooks", glob_cfg),
+                                                             ("../x/../hooks", repo_cfg)]
 
 
 def test_hooks_path_from_included_file(tmp_path):
     cfg = w(tmp_path / "repo/.git/config", "[include]\npath = inc\n")
-    w(tmp_path / "repo/.git/inc", "[core]\nhooksPath = h\n")
-    assert gitconfig.referenced_paths([cfg], str(tmp_path / "repo")) == \
-        ([str(tmp_path / "repo/.git/inc")], str(tmp_path / "repo/h"))
+    inc = w(tmp_path / "repo/.git/inc", "[core]\nhooksPath = h\n")
+    included, hooks, _programs, _worktrees = gitconfig.referenced([cfg])
+    assert included == [inc] and hooks == [("h", inc)]
 
 
 def test_missing_files_are_ignored(tmp_path):
     cfg = w(tmp_path / "c", "[include]\npath = missing.inc\n")
-    included, hooks = gitconfig.referenced_paths([str(tmp_path / "nope"), cfg], None)
-    assert included == [str(tmp_path / "missing.inc")] and hooks is None
+    included, hooks, _programs, _worktrees = gitconfig.referenced([str(tmp_path / "nope"), cfg])
+    assert included == [str(tmp_path / "missing.inc")] and hooks == []
 
 
 def test_empty_include_path_is_ignored(tmp_path):
     cfg = w(tmp_path / "c", '[include]\npath =\npath = ""\n')
-    assert gitconfig.referenced_paths([cfg], None) == ([], None)
+    assert gitconfig.referenced([cfg])[:2] == ([], [])
+
 
 
 def test_include_cycle_terminates(tmp_path):
     a = w(tmp_path / "a", "[include]\npath = b\n")
     b = w(tmp_path / "b", "[include]\npath = a\n[include]\npath = b\n")
-    included, _ = gitconfig.referenced_paths([a], None)
+    included = gitconfig.referenced([a])[0]
     assert included == [b, a]
 
 
 def test_self_include(tmp_path):
     a = w(tmp_path / "a", "[include]\npath = a\n")
-    assert gitconfig.referenced_paths([a], None) == ([a], None)
+    assert gitconfig.referenced([a])[:2] == ([a], [])
 
 
 def test_include_depth_is_bounded(tmp_path):
     for i in range(12):
         w(tmp_path / f"f{i}", f"[include]\npath = f{i + 1}\n")
-    included, _ = gitconfig.referenced_paths([str(tmp_path / "f0")], None)
+    included = gitconfig.referenced([str(tmp_path / "f0")])[0]
     depth = gitconfig.MAX_INCLUDE_DEPTH
     # every file that was read is listed, plus the first one it did not read
     assert included == [str(tmp_path / f"f{i}") for i in range(1, depth + 2)]
@@ -160,7 +151,7 @@ def test_wide_include_fanout_terminates(tmp_path):
     names = [f"n{i}" for i in range(6)]
     for n in names:
         w(tmp_path / n, "".join(f"[include]\npath = {m}\n" for m in names))
-    included, _ = gitconfig.referenced_paths([str(tmp_path / "n0")], None)
+    included = gitconfig.referenced([str(tmp_path / "n0")])[0]
     assert sorted(included) == sorted(str(tmp_path / n) for n in names)
 
 
