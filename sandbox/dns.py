@@ -422,7 +422,6 @@ def _local_names() -> set[str]:
 
 def summary(result: dict, profile: str) -> list[str]:
     """Lines for stderr, in the egress proxy's style."""
-    from sandbox import resources
     from sandbox.errors import printable
 
     if not result["lookups"] and not result["queries_unrecorded"]:
@@ -453,8 +452,14 @@ def summary(result: dict, profile: str) -> list[str]:
     if len(builtin) < len(names):
         lines.append("sandbox: to reach a host, use a profile that extends this one with "
                      "[network] mode = \"proxy\" and a [[network.allow]] rule naming it "
-                     f"(see {resources.doc('network.md')})")
+                     f"(see {_doc('network.md')})")
     return lines
+
+
+def _doc(name: str) -> str:
+    from sandbox import resources  # pathlib: only when there is something to say
+
+    return resources.doc(name)
 
 
 # Clients that retry a failed lookup as if the network might come back.
