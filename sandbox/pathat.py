@@ -176,7 +176,7 @@ def make_room(dir_fd: int, name: str) -> None:
 def replace_file(dir_fd: int, name: str, data: bytes, mode: int) -> None:
     """Write ``data`` to a new file beside ``name`` and rename it over ``name``:
     never through the old file (it may be a hard link to someone else's)."""
-    tmp = f".sandbox-audit-{os.urandom(6).hex()}.tmp"
+    tmp = f".sandbox-{os.urandom(6).hex()}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                  mode & 0o666 or 0o644, dir_fd=dir_fd)
     try:

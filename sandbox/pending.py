@@ -80,12 +80,7 @@ class Marker:
         before the command started (sandbox.drift dropped a vanished mount).
         The run's start time stays."""
         self.spec = dict(spec, started=self.spec.get("started"))
-        data = marshal.dumps(self.spec)
-        os.ftruncate(self.fd, 0)
-        os.lseek(self.fd, 0, os.SEEK_SET)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self.fd, view):]
+        _put(self.fd, self.spec)
 
     def remove(self) -> None:
         try:
@@ -100,15 +95,21 @@ class Marker:
         if self.fd is None:
             return
         try:
-            data = marshal.dumps(dict(self.spec, ended=now()))
-            os.lseek(self.fd, 0, os.SEEK_SET)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(self.fd, view):]
-            os.ftruncate(self.fd, len(data))
+            _put(self.fd, dict(self.spec, ended=now()))
         except (OSError, ValueError):
             pass  # without an end time it is audited again in full: safe
         self.release()
+
+
+def _put(fd: int, spec: dict) -> None:
+    """Write ``spec`` over the whole marker file (it stays the same inode,
+    so the lock held on it stays too)."""
+    data = marshal.dumps(spec)
+    os.lseek(fd, 0, os.SEEK_SET)
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+    os.ftruncate(fd, len(data))
 
 
 def create(spec: dict) -> Marker:
@@ -129,10 +130,7 @@ def create(spec: dict) -> Marker:
     try:
         # locked before it has its name: no one can take it for a left-over one
         fcntl.flock(fd, fcntl.LOCK_EX)
-        data = marshal.dumps(spec)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
+        _put(fd, spec)
         os.rename(tmp, os.path.join(where, name))
     except BaseException:
         os.close(fd)

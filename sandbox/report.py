@@ -222,19 +222,10 @@ def _replace(dir_fd: int, name: str, text: str) -> None:
     a parent directory for a symlink cannot send the report (and the
     overwrite) somewhere else.  The report may be asked for inside the
     workspace, where the command could have planted a symlink at the
-    temporary name: it is created exclusively, never through a link, and
-    rename replaces a symlink at the final name instead of following it.
+    temporary name: ``pathat.replace_file`` creates it exclusively, never
+    through a link, and the rename replaces a symlink at the final name
+    instead of following it.
     """
-    tmp = f"{name}.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
-                 dir_fd=dir_fd)
-    try:
-        with open(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-    except OSError:
-        try:
-            os.unlink(tmp, dir_fd=dir_fd)
-        except OSError:
-            pass
-        raise
+    from sandbox.pathat import replace_file
+
+    replace_file(dir_fd, name, text.encode("utf-8"), 0o644)

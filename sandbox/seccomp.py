@@ -192,10 +192,7 @@ def ensure_bpf(state: str, set_name: str, *, deny=(), allow=(), unix_sockets=Tru
         return path
     numbers = {k: v for k, v in table["numbers"].items() if isinstance(v, int) and k != "ceiling"}
     program = compile_bpf(rule_table, arch, allow_32bit, numbers)
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "wb") as fh:
-        fh.write(program)
-    os.chmod(tmp, 0o444)
-    os.replace(tmp, path)
+    from sandbox.statefile import write_readonly
+
+    write_readonly(path, program)
     return path

@@ -191,12 +191,9 @@ def _store_copy(state: str, data: bytes, obs) -> str | None:
     path = os.path.join(directory, name)
     if gitobjects.read_regular(path, MAX_SECRET) != data:
         try:
-            os.makedirs(directory, mode=0o700, exist_ok=True)
-            tmp = f"{path}.{os.getpid()}.tmp"
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-            os.chmod(tmp, 0o444)
-            os.replace(tmp, path)
+            from sandbox.statefile import write_readonly
+
+            write_readonly(path, data)
         except OSError:
             return None
     obs.note(path, full=True)  # removed from the cache: the plan must write it again

@@ -31,6 +31,16 @@ def dump(path: str, data, *, must_succeed: bool = False) -> bool:
         return False
 
 
+def write_readonly(path: str, data: bytes) -> None:
+    """Atomically write ``data`` as a read-only (0444) file; raise OSError."""
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+    os.chmod(tmp, 0o444)
+    os.replace(tmp, path)
+
+
 def sha256_hex(data: bytes) -> str:
     """Hex digest for cache keys (the hot path cannot afford importing hashlib)."""
     try:
