@@ -31,7 +31,9 @@ def plan(policy) -> dict | None:
 
     return {"profile": policy.name, "allow": [r.as_tuple() for r in policy.egress_allow],
             "deny": [r.as_tuple() for r in policy.egress_deny], "hosts": [list(p) for p in policy.egress_hosts],
-            "max_connections": policy.egress_max_connections or MAX_CONNECTIONS}
+            "max_connections": policy.egress_max_connections or MAX_CONNECTIONS,
+            # where real values come from, never the values (the plan is cached on disk)
+            "credentials": list(policy.egress_credentials), "headers": list(policy.egress_headers)}
 
 
 def proxy_env() -> dict[str, str]:
@@ -65,7 +67,7 @@ def build_rules(data: dict):
 class Session:
     """The proxy process for one run: started before bwrap, stopped after it."""
 
-    def __init__(self, data: dict, mode: str = "auto") -> None:
+    def __init__(self, data: dict, mode: str = "auto", secrets: list | None = None) -> None:
         import _socket  # the C module: ``socket`` costs milliseconds to import
 
         from sandbox import netns, runner
@@ -83,7 +85,7 @@ class Session:
 
         def main() -> None:
             launcher_end.close()
-            _proxy_main(proxy_end, data, events_fd, wrapper)
+            _proxy_main(proxy_end, data, events_fd, wrapper, secrets)
 
         try:
             self.pid = runner.fork_helper(main)
@@ -119,7 +121,8 @@ class Session:
         return result
 
 
-def _proxy_main(channel, data: dict, events_fd: int, wrapper: int) -> None:
+def _proxy_main(channel, data: dict, events_fd: int, wrapper: int,
+                secrets: list | None = None) -> None:
     """In the forked proxy process: wait for the first connection, then serve.
 
     The proxy's modules (h11, the rules, threading) cost about 30 ms of CPU
@@ -167,8 +170,14 @@ def _proxy_main(channel, data: dict, events_fd: int, wrapper: int) -> None:
 
     from sandbox import proxy
 
+    guard = None
+    if data.get("credentials") or data.get("headers"):
+        # the real values came with the fork (sandbox.credentials.Vault), never through a file
+        from sandbox import credentials
+
+        guard = credentials.Guard(data, secrets or [])
     proxy.serve_listener(socket.socket(fileno=listener), build_rules(data), events_fd,
-                         proxy.Limits(max_connections=data["max_connections"]))
+                         proxy.Limits(max_connections=data["max_connections"]), guard=guard)
 
 
 def _read_events(fd: int) -> tuple[list[dict], dict]:
@@ -223,7 +232,8 @@ def summary(result: dict, profile: str) -> list[str]:
         lines.append(f"sandbox: ... and {more} more refused request(s); see --report")
     # only where a rule would help: not for Upgrade or method-override headers,
     # which the proxy refuses whatever the rules say
-    if any(status == 403 and not reason.startswith(("Upgrade ", "header "))
+    if any(status == 403 and not reason.startswith(("Upgrade ", "header ", "foreign credential",
+                                                    "blind tunnel"))
            for (status, _m, _u, reason) in counts):
         from sandbox import resources
 

@@ -96,13 +96,26 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
             watcher = blocked.Watch(watch)
         except Exception:  # noqa: BLE001 - no evidence then; nothing else changes
             watcher = None
+    secrets = None
+    if egress is not None and egress.get("credentials"):
+        from sandbox import credentials
+
+        try:  # real values read now, kept in memory: the command gets placeholders
+            vault = credentials.Vault.load(egress["credentials"], os.environ)
+        except SandboxError as err:
+            _audit(audit_spec, pending)
+            return fail(opts, err, meta, started, target)
+        env, secrets = vault.command_env(env), vault.for_proxy()
+        if not opts.quiet:
+            for line in vault.notes():
+                print(line, file=sys.stderr)
     for attempt in range(1 + MOUNT_RETRIES):
         session = None
         if egress is not None:
             from sandbox import egress as egress_mod
 
             try:
-                session = egress_mod.Session(egress, bridge)  # the proxy starts before bwrap
+                session = egress_mod.Session(egress, bridge, secrets)  # the proxy starts before bwrap
             except OSError as exc:
                 _audit(audit_spec, pending)
                 return fail(opts, SetupError(f"cannot start the egress proxy: {exc.strerror or exc}; "

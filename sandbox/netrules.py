@@ -306,6 +306,14 @@ def validate_path(raw: str) -> str:
     return raw
 
 
+def validate_header_name(raw: str, key: str = "strip_headers") -> str:
+    """A request header name (RFC 9110 token), lower-cased."""
+    hint = "write header names like 'x-forwarded-for'"
+    if not isinstance(raw, str) or not re.fullmatch(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,64}", raw):
+        raise RuleError(key, f"{_shown(raw)!r} is not a header name", hint)
+    return raw.lower()
+
+
 def validate_port(raw: int) -> int:
     """A port number, 1 to 65535 (an int, not a bool)."""
     if isinstance(raw, bool) or not isinstance(raw, int):
@@ -317,6 +325,9 @@ def validate_port(raw: int) -> int:
 
 
 _RULE_KEYS = ("host", "ports", "methods", "paths")
+# Allow rules only: TLS inspection (sandbox.proxy) and request headers the
+# proxy strips or refuses for the rule's host (sandbox.credentials).
+_ALLOW_ONLY_KEYS = ("inspect", "strip_headers", "refuse_headers")
 
 
 def _list(table: dict, key: str, check, what: str, example: str, default_words: str,
@@ -341,9 +352,17 @@ def parse_rule(table: dict, source: str, *, deny: bool = False) -> EgressRule:
     if not isinstance(table, dict):
         raise RuleError("", "a rule must be a table", 'write { host = "pypi.org" }')
     for key in table:
+        if key in _ALLOW_ONLY_KEYS and not deny:
+            continue
         if key not in _RULE_KEYS:
             raise RuleError(str(key), f"unknown key {_shown(str(key))!r}",
-                            "a rule takes the keys host, ports, methods and paths")
+                            "a rule takes the keys host, ports, methods and paths"
+                            + ("" if deny else ", inspect, strip_headers and refuse_headers"))
+    if not isinstance(table.get("inspect", False), bool):
+        raise RuleError("inspect", "inspect must be true or false", "write inspect = true")
+    for key in ("strip_headers", "refuse_headers"):
+        _list(table, key, lambda name, key=key: validate_header_name(name, key), "header names", '["x-forwarded-for"]',
+              "none", ())
     if "host" not in table:
         raise RuleError("host", "the rule has no host", 'write host = "pypi.org"')
     return EgressRule(

@@ -240,6 +240,8 @@ def _check_value(src: Source, table: str, key: str, spec: Key, value: object) ->
             raise _fail(src, table, key, f"must be between {spec.minimum} and {spec.maximum}")
     elif kind is Kind.RULES:
         _check_rules(src, table, key, value)
+    elif kind is Kind.CREDENTIALS:
+        _check_credentials(src, table, key, value)
     elif kind is Kind.HOSTMAP:
         from sandbox import netrules
 
@@ -277,6 +279,22 @@ def _check_rules(src: Source, table: str, key: str, value: object) -> None:
     for index, rule in enumerate(value, 1):
         try:
             netrules.parse_rule(rule, f"{src.name}: {table}.{key}[{index}]", deny=key == "deny")
+        except netrules.RuleError as err:
+            sub = f".{err.key}" if err.key else ""
+            raise ProfileError(src.path, str(err), key=f"{table}.{key}[{index}]{sub}",
+                               line=_rule_line(src.text, f"{table}.{key}", index),
+                               hint=err.hint or None) from None
+
+
+def _check_credentials(src: Source, table: str, key: str, value: object) -> None:
+    from sandbox import credentials, netrules
+
+    if not isinstance(value, list):
+        raise _fail(src, table, key, f"must be an array of tables, not {_tname(value)}",
+                    hint="write each entry as [[network.credentials]]")
+    for index, entry in enumerate(value, 1):
+        try:
+            credentials.parse_entry(entry, f"{src.name}: {table}.{key}[{index}]")
         except netrules.RuleError as err:
             sub = f".{err.key}" if err.key else ""
             raise ProfileError(src.path, str(err), key=f"{table}.{key}[{index}]{sub}",
@@ -470,6 +488,7 @@ def build_policy(chain: list[Source], ctx: Context) -> Policy:
                                         f"secret no longer masked: {allowed}"))
 
     egress_allow, egress_deny, egress_hosts = _egress(chain, datas, net)
+    egress_credentials, egress_headers = _credentials(chain, datas, net, ctx, tuple(deny))
     digest = hashlib.sha256()
     for src in chain:
         digest.update(src.path.encode() + b"\0" + src.text.encode() + b"\0")
@@ -503,6 +522,8 @@ def build_policy(chain: list[Source], ctx: Context) -> Policy:
         egress_deny=egress_deny,
         egress_hosts=egress_hosts,
         egress_max_connections=net.get("max_connections", EGRESS_MAX_CONNECTIONS),
+        egress_credentials=egress_credentials,
+        egress_headers=egress_headers,
         syscalls_enabled=sys_.get("enabled", True),
         syscall_set=sys_.get("set", "default"),
         syscall_deny=tuple(sys_.get("deny", [])),
@@ -544,6 +565,58 @@ def _egress(chain: list[Source], datas: list[dict], net: dict) -> tuple:
                                hint='set mode = "proxy" in [network]')
         return (), (), ()  # no network at all: the rules have nothing to open
     return tuple(rules["allow"]), tuple(rules["deny"]), netrules.parse_hosts(net.get("hosts", {}))
+
+
+def _credentials(chain: list[Source], datas: list[dict], net: dict, ctx: Context,
+                 deny_read: tuple[str, ...]) -> tuple[tuple, tuple]:
+    """``[[network.credentials]]`` of the chain, checked against the allow
+    rules (the proxy must be able to read the host's requests) and the
+    masks (a file source must be one the command cannot read); and the
+    allow rules' strip_headers / refuse_headers."""
+    if net.get("mode", "none") != "proxy" or not any(
+            k in d.get("network", {}) for d in datas for k in ("credentials", "allow")):
+        return (), ()
+    from sandbox import netrules
+
+    allow = [t for d in datas for t in d.get("network", {}).get("allow", [])]
+    headers = tuple(dict.fromkeys(
+        (netrules.validate_pattern(t["host"]), tuple(t.get("ports", [443])),
+         tuple(h.lower() for h in t.get("strip_headers", ())),
+         tuple(h.lower() for h in t.get("refuse_headers", ())))
+        for t in allow if t.get("strip_headers") or t.get("refuse_headers")))
+    if not any("credentials" in d.get("network", {}) for d in datas):
+        return (), headers
+    from sandbox import credentials
+
+    out: list = []
+    for src, data in zip(chain, datas):
+        for index, table in enumerate(data.get("network", {}).get("credentials", []), 1):
+            cred = credentials.parse_entry(table, f"{src.name}: network.credentials[{index}]")
+
+            def fail(key: str, message: str, hint: str) -> ProfileError:
+                return ProfileError(src.path, message,
+                                    key=f"network.credentials[{index}].{key}",
+                                    line=_rule_line(src.text, "network.credentials", index),
+                                    hint=hint)
+
+            problem = credentials.reach_problem(cred, allow)
+            if problem is not None:
+                raise fail("host", problem,
+                           "add inspect = true to the host's [[network.allow]] rule (TLS "
+                           "inspection), or allow it over plain HTTP (ports = [80])")
+            if cred.from_file:
+                from dataclasses import replace
+
+                cred = replace(cred, from_file=expand(cred.from_file, ctx))
+                problem = credentials.file_problem(cred.from_file, deny_read)
+                if problem is not None:
+                    raise fail("from_file", problem,
+                               "keep the token in a file the profile masks, e.g. under ~/.config/gh")
+            if any(c[1] == cred.env for c in out):
+                raise fail("env", f"{cred.env} is already the variable of another credential "
+                                  "entry", "give each entry its own variable")
+            out.append(cred.as_tuple())
+    return tuple(out), headers
 
 
 def load(spec: str, ctx: Context) -> tuple[Policy, list[str]]:

@@ -1,0 +1,422 @@
+"""Credentials the sandbox never sees, and credentials it may not bring.
+
+A ``[[network.credentials]]`` entry names a host (and optionally methods
+and paths), where the real value lives on the host (a variable of the
+caller, or a file the sandbox cannot read), the request header it travels
+in, and the variable the command sees.  Inside, that variable holds a
+random placeholder made for this run; the egress proxy puts the real value
+in its place on requests within the entry's scope, and only there.
+
+Token provenance: on a host that has such an entry, every credential a
+request carries must be the placeholder.  Another ``Authorization``, an API
+key header, a cookie the origin did not set in this run, or a
+credential-looking query parameter is somebody else's credential (an
+attacker's key planted in the workspace, say) and the request is refused
+before the proxy connects anywhere.
+
+Three parts, used in three places:
+
+* ``parse_entry`` / ``check_entries``: profile validation (pure);
+* ``Vault``: in the wrapper at the start of a run, reads the real values,
+  makes the placeholders and edits the command's environment;
+* ``Guard``: in the proxy process, the per-request step of plain HTTP (and,
+  with TLS inspection, of HTTPS): refuse foreign credentials, strip or
+  refuse named headers, replace placeholders in scope.
+
+The real value is never put in a message, an event or the cached plan.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import secrets as _random
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from urllib.parse import parse_qsl
+
+from sandbox import envfilter, netrules
+from sandbox.errors import SetupError
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9._~+-]{0,31}")
+# What the real value may hold: it goes into a header, and h11 quotes a bad
+# header value in its exception (which would put the secret in a message).
+_VALUE = re.compile(r"[\x21-\x7e]+")
+PLACEHOLDER_PREFIX = "sandbox-placeholder-"
+_KEYS = ("host", "methods", "paths", "env", "from_env", "from_file", "header", "scheme")
+_HINT = ('write e.g. host = "api.example.com", from_env = "EXAMPLE_API_KEY", '
+         'env = "EXAMPLE_API_KEY", header = "authorization", scheme = "Bearer"')
+
+
+@dataclass(frozen=True, slots=True)
+class Credential:
+    """One ``[[network.credentials]]`` entry, validated (no secret in it)."""
+
+    host: str  # exact, normalised name
+    env: str  # the variable the command sees, holding the placeholder
+    from_env: str = ""  # the caller's variable holding the real value ...
+    from_file: str = ""  # ... or a file (absolute, placeholders expanded by profile)
+    header: str = "authorization"  # lower-case
+    scheme: str = ""  # "Bearer", "token", "Basic"; empty: the bare value
+    methods: tuple[str, ...] = ()
+    paths: tuple[str, ...] = ()
+    source: str = ""
+
+    def as_tuple(self) -> tuple:
+        return (self.host, self.env, self.from_env, self.from_file, self.header, self.scheme,
+                tuple(self.methods), tuple(self.paths), self.source)
+
+    @classmethod
+    def from_tuple(cls, data) -> "Credential":
+        host, env, from_env, from_file, header, scheme, methods, paths, source = data
+        return cls(host, env, from_env, from_file, header, scheme, tuple(methods), tuple(paths),
+                   source)
+
+    def where(self) -> str:
+        """Where the real value comes from, for messages (never the value)."""
+        return f"${self.from_env}" if self.from_env else self.from_file
+
+    def in_scope(self, method: str, path: str) -> bool:
+        rule = netrules.EgressRule(self.host, (), self.methods, self.paths)
+        return netrules._scope_ok(rule, method, netrules.normalize_path(path))
+
+
+# -- profile validation ------------------------------------------------------
+
+def parse_entry(table: object, source: str) -> Credential:
+    """One entry as a ``Credential``, or ``netrules.RuleError`` (key, message, hint).
+
+    ``from_file`` is returned as written; ``sandbox.profile`` expands and
+    checks it (``check_file``).
+    """
+    if not isinstance(table, dict):
+        raise netrules.RuleError("", "a credential entry must be a table", _HINT)
+    for key in table:
+        if key not in _KEYS:
+            raise netrules.RuleError(str(key), f"unknown key {netrules._shown(str(key))!r}",
+                                     "an entry takes the keys " + ", ".join(_KEYS))
+    for key in ("host", "env"):
+        if key not in table:
+            raise netrules.RuleError(key, f"the entry has no {key}", _HINT)
+    for key in ("env", "from_env", "from_file", "header", "scheme"):
+        if key in table and not isinstance(table[key], str):
+            raise netrules.RuleError(key, f"{key} must be a string", _HINT)
+    host = netrules.validate_pattern(table["host"])
+    if host.startswith("*.") or _is_address(host):
+        raise netrules.RuleError("host", f"{host!r}: a credential is for one host name",
+                                 "name the exact host, e.g. api.example.com")
+    env = table["env"]
+    if not _ENV_NAME.fullmatch(env):
+        raise netrules.RuleError("env", f"{netrules._shown(env)!r} is not a variable name", _HINT)
+    if ("from_env" in table) == ("from_file" in table):
+        raise netrules.RuleError("from_env", "give exactly one of from_env and from_file",
+                                 'from_env = "VARIABLE" (the caller\'s environment) or '
+                                 'from_file = "${home}/.config/x/token" (a masked file)')
+    from_env = table.get("from_env", "")
+    if "from_env" in table and not _ENV_NAME.fullmatch(from_env):
+        raise netrules.RuleError("from_env", f"{netrules._shown(from_env)!r} is not a variable "
+                                 "name", _HINT)
+    from_file = table.get("from_file", "")
+    if "from_file" in table and not (from_file.startswith(("/", "${")) and "\0" not in from_file):
+        raise netrules.RuleError("from_file", f"{netrules._shown(from_file)!r} is not an "
+                                 "absolute path", "write an absolute path or start with ${home}")
+    header = netrules.validate_header_name(table.get("header", "authorization"), "header")
+    if header in ("host", "cookie", "content-length", "transfer-encoding", "connection",
+                  "proxy-authorization"):
+        raise netrules.RuleError("header", f"the credential cannot travel in {header}",
+                                 'use header = "authorization" or an API-key header')
+    scheme = table.get("scheme", "")
+    if scheme and not _SCHEME.fullmatch(scheme):
+        raise netrules.RuleError("scheme", f"{netrules._shown(scheme)!r} is not an "
+                                 "authorization scheme", 'write scheme = "Bearer"')
+    methods = _optional(table, "methods", netrules.validate_method)
+    paths = _optional(table, "paths", netrules.validate_path)
+    return Credential(host, env, from_env, from_file, header, scheme, methods, paths, source)
+
+
+def _optional(table: dict, key: str, check) -> tuple:
+    if key not in table:
+        return ()
+    value = table[key]
+    if not isinstance(value, list) or not value:
+        raise netrules.RuleError(key, f"{key} must be a non-empty list", f"leave {key} out to "
+                                 "mean any, or list them")
+    return tuple(dict.fromkeys(check(item) for item in value))
+
+
+def _is_address(host: str) -> bool:
+    return not isinstance(netrules.normalize_host(host), str)
+
+
+def reach_problem(cred: Credential, allow_tables: list[dict]) -> str | None:
+    """Why the proxy could not see ``cred``'s requests, or None.
+
+    The placeholder is replaced, and foreign credentials refused, only
+    where the proxy reads the request: plain HTTP, or HTTPS through an
+    allow rule with ``inspect = true``.  A blind tunnel shows neither.
+    """
+    matching = [t for t in allow_tables if _rule_matches(t, cred.host)]
+    if not matching:
+        return f"no [[network.allow]] rule allows {cred.host}"
+    if any(t.get("inspect") is True or any(p != 443 for p in t.get("ports", [443]))
+           for t in matching):
+        return None
+    return (f"{cred.host} is allowed only over HTTPS through a blind tunnel, where the proxy "
+            "can neither put the credential in nor see a foreign one")
+
+
+def _rule_matches(table: dict, host: str) -> bool:
+    try:
+        pattern = netrules.validate_pattern(table.get("host"))
+    except netrules.RuleError:
+        return False
+    return pattern == host or (pattern.startswith("*.") and host.endswith(pattern[1:]))
+
+
+def file_problem(path: str, deny_read: tuple[str, ...]) -> str | None:
+    """Why ``path`` (expanded) would be readable inside the sandbox, or None.
+
+    It must lie under a ``filesystem.deny_read`` entry (masked), and so must
+    the file a symlink there leads to; otherwise the command could read the
+    secret itself, or (where it can write) swap in a value of its own.
+    """
+    for candidate in dict.fromkeys((path, os.path.realpath(path))):
+        if not any(_under(candidate, entry) for entry in deny_read):
+            return (f"{candidate} is readable inside the sandbox; list it (or a directory "
+                    "holding it) in filesystem.deny_read")
+    return None
+
+
+def _under(path: str, entry: str) -> bool:
+    if any(c in entry for c in "*?["):
+        parts = path.split("/")
+        depth = entry.count("/")
+        return fnmatchcase("/".join(parts[:depth + 1]), entry)
+    return path == entry or path.startswith(entry.rstrip("/") + "/")
+
+
+# -- the run: real values in, placeholders out -------------------------------------
+
+class Vault:
+    """In the wrapper: the real values (kept off disk) and their placeholders."""
+
+    def __init__(self, entries: list[Credential], values: list[str | None]) -> None:
+        self.entries = entries
+        self.values = values
+        self.placeholders = [PLACEHOLDER_PREFIX + _random.token_hex(16) for _ in entries]
+        self.missing = [e for e, v in zip(entries, values) if v is None]
+
+    @classmethod
+    def load(cls, plan: list, environ: dict[str, str]) -> "Vault":
+        entries = [Credential.from_tuple(t) for t in plan]
+        values: list[str | None] = []
+        for cred in entries:
+            values.append(_read(cred, environ))
+        return cls(entries, values)
+
+    def command_env(self, env: dict[str, str]) -> dict[str, str]:
+        """``env`` without any real value, with each placeholder set.
+
+        The source variable goes whatever ``[env] pass`` said, and so does
+        any other variable holding the value (GH_TOKEN and GITHUB_TOKEN set
+        alike).  A credential with no value on the host leaves the
+        command's variable unset: the tool then works anonymously.
+        """
+        out = dict(env)
+        for cred, value, placeholder in zip(self.entries, self.values, self.placeholders):
+            if cred.from_env:
+                out.pop(cred.from_env, None)
+            if value:
+                for name in [n for n, v in out.items() if value in v]:
+                    del out[name]
+        for cred, value, placeholder in zip(self.entries, self.values, self.placeholders):
+            if value is not None:
+                out[cred.env] = placeholder
+            else:
+                out.pop(cred.env, None)
+        return out
+
+    def for_proxy(self) -> list[tuple[str, str]]:
+        """(placeholder, real value) per entry, in plan order ("" where the host has none)."""
+        return [(p, v or "") for p, v in zip(self.placeholders, self.values)]
+
+    def notes(self) -> list[str]:
+        return [f"sandbox: note: credential for {c.host}: {c.where()} is not set on the host; "
+                f"{c.env} is left unset inside and requests to {c.host} go without it"
+                for c in self.missing]
+
+
+def _read(cred: Credential, environ: dict[str, str]) -> str | None:
+    """The real value, or None when the host has none; ``SetupError`` when it is unusable."""
+    if cred.from_env:
+        value = environ.get(cred.from_env)
+        if not value:
+            return None
+    else:
+        try:
+            with open(cred.from_file, "rb") as fh:
+                raw = fh.read(16385)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise SetupError(f"cannot read the credential for {cred.host} from {cred.from_file}: "
+                             f"{exc.strerror or exc}; the command was not run",
+                             hint="make the file readable by you, or remove the entry") from None
+        if len(raw) > 16384:
+            raise SetupError(f"the credential file {cred.from_file} is larger than 16 KiB; "
+                             "the command was not run", hint="it should hold only the token")
+        try:
+            value = raw.decode("ascii").strip()
+        except UnicodeDecodeError:
+            value = "\x00"  # refused just below, without showing it
+        if not value:
+            return None
+    if not _VALUE.fullmatch(value):
+        raise SetupError(f"the credential for {cred.host} from {cred.where()} holds spaces, "
+                         "control or non-ASCII characters, which cannot go in an HTTP header; "
+                         "the command was not run", hint="store the bare token")
+    return value
+
+
+# -- the proxy: the per-request step ------------------------------------------------
+
+class Refusal(Exception):
+    """Refuse the request with 403 and this reason (which never holds a value)."""
+
+
+# Request headers that carry credentials by name (lower-case).  Names with
+# these words in them are credentials too (``_credential_header``).
+_CREDENTIAL_HEADERS = frozenset({
+    "authorization", "cookie", "x-api-key", "api-key", "apikey", "x-apikey", "x-auth-token",
+    "x-access-token", "private-token", "job-token", "x-goog-api-key", "x-amz-security-token",
+    "authentication", "x-auth", "x-auth-key", "x-auth-email", "x-session-token",
+    "ocp-apim-subscription-key", "x-functions-key", "x-figma-token", "x-shopify-access-token",
+})
+_CREDENTIAL_WORDS = ("auth", "token", "secret", "password", "passwd", "credential", "api-key",
+                     "api_key", "apikey", "session", "signature")
+_NOT_CREDENTIALS = frozenset({"idempotency-key", "x-stainless-retry-count",
+                              "anthropic-version", "sec-websocket-key"})
+# Query parameters that carry credentials (lower-case, after decoding).
+_CREDENTIAL_PARAMS = frozenset({
+    "key", "api_key", "apikey", "api-key", "access_token", "token", "auth", "auth_token",
+    "client_secret", "secret", "password", "passwd", "sig", "signature", "private_token",
+    "id_token", "refresh_token", "session", "sessionid", "session_id", "jwt", "bearer",
+    "x-amz-credential", "x-amz-signature", "x-amz-security-token", "x-goog-credential",
+    "x-goog-signature", "code", "access_key", "secret_key", "subscription-key",
+})
+
+
+def _credential_header(name: str) -> bool:
+    if name in _CREDENTIAL_HEADERS:
+        return True
+    if name in _NOT_CREDENTIALS or name == "proxy-authorization":  # the proxy's own, dropped
+        return False
+    return any(word in name for word in _CREDENTIAL_WORDS) or name.endswith(("-key", "_key"))
+
+
+def _credential_param(name: str) -> bool:
+    name = name.lower()
+    return (name in _CREDENTIAL_PARAMS or name.endswith(("_token", "-token", "_key", "-key",
+                                                         "_secret", "apikey"))
+            or "password" in name)
+
+
+@dataclass(frozen=True, slots=True)
+class _Live:
+    cred: Credential
+    placeholder: str
+    value: str
+
+
+class Guard:
+    """In the proxy process: the credential and header step of every
+    request the proxy can read.  Built from the plan and the Vault's pairs."""
+
+    def __init__(self, plan: dict, pairs: list[tuple[str, str]]) -> None:
+        entries = [Credential.from_tuple(t) for t in plan.get("credentials", ())]
+        self.by_host: dict[str, list[_Live]] = {}
+        for cred, (placeholder, value) in zip(entries, pairs):
+            self.by_host.setdefault(cred.host, []).append(_Live(cred, placeholder, value))
+        self.hosts = frozenset(c.host for c in entries)  # value or not: provenance holds
+        self.headers = [(netrules._host_matcher(netrules.validate_pattern(h)), tuple(ports),
+                         frozenset(strip), frozenset(refuse))
+                        for h, ports, strip, refuse in plan.get("headers", ())]
+
+    def covers(self, host) -> bool:
+        return isinstance(host, str) and host in self.hosts
+
+    def outgoing(self, host, port: int, method: str, path: str,
+                 headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+        """The headers to send upstream, or ``Refusal``.  ``host`` is normalised."""
+        strip: set[str] = set()
+        for matches, ports, stripped, refused in self.headers:
+            if matches(host) and port in ports:
+                strip |= stripped
+                hit = next((n for n, _ in headers if n.decode("latin-1").lower() in refused), None)
+                if hit is not None:
+                    raise Refusal(f"header {hit.decode('latin-1').lower()} is refused by a rule "
+                                  f"for {host}")
+        out = [(n, v) for n, v in headers if n.decode("latin-1").lower() not in strip]
+        if not self.covers(host):
+            return out
+        return self._credentials(host, method, path, out)
+
+    def _credentials(self, host: str, method: str, path: str,
+                     headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+        lives = self.by_host.get(host, [])
+        named = {live.cred.header for live in lives}
+        out = []
+        for raw_name, raw_value in headers:
+            name = raw_name.decode("latin-1").lower()
+            value = raw_value.decode("latin-1")
+            if not (_credential_header(name) or name in named):
+                if envfilter.secret_value(value):  # a token in a well-known format
+                    raise Refusal(f"foreign credential: the {name} header holds a token, and "
+                                  f"{host} takes only the session's")
+                out.append((raw_name, raw_value))
+                continue
+            live = next((live for live in lives if live.cred.header == name
+                         and _unwrap(live, value) is not None), None)
+            if live is None:
+                raise Refusal(f"foreign credential: the {name} header is not the session's "
+                              f"credential for {host}")
+            if live.value and live.cred.in_scope(method, path):
+                out.append((raw_name, _unwrap(live, value).encode("latin-1")))
+            # out of scope (or no value on the host): the placeholder is
+            # dropped and the request goes without a credential
+        query = path.partition("?")[2]
+        for name, value in parse_qsl(query, keep_blank_values=True):
+            if _credential_param(name) or envfilter.secret_value(value):
+                raise Refusal(f"foreign credential: the query parameter "
+                              f"{netrules._shown(name, 40)} looks like a credential, and "
+                              f"{host} takes only the session's")
+        return out
+
+
+def _unwrap(live: _Live, value: str) -> str | None:
+    """``value`` with the real credential in place of the placeholder, when
+    ``value`` is exactly the placeholder in the entry's form; else None."""
+    scheme, _, rest = value.strip().partition(" ")
+    want = live.cred.scheme
+    if want.lower() == "basic":
+        if scheme.lower() != "basic":
+            return None
+        try:
+            user, sep, password = base64.b64decode(rest.strip(), validate=True).decode(
+                "latin-1").partition(":")
+        except ValueError:
+            return None
+        if not sep or live.placeholder not in (user, password):
+            return None
+        if password == live.placeholder:
+            pair = f"{user}:{live.value}"
+        else:
+            pair = f"{live.value}:{password}"
+        return f"{scheme} {base64.b64encode(pair.encode('latin-1')).decode('ascii')}"
+    if want:
+        if scheme.lower() != want.lower() or rest.strip() != live.placeholder:
+            return None
+        return f"{scheme} {live.value}"
+    return live.value if value.strip() == live.placeholder else None
