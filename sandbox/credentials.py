@@ -32,6 +32,7 @@ import base64
 import os
 import re
 import secrets as _random
+import threading
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from urllib.parse import parse_qsl
@@ -45,6 +46,7 @@ _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9._~+-]{0,31}")
 # header value in its exception (which would put the secret in a message).
 _VALUE = re.compile(r"[\x21-\x7e]+")
 PLACEHOLDER_PREFIX = "sandbox-placeholder-"
+_MAX_COOKIES = 256  # per host and run: what a hostile origin can make the proxy hold
 _KEYS = ("host", "methods", "paths", "env", "from_env", "from_file", "header", "scheme")
 _HINT = ('write e.g. host = "api.example.com", from_env = "EXAMPLE_API_KEY", '
          'env = "EXAMPLE_API_KEY", header = "authorization", scheme = "Bearer"')
@@ -340,12 +342,31 @@ class Guard:
         for cred, (placeholder, value) in zip(entries, pairs):
             self.by_host.setdefault(cred.host, []).append(_Live(cred, placeholder, value))
         self.hosts = frozenset(c.host for c in entries)  # value or not: provenance holds
+        # cookies each credential host set in this run: the only ones it may get back
+        self.cookies: dict[str, set[tuple[str, str]]] = {h: set() for h in self.hosts}
+        self._lock = threading.Lock()
         self.headers = [(netrules._host_matcher(netrules.validate_pattern(h)), tuple(ports),
                          frozenset(strip), frozenset(refuse))
                         for h, ports, strip, refuse in plan.get("headers", ())]
 
     def covers(self, host) -> bool:
         return isinstance(host, str) and host in self.hosts
+
+    def incoming(self, host, headers) -> None:
+        """Note the cookies a credential host sets (``Set-Cookie`` of a response
+        the proxy passes on): sent back, they are the session's own, not foreign.
+        Clients such as httpx keep a cookie jar, and CDNs in front of APIs set
+        cookies on every answer."""
+        if not self.covers(host):
+            return
+        with self._lock:
+            jar = self.cookies[host]
+            for name, value in headers:
+                if name.lower() == b"set-cookie" and len(jar) < _MAX_COOKIES:
+                    pair = value.decode("latin-1").split(";", 1)[0]
+                    key, sep, val = pair.partition("=")
+                    if sep:
+                        jar.add((key.strip(), val.strip()))
 
     def outgoing(self, host, port: int, method: str, path: str,
                  headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
@@ -371,6 +392,11 @@ class Guard:
         for raw_name, raw_value in headers:
             name = raw_name.decode("latin-1").lower()
             value = raw_value.decode("latin-1")
+            if name == "cookie":
+                if not self._own_cookies(host, value):
+                    raise Refusal(f"foreign credential: a cookie {host} did not set in this run")
+                out.append((raw_name, raw_value))
+                continue
             if not (_credential_header(name) or name in named):
                 if envfilter.secret_value(value):  # a token in a well-known format
                     raise Refusal(f"foreign credential: the {name} header holds a token, and "
@@ -393,6 +419,13 @@ class Guard:
                               f"{netrules._shown(name, 40)} looks like a credential, and "
                               f"{host} takes only the session's")
         return out
+
+
+    def _own_cookies(self, host: str, value: str) -> bool:
+        pairs = [p.strip().partition("=") for p in value.split(";") if p.strip()]
+        with self._lock:
+            jar = self.cookies.get(host, set())
+            return all(sep and (k.strip(), v.strip()) in jar for k, sep, v in pairs)
 
 
 def _unwrap(live: _Live, value: str) -> str | None:

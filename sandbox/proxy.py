@@ -654,6 +654,8 @@ class _Client:
                     raise _Refused(502, "upstream closed without a response")
                 uconn.receive_data(data)  # b"" ends a close-delimited body
             elif type(event) is h11.Response:
+                if self.proxy.guard is not None:  # cookies the origin sets are its own
+                    self.proxy.guard.incoming(self.host, event.headers)
                 headers = _end_to_end(event.headers) + [(b"Connection", b"close")]
                 length = _fixed_length(event, self.method)  # its header is in `headers`
                 response = h11.Response(status_code=event.status_code, headers=headers,

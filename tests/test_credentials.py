@@ -38,6 +38,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                                  "body": body})
         out = b"ok\n"
         self.send_response(200)
+        if self.path.startswith("/v1/messages"):  # as a CDN in front of an API does
+            self.send_header("Set-Cookie", "cdn=c0ffee; Path=/; HttpOnly")
         self.send_header("Content-Length", str(len(out)))
         self.end_headers()
         self.wfile.write(out)
@@ -203,6 +205,22 @@ def test_secret_never_visible_inside(senv, origin):
     assert origin.seen[0]["headers"]["authorization"] == f"Bearer {file_real}"
     assert "REAL_API_KEY" not in stdout and "COPY_OF_KEY" not in stdout
     assert "foreign credential" in stderr  # the wrong key was refused, and said so
+
+
+def test_cookies_the_origin_set_in_the_run_go_back(senv, origin):
+    """A client's cookie jar (httpx, curl -b) sends back what the API's CDN
+    set: that is the session's own; any other cookie is foreign."""
+    profile = _profile(senv, origin.port, API_KEY_ENTRY)
+    url = f"http://api.test:{origin.port}/v1/messages"
+    auth = ("-X", "POST", "-H", '"x-api-key: $API_KEY"', "-d", "hi")
+    script = "; ".join([_curl(url, *auth, "-c", "jar", "-b", "jar"),
+                        _curl(url, *auth, "-c", "jar", "-b", "jar"),
+                        _curl(url, *auth, "-b", "'cdn=c0ffee; other=1'"),
+                        _curl(url, *auth, "-b", "cdn=forged")])
+    out = _run(senv, profile, script, REAL_API_KEY=REAL)
+    assert out.stdout.decode().split() == ["200", "200", "403", "403"], out.stderr
+    assert len(origin.seen) == 2
+    assert origin.seen[1]["headers"]["cookie"] == "cdn=c0ffee"
 
 
 def test_blind_tunnel_to_a_credential_host_is_refused(senv, origin):
