@@ -80,6 +80,13 @@ class Credential:
         """Where the real value comes from, for messages (never the value)."""
         return f"${self.from_env}" if self.from_env else self.from_file
 
+    def describe(self) -> str:
+        """One line for explain and weakenings: "$GH_TOKEN -> GH_TOKEN: github.com ..."."""
+        how = f"{self.header}: {self.scheme + ' ' if self.scheme else ''}<value>"
+        scope = " ".join([",".join(self.methods)] * bool(self.methods) + list(self.paths))
+        return (f"{self.where()} as {self.env}: {self.host} {scope or 'any request'} ({how})"
+                + (f"   ({self.source})" if self.source else ""))
+
     def in_scope(self, method: str, path: str) -> bool:
         rule = netrules.EgressRule(self.host, (), self.methods, self.paths)
         return netrules._scope_ok(rule, method, netrules.normalize_path(path))

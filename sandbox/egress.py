@@ -36,7 +36,17 @@ def plan(policy) -> dict | None:
             "credentials": list(policy.egress_credentials), "headers": list(policy.egress_headers)}
 
 
-def proxy_env() -> dict[str, str]:
+def no_proxy(data: dict | None = None) -> str:
+    """NO_PROXY for a run: loopback stays direct, except what an allow rule
+    names.  A rule naming 127.0.0.1 (or localhost, ::1) means the *host's*
+    loopback through the proxy; with the address in NO_PROXY clients would
+    go to the sandbox's own loopback instead, where nothing answers.  The
+    command's own servers are then reached by the names left direct."""
+    named = {rule[0] for rule in (data or {}).get("allow", ())}
+    return ",".join(n for n in NO_PROXY.split(",") if n not in named)
+
+
+def proxy_env(data: dict | None = None) -> dict[str, str]:
     """The variables that send the command's clients to the proxy.
 
     Both spellings, because tools disagree (curl reads only lower-case
@@ -47,7 +57,7 @@ def proxy_env() -> dict[str, str]:
     env: dict[str, str] = {}
     for name in ("http_proxy", "https_proxy", "all_proxy"):
         env[name] = env[name.upper()] = PROXY_URL
-    env["no_proxy"] = env["NO_PROXY"] = NO_PROXY
+    env["no_proxy"] = env["NO_PROXY"] = no_proxy(data)
     for name in ("npm_config_proxy", "npm_config_https_proxy", "YARN_HTTP_PROXY",
                  "YARN_HTTPS_PROXY"):
         env[name] = PROXY_URL

@@ -120,7 +120,7 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
                 _audit(audit_spec, pending)
                 return fail(opts, SetupError(f"cannot start the egress proxy: {exc.strerror or exc}; "
                                              "the command was not run"), meta, started, target)
-            env = {**env, **egress_mod.proxy_env()}
+            env = {**env, **egress_mod.proxy_env(egress)}
         names = None
         network = None
         try:

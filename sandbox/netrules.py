@@ -697,7 +697,8 @@ class Rules:
         name that resolves to 10.0.0.5 or 169.254.169.254 (DNS rebinding, a
         hostile resolver) cannot reach inside.  Non-public addresses pass
         only when the profile says so for this very destination: an allow
-        rule naming the IP the request asked for, or a ``network.hosts``
+        rule naming the address (for any name, if the rule has no methods
+        or paths; else only for the address itself), or a ``network.hosts``
         entry pinning the name to that address.
         """
         addr = _collapse(addr)
@@ -712,10 +713,17 @@ class Rules:
                 host = normalize_host(host)
             except HostError as err:
                 return f"bad host: {err}"
-        if isinstance(host, str):
-            if self._pins.get(host) == addr:
-                return None
-        elif host == addr and any(matches(host) for _, matches in self._allow):
+        if isinstance(host, str) and self._pins.get(host) == addr:
+            return None
+        if host == addr and any(matches(addr) for _, matches in self._allow):
+            return None  # the request named the address, and a rule names it
+        # An allow rule naming this very address for this port, with no
+        # methods or paths, opens it to every allowed name that leads there:
+        # the command could open a tunnel to the address itself, so the name
+        # grants nothing more.  (A scoped one does not: a tunnel by name
+        # would carry what its methods and paths refuse.)
+        if any(matches(addr) and not rule.scoped() and (port is None or port in rule.ports)
+               for rule, matches in self._allow):
             return None
         why = _not_public(addr)
         if why is None:

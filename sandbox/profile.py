@@ -419,6 +419,13 @@ def _looser(spec: Key, old: object, new: object) -> bool:
 
 def _entry(value: object) -> str:
     """A list entry for a weakening: a path, or a network rule in one line."""
+    if isinstance(value, dict) and "env" in value:  # a [[network.credentials]] entry
+        from sandbox import credentials, netrules
+
+        try:
+            return "credential " + credentials.parse_entry(value, "").describe()
+        except netrules.RuleError:
+            return str(value)
     if isinstance(value, dict):
         from sandbox import netrules
 

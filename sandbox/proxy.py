@@ -109,6 +109,12 @@ def _url(host: str, port: int, path: str | None) -> str:
 
 
 def _system_resolver(host: str, port: int) -> list[_Address]:
+    # /etc/hosts first: the C library never matches "name." there (sandbox.hostsfile)
+    from sandbox import hostsfile
+
+    listed = hostsfile.lookup(host)
+    if listed:
+        return list(listed)
     # the trailing dot makes the name absolute: resolv.conf search domains
     # (Kubernetes' ndots:5) must not turn pypi.org into pypi.org.<cluster>
     infos = socket.getaddrinfo(host + ".", port, type=socket.SOCK_STREAM)
