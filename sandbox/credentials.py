@@ -237,8 +237,9 @@ class Vault:
         for cred, value, placeholder in zip(self.entries, self.values, self.placeholders):
             if cred.from_env:
                 out.pop(cred.from_env, None)
-            if value:
-                for name in [n for n, v in out.items() if value in v]:
+            if value:  # a short value only where it is the whole value (PATH may hold "abc")
+                for name in [n for n, v in out.items()
+                             if v == value or (len(value) >= 8 and value in v)]:
                     del out[name]
         for cred, value, placeholder in zip(self.entries, self.values, self.placeholders):
             if value is not None:
