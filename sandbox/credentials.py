@@ -252,6 +252,11 @@ class Vault:
         """(placeholder, real value) per entry, in plan order ("" where the host has none)."""
         return [(p, v or "") for p, v in zip(self.placeholders, self.values)]
 
+    def summary(self) -> list[dict]:
+        """For the report: which entries had a value (never the value)."""
+        return [{"host": c.host, "env": c.env, "from": c.where(), "available": v is not None}
+                for c, v in zip(self.entries, self.values)]
+
     def notes(self) -> list[str]:
         return [f"sandbox: note: credential for {c.host}: {c.where()} is not set on the host; "
                 f"{c.env} is left unset inside and requests to {c.host} go without it"

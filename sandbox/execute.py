@@ -96,7 +96,7 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
             watcher = blocked.Watch(watch)
         except Exception:  # noqa: BLE001 - no evidence then; nothing else changes
             watcher = None
-    secrets = None
+    secrets = vault = None
     if egress is not None and egress.get("credentials"):
         from sandbox import credentials
 
@@ -213,6 +213,8 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
         doc["audit"] = [f.as_dict() for f in findings]
     if network is not None:
         doc["network"] = network
+        if vault is not None:
+            doc["network"] = {**network, "credentials": vault.summary()}
     doc["blocked"] = report.blocked_records(refused, network)
     report.write(target, doc)  # opened before the command could touch the path
     return status

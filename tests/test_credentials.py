@@ -165,6 +165,8 @@ def test_exfiltration_with_an_attackers_key_is_refused(senv, origin, tmp_path):
     doc = json.loads(report.read_text())
     reasons = [b["reason"] for b in doc["network"]["blocked"]]
     assert len(reasons) == 7 and all(r.startswith("foreign credential") for r in reasons)
+    assert doc["network"]["credentials"] == [
+        {"host": "api.test", "env": "API_KEY", "from": "$REAL_API_KEY", "available": True}]
     for text in (stderr, report.read_text()):
         assert REAL not in text
 
