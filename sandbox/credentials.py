@@ -159,6 +159,51 @@ def _is_address(host: str) -> bool:
     return not isinstance(netrules.normalize_host(host), str)
 
 
+class EntryError(ValueError):
+    """A credential entry that is valid alone but not in its profile chain:
+    ``profile`` (index in the chain), ``index`` (1-based entry), ``key``."""
+
+    def __init__(self, profile: int, index: int, key: str, message: str, hint: str) -> None:
+        super().__init__(message)
+        self.profile, self.index, self.key, self.message, self.hint = (
+            profile, index, key, message, hint)
+
+
+def from_profiles(chain: list[tuple[str, dict]], expand, deny_read: tuple[str, ...]
+                  ) -> tuple[tuple, tuple]:
+    """The chain's credential entries (``Credential.as_tuple()``, ``from_file``
+    expanded by ``expand``) and its allow rules' (host, ports, strip_headers,
+    refuse_headers), or ``EntryError``.  ``chain``: (profile name, parsed
+    TOML) from the root; each entry was validated alone (``parse_entry``)."""
+    allow = [t for _, data in chain for t in data.get("network", {}).get("allow", [])]
+    headers = tuple(dict.fromkeys(
+        (netrules.validate_pattern(t["host"]), tuple(t.get("ports", [443])),
+         tuple(h.lower() for h in t.get("strip_headers", ())),
+         tuple(h.lower() for h in t.get("refuse_headers", ())))
+        for t in allow if t.get("strip_headers") or t.get("refuse_headers")))
+    out: list[tuple] = []
+    for at, (name, data) in enumerate(chain):
+        for index, table in enumerate(data.get("network", {}).get("credentials", []), 1):
+            cred = parse_entry(table, f"{name}: network.credentials[{index}]")
+            problem = reach_problem(cred, allow)
+            if problem is not None:
+                raise EntryError(at, index, "host", problem,
+                                 "add inspect = true to the host's [[network.allow]] rule "
+                                 "(TLS inspection), or allow it over plain HTTP (ports = [80])")
+            if cred.from_file:
+                cred = Credential.from_tuple((*cred.as_tuple()[:3], expand(cred.from_file),
+                                              *cred.as_tuple()[4:]))
+                problem = file_problem(cred.from_file, deny_read)
+                if problem is not None:
+                    raise EntryError(at, index, "from_file", problem,
+                                     "keep the token in a file the profile masks (deny_read)")
+            if any(c[1] == cred.env for c in out):
+                raise EntryError(at, index, "env", f"{cred.env} is already the variable of "
+                                 "another credential entry", "give each entry its own variable")
+            out.append(cred.as_tuple())
+    return tuple(out), headers
+
+
 def reach_problem(cred: Credential, allow_tables: list[dict]) -> str | None:
     """Why the proxy could not see ``cred``'s requests, or None.
 

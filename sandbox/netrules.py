@@ -361,8 +361,8 @@ def parse_rule(table: dict, source: str, *, deny: bool = False) -> EgressRule:
     if not isinstance(table.get("inspect", False), bool):
         raise RuleError("inspect", "inspect must be true or false", "write inspect = true")
     for key in ("strip_headers", "refuse_headers"):
-        _list(table, key, lambda name, key=key: validate_header_name(name, key), "header names", '["x-forwarded-for"]',
-              "none", ())
+        _list(table, key, lambda name, key=key: validate_header_name(name, key),
+              "header names", '["x-forwarded-for"]', "none", ())
     if "host" not in table:
         raise RuleError("host", "the rule has no host", 'write host = "pypi.org"')
     return EgressRule(

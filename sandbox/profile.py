@@ -576,54 +576,21 @@ def _egress(chain: list[Source], datas: list[dict], net: dict) -> tuple:
 
 def _credentials(chain: list[Source], datas: list[dict], net: dict, ctx: Context,
                  deny_read: tuple[str, ...]) -> tuple[tuple, tuple]:
-    """``[[network.credentials]]`` of the chain, checked against the allow
-    rules (the proxy must be able to read the host's requests) and the
-    masks (a file source must be one the command cannot read); and the
-    allow rules' strip_headers / refuse_headers."""
+    """``[[network.credentials]]`` of the chain and the allow rules' header
+    lists, checked across keys by ``sandbox.credentials.from_profiles``."""
     if net.get("mode", "none") != "proxy" or not any(
             k in d.get("network", {}) for d in datas for k in ("credentials", "allow")):
-        return (), ()
-    from sandbox import netrules
-
-    allow = [t for d in datas for t in d.get("network", {}).get("allow", [])]
-    headers = tuple(dict.fromkeys(
-        (netrules.validate_pattern(t["host"]), tuple(t.get("ports", [443])),
-         tuple(h.lower() for h in t.get("strip_headers", ())),
-         tuple(h.lower() for h in t.get("refuse_headers", ())))
-        for t in allow if t.get("strip_headers") or t.get("refuse_headers")))
-    if not any("credentials" in d.get("network", {}) for d in datas):
-        return (), headers
+        return (), ()  # most profiles: no module to import
     from sandbox import credentials
 
-    out: list = []
-    for src, data in zip(chain, datas):
-        for index, table in enumerate(data.get("network", {}).get("credentials", []), 1):
-            cred = credentials.parse_entry(table, f"{src.name}: network.credentials[{index}]")
-
-            def fail(key: str, message: str, hint: str) -> ProfileError:
-                return ProfileError(src.path, message,
-                                    key=f"network.credentials[{index}].{key}",
-                                    line=_rule_line(src.text, "network.credentials", index),
-                                    hint=hint)
-
-            problem = credentials.reach_problem(cred, allow)
-            if problem is not None:
-                raise fail("host", problem,
-                           "add inspect = true to the host's [[network.allow]] rule (TLS "
-                           "inspection), or allow it over plain HTTP (ports = [80])")
-            if cred.from_file:
-                from dataclasses import replace
-
-                cred = replace(cred, from_file=expand(cred.from_file, ctx))
-                problem = credentials.file_problem(cred.from_file, deny_read)
-                if problem is not None:
-                    raise fail("from_file", problem,
-                               "keep the token in a file the profile masks, e.g. under ~/.config/gh")
-            if any(c[1] == cred.env for c in out):
-                raise fail("env", f"{cred.env} is already the variable of another credential "
-                                  "entry", "give each entry its own variable")
-            out.append(cred.as_tuple())
-    return tuple(out), headers
+    try:
+        return credentials.from_profiles([(src.name, data) for src, data in zip(chain, datas)],
+                                         lambda path: expand(path, ctx), deny_read)
+    except credentials.EntryError as err:
+        src = chain[err.profile]
+        raise ProfileError(src.path, err.message, key=f"network.credentials[{err.index}].{err.key}",
+                           line=_rule_line(src.text, "network.credentials", err.index),
+                           hint=err.hint) from None
 
 
 def load(spec: str, ctx: Context) -> tuple[Policy, list[str]]:
