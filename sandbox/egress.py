@@ -183,9 +183,9 @@ def _proxy_main(channel, data: dict, events_fd: int, wrapper: int,
     guard = None
     if data.get("credentials") or data.get("headers"):
         # the real values came with the fork (sandbox.credentials.Vault), never through a file
-        from sandbox import credentials
+        from sandbox import provenance
 
-        guard = credentials.Guard(data, secrets or [])
+        guard = provenance.Guard(data, secrets or [])
     proxy.serve_listener(socket.socket(fileno=listener), build_rules(data), events_fd,
                          proxy.Limits(max_connections=data["max_connections"]), guard=guard)
 

@@ -193,7 +193,7 @@ class Proxy:
                  resolver: Callable[[str, int], list] | None = None,
                  limits: Limits | None = None, guard=None) -> None:
         self.listener = listener
-        self.guard = guard  # sandbox.credentials.Guard: credentials and header rules
+        self.guard = guard  # sandbox.provenance.Guard: credentials and header rules
         self.rules = rules
         self.on_event = on_event
         self.resolver = resolver or _system_resolver
@@ -528,13 +528,13 @@ class _Client:
     def _outgoing_headers(self, request: h11.Request, host: str | _Address, port: int,
                           path: str) -> list[tuple[bytes, bytes]]:
         """The end-to-end headers to send upstream, after the credential step
-        (``sandbox.credentials.Guard``): decided before anything connects, so a
+        (``sandbox.provenance.Guard``): decided before anything connects, so a
         refused request reaches no origin at all."""
         headers = _end_to_end(request.headers)
         guard = self.proxy.guard
         if guard is None:
             return headers
-        from sandbox.credentials import Refusal
+        from sandbox.provenance import Refusal
 
         try:
             return guard.outgoing(host if isinstance(host, str) else str(host), port,

@@ -1,5 +1,5 @@
-"""sandbox.credentials without the sandbox: entry validation, and the
-proxy's per-request step (Guard) on headers and query strings."""
+"""sandbox.credentials and sandbox.provenance without the sandbox: entry
+validation, and the proxy's per-request step (Guard) on headers and query strings."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import base64
 import pytest
 
 from sandbox import credentials
-from sandbox.credentials import Credential, Guard, Refusal, parse_entry
+from sandbox.credentials import Credential, parse_entry
+from sandbox.provenance import Guard, Refusal
 from sandbox.netrules import RuleError
 
 REAL = "real-secret-value-123"
