@@ -113,3 +113,17 @@ def test_vault_reads_and_hides(tmp_path):
     with pytest.raises(SetupError) as err:
         bad.load([cred.as_tuple()], {"REAL_KEY": "has space"})
     assert "has space" not in str(err.value)
+
+
+@pytest.mark.parametrize("name, host, env, header", [
+    ("github", "github.com", "GH_TOKEN", "authorization"),
+    ("anthropic-api", "api.anthropic.com", "ANTHROPIC_API_KEY", "x-api-key")])
+def test_builtin_profiles_carry_their_credential(name, host, env, header):
+    from sandbox import profile
+
+    ctx = profile.Context(workspace="/ws", home="/home/u", tmp="/tmp", runtime="/run/user/1")
+    policy = profile.load(name, ctx)[0]
+    (entry,) = [Credential.from_tuple(t) for t in policy.egress_credentials]
+    assert (entry.host, entry.env, entry.from_env, entry.header) == (host, env, env, header)
+    # the push half / the messages endpoint only
+    assert entry.paths and all(r.scoped() for r in policy.egress_allow)
