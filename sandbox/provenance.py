@@ -157,7 +157,10 @@ class Guard:
                 out.append((raw_name, _unwrap(live, value).encode("latin-1")))
             # out of scope (or no value on the host): the placeholder is
             # dropped and the request goes without a credential
-        query = path.partition("?")[2]
+        where, _, query = path.partition("?")
+        if envfilter.secret_value(where.replace("/", " ")):  # /bot<TOKEN>/ style APIs
+            raise Refusal(f"foreign credential: the path holds a token, and {host} takes "
+                          "only the session's")
         for name, value in parse_qsl(query, keep_blank_values=True):
             if _credential_param(name) or envfilter.secret_value(value):
                 raise Refusal(f"foreign credential: the query parameter "

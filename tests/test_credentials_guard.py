@@ -54,6 +54,7 @@ def test_basic_placeholder_as_password_or_user():
     ([], "/v1/x?Access_Token=abc"),
     ([], "/v1/x?q=1&upload_token=abc"),
     ([], "/v1/x?x=sk-ant-api03-" + "Ab1" * 12),
+    ([], "/bot/ghp_" + "a1" * 18 + "/send"),
 ])
 def test_foreign_credentials_refused_without_their_value(headers, path):
     g = guard(scheme="Bearer")
