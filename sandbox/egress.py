@@ -250,6 +250,11 @@ def summary(result: dict, profile: str) -> list[str]:
         lines.append("sandbox: to allow an endpoint, add a [[network.allow]] rule to a profile "
                      f"that extends this one ({resources.doc('profiles.md')}); 'sandbox explain' "
                      "shows the rules")
+    if any(status == 403 and reason.startswith("foreign credential")
+           for (status, _m, _u, reason) in counts):
+        lines.append("sandbox: a host with a [[network.credentials]] entry takes only the "
+                     "session's credential: send the placeholder its variable holds "
+                     "('sandbox explain' names it; docs/credentials.md)")
     if "proxy_died" in result:
         lines.append(f"sandbox: warning: the egress proxy stopped during the run "
                      f"({result['proxy_died']}); from then on the command had no network")
