@@ -43,8 +43,10 @@ _CREDENTIAL_HEADERS = frozenset({
 })
 _CREDENTIAL_WORDS = ("auth", "token", "secret", "password", "passwd", "credential", "api-key",
                      "api_key", "apikey", "session", "signature")
-_NOT_CREDENTIALS = frozenset({"idempotency-key", "x-stainless-retry-count",
-                              "anthropic-version", "sec-websocket-key"})
+# Names with those words that clients send on every request and that carry
+# no credential (npm's session id is random per command).
+_NOT_CREDENTIALS = frozenset({"idempotency-key", "sec-websocket-key", "npm-session",
+                              "npm-auth-type"})
 # Query parameters that carry credentials (lower-case, after decoding).
 _CREDENTIAL_PARAMS = frozenset({
     "key", "api_key", "apikey", "api-key", "access_token", "token", "auth", "auth_token",
