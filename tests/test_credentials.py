@@ -206,6 +206,14 @@ def test_secret_never_visible_inside(senv, origin):
         assert secret not in report.read_text()
     assert origin.seen[0]["headers"]["authorization"] == f"Bearer {file_real}"
     assert "REAL_API_KEY" not in stdout and "COPY_OF_KEY" not in stdout
+    # nor on disk: not in the cached plan, the tool caches, the workspace
+    scanned = []
+    for path in senv.base.rglob("*"):
+        if path.is_file() and not path.is_symlink() and path != secret_dir / "token":
+            data = path.read_bytes()
+            assert REAL.encode() not in data and file_real.encode() not in data, path
+            scanned.append(path)
+    assert any(".cache/sandbox" in str(p) for p in scanned)  # the plan cache was looked at
     assert "foreign credential" in stderr  # the wrong key was refused, and said so
 
 
