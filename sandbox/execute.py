@@ -63,6 +63,18 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
         return fail(opts, SetupError("internal error: the plan has no network namespace and no "
                                      "egress proxy; the command was not run"), meta, started,
                     target)
+    secrets = vault = None
+    if egress is not None and egress.get("credentials"):
+        from sandbox import credentials
+
+        try:  # real values read now, kept in memory: the command gets placeholders
+            vault = credentials.Vault.load(egress["credentials"], os.environ)
+        except SandboxError as err:  # before the pending audit: nothing ran, nothing owed
+            return fail(opts, err, meta, started, target)
+        env, secrets = vault.command_env(env), vault.for_proxy()
+        if not opts.quiet:
+            for line in vault.notes():
+                print(line, file=sys.stderr)
     pending = None
     if audit_spec is not None:
         from sandbox import gitsnapshot
@@ -96,19 +108,6 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
             watcher = blocked.Watch(watch)
         except Exception:  # noqa: BLE001 - no evidence then; nothing else changes
             watcher = None
-    secrets = vault = None
-    if egress is not None and egress.get("credentials"):
-        from sandbox import credentials
-
-        try:  # real values read now, kept in memory: the command gets placeholders
-            vault = credentials.Vault.load(egress["credentials"], os.environ)
-        except SandboxError as err:
-            _audit(audit_spec, pending)
-            return fail(opts, err, meta, started, target)
-        env, secrets = vault.command_env(env), vault.for_proxy()
-        if not opts.quiet:
-            for line in vault.notes():
-                print(line, file=sys.stderr)
     for attempt in range(1 + MOUNT_RETRIES):
         session = None
         if egress is not None:

@@ -285,3 +285,13 @@ def test_validation_explains_what_is_needed(senv, tmp_path):
     assert out.returncode == 125
     err = out.stderr.decode()
     assert "from_file" in err and "readable inside the sandbox" in err and "deny_read" in err
+
+
+def test_an_unusable_value_stops_the_run_without_showing_it(senv, origin):
+    profile = _profile(senv, origin.port, API_KEY_ENTRY)
+    bad = "not a header value\r\nX-Injected: 1"
+    out = _run(senv, profile, "echo ran", REAL_API_KEY=bad)
+    assert out.returncode == 125 and b"ran" not in out.stdout
+    err = out.stderr.decode()
+    assert "$REAL_API_KEY" in err and "cannot go in an HTTP header" in err
+    assert "not a header value" not in err and "Injected" not in err
