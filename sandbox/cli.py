@@ -25,9 +25,10 @@ By default (profile 'default'): the workspace (the current directory) is
 writable; everything else is read-only; secrets such as ~/.ssh, ~/.aws and
 tokens in the environment are hidden; git hooks and config, agent and editor
 config stay read-only; there is no network; the command gets its own PID,
-IPC and UTS namespaces and no capabilities.  Profiles 'pypi', 'npm' and
-'github' open just those hosts through the egress proxy; refused requests
-are listed on stderr at the end.
+IPC and UTS namespaces and no capabilities.  Profiles 'pypi', 'npm',
+'github' and 'anthropic-api' open just those hosts through the egress proxy
+(the last two with your token, which the command sees only as a
+placeholder); refused requests are listed on stderr at the end.
 
 Examples:
 
@@ -145,7 +146,7 @@ def run(
     The workspace is writable, the rest of the host read-only, secrets read as
     empty, protected paths (.git/hooks, .git/config, .vscode, .claude, ...)
     stay read-only, and there is no network. A profile with [network] mode =
-    "proxy" (built-in: pypi, npm, github) lets the command reach only the
+    "proxy" (built-in: pypi, npm, github, anthropic-api) lets the command reach only the
     endpoints its [[network.allow]] rules name, through a proxy at
     127.0.0.1:3128 (http_proxy/https_proxy are set); a refused request gets an
     HTTP error (403 when the profile does not allow it) and is listed on

@@ -31,10 +31,22 @@ def plan(policy) -> dict | None:
 
     return {"profile": policy.name, "allow": [r.as_tuple() for r in policy.egress_allow],
             "deny": [r.as_tuple() for r in policy.egress_deny], "hosts": [list(p) for p in policy.egress_hosts],
-            "max_connections": policy.egress_max_connections or MAX_CONNECTIONS}
+            "max_connections": policy.egress_max_connections or MAX_CONNECTIONS,
+            # where real values come from, never the values (the plan is cached on disk)
+            "credentials": list(policy.egress_credentials), "headers": list(policy.egress_headers)}
 
 
-def proxy_env() -> dict[str, str]:
+def no_proxy(data: dict | None = None) -> str:
+    """NO_PROXY for a run: loopback stays direct, except what an allow rule
+    names.  A rule naming 127.0.0.1 (or localhost, ::1) means the *host's*
+    loopback through the proxy; with the address in NO_PROXY clients would
+    go to the sandbox's own loopback instead, where nothing answers.  The
+    command's own servers are then reached by the names left direct."""
+    named = {rule[0] for rule in (data or {}).get("allow", ())}
+    return ",".join(n for n in NO_PROXY.split(",") if n not in named)
+
+
+def proxy_env(data: dict | None = None) -> dict[str, str]:
     """The variables that send the command's clients to the proxy.
 
     Both spellings, because tools disagree (curl reads only lower-case
@@ -45,7 +57,7 @@ def proxy_env() -> dict[str, str]:
     env: dict[str, str] = {}
     for name in ("http_proxy", "https_proxy", "all_proxy"):
         env[name] = env[name.upper()] = PROXY_URL
-    env["no_proxy"] = env["NO_PROXY"] = NO_PROXY
+    env["no_proxy"] = env["NO_PROXY"] = no_proxy(data)
     for name in ("npm_config_proxy", "npm_config_https_proxy", "YARN_HTTP_PROXY",
                  "YARN_HTTPS_PROXY"):
         env[name] = PROXY_URL
@@ -65,7 +77,7 @@ def build_rules(data: dict):
 class Session:
     """The proxy process for one run: started before bwrap, stopped after it."""
 
-    def __init__(self, data: dict, mode: str = "auto") -> None:
+    def __init__(self, data: dict, mode: str = "auto", secrets: list | None = None) -> None:
         import _socket  # the C module: ``socket`` costs milliseconds to import
 
         from sandbox import netns, runner
@@ -83,7 +95,7 @@ class Session:
 
         def main() -> None:
             launcher_end.close()
-            _proxy_main(proxy_end, data, events_fd, wrapper)
+            _proxy_main(proxy_end, data, events_fd, wrapper, secrets)
 
         try:
             self.pid = runner.fork_helper(main)
@@ -119,7 +131,8 @@ class Session:
         return result
 
 
-def _proxy_main(channel, data: dict, events_fd: int, wrapper: int) -> None:
+def _proxy_main(channel, data: dict, events_fd: int, wrapper: int,
+                secrets: list | None = None) -> None:
     """In the forked proxy process: wait for the first connection, then serve.
 
     The proxy's modules (h11, the rules, threading) cost about 30 ms of CPU
@@ -167,8 +180,14 @@ def _proxy_main(channel, data: dict, events_fd: int, wrapper: int) -> None:
 
     from sandbox import proxy
 
+    guard = None
+    if data.get("credentials") or data.get("headers"):
+        # the real values came with the fork (sandbox.credentials.Vault), never through a file
+        from sandbox import provenance
+
+        guard = provenance.Guard(data, secrets or [])
     proxy.serve_listener(socket.socket(fileno=listener), build_rules(data), events_fd,
-                         proxy.Limits(max_connections=data["max_connections"]))
+                         proxy.Limits(max_connections=data["max_connections"]), guard=guard)
 
 
 def _read_events(fd: int) -> tuple[list[dict], dict]:
@@ -223,13 +242,19 @@ def summary(result: dict, profile: str) -> list[str]:
         lines.append(f"sandbox: ... and {more} more refused request(s); see --report")
     # only where a rule would help: not for Upgrade or method-override headers,
     # which the proxy refuses whatever the rules say
-    if any(status == 403 and not reason.startswith(("Upgrade ", "header "))
+    if any(status == 403 and not reason.startswith(("Upgrade ", "header ", "foreign credential",
+                                                    "blind tunnel"))
            for (status, _m, _u, reason) in counts):
         from sandbox import resources
 
         lines.append("sandbox: to allow an endpoint, add a [[network.allow]] rule to a profile "
                      f"that extends this one ({resources.doc('profiles.md')}); 'sandbox explain' "
                      "shows the rules")
+    if any(status == 403 and reason.startswith("foreign credential")
+           for (status, _m, _u, reason) in counts):
+        lines.append("sandbox: a host with a [[network.credentials]] entry takes only the "
+                     "session's credential: send the placeholder its variable holds "
+                     "('sandbox explain' names it; docs/credentials.md)")
     if "proxy_died" in result:
         lines.append(f"sandbox: warning: the egress proxy stopped during the run "
                      f"({result['proxy_died']}); from then on the command had no network")

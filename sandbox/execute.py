@@ -63,6 +63,18 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
         return fail(opts, SetupError("internal error: the plan has no network namespace and no "
                                      "egress proxy; the command was not run"), meta, started,
                     target)
+    secrets = vault = None
+    if egress is not None and egress.get("credentials"):
+        from sandbox import credentials
+
+        try:  # real values read now, kept in memory: the command gets placeholders
+            vault = credentials.Vault.load(egress["credentials"], os.environ)
+        except SandboxError as err:  # before the pending audit: nothing ran, nothing owed
+            return fail(opts, err, meta, started, target)
+        env, secrets = vault.command_env(env), vault.for_proxy()
+        if not opts.quiet:
+            for line in vault.notes():
+                print(line, file=sys.stderr)
     pending = None
     if audit_spec is not None:
         from sandbox import gitsnapshot
@@ -102,12 +114,12 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
             from sandbox import egress as egress_mod
 
             try:
-                session = egress_mod.Session(egress, bridge)  # the proxy starts before bwrap
+                session = egress_mod.Session(egress, bridge, secrets)  # the proxy starts before bwrap
             except OSError as exc:
                 _audit(audit_spec, pending)
                 return fail(opts, SetupError(f"cannot start the egress proxy: {exc.strerror or exc}; "
                                              "the command was not run"), meta, started, target)
-            env = {**env, **egress_mod.proxy_env()}
+            env = {**env, **egress_mod.proxy_env(egress)}
         names = None
         network = None
         try:
@@ -200,6 +212,8 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
         doc["audit"] = [f.as_dict() for f in findings]
     if network is not None:
         doc["network"] = network
+        if vault is not None:
+            doc["network"] = {**network, "credentials": vault.summary()}
     doc["blocked"] = report.blocked_records(refused, network)
     report.write(target, doc)  # opened before the command could touch the path
     return status

@@ -44,11 +44,22 @@ def _egress(p: Prepared) -> dict | None:
         return None
     from sandbox.netrules import describe
 
-    return {"proxy": egress.PROXY_URL, "no_proxy": egress.NO_PROXY,
+    return {"proxy": egress.PROXY_URL, "no_proxy": egress.no_proxy(egress.plan(p.policy)),
             "max_connections": p.policy.egress_max_connections or egress.MAX_CONNECTIONS,
             "allow": [f"{describe(r)}   ({r.source})" for r in p.policy.egress_allow],
             "deny": [f"{describe(r)}   ({r.source})" for r in p.policy.egress_deny],
-            "hosts": [f"{name} = {addr}" for name, addr in p.policy.egress_hosts]}
+            "hosts": [f"{name} = {addr}" for name, addr in p.policy.egress_hosts],
+            "credentials": [_credential(c) for c in p.policy.egress_credentials],
+            "headers": [f"{host}:{','.join(map(str, ports))} "
+                        + " ".join([f"strip {','.join(strip)}"] * bool(strip)
+                                   + [f"refuse {','.join(refuse)}"] * bool(refuse))
+                        for host, ports, strip, refuse in p.policy.egress_headers]}
+
+
+def _credential(data: tuple) -> str:
+    from sandbox.credentials import Credential
+
+    return Credential.from_tuple(data).describe()
 
 
 def _plain(value):
@@ -103,6 +114,11 @@ def as_text(p: Prepared) -> str:
             section("network: refused even if allowed", d["egress"]["deny"])
         if d["egress"]["hosts"]:
             section("network: names resolved by the profile (no DNS)", d["egress"]["hosts"])
+        if d["egress"]["credentials"]:
+            section("network: credentials the command holds only a placeholder for",
+                    d["egress"]["credentials"])
+        if d["egress"]["headers"]:
+            section("network: request headers stripped or refused", d["egress"]["headers"])
     if d["cache_dir"]:
         lines.append(f"tool caches {d['cache_dir']}")
     if d["weakenings"]:

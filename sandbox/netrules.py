@@ -306,6 +306,14 @@ def validate_path(raw: str) -> str:
     return raw
 
 
+def validate_header_name(raw: str, key: str = "strip_headers") -> str:
+    """A request header name (RFC 9110 token), lower-cased."""
+    hint = "write header names like 'x-forwarded-for'"
+    if not isinstance(raw, str) or not re.fullmatch(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,64}", raw):
+        raise RuleError(key, f"{_shown(raw)!r} is not a header name", hint)
+    return raw.lower()
+
+
 def validate_port(raw: int) -> int:
     """A port number, 1 to 65535 (an int, not a bool)."""
     if isinstance(raw, bool) or not isinstance(raw, int):
@@ -317,6 +325,9 @@ def validate_port(raw: int) -> int:
 
 
 _RULE_KEYS = ("host", "ports", "methods", "paths")
+# Allow rules only: TLS inspection (sandbox.proxy) and request headers the
+# proxy strips or refuses for the rule's host (sandbox.credentials).
+_ALLOW_ONLY_KEYS = ("inspect", "strip_headers", "refuse_headers")
 
 
 def _list(table: dict, key: str, check, what: str, example: str, default_words: str,
@@ -341,9 +352,17 @@ def parse_rule(table: dict, source: str, *, deny: bool = False) -> EgressRule:
     if not isinstance(table, dict):
         raise RuleError("", "a rule must be a table", 'write { host = "pypi.org" }')
     for key in table:
+        if key in _ALLOW_ONLY_KEYS and not deny:
+            continue
         if key not in _RULE_KEYS:
             raise RuleError(str(key), f"unknown key {_shown(str(key))!r}",
-                            "a rule takes the keys host, ports, methods and paths")
+                            "a rule takes the keys host, ports, methods and paths"
+                            + ("" if deny else ", inspect, strip_headers and refuse_headers"))
+    if not isinstance(table.get("inspect", False), bool):
+        raise RuleError("inspect", "inspect must be true or false", "write inspect = true")
+    for key in ("strip_headers", "refuse_headers"):
+        _list(table, key, lambda name, key=key: validate_header_name(name, key),
+              "header names", '["x-forwarded-for"]', "none", ())
     if "host" not in table:
         raise RuleError("host", "the rule has no host", 'write host = "pypi.org"')
     return EgressRule(
@@ -678,7 +697,8 @@ class Rules:
         name that resolves to 10.0.0.5 or 169.254.169.254 (DNS rebinding, a
         hostile resolver) cannot reach inside.  Non-public addresses pass
         only when the profile says so for this very destination: an allow
-        rule naming the IP the request asked for, or a ``network.hosts``
+        rule naming the address (for any name, if the rule has no methods
+        or paths; else only for the address itself), or a ``network.hosts``
         entry pinning the name to that address.
         """
         addr = _collapse(addr)
@@ -693,10 +713,17 @@ class Rules:
                 host = normalize_host(host)
             except HostError as err:
                 return f"bad host: {err}"
-        if isinstance(host, str):
-            if self._pins.get(host) == addr:
-                return None
-        elif host == addr and any(matches(host) for _, matches in self._allow):
+        if isinstance(host, str) and self._pins.get(host) == addr:
+            return None
+        if host == addr and any(matches(addr) for _, matches in self._allow):
+            return None  # the request named the address, and a rule names it
+        # An allow rule naming this very address for this port, with no
+        # methods or paths, opens it to every allowed name that leads there:
+        # the command could open a tunnel to the address itself, so the name
+        # grants nothing more.  (A scoped one does not: a tunnel by name
+        # would carry what its methods and paths refuse.)
+        if any(matches(addr) and not rule.scoped() and (port is None or port in rule.ports)
+               for rule, matches in self._allow):
             return None
         why = _not_public(addr)
         if why is None:

@@ -121,6 +121,10 @@ class Policy:
     egress_deny: tuple[EgressRule, ...] = ()  # wins over egress_allow
     egress_hosts: tuple[tuple[str, str], ...] = ()  # name -> address, like curl --resolve
     egress_max_connections: int = 256  # the proxy's open connections at once (0: 4096)
+    # [[network.credentials]] as Credential.as_tuple() (sandbox.credentials),
+    # and (host pattern, ports, strip_headers, refuse_headers) of allow rules
+    egress_credentials: tuple[tuple, ...] = ()
+    egress_headers: tuple[tuple, ...] = ()
 
     # seccomp (rule sets live in bwrap/seccomp.toml)
     syscalls_enabled: bool = True

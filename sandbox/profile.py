@@ -240,6 +240,8 @@ def _check_value(src: Source, table: str, key: str, spec: Key, value: object) ->
             raise _fail(src, table, key, f"must be between {spec.minimum} and {spec.maximum}")
     elif kind is Kind.RULES:
         _check_rules(src, table, key, value)
+    elif kind is Kind.CREDENTIALS:
+        _check_credentials(src, table, key, value)
     elif kind is Kind.HOSTMAP:
         from sandbox import netrules
 
@@ -277,6 +279,22 @@ def _check_rules(src: Source, table: str, key: str, value: object) -> None:
     for index, rule in enumerate(value, 1):
         try:
             netrules.parse_rule(rule, f"{src.name}: {table}.{key}[{index}]", deny=key == "deny")
+        except netrules.RuleError as err:
+            sub = f".{err.key}" if err.key else ""
+            raise ProfileError(src.path, str(err), key=f"{table}.{key}[{index}]{sub}",
+                               line=_rule_line(src.text, f"{table}.{key}", index),
+                               hint=err.hint or None) from None
+
+
+def _check_credentials(src: Source, table: str, key: str, value: object) -> None:
+    from sandbox import credentials, netrules
+
+    if not isinstance(value, list):
+        raise _fail(src, table, key, f"must be an array of tables, not {_tname(value)}",
+                    hint="write each entry as [[network.credentials]]")
+    for index, entry in enumerate(value, 1):
+        try:
+            credentials.parse_entry(entry, f"{src.name}: {table}.{key}[{index}]")
         except netrules.RuleError as err:
             sub = f".{err.key}" if err.key else ""
             raise ProfileError(src.path, str(err), key=f"{table}.{key}[{index}]{sub}",
@@ -401,6 +419,13 @@ def _looser(spec: Key, old: object, new: object) -> bool:
 
 def _entry(value: object) -> str:
     """A list entry for a weakening: a path, or a network rule in one line."""
+    if isinstance(value, dict) and "env" in value:  # a [[network.credentials]] entry
+        from sandbox import credentials, netrules
+
+        try:
+            return "credential " + credentials.parse_entry(value, "").describe()
+        except netrules.RuleError:
+            return str(value)
     if isinstance(value, dict):
         from sandbox import netrules
 
@@ -470,6 +495,7 @@ def build_policy(chain: list[Source], ctx: Context) -> Policy:
                                         f"secret no longer masked: {allowed}"))
 
     egress_allow, egress_deny, egress_hosts = _egress(chain, datas, net)
+    egress_credentials, egress_headers = _credentials(chain, datas, net, ctx, tuple(deny))
     digest = hashlib.sha256()
     for src in chain:
         digest.update(src.path.encode() + b"\0" + src.text.encode() + b"\0")
@@ -503,6 +529,8 @@ def build_policy(chain: list[Source], ctx: Context) -> Policy:
         egress_deny=egress_deny,
         egress_hosts=egress_hosts,
         egress_max_connections=net.get("max_connections", EGRESS_MAX_CONNECTIONS),
+        egress_credentials=egress_credentials,
+        egress_headers=egress_headers,
         syscalls_enabled=sys_.get("enabled", True),
         syscall_set=sys_.get("set", "default"),
         syscall_deny=tuple(sys_.get("deny", [])),
@@ -544,6 +572,25 @@ def _egress(chain: list[Source], datas: list[dict], net: dict) -> tuple:
                                hint='set mode = "proxy" in [network]')
         return (), (), ()  # no network at all: the rules have nothing to open
     return tuple(rules["allow"]), tuple(rules["deny"]), netrules.parse_hosts(net.get("hosts", {}))
+
+
+def _credentials(chain: list[Source], datas: list[dict], net: dict, ctx: Context,
+                 deny_read: tuple[str, ...]) -> tuple[tuple, tuple]:
+    """``[[network.credentials]]`` of the chain and the allow rules' header
+    lists, checked across keys by ``sandbox.credentials.from_profiles``."""
+    if net.get("mode", "none") != "proxy" or not any(
+            k in d.get("network", {}) for d in datas for k in ("credentials", "allow")):
+        return (), ()  # most profiles: no module to import
+    from sandbox import credentials
+
+    try:
+        return credentials.from_profiles([(src.name, data) for src, data in zip(chain, datas)],
+                                         lambda path: expand(path, ctx), deny_read)
+    except credentials.EntryError as err:
+        src = chain[err.profile]
+        raise ProfileError(src.path, err.message, key=f"network.credentials[{err.index}].{err.key}",
+                           line=_rule_line(src.text, "network.credentials", err.index),
+                           hint=err.hint) from None
 
 
 def load(spec: str, ctx: Context) -> tuple[Policy, list[str]]:

@@ -109,6 +109,12 @@ def _url(host: str, port: int, path: str | None) -> str:
 
 
 def _system_resolver(host: str, port: int) -> list[_Address]:
+    # /etc/hosts first: the C library never matches "name." there (sandbox.hostsfile)
+    from sandbox import hostsfile
+
+    listed = hostsfile.lookup(host)
+    if listed:
+        return list(listed)
     # the trailing dot makes the name absolute: resolv.conf search domains
     # (Kubernetes' ndots:5) must not turn pypi.org into pypi.org.<cluster>
     infos = socket.getaddrinfo(host + ".", port, type=socket.SOCK_STREAM)
@@ -185,8 +191,9 @@ class Proxy:
     def __init__(self, listener: socket.socket, rules: netrules.Rules,
                  on_event: Callable[[dict], None], *,
                  resolver: Callable[[str, int], list] | None = None,
-                 limits: Limits | None = None) -> None:
+                 limits: Limits | None = None, guard=None) -> None:
         self.listener = listener
+        self.guard = guard  # sandbox.provenance.Guard: credentials and header rules
         self.rules = rules
         self.on_event = on_event
         self.resolver = resolver or _system_resolver
@@ -459,6 +466,13 @@ class _Client:
         else:
             raise _Refused(400, "malformed request: CONNECT with a body")
         host = self._check(host_raw, port, None)
+        guard = self.proxy.guard
+        if guard is not None and guard.covers(host) and not getattr(self.rule, "inspect", False):
+            # inside a blind tunnel neither the placeholder nor a foreign
+            # credential can be seen: the host's credentials would mean nothing
+            raise _Refused(403, f"blind tunnel to {host} refused: it has a [[network.credentials]] "
+                                "entry, so its requests must be readable (plain HTTP, or "
+                                "inspect = true on its allow rule)")
         upstream = self._open_upstream(host, port)
         established = h11.Response(status_code=200, headers=[], reason=b"Connection established")
         self.sock.sendall(self.conn.send(established))
@@ -507,8 +521,26 @@ class _Client:
             if override is not None:
                 raise _Refused(403, f"header {override.decode()} is not allowed where a rule "
                                     "limits methods or paths")
+        headers = self._outgoing_headers(request, host, port, path)
         upstream = self._open_upstream(host, port)
-        self._exchange(request, host, port, path, upstream)
+        self._exchange(request, host, port, path, upstream, headers)
+
+    def _outgoing_headers(self, request: h11.Request, host: str | _Address, port: int,
+                          path: str) -> list[tuple[bytes, bytes]]:
+        """The end-to-end headers to send upstream, after the credential step
+        (``sandbox.provenance.Guard``): decided before anything connects, so a
+        refused request reaches no origin at all."""
+        headers = _end_to_end(request.headers)
+        guard = self.proxy.guard
+        if guard is None:
+            return headers
+        from sandbox.provenance import Refusal
+
+        try:
+            return guard.outgoing(host if isinstance(host, str) else str(host), port,
+                                  self.method, path, headers)
+        except Refusal as r:
+            raise _Refused(403, str(r)) from None
 
     def _check(self, host_raw: str, port: int, path: str | None) -> str | _Address:
         """The policy decision; returns the normalized host when allowed."""
@@ -568,13 +600,14 @@ class _Client:
 
     # -- plain HTTP --------------------------------------------------------
     def _exchange(self, request: h11.Request, host: str | _Address, port: int, path: str,
-                  upstream: socket.socket) -> None:
+                  upstream: socket.socket, forwarded: list | None = None) -> None:
         uconn = h11.Connection(h11.CLIENT,
                                max_incomplete_event_size=self.limits.max_upstream_head)
         shown = f"[{host}]" if isinstance(host, ipaddress.IPv6Address) else str(host)
         authority = shown if port == 80 else f"{shown}:{port}"
-        headers = [(b"Host", authority.encode("ascii")), *_end_to_end(request.headers),
-                   (b"Connection", b"close")]
+        if forwarded is None:  # a caller that skipped _forward: the same step, late
+            forwarded = self._outgoing_headers(request, host, port, path)
+        headers = [(b"Host", authority.encode("ascii")), *forwarded, (b"Connection", b"close")]
         upstream.settimeout(self.limits.idle_timeout)
         self.sock.settimeout(self.limits.idle_timeout)
         try:
@@ -627,6 +660,8 @@ class _Client:
                     raise _Refused(502, "upstream closed without a response")
                 uconn.receive_data(data)  # b"" ends a close-delimited body
             elif type(event) is h11.Response:
+                if self.proxy.guard is not None:  # cookies the origin sets are its own
+                    self.proxy.guard.incoming(self.host, event.headers)
                 headers = _end_to_end(event.headers) + [(b"Connection", b"close")]
                 length = _fixed_length(event, self.method)  # its header is in `headers`
                 response = h11.Response(status_code=event.status_code, headers=headers,
@@ -853,7 +888,7 @@ class _EventSink:
 
 
 def serve_listener(listener: socket.socket, rules: netrules.Rules, events_fd: int,
-                   limits: Limits | None = None) -> NoReturn:
+                   limits: Limits | None = None, guard=None) -> NoReturn:
     """Serve ``listener`` until SIGTERM; events go to ``events_fd``.  Never returns.
 
     Called in the proxy process (``sandbox.egress._proxy_main``), which has
@@ -882,7 +917,7 @@ def serve_listener(listener: socket.socket, rules: netrules.Rules, events_fd: in
         except (OSError, ValueError):
             pass  # fewer tunnels at once
         threading.stack_size(_STACK_SIZE)  # hundreds of threads, shallow stacks
-        proxy = Proxy(listener, rules, sink, limits=limits)
+        proxy = Proxy(listener, rules, sink, limits=limits, guard=guard)
         if stop_early:
             proxy.shutdown()
         proxy.serve_forever()

@@ -37,6 +37,7 @@ class Kind(enum.Enum):
     CHOICE = "string (one of a fixed set)"
     RULES = "array of tables ([[network.allow]] entries)"
     HOSTMAP = "table of host name = IP address"
+    CREDENTIALS = "array of tables ([[network.credentials]] entries)"
 
 
 class Merge(enum.Enum):
@@ -176,6 +177,12 @@ SCHEMA: dict[str, dict[str, Key]] = {
                      "Resolver override, like curl --resolve: name = address. The proxy never "
                      "asks DNS for these names, and the address counts as named for that name "
                      "only. Each pin a child profile adds or changes is a weakening."),
+        "credentials": Key(Kind.CREDENTIALS, Merge.WEAKEN,
+                           "Credentials the command never sees: the proxy puts the real value "
+                           "(from a variable of the caller or a file the sandbox cannot read) "
+                           "into requests to the entry's host, methods and paths, in place of "
+                           "a per-run placeholder the command's variable holds "
+                           "(docs/credentials.md)."),
     },
 }
 

@@ -714,11 +714,20 @@ def test_ip_rule_allows_its_own_address_only():
     assert rules.address_refusal(ip_address("10.0.0.5"), ip_address("10.0.0.5")) is None
     assert rules.address_refusal(ip_address("::1"), ip_address("::1")) is None
     assert rules.address_refusal(ip_address("10.0.0.6"), ip_address("10.0.0.6")) is not None
-    # a name that resolves to the named address does not borrow the rule
-    assert rules.address_refusal("a.test", ip_address("10.0.0.5")) is not None
+    # a name that resolves to the named address reaches it on the rule's ports
+    # (the command could name the address itself), and on no other port
+    assert rules.address_refusal("a.test", ip_address("10.0.0.5"), 80) is None
+    assert rules.address_refusal("a.test", ip_address("10.0.0.5"), 81) is not None
     # nor does the IP host reach a different address
     assert rules.address_refusal(ip_address("10.0.0.5"), ip_address("10.0.0.6")) is not None
     assert rules.address_refusal("a..test", ip_address("8.8.8.8")).startswith("bad host")
+
+
+def test_scoped_ip_rule_lends_its_address_to_no_name():
+    """A tunnel by name would carry what the address rule's methods and paths refuse."""
+    rules = Rules([EgressRule("127.0.0.1", (80,), ("GET",)), EgressRule("a.test", (80,))])
+    assert rules.address_refusal(LOOPBACK, LOOPBACK, 80) is None
+    assert rules.address_refusal("a.test", LOOPBACK, 80) is not None
 
 
 # -- properties ------------------------------------------------------------------------------------

@@ -204,7 +204,7 @@ def test_unknown_extends(tmp_path, user_dir):
     err = load_error(str(path))
     assert err.one_line() == (
         f"sandbox: profile error: {path}: key 'extends': unknown profile 'nosuch' "
-        f"(hint: known profiles: default, github, npm, pypi, readonly; user profiles go in {user_dir})")
+        f"(hint: known profiles: anthropic-api, default, github, npm, pypi, readonly; user profiles go in {user_dir})")
 
 
 def test_unknown_profile_on_command_line(user_dir):
@@ -212,7 +212,7 @@ def test_unknown_profile_on_command_line(user_dir):
     err = load_error("nosuch")
     assert err.one_line() == (
         "sandbox: profile error: --profile: unknown profile 'nosuch' "
-        f"(hint: known profiles: default, github, npm, pypi, readonly, mine; user profiles go in {user_dir})")
+        f"(hint: known profiles: anthropic-api, default, github, npm, pypi, readonly, mine; user profiles go in {user_dir})")
     assert err.key is None
 
 
