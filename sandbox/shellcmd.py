@@ -1,8 +1,8 @@
 """``sandbox sh 'COMMAND STRING'``: run one shell command string inside the sandbox.
 
 Coding agents hold a shell *string* (``make test && echo ok``), not an argv.
-``sandbox sh`` hands that string, unchanged, as the single word after ``-c``
-to a shell found at a fixed absolute path: bash, or sh where bash is absent.
+``sandbox sh`` hands that string, unchanged, as the single word after
+``-c --`` to a shell found at a fixed absolute path: bash, or sh where bash is absent.
 Nothing on our side splits, joins or re-quotes it, so heredocs, quotes and
 newlines reach the shell byte for byte.
 
@@ -32,9 +32,13 @@ def shell_path() -> str:
     return SHELLS[-1]  # not there either: the run fails with "not found" (127)
 
 
-def argv(string: str) -> tuple[str, str, str]:
-    """The command ``sandbox run`` gets for ``sandbox sh STRING``."""
-    return (shell_path(), "-c", string)
+def argv(string: str) -> tuple[str, str, str, str]:
+    """The command ``sandbox run`` gets for ``sandbox sh STRING``.
+
+    ``--`` ends the shell's own options: without it bash and dash read a
+    string that starts with ``-`` (``-n``, ``--version``) as options.
+    """
+    return (shell_path(), "-c", "--", string)
 
 
 def as_run_args(args: list[str]) -> list[str] | None:

@@ -18,6 +18,7 @@ import shutil
 import socket
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -116,6 +117,14 @@ def listener():
     srv.close()
 
 
+def connected(hits: list, timeout: float = 3.0) -> bool:
+    """Whether the listener got a connection (its thread may count it a moment later)."""
+    deadline = time.monotonic() + timeout
+    while not hits and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return bool(hits)
+
+
 def plant_secrets(senv) -> tuple[str, str]:
     env_secret, key_secret = f"env-{os.urandom(6).hex()}", f"key-{os.urandom(6).hex()}"
     (senv.ws / ".env").write_text(f"API_TOKEN={env_secret}\n")
@@ -175,7 +184,7 @@ def test_rewritten_command_runs_sandboxed(senv, agent, listener):
 
     bare = bash(senv, probe(port), senv.ws)  # the attack works without the sandbox
     assert env_secret in bare.stdout.decode() and key_secret in bare.stdout.decode()
-    assert b"NET-OPEN" in bare.stdout and hits
+    assert b"NET-OPEN" in bare.stdout and connected(hits)
 
     _, updated = rewritten(senv, agent, event, env)
     hits.clear()
@@ -183,7 +192,7 @@ def test_rewritten_command_runs_sandboxed(senv, agent, listener):
     text = inside.stdout.decode()
     assert inside.returncode == 0, inside.stderr.decode()
     assert env_secret not in text and key_secret not in text
-    assert "NET-CLOSED" in text and not hits
+    assert "NET-CLOSED" in text and not connected(hits, 0.3)
     assert str(sub) in text  # it ran where the agent was
     workspace = senv.ws if agent in ("claude-code", "gemini", "opencode") else sub
     assert f"--workspace {workspace} " in updated["command"]
@@ -221,7 +230,7 @@ def test_claude_code_eval_form_runs_sandboxed(senv, listener):
     inside = bash(senv, outer, senv.ws)
     assert inside.returncode == 0, inside.stderr.decode()
     assert env_secret not in inside.stdout.decode() and b"NET-CLOSED" in inside.stdout
-    assert not hits
+    assert not connected(hits, 0.3)
 
 
 @pytest.mark.integration
@@ -454,7 +463,7 @@ def test_opencode_plugin_rewrites_and_runs_sandboxed(senv, listener):
         {k: v for k, v in event["args"].items() if k != "command"}
     inside = bash(senv, args["command"], senv.ws)
     assert secret not in inside.stdout.decode() and b"NET-CLOSED" in inside.stdout, inside
-    assert not hits
+    assert not connected(hits, 0.3)
 
     unset = node({}, event)  # no sandbox named: the call is stopped, not run bare
     assert unset.returncode == 3 and b"SANDBOX_EXE" in unset.stderr
@@ -483,7 +492,8 @@ def test_shell_prefix_runs_claude_codes_command_string_sandboxed(senv, listener)
     inside = bash(senv, f"{shlex.quote(prefix_exe())} {shlex.quote(full)}", senv.ws)
     assert inside.returncode == 0, inside.stderr.decode()
     text = inside.stdout.decode()
-    assert secret not in text and key not in text and "NET-CLOSED" in text and not hits
+    assert secret not in text and key not in text and "NET-CLOSED" in text
+    assert not connected(hits, 0.3)
     assert str(senv.ws) in text
 
 
