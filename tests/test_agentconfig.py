@@ -180,3 +180,20 @@ def test_installed_command_keeps_the_hooks_own_refusal(tmp_path):
     assert r.returncode == 2
     lines = r.stderr.decode().strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("sandbox hook: refused")
+
+
+# -- the docs show what the code writes ---------------------------------------------
+
+@pytest.mark.parametrize("agent", list(USER_FILES))
+def test_agents_md_shows_each_snippet(agent):
+    doc = (Path(__file__).parent.parent / "docs" / "agents.md").read_text()
+    text = json.dumps(agentconfig.snippet(agent, "/home/you/.local/bin/sandbox"), indent=2)
+    assert f"```json\n{text}\n```" in doc
+
+
+@pytest.mark.parametrize("argv", [["sh"], ["hook"], ["install-hook"]])
+def test_new_commands_have_help(argv):
+    out = subprocess.run([sandbox_exe(), *argv, "--help"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "Usage:" in out.stdout
+    assert len(out.stdout.split("Usage:", 1)[1].strip().splitlines()) >= 3
