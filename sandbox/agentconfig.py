@@ -8,7 +8,7 @@ keep) is refused with a one-line error before anything is written.  The file
 is replaced whole (a temporary file renamed over it, with the old mode), so
 an interrupted install leaves the old file.
 
-Where each agent reads hooks (docs/agents.md has the sources):
+Where each agent reads hooks (agents.md in the docs has the sources):
 
 * Claude Code: ``~/.claude/settings.json`` (``$CLAUDE_CONFIG_DIR``), or the
   project's ``.claude/settings.local.json``: the local file, because the

@@ -18,7 +18,7 @@ unexpected tool input and internal error here ends in exit 2 with one line
 on stderr, which the agent shows the model as the reason.
 
 Protocols (the shapes are recorded in tests/data/agents/, the sources in
-docs/agents.md):
+the docs' agents.md):
 
 * ``claude-code``: ``PreToolUse`` on ``Bash``; answer
   ``hookSpecificOutput.updatedInput`` with ``permissionDecision`` ``allow``

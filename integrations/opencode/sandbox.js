@@ -20,7 +20,7 @@ function sandboxExe() {
   const exe = process.env.SANDBOX_EXE || SANDBOX_EXE
   if (!exe.startsWith("/") || exe === "/absolute/path/of/sandbox") {
     throw new Error("sandbox plugin: set SANDBOX_EXE to the absolute path of sandbox " +
-                    "(docs/agents.md); the command was not run")
+                    "(see agents.md in the sandbox docs); the command was not run")
   }
   return exe
 }
