@@ -18,6 +18,9 @@ Where each agent reads hooks (agents.md in the docs has the sources):
   Codex also reads inline ``[hooks]`` tables in ``config.toml``; the JSON
   file is the form that can be merged without rewriting the user's TOML.
 * Gemini CLI: ``~/.gemini/settings.json`` or ``.gemini/settings.json``.
+* OpenCode has no hook settings: its plugin (``integrations/opencode/sandbox.js``)
+  is copied to ``~/.config/opencode/plugins/`` (``$XDG_CONFIG_HOME``) or the
+  project's ``.opencode/plugins/``, with this ``sandbox``'s path written in.
 """
 
 from __future__ import annotations
@@ -31,6 +34,9 @@ from sandbox.agenthooks import quote
 from sandbox.errors import SandboxError, UsageError
 
 AGENTS = ("claude-code", "codex", "gemini")
+INSTALLABLE = AGENTS + ("opencode",)
+PLUGIN_PLACEHOLDER = 'const SANDBOX_EXE = "/absolute/path/of/sandbox"'
+PLUGIN_MARKER = "// OpenCode plugin: every `bash` tool call runs inside `sandbox`"
 
 
 def hook_command(agent: str, exe: str) -> str:
@@ -79,6 +85,46 @@ def settings_path(agent: str, project: bool, cwd: str, environ: dict, home: str)
         base = os.path.join(cwd if project else home, ".gemini")
         return os.path.join(base, "settings.json")
     raise UsageError(f"unknown agent {agent!r} (one of {', '.join(AGENTS)})")
+
+
+def plugin_path(project: bool, cwd: str, environ: dict, home: str) -> str:
+    base = os.path.join(cwd, ".opencode") if project else os.path.join(
+        environ.get("XDG_CONFIG_HOME") or os.path.join(home, ".config"), "opencode")
+    return os.path.join(base, "plugins", "sandbox.js")
+
+
+def plugin_text(exe: str) -> str:
+    """The shipped OpenCode plugin with ``exe`` as the sandbox to run."""
+    from sandbox import resources
+
+    source = resources.data_dir("integrations") / "opencode" / "sandbox.js"
+    text = source.read_text(encoding="utf-8")
+    if PLUGIN_PLACEHOLDER not in text:
+        raise SandboxError(f"{source}: the shipped plugin has no path to fill in; reinstall sandbox")
+    return text.replace(PLUGIN_PLACEHOLDER, f"const SANDBOX_EXE = {json.dumps(exe)}", 1)
+
+
+def install_plugin(exe: str, path: str) -> bool:
+    """Write the plugin to ``path``; whether the file changed.  A file there
+    that is not this plugin (another plugin of the same name) is refused."""
+    text = plugin_text(exe)
+    try:
+        with open(path, encoding="utf-8") as f:
+            old = f.read()
+    except FileNotFoundError:
+        old = None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SandboxError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}")
+    if old == text:
+        return False
+    if old is not None and PLUGIN_MARKER not in old:
+        raise SandboxError(f"{path} exists and is not the sandbox plugin; nothing was changed",
+                           hint="move it away, or copy the plugin by hand (agents.md)")
+    try:
+        _replace(path, text, 0o644)
+    except OSError as exc:
+        raise SandboxError(f"cannot write {path}: {exc.strerror or exc}")
+    return True
 
 
 def merge(existing: dict, agent: str, exe: str, where: str = "settings") -> tuple[dict, bool]:
@@ -145,18 +191,23 @@ def read(path: str) -> dict:
 
 def write(path: str, data: dict) -> None:
     """Replace ``path`` (through a symlink, its target) whole with ``data``."""
+    _replace(path, json.dumps(data, indent=2) + "\n", 0o600)
+
+
+def _replace(path: str, text: str, new_mode: int) -> None:
+    """Replace ``path`` (through a symlink, its target) whole with ``text``,
+    keeping its mode (``new_mode`` for a new file)."""
     target = os.path.realpath(path)
     directory = os.path.dirname(target)
     os.makedirs(directory, exist_ok=True)
     try:
         mode = os.stat(target).st_mode & 0o7777
     except FileNotFoundError:
-        mode = 0o600
-    fd, tmp = tempfile.mkstemp(prefix=".sandbox-", suffix=".json", dir=directory)
+        mode = new_mode
+    fd, tmp = tempfile.mkstemp(prefix=".sandbox-", dir=directory)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
+            f.write(text)
         os.chmod(tmp, mode)
         os.replace(tmp, target)
     except BaseException:

@@ -270,15 +270,17 @@ def hook(
 
 @app.command("install-hook")
 def install_hook(
-    agent: Annotated[str, typer.Argument(metavar="claude-code|codex|gemini",
+    agent: Annotated[str, typer.Argument(metavar="claude-code|codex|gemini|opencode",
                                          help="The agent whose settings to change.")],
     project: Annotated[bool, typer.Option(
         "--project", help="The project's settings in the current directory (Claude Code: "
                           ".claude/settings.local.json; Codex: .codex/hooks.json; Gemini CLI: "
-                          ".gemini/settings.json).")] = False,
+                          ".gemini/settings.json; OpenCode: .opencode/plugins/sandbox.js)."
+    )] = False,
     user: Annotated[bool, typer.Option(
         "--user", help="Your own settings (the default): ~/.claude/settings.json, "
-                       "~/.codex/hooks.json, ~/.gemini/settings.json.")] = False,
+                       "~/.codex/hooks.json, ~/.gemini/settings.json, "
+                       "~/.config/opencode/plugins/sandbox.js.")] = False,
     show: Annotated[bool, typer.Option(
         "--print", help="Print the snippet and where it would go; change nothing.")] = False,
 ) -> None:
@@ -286,8 +288,9 @@ def install_hook(
 
     The snippet is merged into the settings file: other keys and hooks are
     kept, installing twice changes nothing, and a file that is not a plain
-    JSON object is refused with nothing written. Restart the agent (Codex:
-    review and trust the hook in /hooks; Gemini CLI: enable hooks in
+    JSON object is refused with nothing written. For OpenCode the shipped
+    plugin is written, with this sandbox's path in it. Restart the agent
+    (Codex: review and trust the hook in /hooks; Gemini CLI: enable hooks in
     /settings if your version needs it). See agents.md.
 
     \b
@@ -301,21 +304,28 @@ def install_hook(
     from sandbox.app import home_dir
     from sandbox.discover import logical_cwd
 
-    if agent not in agentconfig.AGENTS:
-        _fail(f"unknown agent {agent!r}: one of {', '.join(agentconfig.AGENTS)} (OpenCode: copy "
-              "the plugin, see agents.md)")
+    if agent not in agentconfig.INSTALLABLE:
+        _fail(f"unknown agent {agent!r}: one of {', '.join(agentconfig.INSTALLABLE)}")
     if project and user:
         _fail("--project and --user exclude each other")
     environ = dict(os.environ)
     try:
         exe = sandbox_exe()
-        path = agentconfig.settings_path(agent, project, logical_cwd(environ), environ,
-                                         home_dir(environ))
-        if show:
-            print(f"# {path}")
-            print(json.dumps(agentconfig.snippet(agent, exe), indent=2))
-            return
-        changed = agentconfig.install(agent, exe, path)
+        cwd, home = logical_cwd(environ), home_dir(environ)
+        if agent == "opencode":
+            path = agentconfig.plugin_path(project, cwd, environ, home)
+            if show:
+                print(f"// {path}")
+                print(agentconfig.plugin_text(exe), end="")
+                return
+            changed = agentconfig.install_plugin(exe, path)
+        else:
+            path = agentconfig.settings_path(agent, project, cwd, environ, home)
+            if show:
+                print(f"# {path}")
+                print(json.dumps(agentconfig.snippet(agent, exe), indent=2))
+                return
+            changed = agentconfig.install(agent, exe, path)
     except Refusal as err:
         raise typer.Exit(show_error(SandboxError(str(err))))
     except SandboxError as err:

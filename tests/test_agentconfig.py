@@ -136,6 +136,37 @@ def test_symlinked_settings_file_stays_a_symlink(senv):
     assert our_groups(json.loads(real.read_text()), "claude-code")
 
 
+# -- OpenCode: the plugin file, with this sandbox's path filled in ------------------
+
+def test_opencode_plugin_is_written_filled_in_and_left_alone(senv):
+    path = senv.home / ".config" / "opencode" / "plugins" / "sandbox.js"
+    r = install(senv, "opencode")
+    assert r.returncode == 0, r.stderr.decode()
+    text = path.read_text()
+    assert f"const SANDBOX_EXE = {json.dumps(sandbox_exe())}" in text
+    assert agentconfig.PLUGIN_PLACEHOLDER not in text
+    before = path.read_bytes()
+    again = install(senv, "opencode")
+    assert again.returncode == 0 and b"already installed" in again.stdout
+    assert path.read_bytes() == before
+
+
+def test_opencode_foreign_plugin_of_that_name_is_refused(senv):
+    path = senv.ws / ".opencode" / "plugins" / "sandbox.js"
+    path.parent.mkdir(parents=True)
+    path.write_text("export const Mine = async () => ({})\n")
+    r = install(senv, "opencode", "--project")
+    assert r.returncode == 125 and str(path) in r.stderr.decode()
+    assert path.read_text() == "export const Mine = async () => ({})\n"
+
+
+def test_opencode_print_shows_the_plugin(senv):
+    r = install(senv, "opencode", "--print")
+    assert r.returncode == 0
+    assert r.stdout.decode().split("\n", 1)[1] == agentconfig.plugin_text(sandbox_exe())
+    assert not (senv.home / ".config").exists()
+
+
 @pytest.mark.parametrize("args", [["cursor"], ["codex", "--project", "--user"], []])
 def test_bad_usage(senv, args):
     r = install(senv, *args)

@@ -472,6 +472,14 @@ def test_opencode_plugin_rewrites_and_runs_sandboxed(senv, listener):
     other = node({"SANDBOX_EXE": "/nonexistent/sandbox"}, {**event, "tool": "read"})
     assert other.returncode == 0  # other tools never start sandbox
 
+    # as `sandbox install-hook opencode` writes it: the path filled in, no variable needed
+    from sandbox import agentconfig
+
+    (plugdir / "sandbox.mjs").write_text(agentconfig.plugin_text(sandbox_exe()))
+    filled = node({}, event)
+    assert filled.returncode == 0, filled.stderr.decode()
+    assert json.loads(filled.stdout)["command"] == args["command"]
+
 
 # -- CLAUDE_CODE_SHELL_PREFIX ----------------------------------------------------------
 

@@ -7,10 +7,10 @@
 // not found, a refusal, an unreadable answer) throws, which stops the tool
 // call: the command is never run outside the sandbox.
 //
-// Install: copy this file to .opencode/plugins/ (project) or
-// ~/.config/opencode/plugins/ (user), and either set SANDBOX_EXE to the
-// absolute path of `sandbox` in OpenCode's environment or replace the path
-// below (`sandbox install-hook --print` names it).
+// Install: `sandbox install-hook opencode [--project]` writes this file to
+// ~/.config/opencode/plugins/ (or the project's .opencode/plugins/) with the
+// path of `sandbox` filled in below. By hand: copy it there and set
+// SANDBOX_EXE to the absolute path of `sandbox` in OpenCode's environment.
 
 import { spawnSync } from "node:child_process"
 
