@@ -22,7 +22,8 @@ the docs' agents.md):
 
 * ``claude-code``: ``PreToolUse`` on ``Bash``; answer
   ``hookSpecificOutput.updatedInput`` with ``permissionDecision`` ``allow``
-  (``--ask``: ``ask``, the user confirms the rewritten command).
+  (``--ask``, and always in plan mode: ``ask``, the user confirms the
+  rewritten command).
   ``PowerShell`` commands cannot be wrapped and are refused.
 * ``codex``: ``PreToolUse`` on ``Bash``; ``updatedInput`` is honoured only
   with ``permissionDecision: "allow"``.
@@ -187,9 +188,12 @@ def claude_code(event: dict, environ: dict, opts: Options):
     cwd = _cwd(event)
     workspace = project_root(cwd, environ.get("CLAUDE_PROJECT_DIR"))
     updated = rewrite(event.get("tool_input"), workspace, opts)
+    # "allow" would run it without a prompt; in plan mode the user asked to
+    # change nothing, and the workspace is writable inside: let them decide.
+    decision = "ask" if event.get("permission_mode") == "plan" else opts.decision
     return {"hookSpecificOutput": {
         "hookEventName": "PreToolUse",
-        "permissionDecision": opts.decision,
+        "permissionDecision": decision,
         "permissionDecisionReason": f"runs inside the sandbox (workspace {workspace})",
         "updatedInput": updated,
     }}

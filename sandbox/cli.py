@@ -39,6 +39,8 @@ Examples:
 
   sandbox explain -- make          (what would be allowed, and the bwrap argv)
 
+  sandbox sh 'make test && echo ok'   (one shell string; agent hooks: agents.md)
+
 Exit status: the command's own; 128+N if it was killed by signal N; 124 on
 a [limits] timeout; 125 when the sandbox itself failed (the command did not
 run) or the persistence audit could not neutralise what the command left;
@@ -200,8 +202,8 @@ def sh(
     if not string or len(string) != 1:
         _fail("sandbox sh takes exactly one command string, quoted as one word: "
               "sandbox sh [OPTIONS] -- 'make test && echo ok'")
-    opts = _options(shellcmd.argv(string[0]), profile, workspace, allow_write, unprotect, report,
-                    dry_run, quiet)
+    opts = _options(shellcmd.argv(string[0]), profile, workspace, allow_write, unprotect,
+                    report=report, dry_run=dry_run, quiet=quiet)
     raise typer.Exit(run_app(opts, dict(os.environ)))
 
 

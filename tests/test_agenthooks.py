@@ -328,6 +328,15 @@ def test_bad_hook_usage_exits_2(senv, args):
 
 
 @pytest.mark.integration
+def test_plan_mode_always_asks(senv):
+    event = load("claude-code", "pretooluse-bash.json", senv.ws)
+    event["permission_mode"] = "plan"
+    answer, updated = rewritten(senv, "claude-code", event)
+    assert answer["hookSpecificOutput"]["permissionDecision"] == "ask"
+    assert shlex.split(updated["command"])[1] == "sh"
+
+
+@pytest.mark.integration
 def test_profile_and_ask_options(senv):
     event = load("claude-code", "pretooluse-bash.json", senv.ws)
     r = run_hook(senv, "claude-code", event, args=["--profile", "readonly", "--ask"])
