@@ -8,6 +8,8 @@ import subprocess
 import sys
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 import sandbox.app
@@ -60,6 +62,19 @@ FALLBACK = [[], ["--"], ["a", "b"], ["--", "a", "b"], ["-p", "readonly"], ["-x"]
 @pytest.mark.parametrize("args", FALLBACK, ids=[repr(a) for a in FALLBACK])
 def test_fast_path_falls_back(args):
     assert parse_sh(args) is None
+
+
+TOKENS = st.sampled_from(["--", "-p", "--profile", "-w", "--allow-write", "--report", "--dry-run",
+                          "-q", "--help", "readonly", "/abs", "a=b", "-", "--profile=x", "-p=x",
+                          "--bogus", "echo hi", "-n", "", "it's"])
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(TOKENS, max_size=7))
+def test_fast_path_agrees_with_typer_property(args):
+    fast = parse_sh(args)
+    if fast is not None:
+        assert fast == typer_sh(args), args
 
 
 def test_shell_is_taken_from_fixed_places(monkeypatch):
