@@ -1,4 +1,4 @@
-"""Entry point.  ``sandbox run`` and ``--version`` take a fast path that never imports typer.
+"""Entry point.  ``run``, ``sh``, ``hook`` and ``--version`` take a fast path without typer.
 
 A coding-agent plugin starts ``sandbox run -- CMD`` for every shell command,
 and importing typer costs more than the whole sandbox start.  The fast path
@@ -68,6 +68,18 @@ def parse_run(args: list[str]):
     return None
 
 
+def parse_sh(args: list[str]):
+    """Parse ``sh`` arguments (``run``'s options and one command string), or None for typer."""
+    from sandbox import shellcmd
+
+    run_args = shellcmd.as_run_args(args)
+    opts = parse_run(run_args) if run_args is not None else None
+    if opts is None or len(opts.command) != 1:
+        return None
+    opts.command = shellcmd.argv(opts.command[0])
+    return opts
+
+
 def main() -> None:
     args = sys.argv[1:]
     if args == ["--version"]:  # asked by scripts and plugins: not worth importing typer
@@ -75,8 +87,13 @@ def main() -> None:
 
         print(f"sandbox {__version__}")
         sys.exit(0)
-    if args[:1] == ["run"]:
-        opts = parse_run(args[1:])
+    if args[:1] == ["hook"] and not {"--help", "-h"} & set(args[1:]):
+        # run by an agent before every shell command: no typer, exit 0 or 2 only
+        from sandbox.agenthooks import main as hook_main
+
+        sys.exit(hook_main(args[1:]))
+    if args[:1] in (["run"], ["sh"]):
+        opts = (parse_run if args[0] == "run" else parse_sh)(args[1:])
         if opts is not None:
             environ = dict(os.environ)
             from sandbox.fastrun import run_cached

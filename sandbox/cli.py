@@ -40,6 +40,8 @@ Examples:
 
   sandbox explain -- make          (what would be allowed, and the bwrap argv)
 
+  sandbox sh 'make test && echo ok'   (one shell string; agent hooks: agents.md)
+
 Exit status: the command's own; 128+N if it was killed by signal N; 124 on
 a [limits] timeout; 125 when the sandbox itself failed (the command did not
 run) or the persistence audit could not neutralise what the command left;
@@ -167,6 +169,45 @@ def run(
     raise typer.Exit(run_app(opts, dict(os.environ)))
 
 
+@app.command(context_settings={"allow_interspersed_args": False})
+def sh(
+    string: Annotated[Optional[list[str]], typer.Argument(
+        metavar="'COMMAND STRING'",
+        help="One shell command string, quoted as one word.")] = None,
+    profile: ProfileOpt = "default",
+    workspace: WorkspaceOpt = None,
+    allow_write: AllowWriteOpt = None,
+    unprotect: UnprotectOpt = None,
+    report: Annotated[Optional[str], typer.Option(
+        "--report", metavar="FILE", help="As for 'sandbox run'.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="As for 'sandbox run'.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="As for 'sandbox run'.")] = False,
+) -> None:
+    """Run one shell command string in the sandbox: sandbox sh [OPTIONS] [--] 'STRING'
+
+    The string is run by bash -c (sh -c where bash is absent; the shell is
+    taken from /usr/bin or /bin, never from PATH) inside the sandbox, exactly
+    as given: nothing splits, joins or re-quotes it. This is what the agent
+    hooks emit (see agents.md). The options are those of 'sandbox run'; write
+    '--' before a string that starts with '-'.
+
+    \b
+    Examples:
+      sandbox sh 'make test && echo ok'
+      sandbox sh -p pypi -- 'pip install -r requirements.txt'
+      sandbox sh --workspace ~/src/app -- 'cd web && npm test'
+    """
+    from sandbox import shellcmd
+    from sandbox.app import run as run_app
+
+    if not string or len(string) != 1:
+        _fail("sandbox sh takes exactly one command string, quoted as one word: "
+              "sandbox sh [OPTIONS] -- 'make test && echo ok'")
+    opts = _options(shellcmd.argv(string[0]), profile, workspace, allow_write, unprotect,
+                    report=report, dry_run=dry_run, quiet=quiet)
+    raise typer.Exit(run_app(opts, dict(os.environ)))
+
+
 @app.command()
 def explain(
     command: CommandArg = None,
@@ -200,6 +241,100 @@ def explain(
         print(json.dumps(render.as_data(prepared), indent=2))
     else:
         print(render.as_text(prepared))
+
+
+@app.command(context_settings={"allow_interspersed_args": False})
+def hook(
+    agent: Annotated[str, typer.Argument(
+        metavar="claude-code|codex|gemini|opencode", help="Whose event is on stdin.")],
+    profile: Annotated[Optional[str], typer.Option(
+        "--profile", "-p", metavar="NAME|PATH",
+        help="Add --profile NAME to the rewritten command.")] = None,
+    ask: Annotated[bool, typer.Option(
+        "--ask", help="claude-code: let the user confirm each rewritten command "
+                      "(permissionDecision 'ask' instead of 'allow').")] = False,
+) -> None:
+    """Rewrite an agent's shell tool call to run in the sandbox (the agent runs this).
+
+    Reads one hook event (JSON) on stdin. For the shell tool (Claude Code
+    and Codex: Bash; Gemini CLI: run_shell_command; OpenCode: bash) it prints
+    the tool input with the command rewritten to
+    '<sandbox> sh --workspace <project root> -- <command>', every other field
+    kept; other tools pass (exit 0, no output). Any problem, a malformed event
+    or an unexpected tool input exits 2 with one line on stderr, which the
+    agents treat as "do not run". Install it with 'sandbox install-hook';
+    see agents.md.
+    """
+    from sandbox.agenthooks import main as hook_main
+
+    args = [agent] + (["--profile", profile] if profile else []) + (["--ask"] if ask else [])
+    raise typer.Exit(hook_main(args))
+
+
+@app.command("install-hook")
+def install_hook(
+    agent: Annotated[str, typer.Argument(metavar="claude-code|codex|gemini|opencode",
+                                         help="The agent whose settings to change.")],
+    project: Annotated[bool, typer.Option(
+        "--project", help="The project's settings in the current directory (Claude Code: "
+                          ".claude/settings.local.json; Codex: .codex/hooks.json; Gemini CLI: "
+                          ".gemini/settings.json; OpenCode: .opencode/plugins/sandbox.js)."
+    )] = False,
+    user: Annotated[bool, typer.Option(
+        "--user", help="Your own settings (the default): ~/.claude/settings.json, "
+                       "~/.codex/hooks.json, ~/.gemini/settings.json, "
+                       "~/.config/opencode/plugins/sandbox.js.")] = False,
+    show: Annotated[bool, typer.Option(
+        "--print", help="Print the snippet and where it would go; change nothing.")] = False,
+) -> None:
+    """Add the 'sandbox hook' to an agent's settings, so its shell commands run sandboxed.
+
+    The snippet is merged into the settings file: other keys and hooks are
+    kept, installing twice changes nothing, and a file that is not a plain
+    JSON object is refused with nothing written. For OpenCode the shipped
+    plugin is written, with this sandbox's path in it. Restart the agent
+    (Codex: review and trust the hook in /hooks; Gemini CLI: enable hooks in
+    /settings if your version needs it). See agents.md.
+
+    \b
+    Examples:
+      sandbox install-hook claude-code
+      sandbox install-hook codex --project
+      sandbox install-hook gemini --print
+    """
+    from sandbox import agentconfig
+    from sandbox.agenthooks import Refusal, sandbox_exe
+    from sandbox.app import home_dir
+    from sandbox.discover import logical_cwd
+
+    if agent not in agentconfig.INSTALLABLE:
+        _fail(f"unknown agent {agent!r}: one of {', '.join(agentconfig.INSTALLABLE)}")
+    if project and user:
+        _fail("--project and --user exclude each other")
+    environ = dict(os.environ)
+    try:
+        exe = sandbox_exe()
+        cwd, home = logical_cwd(environ), home_dir(environ)
+        if agent == "opencode":
+            path = agentconfig.plugin_path(project, cwd, environ, home)
+            if show:
+                print(f"// {path}")
+                print(agentconfig.plugin_text(exe), end="")
+                return
+            changed = agentconfig.install_plugin(exe, path)
+        else:
+            path = agentconfig.settings_path(agent, project, cwd, environ, home)
+            if show:
+                print(f"# {path}")
+                print(json.dumps(agentconfig.snippet(agent, exe), indent=2))
+                return
+            changed = agentconfig.install(agent, exe, path)
+    except Refusal as err:
+        raise typer.Exit(show_error(SandboxError(str(err))))
+    except SandboxError as err:
+        raise typer.Exit(show_error(err))
+    print(f"{'installed the sandbox hook in' if changed else 'already installed, unchanged:'} "
+          f"{path}")
 
 
 @profiles_app.command("list")

@@ -1,0 +1,51 @@
+// OpenCode plugin: every `bash` tool call runs inside `sandbox` (see docs/agents.md).
+//
+// In tool.execute.before it hands the call to `sandbox hook opencode`, which
+// answers with the arguments to use: the same arguments with `command`
+// rewritten to `'<sandbox>' sh --workspace '<project>' -- '<command>'`.
+// All quoting and checking happens there, in one place. Any failure (sandbox
+// not found, a refusal, an unreadable answer) throws, which stops the tool
+// call: the command is never run outside the sandbox.
+//
+// Install: `sandbox install-hook opencode [--project]` writes this file to
+// ~/.config/opencode/plugins/ (or the project's .opencode/plugins/) with the
+// path of `sandbox` filled in below. By hand: copy it there and set
+// SANDBOX_EXE to the absolute path of `sandbox` in OpenCode's environment.
+
+import { spawnSync } from "node:child_process"
+
+const SANDBOX_EXE = "/absolute/path/of/sandbox"
+
+function sandboxExe() {
+  const exe = process.env.SANDBOX_EXE || SANDBOX_EXE
+  if (!exe.startsWith("/") || exe === "/absolute/path/of/sandbox") {
+    throw new Error("sandbox plugin: set SANDBOX_EXE to the absolute path of sandbox " +
+                    "(see agents.md in the sandbox docs); the command was not run")
+  }
+  return exe
+}
+
+export const SandboxPlugin = async ({ directory, worktree }) => ({
+  "tool.execute.before": async (input, output) => {
+    if (input.tool !== "bash") return
+    const event = JSON.stringify({ tool: input.tool, args: output.args, directory, worktree })
+    const run = spawnSync(sandboxExe(), ["hook", "opencode"],
+                          { input: event, encoding: "utf8", timeout: 30000 })
+    if (run.error || run.status !== 0) {
+      const why = (run.stderr || "").trim() || String(run.error || `exit ${run.status}`)
+      throw new Error(`sandbox plugin: ${why}`)
+    }
+    let answer
+    try {
+      answer = JSON.parse(run.stdout)
+    } catch (err) {
+      throw new Error(`sandbox plugin: unreadable answer from sandbox hook (${err}); ` +
+                      "the command was not run")
+    }
+    if (!answer || typeof answer.args !== "object" || typeof answer.args.command !== "string") {
+      throw new Error("sandbox plugin: sandbox hook gave no command; the command was not run")
+    }
+    // Mutate in place: OpenCode keeps its own reference to output.args.
+    Object.assign(output.args, answer.args)
+  },
+})
