@@ -81,3 +81,14 @@ def build(data: dict, ctx: Context, name: str,
         values[field] = value
     policy = Policy(name=name, chain=(name,), digest=digest, **values)
     return policy, tuple(values), ignored
+
+
+def resolved(policy: Policy, obs) -> Policy:
+    """``policy`` with its writable and unprotected paths as real paths, before a
+    meet: ``tighten`` compares paths as strings, and a link inside an allowed
+    directory must not carry a write permission out of it."""
+    import dataclasses
+
+    return dataclasses.replace(policy, **{
+        name: tuple(dict.fromkeys(obs.realpath(p) for p in getattr(policy, name)))
+        for name in ("writable", "unprotect")})
