@@ -197,6 +197,12 @@ def test_cached_plan_is_not_reused_after_the_file_or_the_trust_changes(senv):
     r = plant("edited")
     assert r.returncode != 0 and target.read_text() == "trusted2\n", r.stderr
     assert len(notices(r.stderr)) == 1
+    time.sleep(2.2)  # the untrusted plan is cached too, and says so on every run
+    for _ in range(2):
+        r = plant("edited")
+        assert r.returncode != 0 and target.read_text() == "trusted2\n", r.stderr
+        assert len(notices(r.stderr)) == 1
+    assert json.loads(report.read_text())["plan_cached"] is True
 
     # trusted again, then revoked: the plan made while trusted is not used either
     assert sandbox(senv, "trust", finish=False).returncode == 0
