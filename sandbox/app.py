@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 
 from sandbox import (blocked, bwrap, command, discover, dns, egress, envfilter, hostprogs,
-                     limits, plancache, policycache, report, runlock, selfguard)
+                     limits, managed, plancache, projectprofile, report, runlock, selfguard)
 from sandbox.errors import SandboxError, SetupError, UsageError
 from sandbox.invocation import Invocation
 from sandbox.layout import Layout
@@ -143,7 +143,9 @@ def prepare(opts: RunOptions, environ: dict[str, str]) -> Prepared:
                   tmp=os.path.normpath(environ.get("TMPDIR") or "/tmp"),
                   runtime=environ.get("XDG_RUNTIME_DIR") or f"/run/user/{os.getuid()}",
                   account_home=_account_home(home))
-    policy, cached, policy_deps = policycache.load(opts.profile, ctx, state)
+    obs = Observer()
+    # --profile, else the project's .sandbox.toml (trusted, or only tightening), else default
+    policy, cached, policy_deps, notices = projectprofile.load(opts.profile, ctx, state, obs)
     allow_write = _absolute(opts.allow_write, cwd)
     # real paths: protected paths are found under the workspace's real path
     unprotect = tuple(os.path.realpath(p) for p in _absolute(opts.unprotect, cwd))
@@ -152,12 +154,15 @@ def prepare(opts: RunOptions, environ: dict[str, str]) -> Prepared:
     extra += [Weakening("--unprotect", "protect.unprotect", f"added {p}") for p in unprotect]
     if extra:
         policy = dataclasses.replace(policy, weakenings=policy.weakenings + tuple(extra))
-    obs = Observer()
+    # last: the administrator's managed policy tightens whatever came before
+    policy = managed.apply(policy, ctx, environ, obs, allow_write, unprotect)
     ws = discover.resolve_workspace(ws_arg, environ, home, state, policy, obs)
     layout = discover.discover(policy, ws, extra_writable=allow_write, unprotect=unprotect,
                                home=home, state=state, environ=environ, obs=obs,
                                tool_paths=selfguard.install_paths())
     _check_unprotect(unprotect, layout, policy.protected_names)
+    if notices:
+        layout = dataclasses.replace(layout, warnings=layout.warnings + notices)
     host_roots = layout.writable_roots + layout.keep_in_place
     bwrap_path = find_bwrap(environ, host_roots)
     obs.realpath(bwrap_path)  # stamps its path chain and the file: a cached plan re-checks them

@@ -58,7 +58,7 @@ AGENT = ("agent_config", (".claude", ".codex", ".gemini", ".cursor", ".windsurf"
                           ".aider.conf.yml", ".mcp.json", ".cursorrules", ".clinerules",
                           "opencode.json", "opencode.jsonc", ".opencode", ".roo", ".roomodes",
                           ".kilocode", ".kiro", ".amazonq", ".qwen", ".junie", "crush.json",
-                          ".crush.json"))
+                          ".crush.json", ".sandbox.toml"))
 EDITOR = ("editor_config", (".vscode", ".idea", ".zed", ".fleet", ".theia", ".helix",
                             ".devcontainer", ".devcontainer.json", ".dir-locals.el",
                             ".dir-locals-2.el", ".nvim.lua", ".nvimrc", ".exrc", "_exrc", ".vimrc",

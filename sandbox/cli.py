@@ -75,10 +75,12 @@ cache_app = typer.Typer(help="List and remove the per-workspace tool caches (pip
                         no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(cache_app, name="cache")
 
-ProfileOpt = Annotated[str, typer.Option(
+ProfileOpt = Annotated[Optional[str], typer.Option(
     "--profile", "-p", metavar="NAME|PATH",
     help="Profile to apply: a built-in or user profile name "
-         "($XDG_CONFIG_HOME/sandbox/profiles/NAME.toml), or a path to a .toml file.")]
+         "($XDG_CONFIG_HOME/sandbox/profiles/NAME.toml), or a path to a .toml file. "
+         "Default: the project's .sandbox.toml once 'sandbox trust' pinned it (untrusted, "
+         "it can only tighten), else 'default'.")]
 WorkspaceOpt = Annotated[Optional[str], typer.Option(
     "--workspace", "-w", metavar="DIR",
     help="The writable project directory. Default: the current directory. "
@@ -115,7 +117,7 @@ def _options(command, profile, workspace, allow_write, unprotect, report=None, d
 @app.command(context_settings={"allow_interspersed_args": False})
 def run(
     command: CommandArg = None,
-    profile: ProfileOpt = "default",
+    profile: ProfileOpt = None,
     workspace: WorkspaceOpt = None,
     allow_write: AllowWriteOpt = None,
     unprotect: UnprotectOpt = None,
@@ -211,7 +213,7 @@ def sh(
 @app.command()
 def explain(
     command: CommandArg = None,
-    profile: ProfileOpt = "default",
+    profile: ProfileOpt = None,
     workspace: WorkspaceOpt = None,
     allow_write: AllowWriteOpt = None,
     unprotect: UnprotectOpt = None,
@@ -495,6 +497,41 @@ def cache_clean(
         print(f"sandbox: error: not removed, a running sandbox uses it: {names} (hint: run "
               "'sandbox cache clean' again when that run has finished)", file=sys.stderr)
         raise typer.Exit(EXIT_TOOL_ERROR)
+
+
+@app.command("trust")
+def trust_cmd(
+    path: Annotated[Optional[str], typer.Argument(
+        metavar="[PATH]", help="A .sandbox.toml, or a directory whose project profile to use "
+                               "(found as 'run' finds it). Default: the current directory.")] = None,
+    list_all: Annotated[bool, typer.Option("--list", help="List trusted project profiles: "
+                                           "trusted, changed (untrusted again) or missing.")] = False,
+    revoke: Annotated[bool, typer.Option("--revoke", help="Stop trusting it.")] = False,
+) -> None:
+    """Trust a project's .sandbox.toml, so that runs without --profile use it as it is.
+
+    Until then it only tightens the default profile. The trust records the
+    file's path and sha256 in the sandbox's state directory, out of every
+    run's reach; any change to the file makes it untrusted again.
+
+    \b
+    Examples:
+      sandbox trust                 (the .sandbox.toml of this project)
+      sandbox trust --list
+      sandbox trust --revoke ~/src/app
+    """
+    from sandbox import trustcmd
+
+    if list_all and (revoke or path is not None):
+        _fail("--list takes no PATH and excludes --revoke")
+    try:
+        lines = (trustcmd.listing(dict(os.environ)) if list_all else
+                 trustcmd.revoke(path, dict(os.environ)) if revoke else
+                 trustcmd.grant(path, dict(os.environ)))
+    except SandboxError as err:
+        raise typer.Exit(show_error(err))
+    for line in lines:
+        print(line)
 
 
 def _description(path) -> str:

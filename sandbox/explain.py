@@ -30,6 +30,9 @@ def as_data(p: Prepared) -> dict:
         "weakenings": [{"source": w.source, "key": w.key, "detail": w.detail}
                        for w in p.policy.weakenings],
         "warnings": list(layout.warnings),
+        # what the managed policy or an untrusted project profile took away (sandbox.tighten)
+        "tightenings": [{"source": t.source, "key": t.key, "detail": t.detail}
+                        for t in p.policy.tightenings],
         "network": p.policy.network.value,
         "egress": _egress(p),
         "argv": list(p.invocation.argv),
@@ -124,6 +127,9 @@ def as_text(p: Prepared) -> str:
     if d["weakenings"]:
         section("WEAKENED (protections removed on purpose)",
                 [f"{w['source']}: {w['key']}: {w['detail']}" for w in d["weakenings"]])
+    if d["tightenings"]:
+        section("TIGHTENED (by the managed policy or an untrusted project profile)",
+                [f"{t['source']}: {t['key']}: {t['detail']}" for t in d["tightenings"]])
     if d["unprotected"]:
         section("UNPROTECTED (writable although protected)", d["unprotected"])
     for w in d["warnings"]:

@@ -14,11 +14,11 @@ FIELDS = ("command", "profile", "workspace", "allow_write", "unprotect", "report
 class RunOptions:
     __slots__ = FIELDS
 
-    def __init__(self, command=(), profile: str = "default", workspace: str | None = None,
+    def __init__(self, command=(), profile: str | None = None, workspace: str | None = None,
                  allow_write=(), unprotect=(), report: str | None = None,
                  dry_run: bool = False, quiet: bool = False) -> None:
         self.command = tuple(command)
-        self.profile = profile
+        self.profile = profile  # None: not given (the project profile, else default)
         self.workspace = workspace
         self.allow_write = tuple(allow_write)
         self.unprotect = tuple(unprotect)

@@ -152,6 +152,10 @@ class Policy:
     pids_max: int = 0
     memory_max_mb: int = 0
 
+    # what a managed policy or an untrusted project profile took away
+    # (sandbox.tighten): (source, key, detail), shown by explain
+    tightenings: tuple[Weakening, ...] = ()
+
     # -- queries -----------------------------------------------------------
     def uses_caches(self) -> bool:
         return self.workspace is Access.WRITE and bool(self.caches)
@@ -174,7 +178,7 @@ def to_data(policy: Policy) -> dict:
         value = getattr(policy, name)
         if isinstance(value, enum.Enum):
             value = value.value
-        elif name == "weakenings":
+        elif name in ("weakenings", "tightenings"):
             value = tuple((w.source, w.key, w.detail) for w in value)
         elif name in ("egress_allow", "egress_deny"):
             value = tuple(r.as_tuple() for r in value)
@@ -188,6 +192,7 @@ def from_data(data: dict) -> Policy:
     kwargs["scratch"] = Access(kwargs["scratch"])
     kwargs["network"] = NetworkMode(kwargs["network"])
     kwargs["weakenings"] = tuple(Weakening(*w) for w in kwargs["weakenings"])
+    kwargs["tightenings"] = tuple(Weakening(*w) for w in kwargs.get("tightenings", ()))
     for name in ("egress_allow", "egress_deny"):
         kwargs[name] = tuple(EgressRule.from_tuple(r) for r in kwargs[name])
     for name in ("env_set", "caches", "egress_hosts"):

@@ -77,7 +77,7 @@ def test_parsed_values():
 
 
 def test_defaults_match_the_cli_helper():
-    assert parse_run(["--", "true"]) == cli._options(["true"], "default", None, None, None)
+    assert parse_run(["--", "true"]) == cli._options(["true"], None, None, None, None)  # no --profile: None
 
 
 FALLBACK = [
