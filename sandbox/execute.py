@@ -10,11 +10,14 @@ from sandbox import report
 from sandbox.errors import SandboxError, SetupError
 
 EXIT_TIMEOUT = 124  # like timeout(1)
+# execute's answer when bwrap could not make its namespaces and the profile
+# accepts the fallback: the caller plans again (sandbox.ladder); nothing ran
+FALLBACK_RETRY = -1
 
 
 def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_path,
             started, seccomp=None, audit_spec=None, limits=None, egress=None,
-            target=None, resolver=None, watch=None) -> int:
+            target=None, resolver=None, watch=None, fallback_ok=True) -> int:
     """Start the sandbox and wait for it (shared by the cached fast path).
 
     ``target``: where the report goes (``report.open_target``, opened by the
@@ -57,7 +60,8 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
     except SandboxError as err:
         return fail(opts, err, meta, started, target)
     options = argv[:argv.index("--")] if "--" in argv else argv  # not the command's own args
-    if egress is None and "--unshare-net" not in options:
+    backend = (meta.get("backend") or {}).get("name", "bwrap")
+    if egress is None and "--unshare-net" not in options and backend == "bwrap":
         # fail closed: an argv without a network namespace of its own is
         # only ever meant to run inside the egress bridge's namespace
         return fail(opts, SetupError("internal error: the plan has no network namespace and no "
@@ -179,6 +183,8 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
         for line in blocked.summary(refused, watch):
             print(line, file=sys.stderr)
     findings = _audit(audit_spec, pending)
+    if not outcome.started and fallback_ok and _fall_back(meta, bwrap_path, outcome):
+        return FALLBACK_RETRY  # the report target stays open for the next attempt
     if not outcome.started:
         return fail(opts, _setup_failure(bwrap_path, outcome), meta, started, target)
     status = outcome.exit_status
@@ -351,6 +357,28 @@ def fail(opts, err: SandboxError, meta, started, target=None) -> int:
     report.write(target, report.build(opts.command, meta, started, error=err,
                                       status=err.exit_code))
     return show(err)
+
+
+def _fall_back(meta, bwrap_path: str, outcome) -> bool:
+    """bwrap did not start the command: is that because this host refuses its
+    namespaces, and does the profile accept the fallback?  Then the host is
+    marked (sandbox.ladder) and the run is planned again."""
+    backend = meta.get("backend") or {}
+    if backend.get("name") != "bwrap" or backend.get("require") != "fallback":
+        return False
+    if outcome.bwrap_status < 0:
+        return False
+    import os
+
+    from sandbox import ladder, nesting, plancache, runner
+
+    if nesting.inside_sandbox():
+        return False
+    problem = runner.probe_namespaces(bwrap_path)
+    if not problem:
+        return False
+    ladder.record(plancache.state_dir(os.environ), ladder.reason_of(problem))
+    return True
 
 
 def _setup_failure(bwrap_path: str, outcome) -> SetupError:
