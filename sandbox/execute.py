@@ -183,8 +183,11 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
         for line in blocked.summary(refused, watch):
             print(line, file=sys.stderr)
     findings = _audit(audit_spec, pending)
-    if not outcome.started and fallback_ok and _fall_back(meta, bwrap_path, outcome):
+    ladder_says = _fall_back(meta, bwrap_path, outcome) if not outcome.started else None
+    if ladder_says is True and fallback_ok:
         return FALLBACK_RETRY  # the report target stays open for the next attempt
+    if isinstance(ladder_says, SandboxError):  # require = "full": fail closed, saying why
+        return fail(opts, ladder_says, meta, started, target)
     if not outcome.started:
         return fail(opts, _setup_failure(bwrap_path, outcome), meta, started, target)
     status = outcome.exit_status
@@ -359,25 +362,28 @@ def fail(opts, err: SandboxError, meta, started, target=None) -> int:
     return show(err)
 
 
-def _fall_back(meta, bwrap_path: str, outcome) -> bool:
+def _fall_back(meta, bwrap_path: str, outcome):
     """bwrap did not start the command: is that because this host refuses its
-    namespaces, and does the profile accept the fallback?  Then the host is
-    marked (sandbox.ladder) and the run is planned again."""
+    namespaces?  Then the host is marked (sandbox.ladder), and the answer is
+    True when the profile accepts the fallback (the run is planned again),
+    or the error naming ``require = "full"`` when it does not.  None: some
+    other failure, reported as before."""
     backend = meta.get("backend") or {}
-    if backend.get("name") != "bwrap" or backend.get("require") != "fallback":
-        return False
-    if outcome.bwrap_status < 0:
-        return False
+    if backend.get("name") != "bwrap" or outcome.bwrap_status < 0:
+        return None
     import os
 
     from sandbox import ladder, nesting, plancache, runner
 
     if nesting.inside_sandbox():
-        return False
+        return None
     problem = runner.probe_namespaces(bwrap_path)
     if not problem:
-        return False
-    ladder.record(plancache.state_dir(os.environ), ladder.reason_of(problem))
+        return None
+    reason = ladder.reason_of(problem)
+    ladder.record(plancache.state_dir(os.environ), reason)
+    if backend.get("require") == ladder.FULL:
+        return ladder.fallback_error(meta.get("profile", {}).get("name", "?"), ladder.FULL, reason)
     return True
 
 

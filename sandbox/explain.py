@@ -32,6 +32,7 @@ def as_data(p: Prepared) -> dict:
         "warnings": list(layout.warnings),
         "network": p.policy.network.value,
         "egress": _egress(p),
+        "backend": dict(p.backend) if p.backend else None,
         "argv": list(p.invocation.argv),
         "plan_ms": round(p.plan_ms, 2),
     }
@@ -49,6 +50,17 @@ def _egress(p: Prepared) -> dict | None:
             "allow": [f"{describe(r)}   ({r.source})" for r in p.policy.egress_allow],
             "deny": [f"{describe(r)}   ({r.source})" for r in p.policy.egress_deny],
             "hosts": [f"{name} = {addr}" for name, addr in p.policy.egress_hosts]}
+
+
+def _backend_line(backend: dict | None) -> str:
+    """Which rung of the ladder runs the command (sandbox.ladder), and its guarantee."""
+    if not backend or backend["name"] == "bwrap":
+        require = backend["require"] if backend else "fallback"
+        return (f"backend     bwrap (full guarantees; where bwrap cannot run: "
+                f"{'fail closed' if require == 'full' else 'Landlock + seccomp fallback'}, "
+                f"require = \"{require}\")")
+    return (f"backend     FALLBACK: Landlock ABI {backend['landlock_abi']} + seccomp "
+            f"({backend['reason']}); degraded: {'; '.join(backend['degraded'])}")
 
 
 def _plain(value):
@@ -79,6 +91,7 @@ def as_text(p: Prepared) -> str:
                           if p.policy.syscalls_enabled else "OFF"),
         "audit       " + (", ".join(p.policy.audit_classes) if p.policy.audit_classes else "OFF"),
         f"limits      {describe_limits(p.policy)}",
+        _backend_line(p.backend),
     ]
 
     def section(title: str, items: list[str]) -> None:
@@ -112,7 +125,9 @@ def as_text(p: Prepared) -> str:
         section("UNPROTECTED (writable although protected)", d["unprotected"])
     for w in d["warnings"]:
         lines.append(f"warning: {w}")
-    if d["egress"] is not None:
+    if p.backend and p.backend["name"] != "bwrap":
+        lines.append("fallback argv (sandbox.confine applies Landlock and seccomp, then execs):")
+    elif d["egress"] is not None:
         lines.append("bwrap argv (started inside the egress bridge's network namespace, "
                      "which is why it has no --unshare-net):")
     else:
