@@ -430,3 +430,49 @@ def test_exit_status_and_scratch_removed(fenv):
     assert scratch.name.startswith("run-") and not scratch.exists()
     r = crun(fenv, ["sh", "-c", "kill -TERM $$"])
     assert r.returncode == 128 + signal.SIGTERM, text(r)
+
+
+def test_degraded_host_unix_sockets_named_abstract_ones_scoped(fenv):
+    import socket
+
+    if landlock_abi() < 6:
+        pytest.skip("abstract unix socket scoping needs Landlock ABI 6")
+    path = fenv.base / "host.sock"
+    named = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    named.bind(str(path))
+    named.listen(8)
+    os.chmod(path, 0o777)
+    abstract_name = f"sbx-fallback-{os.getpid()}-{fenv.base.name}"
+    abstract = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    abstract.bind("\0" + abstract_name)
+    abstract.listen(8)
+    script = f"""
+        import socket
+        for label, addr in (("named", {str(path)!r}), ("abstract", "\\0" + {abstract_name!r})):
+            try:
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                s.connect(addr)
+                print(label, "CONNECTED")
+            except OSError as exc:
+                print(label, "refused", exc.errno)
+    """
+    try:
+        bare = py(fenv, script, sandboxed=False).stdout.decode()
+        assert "named CONNECTED" in bare and "abstract CONNECTED" in bare, bare
+        r = py(fenv, script)
+        out = r.stdout.decode()
+        # degraded, and said before the run: a host socket's path still connects
+        assert "host unix sockets reachable by path" in fallback_line(r)
+        assert "named CONNECTED" in out, text(r)
+        # still blocked: abstract sockets outside the sandbox's Landlock domain
+        assert "abstract refused" in out, text(r)
+        # what the profile can do about it: refuse AF_UNIX sockets altogether
+        profile = fenv.base / "nounix.toml"
+        profile.write_text('extends = "default"\n[syscalls]\nunix_sockets = false\n')
+        r = py(fenv, script, args=["--profile", str(profile)])
+        out = r.stdout.decode()
+        assert "CONNECTED" not in out, text(r)
+        assert "host unix sockets reachable" not in fallback_line(r)
+    finally:
+        named.close()
+        abstract.close()
