@@ -85,7 +85,9 @@ def read_rules(ruleset, hidden, abi: int) -> int:
     when that is hidden or holds something hidden.  Something created after
     this walk in such a directory is unreadable (fail closed).
     """
-    hidden = {os.path.normpath(h) for h in hidden}
+    # a hidden path that is a symlink hides what it points at too: that is
+    # where the kernel (and Landlock) finds the content
+    hidden = {os.path.normpath(h) for h in hidden} | {os.path.realpath(h) for h in hidden}
     ancestors = set()
     for h in hidden:
         parent = os.path.dirname(h)

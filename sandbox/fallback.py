@@ -102,6 +102,8 @@ def degraded(policy: Policy, layout: Layout, abi: int) -> list[str]:
     if policy.unix_sockets:
         out.append("host unix sockets reachable by path")
     out.append("host processes visible")
+    if not policy.pids_max:
+        out.append("detached processes can outlive a run that sandbox kills (no cgroup)")
     if abi < 6:
         out.append(f"signals to host processes not scoped (Landlock ABI {abi} < 6)")
     if abi < 3:
