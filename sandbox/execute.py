@@ -191,8 +191,8 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
     if not outcome.started and backend != "bwrap":
         return fail(opts, SetupError("the Landlock + seccomp fallback could not confine the "
                                      "command (its own message is above); the command was not "
-                                     "run", hint="docs/fallback.md; 'sandbox doctor' names what "
-                                                 "would let bwrap run here"),
+                                     "run", hint="'sandbox doctor' names what would let bwrap "
+                                                 "run here"),
                     meta, started, target)
     if not outcome.started:
         return fail(opts, _setup_failure(bwrap_path, outcome), meta, started, target)

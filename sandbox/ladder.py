@@ -89,5 +89,7 @@ def fallback_error(policy_name: str, require: str, reason: str) -> SetupError | 
 
 def line(reason: str, abi: int, degraded: list[str]) -> str:
     """The one line a fallback run prints before the command starts."""
+    from sandbox import resources
+
     return (f"sandbox: fallback: {reason}; running under Landlock ABI {abi} + seccomp, "
-            f"degraded: {'; '.join(degraded)} (docs/fallback.md)")
+            f"degraded: {'; '.join(degraded)} (see {resources.doc('fallback.md')})")
