@@ -71,7 +71,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "extends": Key(Kind.STR, Merge.REPLACE, "Name or path of the profile this one builds on."),
         "require": Key(Kind.CHOICE, Merge.REPLACE,
                        "Where bwrap cannot run: \"full\" fails closed, \"fallback\" runs under "
-                       "Landlock + seccomp and names what is degraded (docs/fallback.md).",
+                       "Landlock + seccomp and names what is degraded (fallback.md).",
                        choices=("full", "fallback"), looser=("full", "fallback")),
     },
     "filesystem": {
