@@ -476,3 +476,30 @@ def test_degraded_host_unix_sockets_named_abstract_ones_scoped(fenv):
     finally:
         named.close()
         abstract.close()
+
+
+def test_signals_forwarded_and_timeout(fenv):
+    # os.write in the handler: the signal may land while print('ready') still holds stdout
+    script = ("import os, signal, time\n"
+              "signal.signal(signal.SIGTERM, lambda *a: (os.write(1, b'handled\\n'), os._exit(3)))\n"
+              "print('ready', flush=True)\n"
+              "time.sleep(30)\n")
+    fenv.finish()
+    proc = subprocess.Popen(nouserns.prefix() + fenv.who.prefix()
+                            + [sandbox_exe(), "run", "--", PY, "-c", script],
+                            cwd=fenv.ws, env=fenv.environ(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout.readline() == b"ready\n"
+        proc.send_signal(signal.SIGTERM)  # to sandbox: passed on to the command
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 3 and out == b"handled\n", (out, err)
+    profile = fenv.base / "short.toml"
+    profile.write_text('extends = "default"\n[limits]\ntimeout_seconds = 1\n')
+    started = time.monotonic()
+    r = crun(fenv, ["sleep", "30"], args=["--profile", str(profile)])
+    assert r.returncode == 124 and time.monotonic() - started < 20, text(r)
