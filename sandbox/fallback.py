@@ -98,7 +98,7 @@ def degraded(policy: Policy, layout: Layout, abi: int) -> list[str]:
                    "(the audit after the run still neutralises changes)")
     if exposed:
         out.append(f"{len(exposed)} secret file(s) inside the workspace readable")
-    out.append("names in secret directories listable (contents unreadable)")
+    out.append("file names in hidden directories listable (secrets, /tmp, /run; not their contents)")
     if policy.unix_sockets:
         out.append("host unix sockets reachable by path")
     out.append("host processes visible")

@@ -40,11 +40,13 @@ def run_cached(opts, environ: dict[str, str]) -> int | None:
         audit_leftovers(opts, environ)  # before loading: it may move files the plan mounts
     except SandboxError as err:
         return fail(opts, err, None, started, target)
-    # a host where bwrap cannot make namespaces (sandbox.ladder): the full path
-    # decides between a bwrap that works again and the fallback (one stat)
-    from sandbox.ladder import blocked_here
+    # a host where bwrap cannot make namespaces (sandbox.ladder.MARKER): the full
+    # path decides between a bwrap that works again and the fallback.  One stat,
+    # and not an import of sandbox.ladder (0.4 ms) on every run
+    import os
 
-    plan = None if blocked_here(plancache.state_dir(environ)) else plancache.load(opts, environ)
+    blocked = os.path.exists(os.path.join(plancache.state_dir(environ), "userns-blocked"))
+    plan = None if blocked else plancache.load(opts, environ)
     if plan is None:
         if target is not None:
             target.close()  # the full path opens it again

@@ -20,7 +20,7 @@ import os
 
 from sandbox.errors import SetupError
 
-MARKER = "userns-blocked"
+MARKER = "userns-blocked"  # sandbox.fastrun checks this name too, without importing us
 FULL, FALLBACK = "full", "fallback"
 
 

@@ -386,7 +386,7 @@ def test_degraded_listing_of_secret_dir_names(fenv):
     (fenv.home / ".ssh").mkdir()
     (fenv.home / ".ssh" / "id_rsa").write_text("k\n")
     r = crun(fenv, ["sh", "-c", f"ls {fenv.home}/.ssh; cat {fenv.home}/.ssh/id_rsa"])
-    assert "names in secret directories listable" in fallback_line(r)
+    assert "file names in hidden directories listable" in fallback_line(r)
     assert b"id_rsa" in r.stdout  # the name, which bwrap would hide
     assert r.returncode != 0 and b"k\n" not in r.stdout.replace(b"id_rsa\n", b"")
 
@@ -503,3 +503,12 @@ def test_signals_forwarded_and_timeout(fenv):
     started = time.monotonic()
     r = crun(fenv, ["sleep", "30"], args=["--profile", str(profile)])
     assert r.returncode == 124 and time.monotonic() - started < 20, text(r)
+
+
+def test_fast_path_checks_the_ladder_marker_by_name():
+    """fastrun avoids importing sandbox.ladder; the name it stats must stay the same."""
+    import inspect
+
+    from sandbox import fastrun, ladder
+
+    assert f'"{ladder.MARKER}"' in inspect.getsource(fastrun)
