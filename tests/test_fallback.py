@@ -123,6 +123,11 @@ def test_require_full_fails_closed(fenv):
     # control: the default profile falls back and runs it
     r = crun(fenv, ["touch", str(ran)])
     assert r.returncode == 0 and ran.exists(), text(r)
+    # with the host marked, the plan itself refuses (bwrap is not even started)
+    ran.unlink()
+    r = crun(fenv, ["touch", str(ran)], args=["--profile", str(profile)])
+    assert r.returncode == 125 and not ran.exists(), text(r)
+    assert 'require = "full"' in r.stderr.decode() and "bwrap:" not in r.stderr.decode()
 
 
 def test_fallback_over_full_parent_is_a_weakening(fenv):
