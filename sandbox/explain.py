@@ -77,6 +77,8 @@ def as_text(p: Prepared) -> str:
         f"workspace   {d['workspace']} ({p.policy.workspace.value})",
         f"starts in   {d['cwd']}",
         f"network     {d['network']} " + (
+            "(no network namespace under the fallback: internet sockets refused by seccomp, "
+            "unix sockets work)" if p.backend and p.backend["name"] != "bwrap" else
             "(own network namespace, loopback only; name lookups get \"no such name\" at "
             "once and are listed after the run)" if d["network"] == "none" else
             "(own network namespace, loopback only)" if d["egress"] is None else

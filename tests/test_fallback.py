@@ -517,3 +517,22 @@ def test_fast_path_checks_the_ladder_marker_by_name():
     from sandbox import fastrun, ladder
 
     assert f'"{ladder.MARKER}"' in inspect.getsource(fastrun)
+
+
+def test_root_cannot_write_kernel_knobs(fenv):
+    if fenv.who.name != "root":
+        pytest.skip("only root can write /proc/sys")
+    # writes the value that is already there: harmless if it ever succeeded
+    script = """
+        knob = "/proc/sys/kernel/domainname"
+        value = open(knob).read()
+        try:
+            with open(knob, "w") as fh:
+                fh.write(value)
+            print("WROTE")
+        except OSError as exc:
+            print("refused", exc.errno)
+    """
+    assert "WROTE" in py(fenv, script, sandboxed=False).stdout.decode()
+    r = py(fenv, script)
+    assert "refused" in r.stdout.decode() and "WROTE" not in r.stdout.decode(), text(r)
