@@ -217,9 +217,10 @@ def _choose_backend(policy: Policy, state: str, bwrap_path: str) -> dict:
         raise err
     from sandbox import fallback, landlock
 
-    fallback.check(policy)
+    abi = landlock.abi_version()
+    fallback.check(policy, abi)
     return {"name": "landlock", "guarantee": "degraded", "require": policy.require,
-            "reason": reason, "landlock_abi": landlock.abi_version(), "degraded": []}
+            "reason": reason, "landlock_abi": abi, "degraded": []}
 
 
 def make_audit_spec(policy: Policy, layout: Layout, state: str, unprotect) -> dict | None:

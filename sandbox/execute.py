@@ -111,7 +111,23 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
                 _audit(audit_spec, pending)
                 return fail(opts, SetupError(f"cannot start the egress proxy: {exc.strerror or exc}; "
                                              "the command was not run"), meta, started, target)
-            env = {**env, **egress_mod.proxy_env()}
+            if backend == "bwrap":
+                env = {**env, **egress_mod.proxy_env()}
+            else:  # the fallback: no namespace, the proxy listens on the host's loopback
+                from sandbox import fallback
+
+                try:
+                    port = fallback.hand_proxy_listener(session.bridge.channel)
+                except OSError as exc:
+                    session.finish()
+                    _audit(audit_spec, pending)
+                    return fail(opts, SetupError(f"cannot start the egress proxy: "
+                                                 f"{exc.strerror or exc}; the command was not run"),
+                                meta, started, target)
+                url = f"http://{fallback.PROXY_HOST}:{port}"
+                env = {**env, **{k: v.replace(egress_mod.PROXY_URL, url)
+                                 for k, v in egress_mod.proxy_env().items()}}
+                argv = fallback.with_proxy_port(argv, port)
         names = None
         network = None
         try:
@@ -142,6 +158,7 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
             try:
                 outcome = runner.run(run_argv, env, run_status, interactive, run_seccomp, applied,
                                      grace, bridge=session.bridge if session is not None
+                                     and backend == "bwrap"
                                      else names.bridge if names is not None else None)
             except SandboxError as err:  # the bridge could not be made: nothing ran
                 if watcher is not None:

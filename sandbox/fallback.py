@@ -36,25 +36,46 @@ def _within(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip("/") + "/")
 
 
+# socket types other than SOCK_STREAM (the low 4 bits of the type argument;
+# SOCK_NONBLOCK and SOCK_CLOEXEC sit above them): DGRAM, RAW, RDM, SEQPACKET,
+# DCCP, PACKET
+NON_STREAM_TYPES = (2, 3, 4, 5, 6, 10)
+# stream protocols Landlock's TCP rules do not see: SCTP, MPTCP
+NON_TCP_STREAM_PROTOCOLS = (132, 262)
+PROXY_HOST = "127.0.0.1"
+
+
 def seccomp_extra(policy: Policy) -> tuple[Rule, ...]:
-    """Rules added to the profile's seccomp set: no network without a namespace.
+    """Rules added to the profile's seccomp set: the network without a namespace.
 
     Landlock's network rules cover TCP ports only (not UDP, not addresses),
-    so the network is closed one level down: ``socket(AF_INET/AF_INET6)``
-    fails with EPERM.  Unix sockets and socketpairs are untouched.
+    so the rest is closed one level down.  Without network,
+    ``socket(AF_INET/AF_INET6)`` fails with EPERM.  In proxy mode only TCP
+    stream sockets can be made (Landlock then lets them connect to the
+    proxy's port alone).  Unix sockets and socketpairs are untouched.
     """
-    why = "no network namespace: internet sockets refused"
-    return tuple(Rule(EPERM, "socket", ((0, 0xFFFFFFFF, family),), why)
-                 for family in (AF_INET, AF_INET6))
+    if policy.network is not NetworkMode.PROXY:
+        why = "no network namespace: internet sockets refused"
+        return tuple(Rule(EPERM, "socket", ((0, 0xFFFFFFFF, family),), why)
+                     for family in (AF_INET, AF_INET6))
+    out = []
+    for family in (AF_INET, AF_INET6):
+        for kind in NON_STREAM_TYPES:
+            out.append(Rule(EPERM, "socket", ((0, 0xFFFFFFFF, family), (1, 0xF, kind)),
+                            "proxy mode without a namespace: TCP only"))
+        for proto in NON_TCP_STREAM_PROTOCOLS:
+            out.append(Rule(EPERM, "socket", ((0, 0xFFFFFFFF, family), (2, 0xFFFFFFFF, proto)),
+                            "proxy mode without a namespace: TCP only"))
+    return tuple(out)
 
 
-def check(policy: Policy) -> None:
+def check(policy: Policy, abi: int) -> None:
     """Refuse what the fallback cannot enforce at all (fail closed)."""
-    if policy.network is NetworkMode.PROXY:
+    if policy.network is NetworkMode.PROXY and abi < 4:
         raise SetupError(
-            f"profile '{policy.name}' opens the network through the egress proxy, which the "
-            "fallback cannot confine without a network namespace (Landlock's TCP rules name "
-            "ports, not addresses); the command was not run",
+            f"profile '{policy.name}' opens the network through the egress proxy, and without "
+            f"a network namespace only Landlock's TCP rules (ABI 4, this kernel has {abi}) "
+            "could keep the command to the proxy's port; the command was not run",
             hint="let bwrap run (sandbox doctor names the fix), or use a profile with "
                  'network.mode = "none"')
     if not policy.syscalls_enabled:
@@ -108,8 +129,46 @@ def degraded(policy: Policy, layout: Layout, abi: int) -> list[str]:
         out.append(f"signals to host processes not scoped (Landlock ABI {abi} < 6)")
     if abi < 3:
         out.append(f"truncate() outside the workspace not refused (Landlock ABI {abi} < 3)")
-    out.append("no loopback TCP/UDP (internet sockets refused)")
+    if policy.network is NetworkMode.PROXY:
+        out.append("TCP to any address on the proxy's port number connects (Landlock's rules "
+                   "name ports, not addresses); UDP refused; the proxy listens on the host's "
+                   "loopback")
+    else:
+        out.append("no loopback TCP/UDP (internet sockets refused)")
     return out
+
+
+def hand_proxy_listener(channel) -> int:
+    """Give the egress proxy (``sandbox.egress.Session``) its listener for a
+    fallback run, on the host's loopback at a free port; return the port.
+
+    The same hand-over as the network bridge's (``sandbox.netns``), without
+    the namespace: afterwards only the proxy holds the socket.
+    """
+    import socket
+    import struct
+
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        listener.bind((PROXY_HOST, 0))
+        listener.listen(1024)
+        port = listener.getsockname()[1]
+        channel.sendmsg([b"L"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                  struct.pack("i", listener.fileno()))], socket.MSG_NOSIGNAL)
+    finally:
+        listener.close()
+        channel.close()
+    return port
+
+
+def with_proxy_port(argv, port: int) -> list[str]:
+    """The shim's argv with the proxy's port in its spec (known only at run time)."""
+    argv = list(argv)
+    at = argv.index("--spec") + 1
+    spec = json.loads(argv[at])
+    spec["proxy_port"] = port
+    argv[at] = json.dumps(spec, separators=(",", ":"))
+    return argv
 
 
 def build(policy: Policy, layout: Layout, command: list[str], environ: dict[str, str], *,

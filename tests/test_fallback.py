@@ -536,3 +536,62 @@ def test_root_cannot_write_kernel_knobs(fenv):
     assert "WROTE" in py(fenv, script, sandboxed=False).stdout.decode()
     r = py(fenv, script)
     assert "refused" in r.stdout.decode() and "WROTE" not in r.stdout.decode(), text(r)
+
+
+def test_proxy_profile_under_the_fallback(fenv):
+    """network.mode = "proxy" without a namespace: TCP only to the proxy's port (Landlock
+    ABI 4), the proxy enforcing the rules; UDP refused; the port-only rule named."""
+    import http.server
+    import threading
+
+    from egress_support import allow_rule, proxy_profile
+
+    if landlock_abi() < 4:
+        pytest.skip("Landlock network rules need ABI 4")
+
+    class Quiet(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = b"origin says hi\n"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    port = server.server_address[1]
+    profile = proxy_profile(fenv, allow_rule("app.test", [port]), {"app.test": "127.0.0.1"})
+    script = f"""
+        import os, socket, urllib.request
+        try:  # only through the proxy: never a real name lookup
+            assert os.environ.get("http_proxy"), "no proxy"
+            print("via-proxy", urllib.request.urlopen("http://app.test:{port}/", timeout=20).read().decode().strip())
+        except Exception as exc:
+            print("via-proxy failed", exc)
+        try:
+            s = socket.create_connection(("127.0.0.1", {port}), timeout=5)
+            print("DIRECT-CONNECTED")
+        except OSError as exc:
+            print("direct refused", exc.errno)
+        try:
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            print("UDP-OPENED")
+        except OSError as exc:
+            print("udp refused", exc.errno)
+    """
+    try:
+        bare = py(fenv, script, sandboxed=False).stdout.decode()
+        assert "DIRECT-CONNECTED" in bare and "UDP-OPENED" in bare, bare
+        r = py(fenv, script, args=["--profile", str(profile)])
+        out = r.stdout.decode()
+        assert "via-proxy origin says hi" in out, text(r)
+        assert "DIRECT-CONNECTED" not in out and "UDP-OPENED" not in out, text(r)
+        assert "proxy's port number" in fallback_line(r)
+    finally:
+        server.shutdown()
+        server.server_close()

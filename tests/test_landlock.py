@@ -94,10 +94,20 @@ def test_build_argv_and_degraded():
 def test_what_the_fallback_cannot_enforce_is_refused():
     from sandbox.errors import SetupError
 
+    proxied = Policy("p", ("p",), "d", network=NetworkMode.PROXY)
     with pytest.raises(SetupError, match="egress proxy"):
-        fallback.check(Policy("p", ("p",), "d", network=NetworkMode.PROXY))
+        fallback.check(proxied, 3)  # no Landlock network rules before ABI 4
+    fallback.check(proxied, 4)
     with pytest.raises(SetupError, match="seccomp"):
-        fallback.check(Policy("p", ("p",), "d", syscalls_enabled=False))
+        fallback.check(Policy("p", ("p",), "d", syscalls_enabled=False), 7)
+
+
+def test_proxy_mode_socket_rules_leave_only_tcp():
+    rules = fallback.seccomp_extra(Policy("p", ("p",), "d", network=NetworkMode.PROXY))
+    refused_types = {c[1][2] for c in (r.conditions for r in rules) if c[1][0] == 1}
+    assert 1 not in refused_types and {2, 3, 5} <= refused_types  # SOCK_STREAM stays
+    refused_protocols = {c[1][2] for c in (r.conditions for r in rules) if c[1][0] == 2}
+    assert refused_protocols == {132, 262}  # SCTP, MPTCP: not seen by Landlock's TCP rules
 
 
 def test_socket_rules_survive_syscalls_allow():
