@@ -60,8 +60,8 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
     except SandboxError as err:
         return fail(opts, err, meta, started, target)
     options = argv[:argv.index("--")] if "--" in argv else argv  # not the command's own args
-    backend = (meta.get("backend") or {}).get("name", "bwrap")
-    if egress is None and "--unshare-net" not in options and backend == "bwrap":
+    backend_name = (meta.get("backend") or {}).get("name", "bwrap")  # sandbox.ladder
+    if egress is None and "--unshare-net" not in options and backend_name == "bwrap":
         # fail closed: an argv without a network namespace of its own is
         # only ever meant to run inside the egress bridge's namespace
         return fail(opts, SetupError("internal error: the plan has no network namespace and no "
@@ -111,7 +111,7 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
                 _audit(audit_spec, pending)
                 return fail(opts, SetupError(f"cannot start the egress proxy: {exc.strerror or exc}; "
                                              "the command was not run"), meta, started, target)
-            if backend == "bwrap":
+            if backend_name == "bwrap":
                 env = {**env, **egress_mod.proxy_env()}
             else:  # the fallback: no namespace, the proxy listens on the host's loopback
                 from sandbox import fallback
@@ -158,7 +158,7 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
             try:
                 outcome = runner.run(run_argv, env, run_status, interactive, run_seccomp, applied,
                                      grace, bridge=session.bridge if session is not None
-                                     and backend == "bwrap"
+                                     and backend_name == "bwrap"
                                      else names.bridge if names is not None else None)
             except SandboxError as err:  # the bridge could not be made: nothing ran
                 if watcher is not None:
@@ -205,7 +205,7 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
         return FALLBACK_RETRY  # the report target stays open for the next attempt
     if isinstance(ladder_says, SandboxError):  # require = "full": fail closed, saying why
         return fail(opts, ladder_says, meta, started, target)
-    if not outcome.started and backend != "bwrap":
+    if not outcome.started and backend_name != "bwrap":
         return fail(opts, SetupError("the Landlock + seccomp fallback could not confine the "
                                      "command (its own message is above); the command was not "
                                      "run", hint="'sandbox doctor' names what would let bwrap "
