@@ -42,6 +42,9 @@ class Prepared:
     racy: bool = True  # some input changed too recently to cache the plan
     audit_spec: dict | None = None  # what the persistence audit checks after the run
     watch: dict | None = None  # what sandbox.blocked watches for and checks after the run
+    # which rung of the ladder runs the command (sandbox.ladder): name,
+    # guarantee, require, and for the fallback its reason and what is degraded
+    backend: dict | None = None
 
 
 def home_dir(environ: dict[str, str]) -> str:
@@ -166,6 +169,7 @@ def prepare(opts: RunOptions, environ: dict[str, str]) -> Prepared:
     host_roots = layout.writable_roots + layout.keep_in_place
     bwrap_path = find_bwrap(environ, host_roots)
     obs.realpath(bwrap_path)  # stamps its path chain and the file: a cached plan re-checks them
+    backend = _choose_backend(policy, state, bwrap_path)
     helper = None
     if os.isatty(0):
         helper = hostprogs.find("setsid", host_roots)
@@ -178,19 +182,50 @@ def prepare(opts: RunOptions, environ: dict[str, str]) -> Prepared:
     if policy.syscalls_enabled:
         from sandbox import resources, seccomp
 
+        extra = ()
+        if backend["name"] == "landlock":
+            from sandbox import fallback
+
+            extra = fallback.seccomp_extra(policy)
         bpf = seccomp.ensure_bpf(state, policy.syscall_set, deny=policy.syscall_deny,
                                  allow=policy.syscall_allow, unix_sockets=policy.unix_sockets,
-                                 allow_32bit=policy.allow_32bit)
+                                 allow_32bit=policy.allow_32bit, extra=extra)
         obs.note(bpf)
         obs.note(str(resources.bwrap_dir() / "seccomp.toml"), full=True)
-    inv = bwrap.build(policy, layout, list(opts.command), environ,
-                      bwrap_path=bwrap_path, ctty_helper=helper, seccomp_file=bpf)
+    if backend["name"] == "landlock":
+        from sandbox import fallback
+
+        backend["degraded"] = fallback.degraded(policy, layout, backend["landlock_abi"])
+        inv = fallback.build(policy, layout, list(opts.command), environ, state=state,
+                             ctty_helper=helper, seccomp_file=bpf)
+    else:
+        inv = bwrap.build(policy, layout, list(opts.command), environ,
+                          bwrap_path=bwrap_path, ctty_helper=helper, seccomp_file=bpf)
     plan_ms = (time.perf_counter() - started) * 1000
     deps = tuple(obs.deps()) + tuple(policy_deps)
     audit_spec = make_audit_spec(policy, layout, state, unprotect)
     return Prepared(opts, policy, layout, inv, bwrap_path, cached, plan_ms,
                     tuple(envfilter.removed(environ, policy)), deps, obs.racy(), audit_spec,
-                    blocked.plan(policy, layout, home, environ))
+                    blocked.plan(policy, layout, home, environ), backend)
+
+
+def _choose_backend(policy: Policy, state: str, bwrap_path: str) -> dict:
+    """bwrap, unless an earlier run found it cannot make namespaces here and the
+    profile accepts the fallback (sandbox.ladder; one stat on a healthy host)."""
+    from sandbox import ladder
+
+    reason = ladder.blocked_reason(state, bwrap_path, None)
+    if reason is None:
+        return {"name": "bwrap", "guarantee": "full", "require": policy.require}
+    err = ladder.fallback_error(policy.name, policy.require, reason)
+    if err is not None:
+        raise err
+    from sandbox import fallback, landlock
+
+    abi = landlock.abi_version()
+    fallback.check(policy, abi)
+    return {"name": "landlock", "guarantee": "degraded", "require": policy.require,
+            "reason": reason, "landlock_abi": abi, "degraded": []}
 
 
 def make_audit_spec(policy: Policy, layout: Layout, state: str, unprotect) -> dict | None:
@@ -236,19 +271,30 @@ def plan_meta(p: Prepared) -> dict:
         "warnings": list(p.layout.warnings),
         "plan_ms": round(p.plan_ms, 2),
         "plan_cached": False,
+        "backend": dict(p.backend) if p.backend else None,
     }
 
 
 def run(opts: RunOptions, environ: dict[str, str]) -> int:
     """Run ``opts.command`` in the sandbox; return the exit status to use."""
     started = time.time()
-    prepared = None
     try:  # first: a bad --report is refused before anything happens
         target = report.open_target(opts.report)
     except SandboxError as err:
         from sandbox.errors import report as show
 
         return show(err)
+    from sandbox.execute import FALLBACK_RETRY
+
+    status = _run_once(opts, environ, started, target, may_fall_back=True)
+    if status == FALLBACK_RETRY:  # bwrap could not make namespaces: plan again (sandbox.ladder)
+        status = _run_once(opts, environ, started, target, may_fall_back=False)
+    return status
+
+
+def _run_once(opts: RunOptions, environ: dict[str, str], started: float, target,
+              may_fall_back: bool) -> int:
+    prepared = None
     try:
         from sandbox.execute import audit_leftovers
 
@@ -256,8 +302,17 @@ def run(opts: RunOptions, environ: dict[str, str]) -> int:
         prepared = prepare(opts, environ)
         resolve_command(opts.command, prepared.invocation.env, prepared.layout)
         meta = plan_meta(prepared)
-        if not prepared.racy:
+        fallback = prepared.backend is not None and prepared.backend["name"] != "bwrap"
+        if not prepared.racy and not fallback:
+            # a fallback plan is never cached: each run asks bwrap again first
             plancache.store(environ, prepared, meta)
+        if fallback:  # never a silent downgrade, not even with --quiet
+            import sys
+
+            from sandbox import ladder
+
+            print(ladder.line(prepared.backend["reason"], prepared.backend["landlock_abi"],
+                              prepared.backend["degraded"]), file=sys.stderr)
         inv = prepared.invocation
         seccomp_fd = (inv.seccomp_fd_arg, inv.seccomp_file) if inv.seccomp_file else None
         lock = runlock.hold_for(opts, discover.state_dir(environ, home_dir(environ)),
@@ -267,8 +322,9 @@ def run(opts: RunOptions, environ: dict[str, str]) -> int:
                            prepared.layout.warnings, meta, prepared.bwrap_path, started,
                            seccomp_fd, prepared.audit_spec, limits.plan(prepared.policy),
                            egress.plan(prepared.policy), target,
-                           resolver=dns.plan(prepared.policy, prepared.layout),
-                           watch=prepared.watch)
+                           resolver=None if fallback else dns.plan(prepared.policy,
+                                                                   prepared.layout),
+                           watch=prepared.watch, fallback_ok=may_fall_back)
         finally:
             runlock.release(lock)
     except SandboxError as err:

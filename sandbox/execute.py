@@ -10,11 +10,14 @@ from sandbox import report
 from sandbox.errors import SandboxError, SetupError
 
 EXIT_TIMEOUT = 124  # like timeout(1)
+# execute's answer when bwrap could not make its namespaces and the profile
+# accepts the fallback: the caller plans again (sandbox.ladder); nothing ran
+FALLBACK_RETRY = -1
 
 
 def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_path,
             started, seccomp=None, audit_spec=None, limits=None, egress=None,
-            target=None, resolver=None, watch=None) -> int:
+            target=None, resolver=None, watch=None, fallback_ok=True) -> int:
     """Start the sandbox and wait for it (shared by the cached fast path).
 
     ``target``: where the report goes (``report.open_target``, opened by the
@@ -57,7 +60,8 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
     except SandboxError as err:
         return fail(opts, err, meta, started, target)
     options = argv[:argv.index("--")] if "--" in argv else argv  # not the command's own args
-    if egress is None and "--unshare-net" not in options:
+    backend_name = (meta.get("backend") or {}).get("name", "bwrap")  # sandbox.ladder
+    if egress is None and "--unshare-net" not in options and backend_name == "bwrap":
         # fail closed: an argv without a network namespace of its own is
         # only ever meant to run inside the egress bridge's namespace
         return fail(opts, SetupError("internal error: the plan has no network namespace and no "
@@ -119,7 +123,23 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
                 _audit(audit_spec, pending)
                 return fail(opts, SetupError(f"cannot start the egress proxy: {exc.strerror or exc}; "
                                              "the command was not run"), meta, started, target)
-            env = {**env, **egress_mod.proxy_env(egress)}
+            if backend_name == "bwrap":
+                env = {**env, **egress_mod.proxy_env(egress)}
+            else:  # the fallback: no namespace, the proxy listens on the host's loopback
+                from sandbox import fallback
+
+                try:
+                    port = fallback.hand_proxy_listener(session.bridge.channel)
+                except OSError as exc:
+                    session.finish()
+                    _audit(audit_spec, pending)
+                    return fail(opts, SetupError(f"cannot start the egress proxy: "
+                                                 f"{exc.strerror or exc}; the command was not run"),
+                                meta, started, target)
+                url = f"http://{fallback.PROXY_HOST}:{port}"
+                env = {**env, **{k: v.replace(egress_mod.PROXY_URL, url)
+                                 for k, v in egress_mod.proxy_env(egress).items()}}
+                argv = fallback.with_proxy_port(argv, port)
         names = None
         network = None
         try:
@@ -150,6 +170,7 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
             try:
                 outcome = runner.run(run_argv, env, run_status, interactive, run_seccomp, applied,
                                      grace, bridge=session.bridge if session is not None
+                                     and backend_name == "bwrap"
                                      else names.bridge if names is not None else None)
             except SandboxError as err:  # the bridge could not be made: nothing ran
                 if watcher is not None:
@@ -191,6 +212,17 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
         for line in blocked.summary(refused, watch):
             print(line, file=sys.stderr)
     findings = _audit(audit_spec, pending)
+    ladder_says = _fall_back(meta, bwrap_path, outcome) if not outcome.started else None
+    if ladder_says is True and fallback_ok:
+        return FALLBACK_RETRY  # the report target stays open for the next attempt
+    if isinstance(ladder_says, SandboxError):  # require = "full": fail closed, saying why
+        return fail(opts, ladder_says, meta, started, target)
+    if not outcome.started and backend_name != "bwrap":
+        return fail(opts, SetupError("the Landlock + seccomp fallback could not confine the "
+                                     "command (its own message is above); the command was not "
+                                     "run", hint="'sandbox doctor' names what would let bwrap "
+                                                 "run here"),
+                    meta, started, target)
     if not outcome.started:
         return fail(opts, _setup_failure(bwrap_path, outcome), meta, started, target)
     status = outcome.exit_status
@@ -365,6 +397,31 @@ def fail(opts, err: SandboxError, meta, started, target=None) -> int:
     report.write(target, report.build(opts.command, meta, started, error=err,
                                       status=err.exit_code))
     return show(err)
+
+
+def _fall_back(meta, bwrap_path: str, outcome):
+    """bwrap did not start the command: is that because this host refuses its
+    namespaces?  Then the host is marked (sandbox.ladder), and the answer is
+    True when the profile accepts the fallback (the run is planned again),
+    or the error naming ``require = "full"`` when it does not.  None: some
+    other failure, reported as before."""
+    backend = meta.get("backend") or {}
+    if backend.get("name") != "bwrap" or outcome.bwrap_status < 0:
+        return None
+    import os
+
+    from sandbox import ladder, nesting, plancache, runner
+
+    if nesting.inside_sandbox():
+        return None
+    problem = runner.probe_namespaces(bwrap_path)
+    if not problem:
+        return None
+    reason = ladder.reason_of(problem)
+    ladder.record(plancache.state_dir(os.environ), reason)
+    if backend.get("require") == ladder.FULL:
+        return ladder.fallback_error(meta.get("profile", {}).get("name", "?"), ladder.FULL, reason)
+    return True
 
 
 def _setup_failure(bwrap_path: str, outcome) -> SetupError:

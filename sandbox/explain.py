@@ -35,6 +35,7 @@ def as_data(p: Prepared) -> dict:
                         for t in p.policy.tightenings],
         "network": p.policy.network.value,
         "egress": _egress(p),
+        "backend": dict(p.backend) if p.backend else None,
         "argv": list(p.invocation.argv),
         "plan_ms": round(p.plan_ms, 2),
     }
@@ -65,6 +66,17 @@ def _credential(data: tuple) -> str:
     return Credential.from_tuple(data).describe()
 
 
+def _backend_line(backend: dict | None) -> str:
+    """Which rung of the ladder runs the command (sandbox.ladder), and its guarantee."""
+    if not backend or backend["name"] == "bwrap":
+        require = backend["require"] if backend else "fallback"
+        return (f"backend     bwrap (full guarantees; where bwrap cannot run: "
+                f"{'fail closed' if require == 'full' else 'Landlock + seccomp fallback'}, "
+                f"require = \"{require}\")")
+    return (f"backend     FALLBACK: Landlock ABI {backend['landlock_abi']} + seccomp "
+            f"({backend['reason']}); degraded: {'; '.join(backend['degraded'])}")
+
+
 def _plain(value):
     if isinstance(value, tuple):
         return [_plain(v) for v in value]
@@ -79,6 +91,8 @@ def as_text(p: Prepared) -> str:
         f"workspace   {d['workspace']} ({p.policy.workspace.value})",
         f"starts in   {d['cwd']}",
         f"network     {d['network']} " + (
+            "(no network namespace under the fallback: internet sockets refused by seccomp, "
+            "unix sockets work)" if p.backend and p.backend["name"] != "bwrap" else
             "(own network namespace, loopback only; name lookups get \"no such name\" at "
             "once and are listed after the run)" if d["network"] == "none" else
             "(own network namespace, loopback only)" if d["egress"] is None else
@@ -93,6 +107,7 @@ def as_text(p: Prepared) -> str:
                           if p.policy.syscalls_enabled else "OFF"),
         "audit       " + (", ".join(p.policy.audit_classes) if p.policy.audit_classes else "OFF"),
         f"limits      {describe_limits(p.policy)}",
+        _backend_line(p.backend),
     ]
 
     def section(title: str, items: list[str]) -> None:
@@ -134,7 +149,9 @@ def as_text(p: Prepared) -> str:
         section("UNPROTECTED (writable although protected)", d["unprotected"])
     for w in d["warnings"]:
         lines.append(f"warning: {w}")
-    if d["egress"] is not None:
+    if p.backend and p.backend["name"] != "bwrap":
+        lines.append("fallback argv (sandbox.confine applies Landlock and seccomp, then execs):")
+    elif d["egress"] is not None:
         lines.append("bwrap argv (started inside the egress bridge's network namespace, "
                      "which is why it has no --unshare-net):")
     else:

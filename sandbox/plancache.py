@@ -22,7 +22,7 @@ import sys
 from sandbox import __version__, statefile
 from sandbox.observe import still_valid
 
-FORMAT = 10  # 10: a run without network has its own resolver (sandbox.dns) and watch (sandbox.blocked); 9: the kernel's socket list is kept with the plan (sandbox.hostsockets)
+FORMAT = 11  # 11: the report names the backend (sandbox.ladder); 10: a run without network has its own resolver (sandbox.dns) and watch (sandbox.blocked); 9: the kernel's socket list is kept with the plan (sandbox.hostsockets)
 # Environment variables that change what the plan would be (the rest of the
 # environment is filtered afresh on every run).
 KEY_ENV = ("HOME", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "XDG_RUNTIME_DIR", "TMPDIR", "PATH",

@@ -89,6 +89,9 @@ class Policy:
     # lies in a writable root, so the command cannot weaken the next run
     sources: tuple[str, ...] = ()
     description: str = ""
+    # where bwrap cannot run: "full" fails closed, "fallback" accepts
+    # sandbox.fallback (Landlock + seccomp); see sandbox.ladder
+    require: str = "fallback"
 
     # filesystem
     workspace: Access = Access.WRITE

@@ -506,6 +506,7 @@ def build_policy(chain: list[Source], ctx: Context) -> Policy:
         sources=tuple(s.path for s in chain),
         digest=digest.hexdigest(),
         description=top.get("description", ""),
+        require=top.get("require", "fallback"),
         workspace=Access(fs.get("workspace", "write")),
         scratch=Access(fs.get("scratch", "write")),
         writable=paths(fs, "writable"),

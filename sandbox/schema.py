@@ -70,6 +70,10 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "": {
         "description": Key(Kind.STR, Merge.REPLACE, "One line saying what the profile is for."),
         "extends": Key(Kind.STR, Merge.REPLACE, "Name or path of the profile this one builds on."),
+        "require": Key(Kind.CHOICE, Merge.REPLACE,
+                       "Where bwrap cannot run: \"full\" fails closed, \"fallback\" runs under "
+                       "Landlock + seccomp and names what is degraded (fallback.md).",
+                       choices=("full", "fallback"), looser=("full", "fallback")),
     },
     "filesystem": {
         "workspace": Key(Kind.CHOICE, Merge.REPLACE, "Whether the workspace is writable.",

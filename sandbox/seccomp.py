@@ -86,8 +86,10 @@ def _personality_rules() -> list[Rule]:
 
 def rules(set_name: str, *, deny: tuple[str, ...] = (), allow: tuple[str, ...] = (),
           unix_sockets: bool = True, arch: str | None = None,
-          table: dict | None = None) -> tuple[Rule, ...]:
-    """The rule table for one policy, as plain data (pure given ``table``)."""
+          table: dict | None = None, extra: tuple[Rule, ...] = ()) -> tuple[Rule, ...]:
+    """The rule table for one policy, as plain data (pure given ``table``).
+
+    ``extra``: rules a backend adds (the fallback refuses internet sockets)."""
     table = table if table is not None else load_table()
     arch = arch or machine_arch()
     sets = table.get("sets", {})
@@ -118,7 +120,8 @@ def rules(set_name: str, *, deny: tuple[str, ...] = (), allow: tuple[str, ...] =
     for number in range(top + 1, ceiling + 1):
         out.append(Rule(ENOSYS, number, (), "newer than the syscall table"))
     allowed = set(allow)
-    return tuple(r for r in out if r.syscall not in allowed)
+    # a backend's own rules stay whatever [syscalls] allow says
+    return tuple(r for r in out if r.syscall not in allowed) + tuple(extra)
 
 
 def rules_digest(rule_table: tuple[Rule, ...], arch: str, allow_32bit: bool) -> str:
@@ -179,12 +182,12 @@ def compile_bpf(rule_table: tuple[Rule, ...], arch: str, allow_32bit: bool,
 
 
 def ensure_bpf(state: str, set_name: str, *, deny=(), allow=(), unix_sockets=True,
-               allow_32bit=False) -> str:
+               allow_32bit=False, extra=()) -> str:
     """Path of the cached BPF program for these choices, building it if needed."""
     table = load_table()
     arch = machine_arch()
     rule_table = rules(set_name, deny=tuple(deny), allow=tuple(allow),
-                       unix_sockets=unix_sockets, arch=arch, table=table)
+                       unix_sockets=unix_sockets, arch=arch, table=table, extra=tuple(extra))
     digest = rules_digest(rule_table, arch, allow_32bit)
     directory = os.path.join(state, "seccomp")
     path = os.path.join(directory, f"{digest}.bpf")

@@ -633,8 +633,16 @@ def test_blocked_user_namespaces(senv, who):
     probe = senv.run(["bwrap", "--unshare-user", "--ro-bind", "/", "/", "true"], sandboxed=False)
     assert probe.returncode == 0, out(probe)
 
+    # a profile that requires bwrap's guarantees fails closed (docs/fallback.md)
+    full = senv.base / "full.toml"
+    full.write_text('extends = "default"\nrequire = "full"\n')
+    senv.finish()
+    r = under_filter([sandbox_exe(), "run", "--profile", str(full), "--", "touch", str(marker)])
+    assert_refused(r, marker, "namespace", 'require = "full"')
+    # the default profile runs it under the fallback, and says so first
     r = under_filter([sandbox_exe(), "run", "--", "touch", str(marker)])
-    assert_refused(r, marker, "namespace")
+    assert r.returncode == 0 and marker.exists(), out(r)
+    assert "sandbox: fallback:" in r.stderr.decode(), out(r)
 
 
 def test_secrets_of_the_account_home_are_masked_when_HOME_points_elsewhere(senv):

@@ -43,7 +43,7 @@ BAD = [
     pytest.param(
         'description = "x"\nbogus = 1\n', 2,
         "{p}:2: key 'bogus': unknown key (hint: known top-level keys: audit, caches, description, "
-        "env, extends, filesystem, limits, network, protect, sockets, syscalls)",
+        "env, extends, filesystem, limits, network, protect, require, sockets, syscalls)",
         id="unknown-top-level"),
     pytest.param(
         '[filesystem]\nworkspace = "write"\nbogus = []\n', 3,
