@@ -152,10 +152,11 @@ def open_target(path: str | None) -> Target | None:
         except OSError:
             raise UsageError(f"--report {path}: file descriptor {number} is not open",
                              hint=f"open it for the run (e.g. {number}>report.json), or give a "
-                                  "file name") from None
+                                  "file name", code="report_target_invalid") from None
         if flags & os.O_ACCMODE == os.O_RDONLY:
             raise UsageError(f"--report {path}: file descriptor {number} is open read-only",
-                             hint=f"open it for writing (e.g. {number}>report.json)")
+                             hint=f"open it for writing (e.g. {number}>report.json)",
+                             code="report_target_invalid")
         return Target(path, os.dup(number), None)  # ours: the run cannot close it for us
     parent, name = os.path.split(os.path.abspath(path))
     try:
@@ -163,7 +164,8 @@ def open_target(path: str | None) -> Target | None:
     except OSError as exc:
         raise UsageError(f"--report {path}: {parent} is not an existing directory "
                          f"({exc.strerror})", hint="create the directory, or give another "
-                                                   "file name") from None
+                                                   "file name",
+                                                   code="report_target_invalid") from None
     try:
         try:
             st = os.lstat(name, dir_fd=dir_fd)
@@ -174,10 +176,12 @@ def open_target(path: str | None) -> Target | None:
 
             if not stat.S_ISREG(st.st_mode):
                 raise UsageError(f"--report {path} is {_kind(st.st_mode)}, not a regular file; "
-                                 "the report would replace it", hint=_HINT)
+                                 "the report would replace it", hint=_HINT,
+                                 code="report_target_invalid")
         if not os.access(parent, os.W_OK | os.X_OK):
             raise UsageError(f"--report {path}: cannot create files in {parent}",
-                             hint="give a file in a directory you can write")
+                             hint="give a file in a directory you can write",
+                             code="report_target_invalid")
     except BaseException:
         os.close(dir_fd)
         raise

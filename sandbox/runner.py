@@ -155,7 +155,8 @@ def _long_options_to_fd(argv: list[str], status_fd_arg: int, seccomp, keep: list
                          f"sockets), more than bwrap accepts ({BWRAP_MAX_ARGS} arguments); the "
                          "command was not run",
                          hint="run 'sandbox explain' to see them; add the directories that hold "
-                              "most of them to [protect] skip_dirs, or use a smaller workspace")
+                              "most of them to [protect] skip_dirs, or use a smaller workspace",
+                              code="plan_too_large")
     fd = os.memfd_create("sandbox-args", os.MFD_CLOEXEC)
     keep.append(fd)
     write_all(fd, b"".join(os.fsencode(a) + b"\0" for a in argv[1:cut]))
@@ -207,7 +208,7 @@ def run(argv, env: dict[str, str], status_fd_arg: int | None, interactive: bool,
             from sandbox.errors import SetupError
 
             raise SetupError("internal error: the plan's argv has no --json-status-fd where "
-                             "expected; the command was not run")
+                             "expected; the command was not run", code="internal_error")
         args_fd = os.memfd_create("sandbox-setenv", os.MFD_CLOEXEC)
         keep.append(args_fd)
         write_all(args_fd, hostprogs.setenv_args(moved))
