@@ -247,6 +247,7 @@ def run(opts: RunOptions, environ: dict[str, str]) -> int:
         from sandbox.errors import report as show
 
         return show(err)
+    report.capture(opts, target)  # the sandbox's stderr lines go in the report too
     try:
         from sandbox.execute import audit_leftovers
 
