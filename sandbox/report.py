@@ -90,7 +90,8 @@ def build(command, meta: dict | None, started: float, *, outcome=None, error=Non
     if error is not None:
         doc.update({"outcome": "error", "error": {"code": error.code, "kind": error.kind,
                                                    "message": error.message,
-                                                   "hint": error.hint}})
+                                                   "hint": error.hint},
+                    "diagnostics": [error.one_line()]})  # printed after the report is written
     return doc
 
 
@@ -114,9 +115,10 @@ def finish(doc: dict) -> dict:
         full["mode"] = "proxy" if "proxy" in network else "none"
         full.update(network)
         doc["network"] = full
-    diagnostics = _capture
-    if diagnostics is not None:
-        doc["diagnostics"] = diagnostics.lines()
+    if _capture is not None:
+        said = _capture.lines()
+        doc["diagnostics"] = said + [line for line in doc.get("diagnostics") or ()
+                                     if line not in said]
     return doc
 
 
