@@ -21,7 +21,7 @@ call raises the ``SandboxError`` subclass of that failure, with the stable
 machine ``code`` (errors.CODES) and the ``result`` that carries the report.
 
 No typer, no json schema library: importing this module costs the standard
-library's ``subprocess`` and ``json`` only (docs/api.md).
+library's ``subprocess`` and ``json`` only (api.md in the docs).
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ class Result:
     __slots__ = ("report", "stdout", "stderr")
 
     def __init__(self, report: dict, stdout: bytes | None, stderr: bytes | None) -> None:
-        self.report = report  # the --report object (docs/schemas/report.schema.json)
+        self.report = report  # the --report object (schemas/report.schema.json in the docs)
         self.stdout = stdout  # bytes if stdout=CAPTURE (or capture_output), else None
         self.stderr = stderr  # the command's stderr only: the sandbox's lines are in diagnostics
 
@@ -228,7 +228,7 @@ def _error(data: dict, result: Result | None) -> SandboxError:
 def explain(command=("true",), *, env: dict[str, str] | None = None, cwd: str | None = None,
             **options) -> dict:
     """`sandbox explain --json`: what a run with these options would be allowed, and
-    the bwrap argv (docs/schemas/explain.schema.json).  Takes the options of
+    the bwrap argv (schemas/explain.schema.json in the docs).  Takes the options of
     `explain` (profile, workspace, allow_write, unprotect); raises the
     SandboxError subclass when the plan cannot be made."""
     unknown = set(options) - set(_EXPLAIN)
@@ -253,7 +253,7 @@ def explain(command=("true",), *, env: dict[str, str] | None = None, cwd: str | 
 
 
 def schema_path(name: str) -> str:
-    """The installed JSON Schema ``report`` or ``explain`` (docs/schemas/NAME.schema.json)."""
+    """The installed JSON Schema ``report`` or ``explain`` (schemas/NAME.schema.json in the docs)."""
     if name not in ("report", "explain"):
         raise ValueError("name is 'report' or 'explain'")
     from sandbox import resources

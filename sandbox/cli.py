@@ -133,7 +133,8 @@ def run(
         "--quiet", "-q",
         help="Do not print the 'sandbox: weakened: ...' line (protections the profile or "
              "options remove); errors and audit findings still print, and --report still "
-             "lists the weakenings.")] = False,
+             "lists the weakenings. With --report or --report-fd: no 'sandbox:' line at all, "
+             "they are in the report's diagnostics.")] = False,
 ) -> None:
     """Run COMMAND in the sandbox: sandbox run [OPTIONS] -- COMMAND [ARGS]...
 

@@ -101,7 +101,7 @@ class CommandNotExecutable(SandboxError):
 
 # Every machine code an error may carry (report ``error.code``, the Python
 # API's ``SandboxError.code``), and what it means.  Stable: a code is never
-# renamed or reused; new ones may be added (docs/machine-output.md).
+# renamed or reused; new ones may be added (machine-output.md in the docs).
 CODES = {
     "usage_invalid": "a bad option, argument or environment variable value",
     "report_target_invalid": "--report/--report-fd names nothing the report may be written to",

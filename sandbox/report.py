@@ -18,7 +18,7 @@ def shell_join(argv) -> str:
     return " ".join(shlex.quote(a) for a in argv)
 
 
-# The report's contract (docs/machine-output.md, docs/schemas/report.schema.json).
+# The report's contract (machine-output.md and schemas/report.schema.json in the docs).
 # It changes only when a key is removed or renamed or a value changes type or
 # meaning; keys and codes may be added at any time without a change.
 SCHEMA_VERSION = 1
