@@ -222,7 +222,8 @@ heavy = [m for m in ("typer", "click", "jsonschema", "pydantic", "sandbox.cli", 
          if m in sys.modules]
 print(heavy)
 """
-    done = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, timeout=60)
+    # -P: the installed package, not a source tree in the current directory
+    done = subprocess.run([PYTHON, "-P", "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
 
