@@ -150,6 +150,15 @@ def _options(command, options: dict) -> RunOptions:
     return opts
 
 
+def _environ(env: dict[str, str] | None, cwd: str | None) -> dict[str, str]:
+    """The environment the child starts with; PWD follows ``cwd`` as a shell's cd
+    would (the sandbox takes the logical directory from an accurate PWD)."""
+    environ = dict(os.environ if env is None else env)
+    if cwd is not None:
+        environ["PWD"] = os.path.abspath(cwd)
+    return environ
+
+
 def _child(verb: str) -> list[str]:
     # -P: not the current directory first on sys.path (it may be the
     # workspace, and the sandbox refuses to start from a writable import path)
@@ -180,7 +189,7 @@ def run(command, *, stdin=None, input: bytes | None = None, stdout=None, stderr=
         if stdout is not None or stderr is not None:
             raise ValueError("capture_output and stdout/stderr exclude each other")
         stdout = stderr = CAPTURE
-    environ = dict(os.environ if env is None else env)
+    environ = _environ(env, cwd)
     report_fd = os.memfd_create("sandbox-report", os.MFD_CLOEXEC)
     try:
         argv = _child("run") + ["--quiet", f"--report-fd={report_fd}"] + cli_args(opts)
@@ -239,7 +248,7 @@ def explain(command=("true",), *, env: dict[str, str] | None = None, cwd: str | 
     argv = _child("explain") + ["--json"] + cli_args(opts)
     from sandbox import runner
 
-    status, out, err = runner.run_cli(argv, dict(os.environ if env is None else env), cwd,
+    status, out, err = runner.run_cli(argv, _environ(env, cwd), cwd,
                                       stdin=subprocess.DEVNULL, stdout=CAPTURE, stderr=CAPTURE)
     try:
         doc = json.loads(out)

@@ -66,6 +66,19 @@ dump(run(["sh", "-c", "echo out; echo err >&2; exit 7"], capture_output=True))
     assert got["report"]["outcome"] == "exited" and got["report"]["command_status"] == 7
 
 
+def test_cwd_is_where_the_run_starts_and_the_workspace(senv):
+    sub = senv.ws / "sub"
+    sub.mkdir()
+    got = result_of(py(senv, DUMP + f"""
+import os
+from sandbox import run
+dump(run(["sh", "-c", "pwd; touch made"], cwd={str(sub)!r}, capture_output=True))
+assert os.getcwd() == {str(senv.ws)!r}
+"""))
+    assert decode(got["stdout"]) == f"{sub}\n".encode()
+    assert (sub / "made").exists() and got["report"]["workspace"] == str(sub)
+
+
 def test_input_reaches_the_command(senv):
     got = result_of(py(senv, DUMP + """
 from sandbox import run
