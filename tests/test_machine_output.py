@@ -67,7 +67,7 @@ def test_schemas_are_valid_and_list_every_error_code():
     for name in ("report", "explain"):
         doc = schema(name)
         assert set(doc["$defs"]["error"]["properties"]["code"]["enum"]) == set(errors.CODES)
-        assert doc["properties"]["schema_version"] == {"const": 1}
+        assert doc["properties"]["schema_version"]["const"] == 1
     from sandbox import report
 
     assert report.SCHEMA_VERSION == 1
