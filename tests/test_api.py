@@ -292,3 +292,11 @@ def test_the_documented_example_runs(senv):
     done = py(senv, example)
     assert done.returncode == 0, done.stderr.decode()
     assert "readonly none" in done.stdout.decode()
+
+
+def test_schema_path_is_the_installed_copy_of_the_shipped_schema():
+    from sandbox.api import schema_path
+
+    for name in ("report", "explain"):
+        installed = Path(schema_path(name))
+        assert installed.read_text() == (REPO / "docs" / "schemas" / f"{name}.schema.json").read_text()
