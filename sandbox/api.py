@@ -207,11 +207,16 @@ def run(command, *, stdin=None, input: bytes | None = None, stdout=None, stderr=
         os.close(report_fd)
     raw = b"".join(chunks)
     if not raw:
-        # nothing reported: the child failed before it could (a usage error on
-        # its command line, or it was killed); never mistaken for a run
+        # nothing reported: the child failed before it could; never mistaken
+        # for a run.  125 then is the command line refusing its options (the
+        # report target is ours and always valid); anything else is a crash
         tail = (err or b"").decode("utf-8", "replace").strip().splitlines()[-1:] or [""]
-        raise SandboxError(f"sandbox exited with status {status} without a report"
-                           + (f": {tail[0]}" if tail[0] else ""), code="internal_error")
+        cls, code = (UsageError, "usage_invalid") if status == 125 else (SandboxError,
+                                                                         "internal_error")
+        exc = cls(f"sandbox exited with status {status} without a report"
+                  + (f": {tail[0]}" if tail[0] else " (its message is on stderr)"), code=code)
+        exc.result = None
+        raise exc
     result = Result(json.loads(raw), out, err)
     if result.report.get("error") is not None:
         raise _error(result.report["error"], result)

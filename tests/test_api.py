@@ -300,3 +300,25 @@ def test_schema_path_is_the_installed_copy_of_the_shipped_schema():
     for name in ("report", "explain"):
         installed = Path(schema_path(name))
         assert installed.read_text() == (REPO / "docs" / "schemas" / f"{name}.schema.json").read_text()
+
+
+def test_an_interrupted_call_stops_the_run_gracefully(senv):
+    """An exception in the waiting caller (here from a signal handler) sends SIGTERM
+    through the sandbox to the command, whose handler runs; the exception propagates."""
+    done = py(senv, """
+import signal, time
+from sandbox import run
+def stop(signum, frame):
+    raise RuntimeError("caller gave up")
+signal.signal(signal.SIGALRM, stop)
+signal.alarm(2)
+started = time.monotonic()
+try:
+    run(["sh", "-c", "trap 'echo got-term > handled; exit 5' TERM; sleep 60 & wait"])
+except RuntimeError:
+    print("raised after", int(time.monotonic() - started))
+""", timeout=60)
+    assert done.returncode == 0, done.stderr.decode()
+    seconds = int(done.stdout.split()[-1])
+    assert seconds < 15, done.stdout
+    assert (senv.ws / "handled").read_text() == "got-term\n"
