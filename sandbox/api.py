@@ -215,7 +215,6 @@ def run(command, *, stdin=None, input: bytes | None = None, stdout=None, stderr=
                                                                          "internal_error")
         exc = cls(f"sandbox exited with status {status} without a report"
                   + (f": {tail[0]}" if tail[0] else " (its message is on stderr)"), code=code)
-        exc.result = None
         raise exc
     result = Result(json.loads(raw), out, err)
     if result.report.get("error") is not None:

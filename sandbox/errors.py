@@ -28,6 +28,7 @@ class SandboxError(Exception):
     exit_code = EXIT_TOOL_ERROR
     kind = "error"
     code = "internal_error"
+    result = None  # the Python API's Result holding the error report, when there is one
 
     def __init__(self, message: str, hint: str | None = None, *, code: str | None = None) -> None:
         super().__init__(message)
