@@ -260,7 +260,11 @@ def test_cli_args_round_trip_through_the_fast_path():
 
     values = {"profile": "readonly", "workspace": "/srv/w", "allow_write": ("/a", "/b=c"),
               "unprotect": (".vscode",)}
-    for field in FIELDS:  # fields other helpers add: a sample value of the default's type
+    # the per-call flags (issue 10): values in their canonical form
+    samples = {"timeout": 5, "network": "proxy", "env_pass": ("CI",),
+               "allow_host": ("example.test:8443",)}
+    values.update({k: v for k, v in samples.items() if k in FIELDS})
+    for field in FIELDS:  # any other field: a sample value of the default's type
         default = getattr(RunOptions(), field)
         if field in values or field in ("command", "report", "quiet", "dry_run"):
             continue
