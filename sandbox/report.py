@@ -199,7 +199,11 @@ def blocked_records(refused: list[dict], network: dict | None) -> list[dict]:
                             "rule": "network.mode = none", "count": item["queries"]})
         for event in network.get("blocked", ()):
             if event.get("status") == 403:
-                records.append({"kind": "request",
+                # a request refused for the credential it carried (credential
+                # injection, the proxy's reason says so) has a code of its own
+                foreign = str(event.get("reason") or "").startswith("foreign credential")
+                records.append({"code": "foreign_credential" if foreign else "network_refused",
+                                "kind": "request",
                                 "target": event.get("url") or event.get("host"),
                                 "rule": event.get("reason"), "count": 1})
     return records

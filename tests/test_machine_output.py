@@ -309,3 +309,22 @@ def test_quiet_with_a_report_also_for_setup_errors(senv):
     assert done.returncode == 125 and done.stderr == b""
     assert doc["diagnostics"] == [doc["diagnostics"][0]]
     assert doc["diagnostics"][0].startswith("sandbox: profile error:")
+
+
+def test_blocked_request_codes_and_the_stable_record_shape():
+    """The proxy's refusals become records with their code; finish() fills every key."""
+    from sandbox import report
+
+    network = {"proxy": "127.0.0.1:3128", "blocked": [
+        {"status": 403, "reason": "host not allowed", "host": "a.test"},
+        {"status": 403, "reason": "foreign credential: a token the profile does not grant",
+         "url": "http://b.test/x"},
+        {"status": 502, "reason": "upstream unreachable", "host": "c.test"}]}
+    doc = report.build(["x"], None, 0.0, status=0)
+    doc["blocked"] = report.blocked_records([], network)
+    doc["network"] = network
+    doc = report.finish(doc)
+    assert [r["code"] for r in doc["blocked"]] == ["network_refused", "foreign_credential"]
+    assert all(set(r) >= {"code", "kind", "target", "rule", "count", "evidence"}
+               for r in doc["blocked"])
+    assert doc["network"]["mode"] == "proxy" and doc["network"]["lookups"] is None
