@@ -20,7 +20,7 @@ from sandbox import selfguard
 selfguard.harden_sys_path(module_run=__name__ == "__main__")
 
 _VALUE_OPTS = {"--profile": "profile", "-p": "profile", "--workspace": "workspace",
-               "-w": "workspace", "--report": "report"}
+               "-w": "workspace", "--report": "report", "--report-fd": "report"}
 _LIST_OPTS = {"--allow-write": "allow_write", "--unprotect": "unprotect"}
 
 
@@ -29,6 +29,7 @@ def parse_run(args: list[str]):
     from sandbox.options import RunOptions
 
     values: dict = {"allow_write": [], "unprotect": []}
+    report_from = None  # "--report" or "--report-fd": not both
     i = 0
     while i < len(args):
         arg = args[i]
@@ -61,6 +62,14 @@ def parse_run(args: list[str]):
             i += 2
         if not value or (value.startswith("-") and not (key == "report" and value == "-")):
             return None  # typer gives the error message ("--report -" is standard output)
+        if key == "report":
+            if report_from not in (None, name):
+                return None  # --report and --report-fd together: typer says so
+            report_from = name
+        if name == "--report-fd":  # the report on an inherited descriptor (plugins)
+            if not value.isdigit():
+                return None  # typer gives the error message
+            value = f"/dev/fd/{int(value)}"
         if key in ("allow_write", "unprotect"):
             values[key].append(value)
         else:

@@ -50,7 +50,8 @@ class Prepared:
 def home_dir(environ: dict[str, str]) -> str:
     home = environ.get("HOME") or os.path.expanduser("~")
     if not os.path.isabs(home):
-        raise SetupError(f"HOME is not an absolute path: {home!r}", hint="set HOME to your home directory")
+        raise SetupError(f"HOME is not an absolute path: {home!r}", hint="set HOME to your home directory",
+                         code="state_dir_invalid")
     return os.path.normpath(home)
 
 
@@ -77,7 +78,7 @@ def find_bwrap(environ: dict[str, str], writable_roots=()) -> str:
                          + "; the command was not run",
                          hint="install it: sudo apt-get install bubblewrap (Debian/Ubuntu), "
                               "sudo dnf install bubblewrap (Fedora); one installed elsewhere "
-                              "is used with SANDBOX_BWRAP=/full/path/bwrap")
+                              "is used with SANDBOX_BWRAP=/full/path/bwrap", code="bwrap_missing")
     return path
 
 
@@ -89,10 +90,12 @@ def _check_allow_write(paths: tuple[str, ...]) -> None:
     for p in paths:
         if os.path.realpath(p) == "/":
             raise UsageError("--allow-write / would make the whole host writable",
-                             hint="name the one directory the command needs")
+                             hint="name the one directory the command needs",
+                             code="workspace_invalid")
         if not os.path.exists(p):
             raise UsageError(f"--allow-write {p}: no such file or directory",
-                             hint="create it first; the sandbox never creates host paths")
+                             hint="create it first; the sandbox never creates host paths",
+                             code="workspace_invalid")
 
 
 def _names_protected(path: str, names) -> bool:
@@ -137,7 +140,7 @@ def prepare(opts: RunOptions, environ: dict[str, str]) -> Prepared:
         raise SetupError(f"the home directory {home} does not exist, and sandbox keeps its state "
                          f"in it ({state}); it never creates a home directory",
                          hint="set HOME to an existing directory, or XDG_CACHE_HOME to a "
-                              "directory of yours for sandbox's state")
+                              "directory of yours for sandbox's state", code="state_dir_invalid")
     discover.ensure_state_dir(state)
     cwd = discover.logical_cwd(environ)
     ws_arg = opts.workspace
@@ -284,6 +287,7 @@ def run(opts: RunOptions, environ: dict[str, str]) -> int:
         from sandbox.errors import report as show
 
         return show(err)
+    report.capture(opts, target)  # the sandbox's stderr lines go in the report too
     from sandbox.execute import FALLBACK_RETRY
 
     status = _run_once(opts, environ, started, target, may_fall_back=True)

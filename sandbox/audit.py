@@ -95,7 +95,8 @@ class Finding:
         return printable(f"sandbox: audit: {self.kind}: {self.path}: {self.action}")
 
     def as_dict(self) -> dict:
-        return {"kind": self.kind, "path": self.path, "action": self.action}
+        return {"code": "audit_failed" if self.failed else "audit_finding",
+                "kind": self.kind, "path": self.path, "action": self.action}
 
     @property
     def failed(self) -> bool:

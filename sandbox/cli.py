@@ -127,6 +127,10 @@ def run(
              "name and sha256, exit status or signal, weakenings, warnings. FILE is replaced "
              "if it is a regular file and refused if it is anything else (a symlink, a FIFO, "
              "a device); '-' or /dev/stdout, /dev/stderr and /dev/fd/N write to that stream.")] = None,
+    report_fd: Annotated[Optional[int], typer.Option(
+        "--report-fd", metavar="N", min=0,
+        help="Write the report (see --report) to the inherited file descriptor N, for "
+             "plugins; N is never passed on to the command.")] = None,
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Print the bwrap command line instead of running it, after a "
                           "comment naming the descriptors only a real run opens.")] = False,
@@ -134,7 +138,8 @@ def run(
         "--quiet", "-q",
         help="Do not print the 'sandbox: weakened: ...' line (protections the profile or "
              "options remove); errors and audit findings still print, and --report still "
-             "lists the weakenings.")] = False,
+             "lists the weakenings. With --report or --report-fd: no 'sandbox:' line at all, "
+             "they are in the report's diagnostics.")] = False,
 ) -> None:
     """Run COMMAND in the sandbox: sandbox run [OPTIONS] -- COMMAND [ARGS]...
 
@@ -165,6 +170,10 @@ def run(
     """
     from sandbox.app import run as run_app
 
+    if report_fd is not None:
+        if report is not None:
+            _fail("--report and --report-fd exclude each other")
+        report = f"/dev/fd/{report_fd}"
     opts = _options(command, profile, workspace, allow_write, unprotect, report, dry_run, quiet)
     if not opts.command:
         _fail("no command given; usage: sandbox run [OPTIONS] -- COMMAND [ARGS]...")
@@ -238,6 +247,8 @@ def explain(
     try:
         prepared = prepare(opts, dict(os.environ))
     except SandboxError as err:
+        if as_json:  # the same keys, null, and the error: programs read one shape
+            print(json.dumps(render.error_data(err), indent=2))
         raise typer.Exit(show_error(err))
     if as_json:
         print(json.dumps(render.as_data(prepared), indent=2))

@@ -69,10 +69,12 @@ def ensure_state_dir(path: str) -> None:
         st = os.stat(path)
     except OSError as exc:
         raise SetupError(f"cannot create the state directory {path}: {exc.strerror}",
-                         hint="set XDG_CACHE_HOME to a writable directory") from None
+                         hint="set XDG_CACHE_HOME to a writable directory",
+                         code="state_dir_invalid") from None
     if st.st_uid != os.getuid() or st.st_mode & 0o022:
         raise SetupError(f"state directory {path} is not private to this user",
-                         hint=f"chmod 700 {path} and make sure you own it")
+                         hint=f"chmod 700 {path} and make sure you own it",
+                         code="state_dir_invalid")
 
 
 def has_magic(pattern: str) -> bool:
@@ -92,25 +94,30 @@ def check_root(path: str, what: str, home: str, state: str, deny: tuple[str, ...
     real = obs.realpath(path)
     if real == "/":
         raise UsageError(f"{what} {path} is the whole system",
-                         hint="use a project directory, e.g. cd ~/src/project")
+                         hint="use a project directory, e.g. cd ~/src/project",
+                         code="workspace_invalid")
     home_real = obs.realpath(home)
     if is_within(home_real, real):
         raise UsageError(f"{what} {path} is your home directory or one of its parents",
-                         hint="use a project directory inside it")
+                         hint="use a project directory inside it", code="workspace_invalid")
     exact, trees = refused_paths()
     if real in exact or any(is_within(real, t) for t in trees):
         raise UsageError(f"{what} {path} is a system directory",
-                         hint="use a project directory, e.g. cd ~/src/project")
+                         hint="use a project directory, e.g. cd ~/src/project",
+                         code="workspace_invalid")
     if is_within(real, state) or is_within(state, real):
         raise UsageError(f"{what} {path} overlaps the sandbox state directory {state}",
-                         hint="the sandbox keeps its caches there; pick another directory")
+                         hint="the sandbox keeps its caches there; pick another directory",
+                         code="workspace_invalid")
     for secret in deny:
         if has_magic(secret):
             if any(is_within(real, m) for m in glob_last(secret, obs)):
-                raise UsageError(f"{what} {path} is inside the secret path {secret}")
+                raise UsageError(f"{what} {path} is inside the secret path {secret}",
+                                 code="workspace_invalid")
         elif is_within(real, obs.realpath(secret)) and obs.lexists(secret):
             raise UsageError(f"{what} {path} is inside the secret path {secret}",
-                             hint="secrets stay hidden; work on a copy elsewhere")
+                             hint="secrets stay hidden; work on a copy elsewhere",
+                             code="workspace_invalid")
 
 
 def workspace_path(arg: str | None, environ: dict[str, str]) -> str:
@@ -119,7 +126,7 @@ def workspace_path(arg: str | None, environ: dict[str, str]) -> str:
     logical = os.path.normpath(os.path.join(cwd, arg)) if arg else cwd
     if not os.path.isdir(logical):
         raise UsageError(f"workspace {logical} is not a directory",
-                         hint="pass an existing directory to --workspace")
+                         hint="pass an existing directory to --workspace", code="workspace_invalid")
     return logical
 
 
@@ -525,7 +532,8 @@ def discover(policy: Policy, ws: Workspace, *, extra_writable: tuple[str, ...] =
             origin = ("--allow-write" if path in extra_writable
                       else f"filesystem.writable in profile '{policy.name}'")
             raise UsageError(f"writable path {path} ({origin}) does not exist",
-                             hint="create it first, or drop it; the sandbox never creates host paths")
+                             hint="create it first, or drop it; the sandbox never creates host paths",
+                             code="workspace_invalid")
         check_root(path, "writable path", home, state, policy.deny_read, obs)
         roots.append(obs.realpath(path))
 
@@ -605,7 +613,8 @@ def discover(policy: Policy, ws: Workspace, *, extra_writable: tuple[str, ...] =
         for name in policy.protected_names:
             if os.path.basename(root) == name or root.endswith("/" + name):
                 raise UsageError(f"writable path {root} is protected ({name})",
-                                 hint="use --unprotect PATH to make a protected path writable")
+                                 hint="use --unprotect PATH to make a protected path writable",
+                                 code="workspace_invalid")
 
     # Host sockets and FIFOs outside the writable roots (the scan above found
     # those inside): connect() and a FIFO's write end both work through a
@@ -666,7 +675,8 @@ def discover(policy: Policy, ws: Workspace, *, extra_writable: tuple[str, ...] =
         # `sandbox` package the command plants would run unconfined next time
         raise UsageError(f"'python -m sandbox' was started from {selfguard.started_from}, which "
                          "the command may write: Python would look there first for 'sandbox' "
-                         "next time", hint="run the 'sandbox' script, or 'python -P -m sandbox'")
+                         "next time", hint="run the 'sandbox' script, or 'python -P -m sandbox'",
+                         code="install_writable")
     for entry in selfguard.dropped:
         if any(is_within(entry, t) for t in tool_paths):
             continue  # part of the installation: made read-only below
@@ -679,21 +689,23 @@ def discover(policy: Policy, ws: Workspace, *, extra_writable: tuple[str, ...] =
                              "would run outside the sandbox at the next start",
                              hint=("set PYTHONPATH for the command instead: sandbox run -- env "
                                    "PYTHONPATH=... CMD" if from_env else
-                                   "install sandbox in an environment of its own (e.g. with pipx)"))
+                                   "install sandbox in an environment of its own (e.g. with pipx)"),
+                             code="install_writable")
     for path in tool_paths:
         inside = [r for r in writable if is_within(r, path)]
         if inside:  # the root is the installation or part of it: nothing to bind over it
             raise UsageError(f"writable path {inside[0]} is inside the sandbox's own installation "
                              f"({path}); the command could change the code that confines it",
                              hint="use a workspace outside the installation, or install sandbox "
-                                  "elsewhere (e.g. with pipx)")
+                                  "elsewhere (e.g. with pipx)", code="install_writable")
         containing = [r for r in writable if is_within(path, r)]
         if not containing:
             continue  # already read-only: it sits on the read-only root
         if _link_below(max(containing, key=len), path, obs):
             raise UsageError(f"the sandbox's own installation {path} is inside a writable path "
                              "and reached through a symlink, so it cannot be made read-only",
-                             hint="install sandbox outside the workspace (e.g. with pipx)")
+                             hint="install sandbox outside the workspace (e.g. with pipx)",
+                             code="install_writable")
         # listed by 'sandbox explain' with the other protected paths; no
         # warning on every run (it only ever adds protection)
         read_only.append(path)

@@ -18,15 +18,24 @@ EXIT_NOT_FOUND = 127
 
 
 class SandboxError(Exception):
-    """A failure of the tool itself; the command did not run."""
+    """A failure of the tool itself; the command did not run.
+
+    ``code`` is the stable machine code (one of ``CODES``, below) that the
+    report's ``error.code`` and the Python API carry; a raise site may give a
+    more precise one than its class's (``code="bwrap_missing"``).
+    """
 
     exit_code = EXIT_TOOL_ERROR
     kind = "error"
+    code = "internal_error"
+    result = None  # the Python API's Result holding the error report, when there is one
 
-    def __init__(self, message: str, hint: str | None = None) -> None:
+    def __init__(self, message: str, hint: str | None = None, *, code: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
+        if code is not None:
+            self.code = code
 
     def one_line(self) -> str:
         text = f"sandbox: {self.kind}: {self.message}"
@@ -39,15 +48,17 @@ class ProfileError(SandboxError):
     """A profile could not be read or does not validate."""
 
     kind = "profile error"
+    code = "profile_invalid"
 
     def __init__(self, source: str, message: str, *, key: str | None = None,
-                 line: int | None = None, hint: str | None = None) -> None:
+                 line: int | None = None, hint: str | None = None,
+                 code: str | None = None) -> None:
         where = source
         if line is not None:
             where += f":{line}"
         if key:
             where += f": key '{key}'"
-        super().__init__(f"{where}: {message}", hint)
+        super().__init__(f"{where}: {message}", hint, code=code)
         self.source = source
         self.key = key
         self.line = line
@@ -57,16 +68,20 @@ class UsageError(SandboxError):
     """A bad option value: refused workspace, bad --allow-write, ..."""
 
     kind = "usage error"
+    code = "usage_invalid"
 
 
 class SetupError(SandboxError):
     """The sandbox could not be set up (bwrap missing, namespaces blocked...)."""
 
     kind = "setup error"
+    code = "setup_failed"
 
 
 class BridgeError(SetupError):
     """The egress proxy's network namespace could not be made (``stage``: which step)."""
+
+    code = "network_setup_failed"
 
     def __init__(self, message: str, stage: int, hint: str | None = None) -> None:
         super().__init__(message, hint)
@@ -76,11 +91,41 @@ class BridgeError(SetupError):
 class CommandNotFound(SandboxError):
     exit_code = EXIT_NOT_FOUND
     kind = "command not found"
+    code = "command_not_found"
 
 
 class CommandNotExecutable(SandboxError):
     exit_code = EXIT_CANNOT_EXECUTE
     kind = "cannot execute"
+    code = "command_not_executable"
+
+
+# Every machine code an error may carry (report ``error.code``, the Python
+# API's ``SandboxError.code``), and what it means.  Stable: a code is never
+# renamed or reused; new ones may be added (machine-output.md in the docs).
+CODES = {
+    "usage_invalid": "a bad option, argument or environment variable value",
+    "report_target_invalid": "--report/--report-fd names nothing the report may be written to",
+    "workspace_invalid": "the workspace or a writable path is refused (system directory, home, "
+                         "secret, missing, protected, ...)",
+    "install_writable": "the sandbox's own code or import path would be writable by the command",
+    "profile_invalid": "a profile does not parse or validate (unknown key, wrong type, cycle, ...)",
+    "profile_not_found": "no profile by that name or path",
+    "setup_failed": "the sandbox could not be set up for another reason (see the message)",
+    "bwrap_missing": "bubblewrap was not found, or SANDBOX_BWRAP is not usable",
+    "host_program_unsafe": "a program run on the host lies where the command could replace it",
+    "userns_blocked": "bwrap cannot create namespaces (AppArmor, a container's seccomp profile)",
+    "bwrap_failed": "bwrap could not set up the mounts, or was killed before the command started",
+    "nested_sandbox": "started inside a sandbox, which cannot start another",
+    "network_setup_failed": "the egress proxy or its network namespace could not be started",
+    "state_dir_invalid": "the state directory (or the home holding it) is missing or unusable",
+    "audit_pending": "an earlier run left something its persistence audit could not neutralise",
+    "seccomp_unavailable": "the seccomp filter cannot be built on this host",
+    "plan_too_large": "the plan needs more mounts than bwrap accepts",
+    "internal_error": "a bug in sandbox; the command was not run",
+    "command_not_found": "the command does not exist inside the sandbox (exit status 127)",
+    "command_not_executable": "the command cannot be executed (exit status 126)",
+}
 
 
 def printable(text: str, limit: int | None = None, ascii_only: bool = False) -> str:

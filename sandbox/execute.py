@@ -65,7 +65,8 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
         # fail closed: an argv without a network namespace of its own is
         # only ever meant to run inside the egress bridge's namespace
         return fail(opts, SetupError("internal error: the plan has no network namespace and no "
-                                     "egress proxy; the command was not run"), meta, started,
+                                     "egress proxy; the command was not run",
+                                     code="internal_error"), meta, started,
                     target)
     secrets = vault = None
     if egress is not None and egress.get("credentials"):
@@ -95,10 +96,12 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
             return fail(opts, SetupError(f"cannot record the pending audit in {audit_spec['state']}: "
                                          f"{exc.strerror or exc}; the command was not run",
                                          hint="make the state directory writable "
-                                              "(XDG_CACHE_HOME/sandbox)"), meta, started, target)
+                                              "(XDG_CACHE_HOME/sandbox)",
+                                         code="state_dir_invalid"), meta, started, target)
         except Exception as exc:  # noqa: BLE001 - fail closed, without a traceback
             return fail(opts, SetupError(f"internal error while taking the pre-run snapshot "
-                                         f"({type(exc).__name__}: {exc}); the command was not run"),
+                                         f"({type(exc).__name__}: {exc}); the command was not run",
+                                         code="internal_error"),
                         meta, started, target)
     if resolver is not None:  # no network: lookups answered at once (sandbox.dns)
         from sandbox import dns
@@ -122,7 +125,8 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
             except OSError as exc:
                 _audit(audit_spec, pending)
                 return fail(opts, SetupError(f"cannot start the egress proxy: {exc.strerror or exc}; "
-                                             "the command was not run"), meta, started, target)
+                                             "the command was not run",
+                                             code="network_setup_failed"), meta, started, target)
             if backend_name == "bwrap":
                 env = {**env, **egress_mod.proxy_env(egress)}
             else:  # the fallback: no namespace, the proxy listens on the host's loopback
@@ -134,7 +138,8 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
                     session.finish()
                     _audit(audit_spec, pending)
                     return fail(opts, SetupError(f"cannot start the egress proxy: "
-                                                 f"{exc.strerror or exc}; the command was not run"),
+                                                 f"{exc.strerror or exc}; the command was not run",
+                                                 code="network_setup_failed"),
                                 meta, started, target)
                 url = f"http://{fallback.PROXY_HOST}:{port}"
                 env = {**env, **{k: v.replace(egress_mod.PROXY_URL, url)
@@ -284,7 +289,8 @@ def _remark(audit_spec, marker) -> bool:
 def _no_marker(audit_spec) -> SetupError:
     return SetupError(f"cannot record the pending audit in {audit_spec['state']}; "
                       "the command was not run",
-                      hint="make the state directory writable (XDG_CACHE_HOME/sandbox)")
+                      hint="make the state directory writable (XDG_CACHE_HOME/sandbox)",
+                      code="state_dir_invalid")
 
 
 def _dry_run_note(argv, status_index, seccomp) -> str:
@@ -372,7 +378,7 @@ def audit_leftovers(opts, environ: dict[str, str]) -> None:
     if failed:
         raise SetupError(f"the persistence audit of an earlier run in {place} could not "
                          f"neutralise {failed} item(s) (see above); the command was not "
-                         "run", hint="remove them by hand, then run again")
+                         "run", hint="remove them by hand, then run again", code="audit_pending")
 
 
 def fail(opts, err: SandboxError, meta, started, target=None) -> int:
@@ -387,7 +393,7 @@ def fail(opts, err: SandboxError, meta, started, target=None) -> int:
                              "another one (new user namespaces are refused inside); "
                              "the command was not run",
                              hint="run the command directly, it is sandboxed already; or start "
-                                  "'sandbox run' from outside the sandbox")
+                                  "'sandbox run' from outside the sandbox", code="nested_sandbox")
 
     if target is None and opts.report:
         try:  # a caller that did not open the report's target first
@@ -428,7 +434,8 @@ def _setup_failure(bwrap_path: str, outcome) -> SetupError:
     from sandbox import runner
 
     if outcome.bwrap_status < 0:
-        return SetupError(f"bwrap was killed by signal {-outcome.bwrap_status} before the command started")
+        return SetupError(f"bwrap was killed by signal {-outcome.bwrap_status} before the command started",
+                          code="bwrap_failed")
     problem = runner.probe_namespaces(bwrap_path)
     if problem:
         return SetupError(
@@ -436,7 +443,8 @@ def _setup_failure(bwrap_path: str, outcome) -> SetupError:
             hint="user namespaces are blocked: on Ubuntu 24.04+ allow them for bwrap with an "
                  "AppArmor profile or sysctl kernel.apparmor_restrict_unprivileged_userns=0; "
                  "in a container run it with a seccomp profile that allows unshare/clone "
-                 "(e.g. docker --security-opt seccomp=unconfined)")
+                 "(e.g. docker --security-opt seccomp=unconfined)", code="userns_blocked")
     return SetupError(f"bwrap could not set up the sandbox (exit {outcome.bwrap_status}); "
                       "its own message is above; the command was not run",
-                      hint="run 'sandbox explain' to see the mounts it was asked to make")
+                      hint="run 'sandbox explain' to see the mounts it was asked to make",
+                      code="bwrap_failed")

@@ -5,12 +5,16 @@ from __future__ import annotations
 from sandbox.app import Prepared
 from sandbox.limits import describe as describe_limits
 from sandbox.policy import to_data
-from sandbox.report import shell_join
+from sandbox import __version__
+from sandbox.report import SCHEMA_VERSION, shell_join
 
 
 def as_data(p: Prepared) -> dict:
     layout = p.layout
     return {
+        "schema_version": SCHEMA_VERSION,
+        "version": __version__,
+        "error": None,
         "profile": {"name": p.policy.name, "chain": list(p.policy.chain), "sha256": p.policy.digest,
                     "description": p.policy.description},
         "policy": {k: _plain(v) for k, v in to_data(p.policy).items()},
@@ -39,6 +43,22 @@ def as_data(p: Prepared) -> dict:
         "argv": list(p.invocation.argv),
         "plan_ms": round(p.plan_ms, 2),
     }
+
+
+# Every key of ``as_data``: on an error, ``error_data`` gives them all, null.
+_KEYS = ("profile", "policy", "workspace", "cwd", "writable", "kept_in_place",
+         "protected_read_only", "unprotected", "secrets_masked", "secrets_git_holds",
+         "emptied_dirs", "scratch_parents_read_only", "cache_dir", "env_removed", "weakenings",
+         "warnings", "network", "egress", "argv", "plan_ms")
+
+
+def error_data(err) -> dict:
+    """``explain --json`` when the plan cannot be made: the error, every other key null."""
+    doc = {"schema_version": SCHEMA_VERSION, "version": __version__,
+           "error": {"code": err.code, "kind": err.kind, "message": err.message,
+                     "hint": err.hint}}
+    doc.update(dict.fromkeys(_KEYS))
+    return doc
 
 
 def _egress(p: Prepared) -> dict | None:

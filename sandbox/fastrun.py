@@ -36,6 +36,7 @@ def run_cached(opts, environ: dict[str, str]) -> int | None:
         from sandbox.errors import report as show
 
         return show(err)
+    report.capture(opts, target)  # the sandbox's stderr lines go in the report too
     try:
         audit_leftovers(opts, environ)  # before loading: it may move files the plan mounts
     except SandboxError as err:

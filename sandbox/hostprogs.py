@@ -110,7 +110,8 @@ def _refuse_writable(name: str, given: str, roots, how: str) -> None:
                 hint=f"install {name} from your distribution (it lands in /usr/bin), or point "
                      f"SANDBOX_BWRAP at a copy outside the workspace and every --allow-write path"
                      if name == "bwrap" else
-                     f"install {name} from your distribution (it lands in /usr/bin)")
+                     f"install {name} from your distribution (it lands in /usr/bin)",
+                     code="host_program_unsafe")
 
 
 def _usable(path: str) -> bool:
@@ -136,11 +137,13 @@ def explicit(name: str, var: str, value: str, roots) -> str:
     if not os.path.isabs(value):
         # relative to the current directory, which is usually the workspace
         raise SetupError(f"{var}={value} is not an absolute path; the command was not run",
-                         hint=f"give the full path of {name}, e.g. {var}=/usr/bin/{name}")
+                         hint=f"give the full path of {name}, e.g. {var}=/usr/bin/{name}",
+                         code="bwrap_missing")
     if not _usable(value):
         raise SetupError(f"{var}={value} is not an executable file; the command was not run",
                          hint=f"point {var} at an installed {name}, or unset it to use the one "
-                              "in /usr/bin (install it with your distribution's package manager)")
+                              "in /usr/bin (install it with your distribution's package manager)",
+                         code="bwrap_missing")
     _refuse_writable(name, value, roots, "from " + var)
     return value
 

@@ -107,7 +107,8 @@ def locate(spec: str, referrer: str | None = None) -> tuple[str, Path]:
         if not _is_file(path):
             raise ProfileError(str(path), "profile file not found",
                                key="extends" if referrer else None,
-                               hint="check the path, or use a profile name from 'sandbox profiles list'")
+                               hint="check the path, or use a profile name from 'sandbox profiles list'",
+                               code="profile_not_found")
         return path.stem, path
     builtin = resources.profiles_dir() / f"{spec}.toml"
     user = user_profile_dir() / f"{spec}.toml"
@@ -121,7 +122,8 @@ def locate(spec: str, referrer: str | None = None) -> tuple[str, Path]:
     known = ", ".join(builtin_names() + user_names())
     raise ProfileError(referrer or "--profile", f"unknown profile '{spec}'",
                        key="extends" if referrer else None,
-                       hint=f"known profiles: {known}; user profiles go in {user_profile_dir()}")
+                       hint=f"known profiles: {known}; user profiles go in {user_profile_dir()}",
+                       code="profile_not_found")
 
 
 def read_chain(spec: str) -> list[Source]:

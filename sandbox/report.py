@@ -18,16 +18,53 @@ def shell_join(argv) -> str:
     return " ".join(shlex.quote(a) for a in argv)
 
 
+# The report's contract (machine-output.md and schemas/report.schema.json in the docs).
+# It changes only when a key is removed or renamed or a value changes type or
+# meaning; keys and codes may be added at any time without a change.
+SCHEMA_VERSION = 1
+
+# Every key of the network record, whatever kind of run it was: the
+# resolver's (no network) and the egress proxy's; null where not applicable.
+_NETWORK_KEYS = ("mode", "names_recorded", "lookups", "queries_unrecorded",
+                 "names_not_recorded_because", "resolver_failed", "proxy", "blocked",
+                 "allowed_count", "blocked_count", "events_dropped", "proxy_died")
+# Policy events: the code of each kind of blocked record
+_BLOCKED_CODES = {"write": "write_protected", "signing": "signing_refused",
+                  "lookup": "dns_refused", "request": "network_refused"}
+
+
 def build(command, meta: dict | None, started: float, *, outcome=None, error=None,
           status: int) -> dict:
-    """One JSON object for the run.  ``meta`` describes the plan (see app.plan_meta)."""
+    """One JSON object for the run.  ``meta`` describes the plan (see app.plan_meta).
+
+    Every key is present whatever happened (null where it does not apply),
+    so a program reading the report never has to guess at its shape.
+    """
     doc: dict = {
+        "schema_version": SCHEMA_VERSION,
         "version": __version__,
         "command": list(command),
+        "outcome": "error",
         "exit_status": status,
+        "command_status": None,
+        "signal": None,
+        "timed_out": False,
+        "forwarded_signals": [],
+        "killed_after_grace": False,
         "duration_ms": round((time.time() - started) * 1000, 1),
         "workspace": None,
+        "cwd": None,
+        "profile": None,
+        "weakenings": [],
         "warnings": [],
+        "plan_ms": None,
+        "plan_cached": None,
+        "limits": None,
+        "error": None,
+        "audit": [],
+        "network": None,
+        "blocked": [],
+        "diagnostics": [],
     }
     if meta:
         doc.update(meta)
@@ -41,7 +78,9 @@ def build(command, meta: dict | None, started: float, *, outcome=None, error=Non
             except ValueError:
                 signal_name = None
         doc.update({
-            "outcome": "signaled" if signal_name else "exited",
+            "outcome": ("timeout" if outcome.timed_out else
+                        "signaled" if signal_name else "exited"),
+            "command_status": outcome.exit_status,
             "signal": signal_name,
             "forwarded_signals": outcome.forwarded,
             "killed_after_grace": outcome.killed_after_grace,
@@ -49,15 +88,104 @@ def build(command, meta: dict | None, started: float, *, outcome=None, error=Non
             "limits": outcome.limits,
         })
     if error is not None:
-        doc.update({"outcome": "error", "error": {"kind": error.kind, "message": error.message,
-                                                   "hint": error.hint}})
+        doc.update({"outcome": "error", "error": {"code": error.code, "kind": error.kind,
+                                                   "message": error.message,
+                                                   "hint": error.hint},
+                    "diagnostics": [error.one_line()]})  # printed after the report is written
     return doc
+
+
+def finish(doc: dict) -> dict:
+    """The stable shape of the parts other modules fill in after ``build``:
+    each audit finding and blocked record with its ``code``, the network
+    record with every key, and the sandbox's own stderr lines."""
+    doc["audit"] = [dict(f, code=f.get("code") or ("audit_failed" if str(
+        f.get("action", "")).startswith("COULD NOT") else "audit_finding"))
+        for f in doc.get("audit") or ()]
+    blocked = []
+    for record in doc.get("blocked") or ():
+        full = {"code": _BLOCKED_CODES.get(record.get("kind"), record.get("kind")),
+                "kind": None, "target": None, "rule": None, "count": 1, "evidence": None}
+        full.update(record)
+        blocked.append(full)
+    doc["blocked"] = blocked
+    network = doc.get("network")
+    if isinstance(network, dict):
+        full = dict.fromkeys(_NETWORK_KEYS)
+        full["mode"] = "proxy" if "proxy" in network else "none"
+        full.update(network)
+        doc["network"] = full
+    if _capture is not None:
+        said = _capture.lines()
+        doc["diagnostics"] = said + [line for line in doc.get("diagnostics") or ()
+                                     if line not in said]
+    return doc
+
+
+class Diagnostics:
+    """``sys.stderr`` while a run is reported: every line the sandbox itself
+    prints is kept for the report's ``diagnostics``, and passed on to the
+    real stderr unless the caller asked for silence (``--quiet`` with a
+    report: then the command's stderr carries nothing but the command's).
+
+    Only the sandbox's own lines pass through here; the command writes to
+    descriptor 2 directly.
+    """
+
+    def __init__(self, real, silent: bool) -> None:
+        self.real = real
+        self.silent = silent
+        self.text = ""
+
+    def write(self, text: str) -> int:
+        self.text += text
+        if not self.silent:
+            self.real.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.silent:
+            self.real.flush()
+
+    def lines(self) -> list[str]:
+        return self.text.splitlines()
+
+    def __getattr__(self, name):  # encoding, isatty, fileno...: the real stream's
+        return getattr(self.real, name)
+
+
+_capture: Diagnostics | None = None
+
+
+def capture(opts, target: "Target | None") -> None:
+    """Start keeping the sandbox's stderr lines for the report (once per process).
+
+    Silent when ``--quiet`` and a report is written (not for --dry-run,
+    which writes no report): everything is in the report then.
+    """
+    global _capture
+    import sys
+
+    silent = bool(opts.quiet and target is not None and not opts.dry_run)
+    if _capture is None:
+        _capture = Diagnostics(sys.stderr, silent)
+        sys.stderr = _capture
+    else:
+        _capture.silent = silent
+
+
+def real_stderr():
+    """Where a line goes that must be seen even when the report keeps the others."""
+    import sys
+
+    return _capture.real if _capture is not None else sys.stderr
 
 
 def blocked_records(refused: list[dict], network: dict | None) -> list[dict]:
     """Everything the sandbox is known to have refused in this run, one record each.
 
-    ``kind``: ``write`` (a protected or masked file, see sandbox.blocked),
+    ``code`` (added by ``finish``, see ``_BLOCKED_CODES``) is the stable machine
+    code; ``kind``: ``write`` (a protected or masked file, see sandbox.blocked),
     ``signing`` (a commit git could not sign), ``lookup`` (a name looked up
     in a run without network), ``request`` (refused by the egress proxy's
     rules).  A plugin can tell "blocked by policy" from "the command
@@ -71,7 +199,11 @@ def blocked_records(refused: list[dict], network: dict | None) -> list[dict]:
                             "rule": "network.mode = none", "count": item["queries"]})
         for event in network.get("blocked", ()):
             if event.get("status") == 403:
-                records.append({"kind": "request",
+                # a request refused for the credential it carried (credential
+                # injection, the proxy's reason says so) has a code of its own
+                foreign = str(event.get("reason") or "").startswith("foreign credential")
+                records.append({"code": "foreign_credential" if foreign else "network_refused",
+                                "kind": "request",
                                 "target": event.get("url") or event.get("host"),
                                 "rule": event.get("reason"), "count": 1})
     return records
@@ -152,10 +284,11 @@ def open_target(path: str | None) -> Target | None:
         except OSError:
             raise UsageError(f"--report {path}: file descriptor {number} is not open",
                              hint=f"open it for the run (e.g. {number}>report.json), or give a "
-                                  "file name") from None
+                                  "file name", code="report_target_invalid") from None
         if flags & os.O_ACCMODE == os.O_RDONLY:
             raise UsageError(f"--report {path}: file descriptor {number} is open read-only",
-                             hint=f"open it for writing (e.g. {number}>report.json)")
+                             hint=f"open it for writing (e.g. {number}>report.json)",
+                             code="report_target_invalid")
         return Target(path, os.dup(number), None)  # ours: the run cannot close it for us
     parent, name = os.path.split(os.path.abspath(path))
     try:
@@ -163,7 +296,8 @@ def open_target(path: str | None) -> Target | None:
     except OSError as exc:
         raise UsageError(f"--report {path}: {parent} is not an existing directory "
                          f"({exc.strerror})", hint="create the directory, or give another "
-                                                   "file name") from None
+                                                   "file name",
+                                                   code="report_target_invalid") from None
     try:
         try:
             st = os.lstat(name, dir_fd=dir_fd)
@@ -174,10 +308,12 @@ def open_target(path: str | None) -> Target | None:
 
             if not stat.S_ISREG(st.st_mode):
                 raise UsageError(f"--report {path} is {_kind(st.st_mode)}, not a regular file; "
-                                 "the report would replace it", hint=_HINT)
+                                 "the report would replace it", hint=_HINT,
+                                 code="report_target_invalid")
         if not os.access(parent, os.W_OK | os.X_OK):
             raise UsageError(f"--report {path}: cannot create files in {parent}",
-                             hint="give a file in a directory you can write")
+                             hint="give a file in a directory you can write",
+                             code="report_target_invalid")
     except BaseException:
         os.close(dir_fd)
         raise
@@ -190,17 +326,15 @@ def write(target: Target | None, doc: dict) -> None:
         return
     import json
 
-    text = json.dumps(doc, indent=2, sort_keys=True) + "\n"
+    text = json.dumps(finish(doc), indent=2, sort_keys=True) + "\n"
     try:
         if target.name is None:
             _write_stream(target.fd, text.encode())
         else:
             _replace(target.fd, target.name, text)
     except OSError as exc:
-        import sys
-
         print(f"sandbox: warning: cannot write report {target.path}: {exc.strerror or exc}",
-              file=sys.stderr)
+              file=real_stderr())
     finally:
         target.close()
 

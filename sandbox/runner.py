@@ -155,7 +155,8 @@ def _long_options_to_fd(argv: list[str], status_fd_arg: int, seccomp, keep: list
                          f"sockets), more than bwrap accepts ({BWRAP_MAX_ARGS} arguments); the "
                          "command was not run",
                          hint="run 'sandbox explain' to see them; add the directories that hold "
-                              "most of them to [protect] skip_dirs, or use a smaller workspace")
+                              "most of them to [protect] skip_dirs, or use a smaller workspace",
+                              code="plan_too_large")
     fd = os.memfd_create("sandbox-args", os.MFD_CLOEXEC)
     keep.append(fd)
     write_all(fd, b"".join(os.fsencode(a) + b"\0" for a in argv[1:cut]))
@@ -207,7 +208,7 @@ def run(argv, env: dict[str, str], status_fd_arg: int | None, interactive: bool,
             from sandbox.errors import SetupError
 
             raise SetupError("internal error: the plan's argv has no --json-status-fd where "
-                             "expected; the command was not run")
+                             "expected; the command was not run", code="internal_error")
         args_fd = os.memfd_create("sandbox-setenv", os.MFD_CLOEXEC)
         keep.append(args_fd)
         write_all(args_fd, hostprogs.setenv_args(moved))
@@ -857,3 +858,34 @@ def hold(fd: int) -> int:
         for f in sources:
             os.close(f)
     return release
+
+
+def run_cli(argv: list[str], env: dict[str, str], cwd: str | None, *, stdin=None, input=None,
+            stdout=None, stderr=None, pass_fds=(), grace: float = GRACE_DEFAULT):
+    """Run ``sandbox`` itself as a child process for the Python API (``sandbox.api``).
+
+    A child, not a call in this process: a run installs signal handlers,
+    relays the caller's terminal and writes to descriptors 0-2, none of which
+    a library may do to its caller (and signal handlers only work in the
+    main thread).  Returns (exit status, stdout bytes or None, stderr bytes
+    or None).  If the caller is interrupted (KeyboardInterrupt, or any
+    exception while waiting), the child gets SIGTERM, which it forwards to
+    the command as it does for a terminal's, then SIGKILL after the grace
+    period and a little more; the exception is raised again.
+    """
+    import subprocess
+
+    proc = subprocess.Popen(argv, env=env, cwd=cwd, pass_fds=tuple(pass_fds),
+                            stdin=subprocess.PIPE if input is not None else stdin,
+                            stdout=stdout, stderr=stderr)
+    try:
+        out, err = proc.communicate(input)
+    except BaseException:
+        proc.terminate()
+        try:
+            proc.wait(grace + 5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        raise
+    return proc.returncode, out, err

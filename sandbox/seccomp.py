@@ -99,7 +99,7 @@ def rules(set_name: str, *, deny: tuple[str, ...] = (), allow: tuple[str, ...] =
     if arch not in table.get("arch", {}):
         raise SetupError(f"no seccomp syscall table for architecture {arch}",
                          hint="set [syscalls] enabled = false in a profile to run without the "
-                              "seccomp layer (shown as a weakening)")
+                              "seccomp layer (shown as a weakening)", code="seccomp_unavailable")
     chosen = sets[set_name]
     out: list[Rule] = []
     for name in chosen.get("eperm", ()):
@@ -150,7 +150,8 @@ def compile_bpf(rule_table: tuple[Rule, ...], arch: str, allow_32bit: bool,
         import pyseccomp as sc
     except (ImportError, OSError) as exc:  # OSError: libseccomp.so missing
         raise SetupError(f"cannot load libseccomp to build the seccomp filter: {exc}",
-                         hint="install libseccomp2 (apt-get install libseccomp2)") from None
+                         hint="install libseccomp2 (apt-get install libseccomp2)",
+                         code="seccomp_unavailable") from None
     actions = {EPERM: sc.ERRNO(errno.EPERM), ENOSYS: sc.ERRNO(errno.ENOSYS)}
     filt = sc.SyscallFilter(defaction=sc.ALLOW)
     if allow_32bit and arch == "x86_64":
