@@ -15,8 +15,8 @@ import os
 import time
 from dataclasses import dataclass
 
-from sandbox import (blocked, bwrap, command, discover, dns, egress, envfilter, hostprogs,
-                     limits, plancache, policycache, report, runlock, selfguard)
+from sandbox import (auditlog, blocked, bwrap, command, discover, dns, egress, envfilter, hostprogs,
+                     limits, plancache, policycache, report, runflags, runlock, selfguard)
 from sandbox.errors import SandboxError, SetupError, UsageError
 from sandbox.invocation import Invocation
 from sandbox.layout import Layout
@@ -152,12 +152,20 @@ def prepare(opts: RunOptions, environ: dict[str, str]) -> Prepared:
     extra += [Weakening("--unprotect", "protect.unprotect", f"added {p}") for p in unprotect]
     if extra:
         policy = dataclasses.replace(policy, weakenings=policy.weakenings + tuple(extra))
+    policy = runflags.apply(policy, opts, environ)  # --network, --allow-host, --env-pass
+    # the audit log (and the directory of the default one) is hidden inside
+    log, log_warning = auditlog.prepare(environ, os.path.isdir(home))
+    policy = dataclasses.replace(policy, deny_read=policy.deny_read
+                                 + auditlog.hidden_paths(environ))
     obs = Observer()
     ws = discover.resolve_workspace(ws_arg, environ, home, state, policy, obs)
     layout = discover.discover(policy, ws, extra_writable=allow_write, unprotect=unprotect,
                                home=home, state=state, environ=environ, obs=obs,
                                tool_paths=selfguard.install_paths())
     _check_unprotect(unprotect, layout, policy.protected_names)
+    auditlog.check_roots(log, layout.writable_roots)
+    if log_warning:
+        layout = dataclasses.replace(layout, warnings=layout.warnings + (log_warning,))
     host_roots = layout.writable_roots + layout.keep_in_place
     bwrap_path = find_bwrap(environ, host_roots)
     obs.realpath(bwrap_path)  # stamps its path chain and the file: a cached plan re-checks them

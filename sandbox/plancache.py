@@ -26,7 +26,7 @@ FORMAT = 10  # 10: a run without network has its own resolver (sandbox.dns) and 
 # Environment variables that change what the plan would be (the rest of the
 # environment is filtered afresh on every run).
 KEY_ENV = ("HOME", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "XDG_RUNTIME_DIR", "TMPDIR", "PATH",
-           "PWD", "SANDBOX_BWRAP")
+           "PWD", "SANDBOX_BWRAP", "XDG_STATE_HOME", "SANDBOX_AUDIT_LOG")
 
 
 def state_dir(environ: dict[str, str]) -> str:
@@ -38,12 +38,15 @@ def state_dir(environ: dict[str, str]) -> str:
 def key(opts, environ: dict[str, str]) -> str:
     # sys.prefix and the package's place: which installation is running
     # decides which paths are protected (sandbox.selfguard)
-    from sandbox import selfguard
+    from sandbox import runflags, selfguard
 
     parts = (FORMAT, __version__, sys.version_info[:2], sys.prefix, __file__,
              selfguard.started_from, selfguard.dropped, os.getuid(), os.getgid(),
              opts.profile, opts.workspace, tuple(opts.allow_write), tuple(opts.unprotect),
-             os.getcwd(), os.isatty(0), tuple(environ.get(k) for k in KEY_ENV))
+             os.getcwd(), os.isatty(0), tuple(environ.get(k) for k in KEY_ENV),
+             # the per-call flags that change the plan (not --timeout: see runflags)
+             opts.network, tuple(opts.allow_host), tuple(opts.env_pass),
+             runflags.secret_flags(opts.env_pass, environ))
     return statefile.sha256_hex(repr(parts).encode())[:32]
 
 

@@ -41,7 +41,8 @@ def build(command, meta: dict | None, started: float, *, outcome=None, error=Non
             except ValueError:
                 signal_name = None
         doc.update({
-            "outcome": "signaled" if signal_name else "exited",
+            "outcome": ("timeout" if outcome.timed_out else "signaled" if signal_name
+                        else "exited"),
             "signal": signal_name,
             "forwarded_signals": outcome.forwarded,
             "killed_after_grace": outcome.killed_after_grace,
