@@ -158,6 +158,8 @@ def record(doc: dict, opts, kept_env=None, environ=None) -> None:
             _ensure_private_dir(os.path.dirname(path))
         append(path, line.encode("utf-8", "surrogateescape"))
     except Exception as exc:  # noqa: BLE001 - the run's outcome stands; say why, once
+        if doc.get("outcome") == "error":
+            return  # the run's own error line says what is wrong (often this very setting)
         import sys
 
         reason = getattr(exc, "strerror", None) or getattr(exc, "message", None) or exc

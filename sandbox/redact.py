@@ -149,11 +149,14 @@ def _url_userinfo(text: str) -> str:
             end += 1
         userinfo, sep, _host = text[begin:end].rpartition("@")
         out.append(text[at:begin])
-        if sep and userinfo:
-            user, colon, _pw = userinfo.partition(":")
-            out.append(f"{user}:{MASK}@" if colon else f"{MASK}@")
+        user, colon, _pw = userinfo.partition(":")
+        if sep and colon:
+            out.append(f"{user}:{MASK}@")
             at = begin + len(userinfo) + 1
-        else:
+        elif sep and envfilter._bare_token(userinfo):  # https://TOKEN@host
+            out.append(f"{MASK}@")
+            at = begin + len(userinfo) + 1
+        else:  # no user, or a plain user name (ssh://git@host)
             at = begin
     out.append(text[at:])
     return "".join(out)
