@@ -47,7 +47,8 @@ run) or the persistence audit could not neutralise what the command left;
 Environment: SANDBOX_BWRAP (path of bwrap), SANDBOX_KILL_GRACE (seconds
 between a forwarded signal and the kill, default 5), SANDBOX_NET_BRIDGE
 (how a proxy profile's network namespace is made: auto, direct or bwrap;
-see network.md).  Docs (README.md, profiles.md, network.md, design.md):
+see network.md), SANDBOX_AUDIT_LOG (on, off or a file; default
+$XDG_STATE_HOME/sandbox/audit.jsonl; see audit-log.md).  Docs (README.md, profiles.md, network.md, design.md):
 {docs}
 """
 
