@@ -38,15 +38,17 @@ def parse_run(args: list[str]):
             command = args[i + 1:]
             if not command:
                 return None
-            from sandbox import runflags
+            if ("timeout" in values or "network" in values or values["env_pass"]
+                    or values["allow_host"]):
+                from sandbox import runflags
 
-            try:  # the same check and canonical form as the typer CLI's
-                (values["timeout"], values["env_pass"], values["network"],
-                 values["allow_host"]) = runflags.normalize(
-                    values.get("timeout"), values["env_pass"], values.get("network"),
-                    values["allow_host"])
-            except runflags.FlagError:
-                return None  # typer gives the error message
+                try:  # the same check and canonical form as the typer CLI's
+                    (values["timeout"], values["env_pass"], values["network"],
+                     values["allow_host"]) = runflags.normalize(
+                        values.get("timeout"), values["env_pass"], values.get("network"),
+                        values["allow_host"])
+                except runflags.FlagError:
+                    return None  # typer gives the error message
             values["allow_write"] = tuple(values["allow_write"])
             values["unprotect"] = tuple(values["unprotect"])
             return RunOptions(command=tuple(command), **values)

@@ -24,11 +24,15 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
     """
     import sys
 
-    from sandbox import runflags, runner
+    from sandbox import runner
 
     from sandbox.errors import printable
 
-    limits, timeout_source = runflags.timeout_plan(limits, opts.timeout)  # --timeout
+    timeout_source = "limits.timeout_seconds"
+    if opts.timeout:  # --timeout: applied here, not planned (sandbox.runflags)
+        from sandbox import runflags
+
+        limits, timeout_source = runflags.timeout_plan(limits, opts.timeout)
 
     for warning in warnings:  # they hold file names, which the command chose
         print(f"sandbox: warning: {printable(warning)}", file=sys.stderr)

@@ -38,7 +38,13 @@ def state_dir(environ: dict[str, str]) -> str:
 def key(opts, environ: dict[str, str]) -> str:
     # sys.prefix and the package's place: which installation is running
     # decides which paths are protected (sandbox.selfguard)
-    from sandbox import runflags, selfguard
+    from sandbox import selfguard
+
+    secrets = ()
+    if opts.env_pass:  # the weakening's words say whether each value is a secret
+        from sandbox import runflags
+
+        secrets = runflags.secret_flags(opts.env_pass, environ)
 
     parts = (FORMAT, __version__, sys.version_info[:2], sys.prefix, __file__,
              selfguard.started_from, selfguard.dropped, os.getuid(), os.getgid(),
@@ -46,7 +52,7 @@ def key(opts, environ: dict[str, str]) -> str:
              os.getcwd(), os.isatty(0), tuple(environ.get(k) for k in KEY_ENV),
              # the per-call flags that change the plan (not --timeout: see runflags)
              opts.network, tuple(opts.allow_host), tuple(opts.env_pass),
-             runflags.secret_flags(opts.env_pass, environ))
+             secrets)
     return statefile.sha256_hex(repr(parts).encode())[:32]
 
 
