@@ -15,8 +15,9 @@ import os
 import time
 from dataclasses import dataclass
 
-from sandbox import (auditlog, blocked, bwrap, command, discover, dns, egress, envfilter, hostprogs,
-                     limits, plancache, policycache, report, runflags, runlock, selfguard)
+from sandbox import (auditlog, blocked, bwrap, command, discover, dns, egress, envfilter,
+                     hostprogs, limits, plancache, policycache, report, runflags, runlock,
+                     selfguard)
 from sandbox.errors import SandboxError, SetupError, UsageError
 from sandbox.invocation import Invocation
 from sandbox.layout import Layout

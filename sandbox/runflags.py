@@ -158,7 +158,8 @@ def apply(policy, opts, environ: dict[str, str]):
     elif mode == "proxy" or hosts:
         if policy.network is NetworkMode.NONE:
             source = "--network proxy" if mode == "proxy" else "--allow-host"
-            rules = "the --allow-host rules" if hosts else "no allow rules: every request is refused"
+            rules = ("the --allow-host rules" if hosts
+                     else "no allow rules: every request is refused")
             weakened.append(Weakening(source, "network.mode",
                                       f"none -> proxy (the command reaches the egress proxy; "
                                       f"{rules})"))
