@@ -288,3 +288,19 @@ def test_a_symlink_at_the_log_path_is_refused(tmp_path):
     with pytest.raises(OSError):
         auditlog.append(str(link), b"{}\n")
     assert target.read_text() == ""
+
+
+def test_where_the_log_goes():
+    home = {"HOME": "/home/me"}
+    assert auditlog.location(home) == "/home/me/.local/state/sandbox/audit.jsonl"
+    assert auditlog.location({**home, "XDG_STATE_HOME": "/s"}) == "/s/sandbox/audit.jsonl"
+    # a relative XDG_STATE_HOME is ignored, as the XDG spec says
+    assert auditlog.location({**home, "XDG_STATE_HOME": "rel"}) == auditlog.location(home)
+    for on in ("", "on", "ON", "1", "yes", "true"):
+        assert auditlog.location({**home, "SANDBOX_AUDIT_LOG": on}) == auditlog.location(home)
+    for off in ("off", "OFF", "0", "no", "false"):
+        assert auditlog.location({**home, "SANDBOX_AUDIT_LOG": off}) is None
+    assert auditlog.location({**home, "SANDBOX_AUDIT_LOG": "/var/log//x.jsonl"}) == "/var/log/x.jsonl"
+    hidden = auditlog.hidden_paths({**home, "SANDBOX_AUDIT_LOG": "/var/log/x.jsonl"})
+    assert hidden == ("/home/me/.local/state/sandbox", "/var/log/x.jsonl", "/var/log/x.jsonl.lock",
+                      "/var/log/x.jsonl.1", "/var/log/x.jsonl.2", "/var/log/x.jsonl.3")
