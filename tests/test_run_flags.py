@@ -261,3 +261,23 @@ def test_bad_flag_values_through_the_installed_cli(senv):
         assert lines[0].startswith("sandbox: usage error: ") and words in lines[0]
         assert "hint:" in lines[0]
         assert not (senv.ws / "ran").exists()
+
+
+def test_timeout_on_the_cached_fast_path(senv):
+    """--timeout is applied when the run starts, so a plan cached without it serves it."""
+    senv.finish()
+    report = senv.base / "r.json"
+    seen = []
+    for args in ([], None, ["--timeout", "1"], ["--timeout", "1"]):
+        if args is None:  # the first run made the audit log's directory: let it age
+            time.sleep(2.2)
+            continue
+        r = subprocess.run(senv.who.prefix() + [sandbox_exe(), "run", *args, "--report",
+                                                str(report), "--", "sleep", "20"
+                                                if args else "0"],
+                           cwd=senv.ws, env=senv.environ(), capture_output=True, timeout=60)
+        doc = json.loads(report.read_text())
+        seen.append((r.returncode, doc["outcome"], doc["plan_cached"]))
+    assert seen[0][:2] == (0, "exited")
+    assert seen[1][:2] == seen[2][:2] == (124, "timeout"), seen
+    assert seen[2][2] is True, seen
