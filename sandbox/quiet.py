@@ -61,5 +61,5 @@ class _ErrorsOnly:
 
 def install() -> None:
     """Filter ``sys.stderr`` for the rest of this process (idempotent)."""
-    if not isinstance(sys.stderr, _ErrorsOnly):
+    if sys.stderr is not None and not isinstance(sys.stderr, _ErrorsOnly):
         sys.stderr = _ErrorsOnly(sys.stderr)
