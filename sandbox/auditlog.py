@@ -142,6 +142,8 @@ def record(doc: dict, opts, kept_env=None, environ=None) -> None:
     filter removed are redacted; None when the run failed before that.
     Never raises: a log that cannot be written is one warning line.
     """
+    if getattr(opts, "dry_run", False):
+        return  # nothing ran, or would have
     environ = os.environ if environ is None else environ
     try:
         path = location(environ)
