@@ -20,15 +20,17 @@ from sandbox import selfguard
 selfguard.harden_sys_path(module_run=__name__ == "__main__")
 
 _VALUE_OPTS = {"--profile": "profile", "-p": "profile", "--workspace": "workspace",
-               "-w": "workspace", "--report": "report", "--report-fd": "report"}
-_LIST_OPTS = {"--allow-write": "allow_write", "--unprotect": "unprotect"}
+               "-w": "workspace", "--report": "report", "--report-fd": "report",
+               "--timeout": "timeout", "--network": "network"}
+_LIST_OPTS = {"--allow-write": "allow_write", "--unprotect": "unprotect",
+              "--env-pass": "env_pass", "--allow-host": "allow_host"}
 
 
 def parse_run(args: list[str]):
     """Parse ``run`` arguments, or return None to let typer handle them."""
     from sandbox.options import RunOptions
 
-    values: dict = {"allow_write": [], "unprotect": []}
+    values: dict = {"allow_write": [], "unprotect": [], "env_pass": [], "allow_host": []}
     report_from = None  # "--report" or "--report-fd": not both
     i = 0
     while i < len(args):
@@ -37,6 +39,17 @@ def parse_run(args: list[str]):
             command = args[i + 1:]
             if not command:
                 return None
+            if ("timeout" in values or "network" in values or values["env_pass"]
+                    or values["allow_host"]):
+                from sandbox import runflags
+
+                try:  # the same check and canonical form as the typer CLI's
+                    (values["timeout"], values["env_pass"], values["network"],
+                     values["allow_host"]) = runflags.normalize(
+                        values.get("timeout"), values["env_pass"], values.get("network"),
+                        values["allow_host"])
+                except runflags.FlagError:
+                    return None  # typer gives the error message
             values["allow_write"] = tuple(values["allow_write"])
             values["unprotect"] = tuple(values["unprotect"])
             return RunOptions(command=tuple(command), **values)
@@ -70,7 +83,7 @@ def parse_run(args: list[str]):
             if not value.isdigit():
                 return None  # typer gives the error message
             value = f"/dev/fd/{int(value)}"
-        if key in ("allow_write", "unprotect"):
+        if key in _LIST_OPTS.values():
             values[key].append(value)
         else:
             values[key] = value
@@ -104,6 +117,10 @@ def main() -> None:
     if args[:1] in (["run"], ["sh"]):
         opts = (parse_run if args[0] == "run" else parse_sh)(args[1:])
         if opts is not None:
+            if opts.quiet:
+                from sandbox import quiet
+
+                quiet.install()
             environ = dict(os.environ)
             from sandbox.fastrun import run_cached
 

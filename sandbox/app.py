@@ -15,8 +15,9 @@ import os
 import time
 from dataclasses import dataclass
 
-from sandbox import (blocked, bwrap, command, discover, dns, egress, envfilter, hostprogs,
-                     limits, managed, plancache, projectprofile, report, runlock, selfguard)
+from sandbox import (auditlog, blocked, bwrap, command, discover, dns, egress, envfilter,
+                     hostprogs, limits, managed, plancache, projectprofile, report, runflags,
+                     runlock, selfguard)
 from sandbox.errors import SandboxError, SetupError, UsageError
 from sandbox.invocation import Invocation
 from sandbox.layout import Layout
@@ -160,6 +161,11 @@ def prepare(opts: RunOptions, environ: dict[str, str]) -> Prepared:
     extra += [Weakening("--unprotect", "protect.unprotect", f"added {p}") for p in unprotect]
     if extra:
         policy = dataclasses.replace(policy, weakenings=policy.weakenings + tuple(extra))
+    policy = runflags.apply(policy, opts, environ)  # --network, --allow-host, --env-pass
+    # the audit log (and the directory of the default one) is hidden inside
+    log, log_warning = auditlog.prepare(environ, os.path.isdir(home))
+    policy = dataclasses.replace(policy, deny_read=policy.deny_read
+                                 + auditlog.hidden_paths(environ))
     # last: the administrator's managed policy tightens whatever came before
     policy = managed.apply(policy, ctx, environ, obs, allow_write, unprotect)
     ws = discover.resolve_workspace(ws_arg, environ, home, state, policy, obs)
@@ -167,6 +173,9 @@ def prepare(opts: RunOptions, environ: dict[str, str]) -> Prepared:
                                home=home, state=state, environ=environ, obs=obs,
                                tool_paths=selfguard.install_paths())
     _check_unprotect(unprotect, layout, policy.protected_names)
+    auditlog.check_roots(log, layout.writable_roots)
+    if log_warning:
+        layout = dataclasses.replace(layout, warnings=layout.warnings + (log_warning,))
     if notices:
         layout = dataclasses.replace(layout, warnings=layout.warnings + notices)
     host_roots = layout.writable_roots + layout.keep_in_place

@@ -43,14 +43,16 @@ Examples:
   sandbox sh 'make test && echo ok'   (one shell string; agent hooks: agents.md)
 
 Exit status: the command's own; 128+N if it was killed by signal N; 124 on
-a [limits] timeout; 125 when the sandbox itself failed (the command did not
+a timeout (--timeout or [limits]); 125 when the sandbox itself failed (the command did not
 run) or the persistence audit could not neutralise what the command left;
 126/127 when the command cannot be executed / is not found.
 
 Environment: SANDBOX_BWRAP (path of bwrap), SANDBOX_KILL_GRACE (seconds
 between a forwarded signal and the kill, default 5), SANDBOX_NET_BRIDGE
 (how a proxy profile's network namespace is made: auto, direct or bwrap;
-see network.md).  Docs (README.md, profiles.md, network.md, design.md):
+see network.md), SANDBOX_AUDIT_LOG (on, off or a file; default
+$XDG_STATE_HOME/sandbox/audit.jsonl; see audit-log.md).  Docs (README.md,
+profiles.md, network.md, design.md, audit-log.md):
 {docs}
 """
 
@@ -95,12 +97,26 @@ UnprotectOpt = Annotated[Optional[list[str]], typer.Option(
     help="Make a protected path (e.g. .git/hooks, .vscode) writable anyway "
          "(repeatable). Shown as a weakening by 'explain' and in the report. A PATH "
          "that would change nothing (no protected path there) is refused.")]
+EnvPassOpt = Annotated[Optional[list[str]], typer.Option(
+    "--env-pass", metavar="NAME",
+    help="Pass the variable NAME from your environment to the command even if the "
+         "environment filter would remove it (repeatable). A weakening: shown on the "
+         "'sandbox: weakened:' line, said loudly when NAME is a secret by its name or value.")]
+NetworkOpt = Annotated[Optional[str], typer.Option(
+    "--network", metavar="none|proxy",
+    help="none: no network at all, whatever the profile opens. proxy: the egress proxy "
+         "with the profile's rules and --allow-host (on a profile without network, a "
+         "weakening).")]
+AllowHostOpt = Annotated[Optional[list[str]], typer.Option(
+    "--allow-host", metavar="HOST[:PORT]",
+    help="Let the command reach HOST (port 443 unless given) through the egress proxy, "
+         "which it turns on (repeatable; like a [[network.allow]] rule; a weakening).")]
 CommandArg = Annotated[Optional[list[str]], typer.Argument(
     metavar="-- COMMAND [ARGS]...", help="The command to run, after '--'.")]
 
 
 def _options(command, profile, workspace, allow_write, unprotect, report=None, dry_run=False,
-             quiet=False):
+             quiet=False, timeout=None, env_pass=None, network=None, allow_host=None):
     for option, values in (("--profile", [profile]), ("--workspace", [workspace]),
                            ("--allow-write", allow_write or []), ("--unprotect", unprotect or []),
                            ("--report", [report])):
@@ -109,9 +125,22 @@ def _options(command, profile, workspace, allow_write, unprotect, report=None, d
                 # e.g. "--unprotect -- make": the "--" was taken as the path
                 _fail(f"{option} needs a value, got {value!r} (write ./{value} for a file "
                       "whose name starts with '-')")
+    from sandbox import runflags
+
+    for option, values in (("--network", [network]), ("--env-pass", env_pass or []),
+                           ("--allow-host", allow_host or [])):
+        for value in values:
+            if value is not None and value.startswith("-"):
+                _fail(f"{option} needs a value, got {value!r}")
+    try:
+        timeout, env_pass, network, allow_host = runflags.normalize(
+            timeout, env_pass or (), network, allow_host or ())
+    except runflags.FlagError as err:
+        _fail(f"{err.message} (hint: {err.hint})")
     return RunOptions(command=tuple(command or ()), profile=profile, workspace=workspace,
                       allow_write=tuple(allow_write or ()), unprotect=tuple(unprotect or ()),
-                      report=report, dry_run=dry_run, quiet=quiet)
+                      report=report, dry_run=dry_run, quiet=quiet, timeout=timeout,
+                      env_pass=env_pass, network=network, allow_host=allow_host)
 
 
 @app.command(context_settings={"allow_interspersed_args": False})
@@ -136,10 +165,18 @@ def run(
                           "comment naming the descriptors only a real run opens.")] = False,
     quiet: Annotated[bool, typer.Option(
         "--quiet", "-q",
-        help="Do not print the 'sandbox: weakened: ...' line (protections the profile or "
-             "options remove); errors and audit findings still print, and --report still "
-             "lists the weakenings. With --report or --report-fd: no 'sandbox:' line at all, "
-             "they are in the report's diagnostics.")] = False,
+        help="Print only errors on the 'sandbox:' lines: no weakened, warning, blocked, "
+             "audit (when neutralised), note or timeout lines. --report and the audit log "
+             "still record all of it; with --report or --report-fd no 'sandbox:' line at "
+             "all, they are in the report's diagnostics.")] = False,
+    timeout: Annotated[Optional[str], typer.Option(
+        "--timeout", metavar="SECONDS",
+        help="Stop the command after SECONDS (a positive number): SIGTERM to it, the whole "
+             "sandbox killed after the grace period; exit status 124. With a profile's "
+             "limits.timeout_seconds too, the shorter one applies.")] = None,
+    env_pass: EnvPassOpt = None,
+    network: NetworkOpt = None,
+    allow_host: AllowHostOpt = None,
 ) -> None:
     """Run COMMAND in the sandbox: sandbox run [OPTIONS] -- COMMAND [ARGS]...
 
@@ -151,6 +188,7 @@ def run(
       sandbox run --report run.json -- npm test
       sandbox run --allow-write ~/.m2/repository -- mvn -o package
       sandbox run --profile pypi -- pip install -r requirements.txt
+      sandbox run --timeout 600 --allow-host registry.npmjs.org -- npm ci
 
     The workspace is writable, the rest of the host read-only, secrets read as
     empty, protected paths (.git/hooks, .git/config, .vscode, .claude, ...)
@@ -163,7 +201,7 @@ def run(
     profile allows.
 
     Exit status: the command's own; 128+N if it was killed by signal N; 124
-    on a [limits] timeout; 125 if the sandbox could not be set up (the
+    on a timeout (--timeout or [limits]); 125 if the sandbox could not be set up (the
     command did not run; stderr has one 'sandbox:' line saying why) or the
     audit could not neutralise what it left; 126/127 cannot execute / not
     found.
@@ -174,7 +212,12 @@ def run(
         if report is not None:
             _fail("--report and --report-fd exclude each other")
         report = f"/dev/fd/{report_fd}"
-    opts = _options(command, profile, workspace, allow_write, unprotect, report, dry_run, quiet)
+    opts = _options(command, profile, workspace, allow_write, unprotect, report, dry_run, quiet,
+                    timeout, env_pass, network, allow_host)
+    if opts.quiet:
+        from sandbox import quiet as quiet_mod
+
+        quiet_mod.install()
     if not opts.command:
         _fail("no command given; usage: sandbox run [OPTIONS] -- COMMAND [ARGS]...")
     raise typer.Exit(run_app(opts, dict(os.environ)))
@@ -226,13 +269,17 @@ def explain(
     workspace: WorkspaceOpt = None,
     allow_write: AllowWriteOpt = None,
     unprotect: UnprotectOpt = None,
+    env_pass: EnvPassOpt = None,
+    network: NetworkOpt = None,
+    allow_host: AllowHostOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
 ) -> None:
     """Show the resolved policy, what is writable, protected and hidden, and the exact bwrap argv.
 
-    Takes the profile and path options of 'run' (not --report or --dry-run)
-    and runs nothing; the command defaults to 'true'. Weakenings (protections
-    a profile or option removed on purpose) are listed under WEAKENED.
+    Takes the profile, path and network options and --env-pass of 'run' (not
+    --report, --dry-run or --timeout) and runs nothing; the command defaults
+    to 'true'. Weakenings (protections a profile or option removed on purpose)
+    are listed under WEAKENED.
 
     \b
     Examples:
@@ -243,7 +290,8 @@ def explain(
     from sandbox import explain as render
     from sandbox.app import prepare
 
-    opts = _options(command or ["true"], profile, workspace, allow_write, unprotect)
+    opts = _options(command or ["true"], profile, workspace, allow_write, unprotect,
+                    env_pass=env_pass, network=network, allow_host=allow_host)
     try:
         prepared = prepare(opts, dict(os.environ))
     except SandboxError as err:

@@ -451,8 +451,8 @@ def summary(result: dict, profile: str) -> list[str]:
         lines.append(f"sandbox: built-in profiles that allow them: {which}")
     if len(builtin) < len(names):
         lines.append("sandbox: to reach a host, use a profile that extends this one with "
-                     "[network] mode = \"proxy\" and a [[network.allow]] rule naming it "
-                     f"(see {_doc('network.md')})")
+                     "[network] mode = \"proxy\" and a [[network.allow]] rule naming it, "
+                     f"or for one run --allow-host NAME (see {_doc('network.md')})")
     return lines
 
 

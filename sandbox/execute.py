@@ -31,6 +31,12 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
 
     from sandbox.errors import printable
 
+    timeout_source = "limits.timeout_seconds"
+    if opts.timeout:  # --timeout: applied here, not planned (sandbox.runflags)
+        from sandbox import runflags
+
+        limits, timeout_source = runflags.timeout_plan(limits, opts.timeout)
+
     for warning in warnings:  # they hold file names, which the command chose
         print(f"sandbox: warning: {printable(warning)}", file=sys.stderr)
     if meta.get("weakenings") and not opts.quiet:
@@ -236,7 +242,7 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
         how = ("killed the sandbox after the grace period" if outcome.killed_after_grace
                else "sent SIGTERM")
         print(f"sandbox: timeout: the command ran longer than {limits['timeout']} s "
-              f"(limits.timeout_seconds); {how}; exit status {EXIT_TIMEOUT}", file=sys.stderr)
+              f"({timeout_source}); {how}; exit status {EXIT_TIMEOUT}", file=sys.stderr)
     failed = [f for f in findings if f.failed]
     if failed:
         # fail closed: something the host may run by itself is still there
@@ -253,6 +259,9 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
             doc["network"] = {**network, "credentials": vault.summary()}
     doc["blocked"] = report.blocked_records(refused, network)
     report.write(target, doc)  # opened before the command could touch the path
+    from sandbox import auditlog
+
+    auditlog.record(doc, opts, env)  # after the run: one line, one write
     return status
 
 
@@ -400,8 +409,11 @@ def fail(opts, err: SandboxError, meta, started, target=None) -> int:
             target = report.open_target(opts.report)
         except SandboxError:
             target = None  # nowhere safe to write it; the error line says enough
-    report.write(target, report.build(opts.command, meta, started, error=err,
-                                      status=err.exit_code))
+    doc = report.build(opts.command, meta, started, error=err, status=err.exit_code)
+    report.write(target, doc)
+    from sandbox import auditlog
+
+    auditlog.record(doc, opts)
     return show(err)
 
 

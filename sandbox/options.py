@@ -8,7 +8,7 @@ the rest of the start.
 from __future__ import annotations
 
 FIELDS = ("command", "profile", "workspace", "allow_write", "unprotect", "report", "dry_run",
-          "quiet")
+          "quiet", "timeout", "env_pass", "network", "allow_host")
 
 
 class RunOptions:
@@ -16,7 +16,8 @@ class RunOptions:
 
     def __init__(self, command=(), profile: str | None = None, workspace: str | None = None,
                  allow_write=(), unprotect=(), report: str | None = None,
-                 dry_run: bool = False, quiet: bool = False) -> None:
+                 dry_run: bool = False, quiet: bool = False, timeout=None, env_pass=(),
+                 network: str | None = None, allow_host=()) -> None:
         self.command = tuple(command)
         self.profile = profile  # None: not given (the project profile, else default)
         self.workspace = workspace
@@ -24,7 +25,12 @@ class RunOptions:
         self.unprotect = tuple(unprotect)
         self.report = report
         self.dry_run = bool(dry_run)
-        self.quiet = bool(quiet)  # no "sandbox: weakened:" line (errors still print)
+        self.quiet = bool(quiet)  # only error lines from sandbox itself (sandbox.quiet)
+        # the per-call flags, checked and canonical (sandbox.runflags.normalize)
+        self.timeout = timeout  # seconds, or None
+        self.env_pass = tuple(env_pass)
+        self.network = network  # "none", "proxy" or None (the profile's)
+        self.allow_host = tuple(allow_host)  # "host:port"
 
     def _values(self) -> tuple:
         return tuple(getattr(self, f) for f in FIELDS)

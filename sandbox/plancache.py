@@ -26,7 +26,8 @@ FORMAT = 11  # 11: the report names the backend (sandbox.ladder); 10: a run with
 # Environment variables that change what the plan would be (the rest of the
 # environment is filtered afresh on every run).
 KEY_ENV = ("HOME", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "XDG_RUNTIME_DIR", "TMPDIR", "PATH",
-           "PWD", "SANDBOX_BWRAP", "SANDBOX_MANAGED_EXTRA")
+           "PWD", "SANDBOX_BWRAP", "SANDBOX_MANAGED_EXTRA", "XDG_STATE_HOME",
+           "SANDBOX_AUDIT_LOG")
 
 
 def state_dir(environ: dict[str, str]) -> str:
@@ -40,10 +41,19 @@ def key(opts, environ: dict[str, str]) -> str:
     # decides which paths are protected (sandbox.selfguard)
     from sandbox import selfguard
 
+    secrets = ()
+    if opts.env_pass:  # the weakening's words say whether each value is a secret
+        from sandbox import runflags
+
+        secrets = runflags.secret_flags(opts.env_pass, environ)
+
     parts = (FORMAT, __version__, sys.version_info[:2], sys.prefix, __file__,
              selfguard.started_from, selfguard.dropped, os.getuid(), os.getgid(),
              opts.profile, opts.workspace, tuple(opts.allow_write), tuple(opts.unprotect),
-             os.getcwd(), os.isatty(0), tuple(environ.get(k) for k in KEY_ENV))
+             os.getcwd(), os.isatty(0), tuple(environ.get(k) for k in KEY_ENV),
+             # the per-call flags that change the plan (not --timeout: see runflags)
+             opts.network, tuple(opts.allow_host), tuple(opts.env_pass),
+             secrets)
     return statefile.sha256_hex(repr(parts).encode())[:32]
 
 

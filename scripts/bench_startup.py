@@ -135,6 +135,7 @@ def main() -> None:
     try:
         env = dict(os.environ)
         env["XDG_CACHE_HOME"] = str(work / "cache")
+        env["XDG_STATE_HOME"] = str(work / "state")  # the audit log: written on every run
         # Measure what users get: an installed package has its .pyc files;
         # with this set, every start would compile changed modules again.
         env.pop("PYTHONDONTWRITEBYTECODE", None)

@@ -57,6 +57,17 @@ AGREE = [
     ["--quiet", "--", "x"],
     ["-q", "-p", "readonly", "--", "x"],
     ["--", "-q"],
+    # the per-call flags (sandbox.runflags): same canonical values on both paths
+    ["--timeout", "30", "--", "x"],
+    ["--timeout=0.5", "--", "x"],
+    ["--timeout", "1.50", "--timeout", "2", "--", "x"],  # the last one wins
+    ["--env-pass", "CI", "--env-pass=NPM_TOKEN", "--env-pass", "CI", "--", "x"],
+    ["--network", "none", "--", "x"],
+    ["--network=proxy", "--allow-host", "PyPI.org", "--", "x"],
+    ["--allow-host", "127.0.0.1:8080", "--allow-host=[::1]:9", "--allow-host", "::1", "--", "x"],
+    ["-q", "--timeout", "9", "--env-pass", "A", "--allow-host", "a.org:80", "-p", "npm", "--",
+     "npm", "ci"],
+    ["--", "--timeout", "x"],
 ]
 
 
@@ -110,6 +121,18 @@ FALLBACK = [
     ["--report", "--", "--", "x"],
     ["--allow-write", "--help", "--", "x"],
     ["-w", "-", "--", "x"],
+    # bad per-call values: typer says what is wrong
+    ["--timeout", "0", "--", "x"],
+    ["--timeout", "-5", "--", "x"],
+    ["--timeout", "soon", "--", "x"],
+    ["--timeout", "--", "x"],
+    ["--timeout=", "--", "x"],
+    ["--network", "off", "--", "x"],
+    ["--network", "none", "--allow-host", "a.org", "--", "x"],
+    ["--allow-host", "a.org:99999", "--", "x"],
+    ["--allow-host", "--", "x"],
+    ["--env-pass", "A=B", "--", "x"],
+    ["--env-pass", "--", "x"],
 ]
 
 
@@ -136,10 +159,12 @@ TOKENS = st.sampled_from([
     "--dry-run", "--help", "-h", "readonly", "default", "x.toml", "/abs", "rel", "a=b", "-",
     "--profile=readonly", "--allow-write=/x", "--unprotect=.vscode", "--report=r.json",
     "--workspace=w", "-p=x", "--bogus", "echo", "hi", "",
+    "--timeout", "5", "0", "1.5", "--network", "none", "proxy", "--allow-host", "a.org:80",
+    "[::1]", "--env-pass", "CI", "A=B", "--timeout=3", "--network=none", "-q",
 ])
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(TOKENS, max_size=8))
 def test_fast_path_agrees_with_typer_property(args):
     fast = parse_run(args)
@@ -173,3 +198,29 @@ def test_version_agrees_with_typer():
     result = RUNNER.invoke(cli.app, ["--version"])
     assert result.exit_code == 0
     assert result.stdout == f"sandbox {__version__}\n"
+
+
+def test_per_call_flag_values_are_canonical():
+    opts = parse_run(["--timeout", "2.0", "--env-pass", "B", "--env-pass", "A", "--env-pass", "B",
+                      "--allow-host", "Example.ORG", "--network", "proxy", "--", "x"])
+    assert (opts.timeout, opts.env_pass, opts.allow_host, opts.network) == (
+        2, ("B", "A"), ("example.org:443",), "proxy")
+
+
+BAD_FLAGS = [
+    (["--timeout", "0"], "--timeout: '0' is not positive"),
+    (["--timeout", "soon"], "--timeout: 'soon' is not a number of seconds"),
+    (["--network", "off"], "--network: 'off' is not a network mode"),
+    (["--allow-host", "a.org:0"], "--allow-host: port '0' in 'a.org:0' is not 1 to 65535"),
+    (["--network", "none", "--allow-host", "a.org"], "--allow-host: --network none turns"),
+    (["--env-pass", "A=B"], "--env-pass: 'A=B' is not an environment variable name"),
+]
+
+
+@pytest.mark.parametrize("args, message", BAD_FLAGS, ids=[" ".join(a) for a, _ in BAD_FLAGS])
+def test_bad_flag_values_are_one_line_with_a_hint(args, message):
+    result = RUNNER.invoke(cli.app, ["run", *args, "--", "true"])
+    assert result.exit_code == 125
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"sandbox: usage error: {message}")
+    assert "(hint: " in lines[0] and "Traceback" not in result.output
