@@ -201,6 +201,30 @@ def explain(
         print(render.as_text(prepared))
 
 
+@app.command()
+def doctor(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+) -> None:
+    """Check what this host lets the sandbox enforce, and how to fix what it refuses.
+
+    Probes bwrap, user namespaces (and who blocks them: Ubuntu's AppArmor
+    rule, a container's seccomp profile, a sysctl, missing capabilities, an
+    enclosing sandbox), seccomp, Landlock, cgroup v2 delegation, container and
+    CI. Prints one table of guarantees (filesystem, secrets, network,
+    processes, syscalls, limits) as enforced / degraded / unavailable, and for
+    each problem its narrowest fix. Exit status 0 only when the default
+    profile is fully enforced here, 1 otherwise.
+
+    \b
+    Examples:
+      sandbox doctor
+      sandbox doctor --json
+    """
+    from sandbox import doctor as diagnose
+
+    raise typer.Exit(diagnose.run(dict(os.environ), as_json))
+
+
 @profiles_app.command("list")
 def profiles_list() -> None:
     """List built-in and user profiles with their descriptions."""
