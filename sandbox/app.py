@@ -158,6 +158,10 @@ def prepare(opts: RunOptions, environ: dict[str, str]) -> Prepared:
                                home=home, state=state, environ=environ, obs=obs,
                                tool_paths=selfguard.install_paths())
     _check_unprotect(unprotect, layout, policy.protected_names)
+    if environ.get("GITHUB_ACTIONS") == "true":
+        from sandbox import ghactions
+
+        layout = ghactions.apply(layout, policy, environ)
     host_roots = layout.writable_roots + layout.keep_in_place
     bwrap_path = find_bwrap(environ, host_roots)
     obs.realpath(bwrap_path)  # stamps its path chain and the file: a cached plan re-checks them

@@ -5,7 +5,7 @@
 before a host-wide switch, a container seccomp profile that allows just the
 calls bwrap makes before ``seccomp=unconfined`` (never suggested) or
 ``--privileged`` (never suggested).  docs/ci.md has the same recipes with
-their reasons; tests/test_docs.py keeps the profile text in step.
+their reasons; tests/test_doctor.py keeps the profile text in step.
 """
 
 from __future__ import annotations
@@ -26,9 +26,16 @@ profile bwrap {bwrap} flags=(unconfined) {{
 APPARMOR_FILE = "/etc/apparmor.d/bwrap"
 
 # What bwrap needs from a container's seccomp profile on top of the runtime's
-# default (docs/ci.md shows how to build the file from it)
+# default (ci.md shows how to build the file from it)
 SECCOMP_PROFILE_NAME = "sandbox-userns.json"
 SECCOMP_EXTRA_CALLS = ("clone", "unshare", "mount", "umount2", "pivot_root")
+
+
+def ci_doc() -> str:
+    """The installed ci.md, for hints (a source-tree path means nothing to a wheel user)."""
+    from sandbox import resources
+
+    return resources.doc("ci.md")
 
 
 def apparmor_profile(bwrap: str) -> str:
@@ -42,7 +49,7 @@ def hint(cause: str, bwrap: str = "/usr/bin/bwrap", container: str | None = None
                  if container == "kubernetes" else
                  f"--security-opt seccomp={SECCOMP_PROFILE_NAME}")
         return (f"start the container with {where}: the runtime's default profile plus "
-                f"{', '.join(SECCOMP_EXTRA_CALLS)} (docs/ci.md; 'sandbox doctor' says the rest); "
+                f"{', '.join(SECCOMP_EXTRA_CALLS)} (see {ci_doc()}; 'sandbox doctor' says the rest); "
                 "not seccomp=unconfined or --privileged")
     if cause == "apparmor":
         return (f"give bwrap the AppArmor 'userns' permission: 'sandbox doctor' prints the "
@@ -97,7 +104,7 @@ def steps(cause: str, bwrap: str = "/usr/bin/bwrap", container: str | None = Non
             out += [f"  docker run --security-opt seccomp={SECCOMP_PROFILE_NAME} ...   "
                     "(podman run: the same option)",
                     f"  {SECCOMP_PROFILE_NAME}: the runtime's default profile plus those calls; "
-                    "docs/ci.md shows the one-line jq to make it"]
+                    f"{ci_doc()} shows the one-line jq to make it"]
         if apparmor_label and apparmor_label.startswith(("docker-default", "containers-default",
                                                           "cri-containerd")):
             out.append(f"  this container is also confined by AppArmor '{apparmor_label}', "

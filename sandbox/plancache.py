@@ -26,7 +26,10 @@ FORMAT = 10  # 10: a run without network has its own resolver (sandbox.dns) and 
 # Environment variables that change what the plan would be (the rest of the
 # environment is filtered afresh on every run).
 KEY_ENV = ("HOME", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "XDG_RUNTIME_DIR", "TMPDIR", "PATH",
-           "PWD", "SANDBOX_BWRAP")
+           "PWD", "SANDBOX_BWRAP",
+           # a GitHub Actions step's own file-command files (sandbox.ghactions)
+           "GITHUB_ACTIONS", "GITHUB_OUTPUT", "GITHUB_STEP_SUMMARY", "GITHUB_ENV", "GITHUB_PATH",
+           "GITHUB_STATE")
 
 
 def state_dir(environ: dict[str, str]) -> str:
