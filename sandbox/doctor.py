@@ -145,7 +145,8 @@ def as_text(d: Diagnosis) -> str:
              f"  bwrap        {h.bwrap or 'not found'}"
              + (f" ({h.bwrap_version})" if h.bwrap_version else "")
              + (f" - {h.bwrap_problem}" if h.bwrap_problem else ""),
-             f"  user ns      {'ok' if ns.ok else 'BLOCKED (' + ns.cause + ')'}: {ns.detail}",
+             f"  user ns      " + (f"ok: {ns.detail}" if ns.ok else
+                                   f"BLOCKED ({ns.cause}): see the problem below"),
              f"  seccomp      {'libseccomp ' + h.libseccomp if h.libseccomp else 'libseccomp missing'}"
              f"; filters already on this process: {h.filtered}",
              f"  landlock     " + (f"ABI {h.landlock_abi}" if h.landlock_abi else

@@ -1,6 +1,6 @@
 """The GitHub Actions recipe (docs/ci.md) in a local copy of the runner's file layout.
 
-A step wrapped by ``shell: sandbox run -- bash -e {0}`` runs the script the
+A step wrapped by the recipe's ``shell: sandbox run -- bash ... {0}`` runs the script the
 runner wrote to ``$RUNNER_TEMP/<id>.sh``; it may write ``$GITHUB_OUTPUT`` and
 ``$GITHUB_STEP_SUMMARY``, and must not write ``$GITHUB_ENV`` / ``$GITHUB_PATH``,
 which the runner turns into variables and PATH entries for later,
@@ -10,6 +10,8 @@ unsandboxed steps.
 from __future__ import annotations
 
 import uuid
+
+from test_ci_recipe import workflow_shell
 
 from conftest import sandbox_exe
 
@@ -44,8 +46,9 @@ class Runner:
         path = self.temp / f"{ident}.sh"
         path.write_text(script)
         argv = ["bash", "-e", str(path)]
-        if wrap:  # shell: sandbox run -- bash -e {0}
-            argv = [sandbox_exe(), "run", *args, "--"] + argv
+        if wrap:  # the recipe's shell line, with {0} the script
+            shell = workflow_shell()
+            argv = ([sandbox_exe(), "run", *args] + shell[2:-1] + [str(path)])
         self.senv.finish()
         import subprocess
 
