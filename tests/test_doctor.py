@@ -108,3 +108,28 @@ def test_apparmor_fix_is_a_profile_for_bwrap_alone():
     assert "  userns," in text and "apparmor_parser -r /etc/apparmor.d/bwrap" in text
     # the host-wide switch comes last, as the fallback
     assert text.index("apparmor_restrict_unprivileged_userns=0") > text.index("userns,")
+
+
+def test_sysctl_cause_in_a_user_namespace_of_our_own(senv):
+    """user.max_user_namespaces is per user namespace: set it to 0 in one of our
+    own (the host's value is untouched) and doctor and run name that sysctl."""
+    import shutil
+
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        pytest.skip("util-linux unshare is needed")
+    script = ("echo 0 > /proc/sys/user/max_user_namespaces || exit 99; "
+              f"{sandbox_exe()} doctor; echo doctor=$?; "
+              f"{sandbox_exe()} run -- touch ran; echo run=$?")
+    senv.finish()
+    r = subprocess.run(senv.who.prefix() + [unshare, "--user", "--map-root-user", "sh", "-c",
+                                            script],
+                       cwd=senv.ws, env=senv.environ(), capture_output=True, text=True,
+                       timeout=120)
+    assert "doctor=1" in r.stdout and "run=125" in r.stdout, r.stdout + r.stderr
+    assert "BLOCKED (max_user_namespaces)" in r.stdout
+    assert "sudo sysctl -w user.max_user_namespaces=" in r.stdout
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        "sandbox: setup error: user namespaces are blocked (max_user_namespaces): "), r.stderr
+    assert not (senv.ws / "ran").exists()
