@@ -375,16 +375,16 @@ def _setup_failure(bwrap_path: str, outcome) -> SetupError:
 
 def userns_blocked(bwrap_path: str):
     """A ``UsernsBlocked`` error when user namespaces are certainly refused here
-    (``sandbox.hostprobe.quick_userns_block``: a few file reads on most hosts),
-    else None: then bwrap's own start is the test."""
-    from sandbox import hostprobe
+    (``sandbox.usernsgate``: a few file reads on most hosts), else None: then
+    bwrap's own start is the test."""
+    from sandbox import usernsgate
 
-    ns = hostprobe.quick_userns_block()
+    ns = usernsgate.quick()
     if ns is None:
         return None
     import os
 
-    from sandbox import fixes
+    from sandbox import fixes, hostprobe
     from sandbox.errors import UsernsBlocked
 
     return UsernsBlocked(ns.cause, ns.detail,

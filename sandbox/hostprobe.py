@@ -21,9 +21,9 @@ the fix depends on *who* refuses them, so ``userns`` tells the causes apart:
 * an **LSM** (SELinux, an AppArmor profile confining this process): EACCES;
 * **already inside a sandbox** (``sandbox.nesting``).
 
-``quick_userns_block`` is the cheap subset that runs before every start of
-bwrap: three small file reads, and the filter probe only when this process
-is under a seccomp filter at all (a container, or nesting).
+``sandbox.usernsgate.quick`` is the cheap subset that runs before every
+start of bwrap: a few small file reads, and the filter probe here only when
+this process is under a seccomp filter at all (a container, or nesting).
 """
 
 from __future__ import annotations
@@ -31,13 +31,16 @@ from __future__ import annotations
 import errno
 import os
 
+from sandbox.usernsgate import (MAX_USERNS_SYSCTL, USERNS_CLONE_SYSCTL, Userns, quick,
+                                read_int as sysctl_int, status as status_fields)
+
 # clone(2) / unshare(2) flags
 CLONE_FS = 0x00000200
 CLONE_SETTLS = 0x00080000
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWNET = 0x40000000
-CAP_SYS_ADMIN = 21
+CAP_SYS_ADMIN = 21  # the same as usernsgate's
 # syscall numbers (x86_64 / the generic table used by aarch64, riscv64...)
 _SYSCALLS = {"x86_64": {"clone": 56, "unshare": 272, "landlock_create_ruleset": 444},
              "aarch64": {"clone": 220, "unshare": 97, "landlock_create_ruleset": 444},
@@ -45,33 +48,12 @@ _SYSCALLS = {"x86_64": {"clone": 56, "unshare": 272, "landlock_create_ruleset": 
 LANDLOCK_CREATE_RULESET_VERSION = 1
 
 APPARMOR_SYSCTL = "/proc/sys/kernel/apparmor_restrict_unprivileged_userns"
-MAX_USERNS_SYSCTL = "/proc/sys/user/max_user_namespaces"
-USERNS_CLONE_SYSCTL = "/proc/sys/kernel/unprivileged_userns_clone"
 
 CI_VARS = (("GITHUB_ACTIONS", "github-actions"), ("GITLAB_CI", "gitlab-ci"),
            ("BUILDKITE", "buildkite"), ("CIRCLECI", "circleci"), ("JENKINS_URL", "jenkins"),
            ("TF_BUILD", "azure-pipelines"), ("TRAVIS", "travis"),
            ("BITBUCKET_BUILD_NUMBER", "bitbucket"), ("TEAMCITY_VERSION", "teamcity"),
            ("CI", "ci"))
-
-
-class Userns:
-    """Can bwrap make its namespaces here?  ``cause`` is a stable code.
-
-    (Plain classes here: ``quick_userns_block`` runs on every start, where
-    importing ``dataclasses`` would cost more than the check.)
-    """
-
-    __slots__ = ("ok", "cause", "detail")
-    # ok | container_seccomp | apparmor | max_user_namespaces | unprivileged_userns_clone |
-    # missing_capability | lsm | inside_sandbox | no_kernel_support | userns_limit |
-    # bwrap_missing | unknown
-
-    def __init__(self, ok: bool, cause: str, detail: str = "") -> None:
-        self.ok, self.cause, self.detail = ok, cause, detail
-
-    def as_dict(self) -> dict:
-        return {"ok": self.ok, "cause": self.cause, "detail": self.detail}
 
 
 class Host:
@@ -111,19 +93,6 @@ def _read(path: str) -> str | None:
         return None
 
 
-def _status() -> dict[str, str]:
-    text = _read("/proc/self/status") or ""
-    return dict((k, v.strip()) for k, _, v in (line.partition(":") for line in text.splitlines()))
-
-
-def sysctl_int(path: str) -> int | None:
-    value = _read(path)
-    try:
-        return int(value) if value is not None else None
-    except ValueError:
-        return None
-
-
 def _has_cap(caps: int, cap: int) -> bool:
     return bool(caps >> cap & 1)
 
@@ -153,7 +122,7 @@ def _syscall_errno(name: str, *args: int) -> int:
 
 # -- user namespaces ---------------------------------------------------------------
 
-def _filter_refuses() -> str | None:
+def filter_refuses() -> str | None:
     """In a child: do the kernel-invalid namespace calls get EPERM (a filter)?"""
     from sandbox import runner
 
@@ -176,32 +145,6 @@ def _filter_refuses() -> str | None:
     return (f"a seccomp filter on this process (a container runtime's default profile, or "
             f"systemd's RestrictNamespaces=) refuses {' and '.join(refused)}(CLONE_NEWUSER): "
             "they fail with EPERM for flags the kernel itself rejects with EINVAL")
-
-
-def quick_userns_block(status: dict[str, str] | None = None) -> Userns | None:
-    """The causes that are certain without starting anything heavy, or None.
-
-    Cheap enough for every start: reads /proc/self/status and two sysctls;
-    forks a probe only when a seccomp filter is already on this process.
-    """
-    from sandbox import nesting
-
-    if status is None:
-        status = _status()
-    caps = int(status.get("CapEff", "0") or "0", 16)
-    if sysctl_int(MAX_USERNS_SYSCTL) == 0:
-        return Userns(False, "max_user_namespaces", "user.max_user_namespaces = 0")
-    if sysctl_int(USERNS_CLONE_SYSCTL) == 0 and not _has_cap(caps, CAP_SYS_ADMIN):
-        return Userns(False, "unprivileged_userns_clone",
-                      "kernel.unprivileged_userns_clone = 0 and this process has no "
-                      "CAP_SYS_ADMIN")
-    if status.get("Seccomp", "0") != "0":
-        if nesting.inside_sandbox():
-            return Userns(False, "inside_sandbox", "this process runs inside a sandbox already")
-        refused = _filter_refuses()
-        if refused:
-            return Userns(False, "container_seccomp", refused)
-    return None
 
 
 def _steps() -> bytes:
@@ -239,13 +182,13 @@ def userns(bwrap: str | None, status: dict[str, str] | None = None) -> Userns:
     from sandbox import runner
 
     if status is None:
-        status = _status()
+        status = status_fields()
     if not os.path.exists("/proc/self/ns/user"):
         return Userns(False, "no_kernel_support", "the kernel has no user namespaces "
                       "(CONFIG_USER_NS is off)")
-    quick = quick_userns_block(status)
-    if quick is not None:
-        return quick
+    certain = quick(status)
+    if certain is not None:
+        return certain
     if bwrap is None:
         return Userns(False, "bwrap_missing", "bwrap was not found")
     problem = runner.probe_namespaces(bwrap)
@@ -259,10 +202,10 @@ def explain_failure(problem: str, status: dict[str, str] | None = None) -> Usern
     from sandbox import runner
 
     if status is None:
-        status = _status()
-    quick = quick_userns_block(status)
-    if quick is not None:
-        return quick
+        status = status_fields()
+    certain = quick(status)
+    if certain is not None:
+        return certain
     caps = int(status.get("CapEff", "0") or "0", 16)
     out = runner.in_child(_steps) or b"? 0"
     step, _, code = out.decode().partition(" ")
@@ -412,7 +355,7 @@ def proc_masked() -> bool:
 
 def probe(environ: dict[str, str], bwrap: str | None, bwrap_problem: str | None) -> Host:
     """Every fact ``doctor`` shows; ``bwrap`` as ``sandbox run`` would choose it."""
-    status = _status()
+    status = status_fields()
     host = Host()
     host.kernel, host.arch = os.uname().release, os.uname().machine
     host.uid = os.getuid()
