@@ -28,18 +28,26 @@ BWRAP_ROWS = {
     "syscalls": "seccomp filter (kernel attack surface, setuid bits, 32-bit ABI)",
     "limits": "rlimits (no core dumps, open files)",
 }
-# A fallback without user namespaces (Landlock + seccomp, sandbox.landlock):
-# what it can and cannot do, whatever the Landlock ABI.  The landlock backend
-# says the same in each run's own line.
-FALLBACK_ROWS = {
-    "filesystem": (ENFORCED, "Landlock: writes only to the workspace, scratch and caches"),
-    "secrets": (DEGRADED, "Landlock cannot hide a file inside a readable tree: secrets "
-                          "outside whole unreadable dirs stay readable"),
-    "network": (ENFORCED, "no inet sockets (seccomp)"),
-    "processes": (DEGRADED, "no PID or IPC namespace: host processes are visible"),
-    "syscalls": (ENFORCED, "the same seccomp deny set, no_new_privs"),
-    "limits": (ENFORCED, "rlimits"),
-}
+# A fallback without user namespaces (Landlock + seccomp, sandbox.landlock and
+# sandbox.fallback): what it cannot do whatever the workspace holds.  A run
+# under it names its own degraded list (for its workspace) before it starts.
+def fallback_rows(abi: int) -> dict[str, tuple[str, str]]:
+    processes = "no PID or IPC namespace: host processes are visible"
+    if abi < 6:
+        processes += f"; signals to them not scoped (Landlock ABI {abi} < 6)"
+    return {
+        "filesystem": (DEGRADED, "Landlock: writes only to the workspace, scratch and caches; "
+                                 "protected paths inside the workspace are writable (the audit "
+                                 "neutralises changes after the run)"),
+        "secrets": (DEGRADED, "Landlock cannot hide a file inside a readable tree: secret "
+                              "files in the workspace stay readable, names in secret dirs "
+                              "listable"),
+        "network": (DEGRADED, "internet sockets refused (seccomp), no loopback TCP/UDP; host "
+                              "unix sockets reachable by path"),
+        "processes": (DEGRADED, processes),
+        "syscalls": (ENFORCED, "the same seccomp deny set, no_new_privs"),
+        "limits": (ENFORCED, "rlimits"),
+    }
 
 
 class Problem:
@@ -90,7 +98,7 @@ def diagnose(host: hostprobe.Host) -> Diagnosis:
         d.rows = {area: (ENFORCED, how) for area, how in BWRAP_ROWS.items()}
     elif host.landlock_abi > 0 and fallback_available():
         d.backend = f"landlock (ABI {host.landlock_abi}) + seccomp"
-        d.rows = dict(FALLBACK_ROWS)
+        d.rows = fallback_rows(host.landlock_abi)
     else:
         why = ("bwrap cannot make namespaces and " + (
             f"Landlock is unavailable ({host.landlock_problem})" if host.landlock_abi == 0 else

@@ -133,3 +133,23 @@ def test_sysctl_cause_in_a_user_namespace_of_our_own(senv):
     assert len(lines) == 1 and lines[0].startswith(
         "sandbox: setup error: user namespaces are blocked (max_user_namespaces): "), r.stderr
     assert not (senv.ws / "ran").exists()
+
+
+def test_a_fallback_backend_is_shown_degraded_and_never_healthy(monkeypatch):
+    """With a Landlock fallback in the build, blocked namespaces give degraded rows
+    (named, exit 1); without one, every row is unavailable.  No host is faked:
+    only the build's contents are, since this branch has no fallback module."""
+    from sandbox import doctor, hostprobe
+    from sandbox.usernsgate import Userns
+
+    host = hostprobe.Host()
+    host.userns = Userns(False, "container_seccomp", "refused")
+    host.landlock_abi, host.libseccomp = 5, "2.5.4"
+    monkeypatch.setattr(doctor, "fallback_available", lambda: True)
+    d = doctor.diagnose(host)
+    assert d.backend == "landlock (ABI 5) + seccomp" and d.exit_status() == 1
+    assert d.rows["secrets"][0] == doctor.DEGRADED and d.rows["syscalls"][0] == doctor.ENFORCED
+    assert "not scoped (Landlock ABI 5 < 6)" in d.rows["processes"][1]
+    monkeypatch.setattr(doctor, "fallback_available", lambda: False)
+    d = doctor.diagnose(host)
+    assert d.backend == "none" and {s for s, _ in d.rows.values()} == {doctor.UNAVAILABLE}
