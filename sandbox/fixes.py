@@ -29,6 +29,8 @@ APPARMOR_FILE = "/etc/apparmor.d/bwrap"
 # default (ci.md shows how to build the file from it)
 SECCOMP_PROFILE_NAME = "sandbox-userns.json"
 SECCOMP_EXTRA_CALLS = ("clone", "unshare", "mount", "umount2", "pivot_root")
+# AppArmor profiles container runtimes put their containers under
+CONTAINER_APPARMOR = ("docker-default", "containers-default", "cri-containerd")
 
 
 def ci_doc() -> str:
@@ -69,6 +71,13 @@ def hint(cause: str, bwrap: str = "/usr/bin/bwrap", container: str | None = None
         return ("allow user namespace creation for this process's security context "
                 "(SELinux: the user_namespace create permission; AppArmor: 'userns,' in its "
                 "profile)")
+    if cause == "container_apparmor":
+        return ("start the container with --security-opt apparmor=unconfined, or a copy of its "
+                "AppArmor profile that allows mount and pivot_root (Kubernetes: "
+                "securityContext.appArmorProfile)")
+    if cause == "container_proc":
+        return ("start the container with --security-opt systempaths=unconfined (Kubernetes: "
+                "procMount: Unmasked)")
     if cause == "inside_sandbox":
         return ("run the command directly, it is sandboxed already; or start 'sandbox run' "
                 "from outside the sandbox")
@@ -105,8 +114,7 @@ def steps(cause: str, bwrap: str = "/usr/bin/bwrap", container: str | None = Non
                     "(podman run: the same option)",
                     f"  {SECCOMP_PROFILE_NAME}: the runtime's default profile plus those calls; "
                     f"{ci_doc()} shows the one-line jq to make it"]
-        if apparmor_label and apparmor_label.startswith(("docker-default", "containers-default",
-                                                          "cri-containerd")):
+        if apparmor_label and apparmor_label.startswith(CONTAINER_APPARMOR):
             out.append(f"  this container is also confined by AppArmor '{apparmor_label}', "
                        "which refuses mount: add --security-opt apparmor=unconfined or a "
                        "profile that allows mount (Kubernetes: appArmorProfile)")

@@ -31,6 +31,7 @@ from __future__ import annotations
 import errno
 import os
 
+from sandbox.fixes import CONTAINER_APPARMOR
 from sandbox.usernsgate import (MAX_USERNS_SYSCTL, USERNS_CLONE_SYSCTL, Userns, quick,
                                 read_int as sysctl_int, status as status_fields)
 
@@ -212,7 +213,8 @@ def explain_failure(problem: str, status: dict[str, str] | None = None) -> Usern
     err = int(code) if code.isdigit() else 0
     what = {"1": "unshare(CLONE_NEWUSER)", "2": "writing the uid map",
             "3": "a mount namespace inside it"}.get(step, "the probe")
-    seen = f"bwrap: {problem}; {what}: {os.strerror(err)}" if err else f"bwrap: {problem}"
+    said = problem if problem.startswith("bwrap:") else f"bwrap: {problem}"
+    seen = f"{said}; {what}: {os.strerror(err)}" if err else said
     if sysctl_int(APPARMOR_SYSCTL) == 1 and not _has_cap(caps, CAP_SYS_ADMIN):
         return Userns(False, "apparmor", "Ubuntu's AppArmor restricts unprivileged user "
                       "namespaces (kernel.apparmor_restrict_unprivileged_userns = 1) and "
@@ -228,6 +230,14 @@ def explain_failure(problem: str, status: dict[str, str] | None = None) -> Usern
                       "here, which this process lacks; " + seen)
     if err == errno.EINVAL and step == "1":
         return Userns(False, "no_kernel_support", "the kernel refuses user namespaces; " + seen)
+    if not err:  # the namespaces themselves can be made: what refused bwrap's mounts?
+        label = apparmor_label() or ""
+        if label.startswith(CONTAINER_APPARMOR):
+            return Userns(False, "container_apparmor", f"this container's AppArmor profile "
+                          f"'{label}' refuses the mounts bwrap makes; " + seen)
+        if proc_masked() and "proc" in problem:
+            return Userns(False, "container_proc", "this container masks parts of /proc, so "
+                          "the kernel refuses a new /proc; " + seen)
     return Userns(False, "unknown", seen)
 
 

@@ -20,7 +20,8 @@ class Userns:
 
     ok | container_seccomp | apparmor | max_user_namespaces |
     unprivileged_userns_clone | missing_capability | lsm | inside_sandbox |
-    no_kernel_support | userns_limit | bwrap_missing | unknown
+    no_kernel_support | userns_limit | container_apparmor | container_proc |
+    bwrap_missing | unknown
     """
 
     __slots__ = ("ok", "cause", "detail")

@@ -153,3 +153,11 @@ def test_a_fallback_backend_is_shown_degraded_and_never_healthy(monkeypatch):
     monkeypatch.setattr(doctor, "fallback_available", lambda: False)
     d = doctor.diagnose(host)
     assert d.backend == "none" and {s for s, _ in d.rows.values()} == {doctor.UNAVAILABLE}
+
+
+def test_doctor_inside_a_sandbox_says_so(senv):
+    r = senv.run([sandbox_exe(), "doctor", "--json"])
+    assert r.returncode == 1, r.stderr
+    data = json.loads(r.stdout)
+    assert data["host"]["userns"]["cause"] == "inside_sandbox"
+    assert data["problems"][0]["fix"][0].startswith("run the command directly")
