@@ -11,8 +11,9 @@ and reads them back when the step ends:
   *later* steps, which run outside the sandbox.  A line written there is a
   variable (``LD_PRELOAD``, ``BASH_ENV``, ``NODE_OPTIONS``...) or a ``PATH``
   entry that runs code the command chose, with the job's token.  Read-only,
-  unless the profile opens ``[ci] github_env`` / ``github_path`` (a weakening,
-  printed on every run).
+  unless the profile opens ``[ci] github_env`` / ``github_path``, or
+  ``--allow-write`` names the file itself (either is a weakening, printed on
+  every run).
 
 Outside the workspace the files are read-only anyway (everything is); this
 module makes the two harmless ones writable and, when a workspace or
@@ -115,6 +116,8 @@ def apply(layout: Layout, policy: Policy, environ: dict[str, str]) -> Layout:
             if root is None:
                 writable.append(path)
             continue
+        if root == path:
+            continue  # --allow-write named this very file: asked for, and shown as a weakening
         if root is None:
             continue  # read-only like the rest of the host
         for d in _chain(path, root):

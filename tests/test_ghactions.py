@@ -48,6 +48,7 @@ class Runner:
         argv = ["bash", "-e", str(path)]
         if wrap:  # the recipe's shell line, with {0} the script
             shell = workflow_shell()
+            args = [a.format(**files) for a in args]  # "{GITHUB_ENV}": this step's file
             argv = ([sandbox_exe(), "run", *args] + shell[2:-1] + [str(path)])
         self.senv.finish()
         import subprocess
@@ -123,3 +124,12 @@ def test_a_variable_pointing_elsewhere_opens_nothing(senv):
     assert done.returncode == 0, done.stderr
     assert "refused" in done.stdout and rc.read_text() == "# host shell start-up\n"
     assert "is not a file the runner made" in done.stderr
+
+
+def test_allow_write_of_the_env_file_itself_opens_it(senv):
+    """From a bash step: sandbox run --allow-write "$GITHUB_ENV" -- ... (a weakening)."""
+    gh = Runner(senv)
+    done, files = gh.step(STEP, args=["--allow-write", "{GITHUB_ENV}"])
+    assert done.returncode == 0, done.stderr
+    assert files["GITHUB_ENV"] == "LD_PRELOAD=/tmp/evil.so\n" and files["GITHUB_PATH"] == ""
+    assert "sandbox: weakened: --allow-write: filesystem.writable: added" in done.stderr
