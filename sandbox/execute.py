@@ -56,9 +56,13 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
             bridge = bridge_mode(os.environ)
     except SandboxError as err:
         return fail(opts, err, meta, started, target)
-    blocked = userns_blocked(bwrap_path)  # before bwrap prints a line of its own
-    if blocked is not None:
-        return fail(opts, blocked, meta, started, target)
+    # before bwrap prints a line of its own; a plan that may fall back to
+    # another backend (meta "backend", sandbox.ladder) leaves it to the ladder
+    backend = meta.get("backend") or {}
+    if backend.get("name", "bwrap") == "bwrap" and backend.get("require") != "fallback":
+        blocked = userns_blocked(bwrap_path)
+        if blocked is not None:
+            return fail(opts, blocked, meta, started, target)
     options = argv[:argv.index("--")] if "--" in argv else argv  # not the command's own args
     if egress is None and "--unshare-net" not in options:
         # fail closed: an argv without a network namespace of its own is
