@@ -54,7 +54,10 @@ def runner_file(environ: dict[str, str], var: str, prefix: str) -> str | None:
     path = environ.get(var, "")
     if not path or not os.path.isabs(path):
         return None
-    path = os.path.normpath(path)
+    # the directory's real path (a symlinked /home is fine); the file itself
+    # must be a regular file, not a link that would take the bind elsewhere
+    path = os.path.join(os.path.realpath(os.path.dirname(os.path.normpath(path))),
+                        os.path.basename(path))
     name = os.path.basename(path)
     if os.path.basename(os.path.dirname(path)) != DIR_NAME or not name.startswith(prefix):
         return None
@@ -62,14 +65,9 @@ def runner_file(environ: dict[str, str], var: str, prefix: str) -> str | None:
         return None
     try:
         st = os.lstat(path)
-        parent = os.lstat(os.path.dirname(path))
     except OSError:
         return None
-    if not stat.S_ISREG(st.st_mode) or not stat.S_ISDIR(parent.st_mode):
-        return None
-    if os.path.realpath(path) != path:
-        return None  # a symlink on the way: the bind would land somewhere else
-    return path
+    return path if stat.S_ISREG(st.st_mode) else None
 
 
 def _inside(path: str, roots) -> str | None:

