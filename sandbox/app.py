@@ -178,6 +178,10 @@ def prepare(opts: RunOptions, environ: dict[str, str]) -> Prepared:
         layout = dataclasses.replace(layout, warnings=layout.warnings + (log_warning,))
     if notices:
         layout = dataclasses.replace(layout, warnings=layout.warnings + notices)
+    if environ.get("GITHUB_ACTIONS") == "true":
+        from sandbox import ghactions
+
+        layout = ghactions.apply(layout, policy, environ)
     host_roots = layout.writable_roots + layout.keep_in_place
     bwrap_path = find_bwrap(environ, host_roots)
     obs.realpath(bwrap_path)  # stamps its path chain and the file: a cached plan re-checks them

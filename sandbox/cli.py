@@ -396,6 +396,28 @@ def install_hook(
         raise typer.Exit(show_error(err))
     print(f"{'installed the sandbox hook in' if changed else 'already installed, unchanged:'} "
           f"{path}")
+@app.command()
+def doctor(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+) -> None:
+    """Check what this host lets the sandbox enforce, and how to fix what it refuses.
+
+    Probes bwrap, user namespaces (and who blocks them: Ubuntu's AppArmor
+    rule, a container's seccomp profile, a sysctl, missing capabilities, an
+    enclosing sandbox), seccomp, Landlock, cgroup v2 delegation, container and
+    CI. Prints one table of guarantees (filesystem, secrets, network,
+    processes, syscalls, limits) as enforced / degraded / unavailable, and for
+    each problem its narrowest fix. Exit status 0 only when the default
+    profile is fully enforced here, 1 otherwise.
+
+    \b
+    Examples:
+      sandbox doctor
+      sandbox doctor --json
+    """
+    from sandbox import doctor as diagnose
+
+    raise typer.Exit(diagnose.run(dict(os.environ), as_json))
 
 
 @profiles_app.command("list")

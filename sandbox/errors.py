@@ -78,6 +78,17 @@ class SetupError(SandboxError):
     code = "setup_failed"
 
 
+class UsernsBlocked(SetupError):
+    """bwrap cannot make user namespaces here (``cause``: ``sandbox.hostprobe``'s code)."""
+
+    code = "userns_blocked"
+
+    def __init__(self, cause: str, detail: str, hint: str) -> None:
+        super().__init__(f"user namespaces are blocked ({cause}): {detail}; "
+                         "the command was not run", hint)
+        self.cause = cause
+
+
 class BridgeError(SetupError):
     """The egress proxy's network namespace could not be made (``stage``: which step)."""
 

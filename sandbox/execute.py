@@ -65,6 +65,13 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
             bridge = bridge_mode(os.environ)
     except SandboxError as err:
         return fail(opts, err, meta, started, target)
+    # before bwrap prints a line of its own; a plan that may fall back to
+    # another backend (meta "backend", sandbox.ladder) leaves it to the ladder
+    backend = meta.get("backend") or {}
+    if backend.get("name", "bwrap") == "bwrap" and backend.get("require") != "fallback":
+        blocked = userns_blocked(bwrap_path)
+        if blocked is not None:
+            return fail(opts, blocked, meta, started, target)
     options = argv[:argv.index("--")] if "--" in argv else argv  # not the command's own args
     backend_name = (meta.get("backend") or {}).get("name", "bwrap")  # sandbox.ladder
     if egress is None and "--unshare-net" not in options and backend_name == "bwrap":
@@ -450,13 +457,30 @@ def _setup_failure(bwrap_path: str, outcome) -> SetupError:
                           code="bwrap_failed")
     problem = runner.probe_namespaces(bwrap_path)
     if problem:
-        return SetupError(
-            f"bwrap cannot create the sandbox's namespaces ({problem}); the command was not run",
-            hint="user namespaces are blocked: on Ubuntu 24.04+ allow them for bwrap with an "
-                 "AppArmor profile or sysctl kernel.apparmor_restrict_unprivileged_userns=0; "
-                 "in a container run it with a seccomp profile that allows unshare/clone "
-                 "(e.g. docker --security-opt seccomp=unconfined)", code="userns_blocked")
+        from sandbox import fixes, hostprobe
+        from sandbox.errors import UsernsBlocked
+
+        ns = hostprobe.explain_failure(problem)
+        return UsernsBlocked(ns.cause, ns.detail, fixes.hint(ns.cause, bwrap_path))
     return SetupError(f"bwrap could not set up the sandbox (exit {outcome.bwrap_status}); "
                       "its own message is above; the command was not run",
                       hint="run 'sandbox explain' to see the mounts it was asked to make",
                       code="bwrap_failed")
+
+
+def userns_blocked(bwrap_path: str):
+    """A ``UsernsBlocked`` error when user namespaces are certainly refused here
+    (``sandbox.usernsgate``: a few file reads on most hosts), else None: then
+    bwrap's own start is the test."""
+    from sandbox import usernsgate
+
+    ns = usernsgate.quick()
+    if ns is None:
+        return None
+    import os
+
+    from sandbox import fixes, hostprobe
+    from sandbox.errors import UsernsBlocked
+
+    return UsernsBlocked(ns.cause, ns.detail,
+                         fixes.hint(ns.cause, bwrap_path, hostprobe.container(dict(os.environ))))

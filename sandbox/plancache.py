@@ -27,7 +27,10 @@ FORMAT = 11  # 11: the report names the backend (sandbox.ladder); 10: a run with
 # environment is filtered afresh on every run).
 KEY_ENV = ("HOME", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "XDG_RUNTIME_DIR", "TMPDIR", "PATH",
            "PWD", "SANDBOX_BWRAP", "SANDBOX_MANAGED_EXTRA", "XDG_STATE_HOME",
-           "SANDBOX_AUDIT_LOG")
+           "SANDBOX_AUDIT_LOG",
+           # a GitHub Actions step's own file-command files (sandbox.ghactions)
+           "GITHUB_ACTIONS", "GITHUB_OUTPUT", "GITHUB_STEP_SUMMARY", "GITHUB_ENV", "GITHUB_PATH",
+           "GITHUB_STATE")
 
 
 def state_dir(environ: dict[str, str]) -> str:

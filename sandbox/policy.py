@@ -144,6 +144,10 @@ class Policy:
 
     weakenings: tuple[Weakening, ...] = field(default=())
 
+    # GitHub Actions file commands for later steps ([ci]; see sandbox.ghactions)
+    github_env: bool = False
+    github_path: bool = False
+
     # resource limits ([limits]; 0 = no limit; see sandbox.limits)
     core_dumps: bool = False
     max_open_files: int = 65536

@@ -402,6 +402,7 @@ _UNSET = {"filesystem.workspace": "write", "filesystem.scratch": "write", "prote
           "sockets.max_depth": 4, "network.mode": "none", "network.max_connections": EGRESS_MAX_CONNECTIONS,
           "syscalls.enabled": True,
           "syscalls.allow_32bit": False, "syscalls.unix_sockets": True,
+          "ci.github_env": False, "ci.github_path": False,
           **{f"audit.{name}": True for name in SCHEMA["audit"]},
           **{f"limits.{name}": value for name, value in LIMIT_DEFAULTS}}
 
@@ -542,6 +543,8 @@ def build_policy(chain: list[Source], ctx: Context) -> Policy:
         unix_sockets=sys_.get("unix_sockets", True),
         audit_classes=tuple(name for name in SCHEMA["audit"] if merged["audit"].get(name, True)),
         weakenings=tuple(weakenings),
+        github_env=merged["ci"].get("github_env", False),
+        github_path=merged["ci"].get("github_path", False),
         **{name: merged["limits"].get(name, value) for name, value in LIMIT_DEFAULTS},
     )
 

@@ -889,3 +889,59 @@ def run_cli(argv: list[str], env: dict[str, str], cwd: str | None, *, stdin=None
             proc.wait()
         raise
     return proc.returncode, out, err
+
+
+def in_child(probe, timeout: float = 5.0) -> bytes | None:
+    """Run ``probe()`` (returning bytes) in a forked child and return what it
+    returned, or None if the child died or took too long.
+
+    For ``sandbox.hostprobe``: a probe that tries ``unshare`` changes the
+    process that tries it, and a seccomp filter may kill it outright, so it
+    never runs in the wrapper itself.
+    """
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child never returns
+        try:
+            os.close(read_fd)
+            write_all(write_fd, probe())
+        finally:
+            os._exit(0)
+    os.close(write_fd)
+    out = b""
+    end = time.monotonic() + timeout
+    try:
+        while time.monotonic() < end:
+            ready, _, _ = select.select([read_fd], [], [], max(0.0, end - time.monotonic()))
+            if not ready:
+                break
+            chunk = os.read(read_fd, 4096)
+            if not chunk:
+                break
+            out += chunk
+    finally:
+        os.close(read_fd)
+        try:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if not done:
+                os.kill(pid, signal.SIGKILL)
+                _, status = os.waitpid(pid, 0)
+        except ChildProcessError:
+            status = 0
+    if not os.WIFEXITED(status) or os.WEXITSTATUS(status) != 0:
+        return None
+    return out
+
+
+def host_output(argv: list[str], timeout: float = 10.0) -> tuple[int, str]:
+    """(exit status, stdout + stderr) of a host program named by full path;
+    no loader variables, stdin from /dev/null (``sandbox doctor``'s probes)."""
+    import subprocess
+
+    env, _ = hostprogs.split_env(dict(os.environ))
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env,
+                              stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return -1, str(exc)
+    return done.returncode, (done.stdout + done.stderr).strip()

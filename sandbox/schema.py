@@ -216,4 +216,14 @@ SCHEMA["limits"] = {
                             16, 1 << 24),
 }
 
+SCHEMA["ci"] = {
+    "github_env": Key(Kind.BOOL, Merge.REPLACE,
+                      "GitHub Actions: let the command write $GITHUB_ENV, which sets variables "
+                      "for the job's later, unsandboxed steps.", looser=(False, True)),
+    "github_path": Key(Kind.BOOL, Merge.REPLACE,
+                       "GitHub Actions: let the command write $GITHUB_PATH, which puts "
+                       "directories on PATH for the job's later, unsandboxed steps.",
+                       looser=(False, True)),
+}
+
 PLACEHOLDERS = ("workspace", "home", "tmp", "runtime")

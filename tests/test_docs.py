@@ -36,7 +36,7 @@ def test_every_profile_key_is_documented(table, key):
 
 @pytest.mark.parametrize("argv", [[], ["run"], ["explain"], ["profiles"], ["profiles", "list"],
                                   ["profiles", "show"], ["quarantine"], ["quarantine", "list"],
-                                  ["quarantine", "restore"], ["trust"]])
+                                  ["quarantine", "restore"], ["trust"], ["doctor"]])
 def test_every_command_has_help(argv):
     out = subprocess.run([sandbox_exe(), *argv, "--help"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr

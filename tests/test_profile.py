@@ -42,8 +42,9 @@ def load_text(tmp_path: Path, text: str, name: str = "p.toml"):
 BAD = [
     pytest.param(
         'description = "x"\nbogus = 1\n', 2,
-        "{p}:2: key 'bogus': unknown key (hint: known top-level keys: audit, caches, description, "
-        "env, extends, filesystem, limits, network, protect, require, sockets, syscalls)",
+        "{p}:2: key 'bogus': unknown key (hint: known top-level keys: audit, caches, ci, "
+        "description, env, extends, filesystem, limits, network, protect, require, sockets, "
+        "syscalls)",
         id="unknown-top-level"),
     pytest.param(
         '[filesystem]\nworkspace = "write"\nbogus = []\n', 3,

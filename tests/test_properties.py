@@ -341,6 +341,9 @@ def expected_weakenings(doc: dict) -> set[Weakening]:
         out.add(Weakening("p", "sockets.max_depth", f"4 -> {depth}"))
     if doc.get("limits", {}).get("core_dumps") is True:
         out.add(Weakening("p", "limits.core_dumps", "false -> true"))
+    for name in ("github_env", "github_path"):
+        if doc.get("ci", {}).get(name) is True:
+            out.add(Weakening("p", f"ci.{name}", "false -> true"))
     for name, default in LIMIT_DEFAULTS:
         value = doc.get("limits", {}).get(name)
         if name != "core_dumps" and value is not None and limit_room(value) > limit_room(default):
