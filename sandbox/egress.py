@@ -21,7 +21,7 @@ NO_PROXY = "localhost,127.0.0.1,::1"
 MAX_EVENTS_BYTES = 4 << 20  # the proxy writes at most 1000 lines; this bounds the read
 SUMMARY_LINES = 5
 MAX_CONNECTIONS = 4096  # network.max_connections = 0
-PR_SET_PDEATHSIG, SIGKILL = 1, 9
+PR_SET_PDEATHSIG, SIGKILL, PR_SET_DUMPABLE = 1, 9, 4
 
 
 def plan(policy) -> dict | None:
@@ -219,6 +219,11 @@ def _proxy_main(channel, data: dict, events_fd: int, wrapper: int, ca_fd: int | 
 def _make_inspector(data: dict, ca_fd: int):
     """The run's CA, in this process only; its certificate goes to ``ca_fd``."""
     try:
+        import ctypes
+
+        # nothing of this process may be read through /proc or a core dump,
+        # not even by the caller's other processes: it holds the CA key
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0)
         from sandbox import tlsca, tlsinspect
 
         inspector = tlsinspect.Inspector(tlsca.RunCA(data["inspect"]))

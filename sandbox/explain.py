@@ -48,7 +48,9 @@ def _egress(p: Prepared) -> dict | None:
             "max_connections": p.policy.egress_max_connections or egress.MAX_CONNECTIONS,
             "allow": [f"{describe(r)}   ({r.source})" for r in p.policy.egress_allow],
             "deny": [f"{describe(r)}   ({r.source})" for r in p.policy.egress_deny],
-            "hosts": [f"{name} = {addr}" for name, addr in p.policy.egress_hosts]}
+            "hosts": [f"{name} = {addr}" for name, addr in p.policy.egress_hosts],
+            "inspected": [f"{describe(r)}   ({r.source})" for r in p.policy.egress_allow
+                          if r.inspect]}
 
 
 def _plain(value):
@@ -103,6 +105,13 @@ def as_text(p: Prepared) -> str:
             section("network: refused even if allowed", d["egress"]["deny"])
         if d["egress"]["hosts"]:
             section("network: names resolved by the profile (no DNS)", d["egress"]["hosts"])
+        if d["egress"]["inspected"]:
+            from sandbox.tlstrust import CA_VARIABLES
+
+            section("network: TLS inspected (methods, paths and deny rules checked inside "
+                    "HTTPS)", d["egress"]["inspected"])
+            lines.append("  TLS inspected: run CA trusted inside through the system CA bundle "
+                         f"and {', '.join(CA_VARIABLES)}")
     if d["cache_dir"]:
         lines.append(f"tool caches {d['cache_dir']}")
     if d["weakenings"]:
