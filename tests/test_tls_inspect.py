@@ -431,3 +431,74 @@ def test_explain_shows_which_hosts_are_inspected(senv, tls_origin):
     assert f"{NAME}:{tls_origin.port} (TLS inspected, upstream CA {tls_origin.cert})" in text
     assert "files.test:443   (" in text  # a blind tunnel says nothing more
     assert "TLS inspected: run CA trusted inside through" in text
+
+
+# -- real clients ----------------------------------------------------------------------------
+
+def test_pip_npm_git_and_wget_work_through_inspection(senv, tls_origin, tmp_path):
+    """The run's CA is trusted with no client flags: pip (PIP_CERT), npm
+    (NODE_EXTRA_CA_CERTS), git (GIT_SSL_CAINFO) and wget (the system bundle)
+    fetch through an inspected tunnel whose rule allows GET and HEAD only."""
+    import hashlib
+    import io
+    import json
+    import tarfile
+
+    from test_egress import _wheel
+
+    www = senv.base / "www"
+    pkg = www / "simple" / "demo-egress"
+    pkg.mkdir(parents=True)
+    wheel = _wheel(pkg)
+    (pkg / "index.html").write_text(f'<a href="{wheel.name}">{wheel.name}</a>\n')
+    tgz = www / "files" / "demo-egress-1.0.0.tgz"
+    tgz.parent.mkdir()
+    manifest = json.dumps({"name": "demo-egress", "version": "1.0.0", "main": "index.js"}).encode()
+    with tarfile.open(tgz, "w:gz") as tf:
+        for name, data in (("package/package.json", manifest),
+                           ("package/index.js", b"module.exports = 'npm through inspection';\n")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    base = f"https://{NAME}:{tls_origin.port}"
+    (www / "npm").mkdir()
+    (www / "npm" / "demo-egress").write_text(json.dumps({
+        "name": "demo-egress", "dist-tags": {"latest": "1.0.0"},
+        "versions": {"1.0.0": {"name": "demo-egress", "version": "1.0.0",
+                               "dist": {"tarball": f"{base}/files/demo-egress-1.0.0.tgz",
+                                        "shasum": hashlib.sha1(tgz.read_bytes()).hexdigest()}}}}))
+    src = tmp_path / "src"
+    subprocess.run(["git", "init", "-q", "-b", "main", str(src)], check=True)
+    subprocess.run(["git", "-C", str(src), "-c", "user.email=t@t", "-c", "user.name=t", "commit",
+                    "-q", "--allow-empty", "-m", "through inspection"], check=True)
+    subprocess.run(["git", "clone", "-q", "--bare", str(src), str(www / "repo.git")], check=True)
+    subprocess.run(["git", "-C", str(www / "repo.git"), "update-server-info"], check=True)
+    tls_origin.server.RequestHandlerClass = _static(www)
+    prof = profile(senv, tls_origin, "clients", inspect=True, methods=["GET", "HEAD"])
+    npm = shutil.which("npm") or "true"
+    script = (f"{SYSTEM_PYTHON} -m venv .venv && .venv/bin/pip install -q --disable-pip-version-check "
+              f"--no-cache-dir --index-url {base}/simple/ demo-egress && "
+              ".venv/bin/python -c 'import demo_egress; print(demo_egress.VALUE)' && "
+              f"git clone -q {base}/repo.git cloned && git -C cloned log --format=%s && "
+              f"wget -q -O - {base}/npm/demo-egress | head -c 20 && echo && "
+              f"{npm} install --no-audit --no-fund --registry {base}/npm/ demo-egress && "
+              "node -e \"console.log(require('demo-egress'))\"")
+    done = senv.sh(script, args=["--profile", str(prof)], timeout=300)
+    assert done.returncode == 0, done.stderr.decode()[-3000:]
+    out = done.stdout.decode()
+    assert "installed through the proxy" in out
+    assert "through inspection" in out
+    assert '{"name": "demo-egres' in out
+    if npm != "true":
+        assert "npm through inspection" in out
+
+
+def _static(root: Path):
+    class Static(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, directory=str(root), **kw)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    return Static
