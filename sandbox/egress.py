@@ -217,26 +217,36 @@ def _proxy_main(channel, data: dict, events_fd: int, wrapper: int, ca_fd: int | 
 
 
 def _make_inspector(data: dict, ca_fd: int):
-    """The run's CA, in this process only; its certificate goes to ``ca_fd``."""
+    """The run's CA, in this process only; its certificate goes to ``ca_fd``.
+
+    The wrapper waits for that certificate before it starts bwrap, so only
+    what the CA needs is imported first (``cryptography``, about 40 ms);
+    the inspector's HTTP side comes after, while the command starts.
+    """
+    ca = None
     try:
         import ctypes
 
         # nothing of this process may be read through /proc or a core dump,
         # not even by the caller's other processes: it holds the CA key
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0)
-        from sandbox import tlsca, tlsinspect
+        from sandbox import tlsca
 
-        inspector = tlsinspect.Inspector(tlsca.RunCA(data["inspect"]))
-        message = inspector.ca.cert_pem
+        ca = tlsca.RunCA(data["inspect"])
+        message = ca.cert_pem
     except Exception as exc:  # noqa: BLE001 - the wrapper says it, and does not run the command
-        inspector, message = None, f"{type(exc).__name__}: {exc}".encode("ascii", "replace")
+        message = f"{type(exc).__name__}: {exc}".encode("ascii", "replace")
     try:
         while message:
             message = message[os.write(ca_fd, message):]
     except OSError:
         pass
     os.close(ca_fd)
-    return inspector
+    if ca is None:
+        return None
+    from sandbox import tlsinspect
+
+    return tlsinspect.Inspector(ca)
 
 
 def _read_events(fd: int) -> tuple[list[dict], dict]:

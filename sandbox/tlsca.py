@@ -26,7 +26,6 @@ import datetime
 import ipaddress
 import os
 import secrets
-import ssl
 import threading
 
 from cryptography import x509
@@ -99,7 +98,7 @@ class RunCA:
         self._leaf_key_pem = self._leaf_key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption())
-        self._contexts: dict[str, ssl.SSLContext] = {}
+        self._contexts: dict = {}  # host -> ssl.SSLContext
         self._lock = threading.Lock()
 
     def leaf_pem(self, host: str) -> bytes:
@@ -126,7 +125,7 @@ class RunCA:
                 .sign(self._key, hashes.SHA256()))
         return cert.public_bytes(serialization.Encoding.PEM)
 
-    def server_context(self, host: str) -> ssl.SSLContext:
+    def server_context(self, host: str):
         """The client-facing TLS context for ``host``, made once per host.
 
         HTTP/1.1 only (ALPN): the proxy re-frames requests with h11.
@@ -137,6 +136,8 @@ class RunCA:
                 return ctx
             if len(self._contexts) >= MAX_LEAVES:
                 self._contexts.clear()  # bounded memory; they are cheap to make again
+        import ssl  # not before the CA's certificate is out: the wrapper waits for it
+
         chain = self.leaf_pem(host) + self.cert_pem
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
@@ -146,7 +147,7 @@ class RunCA:
             return self._contexts.setdefault(host, ctx)
 
 
-def _load_chain(ctx: ssl.SSLContext, chain: bytes, key: bytes) -> None:
+def _load_chain(ctx, chain: bytes, key: bytes) -> None:
     """``load_cert_chain`` from memory.
 
     The ssl module reads certificates and keys only from files; anonymous

@@ -33,6 +33,7 @@ from sandbox.errors import printable
 from sandbox.proxy import _Client, _Gone, _Refused
 
 _H2_PREFACE = b"PRI * HTTP/2.0"
+_MAX_SESSIONS = 256
 # answered when the TLS handshake with the command's client fails; shown
 # apart from refusals by the rules (sandbox.egress.summary)
 HANDSHAKE_STATUS = 495
@@ -46,7 +47,22 @@ class Inspector:
     def __init__(self, ca) -> None:
         self.ca = ca  # sandbox.tlsca.RunCA
         self._upstream: dict[str, ssl.SSLContext] = {}
+        # TLS sessions of upstream servers, to resume instead of a full
+        # handshake on the next request (one request per connection)
+        self._sessions: dict[tuple, ssl.SSLSession] = {}
         self._lock = threading.Lock()
+
+    def session(self, key: tuple) -> ssl.SSLSession | None:
+        with self._lock:
+            return self._sessions.get(key)
+
+    def keep_session(self, key: tuple, session: ssl.SSLSession | None) -> None:
+        if session is None or not session.has_ticket:
+            return
+        with self._lock:
+            if len(self._sessions) >= _MAX_SESSIONS and key not in self._sessions:
+                self._sessions.pop(next(iter(self._sessions)))
+            self._sessions[key] = session
 
     def upstream_context(self, cafile: str) -> ssl.SSLContext:
         """A verifying client context: the host's roots, or only ``cafile``."""
@@ -181,8 +197,12 @@ class _Inspected(_Client):
         cafile = rule.upstream_ca if rule is not None else ""
         ctx = self.inspector.upstream_context(cafile)
         name = str(host)
+        # the session of the same name, port, address and trust: resuming it
+        # skips the certificate exchange, which verified the same thing
+        self._session_key = (name, port, raw.getpeername()[0], cafile)
         try:
-            tls = ctx.wrap_socket(raw, server_hostname=name)
+            tls = ctx.wrap_socket(raw, server_hostname=name,
+                                  session=self.inspector.session(self._session_key))
         except ssl.SSLCertVerificationError as e:
             self.upstream = None
             self.proxy.untrack_and_close(raw)
@@ -200,6 +220,11 @@ class _Inspected(_Client):
         return tls
 
     def close(self) -> None:
+        if self.upstream is not None and self.answered:
+            try:  # a ticket arrives with the response (TLS 1.3): keep it
+                self.inspector.keep_session(self._session_key, self.upstream.session)
+            except (AttributeError, ValueError, OSError):
+                pass
         # close_notify first, without waiting for the client's: a client
         # that reads to the end must not see a truncation
         try:

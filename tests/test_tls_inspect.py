@@ -337,11 +337,7 @@ def test_the_ca_key_cannot_be_read_from_inside(senv, tls_origin):
         "sleep 1; " + _KEY_HUNT.replace("$PROXY_PIDS", "$(cat proxy-pids)")],
         cwd=senv.ws, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     # the proxy is a child of the wrapper: give its host pid to the command
-    deadline = time.monotonic() + 10
-    pids: list[int] = []
-    while not pids and time.monotonic() < deadline:
-        pids = [p for p in children(proc.pid) if _is_proxy(p)]
-        time.sleep(0.05)
+    pids = _proxy_pids(proc.pid)
     (senv.ws / "proxy-pids").write_text(" ".join(map(str, pids)))
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
@@ -367,11 +363,7 @@ def test_the_proxy_is_not_dumpable_on_the_host(senv, tls_origin):
         proc = subprocess.Popen(senv.who.prefix() + [
             _exe(), "run", "--profile", str(prof), "--", "sleep", "3"],
             cwd=senv.ws, env=senv.environ(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 10
-        pids: list[int] = []
-        while not pids and time.monotonic() < deadline:
-            pids = [p for p in children(proc.pid) if _is_proxy(p)]
-            time.sleep(0.05)
+        pids = _proxy_pids(proc.pid)
         time.sleep(0.5)  # the CA is made: the proxy has set itself non-dumpable
         probe = subprocess.run(senv.who.prefix() + [SYSTEM_PYTHON, "-c",
                                f"open('/proc/{pids[0]}/environ','rb').read(); print('readable')"],
@@ -388,12 +380,21 @@ def _exe() -> str:
     return sandbox_exe()
 
 
-def _is_proxy(pid: int) -> bool:
-    """The wrapper's forked proxy runs the wrapper's own program; bwrap does not."""
-    try:
-        return "bwrap" not in os.readlink(f"/proc/{pid}/exe")
-    except OSError:
-        return True  # a non-dumpable process hides its exe link: that is the proxy
+def _proxy_pids(wrapper: int) -> list[int]:
+    """The wrapper's children once bwrap runs: bwrap, and the forked proxy
+    (which runs the wrapper's own program)."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        exes = {}
+        for pid in children(wrapper):
+            try:
+                exes[pid] = os.readlink(f"/proc/{pid}/exe")
+            except OSError:
+                exes[pid] = ""
+        if any(exe.endswith("/bwrap") for exe in exes.values()):
+            return [pid for pid, exe in exes.items() if not exe.endswith("/bwrap")]
+        time.sleep(0.05)
+    return []
 
 
 # -- the profile ---------------------------------------------------------------------------
