@@ -7,6 +7,9 @@ decides every request with ``sandbox.netrules``:
 * ``CONNECT host:port`` opens a tunnel (https and anything else over TCP);
   only host and port can be checked, so rules limited to methods or paths
   never match a tunnel.
+* a ``CONNECT`` that an ``inspect = true`` rule covers has its TLS ended by
+  ``sandbox.tlsinspect``, which runs each request inside through
+  ``_Client._forward`` below, exactly as plain HTTP (https upstream);
 * ``GET http://host/path`` (absolute form) is plain HTTP: method, host, port
   and path are checked, and the request is re-serialized by h11 before it
   goes upstream.  Nothing of the client's raw bytes reaches the origin, so
