@@ -36,7 +36,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 # Long enough for any run; a clock set a little wrong inside must not matter.
 _VALID_BEFORE = datetime.timedelta(hours=1)
 _VALID_FOR = datetime.timedelta(days=30)
-MAX_LEAVES = 4096  # hosts minted in one run (a wildcard rule can name many)
+MAX_LEAVES = 256  # TLS contexts kept (a wildcard rule can name many hosts; more are made again)
 
 
 def _constraint(pattern: str) -> x509.GeneralSubtree | None:

@@ -109,7 +109,8 @@ class Inspector:
         except _Gone:
             tls.close()
             raise
-        inner = _Inspected(proxy, tls, client.host or name, port, self)
+        cafile = client.rule.upstream_ca if client.rule is not None else ""
+        inner = _Inspected(proxy, tls, client.host or name, port, self, cafile)
         try:
             try:
                 tls.do_handshake()
@@ -147,10 +148,12 @@ class _Inspected(_Client):
     default_port = 443
 
     def __init__(self, proxy, sock: ssl.SSLSocket, host_raw: str, port: int,
-                 inspector: Inspector) -> None:
+                 inspector: Inspector, cafile: str) -> None:
         super().__init__(proxy, sock)
         self.tunnel_host, self.tunnel_port = host_raw, port
         self.inspector = inspector
+        self.cafile = cafile  # the inspecting rule's upstream_ca ("" = the host's roots)
+        self._session_key: tuple = ()
         self._first = True
 
     def _tunnel(self, request, target: str) -> None:
@@ -192,10 +195,13 @@ class _Inspected(_Client):
     def _open_upstream(self, host, port: int) -> socket.socket:
         """The checked address, as ``_Client`` connects it, then TLS verified
         for the CONNECT host (its name as SNI and in the certificate)."""
+        cafile = self.cafile
+        try:
+            ctx = self.inspector.upstream_context(cafile)
+        except (OSError, ssl.SSLError) as e:
+            raise _Refused(502, f"cannot load upstream_ca {cafile}: "
+                                f"{getattr(e, 'strerror', None) or e}") from None
         raw = super()._open_upstream(host, port)
-        rule = self.proxy.rules.inspected(host, port) if self.rule is not None else None
-        cafile = rule.upstream_ca if rule is not None else ""
-        ctx = self.inspector.upstream_context(cafile)
         name = str(host)
         # the session of the same name, port, address and trust: resuming it
         # skips the certificate exchange, which verified the same thing
