@@ -190,6 +190,16 @@ def _proxy_main(channel, data: dict, events_fd: int, wrapper: int, ca_fd: int | 
     # TLS inspection: the CA is made now, while bwrap starts; the wrapper
     # waits for its certificate (the key stays in this process)
     inspector = _make_inspector(data, ca_fd) if ca_fd is not None else None
+    rules = None
+    if inspector is not None:
+        # a profile that inspects will use the network: load the host's
+        # roots and mint the named hosts' leaves now, while the command
+        # starts, rather than on its first request
+        rules = build_rules(data)
+        try:
+            inspector.warm(rules)
+        except Exception:  # noqa: BLE001 - made again when needed, and refused in words then
+            pass
     try:
         _, ancillary, _, _ = channel.recvmsg(1, _socket.CMSG_LEN(4))
     except OSError:
@@ -206,12 +216,8 @@ def _proxy_main(channel, data: dict, events_fd: int, wrapper: int, ca_fd: int | 
 
     from sandbox import proxy
 
-    rules = build_rules(data)
-    if inspector is not None:
-        try:  # the host's roots and the named hosts' leaves, before the first request
-            inspector.warm(rules)
-        except Exception:  # noqa: BLE001 - made again when needed, and refused in words then
-            pass
+    if rules is None:
+        rules = build_rules(data)
     proxy.serve_listener(socket.socket(fileno=listener), rules, events_fd,
                          proxy.Limits(max_connections=data["max_connections"]), inspector)
 

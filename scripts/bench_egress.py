@@ -32,6 +32,7 @@ import argparse
 import http.client
 import http.server
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -394,17 +395,27 @@ def bench_inspected_runs(runs: int, tport: int, cert: str) -> None:
             for argv in cmd.values():
                 timed(argv, str(ws), env)
         times: dict[str, list[float]] = {k: [] for k in cmd}
+        cpu: dict[str, list[float]] = {k: [] for k in cmd}
         for _ in range(runs):
             for label, argv in cmd.items():
+                # CPU of the run and everything it waited for (the proxy, bwrap,
+                # the command): steadier than wall time on a shared machine
+                before = resource.getrusage(resource.RUSAGE_CHILDREN)
                 times[label].append(timed(argv, str(ws), env))
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                cpu[label].append(after.ru_utime + after.ru_stime
+                                  - before.ru_utime - before.ru_stime)
         ms = lambda v: f"{v * 1000:7.1f} ms"  # noqa: E731
         print(f"\n== TLS inspection, whole runs, {runs} rounds")
         for label, values in times.items():
-            print(f"{label:16} median {ms(statistics.median(values))}")
+            print(f"{label:16} median {ms(statistics.median(values))}   CPU "
+                  f"{ms(statistics.median(cpu[label]))}")
         pair = lambda a, b: statistics.median(x - y for x, y in zip(times[a], times[b]))  # noqa: E731
         print(f"one request, inspected - blind (paired) median {ms(pair('inspected', 'blind'))}"
               "  (bar: +50 ms)")
         print(f"`true`, inspected - blind (paired)       median {ms(pair('inspected true', 'blind true'))}")
+        cpair = lambda a, b: statistics.median(x - y for x, y in zip(cpu[a], cpu[b]))  # noqa: E731
+        print(f"CPU, one request, inspected - blind      median {ms(cpair('inspected', 'blind'))}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
