@@ -503,3 +503,24 @@ def _static(root: Path):
             pass
 
     return Static
+
+
+def test_runs_without_inspection_load_no_tls_code(senv, tls_origin):
+    """The proxy of a run without inspect never loads OpenSSL's Python module
+    or cryptography (seen in its memory map); an inspecting run's does."""
+    if os.getuid() != 0 and senv.who.name != "self":
+        pytest.skip("needs to read the proxy's memory map")
+    loaded = {}
+    for inspect in (False, True):
+        prof = profile(senv, tls_origin, f"lazy{inspect}", inspect=inspect)
+        senv.finish()
+        proc = subprocess.Popen(senv.who.prefix() + [
+            _exe(), "run", "--profile", str(prof), "--", "sh", "-c",
+            f"curl -sk -o /dev/null https://{NAME}:{tls_origin.port}/x; sleep 2"],
+            cwd=senv.ws, env=senv.environ(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        pids = _proxy_pids(proc.pid)
+        time.sleep(1.0)
+        maps = "".join(Path(f"/proc/{p}/maps").read_text() for p in pids)
+        loaded[inspect] = ("_ssl." in maps, "cryptography" in maps)
+        proc.communicate(timeout=30)
+    assert loaded == {False: (False, False), True: (True, True)}
