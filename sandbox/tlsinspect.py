@@ -226,6 +226,7 @@ class _Inspected(_Client):
         return tls
 
     def close(self) -> None:
+        self._first = False  # the drain below is not a request's first bytes
         if self.upstream is not None and self.answered:
             try:  # a ticket arrives with the response (TLS 1.3): keep it
                 self.inspector.keep_session(self._session_key, self.upstream.session)
