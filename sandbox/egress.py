@@ -21,7 +21,7 @@ NO_PROXY = "localhost,127.0.0.1,::1"
 MAX_EVENTS_BYTES = 4 << 20  # the proxy writes at most 1000 lines; this bounds the read
 SUMMARY_LINES = 5
 MAX_CONNECTIONS = 4096  # network.max_connections = 0
-PR_SET_PDEATHSIG, SIGKILL = 1, 9
+PR_SET_PDEATHSIG, SIGKILL, PR_SET_DUMPABLE = 1, 9, 4
 
 
 def plan(policy) -> dict | None:
@@ -29,11 +29,15 @@ def plan(policy) -> dict | None:
     if policy.network.value != "proxy":
         return None
 
-    return {"profile": policy.name, "allow": [r.as_tuple() for r in policy.egress_allow],
+    data = {"profile": policy.name, "allow": [r.as_tuple() for r in policy.egress_allow],
             "deny": [r.as_tuple() for r in policy.egress_deny], "hosts": [list(p) for p in policy.egress_hosts],
             "max_connections": policy.egress_max_connections or MAX_CONNECTIONS,
             # where real values come from, never the values (the plan is cached on disk)
             "credentials": list(policy.egress_credentials), "headers": list(policy.egress_headers)}
+    inspected = [r.host for r in policy.egress_allow if r.inspect]
+    if inspected:  # the proxy makes a CA for these at start (sandbox.tlsca)
+        data["inspect"] = inspected
+    return data
 
 
 def no_proxy(data: dict | None = None) -> str:
@@ -92,10 +96,15 @@ class Session:
             os.close(self.events_fd)
             raise
         events_fd, wrapper = self.events_fd, os.getpid()
+        # TLS inspection: the proxy sends the run CA's certificate back here
+        ca_read, ca_write = os.pipe() if data.get("inspect") else (None, None)
+        self.ca_fd, self.trust = ca_read, None
 
         def main() -> None:
             launcher_end.close()
-            _proxy_main(proxy_end, data, events_fd, wrapper, secrets)
+            if ca_read is not None:
+                os.close(ca_read)
+            _proxy_main(proxy_end, data, events_fd, wrapper, ca_write, secrets)
 
         try:
             self.pid = runner.fork_helper(main)
@@ -105,8 +114,30 @@ class Session:
             raise
         finally:
             proxy_end.close()
+            if ca_write is not None:
+                os.close(ca_write)
         self.bridge = netns.Bridge(launcher_end, mode)
         self.result: dict | None = None
+
+    def inspect(self, argv, status, seccomp, env):
+        """For a profile that inspects TLS: wait for the run's CA, bind the
+        combined bundle over the system's inside (``sandbox.tlstrust``);
+        returns the argv, its moved option indexes and the command's env."""
+        if self.ca_fd is None and self.trust is None:
+            return argv, status, seccomp, env
+        from sandbox import tlstrust
+
+        if self.trust is None:
+            fd, self.ca_fd = self.ca_fd, None
+            try:
+                self.trust = tlstrust.Trust(tlstrust.read_ca(fd), env,
+                                            tlstrust.state_dir(os.environ))
+            except OSError as exc:
+                from sandbox.errors import SetupError
+
+                raise SetupError(f"cannot write the CA bundle for TLS inspection: "
+                                 f"{exc.strerror or exc}; the command was not run") from None
+        return (*self.trust.argv(argv, status, seccomp), {**env, **self.trust.env()})
 
     def finish(self) -> dict:
         """Stop the proxy (once); return what it saw, for the report."""
@@ -116,6 +147,11 @@ class Session:
 
         self.bridge.close()
         exited, status = runner.stop_helper(self.pid)
+        if self.ca_fd is not None:
+            os.close(self.ca_fd)
+            self.ca_fd = None
+        if self.trust is not None:
+            self.trust.remove()
         events, stats = _read_events(self.events_fd)
         os.close(self.events_fd)
         result = {"proxy": f"{PROXY_HOST}:{PROXY_PORT}", "blocked": events,
@@ -131,7 +167,7 @@ class Session:
         return result
 
 
-def _proxy_main(channel, data: dict, events_fd: int, wrapper: int,
+def _proxy_main(channel, data: dict, events_fd: int, wrapper: int, ca_fd: int | None = None,
                 secrets: list | None = None) -> None:
     """In the forked proxy process: wait for the first connection, then serve.
 
@@ -146,7 +182,7 @@ def _proxy_main(channel, data: dict, events_fd: int, wrapper: int,
     for fd in (0, 1, 2):
         os.dup2(null, fd)
     os.close(null)
-    keep = {channel.fileno(), events_fd}
+    keep = {channel.fileno(), events_fd, ca_fd}
     for name in os.listdir("/proc/self/fd"):
         fd = int(name)
         if fd > 2 and fd not in keep:
@@ -164,6 +200,19 @@ def _proxy_main(channel, data: dict, events_fd: int, wrapper: int,
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, SIGKILL)
     if os.getppid() != wrapper:
         return
+    # TLS inspection: the CA is made now, while bwrap starts; the wrapper
+    # waits for its certificate (the key stays in this process)
+    inspector = _make_inspector(data, ca_fd) if ca_fd is not None else None
+    rules = None
+    if inspector is not None:
+        # a profile that inspects will use the network: load the host's
+        # roots and mint the named hosts' leaves now, while the command
+        # starts, rather than on its first request
+        rules = build_rules(data)
+        try:
+            inspector.warm(rules)
+        except Exception:  # noqa: BLE001 - made again when needed, and refused in words then
+            pass
     try:
         _, ancillary, _, _ = channel.recvmsg(1, _socket.CMSG_LEN(4))
     except OSError:
@@ -186,8 +235,44 @@ def _proxy_main(channel, data: dict, events_fd: int, wrapper: int,
         from sandbox import provenance
 
         guard = provenance.Guard(data, secrets or [])
-    proxy.serve_listener(socket.socket(fileno=listener), build_rules(data), events_fd,
-                         proxy.Limits(max_connections=data["max_connections"]), guard=guard)
+    if rules is None:
+        rules = build_rules(data)
+    proxy.serve_listener(socket.socket(fileno=listener), rules, events_fd,
+                         proxy.Limits(max_connections=data["max_connections"]), inspector,
+                         guard=guard)
+
+
+def _make_inspector(data: dict, ca_fd: int):
+    """The run's CA, in this process only; its certificate goes to ``ca_fd``.
+
+    The wrapper waits for that certificate before it starts bwrap, so only
+    what the CA needs is imported first (``cryptography``, about 40 ms);
+    the inspector's HTTP side comes after, while the command starts.
+    """
+    ca = None
+    try:
+        import ctypes
+
+        # nothing of this process may be read through /proc or a core dump,
+        # not even by the caller's other processes: it holds the CA key
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0)
+        from sandbox import tlsca
+
+        ca = tlsca.RunCA(data["inspect"])
+        message = ca.cert_pem
+    except Exception as exc:  # noqa: BLE001 - the wrapper says it, and does not run the command
+        message = f"{type(exc).__name__}: {exc}".encode("ascii", "replace")
+    try:
+        while message:
+            message = message[os.write(ca_fd, message):]
+    except OSError:
+        pass
+    os.close(ca_fd)
+    if ca is None:
+        return None
+    from sandbox import tlsinspect
+
+    return tlsinspect.Inspector(ca)
 
 
 def _read_events(fd: int) -> tuple[list[dict], dict]:
@@ -230,6 +315,8 @@ def summary(result: dict, profile: str) -> list[str]:
         times = f" ({n} times)" if n > 1 else ""
         if status == 403:
             lines.append(f"sandbox: blocked {method} {url} - {reason}{times} (profile '{profile}')")
+        elif status == 495:  # TLS inspection: the client did not accept the run's certificate
+            lines.append(f"sandbox: TLS inspection of {url} failed - {reason}{times}")
         elif 400 <= status < 500:
             lines.append(f"sandbox: refused a malformed {method} {url} - {reason}{times}")
         elif status in (502, 504):

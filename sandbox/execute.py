@@ -186,6 +186,9 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
                 if seccomp is not None:
                     run_seccomp = (dns.moved(argv, run_argv, seccomp[0]), seccomp[1])
             try:
+                if session is not None:  # TLS inspection: the run's CA trusted inside
+                    run_argv, run_status, run_seccomp, env = session.inspect(
+                        run_argv, run_status, run_seccomp, env)
                 outcome = runner.run(run_argv, env, run_status, interactive, run_seccomp, applied,
                                      grace, bridge=session.bridge if session is not None
                                      and backend_name == "bwrap"

@@ -77,7 +77,10 @@ def _egress(p: Prepared) -> dict | None:
             "headers": [f"{host}:{','.join(map(str, ports))} "
                         + " ".join([f"strip {','.join(strip)}"] * bool(strip)
                                    + [f"refuse {','.join(refuse)}"] * bool(refuse))
-                        for host, ports, strip, refuse in p.policy.egress_headers]}
+                        for host, ports, strip, refuse in p.policy.egress_headers],
+            "inspected": [f"{describe(r)}   ({r.source})" for r in p.policy.egress_allow
+                          if r.inspect]}
+
 
 
 def _credential(data: tuple) -> str:
@@ -157,6 +160,13 @@ def as_text(p: Prepared) -> str:
                     d["egress"]["credentials"])
         if d["egress"]["headers"]:
             section("network: request headers stripped or refused", d["egress"]["headers"])
+        if d["egress"]["inspected"]:
+            from sandbox.tlstrust import CA_VARIABLES
+
+            section("network: TLS inspected (methods, paths and deny rules checked inside "
+                    "HTTPS)", d["egress"]["inspected"])
+            lines.append("  TLS inspected: run CA trusted inside through the system CA bundle "
+                         f"and {', '.join(CA_VARIABLES)}")
     if d["cache_dir"]:
         lines.append(f"tool caches {d['cache_dir']}")
     if d["weakenings"]:

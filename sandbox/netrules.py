@@ -325,9 +325,11 @@ def validate_port(raw: int) -> int:
 
 
 _RULE_KEYS = ("host", "ports", "methods", "paths")
-# Allow rules only: TLS inspection (sandbox.proxy) and request headers the
-# proxy strips or refuses for the rule's host (sandbox.credentials).
-_ALLOW_ONLY_KEYS = ("inspect", "strip_headers", "refuse_headers")
+_TLS_KEYS = ("inspect", "upstream_ca")  # allow rules only (sandbox.tlsinspect)
+# Allow rules only: request headers the proxy strips or refuses for the
+# rule's host (sandbox.credentials).
+_HEADER_KEYS = ("strip_headers", "refuse_headers")
+_ALLOW_ONLY_KEYS = _TLS_KEYS + _HEADER_KEYS
 
 
 def _list(table: dict, key: str, check, what: str, example: str, default_words: str,
@@ -352,19 +354,21 @@ def parse_rule(table: dict, source: str, *, deny: bool = False) -> EgressRule:
     if not isinstance(table, dict):
         raise RuleError("", "a rule must be a table", 'write { host = "pypi.org" }')
     for key in table:
-        if key in _ALLOW_ONLY_KEYS and not deny:
-            continue
-        if key not in _RULE_KEYS:
+        if key in _ALLOW_ONLY_KEYS and deny:
+            raise RuleError(str(key), f"{key} belongs on [[network.allow]] rules",
+                            f"remove {key} from this [[network.deny]] rule; a deny rule with "
+                            "methods or paths is checked inside every inspected tunnel")
+        if key not in _RULE_KEYS + _ALLOW_ONLY_KEYS:
             raise RuleError(str(key), f"unknown key {_shown(str(key))!r}",
                             "a rule takes the keys host, ports, methods and paths"
-                            + ("" if deny else ", inspect, strip_headers and refuse_headers"))
-    if not isinstance(table.get("inspect", False), bool):
-        raise RuleError("inspect", "inspect must be true or false", "write inspect = true")
-    for key in ("strip_headers", "refuse_headers"):
+                            + ("" if deny else ", inspect, upstream_ca, strip_headers and "
+                               "refuse_headers"))
+    for key in _HEADER_KEYS:
         _list(table, key, lambda name, key=key: validate_header_name(name, key),
               "header names", '["x-forwarded-for"]', "none", ())
     if "host" not in table:
         raise RuleError("host", "the rule has no host", 'write host = "pypi.org"')
+    inspect, upstream_ca = _tls_keys(table)
     return EgressRule(
         host=validate_pattern(table["host"]),
         ports=_list(table, "ports", validate_port, "whole numbers", "[443]",
@@ -374,7 +378,30 @@ def parse_rule(table: dict, source: str, *, deny: bool = False) -> EgressRule:
                       "any method", ()),
         paths=_list(table, "paths", validate_path, "strings", '["/simple/"]', "any path", ()),
         source=source,
+        inspect=inspect,
+        upstream_ca=upstream_ca,
     )
+
+
+def _tls_keys(table: dict) -> tuple[bool, str]:
+    """``inspect`` (a boolean) and ``upstream_ca`` (an absolute path, only with inspect)."""
+    inspect = table.get("inspect", False)
+    if not isinstance(inspect, bool):
+        raise RuleError("inspect", f"inspect must be true or false, not {_shown(inspect)}",
+                        "write inspect = true to check methods and paths inside HTTPS")
+    ca = table.get("upstream_ca", "")
+    if "upstream_ca" not in table:
+        return inspect, ""
+    hint = 'write upstream_ca = "/etc/ssl/private-registry-ca.pem" (an absolute path)'
+    if not inspect:
+        raise RuleError("upstream_ca", "upstream_ca is used only when the proxy inspects TLS",
+                        "add inspect = true to the rule, or remove upstream_ca (without "
+                        "inspection the command's own client verifies the server)")
+    if not isinstance(ca, str) or not ca:
+        raise RuleError("upstream_ca", f"upstream_ca must be a file path, not {_shown(ca)}", hint)
+    if not ca.startswith("/") or "\x00" in ca or any(ord(c) < 0x20 for c in ca):
+        raise RuleError("upstream_ca", f"upstream_ca {_shown(ca)!r} is not an absolute path", hint)
+    return inspect, ca
 
 
 def parse_hosts(table: dict) -> tuple[tuple[str, str], ...]:
@@ -479,6 +506,9 @@ def describe(rule: EgressRule) -> str:
     if rule.methods:
         words.append(",".join(rule.methods))
     words.extend(rule.paths)
+    if rule.inspect:
+        words.append("(TLS inspected" + (f", upstream CA {rule.upstream_ca})"
+                                         if rule.upstream_ca else ")"))
     return " ".join(words)
 
 
@@ -657,10 +687,16 @@ class Rules:
             except PathError as err:
                 return refuse(f"bad path: {err}")
 
-        # Deny first.  Inside a tunnel methods and paths are invisible, so a
-        # deny rule limited to some of them refuses the whole tunnel.
+        # An inspected tunnel (some allow rule for this host and port says
+        # inspect = true): the proxy ends its TLS and checks every request
+        # inside it as plain HTTP, so rules with methods or paths are
+        # decided there, request by request.
+        inspected = tunnel and self.inspected(name, port) is not None
+        # Deny first.  Inside a blind tunnel methods and paths are invisible,
+        # so a deny rule limited to some of them refuses the whole tunnel.
         for rule, matches in self._deny:
             if (matches(name) and (not rule.ports or port in rule.ports)
+                    and (not (tunnel and inspected and rule.scoped()))
                     and (tunnel or _deny_scope_hits(rule, method, path))):
                 return refuse(f"denied by a [[network.deny]] rule ({rule.source or describe(rule)})",
                               rule)
@@ -672,11 +708,14 @@ class Rules:
         if not rules:
             return refuse(f"port {port} not allowed for {shown}")
         if tunnel:
+            if inspected:  # the rule that says inspect decides how (upstream_ca)
+                return allow(self.inspected(name, port))
             for rule in rules:
                 if not rule.scoped():
                     return allow(rule)
             return refuse(f"CONNECT refused: the rule for {shown} limits methods or paths, "
-                          "which cannot be checked inside a TLS tunnel", rules[0])
+                          "which cannot be checked inside a TLS tunnel (add inspect = true "
+                          "to the rule to check them inside HTTPS)", rules[0])
         rules = [r for r in rules if not r.methods or method in r.methods]
         if not rules:
             return refuse(f"method {method} not allowed for {shown}")
@@ -684,6 +723,15 @@ class Rules:
             if _scope_ok(rule, method, path):
                 return allow(rule)
         return refuse(f"path {path} not allowed for {shown}")
+
+    def inspected(self, host: str | Address, port: int) -> EgressRule | None:
+        """The first allow rule for a normalised ``host`` and ``port`` with
+        ``inspect = true``: a CONNECT there gets its TLS ended and each
+        request inside checked.  None: a blind tunnel."""
+        for rule, matches in self._allow:
+            if rule.inspect and port in rule.ports and matches(host):
+                return rule
+        return None
 
     def pinned(self, host: str) -> Address | None:
         """The ``network.hosts`` address of a normalised name, if it has one."""

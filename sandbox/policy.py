@@ -47,6 +47,12 @@ class EgressRule:
     methods: tuple[str, ...] = ()
     paths: tuple[str, ...] = ()
     source: str = ""  # where it came from, for messages: "pypi: network.allow[1]"
+    # TLS inspection (allow rules only; sandbox.tlsinspect): the proxy ends
+    # the client's TLS with a per-run CA, so methods and paths are checked
+    # inside HTTPS too; upstream is verified against the host's roots, or
+    # only against ``upstream_ca`` (an absolute path) when it is set
+    inspect: bool = False
+    upstream_ca: str = ""
 
     def scoped(self) -> bool:
         """True when the rule limits methods or paths (plain HTTP only)."""
@@ -54,12 +60,13 @@ class EgressRule:
 
     def as_tuple(self) -> tuple:
         """Plain data for caches and the proxy process (``from_tuple`` reads it back)."""
-        return (self.host, tuple(self.ports), tuple(self.methods), tuple(self.paths), self.source)
+        return (self.host, tuple(self.ports), tuple(self.methods), tuple(self.paths), self.source,
+                self.inspect, self.upstream_ca)
 
     @classmethod
     def from_tuple(cls, data) -> "EgressRule":
-        host, ports, methods, paths, source = data
-        return cls(host, tuple(ports), tuple(methods), tuple(paths), source)
+        host, ports, methods, paths, source, *tls = data
+        return cls(host, tuple(ports), tuple(methods), tuple(paths), source, *tls)
 
 
 @dataclass(frozen=True, slots=True)

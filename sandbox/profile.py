@@ -561,7 +561,13 @@ def _egress(chain: list[Source], datas: list[dict], net: dict) -> tuple:
             for index, table in enumerate(data.get("network", {}).get(kind, []), 1):
                 rule = netrules.parse_rule(table, f"{src.name}: network.{kind}[{index}]",
                                            deny=kind == "deny")
-                if not any(rule.as_tuple()[:4] == r.as_tuple()[:4] for r in rules[kind]):
+                if rule.upstream_ca and not os.path.isfile(rule.upstream_ca):
+                    raise ProfileError(src.path, f"upstream_ca {rule.upstream_ca!r} is not a "
+                                                 "file", key=f"network.{kind}[{index}].upstream_ca",
+                                       line=_rule_line(src.text, f"network.{kind}", index),
+                                       hint="name a PEM file of the CA certificates that "
+                                            "sign the upstream server's certificate")
+                if not any(_same_rule(rule, r) for r in rules[kind]):
                     rules[kind].append(rule)  # the same rule from two profiles: the first
     if net.get("mode", "none") != "proxy":
         # A profile that writes allow rules but leaves the network off has
@@ -597,6 +603,12 @@ def _credentials(chain: list[Source], datas: list[dict], net: dict, ctx: Context
         raise ProfileError(src.path, err.message, key=f"network.credentials[{err.index}].{err.key}",
                            line=_rule_line(src.text, "network.credentials", err.index),
                            hint=err.hint) from None
+
+
+def _same_rule(a, b) -> bool:
+    """Equal but for the profile each came from (``source``)."""
+    ta, tb = a.as_tuple(), b.as_tuple()
+    return ta[:4] + ta[5:] == tb[:4] + tb[5:]
 
 
 def load(spec: str, ctx: Context) -> tuple[Policy, list[str]]:

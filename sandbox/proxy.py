@@ -7,6 +7,9 @@ decides every request with ``sandbox.netrules``:
 * ``CONNECT host:port`` opens a tunnel (https and anything else over TCP);
   only host and port can be checked, so rules limited to methods or paths
   never match a tunnel.
+* a ``CONNECT`` that an ``inspect = true`` rule covers has its TLS ended by
+  ``sandbox.tlsinspect``, which runs each request inside through
+  ``_Client._forward`` below, exactly as plain HTTP (https upstream);
 * ``GET http://host/path`` (absolute form) is plain HTTP: method, host, port
   and path are checked, and the request is re-serialized by h11 before it
   goes upstream.  Nothing of the client's raw bytes reaches the origin, so
@@ -103,9 +106,9 @@ def _printable(text: str, limit: int = 200) -> str:
     return printable(text, limit, ascii_only=True)
 
 
-def _url(host: str, port: int, path: str | None) -> str:
+def _url(host: str, port: int, path: str | None, scheme: str = "http") -> str:
     shown = f"[{host}]" if ":" in host else host
-    return f"{shown}:{port}" if path is None else f"http://{shown}:{port}{path}"
+    return f"{shown}:{port}" if path is None else f"{scheme}://{shown}:{port}{path}"
 
 
 def _system_resolver(host: str, port: int) -> list[_Address]:
@@ -191,9 +194,13 @@ class Proxy:
     def __init__(self, listener: socket.socket, rules: netrules.Rules,
                  on_event: Callable[[dict], None], *,
                  resolver: Callable[[str, int], list] | None = None,
-                 limits: Limits | None = None, guard=None) -> None:
+                 limits: Limits | None = None, inspector=None, guard=None) -> None:
         self.listener = listener
         self.guard = guard  # sandbox.provenance.Guard: credentials and header rules
+        # sandbox.tlsinspect.Inspector when some rule says inspect = true:
+        # it ends such tunnels' TLS and hands each request inside back to a
+        # _Client (so every check of plain HTTP applies there too)
+        self.inspector = inspector
         self.rules = rules
         self.on_event = on_event
         self.resolver = resolver or _system_resolver
@@ -344,13 +351,14 @@ class Proxy:
             self.allowed += 1
 
     def _record(self, status: int, reason: str, method: str | None = None,
-                host: str | None = None, port: int | None = None, path: str | None = None) -> None:
+                host: str | None = None, port: int | None = None, path: str | None = None,
+                scheme: str = "http") -> None:
         with self._lock:
             self.blocked += 1
         host = _printable(host) if host is not None else None
         path = _printable(path) if path is not None else None
         event = {"method": method, "host": host, "port": port, "path": path,
-                 "url": _url(host, port, path) if host is not None and port else None,
+                 "url": _url(host, port, path, scheme) if host is not None and port else None,
                  "reason": _printable(reason, 500), "status": status}
         try:
             self.on_event(event)
@@ -381,6 +389,11 @@ def _error_bytes(conn: h11.Connection, status: int, reason: str, what: str,
 
 class _Client:
     """One client connection: one request (or one tunnel), then close."""
+
+    # plain HTTP; a request inside an inspected tunnel is https, port 443
+    # by default (sandbox.tlsinspect)
+    scheme = "http"
+    default_port = 80
 
     def __init__(self, proxy: Proxy, sock: socket.socket) -> None:
         self.proxy = proxy
@@ -473,6 +486,8 @@ class _Client:
             raise _Refused(403, f"blind tunnel to {host} refused: it has a [[network.credentials]] "
                                 "entry, so its requests must be readable (plain HTTP, or "
                                 "inspect = true on its allow rule)")
+        if self.rule is not None and self.rule.inspect:
+            return self._inspect(host, port)
         upstream = self._open_upstream(host, port)
         established = h11.Response(status_code=200, headers=[], reason=b"Connection established")
         self.sock.sendall(self.conn.send(established))
@@ -482,7 +497,21 @@ class _Client:
             upstream.sendall(early)
         _Relay(self.proxy, self.sock, upstream, self.limits.idle_timeout).run()
 
-    def _forward(self, request: h11.Request, target: str) -> None:
+    def _inspect(self, host: str | _Address, port: int) -> None:
+        """An inspected tunnel: answer the CONNECT, then let the inspector end
+        the client's TLS and run each request inside through ``_forward``."""
+        if self.proxy.inspector is None:
+            raise _Refused(500, "TLS inspection is not available in this proxy")
+        if self.conn.trailing_data[0]:
+            raise _Refused(400, "TLS data sent before the proxy answered CONNECT "
+                                "(not supported where the proxy inspects TLS)")
+        established = h11.Response(status_code=200, headers=[], reason=b"Connection established")
+        self.sock.sendall(self.conn.send(established))
+        self.answered = True
+        self.proxy.inspector.serve(self, host, port)
+
+    def _target(self, target: str) -> tuple[str, int, str]:
+        """(host as written, port, path) of a plain HTTP request's target."""
         if target.startswith("/"):
             raise _Refused(400, "send requests through the proxy in absolute form "
                            "(http://host/path)")
@@ -500,6 +529,10 @@ class _Client:
         if path.startswith("?"):
             path = "/" + path
         host_raw, port = _split_authority(authority, 80)
+        return host_raw, port, path
+
+    def _forward(self, request: h11.Request, target: str) -> None:
+        host_raw, port, path = self._target(target)
         self.host, self.port, self.path = host_raw, port, path
         if any(name == b"upgrade" for name, _ in request.headers):
             raise _Refused(403, "Upgrade is not supported (use CONNECT)")
@@ -509,7 +542,7 @@ class _Client:
         hosts = [value for name, value in request.headers if name == b"host"]
         if len(hosts) != 1:
             raise _Refused(400, "exactly one Host header is required")
-        h_host, h_port = _split_authority(hosts[0].decode("latin-1"), 80)
+        h_host, h_port = _split_authority(hosts[0].decode("latin-1"), self.default_port)
         if _normalize(h_host) != _normalize(host_raw) or h_port != port:
             raise _Refused(400, "Host header does not match the URL")
         host = self._check(host_raw, port, path)
@@ -604,7 +637,7 @@ class _Client:
         uconn = h11.Connection(h11.CLIENT,
                                max_incomplete_event_size=self.limits.max_upstream_head)
         shown = f"[{host}]" if isinstance(host, ipaddress.IPv6Address) else str(host)
-        authority = shown if port == 80 else f"{shown}:{port}"
+        authority = shown if port == self.default_port else f"{shown}:{port}"
         if forwarded is None:  # a caller that skipped _forward: the same step, late
             forwarded = self._outgoing_headers(request, host, port, path)
         headers = [(b"Host", authority.encode("ascii")), *forwarded, (b"Connection", b"close")]
@@ -731,12 +764,14 @@ class _Client:
 
     def refuse(self, status: int, reason: str) -> None:
         """Record the event and, if nothing was answered yet, send the error."""
-        self.proxy._record(status, reason, self.method, self.host, self.port, self.path)
+        self.proxy._record(status, reason, self.method, self.host, self.port, self.path,
+                           self.scheme)
         if self.answered:
             return
         self.answered = True
         if self.method:
-            url = _url(self.host, self.port, self.path) if self.host and self.port else "?"
+            url = (_url(self.host, self.port, self.path, self.scheme) if self.host and self.port
+                   else "?")
             what = f"{self.method} {_printable(url, 300)}"
         else:
             what = "request"
@@ -888,7 +923,7 @@ class _EventSink:
 
 
 def serve_listener(listener: socket.socket, rules: netrules.Rules, events_fd: int,
-                   limits: Limits | None = None, guard=None) -> NoReturn:
+                   limits: Limits | None = None, inspector=None, guard=None) -> NoReturn:
     """Serve ``listener`` until SIGTERM; events go to ``events_fd``.  Never returns.
 
     Called in the proxy process (``sandbox.egress._proxy_main``), which has
@@ -917,7 +952,7 @@ def serve_listener(listener: socket.socket, rules: netrules.Rules, events_fd: in
         except (OSError, ValueError):
             pass  # fewer tunnels at once
         threading.stack_size(_STACK_SIZE)  # hundreds of threads, shallow stacks
-        proxy = Proxy(listener, rules, sink, limits=limits, guard=guard)
+        proxy = Proxy(listener, rules, sink, limits=limits, inspector=inspector, guard=guard)
         if stop_early:
             proxy.shutdown()
         proxy.serve_forever()

@@ -170,7 +170,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
                     choices=("none", "proxy"), looser=("none", "proxy")),
         "allow": Key(Kind.RULES, Merge.WEAKEN,
                      "Endpoints the proxy lets through: host (exact, *.suffix or an IP), ports "
-                     "(default [443]), and for plain HTTP methods and paths."),
+                     "(default [443]), and for plain HTTP methods and paths; inspect = true "
+                     "checks those inside HTTPS too (upstream_ca: the CA to verify upstream "
+                     "against)."),
         "deny": Key(Kind.RULES, Merge.APPEND,
                     "Endpoints refused even when an allow rule matches (ports default to all)."),
         "max_connections": Key(Kind.INT, Merge.REPLACE,

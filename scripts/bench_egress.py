@@ -13,7 +13,12 @@ pinned to it with the proxy's resolver override, so nothing asks DNS.
 3. concurrency: N connections (default 200) through the proxy held open at
    once, then each makes a request; errors are counted;
 4. startup: `sandbox run` of `true` with a proxy profile, against bare bwrap
-   and against the default profile, alternately.
+   and against the default profile, alternately;
+5. TLS inspection (``inspect = true``): one HTTPS request on a new connection
+   directly, through a blind CONNECT tunnel and through an inspected tunnel
+   (the proxy ends TLS with the run's CA and opens verified TLS upstream),
+   alternately; and whole runs that make one HTTPS request, inspected
+   against blind, which includes making the run's CA and the first leaf.
 
 The proxy runs in a process of its own, as it does for a real run.
 
@@ -27,6 +32,7 @@ import argparse
 import http.client
 import http.server
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -46,6 +52,7 @@ from sandbox import netrules, proxy  # noqa: E402
 from sandbox.policy import EgressRule  # noqa: E402
 
 NAME = "bench.test"
+INSPECTED = "inspected.test"  # the same TLS origin, reached through an inspected tunnel
 BARE = ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--unshare-all",
         "--die-with-parent", "--new-session", "true"]
 
@@ -75,6 +82,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
+class _TLSHandler(_Handler):
+    # headers and body are two TLS records: without this, Nagle holds the
+    # second until the client's delayed ACK (40 ms) on every request
+    disable_nagle_algorithm = True
+
+
 def _fork(target) -> int:
     pid = os.fork()
     if pid == 0:
@@ -87,7 +100,8 @@ def _fork(target) -> int:
 
 def start_origin(big: str, cert: tuple[str, str] | None) -> tuple[int, int]:
     """An HTTP (or HTTPS) origin in its own process.  Returns (pid, port)."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler, bind_and_activate=False)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _TLSHandler if cert else _Handler,
+                                             bind_and_activate=False)
     server.request_queue_size = 1024
     server.daemon_threads = True
     server.server_bind()
@@ -103,8 +117,12 @@ def start_origin(big: str, cert: tuple[str, str] | None) -> tuple[int, int]:
     return pid, port
 
 
-def start_proxy(ports: list[int]) -> tuple[int, int]:
-    rules = netrules.Rules([EgressRule(NAME, tuple(ports))], (), ((NAME, "127.0.0.1"),))
+def start_proxy(ports: list[int], inspect_port: int | None = None, upstream_ca: str = "",
+                inspector=None) -> tuple[int, int]:
+    allow = [EgressRule(NAME, tuple(ports))]
+    if inspect_port is not None:  # a second name for the same origin, inspected
+        allow.append(EgressRule(INSPECTED, (inspect_port,), inspect=True, upstream_ca=upstream_ca))
+    rules = netrules.Rules(allow, (), ((NAME, "127.0.0.1"), (INSPECTED, "127.0.0.1")))
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(1024)
@@ -116,7 +134,8 @@ def start_proxy(ports: list[int]) -> tuple[int, int]:
         def no_dns(*_a):
             raise AssertionError("the benchmark never resolves names")
 
-        proxy.Proxy(listener, rules, lambda event: None, resolver=no_dns).serve_forever()
+        proxy.Proxy(listener, rules, lambda event: None, resolver=no_dns,
+                    inspector=inspector).serve_forever()
 
     pid = _fork(serve)
     listener.close()
@@ -293,6 +312,114 @@ def bench_startup(runs: int, origin_port: int) -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def tls_request(port: int, via: int | None, name: str, ctx: ssl.SSLContext) -> float:
+    """One GET over a new TLS connection (and a new tunnel), http.client."""
+    start = time.perf_counter()
+    if via is None:
+        conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=10, context=ctx)
+        conn._create_connection = _pinned(name)  # TLS name checked, address pinned
+        conn.host = name
+    else:
+        conn = http.client.HTTPSConnection("127.0.0.1", via, timeout=10, context=ctx)
+        conn.set_tunnel(name, port)
+    conn.request("GET", "/small")
+    resp = conn.getresponse()
+    body = resp.read()
+    conn.close()
+    if resp.status != 200 or body != b"ok\n":
+        raise SystemExit(f"bad response {resp.status} {body[:80]!r}")
+    return time.perf_counter() - start
+
+
+def _pinned(name: str):
+    def connect(address, timeout=None, source_address=None):
+        return socket.create_connection(("127.0.0.1", address[1]), timeout)
+    return connect
+
+
+def bench_inspection(tport: int, proxy_port: int, origin_ctx: ssl.SSLContext,
+                     run_ctx: ssl.SSLContext, n: int) -> None:
+    """Direct, blind tunnel and inspected tunnel, one new connection per request."""
+    cases = (("direct", lambda: tls_request(tport, None, NAME, origin_ctx)),
+             ("blind tunnel", lambda: tls_request(tport, proxy_port, NAME, origin_ctx)),
+             ("inspected", lambda: tls_request(tport, proxy_port, INSPECTED, run_ctx)))
+    for _ in range(20):
+        for _, fn in cases:
+            fn()
+    times: dict[str, list[float]] = {label: [] for label, _ in cases}
+    for _ in range(n):
+        for label, fn in cases:
+            times[label].append(fn())
+    us = lambda v: f"{v * 1e6:8.0f} us"  # noqa: E731
+    med = {label: statistics.median(v) for label, v in times.items()}
+    print(f"\n== TLS inspection, per request: new connection + GET over HTTPS, {n} triples")
+    for label in times:
+        print(f"{label:15} median {us(med[label])}")
+    diff = [i - b for i, b in zip(times["inspected"], times["blind tunnel"])]
+    print(f"blind - direct        median {us(statistics.median(b - d for b, d in zip(times['blind tunnel'], times['direct'])))}")
+    print(f"inspected - blind     median {us(statistics.median(diff))}  (bar: 2000 us)")
+
+
+def bench_inspected_runs(runs: int, tport: int, cert: str) -> None:
+    """Whole runs that make one HTTPS request: inspected (CA and first leaf
+    made in the run) against a blind tunnel, alternately."""
+    from bench_startup import age
+
+    exe = str(Path(os.path.realpath(sys.prefix)) / "bin" / "sandbox")
+    base = Path(__file__).resolve().parent.parent / ".test-root"
+    base.mkdir(parents=True, exist_ok=True)
+    work = tempfile.mkdtemp(prefix="bench-tls-", dir=base)
+    try:
+        ca = Path(work) / "origin.pem"
+        shutil.copy(cert, ca)
+        ws = Path(work) / "ws"
+        ws.mkdir()
+        shutil.copy(cert, ws / "origin.pem")
+        head = ('extends = "default"\n[network]\nmode = "proxy"\n'
+                f'hosts = {{ "{NAME}" = "127.0.0.1" }}\n[[network.allow]]\nhost = "{NAME}"\n'
+                f'ports = [{tport}]\n')
+        blind, inspected = Path(work) / "blind.toml", Path(work) / "inspected.toml"
+        blind.write_text(head)
+        inspected.write_text(head + f'inspect = true\nupstream_ca = "{ca}"\n')
+        age(Path(work))
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        env["XDG_CACHE_HOME"] = str(Path(work) / "cache")
+        url = f"https://{NAME}:{tport}/small"
+        cmd = {"blind": [exe, "run", "--profile", str(blind), "--", "curl", "-sS", "-o",
+                         "/dev/null", "--cacert", "origin.pem", url],
+               "inspected": [exe, "run", "--profile", str(inspected), "--", "curl", "-sS", "-o",
+                             "/dev/null", url],
+               "blind true": [exe, "run", "--profile", str(blind), "--", "true"],
+               "inspected true": [exe, "run", "--profile", str(inspected), "--", "true"]}
+        for _ in range(3):
+            for argv in cmd.values():
+                timed(argv, str(ws), env)
+        times: dict[str, list[float]] = {k: [] for k in cmd}
+        cpu: dict[str, list[float]] = {k: [] for k in cmd}
+        for _ in range(runs):
+            for label, argv in cmd.items():
+                # CPU of the run and everything it waited for (the proxy, bwrap,
+                # the command): steadier than wall time on a shared machine
+                before = resource.getrusage(resource.RUSAGE_CHILDREN)
+                times[label].append(timed(argv, str(ws), env))
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                cpu[label].append(after.ru_utime + after.ru_stime
+                                  - before.ru_utime - before.ru_stime)
+        ms = lambda v: f"{v * 1000:7.1f} ms"  # noqa: E731
+        print(f"\n== TLS inspection, whole runs, {runs} rounds")
+        for label, values in times.items():
+            print(f"{label:16} median {ms(statistics.median(values))}   CPU "
+                  f"{ms(statistics.median(cpu[label]))}")
+        pair = lambda a, b: statistics.median(x - y for x, y in zip(times[a], times[b]))  # noqa: E731
+        print(f"one request, inspected - blind (paired) median {ms(pair('inspected', 'blind'))}"
+              "  (bar: +50 ms)")
+        print(f"`true`, inspected - blind (paired)       median {ms(pair('inspected true', 'blind true'))}")
+        cpair = lambda a, b: statistics.median(x - y for x, y in zip(cpu[a], cpu[b]))  # noqa: E731
+        print(f"CPU, one request, inspected - blind      median {ms(cpair('inspected', 'blind'))}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--requests", type=int, default=300)
@@ -300,6 +427,7 @@ def main() -> None:
     ap.add_argument("--conns", type=int, default=200)
     ap.add_argument("--runs", type=int, default=30)
     ap.add_argument("--transfers", type=int, default=15)
+    ap.add_argument("--only-tls", action="store_true", help="only the TLS inspection figures")
     args = ap.parse_args()
     pids: list[int] = []
     tmp = tempfile.mkdtemp(prefix="bench-egress-")
@@ -312,14 +440,24 @@ def main() -> None:
         cert, key = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
         subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
                         "-out", cert, "-subj", f"/CN={NAME}", "-addext",
-                        f"subjectAltName=DNS:{NAME}", "-days", "1"], check=True, capture_output=True)
+                        f"subjectAltName=DNS:{NAME},DNS:{INSPECTED}", "-days", "1"], check=True,
+                       capture_output=True)
         pid, port = start_origin(big, None)
         pids.append(pid)
         tpid, tport = start_origin(big, (cert, key))
         pids.append(tpid)
-        ppid, proxy_port = start_proxy([port, tport])
+        from sandbox import tlsca, tlsinspect
+
+        inspector = tlsinspect.Inspector(tlsca.RunCA([INSPECTED]))  # before the fork: the
+        run_ctx = ssl.create_default_context(cadata=inspector.ca.cert_pem.decode())  # client needs it
+        origin_ctx = ssl.create_default_context(cafile=cert)
+        ppid, proxy_port = start_proxy([port, tport], tport, cert, inspector)
         pids.append(ppid)
         time.sleep(0.2)
+        if args.only_tls:
+            bench_inspection(tport, proxy_port, origin_ctx, run_ctx, args.requests)
+            bench_inspected_runs(args.runs, tport, cert)
+            return
         print(f"origin 127.0.0.1:{port}, TLS origin 127.0.0.1:{tport}, proxy 127.0.0.1:{proxy_port}; "
               f"{os.cpu_count()} CPUs")
         bench_requests(port, proxy_port, args.requests)
@@ -329,6 +467,8 @@ def main() -> None:
                          proxy_port, cert, args.transfers)
         bench_concurrency(port, proxy_port, args.conns)
         bench_startup(args.runs, port)
+        bench_inspection(tport, proxy_port, origin_ctx, run_ctx, args.requests)
+        bench_inspected_runs(args.runs, tport, cert)
     finally:
         for pid in pids:  # only the processes this script started
             try:

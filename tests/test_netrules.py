@@ -434,7 +434,8 @@ def rules():
     ("CONNECT", "github.com", 22, None, False, "port 22 not allowed for github.com", "github.com"),
     ("CONNECT", "pypi.org", 443, None, False,
      "CONNECT refused: the rule for pypi.org limits methods or paths, which cannot be checked "
-     "inside a TLS tunnel", "pypi.org"),
+     "inside a TLS tunnel (add inspect = true to the rule to check them inside HTTPS)",
+     "pypi.org"),
     ("GET", "pypi.org", 80, "/simple/requests/", True,
      "allowed by a [[network.allow]] rule (pypi: network.allow[0])", "pypi.org"),
     ("GET", "pypi.org", 80, "/simple/?q=1", True, None, "pypi.org"),
