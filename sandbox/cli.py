@@ -54,6 +54,8 @@ see network.md), SANDBOX_AUDIT_LOG (on, off or a file; default
 $XDG_STATE_HOME/sandbox/audit.jsonl; see audit-log.md).  Docs (README.md,
 profiles.md, network.md, agents.md, api.md, ci.md, fallback.md,
 audit-log.md, design.md):
+
+\b
 {docs}
 """
 

@@ -188,7 +188,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
                            "(from a variable of the caller or a file the sandbox cannot read) "
                            "into requests to the entry's host, methods and paths, in place of "
                            "a per-run placeholder the command's variable holds "
-                           "(docs/credentials.md)."),
+                           "(credentials.md)."),
     },
 }
 

@@ -38,7 +38,7 @@ _MAX_SESSIONS = 256
 # apart from refusals by the rules (sandbox.egress.summary)
 HANDSHAKE_STATUS = 495
 _CLIENT_ADVICE = ("the client does not trust the run's CA: it pins certificates or uses its "
-                  "own CA list (docs/network.md, 'TLS inspection')")
+                  "own CA list (network.md, 'TLS inspection')")
 
 
 class Inspector:
