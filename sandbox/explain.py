@@ -49,7 +49,7 @@ def as_data(p: Prepared) -> dict:
 _KEYS = ("profile", "policy", "workspace", "cwd", "writable", "kept_in_place",
          "protected_read_only", "unprotected", "secrets_masked", "secrets_git_holds",
          "emptied_dirs", "scratch_parents_read_only", "cache_dir", "env_removed", "weakenings",
-         "warnings", "network", "egress", "argv", "plan_ms")
+         "warnings", "network", "egress", "argv", "plan_ms", "tightenings", "backend")
 
 
 def error_data(err) -> dict:
