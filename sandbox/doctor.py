@@ -164,13 +164,30 @@ def as_text(d: Diagnosis) -> str:
              "", f"  {'guarantee':<12} {'status':<12} how"]
     for area in AREAS:
         status, how = d.rows[area]
-        lines.append(f"  {area:<12} {status:<12} {how}")
+        lines += _wrap(f"  {area:<12} {status:<12} ", how)
     for note in d.notes:
-        lines.append(f"  note: {note}")
+        lines += _wrap("  note: ", note)
     for p in d.problems:
-        lines += ["", f"problem ({p.cause}): {p.detail}", "fix:"]
-        lines += ["  " + line for line in p.fix]
+        lines += [""] + _wrap(f"problem ({p.cause}): ", p.detail, indent=2) + ["fix:"]
+        for line in p.fix:
+            if line.startswith("    ") or "{" in line:  # profile text: verbatim
+                lines.append("  " + line)
+            else:
+                body = line.lstrip(" ")
+                lines += _wrap("  " + line[:len(line) - len(body)], body)
     return "\n".join(lines)
+
+
+WIDTH = 100  # one screen: the table and the fix fit a 100-column terminal
+
+
+def _wrap(first: str, text: str, indent: int | None = None) -> list[str]:
+    """``first`` + ``text`` wrapped at WIDTH, continuation lines under the text."""
+    import textwrap
+
+    pad = " " * (len(first) if indent is None else indent)
+    return textwrap.wrap(first + text, WIDTH, subsequent_indent=pad,
+                         break_long_words=False, break_on_hyphens=False) or [first.rstrip()]
 
 
 def run(environ: dict[str, str], as_json: bool = False) -> int:

@@ -105,12 +105,13 @@ def _libc():
 
 
 def _syscall_errno(name: str, *args: int) -> int:
-    """errno of a raw syscall that must fail (0 if it returned >= 0)."""
+    """errno of a raw syscall that must fail (0 if it returned >= 0; -1 when this
+    architecture's number is not known here)."""
     import ctypes
 
     number = _SYSCALLS.get(os.uname().machine, {}).get(name)
     if number is None:
-        return errno.ENOSYS
+        return -1
     libc = _libc()
     libc.syscall.restype = ctypes.c_long
     rc = libc.syscall(ctypes.c_long(number), *(ctypes.c_ulong(a) for a in args))
@@ -139,6 +140,7 @@ def filter_refuses() -> str | None:
         unshare_err, clone_err = (int(x) for x in out.split())
     except ValueError:
         return None
+    # ENOSYS too (a filter may answer so); -1: an architecture we have no numbers for
     refused = [n for n, e in (("unshare", unshare_err), ("clone", clone_err))
                if e in (errno.EPERM, errno.EACCES, errno.ENOSYS)]
     if not refused:

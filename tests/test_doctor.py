@@ -47,6 +47,7 @@ def test_doctor_names_the_container_seccomp_cause_and_the_narrow_fix(senv):
     assert r.returncode == 1, r.stdout + r.stderr
     out = r.stdout
     assert len(out.splitlines()) <= SCREEN, out
+    assert all(len(line) <= 100 or " " not in line.strip() for line in out.splitlines()), out
     assert "CANNOT be enforced" in out.splitlines()[0]
     assert "BLOCKED (container_seccomp)" in out
     assert "problem (container_seccomp): a seccomp filter" in out
