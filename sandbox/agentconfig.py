@@ -71,6 +71,18 @@ def snippet(agent: str, exe: str) -> dict:
     raise UsageError(f"unknown agent {agent!r} (one of {', '.join(AGENTS)})")
 
 
+def codex_toml(exe: str) -> str:
+    """The Codex snippet as inline ``[hooks]`` tables for ``config.toml``, for
+    those who keep their hooks there (``install-hook`` itself writes hooks.json:
+    the standard library cannot rewrite a TOML file and keep its comments)."""
+    group = snippet("codex", exe)["hooks"]["PreToolUse"][0]
+    lines = ["[[hooks.PreToolUse]]", f"matcher = {json.dumps(group['matcher'])}", "",
+             "[[hooks.PreToolUse.hooks]]"]
+    # a JSON string with ensure_ascii is also a TOML basic string
+    lines += [f"{key} = {json.dumps(value)}" for key, value in group["hooks"][0].items()]
+    return "\n".join(lines) + "\n"
+
+
 def settings_path(agent: str, project: bool, cwd: str, environ: dict, home: str) -> str:
     if agent == "claude-code":
         if project:
@@ -227,3 +239,33 @@ def install(agent: str, exe: str, path: str) -> bool:
         except OSError as exc:
             raise SandboxError(f"cannot write {path}: {exc.strerror or exc}")
     return changed
+
+
+def install_or_show(agent: str, project: bool, show: bool, environ: dict) -> str:
+    """``sandbox install-hook``: install (or with ``show``, print) the hook for
+    ``agent``; the text to print."""
+    from sandbox.agenthooks import Refusal, sandbox_exe
+    from sandbox.app import home_dir
+    from sandbox.discover import logical_cwd
+
+    try:
+        exe = sandbox_exe()
+    except Refusal as err:
+        raise SandboxError(str(err)) from None
+    cwd, home = logical_cwd(environ), home_dir(environ)
+    if agent == "opencode":
+        path = plugin_path(project, cwd, environ, home)
+        if show:
+            return f"// {path}\n{plugin_text(exe)}"
+        changed = install_plugin(exe, path)
+    else:
+        path = settings_path(agent, project, cwd, environ, home)
+        if show:
+            text = f"# {path}\n{json.dumps(snippet(agent, exe), indent=2)}\n"
+            if agent == "codex":
+                text += f"\n# or inline in config.toml:\n{codex_toml(exe)}"
+            return text
+        changed = install(agent, exe, path)
+    if changed:
+        return f"installed the sandbox hook in {path}\n"
+    return f"already installed, unchanged: {path}\n"

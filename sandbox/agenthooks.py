@@ -168,7 +168,7 @@ def _cwd(event: dict, name: str = "cwd") -> str:
     cwd = _field(event, name)
     if not os.path.isabs(cwd) or "\0" in cwd:
         raise Refusal(f"malformed event: '{name}' is not an absolute path: {cwd!r}")
-    return cwd
+    return os.path.normpath(cwd)  # as sandbox itself reads --workspace
 
 
 def _event_name(event: dict, expected: str) -> None:

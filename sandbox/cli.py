@@ -367,38 +367,17 @@ def install_hook(
       sandbox install-hook gemini --print
     """
     from sandbox import agentconfig
-    from sandbox.agenthooks import Refusal, sandbox_exe
-    from sandbox.app import home_dir
-    from sandbox.discover import logical_cwd
 
     if agent not in agentconfig.INSTALLABLE:
         _fail(f"unknown agent {agent!r}: one of {', '.join(agentconfig.INSTALLABLE)}")
     if project and user:
         _fail("--project and --user exclude each other")
-    environ = dict(os.environ)
     try:
-        exe = sandbox_exe()
-        cwd, home = logical_cwd(environ), home_dir(environ)
-        if agent == "opencode":
-            path = agentconfig.plugin_path(project, cwd, environ, home)
-            if show:
-                print(f"// {path}")
-                print(agentconfig.plugin_text(exe), end="")
-                return
-            changed = agentconfig.install_plugin(exe, path)
-        else:
-            path = agentconfig.settings_path(agent, project, cwd, environ, home)
-            if show:
-                print(f"# {path}")
-                print(json.dumps(agentconfig.snippet(agent, exe), indent=2))
-                return
-            changed = agentconfig.install(agent, exe, path)
-    except Refusal as err:
-        raise typer.Exit(show_error(SandboxError(str(err))))
+        print(agentconfig.install_or_show(agent, project, show, dict(os.environ)), end="")
     except SandboxError as err:
         raise typer.Exit(show_error(err))
-    print(f"{'installed the sandbox hook in' if changed else 'already installed, unchanged:'} "
-          f"{path}")
+
+
 @app.command()
 def doctor(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,

@@ -107,6 +107,16 @@ def test_print_changes_nothing(senv):
     assert not (senv.home / ".gemini").exists()
 
 
+def test_codex_print_also_shows_the_config_toml_form(senv):
+    import tomllib
+
+    r = install(senv, "codex", "--print")
+    assert r.returncode == 0, r.stderr.decode()
+    json_part, toml_part = r.stdout.decode().split("\n# or inline in config.toml:\n")
+    assert json.loads(json_part.split("\n", 1)[1]) == agentconfig.snippet("codex", sandbox_exe())
+    assert tomllib.loads(toml_part) == agentconfig.snippet("codex", sandbox_exe())
+
+
 @pytest.mark.parametrize("agent", list(PROJECT_FILES))
 def test_project_install_goes_into_the_current_directory(senv, agent):
     r = install(senv, agent, "--project")
@@ -220,6 +230,11 @@ def test_agents_md_shows_each_snippet(agent):
     doc = (Path(__file__).parent.parent / "docs" / "agents.md").read_text()
     text = json.dumps(agentconfig.snippet(agent, "/home/you/.local/bin/sandbox"), indent=2)
     assert f"```json\n{text}\n```" in doc
+
+
+def test_agents_md_shows_the_codex_toml():
+    doc = (Path(__file__).parent.parent / "docs" / "agents.md").read_text()
+    assert f"```toml\n{agentconfig.codex_toml('/home/you/.local/bin/sandbox')}```" in doc
 
 
 @pytest.mark.parametrize("argv", [["sh"], ["hook"], ["install-hook"]])

@@ -408,6 +408,15 @@ def test_project_root_only_when_cwd_is_inside(tmp_path):
     assert agenthooks.project_root(f"{p}/sub", None) == f"{p}/sub"
 
 
+def test_cwd_is_normalised_as_sandbox_reads_it(tmp_path):
+    opts = agenthooks.parse_args(["codex"])
+    event = {"hook_event_name": "PreToolUse", "tool_name": "Bash", "cwd": f"{tmp_path}/a/../b/",
+             "tool_input": {"command": "ls"}}
+    answer = agenthooks.codex(event, {}, opts)
+    words = shlex.split(answer["hookSpecificOutput"]["updatedInput"]["command"])
+    assert words[2:4] == ["--workspace", f"{tmp_path}/b"]
+
+
 def test_hook_path_never_imports_typer():
     import sys
 
