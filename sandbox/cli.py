@@ -476,6 +476,8 @@ def quarantine_restore(ident: Annotated[str, typer.Argument(
     except SandboxError as err:
         raise typer.Exit(show_error(err))
     print(printable(f"restored {item['path']}"))
+
+
 def _state_dir() -> str:
     from sandbox.app import home_dir
     from sandbox.discover import state_dir
