@@ -237,8 +237,15 @@ def sh(
     unprotect: UnprotectOpt = None,
     report: Annotated[Optional[str], typer.Option(
         "--report", metavar="FILE", help="As for 'sandbox run'.")] = None,
+    report_fd: Annotated[Optional[int], typer.Option(
+        "--report-fd", metavar="N", min=0, help="As for 'sandbox run'.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="As for 'sandbox run'.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="As for 'sandbox run'.")] = False,
+    timeout: Annotated[Optional[str], typer.Option(
+        "--timeout", metavar="SECONDS", help="As for 'sandbox run'.")] = None,
+    env_pass: EnvPassOpt = None,
+    network: NetworkOpt = None,
+    allow_host: AllowHostOpt = None,
 ) -> None:
     """Run one shell command string in the sandbox: sandbox sh [OPTIONS] [--] 'STRING'
 
@@ -260,8 +267,17 @@ def sh(
     if not string or len(string) != 1:
         _fail("sandbox sh takes exactly one command string, quoted as one word: "
               "sandbox sh [OPTIONS] -- 'make test && echo ok'")
+    if report_fd is not None:
+        if report is not None:
+            _fail("--report and --report-fd exclude each other")
+        report = f"/dev/fd/{report_fd}"
     opts = _options(shellcmd.argv(string[0]), profile, workspace, allow_write, unprotect,
-                    report=report, dry_run=dry_run, quiet=quiet)
+                    report=report, dry_run=dry_run, quiet=quiet, timeout=timeout,
+                    env_pass=env_pass, network=network, allow_host=allow_host)
+    if opts.quiet:
+        from sandbox import quiet as quiet_mod
+
+        quiet_mod.install()
     raise typer.Exit(run_app(opts, dict(os.environ)))
 
 
