@@ -231,7 +231,7 @@ def sh(
     string: Annotated[Optional[list[str]], typer.Argument(
         metavar="'COMMAND STRING'",
         help="One shell command string, quoted as one word.")] = None,
-    profile: ProfileOpt = "default",
+    profile: ProfileOpt = None,
     workspace: WorkspaceOpt = None,
     allow_write: AllowWriteOpt = None,
     unprotect: UnprotectOpt = None,

@@ -59,6 +59,7 @@ def build(command, meta: dict | None, started: float, *, outcome=None, error=Non
         "warnings": [],
         "plan_ms": None,
         "plan_cached": None,
+        "backend": None,  # sandbox.ladder: which mechanism ran the command, and its guarantee
         "limits": None,
         "error": None,
         "audit": [],
