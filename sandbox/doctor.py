@@ -145,7 +145,7 @@ def as_text(d: Diagnosis) -> str:
     elif d.backend == "none":
         head = "the default profile CANNOT be enforced here: sandbox run fails closed"
     else:
-        head = f"the default profile is only partly enforced here (backend: {d.backend})"
+        head = f"the default profile is only partly enforced here ({d.backend})"
     ns = h.userns
     lines = [f"sandbox doctor: {head}", "",
              f"  host         Linux {h.kernel} {h.arch}, uid {h.uid}, container: "

@@ -259,7 +259,7 @@ def test_report_and_report_fd_exclude_each_other(senv):
 
 @pytest.mark.parametrize("args", [["--report-fd", "7", "--", "x"], ["--report-fd=7", "-q", "--", "x"]])
 def test_report_fd_fast_path_agrees_with_typer(args):
-    from test_main import typer_options
+    typer_options = _typer_options()
 
     from sandbox.__main__ import parse_run
 
@@ -268,11 +268,22 @@ def test_report_fd_fast_path_agrees_with_typer(args):
     assert fast == typer_options(args)
 
 
+def _typer_options():
+    """tests/test_main.py's helper, loaded by path: this file may run without it."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "_test_main_helpers", os.path.join(os.path.dirname(__file__), "test_main.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.typer_options
+
+
 @pytest.mark.parametrize("args", [["--report-fd", "x", "--", "y"], ["--report-fd", "-1", "--", "y"],
                                   ["--report", "r", "--report-fd", "3", "--", "y"],
                                   ["--report-fd", "3", "--report", "r", "--", "y"]])
 def test_report_fd_bad_values_fall_back_to_typer(args):
-    from test_main import typer_options
+    typer_options = _typer_options()
 
     from sandbox.__main__ import parse_run
 
