@@ -28,7 +28,7 @@ import socket
 import ssl
 import threading
 
-from sandbox import netrules
+from sandbox import netrules, resources
 from sandbox.errors import printable
 from sandbox.proxy import _Client, _Gone, _Refused
 
@@ -38,7 +38,7 @@ _MAX_SESSIONS = 256
 # apart from refusals by the rules (sandbox.egress.summary)
 HANDSHAKE_STATUS = 495
 _CLIENT_ADVICE = ("the client does not trust the run's CA: it pins certificates or uses its "
-                  "own CA list (network.md, 'TLS inspection')")
+                  f"own CA list ({resources.doc('network.md')}, 'TLS inspection')")
 
 
 class Inspector:
