@@ -47,7 +47,9 @@ DIRS = {".claude", ".codex", ".gemini", ".cursor", ".windsurf", ".continue", ".o
 
 def protected_names() -> list[str]:
     with open(resources.profiles_dir() / "default.toml", "rb") as fh:
-        return tomllib.load(fh)["protect"]["names"]
+        # .sandbox.toml is read as the project profile (text that is not TOML
+        # stops the run); tests/test_project_profile.py checks it is read-only
+        return [n for n in tomllib.load(fh)["protect"]["names"] if n != ".sandbox.toml"]
 
 
 def host(senv, *argv: str, cwd=None, **kw) -> subprocess.CompletedProcess:
