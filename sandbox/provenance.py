@@ -65,11 +65,32 @@ def _credential_header(name: str) -> bool:
     return any(word in name for word in _CREDENTIAL_WORDS) or name.endswith(("-key", "_key"))
 
 
+def _parameters(where: str, query: str) -> list[tuple[str, str]]:
+    """Every (name, value) some origin could read from the path and query.
+
+    A refusal must match each spelling an origin may read as a credential
+    parameter: ``;`` separates query parameters too (Rack 2, older Java and
+    Python stacks), ``;name=value`` in a path segment is a matrix parameter
+    (JAX-RS, Spring), and names are read loosely (PHP turns ``api.key`` and
+    ``api key`` into ``api_key``; PHP, Rails and ``qs`` read ``key[]`` and
+    ``key[0]`` as ``key``).  Each name comes back in its plain and its loose
+    spelling.
+    """
+    pairs = parse_qsl(query.replace(";", "&"), keep_blank_values=True)
+    for segment in where.split("/"):
+        pairs += parse_qsl("&".join(segment.split(";")[1:]), keep_blank_values=True)
+    out = []
+    for name, value in pairs:
+        loose = name.split("[", 1)[0].strip(" \t\0").replace(".", "_").replace(" ", "_")
+        out += [(name, value), (loose, value)]
+    return out
+
+
 def _credential_param(name: str) -> bool:
     name = name.lower()
     return (name in _CREDENTIAL_PARAMS or name.endswith(("_token", "-token", "_key", "-key",
                                                          "_secret", "apikey"))
-            or "password" in name)
+            or "password" in name or "session" in name)  # ;jsessionid=, PHPSESSID
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +184,7 @@ class Guard:
         if envfilter.secret_value(where.replace("/", " ")):  # /bot<TOKEN>/ style APIs
             raise Refusal(f"foreign credential: the path holds a token, and {host} takes "
                           "only the session's")
-        for name, value in parse_qsl(query, keep_blank_values=True):
+        for name, value in _parameters(where, query):
             if _credential_param(name) or envfilter.secret_value(value):
                 raise Refusal(f"foreign credential: the query parameter "
                               f"{netrules._shown(name, 40)} looks like a credential, and "

@@ -1,0 +1,68 @@
+"""Red team: foreign credentials in query and path parameters spelled the way
+real origins read them, through the real sandbox and a loopback origin.
+
+The provenance step refused ``?key=...`` but let these through, each of
+which some server stack reads as a ``key``/``api_key``/session parameter:
+
+* ``?x=1;key=K``: ``;`` separates query parameters in Rack 2 and older
+  Java/Python stacks;
+* ``/v1/files;key=K``: a matrix parameter (JAX-RS ``@MatrixParam``, Spring
+  ``@MatrixVariable``); ``;jsessionid=S`` is the servlet session in the URL;
+* ``?api.key=K`` and ``?access%20token=K``: PHP reads both as ``api_key`` /
+  ``access_token``;
+* ``?key[]=K``: PHP, Rails and Node's ``qs`` read it as ``key``.
+
+Each is shown reaching the origin without the sandbox, then refused (403,
+nothing at the origin) inside, while the session's own call still works.
+"""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+from test_credentials import API_KEY_ENTRY, REAL, Origin, _curl, _profile, _run
+
+# a key in no well-known format: only the parameter's name can give it away
+KEY = "acct7f3e9attackerkey"
+
+SPELLINGS = [
+    f"/v1/files?x=1;key={KEY}",
+    f"/v1/files;key={KEY}",
+    f"/v1/files;jsessionid={KEY}",
+    f"/v1/files?api.key={KEY}",
+    f"/v1/files?access%20token={KEY}",
+    f"/v1/files?key[]={KEY}",
+]
+
+
+@pytest.fixture
+def origin():
+    srv = Origin()
+    yield srv
+    srv.close()
+
+
+def test_credential_parameters_in_every_spelling_are_refused(senv, origin):
+    # without the sandbox each request reaches the origin, key and all
+    for path in SPELLINGS:
+        direct = subprocess.run(["sh", "-c", _curl(f"'http://127.0.0.1:{origin.port}{path}'",
+                                                   "-g", "-X", "POST", "-d", "x")],
+                                capture_output=True, text=True)
+        assert direct.stdout == "200\n", (path, direct.stderr)
+    assert [s["path"] for s in origin.seen] == SPELLINGS
+    origin.seen.clear()
+
+    profile = _profile(senv, origin.port, API_KEY_ENTRY.replace(
+        'paths = ["/v1/messages"]', 'paths = ["/v1/messages", "/v1/files"]'))
+    base = f"http://api.test:{origin.port}"
+    script = "; ".join(
+        [_curl(f"'{base}{path}'", "-g", "-X", "POST", "-d", "x") for path in SPELLINGS]
+        + [_curl(f"'{base}/v1/messages?page=2;sort=asc'", "-X", "POST",
+                 "-H", '"x-api-key: $API_KEY"', "-d", "hi")])
+    out = _run(senv, profile, script, REAL_API_KEY=REAL)
+    codes = out.stdout.decode().split()
+    assert codes == ["403"] * len(SPELLINGS) + ["200"], (codes, out.stderr)
+    assert [s["path"] for s in origin.seen] == ["/v1/messages?page=2;sort=asc"]
+    assert origin.seen[0]["headers"]["x-api-key"] == REAL
+    assert "foreign credential" in out.stderr.decode()
