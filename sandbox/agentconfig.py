@@ -189,8 +189,8 @@ def read(path: str) -> dict:
         raise SandboxError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}")
     if not text.strip():
         return {}
-    try:
-        data = json.loads(text)
+    try:  # a number only Python reads as infinity would be written back as non-JSON
+        data = json.loads(text, parse_float=_finite, parse_constant=_no_constant)
     except ValueError as exc:
         raise SandboxError(f"{path}: not valid JSON ({exc}); nothing was changed",
                            hint="fix the file, or add the hook by hand: "
@@ -199,6 +199,28 @@ def read(path: str) -> dict:
         raise SandboxError(f"{path}: not a JSON object; nothing was changed",
                            hint="sandbox install-hook AGENT --print shows the snippet")
     return data
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"the number {text[:40]} is too large to write back as JSON")
+    return value
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
+def inside_project(path: str, cwd: str) -> None:
+    """Refuse a project file that leads out of the project.  The project is
+    untrusted input (a cloned repository may ship ``.claude`` or the file as
+    a symlink): following it would write our JSON or plugin anywhere."""
+    real, root = os.path.realpath(path), os.path.realpath(cwd)
+    if not real.startswith(root.rstrip("/") + "/"):
+        raise SandboxError(f"{path} leads outside the project (to {real}); nothing was changed",
+                           hint="remove the symlink, or add the hook by hand "
+                                "(sandbox install-hook AGENT --print)")
 
 
 def write(path: str, data: dict) -> None:
@@ -257,6 +279,8 @@ def install_or_show(agent: str, project: bool, show: bool, environ: dict) -> str
         path = plugin_path(project, cwd, environ, home)
         if show:
             return f"// {path}\n{plugin_text(exe)}"
+        if project:
+            inside_project(path, cwd)
         changed = install_plugin(exe, path)
     else:
         path = settings_path(agent, project, cwd, environ, home)
@@ -265,6 +289,8 @@ def install_or_show(agent: str, project: bool, show: bool, environ: dict) -> str
             if agent == "codex":
                 text += f"\n# or inline in config.toml:\n{codex_toml(exe)}"
             return text
+        if project:
+            inside_project(path, cwd)
         changed = install(agent, exe, path)
     if changed:
         return f"installed the sandbox hook in {path}\n"
