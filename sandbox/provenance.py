@@ -21,7 +21,7 @@ from __future__ import annotations
 import base64
 import threading
 from dataclasses import dataclass
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote
 
 from sandbox import envfilter, netrules
 from sandbox.credentials import Credential
@@ -181,11 +181,15 @@ class Guard:
             # out of scope (or no value on the host): the placeholder is
             # dropped and the request goes without a credential
         where, _, query = path.partition("?")
-        if envfilter.secret_value(where.replace("/", " ")):  # /bot<TOKEN>/ style APIs
+        # /bot<TOKEN>/ style APIs; as the origin reads it (percent-decoded), and
+        # also cut at dots (/keys/<TOKEN>.json; a JWT is whole in the first view)
+        plain = unquote(where).replace("/", " ")
+        if envfilter.secret_value(plain) or envfilter.secret_value(plain.replace(".", " ")):
             raise Refusal(f"foreign credential: the path holds a token, and {host} takes "
                           "only the session's")
         for name, value in _parameters(where, query):
-            if _credential_param(name) or envfilter.secret_value(value):
+            if _credential_param(name) or envfilter.secret_value(value) \
+                    or envfilter.secret_value(name):  # ?<TOKEN> with no value
                 raise Refusal(f"foreign credential: the query parameter "
                               f"{netrules._shown(name, 40)} looks like a credential, and "
                               f"{host} takes only the session's")

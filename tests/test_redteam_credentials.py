@@ -66,3 +66,31 @@ def test_credential_parameters_in_every_spelling_are_refused(senv, origin):
     assert [s["path"] for s in origin.seen] == ["/v1/messages?page=2;sort=asc"]
     assert origin.seen[0]["headers"]["x-api-key"] == REAL
     assert "foreign credential" in out.stderr.decode()
+
+
+# a token in a well-known format (the attacker's), where the path check missed it
+TOKEN = "sk-ant-api03-ATTACKERkey9876543210zyxwvutsrqponmlkjihgfedcba"
+TOKEN_SPELLINGS = [
+    "/v1/keys/%73" + TOKEN[1:],  # percent-encoded: the origin decodes the path
+    f"/v1/keys/{TOKEN}.json",  # cut at the dot by the origin's router
+    f"/v1/files?{TOKEN}",  # a bare query word, no '='
+]
+
+
+def test_well_known_tokens_in_encoded_or_suffixed_paths_are_refused(senv, origin):
+    for path in TOKEN_SPELLINGS:
+        direct = subprocess.run(["sh", "-c", _curl(f"'http://127.0.0.1:{origin.port}{path}'")],
+                                capture_output=True, text=True)
+        assert direct.stdout == "200\n", (path, direct.stderr)
+    assert [s["path"] for s in origin.seen] == TOKEN_SPELLINGS
+    origin.seen.clear()
+
+    profile = _profile(senv, origin.port, API_KEY_ENTRY)
+    base = f"http://api.test:{origin.port}"
+    script = "; ".join(
+        [_curl(f"'{base}{path}'") for path in TOKEN_SPELLINGS]
+        + [_curl(f"{base}/v1/models/claude-3.5/index.html")])  # dotted paths still work
+    out = _run(senv, profile, script, REAL_API_KEY=REAL)
+    codes = out.stdout.decode().split()
+    assert codes == ["403"] * len(TOKEN_SPELLINGS) + ["200"], (codes, out.stderr)
+    assert [s["path"] for s in origin.seen] == ["/v1/models/claude-3.5/index.html"]
