@@ -29,6 +29,11 @@ from sandbox.credentials import Credential
 _MAX_COOKIES = 256  # per host and run: what a hostile origin can make the proxy hold
 
 
+# Methods whose answer is the request itself (TRACE is on by default in
+# Apache): the real value put in would come straight back to the command.
+_ECHOED = frozenset({"TRACE", "TRACK"})
+
+
 class Refusal(Exception):
     """Refuse the request with 403 and this reason (which never holds a value)."""
 
@@ -176,7 +181,7 @@ class Guard:
             if live is None:
                 raise Refusal(f"foreign credential: the {name} header is not the session's "
                               f"credential for {host}")
-            if live.value and live.cred.in_scope(method, path):
+            if live.value and method.upper() not in _ECHOED and live.cred.in_scope(method, path):
                 out.append((raw_name, _unwrap(live, value).encode("latin-1")))
             # out of scope (or no value on the host): the placeholder is
             # dropped and the request goes without a credential

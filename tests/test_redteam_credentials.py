@@ -18,10 +18,11 @@ nothing at the origin) inside, while the session's own call still works.
 
 from __future__ import annotations
 
+import http.server
 import subprocess
 
 import pytest
-from test_credentials import API_KEY_ENTRY, REAL, Origin, _curl, _profile, _run
+from test_credentials import API_KEY_ENTRY, CURL, REAL, Origin, _curl, _profile, _run
 
 # a key in no well-known format: only the parameter's name can give it away
 KEY = "acct7f3e9attackerkey"
@@ -94,3 +95,42 @@ def test_well_known_tokens_in_encoded_or_suffixed_paths_are_refused(senv, origin
     codes = out.stdout.decode().split()
     assert codes == ["403"] * len(TOKEN_SPELLINGS) + ["200"], (codes, out.stderr)
     assert [s["path"] for s in origin.seen] == ["/v1/models/claude-3.5/index.html"]
+
+
+class _TraceHandler(http.server.BaseHTTPRequestHandler):
+    """An origin with TRACE on (Apache's default ``TraceEnable On``): the
+    request comes back as the body, headers and all."""
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def do_TRACE(self) -> None:
+        self.server.seen.append({"method": "TRACE", "path": self.path,
+                                 "headers": {k.lower(): v for k, v in self.headers.items()}})
+        body = (self.requestline + "\r\n").encode() + bytes(self.headers)
+        self.send_response(200)
+        self.send_header("Content-Type", "message/http")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.fixture
+def trace_origin():
+    srv = Origin()
+    srv.server.RequestHandlerClass = _TraceHandler
+    yield srv
+    srv.close()
+
+
+def test_trace_does_not_echo_the_real_value_back(senv, trace_origin):
+    # an entry without methods: every request to the host is in scope
+    entry = API_KEY_ENTRY.replace('methods = ["POST"]\n', "").replace(
+        'paths = ["/v1/messages"]\n', "")
+    profile = _profile(senv, trace_origin.port, entry)
+    script = (f'{CURL} -sS --max-time 20 -X TRACE -H "x-api-key: $API_KEY" '
+              f"http://api.test:{trace_origin.port}/v1/messages")
+    out = _run(senv, profile, script, REAL_API_KEY=REAL)
+    assert REAL not in out.stdout.decode(), "the real value came back into the sandbox"
+    for seen in trace_origin.seen:
+        assert seen["headers"].get("x-api-key") != REAL
