@@ -125,6 +125,12 @@ class Guard:
     def covers(self, host) -> bool:
         return isinstance(host, str) and host in self.hosts
 
+    def scoped(self, host) -> bool:
+        """Does an entry for ``host`` limit methods or paths?  (The proxy then
+        refuses method and path override headers, as for a scoped rule.)"""
+        return any(live.cred.methods or live.cred.paths
+                   for live in self.by_host.get(host, ()) if isinstance(host, str))
+
     def incoming(self, host, headers) -> None:
         """Note the cookies a credential host sets (``Set-Cookie`` of a response
         the proxy passes on): sent back, they are the session's own, not foreign.

@@ -134,3 +134,23 @@ def test_trace_does_not_echo_the_real_value_back(senv, trace_origin):
     assert REAL not in out.stdout.decode(), "the real value came back into the sandbox"
     for seen in trace_origin.seen:
         assert seen["headers"].get("x-api-key") != REAL
+
+
+def test_override_headers_do_not_carry_the_real_value_out_of_scope(senv, origin):
+    """The entry is scoped to POST /v1/messages; the allow rule is not.  An
+    override header makes the origin (many frameworks) serve another method
+    or path than the one the scope was checked on, with the real key."""
+    profile = _profile(senv, origin.port, API_KEY_ENTRY)
+    base = f"http://api.test:{origin.port}"
+    script = "; ".join([
+        _curl(f"{base}/v1/messages", "-X", "POST", "-H", '"x-api-key: $API_KEY"',
+              "-H", '"X-HTTP-Method-Override: DELETE"', "-d", "hi"),
+        _curl(f"{base}/v1/messages", "-X", "POST", "-H", '"x-api-key: $API_KEY"',
+              "-H", '"X-Original-URL: /v1/files"', "-d", "hi"),
+        _curl(f"{base}/v1/messages", "-X", "POST", "-H", '"x-api-key: $API_KEY"', "-d", "hi"),
+    ])
+    out = _run(senv, profile, script, REAL_API_KEY=REAL)
+    assert out.returncode == 0, out.stderr
+    with_key = [s for s in origin.seen if s["headers"].get("x-api-key") == REAL]
+    assert [s["headers"].get("x-http-method-override") or s["headers"].get("x-original-url")
+            for s in with_key] == [None], with_key  # only the plain call in scope
