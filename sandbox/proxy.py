@@ -153,6 +153,16 @@ def _split_authority(text: str, default_port: int | None) -> tuple[str, int]:
     return host, int(port_text)
 
 
+_QUOTED_BYTES = re.compile(r"(bytearray\()?b(['\"]).*", re.S)
+
+
+def _h11_reason(error: Exception) -> str:
+    """h11's message without the bytes it quotes ("illegal header line:
+    bytearray(b'x-api-key : ...')"): a refusal reason is shown inside, on
+    stderr and in the report and audit log, and never holds a header's value."""
+    return _QUOTED_BYTES.sub("(not shown)", str(error))
+
+
 def _normalize(host: str) -> str | _Address:
     try:
         return netrules.normalize_host(host)
@@ -437,7 +447,7 @@ class _Client:
             try:
                 event = self.conn.next_event()
             except h11.RemoteProtocolError as e:
-                raise _Refused(e.error_status_hint, f"malformed request: {e}") from None
+                raise _Refused(e.error_status_hint, f"malformed request: {_h11_reason(e)}") from None
             if type(event) is h11.Request:
                 break
             if type(event) is h11.ConnectionClosed:
@@ -678,7 +688,7 @@ class _Client:
             except h11.RemoteProtocolError as e:
                 if started:
                     raise _Gone() from None
-                raise _Refused(502, f"bad response from upstream: {e}") from None
+                raise _Refused(502, f"bad response from upstream: {_h11_reason(e)}") from None
             if event is h11.NEED_DATA:
                 try:
                     data = upstream.recv(_CHUNK)
@@ -755,7 +765,7 @@ class _Client:
             try:
                 event = self.conn.next_event()
             except h11.RemoteProtocolError as e:
-                raise _Refused(e.error_status_hint, f"malformed request: {e}") from None
+                raise _Refused(e.error_status_hint, f"malformed request: {_h11_reason(e)}") from None
             if event is not h11.NEED_DATA:
                 return event
             try:

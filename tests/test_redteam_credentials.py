@@ -154,3 +154,25 @@ def test_override_headers_do_not_carry_the_real_value_out_of_scope(senv, origin)
     with_key = [s for s in origin.seen if s["headers"].get("x-api-key") == REAL]
     assert [s["headers"].get("x-http-method-override") or s["headers"].get("x-original-url")
             for s in with_key] == [None], with_key  # only the plain call in scope
+
+
+def test_a_malformed_header_line_is_not_quoted_in_messages(senv, origin):
+    """h11 quotes the line it cannot parse; the refusal reason went into the
+    403 answer, stderr and the report with the header's value in it."""
+    held = "ghp_" + "Q" * 36  # a token the command holds (its own, say)
+    (senv.ws / "raw.py").write_text(
+        "import os, socket, urllib.parse, sys\n"
+        "p = urllib.parse.urlsplit(os.environ['http_proxy'])\n"
+        "s = socket.create_connection((p.hostname, p.port))\n"
+        f"h = 'api.test:{origin.port}'\n"
+        f"s.sendall(('GET http://' + h + '/v1/x HTTP/1.1\\r\\nHost: ' + h + "
+        f"'\\r\\nAuthorization : token {held}\\r\\n\\r\\n').encode())\n"
+        "print(s.recv(4096).decode().splitlines()[0])\n")
+    profile = _profile(senv, origin.port, API_KEY_ENTRY)
+    report = senv.base / "report.json"
+    out = _run(senv, profile, "python3 raw.py", report=report, REAL_API_KEY=REAL)
+    assert "400" in out.stdout.decode(), (out.stdout, out.stderr)
+    assert origin.seen == []
+    assert "malformed request" in out.stderr.decode()
+    for text in (out.stderr.decode(), report.read_text()):
+        assert held not in text
