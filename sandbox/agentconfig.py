@@ -5,7 +5,8 @@ hook stays as it was, a second install changes nothing, a hook this command
 wrote before for another ``sandbox`` path is replaced, and a settings file
 that is not a JSON object (or has comments, which a plain JSON reader cannot
 keep) is refused with a one-line error before anything is written.  The file
-is replaced whole (a temporary file renamed over it, with the old mode), so
+is replaced whole (a temporary file renamed over it, with the old mode, and
+the old owner when root installs for a user), so
 an interrupted install leaves the old file.
 
 Where each agent reads hooks (agents.md in the docs has the sources):
@@ -235,11 +236,16 @@ def _replace(path: str, text: str, new_mode: int) -> None:
     directory = os.path.dirname(target)
     os.makedirs(directory, exist_ok=True)
     try:
-        mode = os.stat(target).st_mode & 0o7777
+        old = os.stat(target)
+        mode = old.st_mode & 0o7777
     except FileNotFoundError:
-        mode = new_mode
+        old, mode = None, new_mode
     fd, tmp = tempfile.mkstemp(prefix=".sandbox-", dir=directory)
     try:
+        if old is not None and os.geteuid() == 0 and (old.st_uid, old.st_gid) != (0, 0):
+            # root (sudo -E) installing for a user: a root-owned 0600 file
+            # would leave the user's agent unable to read its settings
+            os.fchown(fd, old.st_uid, old.st_gid)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
         os.chmod(tmp, mode)
