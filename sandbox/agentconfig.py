@@ -5,7 +5,8 @@ hook stays as it was, a second install changes nothing, a hook this command
 wrote before for another ``sandbox`` path is replaced, and a settings file
 that is not a JSON object (or has comments, which a plain JSON reader cannot
 keep) is refused with a one-line error before anything is written.  The file
-is replaced whole (a temporary file renamed over it, with the old mode), so
+is replaced whole (a temporary file renamed over it, with the old mode, and
+the old owner when root installs for a user), so
 an interrupted install leaves the old file.
 
 Where each agent reads hooks (agents.md in the docs has the sources):
@@ -189,8 +190,8 @@ def read(path: str) -> dict:
         raise SandboxError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}")
     if not text.strip():
         return {}
-    try:
-        data = json.loads(text)
+    try:  # a number only Python reads as infinity would be written back as non-JSON
+        data = json.loads(text, parse_float=_finite, parse_constant=_no_constant)
     except ValueError as exc:
         raise SandboxError(f"{path}: not valid JSON ({exc}); nothing was changed",
                            hint="fix the file, or add the hook by hand: "
@@ -199,6 +200,28 @@ def read(path: str) -> dict:
         raise SandboxError(f"{path}: not a JSON object; nothing was changed",
                            hint="sandbox install-hook AGENT --print shows the snippet")
     return data
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"the number {text[:40]} is too large to write back as JSON")
+    return value
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
+def inside_project(path: str, cwd: str) -> None:
+    """Refuse a project file that leads out of the project.  The project is
+    untrusted input (a cloned repository may ship ``.claude`` or the file as
+    a symlink): following it would write our JSON or plugin anywhere."""
+    real, root = os.path.realpath(path), os.path.realpath(cwd)
+    if not real.startswith(root.rstrip("/") + "/"):
+        raise SandboxError(f"{path} leads outside the project (to {real}); nothing was changed",
+                           hint="remove the symlink, or add the hook by hand "
+                                "(sandbox install-hook AGENT --print)")
 
 
 def write(path: str, data: dict) -> None:
@@ -213,11 +236,16 @@ def _replace(path: str, text: str, new_mode: int) -> None:
     directory = os.path.dirname(target)
     os.makedirs(directory, exist_ok=True)
     try:
-        mode = os.stat(target).st_mode & 0o7777
+        old = os.stat(target)
+        mode = old.st_mode & 0o7777
     except FileNotFoundError:
-        mode = new_mode
+        old, mode = None, new_mode
     fd, tmp = tempfile.mkstemp(prefix=".sandbox-", dir=directory)
     try:
+        if old is not None and os.geteuid() == 0 and (old.st_uid, old.st_gid) != (0, 0):
+            # root (sudo -E) installing for a user: a root-owned 0600 file
+            # would leave the user's agent unable to read its settings
+            os.fchown(fd, old.st_uid, old.st_gid)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
         os.chmod(tmp, mode)
@@ -257,6 +285,8 @@ def install_or_show(agent: str, project: bool, show: bool, environ: dict) -> str
         path = plugin_path(project, cwd, environ, home)
         if show:
             return f"// {path}\n{plugin_text(exe)}"
+        if project:
+            inside_project(path, cwd)
         changed = install_plugin(exe, path)
     else:
         path = settings_path(agent, project, cwd, environ, home)
@@ -265,6 +295,8 @@ def install_or_show(agent: str, project: bool, show: bool, environ: dict) -> str
             if agent == "codex":
                 text += f"\n# or inline in config.toml:\n{codex_toml(exe)}"
             return text
+        if project:
+            inside_project(path, cwd)
         changed = install(agent, exe, path)
     if changed:
         return f"installed the sandbox hook in {path}\n"

@@ -21,8 +21,8 @@ module makes the two harmless ones writable and, when a workspace or
 read-only in place (their directories become mount points, so they cannot be
 renamed away and replaced).  A path is trusted only when it has the runner's
 shape: a regular file named ``<prefix>_<id>`` in a directory called
-``_runner_file_commands``, so a variable pointed elsewhere (by an earlier
-step, through ``$GITHUB_ENV``) opens nothing.
+``_runner_file_commands`` with no other name (no hard link), so a variable
+pointed elsewhere (by an earlier step, through ``$GITHUB_ENV``) opens nothing.
 """
 
 from __future__ import annotations
@@ -67,7 +67,8 @@ def runner_file(environ: dict[str, str], var: str, prefix: str) -> str | None:
         st = os.lstat(path)
     except OSError:
         return None
-    return path if stat.S_ISREG(st.st_mode) else None
+    # a second name (a hard link to ~/.bashrc, say) is nothing the runner makes
+    return path if stat.S_ISREG(st.st_mode) and st.st_nlink == 1 else None
 
 
 def _inside(path: str, roots) -> str | None:

@@ -21,12 +21,17 @@ from __future__ import annotations
 import base64
 import threading
 from dataclasses import dataclass
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote
 
 from sandbox import envfilter, netrules
 from sandbox.credentials import Credential
 
 _MAX_COOKIES = 256  # per host and run: what a hostile origin can make the proxy hold
+
+
+# Methods whose answer is the request itself (TRACE is on by default in
+# Apache): the real value put in would come straight back to the command.
+_ECHOED = frozenset({"TRACE", "TRACK"})
 
 
 class Refusal(Exception):
@@ -65,11 +70,32 @@ def _credential_header(name: str) -> bool:
     return any(word in name for word in _CREDENTIAL_WORDS) or name.endswith(("-key", "_key"))
 
 
+def _parameters(where: str, query: str) -> list[tuple[str, str]]:
+    """Every (name, value) some origin could read from the path and query.
+
+    A refusal must match each spelling an origin may read as a credential
+    parameter: ``;`` separates query parameters too (Rack 2, older Java and
+    Python stacks), ``;name=value`` in a path segment is a matrix parameter
+    (JAX-RS, Spring), and names are read loosely (PHP turns ``api.key`` and
+    ``api key`` into ``api_key``; PHP, Rails and ``qs`` read ``key[]`` and
+    ``key[0]`` as ``key``).  Each name comes back in its plain and its loose
+    spelling.
+    """
+    pairs = parse_qsl(query.replace(";", "&"), keep_blank_values=True)
+    for segment in where.split("/"):
+        pairs += parse_qsl("&".join(segment.split(";")[1:]), keep_blank_values=True)
+    out = []
+    for name, value in pairs:
+        loose = name.split("[", 1)[0].strip(" \t\0").replace(".", "_").replace(" ", "_")
+        out += [(name, value), (loose, value)]
+    return out
+
+
 def _credential_param(name: str) -> bool:
     name = name.lower()
     return (name in _CREDENTIAL_PARAMS or name.endswith(("_token", "-token", "_key", "-key",
                                                          "_secret", "apikey"))
-            or "password" in name)
+            or "password" in name or "session" in name)  # ;jsessionid=, PHPSESSID
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +124,12 @@ class Guard:
 
     def covers(self, host) -> bool:
         return isinstance(host, str) and host in self.hosts
+
+    def scoped(self, host) -> bool:
+        """Does an entry for ``host`` limit methods or paths?  (The proxy then
+        refuses method and path override headers, as for a scoped rule.)"""
+        return any(live.cred.methods or live.cred.paths
+                   for live in self.by_host.get(host, ()) if isinstance(host, str))
 
     def incoming(self, host, headers) -> None:
         """Note the cookies a credential host sets (``Set-Cookie`` of a response
@@ -155,16 +187,20 @@ class Guard:
             if live is None:
                 raise Refusal(f"foreign credential: the {name} header is not the session's "
                               f"credential for {host}")
-            if live.value and live.cred.in_scope(method, path):
+            if live.value and method.upper() not in _ECHOED and live.cred.in_scope(method, path):
                 out.append((raw_name, _unwrap(live, value).encode("latin-1")))
             # out of scope (or no value on the host): the placeholder is
             # dropped and the request goes without a credential
         where, _, query = path.partition("?")
-        if envfilter.secret_value(where.replace("/", " ")):  # /bot<TOKEN>/ style APIs
+        # /bot<TOKEN>/ style APIs; as the origin reads it (percent-decoded), and
+        # also cut at dots (/keys/<TOKEN>.json; a JWT is whole in the first view)
+        plain = unquote(where).replace("/", " ")
+        if envfilter.secret_value(plain) or envfilter.secret_value(plain.replace(".", " ")):
             raise Refusal(f"foreign credential: the path holds a token, and {host} takes "
                           "only the session's")
-        for name, value in parse_qsl(query, keep_blank_values=True):
-            if _credential_param(name) or envfilter.secret_value(value):
+        for name, value in _parameters(where, query):
+            if _credential_param(name) or envfilter.secret_value(value) \
+                    or envfilter.secret_value(name):  # ?<TOKEN> with no value
                 raise Refusal(f"foreign credential: the query parameter "
                               f"{netrules._shown(name, 40)} looks like a credential, and "
                               f"{host} takes only the session's")

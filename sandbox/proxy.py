@@ -153,6 +153,16 @@ def _split_authority(text: str, default_port: int | None) -> tuple[str, int]:
     return host, int(port_text)
 
 
+_QUOTED_BYTES = re.compile(r"(bytearray\()?b(['\"]).*", re.S)
+
+
+def _h11_reason(error: Exception) -> str:
+    """h11's message without the bytes it quotes ("illegal header line:
+    bytearray(b'x-api-key : ...')"): a refusal reason is shown inside, on
+    stderr and in the report and audit log, and never holds a header's value."""
+    return _QUOTED_BYTES.sub("(not shown)", str(error))
+
+
 def _normalize(host: str) -> str | _Address:
     try:
         return netrules.normalize_host(host)
@@ -437,7 +447,7 @@ class _Client:
             try:
                 event = self.conn.next_event()
             except h11.RemoteProtocolError as e:
-                raise _Refused(e.error_status_hint, f"malformed request: {e}") from None
+                raise _Refused(e.error_status_hint, f"malformed request: {_h11_reason(e)}") from None
             if type(event) is h11.Request:
                 break
             if type(event) is h11.ConnectionClosed:
@@ -546,14 +556,16 @@ class _Client:
         if _normalize(h_host) != _normalize(host_raw) or h_port != port:
             raise _Refused(400, "Host header does not match the URL")
         host = self._check(host_raw, port, path)
-        if self.rule is not None and self.rule.scoped():
+        guard = self.proxy.guard
+        if (self.rule is not None and self.rule.scoped()) or (
+                guard is not None and guard.scoped(host)):
             # Many frameworks take the method or path from these headers; a
-            # rule that limits methods or paths would then check one request
-            # while the origin serves another.
+            # rule (or a credential entry's scope) that limits methods or
+            # paths would then check one request while the origin serves another.
             override = next((name for name, _ in request.headers if name in _OVERRIDES), None)
             if override is not None:
                 raise _Refused(403, f"header {override.decode()} is not allowed where a rule "
-                                    "limits methods or paths")
+                                    "or credential limits methods or paths")
         headers = self._outgoing_headers(request, host, port, path)
         upstream = self._open_upstream(host, port)
         self._exchange(request, host, port, path, upstream, headers)
@@ -676,7 +688,7 @@ class _Client:
             except h11.RemoteProtocolError as e:
                 if started:
                     raise _Gone() from None
-                raise _Refused(502, f"bad response from upstream: {e}") from None
+                raise _Refused(502, f"bad response from upstream: {_h11_reason(e)}") from None
             if event is h11.NEED_DATA:
                 try:
                     data = upstream.recv(_CHUNK)
@@ -753,7 +765,7 @@ class _Client:
             try:
                 event = self.conn.next_event()
             except h11.RemoteProtocolError as e:
-                raise _Refused(e.error_status_hint, f"malformed request: {e}") from None
+                raise _Refused(e.error_status_hint, f"malformed request: {_h11_reason(e)}") from None
             if event is not h11.NEED_DATA:
                 return event
             try:

@@ -10,15 +10,21 @@
 // Install: `sandbox install-hook opencode [--project]` writes this file to
 // ~/.config/opencode/plugins/ (or the project's .opencode/plugins/) with the
 // path of `sandbox` filled in below. By hand: copy it there and set
-// SANDBOX_EXE to the absolute path of `sandbox` in OpenCode's environment.
+// SANDBOX_EXE to the absolute path of `sandbox` in OpenCode's environment
+// (the variable is read only while the path below is not filled in).
 
 import { spawnSync } from "node:child_process"
 
 const SANDBOX_EXE = "/absolute/path/of/sandbox"
 
+// The path written in by install-hook wins: OpenCode (Bun) loads a project's
+// .env, and /proc/self/cwd/... is an absolute path into the project, so a
+// cloned repository could otherwise name its own "sandbox" here.
+const UNSET = "/absolute/path/of/" + "sandbox"
+
 function sandboxExe() {
-  const exe = process.env.SANDBOX_EXE || SANDBOX_EXE
-  if (!exe.startsWith("/") || exe === "/absolute/path/of/sandbox") {
+  const exe = SANDBOX_EXE !== UNSET ? SANDBOX_EXE : (process.env.SANDBOX_EXE || UNSET)
+  if (!exe.startsWith("/") || exe === UNSET || exe.startsWith("/proc/")) {
     throw new Error("sandbox plugin: set SANDBOX_EXE to the absolute path of sandbox " +
                     "(see agents.md in the sandbox docs); the command was not run")
   }
