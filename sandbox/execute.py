@@ -69,7 +69,7 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
     # another backend (meta "backend", sandbox.ladder) leaves it to the ladder
     backend = meta.get("backend") or {}
     if backend.get("name", "bwrap") == "bwrap" and backend.get("require") != "fallback":
-        blocked = userns_blocked(bwrap_path)
+        blocked = userns_blocked(bwrap_path, meta)
         if blocked is not None:
             return fail(opts, blocked, meta, started, target)
     options = argv[:argv.index("--")] if "--" in argv else argv  # not the command's own args
@@ -471,10 +471,11 @@ def _setup_failure(bwrap_path: str, outcome) -> SetupError:
                       code="bwrap_failed")
 
 
-def userns_blocked(bwrap_path: str):
+def userns_blocked(bwrap_path: str, meta: dict | None = None):
     """A ``UsernsBlocked`` error when user namespaces are certainly refused here
     (``sandbox.usernsgate``: a few file reads on most hosts), else None: then
-    bwrap's own start is the test."""
+    bwrap's own start is the test.  When the profile says ``require = "full"``
+    the line says so: that is why no weaker backend runs the command."""
     from sandbox import usernsgate
 
     ns = usernsgate.quick()
@@ -485,5 +486,10 @@ def userns_blocked(bwrap_path: str):
     from sandbox import fixes, hostprobe
     from sandbox.errors import UsernsBlocked
 
-    return UsernsBlocked(ns.cause, ns.detail,
+    detail = ns.detail
+    if ((meta or {}).get("backend") or {}).get("require") == "full":
+        name = ((meta or {}).get("profile") or {}).get("name", "?")
+        detail += (f"; profile '{name}' has require = \"full\", so the Landlock + seccomp "
+                   "fallback is not used")
+    return UsernsBlocked(ns.cause, detail,
                          fixes.hint(ns.cause, bwrap_path, hostprobe.container(dict(os.environ))))

@@ -13,7 +13,8 @@ What still prints: the one-line errors of the tool itself (``sandbox:
 error:``, ``usage error:``, ``profile error:``, ``setup error:``,
 ``command not found:``, ``cannot execute:``), ``sandbox: audit error:``, and
 the ``sandbox: audit:`` findings that could not be neutralised (the error
-line refers to them).
+line refers to them), and the ``sandbox: fallback:`` line that says a weaker
+backend runs the command (never a silent downgrade).
 """
 
 from __future__ import annotations
@@ -25,8 +26,12 @@ ERROR_PREFIXES = ("sandbox: error:", "sandbox: usage error:", "sandbox: profile 
                   "sandbox: cannot execute:", "sandbox: audit error:")
 
 
+# Not errors, but never hidden: the run uses a weaker backend (sandbox.ladder)
+MUST_SHOW = ("sandbox: fallback:",)
+
+
 def is_error(line: str) -> bool:
-    if line.startswith(ERROR_PREFIXES):
+    if line.startswith(ERROR_PREFIXES + MUST_SHOW):
         return True
     # a finding the audit could not neutralise (audit.Finding.failed)
     return line.startswith("sandbox: audit:") and ": COULD NOT" in line

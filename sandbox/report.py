@@ -133,15 +133,22 @@ class Diagnostics:
     descriptor 2 directly.
     """
 
+    # never silenced: a weaker backend is said before the command starts,
+    # whatever the options (sandbox.ladder; "never a silent downgrade")
+    MUST_SHOW = ("sandbox: fallback:",)
+
     def __init__(self, real, silent: bool) -> None:
         self.real = real
         self.silent = silent
         self.text = ""
+        self._showing = False  # inside a MUST_SHOW line that print() writes in pieces
 
     def write(self, text: str) -> int:
         self.text += text
-        if not self.silent:
+        show = self._showing or text.startswith(self.MUST_SHOW)
+        if not self.silent or show:
             self.real.write(text)
+        self._showing = show and not text.endswith("\n")
         return len(text)
 
     def flush(self) -> None:
