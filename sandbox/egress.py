@@ -130,8 +130,19 @@ class Session:
         if self.trust is None:
             fd, self.ca_fd = self.ca_fd, None
             try:
-                self.trust = tlstrust.Trust(tlstrust.read_ca(fd), env,
-                                            tlstrust.state_dir(os.environ))
+                # the roots are written while the proxy is still making the
+                # CA; only its certificate is waited for
+                try:
+                    trust = tlstrust.Trust(env, tlstrust.state_dir(os.environ))
+                except BaseException:
+                    os.close(fd)
+                    raise
+                try:
+                    trust.add_ca(tlstrust.read_ca(fd))
+                except BaseException:
+                    trust.remove()
+                    raise
+                self.trust = trust
             except OSError as exc:
                 from sandbox.errors import SetupError
 
