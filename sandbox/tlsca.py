@@ -35,16 +35,13 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 # The wrapper waits for this import before bwrap starts (sandbox.egress), so
 # only what the CA needs: the public ``serialization`` package also loads
 # its SSH key code (and with it ``dataclasses`` and the ciphers), about 10 ms
-# of CPU for three names that live in ``_serialization``, which x509 has
-# loaded already.  (Serialising the leaf's private key loads the package
-# anyway, later: see ``_leaf_key``.)  The public package is the fallback
-# should a release move the names.
+# of CPU for one name that lives in ``_serialization``, which x509 has
+# loaded already (and the leaf key is encoded here: ``_p256_key_pem``).  The
+# public package is the fallback should a release move the name.
 try:
-    from cryptography.hazmat.primitives._serialization import (Encoding, NoEncryption,
-                                                                PrivateFormat)
+    from cryptography.hazmat.primitives._serialization import Encoding
 except ImportError:  # pragma: no cover - depends on the installed release
-    from cryptography.hazmat.primitives.serialization import (Encoding, NoEncryption,
-                                                               PrivateFormat)
+    from cryptography.hazmat.primitives.serialization import Encoding
 
 # Long enough for any run; a clock set a little wrong inside must not matter.
 _VALID_BEFORE = datetime.timedelta(hours=1)
@@ -110,16 +107,14 @@ class RunCA:
         self._contexts: dict = {}  # host -> ssl.SSLContext
         self._lock = threading.Lock()
         # the leaf key is made on first use, after the CA's certificate is
-        # out: serialising a private key loads cryptography's serialization
-        # package (about 10 ms), which the wrapper must not wait for
+        # out: the wrapper waits only for the CA
         self._leaf: tuple | None = None  # (key, its PEM)
 
     def _leaf_key(self) -> tuple:
         with self._lock:
             if self._leaf is None:
                 key = ec.generate_private_key(ec.SECP256R1())
-                self._leaf = (key, key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8,
-                                                     NoEncryption()))
+                self._leaf = (key, _p256_key_pem(key))
             return self._leaf
 
     def leaf_pem(self, host: str) -> bytes:
@@ -166,6 +161,26 @@ class RunCA:
         _load_chain(ctx, chain, self._leaf_key()[1])
         with self._lock:
             return self._contexts.setdefault(host, ctx)
+
+
+# SEC 1 ECPrivateKey, DER, for a P-256 key (RFC 5915): version 1, the 32-byte
+# private value, the curve's OID, the uncompressed public point.
+_P256_HEAD = bytes.fromhex("307702010104 20")
+_P256_CURVE = bytes.fromhex("a00a 0608 2a8648ce3d030107 a144 034200 04")
+
+
+def _p256_key_pem(key) -> bytes:
+    """The leaf key as PEM for ``ssl``, encoded here: cryptography's own
+    ``private_bytes`` loads its whole serialization package (about 10 ms of
+    CPU, SSH key code and ``dataclasses`` included) for these 121 bytes."""
+    import binascii
+
+    pub = key.public_key().public_numbers()
+    der = (_P256_HEAD + key.private_numbers().private_value.to_bytes(32, "big") + _P256_CURVE
+           + pub.x.to_bytes(32, "big") + pub.y.to_bytes(32, "big"))
+    body = binascii.b2a_base64(der, newline=False)
+    lines = b"\n".join(body[i:i + 64] for i in range(0, len(body), 64))
+    return b"-----BEGIN EC PRIVATE KEY-----\n" + lines + b"\n-----END EC PRIVATE KEY-----\n"
 
 
 def _load_chain(ctx, chain: bytes, key: bytes) -> None:
