@@ -130,8 +130,19 @@ class Session:
         if self.trust is None:
             fd, self.ca_fd = self.ca_fd, None
             try:
-                self.trust = tlstrust.Trust(tlstrust.read_ca(fd), env,
-                                            tlstrust.state_dir(os.environ))
+                # the roots are written while the proxy is still making the
+                # CA; only its certificate is waited for
+                try:
+                    trust = tlstrust.Trust(env, tlstrust.state_dir(os.environ))
+                except BaseException:
+                    os.close(fd)
+                    raise
+                try:
+                    trust.add_ca(tlstrust.read_ca(fd))
+                except BaseException:
+                    trust.remove()
+                    raise
+                self.trust = trust
             except OSError as exc:
                 from sandbox.errors import SetupError
 
@@ -191,13 +202,15 @@ def _proxy_main(channel, data: dict, events_fd: int, wrapper: int, ca_fd: int | 
             except OSError:
                 pass
     import _socket
-    import ctypes
     import select
     import struct
 
+    # not ctypes: 1.4 ms more, before the CA an inspecting run waits for
+    from sandbox import libc
+
     # die with the wrapper (SIGKILL included); checked once more after, in
     # case it died before the request took effect
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, SIGKILL)
+    libc.function("prctl")(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0)
     if os.getppid() != wrapper:
         return
     # TLS inspection: the CA is made now, while bwrap starts; the wrapper
@@ -251,11 +264,12 @@ def _make_inspector(data: dict, ca_fd: int):
     """
     ca = None
     try:
-        import ctypes
+        from sandbox import libc
 
         # nothing of this process may be read through /proc or a core dump,
         # not even by the caller's other processes: it holds the CA key
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0)
+        if libc.function("prctl")(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
+            raise OSError(libc.errno(), "prctl(PR_SET_DUMPABLE, 0) failed")
         from sandbox import tlsca
 
         ca = tlsca.RunCA(data["inspect"])

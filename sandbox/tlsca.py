@@ -25,13 +25,23 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
-import secrets
 import threading
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+# The wrapper waits for this import before bwrap starts (sandbox.egress), so
+# only what the CA needs: the public ``serialization`` package also loads
+# its SSH key code (and with it ``dataclasses`` and the ciphers), about 10 ms
+# of CPU for one name that lives in ``_serialization``, which x509 has
+# loaded already (and the leaf key is encoded here: ``_p256_key_pem``).  The
+# public package is the fallback should a release move the name.
+try:
+    from cryptography.hazmat.primitives._serialization import Encoding
+except ImportError:  # pragma: no cover - depends on the installed release
+    from cryptography.hazmat.primitives.serialization import Encoding
 
 # Long enough for any run; a clock set a little wrong inside must not matter.
 _VALID_BEFORE = datetime.timedelta(hours=1)
@@ -58,12 +68,11 @@ class RunCA:
         now = datetime.datetime.now(datetime.timezone.utc)
         self._not_before, self._not_after = now - _VALID_BEFORE, now + _VALID_FOR
         self._key = ec.generate_private_key(ec.SECP256R1())
-        self._leaf_key = ec.generate_private_key(ec.SECP256R1())
         name = x509.Name([
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, "sandbox"),
             # a different name each run: a bundle left over from another run
             # can never be mistaken for this one
-            x509.NameAttribute(NameOID.COMMON_NAME, f"sandbox run CA {secrets.token_hex(6)}"),
+            x509.NameAttribute(NameOID.COMMON_NAME, f"sandbox run CA {os.urandom(6).hex()}"),
         ])
         self._name = name
         names = [c for c in (_constraint(h) for h in dict.fromkeys(hosts)) if c is not None]
@@ -94,12 +103,19 @@ class RunCA:
                                      excluded_subtrees=excluded or None), critical=True)
         self._cert = builder.sign(self._key, hashes.SHA256())
         self._ski = x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key())
-        self.cert_pem = self._cert.public_bytes(serialization.Encoding.PEM)
-        self._leaf_key_pem = self._leaf_key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption())
+        self.cert_pem = self._cert.public_bytes(Encoding.PEM)
         self._contexts: dict = {}  # host -> ssl.SSLContext
         self._lock = threading.Lock()
+        # the leaf key is made on first use, after the CA's certificate is
+        # out: the wrapper waits only for the CA
+        self._leaf: tuple | None = None  # (key, its PEM)
+
+    def _leaf_key(self) -> tuple:
+        with self._lock:
+            if self._leaf is None:
+                key = ec.generate_private_key(ec.SECP256R1())
+                self._leaf = (key, _p256_key_pem(key))
+            return self._leaf
 
     def leaf_pem(self, host: str) -> bytes:
         """A certificate for ``host`` (a normalised name or IP), signed by this CA."""
@@ -114,7 +130,7 @@ class RunCA:
         cert = (x509.CertificateBuilder()
                 .subject_name(subject)
                 .issuer_name(self._name)
-                .public_key(self._leaf_key.public_key())
+                .public_key(self._leaf_key()[0].public_key())
                 .serial_number(x509.random_serial_number())
                 .not_valid_before(self._not_before).not_valid_after(self._not_after)
                 .add_extension(x509.SubjectAlternativeName([san]), critical=False)
@@ -123,7 +139,7 @@ class RunCA:
                                critical=False)
                 .add_extension(self._ski, critical=False)
                 .sign(self._key, hashes.SHA256()))
-        return cert.public_bytes(serialization.Encoding.PEM)
+        return cert.public_bytes(Encoding.PEM)
 
     def server_context(self, host: str):
         """The client-facing TLS context for ``host``, made once per host.
@@ -142,9 +158,29 @@ class RunCA:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
         ctx.set_alpn_protocols(["http/1.1"])
-        _load_chain(ctx, chain, self._leaf_key_pem)
+        _load_chain(ctx, chain, self._leaf_key()[1])
         with self._lock:
             return self._contexts.setdefault(host, ctx)
+
+
+# SEC 1 ECPrivateKey, DER, for a P-256 key (RFC 5915): version 1, the 32-byte
+# private value, the curve's OID, the uncompressed public point.
+_P256_HEAD = bytes.fromhex("307702010104 20")
+_P256_CURVE = bytes.fromhex("a00a 0608 2a8648ce3d030107 a144 034200 04")
+
+
+def _p256_key_pem(key) -> bytes:
+    """The leaf key as PEM for ``ssl``, encoded here: cryptography's own
+    ``private_bytes`` loads its whole serialization package (about 10 ms of
+    CPU, SSH key code and ``dataclasses`` included) for these 121 bytes."""
+    import binascii
+
+    pub = key.public_key().public_numbers()
+    der = (_P256_HEAD + key.private_numbers().private_value.to_bytes(32, "big") + _P256_CURVE
+           + pub.x.to_bytes(32, "big") + pub.y.to_bytes(32, "big"))
+    body = binascii.b2a_base64(der, newline=False)
+    lines = b"\n".join(body[i:i + 64] for i in range(0, len(body), 64))
+    return b"-----BEGIN EC PRIVATE KEY-----\n" + lines + b"\n-----END EC PRIVATE KEY-----\n"
 
 
 def _load_chain(ctx, chain: bytes, key: bytes) -> None:

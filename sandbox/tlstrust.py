@@ -92,9 +92,16 @@ def read_ca(fd: int, timeout: float = CA_WAIT) -> bytes:
 
 
 class Trust:
-    """The combined bundle of one run, bound over the system bundle inside."""
+    """The combined bundle of one run, bound over the system bundle inside.
 
-    def __init__(self, ca_pem: bytes, env: dict[str, str], state: str) -> None:
+    Made in two steps so that the wrapper's share overlaps the proxy's:
+    the host's roots (and the caller's own CA files) are read and written
+    while the proxy process is still importing ``cryptography``
+    (``Trust(env, state)``), and only the run CA's certificate is appended
+    once it arrives (``add_ca``).  Until then the file is not bound anywhere.
+    """
+
+    def __init__(self, env: dict[str, str], state: str) -> None:
         self.target = system_bundle()
         with open(self.target, "rb") as fh:
             parts = [fh.read()]
@@ -110,16 +117,22 @@ class Trust:
                             parts.append(fh.read())
                 except OSError:
                     pass
-        parts.append(ca_pem)
         directory = os.path.join(state, "tls")
         os.makedirs(directory, mode=0o700, exist_ok=True)
         self.path = os.path.join(directory, f"bundle-{os.getpid()}-{os.urandom(6).hex()}.pem")
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL
+                                       | os.O_CLOEXEC, 0o644)
         try:
-            data = b"\n".join(p.rstrip(b"\n") for p in parts) + b"\n"
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
+            _write_all(self._fd, b"\n".join(p.rstrip(b"\n") for p in parts) + b"\n")
+        except OSError:
+            self.remove()
+            raise
+
+    def add_ca(self, ca_pem: bytes) -> None:
+        """Append the run CA's certificate: the bundle is complete after this."""
+        fd, self._fd = self._fd, None
+        try:
+            _write_all(fd, ca_pem.rstrip(b"\n") + b"\n")
         finally:
             os.close(fd)
 
@@ -143,10 +156,19 @@ class Trust:
 
     def remove(self) -> None:
         """The bundle file is needed only until bwrap has bound it; gone after the run."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
         try:
             os.unlink(self.path)
         except OSError:
             pass
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def state_dir(environ) -> str:

@@ -77,6 +77,27 @@ def test_the_run_ca_signs_leaves_for_its_hosts_only(tmp_path):
     assert b"PRIVATE" not in ca.cert_pem
 
 
+def test_the_leaf_key_encoded_by_hand_is_the_key_itself():
+    """tlsca encodes the leaf key itself (cryptography's private_bytes would
+    load its serialization package on the start's path): the PEM must be the
+    same key, as cryptography and OpenSSL read it."""
+    tlsca = pytest.importorskip("sandbox.tlsca")
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    for _ in range(20):  # private values of every length (leading zero bytes)
+        key = ec.generate_private_key(ec.SECP256R1())
+        read = serialization.load_pem_private_key(tlsca._p256_key_pem(key), None)
+        assert read.private_numbers() == key.private_numbers()
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)  # OpenSSL: the key matches the leaf
+    ca = tlsca.RunCA(["api.test"])
+    tlsca._load_chain(ctx, ca.leaf_pem("api.test") + ca.cert_pem, ca._leaf_key()[1])
+    with pytest.raises(ssl.SSLError):  # and a different key would not
+        other = tlsca._p256_key_pem(ec.generate_private_key(ec.SECP256R1()))
+        tlsca._load_chain(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER),
+                          ca.leaf_pem("api.test") + ca.cert_pem, other)
+
+
 def _handshake(server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext, name: str) -> None:
     """A handshake in memory: the client verifies the leaf for ``name``."""
     c_in, c_out, s_in, s_out = (ssl.MemoryBIO() for _ in range(4))
