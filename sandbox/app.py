@@ -284,6 +284,9 @@ def plan_meta(p: Prepared) -> dict:
         "profile": {"name": p.policy.name, "chain": list(p.policy.chain), "sha256": p.policy.digest},
         "weakenings": [{"source": w.source, "key": w.key, "detail": w.detail}
                        for w in p.policy.weakenings],
+        # what the managed policy or an untrusted project profile took away (sandbox.tighten)
+        "tightenings": [{"source": t.source, "key": t.key, "detail": t.detail}
+                        for t in p.policy.tightenings],
         "warnings": list(p.layout.warnings),
         "plan_ms": round(p.plan_ms, 2),
         "plan_cached": False,

@@ -56,6 +56,7 @@ def build(command, meta: dict | None, started: float, *, outcome=None, error=Non
         "cwd": None,
         "profile": None,
         "weakenings": [],
+        "tightenings": [],
         "warnings": [],
         "plan_ms": None,
         "plan_cached": None,
