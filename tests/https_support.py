@@ -4,6 +4,9 @@ through the sandbox's proxy byte by byte (for the red-team tests)."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import http.server
 import os
 import shutil
@@ -11,6 +14,8 @@ import ssl
 import subprocess
 import threading
 from pathlib import Path
+
+import pytest
 
 OPENSSL = shutil.which("openssl")
 NAMES = ("api.test", "hooks.test", "api.anthropic.com", "github.com")
@@ -47,9 +52,9 @@ class TLSOrigin:
     """HTTPS on 127.0.0.1 (``port`` 0: any free port) with a self-signed
     certificate for ``NAMES``; ``seen`` logs method, path, headers and body."""
 
-    def __init__(self, directory: Path, port: int = 0, cert: Path | None = None) -> None:
+    def __init__(self, directory: Path, port: int = 0, handler=None) -> None:
         self.cert, self.key = directory / "origin-cert.pem", directory / "origin-key.pem"
-        if cert is None:
+        if not self.cert.exists():
             sans = ",".join(f"DNS:{n}" for n in NAMES) + ",IP:127.0.0.1"
             subprocess.run([OPENSSL, "req", "-x509", "-newkey", "ec", "-pkeyopt",
                             "ec_paramgen_curve:P-256", "-nodes", "-keyout", str(self.key),
@@ -57,7 +62,7 @@ class TLSOrigin:
                             f"subjectAltName={sans}", "-days", "2"], check=True,
                            capture_output=True)
             os.chmod(self.cert, 0o644)
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", port), self.handler())
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler or _Handler)
         self.server.daemon_threads = True
         self.server.seen = []
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -70,9 +75,6 @@ class TLSOrigin:
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
-
-    def handler(self):
-        return _Handler
 
     @property
     def seen(self) -> list:
@@ -131,3 +133,25 @@ except (ssl.SSLError, OSError, TimeoutError) as e:
     out += f"\n[read ended: {type(e).__name__}]".encode()
 print(out.decode("latin-1"))
 '''
+
+
+@contextlib.contextmanager
+def origin_on_443(directory: Path, handler=None):
+    """A ``TLSOrigin`` on 127.0.0.1:443, the port the built-in profiles'
+    rules name.  One test at a time holds it (a lock next to the test
+    trees: pytest-xdist workers run the root and user variants at once)."""
+    lock = open(directory.parent / "origin-443.lock", "w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            srv = TLSOrigin(directory, port=443, handler=handler)
+        except OSError as e:
+            if e.errno in (errno.EACCES, errno.EADDRINUSE):
+                pytest.skip(f"cannot listen on 127.0.0.1:443 for the built-in profile's rules: {e}")
+            raise
+        try:
+            yield srv
+        finally:
+            srv.close()
+    finally:
+        lock.close()
