@@ -546,14 +546,16 @@ class _Client:
         if _normalize(h_host) != _normalize(host_raw) or h_port != port:
             raise _Refused(400, "Host header does not match the URL")
         host = self._check(host_raw, port, path)
-        if self.rule is not None and self.rule.scoped():
+        guard = self.proxy.guard
+        if ((self.rule is not None and self.rule.scoped())
+                or (guard is not None and guard.scoped(host))):
             # Many frameworks take the method or path from these headers; a
-            # rule that limits methods or paths would then check one request
-            # while the origin serves another.
+            # rule (or a credential entry) that limits methods or paths would
+            # then check one request while the origin serves another.
             override = next((name for name, _ in request.headers if name in _OVERRIDES), None)
             if override is not None:
                 raise _Refused(403, f"header {override.decode()} is not allowed where a rule "
-                                    "limits methods or paths")
+                                    "or a credential limits methods or paths")
         headers = self._outgoing_headers(request, host, port, path)
         upstream = self._open_upstream(host, port)
         self._exchange(request, host, port, path, upstream, headers)

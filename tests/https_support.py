@@ -89,10 +89,12 @@ class TLSOrigin:
 # Runs inside the sandbox under /usr/bin/python3: CONNECT through the proxy
 # (or straight to an address with --direct), TLS with the given SNI against
 # the bundle the sandbox names in SSL_CERT_FILE (or a CA file), then the raw
-# bytes of argv[3] (Python escapes such as \r\n), then everything read back.
+# bytes of argv[3] (Python escapes such as \r\n; {PH} is $API_KEY), then
+# everything read back.
 RAW_CLIENT = r'''
 import os, socket, ssl, sys, time
 authority, sni, raw = sys.argv[1], sys.argv[2], sys.argv[3].encode().decode("unicode_escape")
+raw = raw.replace("{PH}", os.environ.get("API_KEY", ""))  # the run's placeholder
 ca = sys.argv[4] if len(sys.argv) > 4 else os.environ.get("SSL_CERT_FILE")
 direct = len(sys.argv) > 5
 host, _, port = authority.rpartition(":")

@@ -128,3 +128,16 @@ def test_builtin_profiles_carry_their_credential(name, host, env, header):
     assert (entry.host, entry.env, entry.from_env, entry.header) == (host, env, env, header)
     # the push half / the messages endpoint only
     assert entry.paths and all(r.scoped() for r in policy.egress_allow)
+
+
+@pytest.mark.parametrize("pair", [
+    f"{PH}:ghp_" + "a1" * 18,  # the placeholder as user, somebody's token as password
+    f"{PH}:attacker-password",
+    "ghp_" + "b2" * 18 + f":{PH}",  # somebody's token as user next to the placeholder
+])
+def test_basic_with_a_second_credential_beside_the_placeholder_is_foreign(pair):
+    """Red team: before, the other half of a Basic pair went upstream next to
+    the real value ("REAL:<their token>")."""
+    g = guard(scheme="Basic")
+    with pytest.raises(Refusal, match="^foreign credential"):
+        send(g, [("Authorization", "Basic " + base64.b64encode(pair.encode()).decode())])
