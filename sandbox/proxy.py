@@ -546,6 +546,12 @@ class _Client:
         if _normalize(h_host) != _normalize(host_raw) or h_port != port:
             raise _Refused(400, "Host header does not match the URL")
         host = self._check(host_raw, port, path)
+        if self.scheme == "http" and self.proxy.rules.inspected(host, port) is not None:
+            # A port a rule inspects speaks TLS: plain HTTP there would carry
+            # the host's real credential (and everything else) in clear, to
+            # an address no certificate was checked for.
+            raise _Refused(403, f"plain HTTP to {host}:{port}, which a rule marks inspect = true "
+                                "(TLS): use https://")
         guard = self.proxy.guard
         if ((self.rule is not None and self.rule.scoped())
                 or (guard is not None and guard.scoped(host))):

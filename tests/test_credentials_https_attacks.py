@@ -218,3 +218,28 @@ def test_basic_with_a_second_token_beside_the_placeholder(senv, origin, pair):
     assert token not in out.stderr.decode()
     # the placeholder with a harmless other half still works: the built-in
     # github profile's push (test_builtin_profiles_https) sends x-access-token:<placeholder>
+
+
+def test_plain_http_to_an_inspected_port_is_refused(senv, origin):
+    """Fixed: ``http://host:port`` to a port whose rule says inspect = true
+    went out as plain HTTP, and the placeholder became the real value on the
+    wire in clear (for the built-in anthropic-api profile:
+    ``http://api.anthropic.com:443/v1/messages``), to an address no
+    certificate was checked for.  Here a plain-HTTP origin sits on the
+    inspected port and logs what arrives."""
+    from test_credentials import Origin as PlainOrigin
+
+    plain = PlainOrigin()
+    try:
+        rules = (f'[[network.allow]]\nhost = "api.test"\nports = [{plain.port}]\ninspect = true\n'
+                 f'upstream_ca = "{origin.cert}"\n\n[[network.credentials]]\nhost = "api.test"\n'
+                 'from_env = "REAL_API_KEY"\nenv = "API_KEY"\nheader = "x-api-key"\n')
+        prof = proxy_profile(senv, rules, {"api.test": "127.0.0.1"})
+        out = senv.run(["sh", "-c", "curl -sS -o /dev/null -w '%{http_code}' -X POST -H "
+                        f"\"x-api-key: $API_KEY\" -d hi http://api.test:{plain.port}/v1/messages"],
+                       args=["--profile", str(prof)], env=senv.environ(REAL_API_KEY=REAL))
+        assert out.stdout == b"403", out.stderr
+        assert plain.seen == []
+        assert "which a rule marks inspect = true (TLS): use https://" in out.stderr.decode()
+    finally:
+        plain.close()
