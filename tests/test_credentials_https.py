@@ -242,3 +242,56 @@ def test_strip_and_refuse_headers_over_https(senv, origin):
                                   "-H", '"X-Fetch-URL: http://169.254.169.254/"'))
     assert out.stdout.decode().split() == ["200"]
     assert header(origin.seen[0], "x-fetch-url") == ["http://169.254.169.254/"]
+
+
+# -- [network] upstream_ca ----------------------------------------------------------------
+
+def test_network_upstream_ca_is_the_default_and_a_rules_own_key_wins(senv, origin):
+    other = senv.base / "other"
+    other.mkdir()
+    subprocess.run([OPENSSL, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                    "-nodes", "-keyout", str(other / "k.pem"), "-out", str(other / "ca.pem"),
+                    "-subj", "/CN=other", "-days", "2"], check=True, capture_output=True)
+    os.chmod(other / "ca.pem", 0o644)
+    url = f"https://api.test:{origin.port}/x"
+
+    def profile(name: str, network_ca: Path, rule_ca: Path | None) -> Path:
+        rule = (f'[[network.allow]]\nhost = "api.test"\nports = [{origin.port}]\ninspect = true\n'
+                + (f'upstream_ca = "{rule_ca}"\n' if rule_ca else ""))
+        return proxy_profile(senv, rule, {"api.test": "127.0.0.1"}, name=name,
+                             net_extra=f'upstream_ca = "{network_ca}"\n')
+
+    cases = [("default", origin.cert, None, "200"),  # the [network] key is used ...
+             ("rule-wins", other / "ca.pem", origin.cert, "200"),  # ... unless the rule names one
+             ("wrong-default", other / "ca.pem", None, "502")]  # proves it is the one used
+    for name, network_ca, rule_ca, want in cases:
+        out = _run(senv, profile(name, network_ca, rule_ca), _curl(url))
+        assert out.stdout.decode().strip() == want, (name, out.stderr)
+    assert f"checked against the CA file {other / 'ca.pem'}" in out.stderr.decode()
+    assert len(origin.seen) == 2
+
+    # a child of a built-in profile that sets it is listed as a weakening
+    child = senv.base / "child.toml"
+    child.write_text(f'extends = "anthropic-api"\n[network]\nupstream_ca = "{origin.cert}"\n')
+    out = senv.run(["true"], args=["--profile", str(child)])
+    assert out.returncode == 0, out.stderr
+    assert f"child: network.upstream_ca: inspected hosts without their own upstream_ca are " \
+           f"verified against {origin.cert}" in out.stderr.decode()
+
+
+@pytest.mark.parametrize("value,extra_rule,message", [
+    ("relative/ca.pem", True, "is not an absolute path"),
+    ("/nonexistent/ca.pem", True, "is not a file"),
+    ("{cert}", False, "upstream_ca is used only when the proxy inspects TLS"),
+])
+def test_network_upstream_ca_errors_name_file_key_and_fix(senv, origin, value, extra_rule,
+                                                           message):
+    rule = (f'[[network.allow]]\nhost = "api.test"\nports = [{origin.port}]\n'
+            + ("inspect = true\n" if extra_rule else ""))
+    prof = proxy_profile(senv, rule, {"api.test": "127.0.0.1"}, name="bad",
+                         net_extra=f'upstream_ca = "{value.format(cert=origin.cert)}"\n')
+    out = senv.run(["true"], args=["--profile", str(prof)])
+    err = out.stderr.decode()
+    assert out.returncode == 125, err
+    assert f"{prof}:" in err and "key 'network.upstream_ca'" in err and message in err, err
+    assert "hint:" in err and "Traceback" not in err
