@@ -125,6 +125,15 @@ ATTACKS = [
      + f"x-api-key: {ATTACKER}\r\n" + ZERO, "origin form", []),
     ("a nested CONNECT inside the tunnel",
      "CONNECT evil.test:443 HTTP/1.1\r\nHost: evil.test:443\r\n\r\n", "CONNECT inside", []),
+    ("Expect: 100-continue with the key (refused before anything connects)",
+     "POST /v1/files HTTP/1.1\r\n" + H + f"x-api-key: {ATTACKER}\r\nExpect: 100-continue\r\n"
+     "content-length: 4\r\n\r\ndata", "foreign credential", []),
+    ("HTTP/1.0 with the key",
+     "POST /v1/files HTTP/1.0\r\n" + H + f"x-api-key: {ATTACKER}\r\n" + ZERO,
+     "foreign credential", []),
+    ("two Host headers, the second another host",
+     "POST /v1/files HTTP/1.1\r\n" + H + "Host: evil.test\r\n" + f"x-api-key: {ATTACKER}\r\n"
+     + ZERO, "multiple Host", []),
     # the fixed ones: before, the real value went out with these
     ("method override on the in-scope call (fixed)",
      "POST /v1/messages HTTP/1.1\r\n" + H + "x-api-key: {PH}\r\nX-HTTP-Method-Override: DELETE\r\n"
@@ -156,6 +165,7 @@ def test_attack_through_an_inspected_tunnel(senv, origin, name, data, expect, re
     ("127.0.0.1:{port}", "", "host not allowed"),  # the inspected host's address
     ("127.0.0.1:{port}", "api.test", "host not allowed"),
     ("api.test:1", "api.test", "not allowed"),  # another port of the host
+    ("[::1]:{port}", "", "not allowed"),  # loopback by its IPv6 literal
 ])
 def test_other_names_addresses_and_ports_are_refused(senv, origin, authority, sni, expect):
     authority = authority.format(port=origin.port)
