@@ -141,3 +141,14 @@ def test_basic_with_a_second_credential_beside_the_placeholder_is_foreign(pair):
     g = guard(scheme="Basic")
     with pytest.raises(Refusal, match="^foreign credential"):
         send(g, [("Authorization", "Basic " + base64.b64encode(pair.encode()).decode())])
+
+
+def test_one_hosts_placeholder_is_foreign_to_another_credential_host():
+    """Red team: the placeholder of api.test sent to other.test (both with an
+    entry) must not become other.test's real value, nor pass as its own."""
+    a = Credential(host="api.test", env="A", from_env="A", header="x-api-key")
+    b = Credential(host="other.test", env="B", from_env="B", header="x-api-key")
+    g = Guard({"credentials": [a.as_tuple(), b.as_tuple()]}, [(PH, REAL), (PH[:-1] + "1", "b-real")])
+    assert send(g, [("x-api-key", PH)], host="api.test") == [("x-api-key", REAL)]
+    with pytest.raises(Refusal, match="^foreign credential"):
+        send(g, [("x-api-key", PH)], host="other.test")

@@ -125,6 +125,9 @@ ATTACKS = [
      + f"x-api-key: {ATTACKER}\r\n" + ZERO, "origin form", []),
     ("a nested CONNECT inside the tunnel",
      "CONNECT evil.test:443 HTTP/1.1\r\nHost: evil.test:443\r\n\r\n", "CONNECT inside", []),
+    ("the key under x_api_key (CGI and WSGI servers read _ as -) beside the placeholder",
+     "POST /v1/messages HTTP/1.1\r\n" + H + "x-api-key: {PH}\r\n" + f"x_api_key: {ATTACKER}\r\n"
+     + ZERO, "foreign credential", []),
     ("Expect: 100-continue with the key (refused before anything connects)",
      "POST /v1/files HTTP/1.1\r\n" + H + f"x-api-key: {ATTACKER}\r\nExpect: 100-continue\r\n"
      "content-length: 4\r\n\r\ndata", "foreign credential", []),
