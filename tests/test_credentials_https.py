@@ -204,7 +204,9 @@ def test_secret_never_visible_inside_over_https(senv, origin):
         if path.is_file() and not path.is_symlink() and path != secret_dir / "token":
             data = path.read_bytes()
             assert REAL.encode() not in data and file_real.encode() not in data, path
-    for log in _audit_logs(senv):
+    logs = _audit_logs(senv)
+    assert any(p.name == "audit.jsonl" for p in logs), logs  # the audit log was looked at
+    for log in logs:
         data = log.read_bytes()
         assert REAL.encode() not in data and file_real.encode() not in data, log
     assert "foreign credential" in stderr
