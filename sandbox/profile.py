@@ -8,6 +8,7 @@ looser default.  Merge rules are documented in ``sandbox.schema``.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import re
@@ -497,7 +498,7 @@ def build_policy(chain: list[Source], ctx: Context) -> Policy:
             weakenings.append(Weakening(src.name, "filesystem.allow_read",
                                         f"secret no longer masked: {allowed}"))
 
-    egress_allow, egress_deny, egress_hosts = _egress(chain, datas, net)
+    egress_allow, egress_deny, egress_hosts = _egress(chain, datas, net, weakenings)
     egress_credentials, egress_headers = _credentials(chain, datas, net, ctx, tuple(deny))
     digest = hashlib.sha256()
     for src in chain:
@@ -549,12 +550,14 @@ def build_policy(chain: list[Source], ctx: Context) -> Policy:
     )
 
 
-def _egress(chain: list[Source], datas: list[dict], net: dict) -> tuple:
+def _egress(chain: list[Source], datas: list[dict], net: dict,
+            weakenings: list[Weakening]) -> tuple:
     """The network rules of the whole chain, each naming the profile it came from."""
-    if not any(k in net for k in ("allow", "deny", "hosts")):
+    if not any(k in net for k in ("allow", "deny", "hosts", "upstream_ca")):
         return (), (), ()  # most profiles: no rule module to import
     from sandbox import netrules
 
+    default_ca = _default_upstream_ca(chain, datas, weakenings)
     rules: dict[str, list] = {"allow": [], "deny": []}
     for src, data in zip(chain, datas):
         for kind in rules:
@@ -567,6 +570,9 @@ def _egress(chain: list[Source], datas: list[dict], net: dict) -> tuple:
                                        line=_rule_line(src.text, f"network.{kind}", index),
                                        hint="name a PEM file of the CA certificates that "
                                             "sign the upstream server's certificate")
+                if rule.inspect and not rule.upstream_ca and default_ca:
+                    # [network] upstream_ca: the chain's default (the rule's own key wins)
+                    rule = dataclasses.replace(rule, upstream_ca=default_ca)
                 if not any(_same_rule(rule, r) for r in rules[kind]):
                     rules[kind].append(rule)  # the same rule from two profiles: the first
     if net.get("mode", "none") != "proxy":
@@ -583,7 +589,44 @@ def _egress(chain: list[Source], datas: list[dict], net: dict) -> tuple:
                                key="network.mode", line=line_of(src.text, "network", "mode"),
                                hint='set mode = "proxy" in [network]')
         return (), (), ()  # no network at all: the rules have nothing to open
+    if default_ca and not any(r.inspect for r in rules["allow"]):
+        src = next(s for s, d in reversed(list(zip(chain, datas)))
+                   if "upstream_ca" in d.get("network", {}))
+        raise ProfileError(src.path, "upstream_ca is used only when the proxy inspects TLS, and "
+                                     "no [[network.allow]] rule of the profile says inspect = true",
+                           key="network.upstream_ca", line=line_of(src.text, "network", "upstream_ca"),
+                           hint="add inspect = true to the rules it is for, or remove upstream_ca")
     return tuple(rules["allow"]), tuple(rules["deny"]), netrules.parse_hosts(net.get("hosts", {}))
+
+
+def _default_upstream_ca(chain: list[Source], datas: list[dict],
+                         weakenings: list[Weakening]) -> str:
+    """``[network] upstream_ca``: the CA file every inspected rule of the chain
+    verifies its upstream against unless the rule names its own (the last
+    profile that sets it wins).  It lets a child profile point a built-in
+    inspected host (github.com, api.anthropic.com) at a private or test
+    origin, so a child that sets it is recorded as a weakening."""
+    ca, where = "", None
+    for index, (src, data) in enumerate(zip(chain, datas)):
+        if "upstream_ca" in data.get("network", {}):
+            ca, where = data["network"]["upstream_ca"], (index, src)
+    if where is None:
+        return ""
+    index, src = where
+    line = line_of(src.text, "network", "upstream_ca")
+    hint = ('write upstream_ca = "/etc/ssl/private-registry-ca.pem" (an absolute path of a PEM '
+            "file of the CA certificates that sign the upstream server's certificate)")
+    if not ca or not ca.startswith("/") or any(ord(c) < 0x20 for c in ca):
+        raise ProfileError(src.path, f"upstream_ca {ca!r} is not an absolute path",
+                           key="network.upstream_ca", line=line, hint=hint)
+    if not os.path.isfile(ca):
+        raise ProfileError(src.path, f"upstream_ca {ca!r} is not a file",
+                           key="network.upstream_ca", line=line, hint=hint)
+    if index > 0:
+        weakenings.append(Weakening(src.name, "network.upstream_ca",
+                                    f"inspected hosts without their own upstream_ca are verified "
+                                    f"against {ca} instead of the host's roots"))
+    return ca
 
 
 def _credentials(chain: list[Source], datas: list[dict], net: dict, ctx: Context,

@@ -126,10 +126,11 @@ class Guard:
         return isinstance(host, str) and host in self.hosts
 
     def scoped(self, host) -> bool:
-        """Does an entry for ``host`` limit methods or paths?  (The proxy then
-        refuses method and path override headers, as for a scoped rule.)"""
+        """Does a credential of ``host`` go only to some methods or paths?  Then
+        a header that makes the origin serve another method or path (the
+        proxy's override list) would carry the real value out of scope."""
         return any(live.cred.methods or live.cred.paths
-                   for live in self.by_host.get(host, ()) if isinstance(host, str))
+                   for live in self.by_host.get(host if isinstance(host, str) else "", ()))
 
     def incoming(self, host, headers) -> None:
         """Note the cookies a credential host sets (``Set-Cookie`` of a response
@@ -228,6 +229,13 @@ def _unwrap(live: _Live, value: str) -> str | None:
         except ValueError:
             return None
         if not sep or live.placeholder not in (user, password):
+            return None
+        # The other half must not be a credential of its own: it would reach
+        # the origin next to the real value, and some origins read the user
+        # half as the token (GitHub takes "TOKEN:x-oauth-basic").
+        if password == live.placeholder and envfilter.secret_value(user):
+            return None
+        if user == live.placeholder and password not in ("", "x-oauth-basic", live.placeholder):
             return None
         if password == live.placeholder:
             pair = f"{user}:{live.value}"

@@ -556,16 +556,22 @@ class _Client:
         if _normalize(h_host) != _normalize(host_raw) or h_port != port:
             raise _Refused(400, "Host header does not match the URL")
         host = self._check(host_raw, port, path)
+        if self.scheme == "http" and self.proxy.rules.inspected(host, port) is not None:
+            # A port a rule inspects speaks TLS: plain HTTP there would carry
+            # the host's real credential (and everything else) in clear, to
+            # an address no certificate was checked for.
+            raise _Refused(403, f"plain HTTP to {host}:{port}, which a rule marks inspect = true "
+                                "(TLS): use https://")
         guard = self.proxy.guard
-        if (self.rule is not None and self.rule.scoped()) or (
-                guard is not None and guard.scoped(host)):
+        if ((self.rule is not None and self.rule.scoped())
+                or (guard is not None and guard.scoped(host))):
             # Many frameworks take the method or path from these headers; a
-            # rule (or a credential entry's scope) that limits methods or
-            # paths would then check one request while the origin serves another.
+            # rule (or a credential entry) that limits methods or paths would
+            # then check one request while the origin serves another.
             override = next((name for name, _ in request.headers if name in _OVERRIDES), None)
             if override is not None:
                 raise _Refused(403, f"header {override.decode()} is not allowed where a rule "
-                                    "or credential limits methods or paths")
+                                    "or a credential limits methods or paths")
         headers = self._outgoing_headers(request, host, port, path)
         upstream = self._open_upstream(host, port)
         self._exchange(request, host, port, path, upstream, headers)

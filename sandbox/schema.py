@@ -175,6 +175,10 @@ SCHEMA: dict[str, dict[str, Key]] = {
                      "against)."),
         "deny": Key(Kind.RULES, Merge.APPEND,
                     "Endpoints refused even when an allow rule matches (ports default to all)."),
+        "upstream_ca": Key(Kind.STR, Merge.REPLACE,
+                           "Absolute path of a PEM CA file: the default upstream_ca of every "
+                           "inspect = true allow rule of the chain that names none (a private or "
+                           "test origin for a built-in profile's hosts); a rule's own key wins."),
         "max_connections": Key(Kind.INT, Merge.REPLACE,
                                "Connections the proxy holds open at once for the command "
                                "(each costs the host two threads); 0 means the ceiling, 4096.",

@@ -128,3 +128,27 @@ def test_builtin_profiles_carry_their_credential(name, host, env, header):
     assert (entry.host, entry.env, entry.from_env, entry.header) == (host, env, env, header)
     # the push half / the messages endpoint only
     assert entry.paths and all(r.scoped() for r in policy.egress_allow)
+
+
+@pytest.mark.parametrize("pair", [
+    f"{PH}:ghp_" + "a1" * 18,  # the placeholder as user, somebody's token as password
+    f"{PH}:attacker-password",
+    "ghp_" + "b2" * 18 + f":{PH}",  # somebody's token as user next to the placeholder
+])
+def test_basic_with_a_second_credential_beside_the_placeholder_is_foreign(pair):
+    """Red team: before, the other half of a Basic pair went upstream next to
+    the real value ("REAL:<their token>")."""
+    g = guard(scheme="Basic")
+    with pytest.raises(Refusal, match="^foreign credential"):
+        send(g, [("Authorization", "Basic " + base64.b64encode(pair.encode()).decode())])
+
+
+def test_one_hosts_placeholder_is_foreign_to_another_credential_host():
+    """Red team: the placeholder of api.test sent to other.test (both with an
+    entry) must not become other.test's real value, nor pass as its own."""
+    a = Credential(host="api.test", env="A", from_env="A", header="x-api-key")
+    b = Credential(host="other.test", env="B", from_env="B", header="x-api-key")
+    g = Guard({"credentials": [a.as_tuple(), b.as_tuple()]}, [(PH, REAL), (PH[:-1] + "1", "b-real")])
+    assert send(g, [("x-api-key", PH)], host="api.test") == [("x-api-key", REAL)]
+    with pytest.raises(Refusal, match="^foreign credential"):
+        send(g, [("x-api-key", PH)], host="other.test")
