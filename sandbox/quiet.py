@@ -11,9 +11,10 @@ descriptor 2 and is never filtered.
 
 What still prints: the one-line errors of the tool itself (``sandbox:
 error:``, ``usage error:``, ``profile error:``, ``setup error:``,
-``command not found:``, ``cannot execute:``), ``sandbox: audit error:``, and
+``command not found:``, ``cannot execute:``), ``sandbox: audit error:``,
 the ``sandbox: audit:`` findings that could not be neutralised (the error
-line refers to them).
+line refers to them), and the ``sandbox: fallback:`` line (a degraded run
+is never silent).
 """
 
 from __future__ import annotations
@@ -25,8 +26,13 @@ ERROR_PREFIXES = ("sandbox: error:", "sandbox: usage error:", "sandbox: profile 
                   "sandbox: cannot execute:", "sandbox: audit error:")
 
 
+# not errors, but never dropped: a run under the fallback backend is weaker than
+# the caller asked for, and that is never silent (docs/fallback.md)
+ALWAYS_PREFIXES = ("sandbox: fallback:",)
+
+
 def is_error(line: str) -> bool:
-    if line.startswith(ERROR_PREFIXES):
+    if line.startswith(ERROR_PREFIXES + ALWAYS_PREFIXES):
         return True
     # a finding the audit could not neutralise (audit.Finding.failed)
     return line.startswith("sandbox: audit:") and ": COULD NOT" in line

@@ -40,7 +40,7 @@ EITHER_FALSE = ("allow_32bit", "unix_sockets", "core_dumps")  # allowed only whe
 LIMITS = ("egress_max_connections", "max_open_files", "max_file_size_mb", "cpu_seconds",
           "max_processes", "address_space_mb", "timeout_seconds", "pids_max", "memory_max_mb")
 ACCESS = ("workspace", "scratch")
-OTHER = ("network", "egress_allow", "socket_scan_depth")
+OTHER = ("network", "egress_allow", "socket_scan_depth", "require")
 FIELDS = UNION + SHARED + PATHS + BOTH_TRUE + EITHER_FALSE + LIMITS + ACCESS + OTHER
 # Never taken from ``other``: not a permission either way, or not comparable.
 KEPT = ("env_set", "egress_hosts", "syscall_set")
@@ -75,9 +75,17 @@ def tighten(base: Policy, other: Policy, fields=FIELDS, label: str = "") -> Poli
             value = _rules_meet(old, new)
         elif name == "socket_scan_depth":
             value = max(old, new)  # a deeper search hides more
+        elif name == "require":
+            value = "full" if "full" in (old, new) else old  # failing closed is stricter
         else:
             raise ValueError(f"tighten: unknown or unsupported field {name!r}")
         changes[name] = value
+    if "env_deny" in fields:
+        # a variable the constraint denies by name stays denied: base's [env] pass
+        # (or --env-pass) does not reach it, unless the constraint passes it too
+        changes["env_pass"] = tuple(
+            n for n in changes.get("env_pass", base.env_pass)
+            if not _env_denied(n, other.env_deny) or n.upper() in {p.upper() for p in other.env_pass})
     if changes.get("network", base.network) is NetworkMode.NONE:
         # as profile.build_policy does: without the proxy, rules open nothing
         changes.update(egress_allow=(), egress_deny=(), egress_hosts=())
@@ -89,6 +97,13 @@ def tighten(base: Policy, other: Policy, fields=FIELDS, label: str = "") -> Poli
         digest=_digest(base.digest, other.digest),
         tightenings=base.tightenings + effects,
     )
+
+
+def _env_denied(name: str, patterns) -> bool:
+    """Does an [env] deny pattern (case-insensitive, ``*`` and ``?``) name ``name``?"""
+    from fnmatch import fnmatchcase
+
+    return any(fnmatchcase(name.upper(), p.upper()) for p in patterns)
 
 
 def _digest(a: str, b: str) -> str:
@@ -208,7 +223,7 @@ FIELD_KEYS = {
     "syscalls_enabled": "syscalls.enabled", "syscall_set": "syscalls.set",
     "syscall_deny": "syscalls.deny", "syscall_allow": "syscalls.allow",
     "allow_32bit": "syscalls.allow_32bit", "unix_sockets": "syscalls.unix_sockets",
-    "audit_classes": "audit",
+    "audit_classes": "audit", "require": "require",
     **{name: f"limits.{name}" for name in ("core_dumps", "max_open_files", "max_file_size_mb",
                                             "cpu_seconds", "max_processes", "address_space_mb",
                                             "timeout_seconds", "pids_max", "memory_max_mb")},

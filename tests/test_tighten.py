@@ -141,6 +141,10 @@ def test_the_result_allows_nothing_base_or_the_constraint_does_not(base, other, 
         if result.network is NetworkMode.PROXY or name != "egress_hosts":
             assert getattr(result, name) == getattr(base, name)
     for name in set(tighten.FIELDS) - set(fields):
+        if name == "env_pass" and "env_deny" in fields:
+            # a name the constraint denies is not passed (only what base passes)
+            assert set(result.env_pass) <= set(base.env_pass)
+            continue
         if result.network is NetworkMode.PROXY or not name.startswith("egress"):
             assert getattr(result, name) == getattr(base, name), name
     assert result.weakenings == base.weakenings
@@ -217,3 +221,21 @@ def test_scoped_rules_meet_on_methods_and_paths():
     assert tighten.rule_meet(a, EgressRule("h.test", (80,), ("PUT",))) is None
     # an unscoped rule met with a scoped one is scoped: no CONNECT tunnel
     assert tighten.rule_meet(EgressRule("h.test", (443,)), b).scoped()
+
+
+def test_a_constraint_deny_beats_a_pass_of_base():
+    """A name the constraint's env.deny removes is not kept by base's env.pass
+    (an --env-pass), unless the constraint passes it too."""
+    base = Policy(name="u", chain=("u",), digest="d", env_pass=("CORP_TOKEN", "OTHER"))
+    other = Policy(name="m", chain=("m",), digest="e", env_deny=("corp_*",))
+    assert tighten.tighten(base, other, ("env_deny",)).env_pass == ("OTHER",)
+    other = Policy(name="m", chain=("m",), digest="e", env_deny=("CORP_*",),
+                   env_pass=("corp_token",))
+    assert tighten.tighten(base, other, ("env_deny",)).env_pass == ("CORP_TOKEN", "OTHER")
+
+
+def test_require_full_wins():
+    base = Policy(name="u", chain=("u",), digest="d")
+    other = Policy(name="m", chain=("m",), digest="e", require="full")
+    assert tighten.tighten(base, other, ("require",)).require == "full"
+    assert tighten.tighten(other, base, ("require",)).require == "full"

@@ -1,0 +1,159 @@
+"""Red team: project profiles, the managed policy, per-call flags, --quiet.
+
+Each test is an attack that worked on the integration branch before its fix,
+run for real through the installed CLI and bwrap (as root and as the
+unprivileged test user), and shown to fail now.  The attacks that held are
+listed in the red-team report, not here.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def _exe() -> str:
+    from conftest import sandbox_exe
+
+    return sandbox_exe()
+
+
+def _sandbox(senv, *args: str, env=None) -> subprocess.CompletedProcess:
+    senv.finish()
+    return subprocess.run(senv.who.prefix() + [_exe(), *args], cwd=senv.ws,
+                          env=env or senv.environ(), capture_output=True, timeout=120)
+
+
+def _text(r) -> str:
+    return (f"exit {r.returncode}\n--- stdout\n{r.stdout.decode(errors='replace')[-2000:]}"
+            f"\n--- stderr\n{r.stderr.decode(errors='replace')[-3000:]}")
+
+
+# -- untrusted project profile: keys that are no constraint ---------------------------
+
+@pytest.mark.parametrize("text,ignored", [
+    ('[ci]\ngithub_env = true\ngithub_path = true\n', "ci.github_env, ci.github_path"),
+    ('[[network.credentials]]\nhost = "api.example.com"\nfrom_env = "SBX_RT_TOKEN"\n'
+     'env = "SBX_RT_TOKEN"\nheader = "x-api-key"\n', "network.credentials"),
+])
+def test_untrusted_keys_that_only_loosen_are_ignored_not_a_crash(senv, text, ignored):
+    """An untrusted .sandbox.toml with [ci] or [[network.credentials]] made every
+    run in the repository die with a Python traceback (KeyError, exit 1): the
+    constraint reader knew no field for those keys.  Now they are ignored and
+    named on the notice line, like every other key that would loosen."""
+    (senv.ws / ".sandbox.toml").write_text(text)
+    check = _sandbox(senv, "explain")
+    if check.returncode == 125 and b"credentials" in check.stderr:
+        pytest.skip(f"the credentials entry is not valid here: {_text(check)}")
+    r = senv.run(["sh", "-c", "echo RAN"])
+    assert r.returncode == 0 and r.stdout == b"RAN\n", _text(r)
+    assert b"Traceback" not in r.stderr, _text(r)
+    assert f"(ignored: {ignored})".encode() in r.stderr, _text(r)
+
+
+def test_untrusted_require_full_tightens_instead_of_crashing(senv):
+    """``require = "full"`` (fail closed where bwrap cannot run) is a tightening;
+    untrusted, it crashed every run with a TypeError traceback."""
+    (senv.ws / ".sandbox.toml").write_text('require = "full"\n')
+    r = senv.run(["sh", "-c", "echo RAN"])
+    assert r.returncode == 0 and r.stdout == b"RAN\n", _text(r)
+    assert b"Traceback" not in r.stderr, _text(r)
+    e = _sandbox(senv, "explain", "--json")
+    assert e.returncode == 0, _text(e)
+    import json
+
+    doc = json.loads(e.stdout)
+    keys = [t.get("key") for t in doc.get("tightenings") or []]
+    assert "require" in keys, doc.get("tightenings")
+
+
+# -- managed policy: env.deny against --env-pass ---------------------------------------
+
+@pytest.fixture
+def admin_dir():
+    if os.getuid() != 0:
+        pytest.skip("a managed file must be root's: needs root to write one")
+    from conftest import _test_root
+
+    d = _test_root() / f"managed-rt-{uuid.uuid4().hex[:12]}"
+    d.mkdir(mode=0o755)
+    os.chmod(d, 0o755)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def _managed(admin_dir: Path, text: str) -> Path:
+    path = admin_dir / "managed.toml"
+    path.write_text(text)
+    os.chmod(path, 0o644)
+    return path
+
+
+def test_managed_env_deny_is_not_undone_by_env_pass(senv, admin_dir):
+    """The administrator denies CORP_* variables; ``--env-pass CORP_TOKEN`` (or a
+    profile's ``env.pass``) used to carry the value in anyway, since a pass
+    beats every deny.  A managed deny now wins unless the managed file itself
+    passes the name."""
+    secret = "corp-" + uuid.uuid4().hex
+    path = _managed(admin_dir, '[env]\ndeny = ["CORP_*"]\n')
+    env = senv.environ(CORP_TOKEN=secret, SANDBOX_MANAGED_EXTRA=str(path))
+    script = ["sh", "-c", 'printf "%s" "$CORP_TOKEN"']
+    # the attack's premise: without --env-pass the managed deny removes it...
+    r = senv.run(script, env=env)
+    assert r.returncode == 0 and r.stdout == b"", _text(r)
+    # ...and --env-pass brings a variable that a profile denies through
+    r = senv.run(["sh", "-c", 'printf "%s" "$SBX_RT_X"'], args=["--env-pass", "SBX_RT_X"],
+                 env=senv.environ(SBX_RT_X=secret, SANDBOX_MANAGED_EXTRA=str(path)))
+    assert r.stdout == secret.encode(), _text(r)
+    # the attack: --env-pass of the managed-denied name
+    r = senv.run(script, args=["--env-pass", "CORP_TOKEN"], env=env)
+    assert r.returncode == 0, _text(r)
+    assert secret.encode() not in r.stdout, "the managed env.deny was undone by --env-pass"
+    # the managed file may pass it itself
+    path = _managed(admin_dir, '[env]\ndeny = ["CORP_*"]\npass = ["CORP_TOKEN"]\n')
+    r = senv.run(script, args=["--env-pass", "CORP_TOKEN"], env=env)
+    assert r.stdout == secret.encode(), _text(r)
+
+
+def test_managed_require_full_is_a_tightening(senv, admin_dir):
+    """An administrator's ``require = "full"`` crashed every run (traceback, exit 1)."""
+    path = _managed(admin_dir, 'require = "full"\n')
+    r = senv.run(["sh", "-c", "echo RAN"], env=senv.environ(SANDBOX_MANAGED_EXTRA=str(path)))
+    assert r.returncode == 0 and r.stdout == b"RAN\n", _text(r)
+    assert b"Traceback" not in r.stderr, _text(r)
+
+
+# -- --quiet and the fallback line -----------------------------------------------------
+
+def test_quiet_does_not_hide_the_fallback_line(senv):
+    """Where bwrap cannot make namespaces, the run falls back to Landlock +
+    seccomp and must say so on one ``sandbox: fallback:`` line, "not even
+    --quiet drops it" (docs/fallback.md).  The --quiet filter dropped it: a
+    plugin passing --quiet got a degraded sandbox without a word."""
+    import nouserns
+
+    if nouserns.unavailable() is not None:
+        pytest.skip(str(nouserns.unavailable()))
+    from sandbox import landlock
+
+    if landlock.abi_version() < 1:
+        pytest.skip("this kernel has no Landlock")
+    senv.finish()
+
+    def crun(*args):
+        return subprocess.run(nouserns.prefix() + senv.who.prefix()
+                              + [_exe(), "run", *args, "--", "true"],
+                              cwd=senv.ws, env=senv.environ(), capture_output=True, timeout=120)
+
+    r = crun()
+    assert r.returncode == 0 and b"sandbox: fallback:" in r.stderr, _text(r)
+    r = crun("--quiet")
+    assert r.returncode == 0, _text(r)
+    assert b"sandbox: fallback:" in r.stderr, _text(r)
