@@ -15,8 +15,8 @@ system file).  Both must be root's: owned by root, not writable by group
 or others (group root excepted), in directories that are the same, else
 the run fails closed, as it does for a file that does not validate or sets
 a key that cannot tighten (``extends``, ``allow_read``, ``env.set``,
-``network.hosts``, ``syscalls.set``, ``network.credentials``, ``[ci]``).  A missing system file means no
-managed policy.
+``network.hosts``, ``syscalls.set``, ``network.credentials``, ``[ci]``).  A
+missing system file means no managed policy.
 """
 
 from __future__ import annotations

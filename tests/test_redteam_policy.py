@@ -157,3 +157,29 @@ def test_quiet_does_not_hide_the_fallback_line(senv):
     r = crun("--quiet")
     assert r.returncode == 0, _text(r)
     assert b"sandbox: fallback:" in r.stderr, _text(r)
+
+
+# -- the audit log: secrets in URL query strings and custom token headers ---------------
+
+def test_audit_log_redacts_query_tokens_and_token_headers(senv):
+    """``curl 'https://api.test/v1?access_token=SECRET'`` or ``-H 'X-Vault-Token:
+    SECRET'`` wrote SECRET into the audit log: the redactor knew URL userinfo
+    and a fixed list of headers, not a secret-named query parameter or a
+    ``...-Token:`` header."""
+    import json
+
+    q1, q2, h = ("q" + uuid.uuid4().hex, "k" + uuid.uuid4().hex, "h" + uuid.uuid4().hex)
+    (senv.base / "logs").mkdir()
+    log = senv.base / "logs" / "audit.jsonl"
+    words = [f"https://api.test/v1/x?page=2&access_token={q1}&api_key={q2}#top",
+             f"X-Vault-Token: {h}"]
+    r = senv.run(["printf", "%s\\n", *words], env=senv.environ(SANDBOX_AUDIT_LOG=str(log)))
+    # the attack's premise: the words reached the command whole
+    assert r.returncode == 0 and q1.encode() in r.stdout and h.encode() in r.stdout, _text(r)
+    line = log.read_text().splitlines()[-1]
+    for secret in (q1, q2, h):
+        assert secret not in line, line
+    command = json.loads(line)["command"]
+    assert command[2] == ("https://api.test/v1/x?page=2&access_token=[REDACTED]"
+                          "&api_key=[REDACTED]#top"), command
+    assert command[3] == "X-Vault-Token: [REDACTED]", command
