@@ -183,3 +183,30 @@ def test_audit_log_redacts_query_tokens_and_token_headers(senv):
     assert command[2] == ("https://api.test/v1/x?page=2&access_token=[REDACTED]"
                           "&api_key=[REDACTED]#top"), command
     assert command[3] == "X-Vault-Token: [REDACTED]", command
+
+
+def test_managed_read_only_workspace_is_not_undone_by_allow_write(senv, admin_dir):
+    """The administrator says ``[filesystem] workspace = "read"``; ``--allow-write .``
+    (or a profile's ``writable`` naming the workspace) made it writable again,
+    since only a managed ``filesystem.writable`` bounded --allow-write."""
+    path = _managed(admin_dir, '[filesystem]\nworkspace = "read"\n')
+    env = senv.environ(SANDBOX_MANAGED_EXTRA=str(path))
+    (senv.ws / "sub").mkdir()
+    (senv.base / "elsewhere").mkdir()
+    r = senv.run(["sh", "-c", "echo x > planted"], env=env)
+    assert r.returncode != 0 and not (senv.ws / "planted").exists(), _text(r)
+    for arg in (str(senv.ws), str(senv.ws / "sub")):
+        r = senv.run(["sh", "-c", "echo x > planted; echo x > sub/planted"],
+                     args=["--allow-write", arg], env=env)
+        assert not (senv.ws / "planted").exists() and not (senv.ws / "sub" / "planted").exists(), \
+            _text(r)
+        assert r.returncode == 125 and b"keeps it read-only" in r.stderr, _text(r)
+    # a profile's writable entry holding the workspace is dropped too
+    prof = senv.base / "p.toml"
+    prof.write_text(f'[filesystem]\nwritable = ["{senv.ws}"]\n')
+    r = senv.run(["sh", "-c", "echo x > planted"], args=["--profile", str(prof)], env=env)
+    assert not (senv.ws / "planted").exists(), _text(r)
+    # what lies outside the workspace stays the user's to open
+    r = senv.run(["sh", "-c", f"echo x > {senv.base / 'elsewhere' / 'f'}"],
+                 args=["--allow-write", str(senv.base / "elsewhere")], env=env)
+    assert r.returncode == 0 and (senv.base / "elsewhere" / "f").exists(), _text(r)
