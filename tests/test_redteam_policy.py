@@ -210,3 +210,21 @@ def test_managed_read_only_workspace_is_not_undone_by_allow_write(senv, admin_di
     r = senv.run(["sh", "-c", f"echo x > {senv.base / 'elsewhere' / 'f'}"],
                  args=["--allow-write", str(senv.base / "elsewhere")], env=env)
     assert r.returncode == 0 and (senv.base / "elsewhere" / "f").exists(), _text(r)
+
+
+def test_a_fifo_at_the_audit_log_does_not_hang_the_run(senv):
+    """A log kept in a directory others can write (``SANDBOX_AUDIT_LOG=/tmp/...``
+    on the host): another user plants a FIFO at its name, and every run hung
+    for ever after the command ended, opening it for writing.  Now the run
+    ends with the command's status and one warning."""
+    logs = senv.base / "logs"
+    logs.mkdir()
+    log = logs / "audit.jsonl"
+    os.mkfifo(log)
+    try:
+        r = senv.run(["sh", "-c", "exit 3"], env=senv.environ(SANDBOX_AUDIT_LOG=str(log)),
+                     timeout=30)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the run hung on the FIFO at the audit log's name")
+    assert r.returncode == 3, _text(r)
+    assert b"cannot write the audit log" in r.stderr, _text(r)
