@@ -86,6 +86,13 @@ def tighten(base: Policy, other: Policy, fields=FIELDS, label: str = "") -> Poli
         changes["env_pass"] = tuple(
             n for n in changes.get("env_pass", base.env_pass)
             if not _env_denied(n, other.env_deny) or n.upper() in {p.upper() for p in other.env_pass})
+    if "deny_read_names" in fields:
+        # a name the constraint hides stays hidden: base's exceptions (default's
+        # "*.template") must not expose it, unless the constraint excepts it too
+        asked = [d for d in other.deny_read_names if d not in base.deny_read_names]
+        changes["allow_read_names"] = tuple(
+            e for e in changes.get("allow_read_names", base.allow_read_names)
+            if e in other.allow_read_names or not any(_names_overlap(e, d) for d in asked))
     if changes.get("network", base.network) is NetworkMode.NONE:
         # as profile.build_policy does: without the proxy, rules open nothing
         changes.update(egress_allow=(), egress_deny=(), egress_hosts=())
@@ -104,6 +111,25 @@ def _env_denied(name: str, patterns) -> bool:
     from fnmatch import fnmatchcase
 
     return any(fnmatchcase(name.upper(), p.upper()) for p in patterns)
+
+
+_WILD = set("*?[")
+
+
+def _names_overlap(a: str, b: str) -> bool:
+    """Could one file name match both name patterns?  (True when unsure.)"""
+    from fnmatch import fnmatchcase
+
+    if not _WILD & set(a):
+        return fnmatchcase(a, b)
+    if not _WILD & set(b):
+        return fnmatchcase(b, a)
+    # both wild: disjoint when their literal starts, or literal ends, differ
+    head_a, head_b = (x[:min(x.find(c) for c in _WILD if c in x)] for x in (a, b))
+    tail_a, tail_b = (x[max(x.rfind(c) for c in _WILD if c in x) + 1:] for x in (a, b))
+    if not (head_a.startswith(head_b) or head_b.startswith(head_a)):
+        return False
+    return tail_a.endswith(tail_b) or tail_b.endswith(tail_a)
 
 
 def _digest(a: str, b: str) -> str:

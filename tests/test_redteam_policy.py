@@ -228,3 +228,24 @@ def test_a_fifo_at_the_audit_log_does_not_hang_the_run(senv):
         pytest.fail("the run hung on the FIFO at the audit log's name")
     assert r.returncode == 3, _text(r)
     assert b"cannot write the audit log" in r.stderr, _text(r)
+
+
+def test_managed_hidden_name_is_not_exposed_by_defaults_exceptions(senv, admin_dir):
+    """The administrator hides ``credentials.template`` by name; default's
+    exception ``*.template`` (meant for ``.env.template``) exposed it again, so
+    the managed deny did nothing.  An untrusted project profile asking the same
+    was just as powerless."""
+    secret = "tmpl-" + uuid.uuid4().hex
+    (senv.ws / "credentials.template").write_text(secret)
+    (senv.ws / ".env.example").write_text("EXAMPLE=1\n")
+    cat = ["sh", "-c", "cat credentials.template; echo; cat .env.example"]
+    r = senv.run(cat)
+    assert secret.encode() in r.stdout, _text(r)  # the premise: readable by default
+    path = _managed(admin_dir, '[filesystem]\ndeny_read_names = ["credentials.template"]\n')
+    r = senv.run(cat, env=senv.environ(SANDBOX_MANAGED_EXTRA=str(path)))
+    assert secret.encode() not in r.stdout, _text(r)
+    assert b"EXAMPLE=1" in r.stdout, _text(r)  # other exceptions stay
+    (senv.ws / ".sandbox.toml").write_text('[filesystem]\ndeny_read_names = '
+                                           '["credentials.template"]\n')
+    r = senv.run(cat)
+    assert secret.encode() not in r.stdout, _text(r)

@@ -141,6 +141,10 @@ def test_the_result_allows_nothing_base_or_the_constraint_does_not(base, other, 
         if result.network is NetworkMode.PROXY or name != "egress_hosts":
             assert getattr(result, name) == getattr(base, name)
     for name in set(tighten.FIELDS) - set(fields):
+        if name == "allow_read_names" and "deny_read_names" in fields:
+            # an exception that would expose a name the constraint hides goes
+            assert set(result.allow_read_names) <= set(base.allow_read_names)
+            continue
         if name == "env_pass" and "env_deny" in fields:
             # a name the constraint denies is not passed (only what base passes)
             assert set(result.env_pass) <= set(base.env_pass)
@@ -239,3 +243,19 @@ def test_require_full_wins():
     other = Policy(name="m", chain=("m",), digest="e", require="full")
     assert tighten.tighten(base, other, ("require",)).require == "full"
     assert tighten.tighten(other, base, ("require",)).require == "full"
+
+
+def test_a_constraint_hidden_name_beats_an_exception_of_base():
+    """default excepts "*.template"; a constraint hiding "credentials.template"
+    must hide it (the exception goes), and leaves unrelated exceptions."""
+    base = Policy(name="default", chain=("default",), digest="d",
+                  deny_read_names=(".env", ".env.*"),
+                  allow_read_names=("*.example", "*.template"))
+    other = Policy(name="m", chain=("m",), digest="e", deny_read_names=("credentials.template",))
+    result = tighten.tighten(base, other, ("deny_read_names",))
+    assert result.allow_read_names == ("*.example",)
+    other = Policy(name="m", chain=("m",), digest="e", deny_read_names=("*.key", ".env.*"))
+    assert tighten.tighten(base, other, ("deny_read_names",)).allow_read_names == \
+        base.allow_read_names
+    assert tighten._names_overlap("*.template", "secret*")
+    assert not tighten._names_overlap("*.template", "*.key")
