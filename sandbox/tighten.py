@@ -86,6 +86,11 @@ def tighten(base: Policy, other: Policy, fields=FIELDS, label: str = "") -> Poli
         changes["env_pass"] = tuple(
             n for n in changes.get("env_pass", base.env_pass)
             if not _env_denied(n, other.env_deny) or n.upper() in {p.upper() for p in other.env_pass})
+    if "syscall_deny" in fields:
+        # seccomp's allow list removes deny rules: base's must not undo the constraint's
+        changes["syscall_allow"] = tuple(
+            n for n in changes.get("syscall_allow", base.syscall_allow)
+            if n not in other.syscall_deny or n in other.syscall_allow)
     if "deny_read_names" in fields:
         # a name the constraint hides stays hidden: base's exceptions (default's
         # "*.template") must not expose it, unless the constraint excepts it too

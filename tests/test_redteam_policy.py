@@ -249,3 +249,19 @@ def test_managed_hidden_name_is_not_exposed_by_defaults_exceptions(senv, admin_d
                                            '["credentials.template"]\n')
     r = senv.run(cat)
     assert secret.encode() not in r.stdout, _text(r)
+
+
+def test_managed_syscall_deny_is_not_undone_by_a_profile_allow(senv, admin_dir):
+    """The administrator denies ``mkdir``/``mkdirat``; a user profile's
+    ``[syscalls] allow`` took the managed deny rule out of the filter again
+    (an allow removes every rule for the syscall)."""
+    path = _managed(admin_dir, '[syscalls]\ndeny = ["mkdir", "mkdirat"]\n')
+    prof = senv.base / "p.toml"
+    prof.write_text('[syscalls]\nallow = ["mkdir", "mkdirat"]\n')
+    env = senv.environ(SANDBOX_MANAGED_EXTRA=str(path))
+    r = senv.run(["mkdir", "d0"], args=["--profile", str(prof)])
+    assert r.returncode == 0 and (senv.ws / "d0").is_dir(), _text(r)  # the premise
+    r = senv.run(["mkdir", "d1"], env=env)
+    assert r.returncode != 0 and not (senv.ws / "d1").exists(), _text(r)
+    r = senv.run(["mkdir", "d2"], args=["--profile", str(prof)], env=env)
+    assert r.returncode != 0 and not (senv.ws / "d2").exists(), _text(r)
