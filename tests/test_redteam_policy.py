@@ -265,3 +265,19 @@ def test_managed_syscall_deny_is_not_undone_by_a_profile_allow(senv, admin_dir):
     assert r.returncode != 0 and not (senv.ws / "d1").exists(), _text(r)
     r = senv.run(["mkdir", "d2"], args=["--profile", str(prof)], env=env)
     assert r.returncode != 0 and not (senv.ws / "d2").exists(), _text(r)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "a managed [protect] names entry is undone by a profile's protect.unprotect or "
+    "--unprotect unless the managed file also sets protect.unprotect (an empty list "
+    "forbids both): unprotect paths act on protected paths found at layout time "
+    "(a directory unprotects everything under it), so a name-level fix needs "
+    "discover's help; until then the admin must pair names with unprotect = []"))
+def test_managed_protected_name_is_not_undone_by_unprotect(senv, admin_dir):
+    path = _managed(admin_dir, '[protect]\nnames = [".mycfg"]\n')
+    env = senv.environ(SANDBOX_MANAGED_EXTRA=str(path))
+    (senv.ws / ".mycfg").write_text("orig\n")
+    r = senv.run(["sh", "-c", "echo pwn > .mycfg"], env=env)
+    assert (senv.ws / ".mycfg").read_text() == "orig\n", _text(r)  # the managed name holds
+    r = senv.run(["sh", "-c", "echo pwn > .mycfg"], args=["--unprotect", ".mycfg"], env=env)
+    assert (senv.ws / ".mycfg").read_text() == "orig\n", _text(r)
