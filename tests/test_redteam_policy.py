@@ -281,3 +281,25 @@ def test_managed_protected_name_is_not_undone_by_unprotect(senv, admin_dir):
     assert (senv.ws / ".mycfg").read_text() == "orig\n", _text(r)  # the managed name holds
     r = senv.run(["sh", "-c", "echo pwn > .mycfg"], args=["--unprotect", ".mycfg"], env=env)
     assert (senv.ws / ".mycfg").read_text() == "orig\n", _text(r)
+
+
+# -- a profile file that is also a protected name, with a second hard link ----------------
+
+@pytest.mark.parametrize("how", ["--profile", "trusted"])
+def test_a_hard_link_to_the_project_profile_is_refused(senv, how):
+    """A profile file in a writable root with a second hard link there is
+    refused, since the command could write the profile through the link.  The
+    check was skipped for a file a protected path already holds, and
+    ``.sandbox.toml`` is a protected name: the command rewrote the profile the
+    next ``--profile ./.sandbox.toml`` run (or the trusted file) would use."""
+    prof = senv.ws / ".sandbox.toml"
+    prof.write_text('description = "mine"\n')
+    if how == "trusted":
+        r = _sandbox(senv, "trust", ".")
+        assert r.returncode == 0, _text(r)
+    os.link(prof, senv.ws / "innocent.txt")
+    args = ["--profile", "./.sandbox.toml"] if how == "--profile" else []
+    r = senv.run(["sh", "-c", 'printf "[protect]\\ngit = false\\n" >> innocent.txt'], args=args)
+    assert b"git = false" not in prof.read_bytes(), (
+        "the command rewrote the profile through its hard link\n" + _text(r))
+    assert r.returncode == 125 and b"hard link" in r.stderr, _text(r)
