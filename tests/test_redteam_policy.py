@@ -303,3 +303,13 @@ def test_a_hard_link_to_the_project_profile_is_refused(senv, how):
     assert b"git = false" not in prof.read_bytes(), (
         "the command rewrote the profile through its hard link\n" + _text(r))
     assert r.returncode == 125 and b"hard link" in r.stderr, _text(r)
+
+
+def test_a_deeply_nested_project_profile_is_a_profile_error_not_a_traceback(senv):
+    """A repository's .sandbox.toml with arrays nested 5000 deep made every run
+    there die with a RecursionError traceback; it is a one-line profile error."""
+    (senv.ws / ".sandbox.toml").write_text("description = " + "[" * 5000 + "]" * 5000 + "\n")
+    r = senv.run(["sh", "-c", "echo RAN"])
+    assert b"Traceback" not in r.stderr and b"RecursionError" not in r.stderr, _text(r)
+    assert r.returncode == 125 and b"nested too deeply" in r.stderr, _text(r)
+    assert r.stdout == b"", _text(r)
