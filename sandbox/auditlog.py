@@ -248,7 +248,9 @@ def encode(value) -> str:
 
 # -- the file ------------------------------------------------------------------
 
-_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+# O_NONBLOCK: a FIFO planted at the name (in a shared directory) fails at once
+# (ENXIO) instead of blocking the run forever; regular files ignore it
+_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 
 
 def _open(path: str) -> int:

@@ -19,8 +19,10 @@ from sandbox.policy import Access, NetworkMode, Policy
 from sandbox.profile import Context, expand
 from sandbox.tighten import FIELD_KEYS
 
+# (``network.credentials`` hands a secret to the proxy and ``[ci]`` opens GitHub's
+# files: both only loosen, so neither can be a constraint.)
 NOT_CONSTRAINTS = ("extends", "filesystem.allow_read", "env.set", "network.hosts",
-                   "syscalls.set")
+                   "syscalls.set", "network.credentials", "ci.github_env", "ci.github_path")
 _FIELD_OF = {key: field for field, key in FIELD_KEYS.items()}
 _FIELD_OF["sockets.max_depth"] = "socket_scan_depth"
 
@@ -58,7 +60,7 @@ def build(data: dict, ctx: Context, name: str,
             values["caches"] = tuple(sorted(data["caches"].items()))
             continue
         table, _, sub = key.partition(".")
-        value = data[table][sub]
+        value = data[table][sub] if sub else data[table]
         field = _FIELD_OF[key]
         if key == "filesystem.deny_read":
             value = tuple(dict.fromkeys(expand(p, each) for p in value for each in ctx.homes()))

@@ -715,9 +715,13 @@ def discover(policy: Policy, ws: Workspace, *, extra_writable: tuple[str, ...] =
     for source in policy.sources:
         real = _profile_file(source, writable, obs)
         containing = [r for r in writable if is_within(real, r)]
-        if not containing or any(is_within(real, ro) for ro in read_only):
-            continue  # on the read-only host, or inside a protected path already
+        if not containing:
+            continue  # on the read-only host
+        # also for one a protected path holds (.sandbox.toml is a protected
+        # name): a read-only bind keeps one name, not a second hard link
         _single_link(source, real)
+        if any(is_within(real, ro) for ro in read_only):
+            continue
         read_only.append(real)
         keep.extend(_ancestors_between(max(containing, key=len), real))
     # bwrap follows symlinks on both sides of a bind: a bind of a planted link

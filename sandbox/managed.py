@@ -15,8 +15,8 @@ system file).  Both must be root's: owned by root, not writable by group
 or others (group root excepted), in directories that are the same, else
 the run fails closed, as it does for a file that does not validate or sets
 a key that cannot tighten (``extends``, ``allow_read``, ``env.set``,
-``network.hosts``, ``syscalls.set``).  A missing system file means no
-managed policy.
+``network.hosts``, ``syscalls.set``, ``network.credentials``, ``[ci]``).  A
+missing system file means no managed policy.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import stat
 
 from sandbox import constraint, profile, trust
 from sandbox.errors import ProfileError, SetupError, UsageError
-from sandbox.policy import Policy
+from sandbox.policy import Access, Policy
 from sandbox.tighten import tighten, within
 
 SYSTEM_PATH = "/etc/sandbox/managed.toml"
@@ -134,7 +134,28 @@ def apply(policy: Policy, ctx: profile.Context, environ: dict[str, str], obs,
         _check_options(path, asked, fields, allow_write, unprotect)
         policy = tighten(constraint.resolved(policy, obs), asked, fields,
                          label=f"managed: {path}")
+        if "workspace" in fields and asked.workspace is Access.READ:
+            policy = _read_only_workspace(path, policy, ctx.workspace, allow_write)
     return policy
+
+
+def _read_only_workspace(path: str, policy: Policy, workspace: str, allow_write) -> Policy:
+    """``workspace = "read"`` means the workspace: a writable path that is, holds
+    or lies in it (a profile's ``writable``, ``--allow-write .``) would undo it."""
+    import dataclasses
+
+    def overlaps(p: str) -> bool:
+        return within(p, workspace) or within(workspace, p)
+
+    for value in allow_write:
+        if overlaps(os.path.realpath(value)):
+            raise UsageError(f"--allow-write {value} would make (part of) the workspace "
+                             f"writable, and the managed policy {path} keeps it read-only "
+                             "(filesystem.workspace)",
+                             hint="the administrator allows no writes to the workspace; write "
+                                  "elsewhere")
+    kept = tuple(p for p in policy.writable if not overlaps(p))
+    return dataclasses.replace(policy, writable=kept) if kept != policy.writable else policy
 
 
 def _check_options(path: str, asked: Policy, fields, allow_write, unprotect) -> None:

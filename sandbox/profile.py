@@ -172,6 +172,9 @@ def parse(src: Source) -> dict:
     except tomllib.TOMLDecodeError as exc:
         raise ProfileError(src.path, f"not valid TOML: {exc}",
                            hint=f"see {resources.doc('profiles.md')} for the format") from None
+    except RecursionError:  # arrays or tables nested thousands deep (a hostile file)
+        raise ProfileError(src.path, "not valid TOML: nested too deeply",
+                           hint=f"see {resources.doc('profiles.md')} for the format") from None
     validate(src, data)
     return data
 

@@ -11,7 +11,7 @@ descriptor 2 and is never filtered.
 
 What still prints: the one-line errors of the tool itself (``sandbox:
 error:``, ``usage error:``, ``profile error:``, ``setup error:``,
-``command not found:``, ``cannot execute:``), ``sandbox: audit error:``, and
+``command not found:``, ``cannot execute:``), ``sandbox: audit error:``,
 the ``sandbox: audit:`` findings that could not be neutralised (the error
 line refers to them), and the ``sandbox: fallback:`` line that says a weaker
 backend runs the command (never a silent downgrade).

@@ -12,9 +12,11 @@ a URL with a token in it, or ``$GITHUB_TOKEN`` that their shell expanded.
 * tokens in a well-known format (``ghp_...``, ``sk-...``, ``AKIA...``, a
   JWT: ``envfilter.token_word``), a PEM private key block;
 * the password or token in a URL (``https://user:pw@host``,
-  ``https://TOKEN@host``);
+  ``https://TOKEN@host``), and a secret-named query parameter
+  (``?access_token=...``, ``&api_key=...``: names as below);
 * what follows ``Authorization:``, ``Proxy-Authorization:``, ``Cookie:``,
-  ``X-Api-Key:``, ``Private-Token:`` (header values);
+  ``X-Api-Key:``, ``Private-Token:`` and any ``...-Token:``, ``...-Secret:``,
+  ``...-Password:`` header (header values);
 * the value of ``NAME=VALUE``, ``--NAME=VALUE`` and ``--NAME VALUE`` when
   NAME holds PASSWORD, PASSWD, PASSPHRASE, SECRET, TOKEN, APIKEY, API_KEY,
   ACCESS_KEY, PRIVATE_KEY, CREDENTIAL, COOKIE or AUTH (not AUTHOR); and the
@@ -34,7 +36,7 @@ MIN_VALUE = 6  # shorter environment values are not searched for
 SECRET_WORDS = ("PASSWORD", "PASSWD", "PASSPHRASE", "SECRET", "TOKEN", "APIKEY", "API_KEY",
                 "ACCESS_KEY", "PRIVATE_KEY", "CREDENTIAL", "COOKIE", "AUTH")
 HEADERS = ("authorization:", "proxy-authorization:", "cookie:", "x-api-key:", "api-key:",
-           "private-token:", "x-auth-token:")
+           "private-token:", "x-auth-token:", "-token:", "-secret:", "-password:")
 USER_OPTIONS = ("-u", "--user", "--proxy-user", "-U")
 
 
@@ -73,6 +75,8 @@ class Redactor:
             text = _pem(text)
         if "://" in text:
             text = _url_userinfo(text)
+        if "?" in text or "&" in text:
+            text = _query(text)
         low = text.lower()
         if any(h in low for h in HEADERS):
             text = _headers(text)
@@ -160,6 +164,34 @@ def _url_userinfo(text: str) -> str:
             at = begin
     out.append(text[at:])
     return "".join(out)
+
+
+_QUERY_NAME_END = "=&#? \t\n\"'"
+_QUERY_VALUE_END = "&# \t\n\"'"
+
+
+def _query(text: str) -> str:
+    """A URL query's secret-named parameters: ``?access_token=X&api_key=Y``."""
+    at = 0
+    while True:
+        marks = [i for i in (text.find("?", at), text.find("&", at)) if i != -1]
+        if not marks:
+            return text
+        start = min(marks) + 1
+        end = start
+        while end < len(text) and text[end] not in _QUERY_NAME_END:
+            end += 1
+        name = text[start:end]
+        if end < len(text) and text[end] == "=" and name and secret_name(name) \
+                and _name_like(name):
+            stop = end + 1
+            while stop < len(text) and text[stop] not in _QUERY_VALUE_END:
+                stop += 1
+            if text[end + 1:stop] and text[end + 1:stop] != MASK:
+                text = text[:end + 1] + MASK + text[stop:]
+            at = end + 1
+        else:
+            at = start
 
 
 def _headers(text: str) -> str:

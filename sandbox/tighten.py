@@ -40,7 +40,7 @@ EITHER_FALSE = ("allow_32bit", "unix_sockets", "core_dumps")  # allowed only whe
 LIMITS = ("egress_max_connections", "max_open_files", "max_file_size_mb", "cpu_seconds",
           "max_processes", "address_space_mb", "timeout_seconds", "pids_max", "memory_max_mb")
 ACCESS = ("workspace", "scratch")
-OTHER = ("network", "egress_allow", "socket_scan_depth")
+OTHER = ("network", "egress_allow", "socket_scan_depth", "require")
 FIELDS = UNION + SHARED + PATHS + BOTH_TRUE + EITHER_FALSE + LIMITS + ACCESS + OTHER
 # Never taken from ``other``: not a permission either way, or not comparable.
 KEPT = ("env_set", "egress_hosts", "syscall_set")
@@ -75,9 +75,29 @@ def tighten(base: Policy, other: Policy, fields=FIELDS, label: str = "") -> Poli
             value = _rules_meet(old, new)
         elif name == "socket_scan_depth":
             value = max(old, new)  # a deeper search hides more
+        elif name == "require":
+            value = "full" if "full" in (old, new) else old  # failing closed is stricter
         else:
             raise ValueError(f"tighten: unknown or unsupported field {name!r}")
         changes[name] = value
+    if "env_deny" in fields:
+        # a variable the constraint denies by name stays denied: base's [env] pass
+        # (or --env-pass) does not reach it, unless the constraint passes it too
+        changes["env_pass"] = tuple(
+            n for n in changes.get("env_pass", base.env_pass)
+            if not _env_denied(n, other.env_deny) or n.upper() in {p.upper() for p in other.env_pass})
+    if "syscall_deny" in fields:
+        # seccomp's allow list removes deny rules: base's must not undo the constraint's
+        changes["syscall_allow"] = tuple(
+            n for n in changes.get("syscall_allow", base.syscall_allow)
+            if n not in other.syscall_deny or n in other.syscall_allow)
+    if "deny_read_names" in fields:
+        # a name the constraint hides stays hidden: base's exceptions (default's
+        # "*.template") must not expose it, unless the constraint excepts it too
+        asked = [d for d in other.deny_read_names if d not in base.deny_read_names]
+        changes["allow_read_names"] = tuple(
+            e for e in changes.get("allow_read_names", base.allow_read_names)
+            if e in other.allow_read_names or not any(_names_overlap(e, d) for d in asked))
     if changes.get("network", base.network) is NetworkMode.NONE:
         # as profile.build_policy does: without the proxy, rules open nothing
         changes.update(egress_allow=(), egress_deny=(), egress_hosts=())
@@ -89,6 +109,32 @@ def tighten(base: Policy, other: Policy, fields=FIELDS, label: str = "") -> Poli
         digest=_digest(base.digest, other.digest),
         tightenings=base.tightenings + effects,
     )
+
+
+def _env_denied(name: str, patterns) -> bool:
+    """Does an [env] deny pattern (case-insensitive, ``*`` and ``?``) name ``name``?"""
+    from fnmatch import fnmatchcase
+
+    return any(fnmatchcase(name.upper(), p.upper()) for p in patterns)
+
+
+_WILD = set("*?[")
+
+
+def _names_overlap(a: str, b: str) -> bool:
+    """Could one file name match both name patterns?  (True when unsure.)"""
+    from fnmatch import fnmatchcase
+
+    if not _WILD & set(a):
+        return fnmatchcase(a, b)
+    if not _WILD & set(b):
+        return fnmatchcase(b, a)
+    # both wild: disjoint when their literal starts, or literal ends, differ
+    head_a, head_b = (x[:min(x.find(c) for c in _WILD if c in x)] for x in (a, b))
+    tail_a, tail_b = (x[max(x.rfind(c) for c in _WILD if c in x) + 1:] for x in (a, b))
+    if not (head_a.startswith(head_b) or head_b.startswith(head_a)):
+        return False
+    return tail_a.endswith(tail_b) or tail_b.endswith(tail_a)
 
 
 def _digest(a: str, b: str) -> str:
@@ -208,7 +254,7 @@ FIELD_KEYS = {
     "syscalls_enabled": "syscalls.enabled", "syscall_set": "syscalls.set",
     "syscall_deny": "syscalls.deny", "syscall_allow": "syscalls.allow",
     "allow_32bit": "syscalls.allow_32bit", "unix_sockets": "syscalls.unix_sockets",
-    "audit_classes": "audit",
+    "audit_classes": "audit", "require": "require",
     **{name: f"limits.{name}" for name in ("core_dumps", "max_open_files", "max_file_size_mb",
                                             "cpu_seconds", "max_processes", "address_space_mb",
                                             "timeout_seconds", "pids_max", "memory_max_mb")},

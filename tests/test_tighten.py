@@ -141,6 +141,19 @@ def test_the_result_allows_nothing_base_or_the_constraint_does_not(base, other, 
         if result.network is NetworkMode.PROXY or name != "egress_hosts":
             assert getattr(result, name) == getattr(base, name)
     for name in set(tighten.FIELDS) - set(fields):
+        if name == "syscall_allow" and "syscall_deny" in fields:
+            assert set(result.syscall_allow) <= set(base.syscall_allow)
+            assert not set(result.syscall_allow) & (set(other.syscall_deny)
+                                                     - set(other.syscall_allow))
+            continue
+        if name == "allow_read_names" and "deny_read_names" in fields:
+            # an exception that would expose a name the constraint hides goes
+            assert set(result.allow_read_names) <= set(base.allow_read_names)
+            continue
+        if name == "env_pass" and "env_deny" in fields:
+            # a name the constraint denies is not passed (only what base passes)
+            assert set(result.env_pass) <= set(base.env_pass)
+            continue
         if result.network is NetworkMode.PROXY or not name.startswith("egress"):
             assert getattr(result, name) == getattr(base, name), name
     assert result.weakenings == base.weakenings
@@ -217,3 +230,37 @@ def test_scoped_rules_meet_on_methods_and_paths():
     assert tighten.rule_meet(a, EgressRule("h.test", (80,), ("PUT",))) is None
     # an unscoped rule met with a scoped one is scoped: no CONNECT tunnel
     assert tighten.rule_meet(EgressRule("h.test", (443,)), b).scoped()
+
+
+def test_a_constraint_deny_beats_a_pass_of_base():
+    """A name the constraint's env.deny removes is not kept by base's env.pass
+    (an --env-pass), unless the constraint passes it too."""
+    base = Policy(name="u", chain=("u",), digest="d", env_pass=("CORP_TOKEN", "OTHER"))
+    other = Policy(name="m", chain=("m",), digest="e", env_deny=("corp_*",))
+    assert tighten.tighten(base, other, ("env_deny",)).env_pass == ("OTHER",)
+    other = Policy(name="m", chain=("m",), digest="e", env_deny=("CORP_*",),
+                   env_pass=("corp_token",))
+    assert tighten.tighten(base, other, ("env_deny",)).env_pass == ("CORP_TOKEN", "OTHER")
+
+
+def test_require_full_wins():
+    base = Policy(name="u", chain=("u",), digest="d")
+    other = Policy(name="m", chain=("m",), digest="e", require="full")
+    assert tighten.tighten(base, other, ("require",)).require == "full"
+    assert tighten.tighten(other, base, ("require",)).require == "full"
+
+
+def test_a_constraint_hidden_name_beats_an_exception_of_base():
+    """default excepts "*.template"; a constraint hiding "credentials.template"
+    must hide it (the exception goes), and leaves unrelated exceptions."""
+    base = Policy(name="default", chain=("default",), digest="d",
+                  deny_read_names=(".env", ".env.*"),
+                  allow_read_names=("*.example", "*.template"))
+    other = Policy(name="m", chain=("m",), digest="e", deny_read_names=("credentials.template",))
+    result = tighten.tighten(base, other, ("deny_read_names",))
+    assert result.allow_read_names == ("*.example",)
+    other = Policy(name="m", chain=("m",), digest="e", deny_read_names=("*.key", ".env.*"))
+    assert tighten.tighten(base, other, ("deny_read_names",)).allow_read_names == \
+        base.allow_read_names
+    assert tighten._names_overlap("*.template", "secret*")
+    assert not tighten._names_overlap("*.template", "*.key")
