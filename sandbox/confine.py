@@ -54,7 +54,14 @@ _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
 # /dev nodes a command may write (the rest of /dev is read-only)
 DEV_WRITABLE = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom",
-                "/dev/tty", "/dev/ptmx", "/dev/pts")
+                "/dev/tty", "/dev/ptmx")
+# The host's pseudo-terminals are the user's other sessions: opening one
+# reads the keys typed there (and writes into its screen).  bwrap gives the
+# command a devpts of its own; here they are hidden, and only the terminal
+# the command was handed (on fd 0, 1 or 2) is granted.  The cost: a pty the
+# command makes itself (openpty opens its peer by path) cannot be opened
+# either; Landlock cannot tell it from another session's (docs/fallback.md).
+PTS = "/dev/pts"
 
 
 class _SockFprog(ctypes.Structure):
@@ -131,14 +138,27 @@ def read_rules(ruleset, hidden, abi: int) -> int:
     return count
 
 
+def _own_terminals() -> tuple[str, ...]:
+    """The terminal(s) the command was handed on fds 0-2, by path."""
+    out = []
+    for fd in (0, 1, 2):
+        try:
+            name = os.ttyname(fd)
+        except OSError:
+            continue
+        if name not in out:
+            out.append(name)
+    return tuple(out)
+
+
 def build_ruleset(spec: dict, scratch: str):
     abi = landlock.abi_version()
     net = landlock.net_mask(abi)
     ruleset = landlock.Ruleset(abi, landlock.fs_mask(abi), net, landlock.scope_mask(abi))
-    read_rules(ruleset, spec["hidden"], abi)
+    read_rules(ruleset, list(spec["hidden"]) + [PTS], abi)
     for path in spec["read"]:  # shown although under a hidden path (the workspace in /tmp)
         ruleset.allow_path(path, landlock.READ)
-    for path in DEV_WRITABLE:
+    for path in DEV_WRITABLE + _own_terminals():
         ruleset.allow_path(path, landlock.READ | landlock.WRITE_FILE)
     write = landlock.READ | landlock.write_mask(abi)
     for path in spec["write"] + [scratch]:
