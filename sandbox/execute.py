@@ -69,7 +69,10 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
     # another backend (meta "backend", sandbox.ladder) leaves it to the ladder
     backend = meta.get("backend") or {}
     if backend.get("name", "bwrap") == "bwrap" and backend.get("require") != "fallback":
-        blocked = userns_blocked(bwrap_path)
+        name = (meta.get("profile") or {}).get("name", "?")
+        blocked = userns_blocked(bwrap_path, f"profile '{name}' has require = \"full\", so "
+                                             "not the Landlock + seccomp fallback"
+                                 if backend.get("require") == "full" else "")
         if blocked is not None:
             return fail(opts, blocked, meta, started, target)
     options = argv[:argv.index("--")] if "--" in argv else argv  # not the command's own args
@@ -464,14 +467,15 @@ def _setup_failure(bwrap_path: str, outcome) -> SetupError:
         from sandbox.errors import UsernsBlocked
 
         ns = hostprobe.explain_failure(problem)
-        return UsernsBlocked(ns.cause, ns.detail, fixes.hint(ns.cause, bwrap_path))
+        detail = f"{ns.detail}; {why_not_fallback}" if why_not_fallback else ns.detail
+    return UsernsBlocked(ns.cause, detail, fixes.hint(ns.cause, bwrap_path))
     return SetupError(f"bwrap could not set up the sandbox (exit {outcome.bwrap_status}); "
                       "its own message is above; the command was not run",
                       hint="run 'sandbox explain' to see the mounts it was asked to make",
                       code="bwrap_failed")
 
 
-def userns_blocked(bwrap_path: str):
+def userns_blocked(bwrap_path: str, why_not_fallback: str = ""):
     """A ``UsernsBlocked`` error when user namespaces are certainly refused here
     (``sandbox.usernsgate``: a few file reads on most hosts), else None: then
     bwrap's own start is the test."""
@@ -485,5 +489,6 @@ def userns_blocked(bwrap_path: str):
     from sandbox import fixes, hostprobe
     from sandbox.errors import UsernsBlocked
 
-    return UsernsBlocked(ns.cause, ns.detail,
+    detail = f"{ns.detail}; {why_not_fallback}" if why_not_fallback else ns.detail
+    return UsernsBlocked(ns.cause, detail,
                          fixes.hint(ns.cause, bwrap_path, hostprobe.container(dict(os.environ))))

@@ -25,8 +25,13 @@ ERROR_PREFIXES = ("sandbox: error:", "sandbox: usage error:", "sandbox: profile 
                   "sandbox: cannot execute:", "sandbox: audit error:")
 
 
+# not errors, but never hidden: a run under the weaker fallback says so even
+# with --quiet (sandbox.ladder: never a silent downgrade)
+ALWAYS_PREFIXES = ("sandbox: fallback:",)
+
+
 def is_error(line: str) -> bool:
-    if line.startswith(ERROR_PREFIXES):
+    if line.startswith(ERROR_PREFIXES + ALWAYS_PREFIXES):
         return True
     # a finding the audit could not neutralise (audit.Finding.failed)
     return line.startswith("sandbox: audit:") and ": COULD NOT" in line

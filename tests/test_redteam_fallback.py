@@ -276,3 +276,39 @@ def test_shim_python_ignores_the_workspace_and_python_variables(fenv):
     fallback_line(r)
     assert r.returncode == 0, text(r)
     assert not outside.exists(), text(r)
+
+
+# ------------------------------------------------------------ what the tool says
+
+
+def test_quiet_does_not_hide_the_fallback(fenv):
+    """FIXED: --quiet's stderr filter dropped every non-error ``sandbox:``
+    line, the fallback's one line included: a silent downgrade."""
+    crun(fenv, ["true"])  # marks the host
+    r = crun(fenv, ["sh", "-c", "echo CMD-RAN >&2"], args=["--quiet"])
+    assert r.returncode == 0, text(r)
+    err = r.stderr.decode()
+    assert err.index(fallback_line(r)) < err.index("CMD-RAN"), err
+
+
+def test_require_full_error_says_why_no_fallback(fenv):
+    """FIXED: with require = "full" on an unmarked host the quick user-namespace
+    gate failed closed without naming the profile's require (so the reader
+    could not tell why the fallback was not used)."""
+    profile = fenv.base / "ci.toml"
+    profile.write_text('extends = "default"\nrequire = "full"\n')
+    r = crun(fenv, ["true"], args=["--profile", str(profile)])
+    assert r.returncode == 125, text(r)
+    assert 'require = "full"' in r.stderr.decode() and FALLBACK not in r.stderr.decode(), text(r)
+
+
+def test_doctor_names_what_the_run_names(fenv):
+    """doctor under the simulation: every degraded item a default run names
+    that holds whatever the workspace has (metadata outside the workspace,
+    detached processes) is in its table too."""
+    fenv.finish()
+    r = subprocess.run(nouserns.prefix() + fenv.who.prefix() + [sandbox_exe(), "doctor", "--json"],
+                       cwd=fenv.ws, env=fenv.environ(), capture_output=True, timeout=60)
+    assert r.returncode == 1, text(r)
+    rows = json.dumps(json.loads(r.stdout))
+    assert "xattrs" in rows and "outlive" in rows, rows
