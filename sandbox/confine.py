@@ -52,16 +52,16 @@ SECCOMP_MODE_FILTER = 2
 SECUREBITS = 0x01 | 0x02 | 0x40 | 0x80
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
-# /dev nodes a command may write (the rest of /dev is read-only)
+# /dev is not read by the walk: the host's device nodes are there (virtual
+# consoles and other sessions' pseudo-terminals, whose keystrokes a reader
+# gets; /dev/kvm, loop and zram devices, hwrng...), where bwrap shows a
+# fresh /dev of a few nodes.  Only those nodes are granted (read and write),
+# plus the terminal the command was handed (on fd 0, 1 or 2), and listing.
+# The cost: a pty the command makes itself (openpty opens its peer by path)
+# cannot be opened; Landlock cannot tell it from another session's.
+DEV = "/dev"
 DEV_WRITABLE = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom",
                 "/dev/tty", "/dev/ptmx")
-# The host's pseudo-terminals are the user's other sessions: opening one
-# reads the keys typed there (and writes into its screen).  bwrap gives the
-# command a devpts of its own; here they are hidden, and only the terminal
-# the command was handed (on fd 0, 1 or 2) is granted.  The cost: a pty the
-# command makes itself (openpty opens its peer by path) cannot be opened
-# either; Landlock cannot tell it from another session's (docs/fallback.md).
-PTS = "/dev/pts"
 
 
 class _SockFprog(ctypes.Structure):
@@ -155,7 +155,8 @@ def build_ruleset(spec: dict, scratch: str):
     abi = landlock.abi_version()
     net = landlock.net_mask(abi)
     ruleset = landlock.Ruleset(abi, landlock.fs_mask(abi), net, landlock.scope_mask(abi))
-    read_rules(ruleset, list(spec["hidden"]) + [PTS], abi)
+    read_rules(ruleset, list(spec["hidden"]) + [DEV], abi)
+    ruleset.allow_path(DEV, landlock.READ_DIR)  # names only (ls /dev, /dev/fd/N)
     for path in spec["read"]:  # shown although under a hidden path (the workspace in /tmp)
         ruleset.allow_path(path, landlock.READ)
     for path in DEV_WRITABLE + _own_terminals():

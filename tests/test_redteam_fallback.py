@@ -80,6 +80,39 @@ def test_other_sessions_terminal_cannot_be_read(fenv):
         os.close(slave)
 
 
+DEVICE_PROBE = """
+    import os, stat
+    opened = []
+    for name in sorted(os.listdir("/dev")):
+        path = "/dev/" + name
+        try:
+            if not stat.S_ISCHR(os.lstat(path).st_mode) and not stat.S_ISBLK(os.lstat(path).st_mode):
+                continue
+            os.close(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY))
+            opened.append(name)
+        except OSError:
+            pass
+    print(" ".join(opened))
+"""
+# what bwrap's fresh /dev has too, and the fallback grants
+BWRAP_DEV = {"null", "zero", "full", "random", "urandom", "tty", "ptmx"}
+
+
+def test_host_device_nodes_cannot_be_opened(fenv):
+    """FIXED: /dev was read-granted whole, so root opened the virtual consoles
+    (/dev/tty1, /dev/console: keystrokes at the machine), /dev/kvm, loop and
+    zram devices, the hardware RNG...; bwrap shows a fresh /dev of a few
+    nodes, and now so does the fallback."""
+    bare = py(fenv, DEVICE_PROBE, sandboxed=False)
+    reachable = set(bare.stdout.decode().split()) - BWRAP_DEV
+    if not reachable:
+        pytest.skip(f"no host device node beyond bwrap's set can be opened by {fenv.who.name}")
+    r = py(fenv, DEVICE_PROBE)
+    fallback_line(r)
+    assert r.returncode == 0, text(r)
+    assert set(r.stdout.decode().split()) <= BWRAP_DEV, text(r)
+
+
 # ----------------------------------------------------------------- metadata writes
 
 
