@@ -127,6 +127,9 @@ def degraded(policy: Policy, layout: Layout, abi: int) -> list[str]:
     if policy.unix_sockets:
         out.append("host unix sockets reachable by path")
     out.append("host processes visible")
+    # no IPC namespace, and Landlock does not cover SysV IPC or mqueues (names, not paths)
+    out.append("SysV shared memory, semaphores and message queues of host processes "
+               "reachable (no IPC namespace)")
     if not policy.pids_max:
         out.append("detached processes can outlive a run that sandbox kills (no cgroup)")
     if abi < 6:
