@@ -32,7 +32,8 @@ BWRAP_ROWS = {
 # sandbox.fallback): what it cannot do whatever the workspace holds.  A run
 # under it names its own degraded list (for its workspace) before it starts.
 def fallback_rows(abi: int) -> dict[str, tuple[str, str]]:
-    processes = ("no PID or IPC namespace: host processes are visible, their SysV shared "
+    processes = ("no PID or IPC namespace: host processes (and network connections) are "
+                 "visible, their SysV shared "
                  "memory, semaphores and message queues reachable; detached processes can "
                  "outlive a run that sandbox kills (no cgroup)")
     if abi < 6:

@@ -126,7 +126,8 @@ def degraded(policy: Policy, layout: Layout, abi: int) -> list[str]:
                "(Landlock does not cover metadata)")
     if policy.unix_sockets:
         out.append("host unix sockets reachable by path")
-    out.append("host processes visible")
+    # no network namespace: /proc/net and netlink's sock_diag show the host's sockets
+    out.append("host processes visible, and the host's network connections (/proc/net)")
     # no IPC namespace, and Landlock does not cover SysV IPC or mqueues (names, not paths)
     out.append("SysV shared memory, semaphores and message queues of host processes "
                "reachable (no IPC namespace)")

@@ -404,3 +404,25 @@ def test_host_shared_memory_unreachable(fenv, host_shm):
     r = crun(fenv, [PY, "-c", textwrap.dedent(SHM), "read", str(host_shm)])
     fallback_line(r)
     assert b"GOT" not in r.stdout, text(r)
+
+
+def test_host_network_connections_named(fenv):
+    """FIXED (named): without a network namespace /proc/net/tcp lists the
+    host's sockets (a listener the test starts on 127.0.0.1 is seen; bwrap:
+    its own namespace, empty)."""
+    import socket
+
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    port = listener.getsockname()[1]
+    try:
+        probe = f"print(any(':{port:04X} ' in line for line in open('/proc/net/tcp')))"
+        r = crun(fenv, [PY, "-c", probe])
+        assert "the host's network connections" in fallback_line(r), text(r)
+        assert b"True" in r.stdout, text(r)  # exactly what is degraded
+        fenv.finish()
+        r = fenv.run([PY, "-c", probe])  # bwrap: its own network namespace
+        assert r.returncode == 0 and b"False" in r.stdout, text(r)
+    finally:
+        listener.close()
