@@ -258,11 +258,37 @@ def _child(cmd, env, cwd, ruleset, bpf, err_w, parent) -> None:
 
 
 def _children(pid: int) -> list[int]:
+    """Children of every thread of ``pid`` (a thread's children are listed
+    under that thread only)."""
+    out = []
     try:
-        with open(f"/proc/{pid}/task/{pid}/children") as fh:
-            return [int(p) for p in fh.read().split()]
-    except (OSError, ValueError):
-        return []
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as fh:
+                out += [int(p) for p in fh.read().split()]
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+# more processes than a run can hold under the default limits: the walk stops there
+MAX_DESCENDANTS = 1 << 16
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process beneath ``pid``, the whole tree at once.  Killing only the
+    direct children, round after round, let a chain deeper than the rounds
+    outlive the run (each round only reached one more level)."""
+    out: list[int] = []
+    pending = [pid]
+    while pending and len(out) < MAX_DESCENDANTS:
+        kids = _children(pending.pop())
+        out += kids
+        pending += kids
+    return out
 
 
 def _write_status(fd: int, record: dict) -> None:
@@ -344,16 +370,18 @@ def _wait(pid: int, status_fd: int) -> int:
         if done == pid:
             code = os.waitstatus_to_exitcode(status)
             code = 128 - code if code < 0 else code
-    for _ in range(1000):  # bounded: each round kills the orphans adopted so far
-        kids = _children(os.getpid())
-        if not kids:
+    # bounded: each round kills the whole tree left so far; a later round only
+    # meets what was forked while the previous one was being killed
+    for _ in range(1000):
+        tree = _descendants(os.getpid())
+        if not tree:
             break
-        for kid in kids:
+        for kid in tree:
             try:
                 os.kill(kid, signal.SIGKILL)
             except OSError:
                 pass
-        for kid in kids:
+        for kid in _children(os.getpid()):  # reap; deeper ones are re-parented here as they die
             try:
                 os.waitpid(kid, 0)
             except ChildProcessError:

@@ -16,6 +16,7 @@ import os
 import stat
 import subprocess
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -426,3 +427,47 @@ def test_host_network_connections_named(fenv):
         assert r.returncode == 0 and b"False" in r.stdout, text(r)
     finally:
         listener.close()
+
+
+# --------------------------------------------------------------------- persistence
+
+CHAIN = """
+    import os, signal, sys, time
+    depth, pids = int(sys.argv[1]), sys.argv[2]
+    for i in range(depth):
+        if os.fork():
+            if i == 0:
+                for _ in range(1200):  # until the chain is whole (at most 2 minutes)
+                    if os.path.exists(pids) and len(open(pids).read().split()) >= depth:
+                        break
+                    time.sleep(0.1)
+                os._exit(0)  # the command ends; the chain below is the shim's to kill
+            signal.pause()
+        with open(pids, "a") as fh:
+            fh.write(f"{os.getpid()}\\n")
+    signal.pause()
+"""
+
+
+def test_deep_process_chain_does_not_outlive_the_run(fenv):
+    """FIXED: the shim killed only its direct children, one level per round,
+    for at most 1000 rounds: a chain of 1300 processes left 300 running,
+    re-parented to init, after a run that ended normally.  It now kills the
+    whole tree each round."""
+    pids = fenv.ws / "chain.pids"
+    try:
+        r = crun(fenv, [PY, "-c", textwrap.dedent(CHAIN), "1100", str(pids)], timeout=300)
+        fallback_line(r)
+        assert r.returncode == 0, text(r)
+        written = [int(p) for p in pids.read_text().split()]
+        assert len(written) > 1000, len(written)  # the chain was made
+        alive = [p for p in written if os.path.exists(f"/proc/{p}")
+                 and b"signal.pause" in Path(f"/proc/{p}/cmdline").read_bytes()]
+        assert not alive, f"{len(alive)} processes outlived the run"
+    finally:
+        for p in (int(x) for x in pids.read_text().split()) if pids.exists() else ():
+            try:
+                if b"signal.pause" in Path(f"/proc/{p}/cmdline").read_bytes():
+                    os.kill(p, 9)
+            except OSError:
+                pass
