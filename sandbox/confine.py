@@ -52,9 +52,16 @@ SECCOMP_MODE_FILTER = 2
 SECUREBITS = 0x01 | 0x02 | 0x40 | 0x80
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
-# /dev nodes a command may write (the rest of /dev is read-only)
+# /dev is not read by the walk: the host's device nodes are there (virtual
+# consoles and other sessions' pseudo-terminals, whose keystrokes a reader
+# gets; /dev/kvm, loop and zram devices, hwrng...), where bwrap shows a
+# fresh /dev of a few nodes.  Only those nodes are granted (read and write),
+# plus the terminal the command was handed (on fd 0, 1 or 2), and listing.
+# The cost: a pty the command makes itself (openpty opens its peer by path)
+# cannot be opened; Landlock cannot tell it from another session's.
+DEV = "/dev"
 DEV_WRITABLE = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom",
-                "/dev/tty", "/dev/ptmx", "/dev/pts")
+                "/dev/tty", "/dev/ptmx")
 
 
 class _SockFprog(ctypes.Structure):
@@ -131,14 +138,28 @@ def read_rules(ruleset, hidden, abi: int) -> int:
     return count
 
 
+def _own_terminals() -> tuple[str, ...]:
+    """The terminal(s) the command was handed on fds 0-2, by path."""
+    out = []
+    for fd in (0, 1, 2):
+        try:
+            name = os.ttyname(fd)
+        except OSError:
+            continue
+        if name not in out:
+            out.append(name)
+    return tuple(out)
+
+
 def build_ruleset(spec: dict, scratch: str):
     abi = landlock.abi_version()
     net = landlock.net_mask(abi)
     ruleset = landlock.Ruleset(abi, landlock.fs_mask(abi), net, landlock.scope_mask(abi))
-    read_rules(ruleset, spec["hidden"], abi)
+    read_rules(ruleset, list(spec["hidden"]) + [DEV], abi)
+    ruleset.allow_path(DEV, landlock.READ_DIR)  # names only (ls /dev, /dev/fd/N)
     for path in spec["read"]:  # shown although under a hidden path (the workspace in /tmp)
         ruleset.allow_path(path, landlock.READ)
-    for path in DEV_WRITABLE:
+    for path in DEV_WRITABLE + _own_terminals():
         ruleset.allow_path(path, landlock.READ | landlock.WRITE_FILE)
     write = landlock.READ | landlock.write_mask(abi)
     for path in spec["write"] + [scratch]:
@@ -237,11 +258,37 @@ def _child(cmd, env, cwd, ruleset, bpf, err_w, parent) -> None:
 
 
 def _children(pid: int) -> list[int]:
+    """Children of every thread of ``pid`` (a thread's children are listed
+    under that thread only)."""
+    out = []
     try:
-        with open(f"/proc/{pid}/task/{pid}/children") as fh:
-            return [int(p) for p in fh.read().split()]
-    except (OSError, ValueError):
-        return []
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as fh:
+                out += [int(p) for p in fh.read().split()]
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+# more processes than a run can hold under the default limits: the walk stops there
+MAX_DESCENDANTS = 1 << 16
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process beneath ``pid``, the whole tree at once.  Killing only the
+    direct children, round after round, let a chain deeper than the rounds
+    outlive the run (each round only reached one more level)."""
+    out: list[int] = []
+    pending = [pid]
+    while pending and len(out) < MAX_DESCENDANTS:
+        kids = _children(pending.pop())
+        out += kids
+        pending += kids
+    return out
 
 
 def _write_status(fd: int, record: dict) -> None:
@@ -323,16 +370,18 @@ def _wait(pid: int, status_fd: int) -> int:
         if done == pid:
             code = os.waitstatus_to_exitcode(status)
             code = 128 - code if code < 0 else code
-    for _ in range(1000):  # bounded: each round kills the orphans adopted so far
-        kids = _children(os.getpid())
-        if not kids:
+    # bounded: each round kills the whole tree left so far; a later round only
+    # meets what was forked while the previous one was being killed
+    for _ in range(1000):
+        tree = _descendants(os.getpid())
+        if not tree:
             break
-        for kid in kids:
+        for kid in tree:
             try:
                 os.kill(kid, signal.SIGKILL)
             except OSError:
                 pass
-        for kid in kids:
+        for kid in _children(os.getpid()):  # reap; deeper ones are re-parented here as they die
             try:
                 os.waitpid(kid, 0)
             except ChildProcessError:

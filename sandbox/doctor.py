@@ -32,13 +32,18 @@ BWRAP_ROWS = {
 # sandbox.fallback): what it cannot do whatever the workspace holds.  A run
 # under it names its own degraded list (for its workspace) before it starts.
 def fallback_rows(abi: int) -> dict[str, tuple[str, str]]:
-    processes = "no PID or IPC namespace: host processes are visible"
+    processes = ("no PID or IPC namespace: host processes (and network connections) are "
+                 "visible, their SysV shared "
+                 "memory, semaphores and message queues reachable; detached processes can "
+                 "outlive a run that sandbox kills (no cgroup)")
     if abi < 6:
         processes += f"; signals to them not scoped (Landlock ABI {abi} < 6)"
     return {
         "filesystem": (DEGRADED, "Landlock: writes only to the workspace, scratch and caches; "
                                  "protected paths inside the workspace are writable (the audit "
-                                 "neutralises changes after the run)"),
+                                 "neutralises changes after the run); modes, times and xattrs "
+                                 "of files outside the workspace changeable (Landlock does not "
+                                 "cover metadata)"),
         "secrets": (DEGRADED, "Landlock cannot hide a file inside a readable tree: secret "
                               "files in the workspace stay readable, names in secret dirs "
                               "listable"),

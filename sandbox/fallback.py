@@ -120,9 +120,17 @@ def degraded(policy: Policy, layout: Layout, abi: int) -> list[str]:
     if exposed:
         out.append(f"{len(exposed)} secret file(s) inside the workspace readable")
     out.append("file names in hidden directories listable (secrets, /tmp, /run; not their contents)")
+    # Landlock has no right for metadata: chmod, chown (to one's own group),
+    # utime and setxattr reach any file the user owns (for root: the system's)
+    out.append("modes, times and xattrs of files outside the workspace changeable "
+               "(Landlock does not cover metadata)")
     if policy.unix_sockets:
         out.append("host unix sockets reachable by path")
-    out.append("host processes visible")
+    # no network namespace: /proc/net and netlink's sock_diag show the host's sockets
+    out.append("host processes visible, and the host's network connections (/proc/net)")
+    # no IPC namespace, and Landlock does not cover SysV IPC or mqueues (names, not paths)
+    out.append("SysV shared memory, semaphores and message queues of host processes "
+               "reachable (no IPC namespace)")
     if not policy.pids_max:
         out.append("detached processes can outlive a run that sandbox kills (no cgroup)")
     if abi < 6:
