@@ -464,8 +464,7 @@ def _setup_failure(bwrap_path: str, outcome) -> SetupError:
         from sandbox.errors import UsernsBlocked
 
         ns = hostprobe.explain_failure(problem)
-        detail = f"{ns.detail}; {why_not_fallback}" if why_not_fallback else ns.detail
-    return UsernsBlocked(ns.cause, detail, fixes.hint(ns.cause, bwrap_path))
+        return UsernsBlocked(ns.cause, ns.detail, fixes.hint(ns.cause, bwrap_path))
     return SetupError(f"bwrap could not set up the sandbox (exit {outcome.bwrap_status}); "
                       "its own message is above; the command was not run",
                       hint="run 'sandbox explain' to see the mounts it was asked to make",
