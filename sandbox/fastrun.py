@@ -46,7 +46,8 @@ def run_cached(opts, environ: dict[str, str]) -> int | None:
     # and not an import of sandbox.ladder (0.4 ms) on every run
     import os
 
-    blocked = os.path.exists(os.path.join(plancache.state_dir(environ), "userns-blocked"))
+    state = plancache.state_dir(environ)  # a realpath: once, for the marker and the lock
+    blocked = os.path.exists(os.path.join(state, "userns-blocked"))
     plan = None if blocked else plancache.load(opts, environ)
     if plan is None:
         if target is not None:
@@ -66,7 +67,7 @@ def run_cached(opts, environ: dict[str, str]) -> int | None:
     from sandbox import runlock
     from sandbox.execute import FALLBACK_RETRY, execute
 
-    lock = runlock.hold_for(opts, plancache.state_dir(environ), meta["workspace"])
+    lock = runlock.hold_for(opts, state, meta["workspace"])
     try:
         status = execute(opts, argv, env, plan["status_index"], plan["interactive"],
                        plan["warnings"], meta, plan["bwrap"], started, plan["seccomp"],
