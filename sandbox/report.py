@@ -10,6 +10,7 @@ import os
 import time
 
 from sandbox import __version__
+from sandbox.quiet import MUST_SHOW
 
 
 def shell_join(argv) -> str:
@@ -134,9 +135,9 @@ class Diagnostics:
     descriptor 2 directly.
     """
 
-    # never silenced: a weaker backend is said before the command starts,
-    # whatever the options (sandbox.ladder; "never a silent downgrade")
-    MUST_SHOW = ("sandbox: fallback:",)
+    # never silenced, with --quiet or without: the lines sandbox.quiet also
+    # always passes (a weaker backend is said before the command starts)
+    MUST_SHOW = MUST_SHOW
 
     def __init__(self, real, silent: bool) -> None:
         self.real = real
