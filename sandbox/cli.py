@@ -292,6 +292,10 @@ def explain(
     network: NetworkOpt = None,
     allow_host: AllowHostOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+    platform: Annotated[Optional[str], typer.Option(
+        "--platform", metavar="linux|macos",
+        help="Whose backend to show: 'macos' prints the Seatbelt profile, its -D parameters "
+             "and the sandbox-exec argv, on any host. Default: this host's.")] = None,
 ) -> None:
     """Show the resolved policy, what is writable, protected and hidden, and the exact bwrap argv.
 
@@ -305,10 +309,18 @@ def explain(
       sandbox explain
       sandbox explain --profile ./ci.toml -- make
       sandbox explain --json
+      sandbox explain --platform macos --json
     """
     from sandbox import explain as render
     from sandbox.app import prepare
 
+    if platform not in (None, "linux", "macos"):
+        from sandbox.errors import UsageError
+
+        raise typer.Exit(show_error(UsageError(
+            f"--platform {platform}: not a platform sandbox knows",
+            hint="use --platform linux or --platform macos")))
+    mac = platform == "macos" or (platform is None and sys.platform == "darwin")
     opts = _options(command or ["true"], profile, workspace, allow_write, unprotect,
                     env_pass=env_pass, network=network, allow_host=allow_host)
     try:
@@ -317,7 +329,12 @@ def explain(
         if as_json:  # the same keys, null, and the error: programs read one shape
             print(json.dumps(render.error_data(err), indent=2))
         raise typer.Exit(show_error(err))
-    if as_json:
+    if mac:
+        from sandbox.macos import explain as mac_render
+
+        data = mac_render.as_data(prepared, dict(os.environ))
+        print(json.dumps(data, indent=2) if as_json else mac_render.as_text(data))
+    elif as_json:
         print(json.dumps(render.as_data(prepared), indent=2))
     else:
         print(render.as_text(prepared))

@@ -6,12 +6,13 @@ host first, and ``/var``, ``/tmp`` and ``/etc`` (symlinks into ``/private``
 on macOS) given in both spellings.  On Linux (``sandbox explain --platform
 macos``) the same code runs on the Linux host's paths: the workspace and home
 given, resolved here, with the ``/private`` spellings added as a Mac would
-need them (docs/macos.md).
+need them (macos.md in the docs).
 """
 
 from __future__ import annotations
 
 import os
+import sys
 
 from sandbox.macos.seatbelt import Context
 from sandbox.patterns import match
@@ -36,6 +37,18 @@ def spellings(path: str, resolve: bool = True) -> list[str]:
             elif p == "/private" + top or p.startswith("/private" + top + "/"):
                 out.append(p[len("/private"):])
     return list(dict.fromkeys(out))
+
+
+def as_mac(path: str) -> str:
+    """``path`` as a Mac's kernel reports it once resolved: ``/tmp/x`` is
+    ``/private/tmp/x`` there.  On a Mac ``realpath`` has already done this;
+    on another host (explain) it is done by name."""
+    if sys.platform == "darwin" or not path:
+        return path
+    for top in PRIVATE_ALIASES:
+        if path == top or path.startswith(top + "/"):
+            return "/private" + path
+    return path
 
 
 def secrets(deny_read, extra=(), resolve: bool = True) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
@@ -71,12 +84,13 @@ def secrets(deny_read, extra=(), resolve: bool = True) -> tuple[tuple[str, ...],
 def gather(policy, layout, *, home: str, state: str | None, tmpdir: str | None,
            proxy_port: int | None) -> Context:
     """The Context for ``policy`` from what discovery found (``layout``)."""
-    others = tuple(r for r in layout.writable_roots
+    others = tuple(as_mac(r) for r in layout.writable_roots
                    if r not in (layout.workspace, layout.cache_dir))
     found = (tuple(layout.masked_dirs) + tuple(layout.masked_files) + tuple(layout.empty_dirs))
     paths, globs = secrets(policy.deny_read, found)
-    return Context(workspace=layout.workspace, home=home, tmpdir=tmpdir,
-                   cache_dir=layout.cache_dir, state_dir=state,
+    return Context(workspace=as_mac(layout.workspace), home=home, tmpdir=as_mac(tmpdir),
+                   cache_dir=as_mac(layout.cache_dir), state_dir=as_mac(state),
                    writable=others, secrets=paths, secret_globs=globs,
-                   protected=tuple(layout.read_only), keep_in_place=tuple(layout.keep_in_place),
+                   protected=tuple(as_mac(p) for p in layout.read_only),
+                   keep_in_place=tuple(as_mac(p) for p in layout.keep_in_place),
                    proxy_port=proxy_port)

@@ -30,6 +30,7 @@ import re
 from dataclasses import dataclass, field
 
 from sandbox import resources
+from sandbox.errors import SandboxError
 from sandbox.policy import Access, Policy
 
 SANDBOX_EXEC = "/usr/bin/sandbox-exec"
@@ -78,8 +79,11 @@ class Seatbelt:
     argv: list[str] = field(default_factory=list)
 
 
-class ProfileError(ValueError):
-    """A pattern that cannot become a Seatbelt rule (the caller names the key)."""
+class ProfileError(SandboxError):
+    """A profile value that cannot become a Seatbelt rule."""
+
+    kind = "profile error"
+    code = "profile_invalid"
 
 
 def base_text() -> str:
@@ -153,7 +157,8 @@ def name_regex(pattern: str, subtree: bool = False) -> str:
         elif _NAME_SAFE.match(c):
             out.append(c)
         else:
-            raise ProfileError(f"cannot express the pattern {pattern!r} in Seatbelt")
+            raise ProfileError(f"the name pattern {pattern!r} cannot be written in a Seatbelt "
+                              "profile", hint="use letters, digits, '.', '-', '_', '*' and '?'")
         i += 1
     out.append("(/.*)?$" if subtree else "$")
     return "".join(out)
