@@ -279,3 +279,39 @@ def test_spellings_cover_private_aliases_and_symlinks(root_dir):
     (tmp_path / "bash_history").symlink_to(hist)
     paths, _ = hostfacts.secrets([str(tmp_path) + "/*_history"], resolve=True)
     assert str(hist) in paths
+
+
+@pytest.mark.parametrize("name", PROFILES)
+def test_golden_profiles_are_current(name):
+    """tests/data/seatbelt/NAME.sb and NAME.params: rewrite them with
+    scripts/seatbelt_goldens.py after a deliberate change, and review the diff."""
+    sb = s.golden(name)
+    want_text = (s.GOLDEN_DIR / f"{name}.sb").read_text(encoding="utf-8")
+    want_params = (s.GOLDEN_DIR / f"{name}.params").read_text(encoding="utf-8")
+    assert sb.sbpl == want_text, "run scripts/seatbelt_goldens.py and review the diff"
+    assert s.params_text(sb.params) == want_params
+
+
+def test_every_shipped_profile_has_a_golden():
+    have = {p.stem for p in s.GOLDEN_DIR.glob("*.sb")}
+    assert have == set(PROFILES)
+    assert {p.stem for p in s.GOLDEN_DIR.glob("*.params")} == set(PROFILES)
+
+
+def test_read_only_scratch_and_extra_writable_roots():
+    import dataclasses
+
+    policy = dataclasses.replace(s.golden_policy("default"), scratch=Access.READ)
+    sb = seatbelt.build(policy, s.golden_context(policy, writable=("/Volumes/build",)), ["true"])
+    prof = reader.Profile(sb.sbpl)
+    assert "TMPDIR" not in sb.params
+    assert reader.decision(prof, sb.params, "file-write-data", s.TMPDIR + "/x") == "deny"
+    assert reader.decision(prof, sb.params, "file-write-data", "/Volumes/build/x") == "allow"
+    assert reader.decision(prof, sb.params, "file-read-data", "/Volumes/build/.env") == "deny"
+    # no unix sockets at all when the profile refuses them
+    policy = dataclasses.replace(policy, unix_sockets=False)
+    sb = seatbelt.build(policy, s.golden_context(policy), ["true"])
+    prof = reader.Profile(sb.sbpl)
+    assert reader.decision(prof, sb.params, "network-outbound",
+                           remote="unix:" + s.WORKSPACE + "/s.sock") == "deny"
+    assert "AF_UNIX" not in sb.sbpl
