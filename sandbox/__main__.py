@@ -124,7 +124,8 @@ def main() -> None:
             environ = dict(os.environ)
             from sandbox.fastrun import run_cached
 
-            status = run_cached(opts, environ)
+            # cached plans are bwrap plans; macOS plans afresh (sandbox.macos.run)
+            status = run_cached(opts, environ) if sys.platform != "darwin" else None
             if status is None:
                 from sandbox.app import run
 

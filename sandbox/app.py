@@ -132,7 +132,9 @@ def resolve_command(opts_command, env: dict[str, str], layout: Layout) -> str:
                            layout.exposed_dirs())
 
 
-def prepare(opts: RunOptions, environ: dict[str, str]) -> Prepared:
+def prepare(opts: RunOptions, environ: dict[str, str], platform: str = "linux") -> Prepared:
+    """The plan for one run.  ``platform="macos"``: policy and layout only; the
+    Seatbelt profile is made from them by sandbox.macos (no bwrap, no seccomp)."""
     started = time.perf_counter()
     home = home_dir(environ)
     state = discover.state_dir(environ, home)
@@ -182,6 +184,13 @@ def prepare(opts: RunOptions, environ: dict[str, str]) -> Prepared:
         from sandbox import ghactions
 
         layout = ghactions.apply(layout, policy, environ)
+    if platform == "macos":
+        return Prepared(opts, policy, layout, None, "", cached,
+                        (time.perf_counter() - started) * 1000,
+                        tuple(envfilter.removed(environ, policy)),
+                        tuple(obs.deps()) + tuple(policy_deps), obs.racy(),
+                        make_audit_spec(policy, layout, state, unprotect), None,
+                        {"name": "seatbelt", "guarantee": "full", "require": policy.require})
     host_roots = layout.writable_roots + layout.keep_in_place
     bwrap_path = find_bwrap(environ, host_roots)
     obs.realpath(bwrap_path)  # stamps its path chain and the file: a cached plan re-checks them
@@ -296,6 +305,12 @@ def plan_meta(p: Prepared) -> dict:
 
 def run(opts: RunOptions, environ: dict[str, str]) -> int:
     """Run ``opts.command`` in the sandbox; return the exit status to use."""
+    import sys
+
+    if sys.platform == "darwin":  # Seatbelt, not bwrap (sandbox.macos.run)
+        from sandbox.macos.run import run as run_macos
+
+        return run_macos(opts, environ)
     started = time.time()
     try:  # first: a bad --report is refused before anything happens
         target = report.open_target(opts.report)

@@ -324,7 +324,7 @@ def explain(
     opts = _options(command or ["true"], profile, workspace, allow_write, unprotect,
                     env_pass=env_pass, network=network, allow_host=allow_host)
     try:
-        prepared = prepare(opts, dict(os.environ))
+        prepared = prepare(opts, dict(os.environ), "macos" if mac else "linux")
     except SandboxError as err:
         if as_json:  # the same keys, null, and the error: programs read one shape
             print(json.dumps(render.error_data(err), indent=2))

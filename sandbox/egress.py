@@ -89,7 +89,7 @@ class Session:
         self.data = data
         # The proxy's refusals go to an anonymous in-memory file: the command
         # cannot reach it, and it survives the proxy being killed.
-        self.events_fd = os.memfd_create("sandbox-egress-events", os.MFD_CLOEXEC)
+        self.events_fd = _anonymous_file("sandbox-egress-events")
         try:
             proxy_end, launcher_end = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM)
         except OSError:
@@ -116,7 +116,9 @@ class Session:
             proxy_end.close()
             if ca_write is not None:
                 os.close(ca_write)
-        self.bridge = netns.Bridge(launcher_end, mode)
+        # "host" (macOS): no namespace to make; the listener is handed over
+        # on the channel directly (sandbox.fallback.hand_proxy_listener)
+        self.bridge = _HostChannel(launcher_end) if mode == "host" else netns.Bridge(launcher_end, mode)
         self.result: dict | None = None
 
     def inspect(self, argv, status, seccomp, env):
@@ -178,6 +180,27 @@ class Session:
         return result
 
 
+class _HostChannel:
+    """The launcher's end of the proxy's channel, where no network namespace is made."""
+
+    def __init__(self, channel) -> None:
+        self.channel = channel
+
+    def close(self) -> None:
+        self.channel.close()
+
+
+def _anonymous_file(name: str) -> int:
+    """A file only this process and its helpers hold: a memfd on Linux, an
+    unlinked temporary file elsewhere (macOS has no memfd_create)."""
+    if hasattr(os, "memfd_create"):
+        return os.memfd_create(name, os.MFD_CLOEXEC)
+    import tempfile
+
+    with tempfile.TemporaryFile(prefix=name) as fh:
+        return os.dup(fh.fileno())
+
+
 def _proxy_main(channel, data: dict, events_fd: int, wrapper: int, ca_fd: int | None = None,
                 secrets: list | None = None) -> None:
     """In the forked proxy process: wait for the first connection, then serve.
@@ -194,7 +217,7 @@ def _proxy_main(channel, data: dict, events_fd: int, wrapper: int, ca_fd: int | 
         os.dup2(null, fd)
     os.close(null)
     keep = {channel.fileno(), events_fd, ca_fd}
-    for name in os.listdir("/proc/self/fd"):
+    for name in os.listdir("/proc/self/fd" if os.path.isdir("/proc/self/fd") else "/dev/fd"):
         fd = int(name)
         if fd > 2 and fd not in keep:
             try:
@@ -210,7 +233,8 @@ def _proxy_main(channel, data: dict, events_fd: int, wrapper: int, ca_fd: int | 
 
     # die with the wrapper (SIGKILL included); checked once more after, in
     # case it died before the request took effect
-    libc.function("prctl")(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0)
+    if hasattr(os, "memfd_create"):  # Linux; elsewhere the ppid checks below suffice
+        libc.function("prctl")(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0)
     if os.getppid() != wrapper:
         return
     # TLS inspection: the CA is made now, while bwrap starts; the wrapper

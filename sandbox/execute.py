@@ -63,6 +63,8 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
             from sandbox.netns import bridge_mode
 
             bridge = bridge_mode(os.environ)
+            if (meta.get("backend") or {}).get("name") == "seatbelt":
+                bridge = "host"  # macOS: no namespace; the proxy listens on the host's loopback
     except SandboxError as err:
         return fail(opts, err, meta, started, target)
     # before bwrap prints a line of its own; a plan that may fall back to
@@ -157,7 +159,12 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
                 url = f"http://{fallback.PROXY_HOST}:{port}"
                 env = {**env, **{k: v.replace(egress_mod.PROXY_URL, url)
                                  for k, v in egress_mod.proxy_env(egress).items()}}
-                argv = fallback.with_proxy_port(argv, port)
+                if backend_name == "seatbelt":  # the port goes in the profile text
+                    from sandbox.macos.seatbelt import with_proxy_port
+
+                    argv = with_proxy_port(argv, port)
+                else:
+                    argv = fallback.with_proxy_port(argv, port)
         names = None
         network = None
         try:
@@ -192,7 +199,8 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
                 outcome = runner.run(run_argv, env, run_status, interactive, run_seccomp, applied,
                                      grace, bridge=session.bridge if session is not None
                                      and backend_name == "bwrap"
-                                     else names.bridge if names is not None else None)
+                                     else names.bridge if names is not None else None,
+                                     plain=backend_name == "seatbelt")
             except SandboxError as err:  # the bridge could not be made: nothing ran
                 if watcher is not None:
                     watcher.findings()  # releases the watch off the exit path
@@ -238,6 +246,10 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
         return FALLBACK_RETRY  # the report target stays open for the next attempt
     if isinstance(ladder_says, SandboxError):  # require = "full": fail closed, saying why
         return fail(opts, ladder_says, meta, started, target)
+    if not outcome.started and backend_name == "seatbelt":
+        return fail(opts, SetupError("sandbox-exec did not start the command; the command "
+                                     "was not run", code="setup_failed"),
+                    meta, started, target)
     if not outcome.started and backend_name != "bwrap":
         return fail(opts, SetupError("the Landlock + seccomp fallback could not confine the "
                                      "command (its own message is above); the command was not "

@@ -162,7 +162,8 @@ def hand_proxy_listener(channel) -> int:
         listener.listen(1024)
         port = listener.getsockname()[1]
         channel.sendmsg([b"L"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
-                                  struct.pack("i", listener.fileno()))], socket.MSG_NOSIGNAL)
+                                  struct.pack("i", listener.fileno()))],
+                         getattr(socket, "MSG_NOSIGNAL", 0))  # macOS has none
     finally:
         listener.close()
         channel.close()

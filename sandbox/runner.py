@@ -41,6 +41,8 @@ def grace_seconds(environ) -> float:
         raise UsageError(f"SANDBOX_KILL_GRACE={raw!r} is not a number of seconds",
                          hint="use a number between 0 and 3600, e.g. SANDBOX_KILL_GRACE=5")
     return value
+# this process's open descriptors: Linux's /proc, or /dev/fd (macOS)
+FD_DIR = "/proc/self/fd" if os.path.isdir("/proc/self/fd") else "/dev/fd"
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 _SIGNAL_NAMES = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM", signal.SIGHUP: "SIGHUP",
                  signal.SIGQUIT: "SIGQUIT"}
@@ -167,8 +169,13 @@ def _long_options_to_fd(argv: list[str], status_fd_arg: int, seccomp, keep: list
 
 def run(argv, env: dict[str, str], status_fd_arg: int | None, interactive: bool,
         seccomp: tuple[int, str] | None = None, limits: "Limits | None" = None,
-        grace: float = GRACE_DEFAULT, bridge=None) -> Outcome:
+        grace: float = GRACE_DEFAULT, bridge=None, plain: bool = False) -> Outcome:
     """Run bwrap's argv to completion and return what happened.
+
+    ``plain``: the argv is not bwrap's but a launcher that becomes the
+    command itself (macOS's sandbox-exec): no status stream, the process's
+    own exit status is the command's, and its process group is the one
+    signalled.
 
     ``seccomp`` is (argv index, BPF file): the file is opened and its
     descriptor number written into argv for bwrap's --seccomp.  ``limits``
@@ -189,6 +196,9 @@ def run(argv, env: dict[str, str], status_fd_arg: int | None, interactive: bool,
     if status_fd_arg is not None:
         argv[status_fd_arg] = str(write_fd)
     keep = [write_fd]
+    if plain:  # nothing reports through the pipe: the command must not hold it
+        os.close(write_fd)
+        keep = []
     if seccomp is not None:
         bpf_fd = os.open(seccomp[1], os.O_RDONLY | os.O_CLOEXEC)
         argv[seccomp[0]] = str(bpf_fd)
@@ -246,7 +256,7 @@ def run(argv, env: dict[str, str], status_fd_arg: int | None, interactive: bool,
             if slave is not None:
                 os.close(slave)
         outcome = _supervise(proc, _Status(read_fd), relay, pending,
-                             limits.timeout if limits is not None else None, grace)
+                             limits.timeout if limits is not None else None, grace, plain)
         if limits is not None:
             outcome.limits = limits.summary()
         return outcome
@@ -264,7 +274,7 @@ def run(argv, env: dict[str, str], status_fd_arg: int | None, interactive: bool,
 
 def _supervise(proc: "_Proc", status: _Status, relay: "Relay | None",
                pending: list[int], time_limit: float | None = None,
-               grace: float = GRACE_DEFAULT) -> Outcome:
+               grace: float = GRACE_DEFAULT, plain: bool = False) -> Outcome:
     outcome = Outcome()
     # limits.timeout_seconds: when it expires the command gets SIGTERM exactly
     # as if the caller had sent it, then the grace period applies
@@ -300,7 +310,8 @@ def _supervise(proc: "_Proc", status: _Status, relay: "Relay | None",
                 # keep the signal and try again after the next status update.
                 if status.child_pid is None and not status.closed:
                     status.pump()
-                pgrp = _command_pgrp(status.child_pid, master)
+                pgrp = (_command_pgrp(status.child_pid, master) if not plain
+                        else _command_pgrp(None, master) or proc.pid)
                 if pgrp is not None:
                     for signum in undelivered:
                         try:
@@ -309,12 +320,13 @@ def _supervise(proc: "_Proc", status: _Status, relay: "Relay | None",
                             pass
                     undelivered.clear()
             if deadline is not None and time.monotonic() >= deadline and proc.poll() is None:
-                _kill_sandbox(proc, status.child_pid)
+                _kill_sandbox(proc, status.child_pid, plain)
                 outcome.killed_after_grace = True
                 deadline = None
             # bwrap holds the status pipe until it exits (the command does not
             # inherit it), so end-of-file on it means the sandbox is gone.
-            if status.closed and (relay is None or relay.done):
+            if status.closed and (relay is None or relay.done) and (
+                    not plain or proc.poll() is not None):
                 break
             fds = [wake_r] + ([] if status.closed else [status.fd])
             if relay is not None:
@@ -350,10 +362,14 @@ def _supervise(proc: "_Proc", status: _Status, relay: "Relay | None",
         if proc.poll() is None and status.closed:
             proc.wait(timeout=2)
         if proc.poll() is None:
-            _kill_sandbox(proc, status.child_pid)
+            _kill_sandbox(proc, status.child_pid, plain)
         proc.wait()
     outcome.started = status.exit_code is not None
     outcome.exit_status = status.exit_code
+    if plain:  # the process was the command: its status is the command's
+        code = proc.returncode
+        outcome.started = code is not None
+        outcome.exit_status = None if code is None else (128 - code if code < 0 else code)
     if not outcome.started and outcome.killed_after_grace and status.child_pid is not None:
         # the command ran and was SIGKILLed with the sandbox: not a setup error
         outcome.started = True
@@ -421,7 +437,7 @@ def _spawn(argv: list[str], env: dict[str, str], keep: list[int], stdio: list[in
     With a network bridge it is fork + exec too: the child enters the
     bridge's namespace before it becomes bwrap (see ``sandbox.netns``).
     """
-    for name in os.listdir("/proc/self/fd"):
+    for name in os.listdir(FD_DIR):
         fd = int(name)
         if fd > 2 and fd not in keep:
             try:
@@ -554,7 +570,7 @@ def stop_helper(pid: int, timeout: float = 3.0) -> tuple[bool, int]:
         return True, os.waitstatus_to_exitcode(status)
     try:  # readable when the process exits: no polling interval to wait out
         exit_fd = os.pidfd_open(pid)
-    except OSError:
+    except (OSError, AttributeError):  # AttributeError: not Linux (macOS)
         exit_fd = None
     try:
         os.kill(pid, signal.SIGTERM)
@@ -789,8 +805,14 @@ class _Proc:
         return self.returncode
 
 
-def _kill_sandbox(proc: "_Proc", init_pid: int | None) -> None:
-    """SIGKILL the sandbox's init: the kernel then kills every process in it."""
+def _kill_sandbox(proc: "_Proc", init_pid: int | None, plain: bool = False) -> None:
+    """SIGKILL the sandbox's init: the kernel then kills every process in it.
+    (``plain``: no init and no PID namespace; its process group is killed.)"""
+    if plain:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except OSError:
+            pass
     for pid in (init_pid, proc.pid):
         if pid:
             try:

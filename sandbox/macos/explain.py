@@ -27,7 +27,7 @@ def as_data(p, environ: dict[str, str]) -> dict:
     tmpdir = os.path.join(plan.host_tmp(environ), plan.EXPLAIN_TMP_NAME)
     port = plan.EXPLAIN_PROXY_PORT if p.policy.network is NetworkMode.PROXY else None
     ctx = plan.context(p.policy, p.layout, environ, home=home, state=state, tmpdir=tmpdir,
-                       proxy_port=port)
+                       proxy_port=port, mac_spelling=sys.platform != "darwin")
     sb = seatbelt.build(p.policy, ctx, list(p.options.command))
     env = plan.command_env(environ, p.policy, p.layout, ctx.tmpdir, port, egress.plan(p.policy))
     notes = []
@@ -37,6 +37,8 @@ def as_data(p, environ: dict[str, str]) -> dict:
     if ctx.tmpdir:
         notes.append(f"TMPDIR: a fresh directory per run; {plan.EXPLAIN_TMP_NAME} stands for "
                      "its random name")
+    if any(r.inspect for r in p.policy.egress_allow):
+        notes.append("this profile inspects TLS (inspect = true): a run on macOS refuses it")
     if port is not None:
         notes.append(f"proxy port: a free port on 127.0.0.1 chosen per run; {port} stands for it")
     return {

@@ -12,7 +12,6 @@ need them (macos.md in the docs).
 from __future__ import annotations
 
 import os
-import sys
 
 from sandbox.macos.seatbelt import Context
 from sandbox.patterns import match
@@ -39,11 +38,10 @@ def spellings(path: str, resolve: bool = True) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def as_mac(path: str) -> str:
+def _as_mac(path: str | None) -> str | None:
     """``path`` as a Mac's kernel reports it once resolved: ``/tmp/x`` is
-    ``/private/tmp/x`` there.  On a Mac ``realpath`` has already done this;
-    on another host (explain) it is done by name."""
-    if sys.platform == "darwin" or not path:
+    ``/private/tmp/x`` there (on a Mac ``realpath`` has already done this)."""
+    if not path:
         return path
     for top in PRIVATE_ALIASES:
         if path == top or path.startswith(top + "/"):
@@ -82,8 +80,14 @@ def secrets(deny_read, extra=(), resolve: bool = True) -> tuple[tuple[str, ...],
 
 
 def gather(policy, layout, *, home: str, state: str | None, tmpdir: str | None,
-           proxy_port: int | None) -> Context:
-    """The Context for ``policy`` from what discovery found (``layout``)."""
+           proxy_port: int | None, mac_spelling: bool = False) -> Context:
+    """The Context for ``policy`` from what discovery found (``layout``).
+
+    ``mac_spelling`` (explain on another host): write /tmp, /var and /etc
+    paths as ``/private/...``, as a Mac resolves them.  A run never needs it:
+    on a Mac the real paths already are.
+    """
+    as_mac = _as_mac if mac_spelling else (lambda p: p)
     others = tuple(as_mac(r) for r in layout.writable_roots
                    if r not in (layout.workspace, layout.cache_dir))
     found = (tuple(layout.masked_dirs) + tuple(layout.masked_files) + tuple(layout.empty_dirs))

@@ -82,9 +82,9 @@ TABLE: dict[str, tuple[tuple[str, str], tuple[str, str]]] = {
                             "reached either; proxy: only (remote ip \"localhost:PORT\") of the "
                             "run's proxy")),
     "egress_allow": (("shared", "the proxy's allow rules"),
-                     ("differs", "the same proxy on the host's 127.0.0.1; inspect = true: the "
-                                 "run CA is trusted only through the CA variables, not the "
-                                 "system store (Go and Security.framework clients refuse it)")),
+                     ("differs", "the same proxy, on the host's 127.0.0.1; a rule with "
+                                 "inspect = true is refused on macOS (the run fails closed): "
+                                 "the run CA cannot be put in the system trust store there")),
     "egress_deny": (("shared", "the proxy's deny rules"), ("shared", "the same")),
     "egress_hosts": (("shared", "the proxy's name overrides"), ("shared", "the same")),
     "egress_max_connections": (("shared", "the proxy's connection cap"), ("shared", "the same")),

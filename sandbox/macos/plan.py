@@ -27,11 +27,12 @@ def host_tmp(environ: dict[str, str]) -> str:
 
 
 def context(policy, layout, environ: dict[str, str], *, home: str, state: str | None,
-            tmpdir: str | None, proxy_port: int | None) -> seatbelt.Context:
+            tmpdir: str | None, proxy_port: int | None,
+            mac_spelling: bool = False) -> seatbelt.Context:
     scratch = tmpdir if policy.scratch is Access.WRITE else None
     port = proxy_port if policy.network is NetworkMode.PROXY else None
     return hostfacts.gather(policy, layout, home=home, state=state, tmpdir=scratch,
-                            proxy_port=port)
+                            proxy_port=port, mac_spelling=mac_spelling)
 
 
 def command_env(environ: dict[str, str], policy, layout, tmpdir: str | None,

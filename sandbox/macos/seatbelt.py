@@ -188,8 +188,13 @@ def writable_roots(policy: Policy, ctx: Context) -> list[tuple[str, str]]:
     return roots
 
 
-def build(policy: Policy, ctx: Context, command=()) -> Seatbelt:
-    """The profile, its parameters and the ``sandbox-exec`` argv for ``command``."""
+def build(policy: Policy, ctx: Context, command=(), *,
+          sandbox_exec: str = SANDBOX_EXEC) -> Seatbelt:
+    """The profile, its parameters and the ``sandbox-exec`` argv for ``command``.
+
+    ``ctx.proxy_port`` 0 stands for "not known yet": a run learns its proxy's
+    port only once the proxy listens, and ``with_proxy_port`` puts it in.
+    """
     params = _Params()
 
     def ref(kind: str, value: str) -> str:
@@ -222,7 +227,7 @@ def build(policy: Policy, ctx: Context, command=()) -> Seatbelt:
                      [f"(remote unix-socket (subpath {ref(k, p)}))" for k, p in roots])
     if ctx.proxy_port is not None:
         port = int(ctx.proxy_port)
-        if not 0 < port < 65536:
+        if not 0 <= port < 65536:
             raise ProfileError(f"proxy port {port} is out of range")
         out += _rule("Network: only the egress proxy this run started on the host's\n"
                      "loopback; every other address, and DNS, stays closed.  The proxy\n"
@@ -292,8 +297,21 @@ def build(policy: Policy, ctx: Context, command=()) -> Seatbelt:
             "(deny file-write-setugid)", ""]
 
     sbpl = base_text() + "\n".join(out)
-    argv = [SANDBOX_EXEC, "-p", sbpl]
+    argv = [sandbox_exec, "-p", sbpl]
     for name, value in params.values.items():
         argv += ["-D", f"{name}={value}"]
     argv += ["--", *command]
     return Seatbelt(sbpl, dict(params.values), argv)
+
+
+def with_proxy_port(argv, port: int) -> list[str]:
+    """``argv`` from ``build`` with proxy port 0 replaced by the proxy's real one."""
+    placeholder = '(remote ip "localhost:0")'
+    argv = list(argv)
+    if argv[1] != "-p" or argv[2].count(placeholder) != 1 or not 0 < int(port) < 65536:
+        from sandbox.errors import SetupError
+
+        raise SetupError("internal error: the Seatbelt profile has no place for the proxy's "
+                         "port; the command was not run", code="internal_error")
+    argv[2] = argv[2].replace(placeholder, f'(remote ip "localhost:{int(port)}")')
+    return argv
