@@ -31,7 +31,7 @@ FILTERS = {
     "require-all": None, "require-any": None, "require-not": 1,
     "vnode-type": 1, "file-mode": 1, "target": 1, "global-name": 1,
     "sysctl-name": 1, "sysctl-name-prefix": 1, "iokit-registry-entry-class": 1,
-    "socket-domain": 1, "local": 2, "remote": 2,
+    "socket-domain": 1, "local": 2, "remote": 2, "extension": 1,
 }
 SYMBOLS = frozenset({"same-sandbox", "AF_UNIX", "REGULAR-FILE", "unix-socket", "ip"})
 # The only absolute paths the text may hold: fixed device nodes.

@@ -171,8 +171,16 @@ def test_writes_are_confined(name):
                 if f[0] == "subpath":
                     assert sb.params[f[1][1].value] in roots, f
                 else:
-                    assert f[0] in ("literal", "regex") and isinstance(f[1], reader.Str) \
-                        and f[1].value.startswith(("/dev/", "^/dev/")), f
+                    assert _device_filter(f), f
+
+
+def _device_filter(f) -> bool:
+    """A filter naming only fixed device nodes (optionally narrowed by an extension)."""
+    if f[0] == "require-all":
+        return any(_device_filter(g) for g in f[1:]) and all(
+            _device_filter(g) or g[0] == "extension" for g in f[1:])
+    return (f[0] in ("literal", "regex") and isinstance(f[1], reader.Str)
+            and f[1].value.startswith(("/dev/", "^/dev/")))
 
 
 @pytest.mark.parametrize("name", PROFILES)
@@ -315,3 +323,14 @@ def test_read_only_scratch_and_extra_writable_roots():
     assert reader.decision(prof, sb.params, "network-outbound",
                            remote="unix:" + s.WORKSPACE + "/s.sock") == "deny"
     assert "AF_UNIX" not in sb.sbpl
+
+
+@pytest.mark.parametrize("name", PROFILES)
+def test_other_terminals_cannot_be_read(name):
+    sb, prof = built(name)
+    assert decide(sb, prof, "file-read-data", "/dev/ttys003") == "deny"
+    assert decide(sb, prof, "file-write-data", "/dev/ttys003") == "allow"  # shells reopen theirs
+    assert decide(sb, prof, "file-read-data", "/dev/ptmx") == "allow"
+    assert decide(sb, prof, "file-write-data", "/dev/null") == "allow"
+    assert decide(sb, prof, "file-write-data", "/dev/disk0") == "deny"
+    assert decide(sb, prof, "file-write-data", "/dev/ttys003/../disk0") == "deny"

@@ -8,8 +8,9 @@ The profile is the static text ``seatbelt/base.sb`` followed by generated
 rules.  SBPL lets the last matching rule decide, so the generated part is
 ordered from broad to narrow:
 
-1. reads everywhere, writes to the writable roots (workspace, the run's
-   TMPDIR, the per-workspace tool cache, ``writable`` and --allow-write);
+1. writes to the writable roots (workspace, the run's TMPDIR, the
+   per-workspace tool cache, ``writable`` and --allow-write; reads are
+   allowed everywhere by the base text);
 2. unix sockets inside the writable roots, and the egress proxy's
    ``localhost:PORT`` when the run has one;
 3. sandbox's state directory hidden, its tool cache given back;
@@ -206,9 +207,6 @@ def build(policy: Policy, ctx: Context, command=(), *,
     out: list[str] = ["", ";; ---- generated from the policy "
                       f"'{policy.name}' ({' -> '.join(policy.chain)}) ----", ""]
 
-    out += [";; Reads are allowed everywhere; the secrets below are the exceptions",
-            ";; (as on Linux: every tool reads its own installation, /usr, /etc).",
-            "(allow file-read*)", ""]
     out += _rule("Writes: the workspace, the run's own TMPDIR, the per-workspace tool\n"
                  "cache, `writable` and --allow-write.  Nothing else on the host.",
                  "allow file-write*", [f"(subpath {ref(k, p)})" for k, p in roots])
