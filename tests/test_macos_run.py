@@ -99,6 +99,11 @@ def test_profile_params_tmpdir_status_and_report(senv):
     assert not os.path.exists(tmpdir)  # removed after the run
     assert seen["env"]["SANDBOX_ACTIVE"] == "1"
     doc = json.loads(report.read_text())
+    import jsonschema
+
+    schema = json.loads((Path(__file__).resolve().parent.parent / "docs" / "schemas"
+                         / "report.schema.json").read_text())
+    jsonschema.validate(doc, schema)
     assert doc["exit_status"] == 7
     assert doc["backend"]["name"] == "seatbelt"
     assert "(remote ip" not in seen["profile"]
