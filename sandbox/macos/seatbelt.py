@@ -172,8 +172,8 @@ def _filters(terms: list[str], indent: str = "  ") -> str:
 def _rule(comment: str, head: str, terms: list[str]) -> list[str]:
     if not terms:
         return []
-    return [f";; {line}" if line else ";;" for line in comment.split("\n")] + \
-        [f"({head}\n{_filters(terms)})", ""]
+    lines = [f";; {line}" if line else ";;" for line in comment.split("\n")] if comment else []
+    return lines + [f"({head}\n{_filters(terms)})", ""]
 
 
 def writable_roots(policy: Policy, ctx: Context) -> list[tuple[str, str]]:
