@@ -16,6 +16,8 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
+
 import sbpl_reader as reader
 from conftest import sandbox_exe
 
@@ -34,6 +36,18 @@ with open({log!r}, "w") as fh:
     json.dump({{"profile": profile, "params": params, "command": rest[1:],
                "env": dict(os.environ)}}, fh)
 os.execvp(rest[1], rest[1:])
+'''
+
+# macOS's Python has none of these: without them the run must take the
+# portable paths (an unlinked temp file for the proxy's events, no pidfd,
+# no MSG_NOSIGNAL, no PR_SET_PDEATHSIG)
+NOT_ON_MACOS = '''
+import os, socket
+for name in ("memfd_create", "pidfd_open", "MFD_CLOEXEC"):
+    if hasattr(os, name):
+        delattr(os, name)
+if hasattr(socket, "MSG_NOSIGNAL"):
+    delattr(socket, "MSG_NOSIGNAL")
 '''
 
 DRIVER = '''
@@ -58,10 +72,10 @@ def make_shim(senv) -> tuple[Path, Path]:
 
 
 def run_mac(senv, *command: str, profile: str = "", report: str = "",
-            shim: Path | None = None) -> subprocess.CompletedProcess:
+            shim: Path | None = None, portable: bool = False) -> subprocess.CompletedProcess:
     if shim is None:
         shim, _ = make_shim(senv)
-    code = DRIVER.format(shim=str(shim))
+    code = (NOT_ON_MACOS if portable else "") + DRIVER.format(shim=str(shim))
     senv.finish()
     return subprocess.run(senv.who.prefix() + [python_of_sandbox(), "-c", code, report, profile,
                                                *command],
@@ -109,7 +123,8 @@ def test_profile_params_tmpdir_status_and_report(senv):
     assert "(remote ip" not in seen["profile"]
 
 
-def test_proxy_listens_on_host_loopback_with_its_port_in_the_profile(senv):
+@pytest.mark.parametrize("portable", [False, True], ids=["linux-calls", "macos-calls"])
+def test_proxy_listens_on_host_loopback_with_its_port_in_the_profile(senv, portable):
     shim, log = make_shim(senv)
     # the command asks the proxy for a host no rule allows: refused by the
     # proxy itself, which contacts nothing
@@ -118,7 +133,8 @@ def test_proxy_listens_on_host_loopback_with_its_port_in_the_profile(senv):
              "s = socket.create_connection((u.hostname, u.port), timeout=10)\n"
              "s.sendall(b'CONNECT not-allowed.invalid:443 HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n')\n"
              "print(s.recv(100).decode().split()[1])\n")
-    r = run_mac(senv, python_of_sandbox(), "-c", probe, profile="pypi", shim=shim)
+    r = run_mac(senv, python_of_sandbox(), "-c", probe, profile="pypi", shim=shim,
+                portable=portable)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "403", r.stdout
     seen = json.loads(log.read_text())

@@ -41,7 +41,7 @@ def check_supported(policy) -> None:
                          "inspect = true), which sandbox does not support on macOS yet; the "
                          "command was not run",
                          hint="use a profile without inspect = true on macOS, or run on Linux",
-                         code="profile_invalid")
+                         code="setup_failed")
 
 
 def make_tmpdir(environ: dict[str, str]) -> str:
