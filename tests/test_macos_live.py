@@ -14,9 +14,12 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 
 import pytest
+
+from conftest import sandbox_exe
 
 pytestmark = pytest.mark.skipif(
     sys.platform != "darwin",
@@ -39,14 +42,20 @@ def test_sandbox_exec_accepts_every_shipped_profile(senv):
 
 def test_explain_argv_runs_as_printed(senv):
     senv.finish()
-    r = subprocess.run([os.path.join(os.path.dirname(sys.executable), "sandbox"), "explain",
-                        "--platform", "macos", "--json", "--", "/bin/echo", "hello"],
+    r = subprocess.run([sandbox_exe(), "explain", "--platform", "macos", "--json", "--",
+                        "/bin/echo", "hello"],
                        cwd=senv.ws, env=senv.environ(), capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
-    argv = [a.replace("sandbox-run-XXXXXXXX", "") for a in doc["argv"]]
-    done = subprocess.run(argv, capture_output=True, text=True, env=senv.environ())
-    assert done.returncode == 0 and done.stdout.strip() == "hello", done.stderr
+    # explain names the run's TMPDIR with a placeholder; make a real one beside it
+    parent = os.path.dirname(doc["params"]["TMPDIR"])
+    real = tempfile.mkdtemp(prefix="sandbox-run-", dir=parent)
+    try:
+        argv = [a.replace("sandbox-run-XXXXXXXX", os.path.basename(real)) for a in doc["argv"]]
+        done = subprocess.run(argv, capture_output=True, text=True, env=senv.environ())
+        assert done.returncode == 0 and done.stdout.strip() == "hello", done.stderr
+    finally:
+        os.rmdir(real)
 
 
 def test_secrets_unreadable(senv):
@@ -73,7 +82,7 @@ def test_secrets_not_reachable_by_hard_link_or_symlink(senv):
 
 def test_writes_confined(senv):
     outside = senv.home / "planted"
-    r = sh(senv, f'echo x > made && echo x > "$TMPDIR/t" && echo ok')
+    r = sh(senv, 'echo x > made && echo x > "$TMPDIR/t" && echo ok')
     assert r.returncode == 0 and b"ok" in r.stdout, r.stderr
     assert sh(senv, f"echo x > {outside}", sandboxed=False).returncode == 0
     outside.unlink()
