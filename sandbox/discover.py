@@ -554,7 +554,10 @@ def discover(policy: Policy, ws: Workspace, *, extra_writable: tuple[str, ...] =
         result = scan.walk(root, rules, os.path.join(scan_cache, scan.cache_name(root, rules)))
         # every directory whose listing decided something (see scan.Result),
         # as one compact dependency: a node_modules has tens of thousands
-        obs.note_dirs(root, result.dirs, result.stamps)
+        obs.note_walk(root, root, rules, result)
+        for rel in (n for n in rules.protected_names if "/" in n):
+            # looked up by name (scan.walk), not in a listing: its own stamp
+            obs.note(os.path.join(root, rel))
         writable_root = root in roots
         for path, kind, _is_dir in result.findings:
             if kind == scan.GIT:
@@ -635,8 +638,9 @@ def discover(policy: Policy, ws: Workspace, *, extra_writable: tuple[str, ...] =
             real = obs.realpath(base)
             result = scan.walk(real, socket_rules,
                                os.path.join(scan_cache, scan.cache_name(real, socket_rules)))
-            for d in result.dirs:
-                obs.note(d, full=True)
+            # a busy directory here (~/.config) is listed again by the next
+            # run when it changed, not planned afresh (sandbox.relist)
+            obs.note_walk("sockets:" + real, real, socket_rules, result)
             plan.masked_files.extend(p for p, kind, _ in result.findings
                                      if kind in (scan.SOCKET, scan.FIFO))
 
@@ -736,8 +740,7 @@ def discover(policy: Policy, ws: Workspace, *, extra_writable: tuple[str, ...] =
     scratch_parents = _scratch_parents([p for p in writable if p != cache_dir] + [ws.real], obs)
     for top in scratch_parents:  # host sockets and FIFOs in them: hidden, as under [sockets] scan
         result = scan.walk(top, socket_rules, os.path.join(scan_cache, scan.cache_name(top, socket_rules)))
-        for d in result.dirs:
-            obs.note(d, full=True)
+        obs.note_walk("sockets:" + top, top, socket_rules, result)
         plan.masked_files.extend(p for p, kind, _ in result.findings
                                  if kind in (scan.SOCKET, scan.FIFO))
 

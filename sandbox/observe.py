@@ -74,13 +74,25 @@ class Observer:
         self.seen: dict[str, object] = {}
         self.racy_dirs = False
 
-    def note_dirs(self, key: str, paths, stamps) -> None:
-        """Record the listings of many directories at once (``sandbox.dirstamps``)."""
+    def note_dirs(self, key: str, paths, stamps, found=None, spec=None) -> None:
+        """Record the listings of many directories at once (``sandbox.dirstamps``).
+
+        With what each held (``found``) and the walk that listed them
+        (``spec``: its root and rules), a directory changed within the racy
+        window does not keep the plan from being cached: its stamp is kept
+        as one that never matches, and the next run lists it again
+        (``sandbox.relist``).  Without them, as before: not cached.
+        """
         from sandbox import dirstamps
 
-        blob, newest = dirstamps.pack(paths, stamps)
+        blob, newest = dirstamps.pack(paths, stamps, found, spec)
         self.seen[key + "\0"] = blob  # no real path holds a NUL: never lstat'ed
-        self.racy_dirs = self.racy_dirs or time.time_ns() - newest < RACY_NS
+        if spec is None:
+            self.racy_dirs = self.racy_dirs or time.time_ns() - newest < RACY_NS
+
+    def note_walk(self, key: str, root: str, rules, result) -> None:
+        """Record a ``scan.walk`` of ``root`` (see ``note_dirs``)."""
+        self.note_dirs(key, result.dirs, result.stamps, result.found, (root, rules._values()))
 
     def note(self, path: str, full: bool = False):
         old = self.seen.get(path, ())

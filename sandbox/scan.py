@@ -124,15 +124,20 @@ class Result:
     one must change the plan, so their stamps count.
     """
 
-    __slots__ = ("findings", "dirs_listed", "dirs_reused", "dirs", "stamps")
+    __slots__ = ("findings", "dirs_listed", "dirs_reused", "dirs", "stamps", "found")
 
-    def __init__(self, findings, dirs_listed: int, dirs_reused: int, dirs=(), stamps=()) -> None:
+    def __init__(self, findings, dirs_listed: int, dirs_reused: int, dirs=(), stamps=(),
+                 found=()) -> None:
         self.findings = findings
         self.dirs_listed = dirs_listed
         self.dirs_reused = dirs_reused
         self.dirs = dirs  # every directory walked (their stamps decide reuse)
         # (inode, mtime, ctime) of each of dirs, taken before it was listed
         self.stamps = stamps
+        # what each of dirs held itself ([(name, kind, is_dir)]): a plan keeps a
+        # digest of it, so a changed directory can be re-listed and compared
+        # instead of planning again (sandbox.relist)
+        self.found = found
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Result) and all(
@@ -276,8 +281,36 @@ def _well_formed(entry) -> bool:
             and len(entry[0]) == 3 and isinstance(entry[1], list) and isinstance(entry[2], list))
 
 
-def walk(root: str, rules: Rules, cache_file: str | None) -> Result:
-    """Walk ``root`` (a real directory path) and return what ``rules`` look for."""
+def stamped(rules: Rules, mode: int) -> bool:
+    """Does a directory walked in ``mode`` count for a plan (see ``Result.dirs``)?"""
+    return mode == FULL or (rules.deep_secrets() and mode != GIT_ONLY)
+
+
+def mode_of(rules: Rules, names: frozenset, root: str, path: str) -> tuple[int, int]:
+    """(mode, depth) the walk from ``root`` lists ``path`` in: both follow from
+    the names between them alone."""
+    if path == root:
+        return FULL, 0
+    mode = FULL
+    rest = path[len(root.rstrip("/")) + 1:].split("/")
+    for name in rest:
+        mode = child_mode(rules, names, mode, name)
+    return mode, len(rest)
+
+
+def protected_names(rules: Rules) -> frozenset:
+    """The protected names matched per entry (those with a "/" are looked up from the root)."""
+    return frozenset(n for n in rules.protected_names if "/" not in n)
+
+
+def walk(root: str, rules: Rules, cache_file: str | None, start_mode: int = FULL,
+         start_depth: int = 0) -> Result:
+    """Walk ``root`` (a real directory path) and return what ``rules`` look for.
+
+    ``start_mode`` and ``start_depth``: where ``root`` sits in a larger walk (a new
+    subdirectory found by ``sandbox.relist``); the protected names with a
+    "/" are looked up only from the top (depth 0).
+    """
     old: dict = {}
     if cache_file:
         try:
@@ -287,13 +320,13 @@ def walk(root: str, rules: Rules, cache_file: str | None) -> Result:
                 old = loaded  # each entry is checked when it is used
         except (OSError, EOFError, ValueError, TypeError):
             old = {}
-    names = frozenset(n for n in rules.protected_names if "/" not in n)
+    names = protected_names(rules)
     now = time.time_ns()
     new: dict = {}
     findings: list[tuple[str, str, bool]] = []
     listed = reused = 0
-    stack = [(root, 0, FULL)]
-    stamped, stamps = [], []  # the directories whose listing decides the result (Result.dirs)
+    stack = [(root, start_depth, start_mode)]
+    dirs, stamps, founds = [], [], []  # the directories whose listing decides the result (Result.dirs)
     deep_secrets = rules.deep_secrets()
     while stack:
         path, depth, mode = stack.pop()
@@ -321,8 +354,9 @@ def walk(root: str, rules: Rules, cache_file: str | None) -> Result:
             if fd is not None:
                 os.close(fd)
         if mode == FULL or (deep_secrets and mode != GIT_ONLY):
-            stamped.append(path)
+            dirs.append(path)
             stamps.append(stamp)
+            founds.append(found)
         racy = now - max(st.st_mtime_ns, st.st_ctime_ns) < RACY_NS
         new[path] = ((st.st_ino, -1, -1) if racy else stamp, subdirs, found)
         prefix = path.rstrip("/") + "/"
@@ -331,7 +365,7 @@ def walk(root: str, rules: Rules, cache_file: str | None) -> Result:
         if depth < rules.max_depth:
             for name in subdirs:
                 stack.append((prefix + name, depth + 1, child_mode(rules, names, mode, name)))
-    for rel in (n for n in rules.protected_names if "/" in n):
+    for rel in (n for n in rules.protected_names if "/" in n and start_depth == 0):
         candidate = os.path.join(root, rel)
         if os.path.lexists(candidate):
             findings.append((candidate, PROTECTED, os.path.isdir(candidate)))
@@ -340,7 +374,7 @@ def walk(root: str, rules: Rules, cache_file: str | None) -> Result:
     if cache_file and (listed or len(new) != len(old)):
         _store(cache_file, new)
     findings.sort()
-    return Result(tuple(findings), listed, reused, tuple(stamped), tuple(stamps))
+    return Result(tuple(findings), listed, reused, tuple(dirs), tuple(stamps), tuple(founds))
 
 
 def open_long(path: str) -> int:
