@@ -47,16 +47,15 @@ def _within(path: str, top: str) -> bool:
 def refresh(blob: bytes, now: int | None = None) -> bytes | None:
     """``blob`` with its stamps brought up to date, or None: the plan must be rebuilt.
 
-    Returns ``blob`` itself when nothing changed but racy stamps that were
-    listed again and found the same (nothing new to store).
+    Returns ``blob`` itself when nothing needs storing (directories listed
+    again whose stamps are still too young to keep).  The cost is one
+    ``lstat`` per directory (as for checking the plan at all), plus one
+    ``scandir`` per changed directory and a walk of each new one.
     """
     parts = dirstamps.unpack(blob)
     if parts is None or parts[3] is None:
         return None
     paths, flat, digests, spec = parts
-    root, values = spec
-    rules = scan.Rules(*values)
-    names = scan.protected_names(rules)
     lstat = os.lstat
     stale = []  # (depth, index, stat result or None)
     for i, path in enumerate(paths):
@@ -70,21 +69,26 @@ def refresh(blob: bytes, now: int | None = None) -> bytes | None:
             stale.append((path.count("/"), i, st))
     if not stale:
         return blob
-    index = {p: i for i, p in enumerate(paths)}
-    children: dict[str, list[int]] = {}
-    for i, p in enumerate(paths):
-        if p != root:
-            children.setdefault(p.rpartition("/")[0] or "/", []).append(i)
-    dropped: list[str] = []  # tops of subtrees the walk no longer reaches
-    gone: set[int] = set()
+    root, values = spec
+    rules = scan.Rules(*values)
+    names = scan.protected_names(rules)
+    known = set(paths)
+    # A directory of the blob that is no longer walked below its parent was
+    # removed, renamed or replaced, so its own stamp changed too: the stale
+    # entries are the only candidates (same stamp: same inode, still a
+    # directory at that name, so still walked).
+    children: dict[str, list[str]] = {}
+    for _depth, i, _st in stale:
+        if paths[i] != root:
+            children.setdefault(paths[i].rpartition("/")[0] or "/", []).append(paths[i])
+    gone: set[str] = set()  # directories the walk no longer reaches
     new_stamps: dict[int, tuple[int, int, int]] = {}
     added_paths: list[str] = []
     added_stamps: list[tuple[int, int, int]] = []
-    added_digests: list[bytes] = []
     stale.sort()  # parents before their children
     for _depth, i, st in stale:
         path = paths[i]
-        if i in gone:
+        if path in gone:
             continue
         if st is None or not _S_ISDIR(st.st_mode):
             return None  # its parent still lists it, or it is the root: plan afresh
@@ -117,32 +121,50 @@ def refresh(blob: bytes, now: int | None = None) -> bytes | None:
                         continue
                     return None
                 walked.add(child)
-                if child in index and index[child] not in gone:
+                if child in known and child not in gone:
                     continue
                 sub = scan.walk(child, rules, None, child_mode, depth + 1)
                 if sub.findings:
                     return None
                 added_paths.extend(sub.dirs)
                 added_stamps.extend(sub.stamps)
-                added_digests.extend(dirstamps.NO_FINDINGS for _ in sub.dirs)
-        for k in children.get(path, ()):
-            if paths[k] in walked or k in gone:
+        for top in children.get(path, ()):
+            if top in walked or top in gone:
                 continue
-            top = paths[k]
             # no longer walked: it and every directory below it held nothing
             for m, p in enumerate(paths):
                 if _within(p, top):
                     if digests[16 * m:16 * m + 16] != dirstamps.NO_FINDINGS:
                         return None
-                    gone.add(m)
-            dropped.append(top)
-    keep = [i for i in range(len(paths)) if i not in gone]
+                    gone.add(p)
+    if not gone and not added_paths:
+        return _patched(blob, new_stamps, now)
+    keep = [i for i in range(len(paths)) if paths[i] not in gone]
     stamps = [new_stamps.get(i) or (flat[3 * i], flat[3 * i + 1], flat[3 * i + 2]) for i in keep]
     out, _newest = dirstamps.pack(
         [paths[i] for i in keep] + added_paths, stamps + added_stamps,
-        b"".join(digests[16 * i:16 * i + 16] for i in keep) + b"".join(added_digests),
-        spec, now)
+        b"".join(digests[16 * i:16 * i + 16] for i in keep)
+        + dirstamps.NO_FINDINGS * len(added_paths), spec, now)
     return out
+
+
+def _patched(blob: bytes, new_stamps: dict, now: int | None) -> bytes:
+    """``blob`` with some stamps replaced in place (no directory came or went)."""
+    import time
+
+    now = time.time_ns() if now is None else now
+    out = bytearray(blob)
+    count = int.from_bytes(blob[4:8], "little")
+    stamps = memoryview(out)[dirstamps._HEADER:dirstamps._HEADER + 24 * count].cast("q")
+    for i, (ino, mtime, ctime) in new_stamps.items():
+        if now - max(mtime, ctime) < dirstamps.RACY_NS:
+            mtime = ctime = -1  # too young to trust: listed again next time
+        stamps[3 * i] = ino
+        stamps[3 * i + 1] = mtime
+        stamps[3 * i + 2] = ctime
+    stamps.release()
+    patched = bytes(out)
+    return blob if patched == blob else patched
 
 
 def refresh_deps(deps) -> tuple | None:
@@ -153,16 +175,14 @@ def refresh_deps(deps) -> tuple | None:
     """
     from sandbox.observe import still_valid
 
+    if not still_valid(tuple(d for d in deps if d[1].__class__ is not bytes)):
+        return None
     out = []
     for dep in deps:
-        old = dep[1]
-        if old.__class__ is bytes:
-            new = refresh(old)
+        if dep[1].__class__ is bytes:
+            new = refresh(dep[1])
             if new is None:
                 return None
-            out.append((dep[0], new))
-        elif not still_valid((dep,)):
-            return None
-        else:
-            out.append(dep)
+            dep = (dep[0], new)
+        out.append(dep)
     return tuple(out)
