@@ -31,6 +31,7 @@ from __future__ import annotations
 import os
 
 _MAGIC = b"DS2\0"
+_GLOB = b"GL1\0"  # one directory, where only the names matching a pattern count
 RACY_NS = 2_000_000_000  # the same window as sandbox.observe and sandbox.scan
 NO_FINDINGS = bytes(16)
 _HEADER = 12  # magic, count, length of the marshalled walk
@@ -105,10 +106,54 @@ def unpack(blob: bytes):
     return paths, stamps, blob[end:digests_end], spec
 
 
+def names_digest(names) -> bytes:
+    from sandbox.statefile import sha256_hex
+
+    text = "\0".join(sorted(names)) + "\0"
+    return bytes.fromhex(sha256_hex(text.encode("utf-8", "surrogateescape"))[:32])
+
+
+def pack_glob(path: str, pattern: str, stamp: tuple[int, int, int], names,
+              now: int | None = None) -> bytes:
+    """One directory whose listing counts only through the names matching
+    ``pattern`` (a secret pattern such as ``~/.*_history``): a file made or
+    removed there that does not match changes its stamp, not the plan.
+    ``stamp`` is taken before listing; a young one is stored as never matching."""
+    import time
+
+    now = time.time_ns() if now is None else now
+    ino, mtime, ctime = stamp
+    if now - max(mtime, ctime) < RACY_NS:
+        mtime = ctime = -1
+    raw = b"".join(v.to_bytes(8, "little", signed=True) for v in (ino, mtime, ctime))
+    text = f"{path}\0{pattern}".encode("utf-8", "surrogateescape")
+    return _GLOB + raw + names_digest(names) + text
+
+
+def unpack_glob(blob: bytes):
+    """(path, pattern, (ino, mtime, ctime), digest) or None."""
+    if blob[:4] != _GLOB or len(blob) < 44:
+        return None
+    stamp = tuple(int.from_bytes(blob[i:i + 8], "little", signed=True) for i in (4, 12, 20))
+    path, _, pattern = blob[44:].decode("utf-8", "surrogateescape").partition("\0")
+    return path, pattern, stamp, blob[28:44]
+
+
+def _glob_valid(blob: bytes) -> bool:
+    parts = unpack_glob(blob)
+    if parts is None:
+        return False
+    try:
+        st = os.lstat(parts[0])
+    except OSError:
+        return False
+    return (st.st_ino, st.st_mtime_ns, st.st_ctime_ns) == parts[2]
+
+
 def valid(blob: bytes) -> bool:
     """Is every directory in ``blob`` still what it was?"""
     if blob[:4] != _MAGIC or len(blob) < _HEADER:
-        return False
+        return blob[:4] == _GLOB and _glob_valid(blob)
     count = int.from_bytes(blob[4:8], "little")
     if count == 0:
         return True

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 
 from sandbox import caches, gitconfig, hostsockets, scan, secretfiles, selfguard
 from sandbox.observe import Observer
-from sandbox.patterns import match
 from sandbox.errors import SetupError, UsageError
 from sandbox.command import is_within
 from sandbox.layout import SCRATCH_DIRS, Layout
@@ -85,7 +84,7 @@ def glob_last(pattern: str, obs: Observer) -> list[str]:
     """Expand a wildcard in the last path component (the only place profiles allow one)."""
     parent, _, name = pattern.rpartition("/")
     parent = parent or "/"
-    return [f"{parent.rstrip('/')}/{entry}" for entry in obs.listdir(parent) if match(entry, name)]
+    return [f"{parent.rstrip('/')}/{entry}" for entry in obs.glob(parent, name)]
 
 
 def check_root(path: str, what: str, home: str, state: str, deny: tuple[str, ...],

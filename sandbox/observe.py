@@ -141,6 +141,32 @@ class Observer:
         except OSError:
             return []
 
+    def glob(self, path: str, pattern: str) -> list[str]:
+        """The names in directory ``path`` matching ``pattern`` (``sandbox.patterns``).
+
+        The plan depends on which names match, not on the whole listing: a
+        file made or removed in ``$HOME`` that no secret pattern names
+        (an editor's swap file, a shell's temporary file) changes the
+        directory's stamp, and the next run lists it again and keeps the
+        plan (``sandbox.relist``).
+        """
+        from sandbox import dirstamps
+        from sandbox.patterns import match
+
+        real = self.realpath(path)
+        try:
+            st = os.lstat(real)
+            if not os.path.isdir(real) or os.path.islink(real):
+                raise NotADirectoryError
+            names = sorted(n for n in os.listdir(real) if match(n, pattern))
+        except OSError:
+            self.note(real, full=True)
+            return []
+        key = f"{real}\0glob\0{pattern}"  # no real path holds a NUL: never lstat'ed
+        self.seen[key] = dirstamps.pack_glob(real, pattern,
+                                             (st.st_ino, st.st_mtime_ns, st.st_ctime_ns), names)
+        return names
+
     def read(self, path: str, limit: int = 1 << 20) -> str | None:
         from sandbox.safeio import read_text
 

@@ -52,6 +52,8 @@ def refresh(blob: bytes, now: int | None = None) -> bytes | None:
     ``lstat`` per directory (as for checking the plan at all), plus one
     ``scandir`` per changed directory and a walk of each new one.
     """
+    if blob[:4] == dirstamps._GLOB:
+        return _refresh_glob(blob, now)
     parts = dirstamps.unpack(blob)
     if parts is None or parts[3] is None:
         return None
@@ -146,6 +148,29 @@ def refresh(blob: bytes, now: int | None = None) -> bytes | None:
         b"".join(digests[16 * i:16 * i + 16] for i in keep)
         + dirstamps.NO_FINDINGS * len(added_paths), spec, now)
     return out
+
+
+def _refresh_glob(blob: bytes, now: int | None) -> bytes | None:
+    """A directory that counts through the names matching a pattern: list it
+    again and keep the plan if the same names match."""
+    from sandbox.patterns import match
+
+    parts = dirstamps.unpack_glob(blob)
+    if parts is None:
+        return None
+    path, pattern, _old, digest = parts
+    try:
+        st = os.lstat(path)
+        if not _S_ISDIR(st.st_mode):
+            return None
+        names = [n for n in os.listdir(path) if match(n, pattern)]
+    except OSError:
+        return None
+    if dirstamps.names_digest(names) != digest:
+        return None
+    new = dirstamps.pack_glob(path, pattern, (st.st_ino, st.st_mtime_ns, st.st_ctime_ns),
+                              names, now)
+    return blob if new == blob else new
 
 
 def _patched(blob: bytes, new_stamps: dict, now: int | None) -> bytes:

@@ -73,6 +73,12 @@ NAMES = ("a.py", "notes.txt", ".env", ".env.local", ".envrc", "config.txt", "nod
 def apply(op: tuple, home: Path, ws: Path) -> None:
     """One edit; ones that do not apply here (a name taken) do nothing."""
     kind, where, name = op
+    if kind == "homeroot_file":  # an application's file in $HOME itself
+        (home / f".app-{where}.tmp").write_text("x\n")
+        return
+    if kind == "homeroot_history":  # a new file a secret pattern (~/.*_history) names
+        (home / f".tool{where}_history").write_text("secret\n")
+        return
     name = NAMES[name % len(NAMES)]
     if kind.startswith("home_"):
         dirs = _dirs(home / ".config")
@@ -122,7 +128,8 @@ def apply(op: tuple, home: Path, ws: Path) -> None:
 
 
 KINDS = ("file", "churn", "mkdir", "gitinit", "fifo", "link_secret", "link_plain", "rename_dir",
-         "dir_to_link", "dir_to_secret_link", "remove", "atomic_save", "home_file", "home_mkdir", "home_fifo")
+         "dir_to_link", "dir_to_secret_link", "remove", "atomic_save", "home_file", "home_mkdir", "home_fifo",
+         "homeroot_file", "homeroot_history")
 OPS = st.tuples(st.sampled_from(KINDS), st.integers(0, 50), st.integers(0, 50))
 
 
@@ -185,16 +192,18 @@ def test_benign_edits_keep_the_plan(young, monkeypatch):
     """The point of it all: edits that change no finding keep the cached plan."""
     benign = [[("file", 0, 0)], [("atomic_save", 1, 0)], [("mkdir", 2, 10)], [("churn", 3, 1)],
               [("rename_dir", 4, 0)], [("home_file", 0, 1)], [("home_mkdir", 0, 9)],
-              [("remove", 5, 0)], [("link_plain", 0, 10)], [("dir_to_link", 2, 0)]]
+              [("remove", 5, 0)], [("link_plain", 0, 10)], [("dir_to_link", 2, 0)],
+              [("homeroot_file", 0, 0)]]
     kept, refused = check_rounds(benign, young, monkeypatch)
     assert (kept, refused) == (len(benign), 0)
 
 
 @pytest.mark.parametrize("op", [("file", 2, 2), ("file", 0, 4), ("mkdir", 0, 7), ("gitinit", 1, 8),
                                 ("fifo", 3, 1), ("link_secret", 0, 5), ("home_fifo", 0, 1),
-                                ("dir_to_secret_link", 2, 0)],
+                                ("dir_to_secret_link", 2, 0), ("homeroot_history", 0, 0)],
                          ids=["dotenv", "envrc", "vscode", "nested-repo", "fifo",
-                              "link-to-secret", "fifo-in-config", "dir-to-symlink"])
+                              "link-to-secret", "fifo-in-config", "dir-to-symlink",
+                              "history-file"])
 def test_edits_that_matter_are_seen(op, monkeypatch):
     """Each of these changes the plan a fresh build makes, so the cached plan is refused."""
     kept, refused = check_rounds([[op]], False, monkeypatch)
