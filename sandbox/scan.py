@@ -311,6 +311,12 @@ def walk(root: str, rules: Rules, cache_file: str | None, start_mode: int = FULL
     subdirectory found by ``sandbox.relist``); the protected names with a
     "/" are looked up only from the top (depth 0).
     """
+    summary = None
+    if cache_file and start_depth == 0:
+        summary = _summary_file(cache_file)
+        result = _from_summary(summary, root, rules)
+        if result is not None:
+            return result
     old: dict = {}
     if cache_file:
         try:
@@ -365,16 +371,78 @@ def walk(root: str, rules: Rules, cache_file: str | None, start_mode: int = FULL
         if depth < rules.max_depth:
             for name in subdirs:
                 stack.append((prefix + name, depth + 1, child_mode(rules, names, mode, name)))
-    for rel in (n for n in rules.protected_names if "/" in n and start_depth == 0):
-        candidate = os.path.join(root, rel)
-        if os.path.lexists(candidate):
-            findings.append((candidate, PROTECTED, os.path.isdir(candidate)))
     # a reused entry is stored as it was read: only a listing or a directory
     # gone can change the cache (cheaper than comparing every entry)
     if cache_file and (listed or len(new) != len(old)):
         _store(cache_file, new)
+    if summary is not None and not any(v[0][1] == -1 for v in new.values()):
+        # (a directory too young to trust is listed again next time anyway)
+        _store_summary(summary, new, findings, dirs, founds)
+    if start_depth == 0:
+        findings += _named_below(root, rules)
     findings.sort()
     return Result(tuple(findings), listed, reused, tuple(dirs), tuple(stamps), tuple(founds))
+
+
+def _named_below(root: str, rules: Rules) -> list:
+    """The protected names with a "/" (looked up by name from the root, never cached)."""
+    out = []
+    for rel in (n for n in rules.protected_names if "/" in n):
+        candidate = os.path.join(root, rel)
+        if os.path.lexists(candidate):
+            out.append((candidate, PROTECTED, os.path.isdir(candidate)))
+    return out
+
+
+# The summary of a walk: when no directory it went through changed, the walk
+# would reuse every cached listing and find the same, so its result is kept
+# whole beside the per-directory cache and checked with one lstat per
+# directory, without loading the cache (in a 100,000-file workspace,
+# unmarshalling the per-directory cache cost more than the stat calls).
+_SUMMARY = "scan-summary-1"
+
+
+def _summary_file(cache_file: str) -> str:
+    return cache_file + ".sum"
+
+
+def _from_summary(path: str, root: str, rules: Rules) -> Result | None:
+    from sandbox import dirstamps
+
+    try:
+        with open(path, "rb") as fh:
+            data = marshal.load(fh)
+        tag, blob, findings, stamped, sparse = data
+    except (OSError, EOFError, ValueError, TypeError):
+        return None
+    if tag != (_SUMMARY, FORMAT) or not isinstance(blob, bytes) or not dirstamps.valid(blob):
+        return None
+    parts = dirstamps.unpack(blob)
+    if parts is None or not parts[0] or parts[0][0] != root or len(stamped) != len(parts[0]):
+        return None
+    paths, flat = parts[0], parts[1]
+    dirs, stamps, founds = [], [], []
+    for i, path in enumerate(paths):
+        if stamped[i]:
+            dirs.append(path)
+            stamps.append((flat[3 * i], flat[3 * i + 1], flat[3 * i + 2]))
+            founds.append(sparse.get(i, []))
+    findings = list(findings) + _named_below(root, rules)
+    findings.sort()
+    return Result(tuple(findings), 0, len(paths), tuple(dirs), tuple(stamps), tuple(founds))
+
+
+def _store_summary(path: str, new: dict, findings: list, dirs: list, founds: list) -> None:
+    """Keep the walk's result for ``_from_summary``; racy stamps never match there."""
+    from sandbox import dirstamps
+
+    paths = list(new)
+    stamped_set = set(dirs)
+    found_of = dict(zip(dirs, founds))
+    stamped = bytes(1 if p in stamped_set else 0 for p in paths)
+    sparse = {i: list(found_of[p]) for i, p in enumerate(paths) if found_of.get(p)}
+    blob, _newest = dirstamps.pack(paths, [new[p][0] for p in paths])
+    _store(path, ((_SUMMARY, FORMAT), blob, tuple(findings), stamped, sparse))
 
 
 def open_long(path: str) -> int:
