@@ -625,6 +625,9 @@ def discover(policy: Policy, ws: Workspace, *, extra_writable: tuple[str, ...] =
     # Here, by file type, what that list cannot name: sockets bound with a
     # relative name, moved after bind() or bound in another network namespace
     # (a container's), and FIFOs, of which the kernel keeps no list at all.
+    # A cached plan re-lists only the directories of this search that
+    # changed, and keeps the plan unless a FIFO or socket came or went
+    # (sandbox.relist; why this design: sandbox.hostsockets).
     socket_rules = scan.Rules(skip_dirs=policy.skip_dirs + policy.socket_skip_dirs + (".git",),
                               find_git=False,
                               max_depth=policy.socket_scan_depth,
