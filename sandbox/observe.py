@@ -67,6 +67,36 @@ def still_valid(deps) -> bool:
     return True
 
 
+def stale_packed(deps) -> list[int] | None:
+    """One pass over a plan's dependencies: None when any that is not a packed
+    value (``sandbox.dirstamps``) changed, so the plan must be built afresh;
+    else the indexes of the packed values that changed (``sandbox.relist``
+    lists their changed directories again), empty when all still match."""
+    lstat = os.lstat
+    stale: list[int] = []
+    for i, (path, old) in enumerate(deps):
+        if old.__class__ is bytes:
+            from sandbox import dirstamps
+
+            if not dirstamps.valid(old):
+                stale.append(i)
+            continue
+        if old.__class__ is list:
+            return None
+        try:
+            st = lstat(path)
+        except OSError:
+            if old is not None:
+                return None
+            continue
+        if old is None or st.st_ino != old[0] or st.st_mode != old[1]:
+            return None
+        if len(old) > 2 and (st.st_size != old[2] or st.st_mtime_ns != old[3]
+                             or len(old) < 5 or st.st_ctime_ns != old[4]):
+            return None
+    return stale
+
+
 class Observer:
     __slots__ = ("seen", "racy_dirs")
 

@@ -24,7 +24,7 @@ import os
 import sys
 
 from sandbox import __version__, statefile
-from sandbox.observe import still_valid
+from sandbox.observe import stale_packed
 
 FORMAT = 12  # 12: directory stamps carry digests of what each held (sandbox.relist); 11: the report names the backend (sandbox.ladder); 10: a run without network has its own resolver (sandbox.dns) and watch (sandbox.blocked); 9: the kernel's socket list is kept with the plan (sandbox.hostsockets)
 # Environment variables that change what the plan would be (the rest of the
@@ -88,12 +88,15 @@ def load(opts, environ: dict[str, str]) -> dict | None:
         return None
     if not isinstance(plan, dict) or plan.get("format") != FORMAT:
         return None
-    if not still_valid(plan["deps"]):
-        # only directory listings changed?  Then list those directories again
-        # and keep the plan if they hold what they held (sandbox.relist)
+    stale = stale_packed(plan["deps"])
+    if stale is None:
+        return None
+    if stale:
+        # only directory listings changed: list those directories again and
+        # keep the plan if they hold what they held (sandbox.relist)
         from sandbox import relist
 
-        deps = relist.refresh_deps(plan["deps"])
+        deps = relist.refresh_deps(plan["deps"], stale)
         if deps is None:
             return None
         if deps != plan["deps"]:  # new stamps: the next run need not list them again

@@ -27,7 +27,7 @@ without a stamp of its own) means "plan afresh": it never guesses.
 
 Everything a plan depends on *besides* directory listings (files read,
 symlinks, profile files, git configs, identity stamps) is still checked by
-``sandbox.observe.still_valid`` and still throws the plan away.
+``sandbox.observe.stale_packed`` and still throws the plan away.
 """
 
 from __future__ import annotations
@@ -192,22 +192,13 @@ def _patched(blob: bytes, new_stamps: dict, now: int | None) -> bytes:
     return blob if patched == blob else patched
 
 
-def refresh_deps(deps) -> tuple | None:
-    """A plan's dependencies brought up to date, or None: plan afresh.
-
-    Every dependency that is not a packed set of directory stamps must still
-    match exactly (``sandbox.observe.still_valid``).
-    """
-    from sandbox.observe import still_valid
-
-    if not still_valid(tuple(d for d in deps if d[1].__class__ is not bytes)):
-        return None
-    out = []
-    for dep in deps:
-        if dep[1].__class__ is bytes:
-            new = refresh(dep[1])
-            if new is None:
-                return None
-            dep = (dep[0], new)
-        out.append(dep)
+def refresh_deps(deps, stale: list[int]) -> tuple | None:
+    """A plan's dependencies with the packed values at ``stale`` (from
+    ``sandbox.observe.stale_packed``) brought up to date, or None: plan afresh."""
+    out = list(deps)
+    for i in stale:
+        new = refresh(deps[i][1])
+        if new is None:
+            return None
+        out[i] = (deps[i][0], new)
     return tuple(out)
