@@ -70,14 +70,25 @@ NAMES = ("a.py", "notes.txt", ".env", ".env.local", ".envrc", "config.txt", "nod
          ".vscode", "build", "lib", "x")
 
 
+def _write(path: Path, text: str) -> None:
+    """Write a regular file; never block on a FIFO an earlier edit made there
+    (O_NONBLOCK: ENXIO without a reader) or write through a symlink."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NONBLOCK | os.O_NOFOLLOW,
+                 0o644)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
 def apply(op: tuple, home: Path, ws: Path) -> None:
     """One edit; ones that do not apply here (a name taken) do nothing."""
     kind, where, name = op
     if kind == "homeroot_file":  # an application's file in $HOME itself
-        (home / f".app-{where}.tmp").write_text("x\n")
+        _write(home / f".app-{where}.tmp", "x\n")
         return
     if kind == "homeroot_history":  # a new file a secret pattern (~/.*_history) names
-        (home / f".tool{where}_history").write_text("secret\n")
+        _write(home / f".tool{where}_history", "secret\n")
         return
     name = NAMES[name % len(NAMES)]
     if kind.startswith("home_"):
@@ -88,13 +99,13 @@ def apply(op: tuple, home: Path, ws: Path) -> None:
     p = d / name
     try:
         if kind in ("file", "home_file"):
-            p.write_text("x\n")
+            _write(p, "x\n")
         elif kind == "churn":  # what an editor or a desktop app does: made and gone again
-            p.write_text("x\n")
+            _write(p, "x\n")
             p.unlink()
         elif kind in ("mkdir", "home_mkdir"):
             p.mkdir()
-            (p / "f.txt").write_text("y\n")
+            _write(p / "f.txt", "y\n")
         elif kind == "gitinit":
             subprocess.run(["git", "init", "-q", str(p)], check=True, capture_output=True)
         elif kind in ("fifo", "home_fifo"):
@@ -120,7 +131,7 @@ def apply(op: tuple, home: Path, ws: Path) -> None:
         elif kind == "atomic_save":  # write a temporary file, rename it over the old one
             target = d / "saved.txt"
             tmp = d / ".saved.txt.swp"
-            tmp.write_text(str(time.monotonic_ns()))
+            _write(tmp, str(time.monotonic_ns()))
             tmp.rename(target)
     except (FileExistsError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
             OSError):
