@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 
 from sandbox import caches, gitconfig, hostsockets, scan, secretfiles, selfguard
 from sandbox.observe import Observer
-from sandbox.patterns import match
 from sandbox.errors import SetupError, UsageError
 from sandbox.command import is_within
 from sandbox.layout import SCRATCH_DIRS, Layout
@@ -85,7 +84,7 @@ def glob_last(pattern: str, obs: Observer) -> list[str]:
     """Expand a wildcard in the last path component (the only place profiles allow one)."""
     parent, _, name = pattern.rpartition("/")
     parent = parent or "/"
-    return [f"{parent.rstrip('/')}/{entry}" for entry in obs.listdir(parent) if match(entry, name)]
+    return [f"{parent.rstrip('/')}/{entry}" for entry in obs.glob(parent, name)]
 
 
 def check_root(path: str, what: str, home: str, state: str, deny: tuple[str, ...],
@@ -554,7 +553,10 @@ def discover(policy: Policy, ws: Workspace, *, extra_writable: tuple[str, ...] =
         result = scan.walk(root, rules, os.path.join(scan_cache, scan.cache_name(root, rules)))
         # every directory whose listing decided something (see scan.Result),
         # as one compact dependency: a node_modules has tens of thousands
-        obs.note_dirs(root, result.dirs, result.stamps)
+        obs.note_walk(root, root, rules, result)
+        for rel in (n for n in rules.protected_names if "/" in n):
+            # looked up by name (scan.walk), not in a listing: its own stamp
+            obs.note(os.path.join(root, rel))
         writable_root = root in roots
         for path, kind, _is_dir in result.findings:
             if kind == scan.GIT:
@@ -623,6 +625,9 @@ def discover(policy: Policy, ws: Workspace, *, extra_writable: tuple[str, ...] =
     # Here, by file type, what that list cannot name: sockets bound with a
     # relative name, moved after bind() or bound in another network namespace
     # (a container's), and FIFOs, of which the kernel keeps no list at all.
+    # A cached plan re-lists only the directories of this search that
+    # changed, and keeps the plan unless a FIFO or socket came or went
+    # (sandbox.relist; why this design: sandbox.hostsockets).
     socket_rules = scan.Rules(skip_dirs=policy.skip_dirs + policy.socket_skip_dirs + (".git",),
                               find_git=False,
                               max_depth=policy.socket_scan_depth,
@@ -635,8 +640,9 @@ def discover(policy: Policy, ws: Workspace, *, extra_writable: tuple[str, ...] =
             real = obs.realpath(base)
             result = scan.walk(real, socket_rules,
                                os.path.join(scan_cache, scan.cache_name(real, socket_rules)))
-            for d in result.dirs:
-                obs.note(d, full=True)
+            # a busy directory here (~/.config) is listed again by the next
+            # run when it changed, not planned afresh (sandbox.relist)
+            obs.note_walk("sockets:" + real, real, socket_rules, result)
             plan.masked_files.extend(p for p, kind, _ in result.findings
                                      if kind in (scan.SOCKET, scan.FIFO))
 
@@ -736,8 +742,7 @@ def discover(policy: Policy, ws: Workspace, *, extra_writable: tuple[str, ...] =
     scratch_parents = _scratch_parents([p for p in writable if p != cache_dir] + [ws.real], obs)
     for top in scratch_parents:  # host sockets and FIFOs in them: hidden, as under [sockets] scan
         result = scan.walk(top, socket_rules, os.path.join(scan_cache, scan.cache_name(top, socket_rules)))
-        for d in result.dirs:
-            obs.note(d, full=True)
+        obs.note_walk("sockets:" + top, top, socket_rules, result)
         plan.masked_files.extend(p for p, kind, _ in result.findings
                                  if kind in (scan.SOCKET, scan.FIFO))
 

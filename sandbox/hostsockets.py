@@ -18,6 +18,18 @@ directory the host shares with it: ``connect()`` by path reaches it from
 anywhere).  Abstract sockets ("@name") need no mask at all: they belong to a
 network namespace, and the sandbox has its own.
 
+FIFOs are in no kernel list, and a FIFO's write end works through a
+read-only mount as ``connect()`` does, so the search by file type stays for
+them (and for the sockets above).  What keeps it cheap is not skipping it
+but how a cached plan depends on it: the directories it walked are kept
+with a digest of what each held (``sandbox.dirstamps``), and one that
+changed (a settings file rewritten under ``~/.config`` every few hundred
+milliseconds) is listed again with ``scandir`` and the plan kept unless a
+FIFO or socket came or went (``sandbox.relist``).  Trusting only the FIFOs
+present when the plan was made would let one made later be written
+through; watching with inotify would need a process living between runs;
+searching afresh on every run would cost the whole walk every time.
+
 The kernel prints each record as ``%pK: %08X %08X %08X %04X %02X %5lu`` and
 then the name byte for byte, with no escaping: a name holding a newline
 continues on the next line, and what follows the newline may even look like

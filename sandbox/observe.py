@@ -67,6 +67,36 @@ def still_valid(deps) -> bool:
     return True
 
 
+def stale_packed(deps) -> list[int] | None:
+    """One pass over a plan's dependencies: None when any that is not a packed
+    value (``sandbox.dirstamps``) changed, so the plan must be built afresh;
+    else the indexes of the packed values that changed (``sandbox.relist``
+    lists their changed directories again), empty when all still match."""
+    lstat = os.lstat
+    stale: list[int] = []
+    for i, (path, old) in enumerate(deps):
+        if old.__class__ is bytes:
+            from sandbox import dirstamps
+
+            if not dirstamps.valid(old):
+                stale.append(i)
+            continue
+        if old.__class__ is list:
+            return None
+        try:
+            st = lstat(path)
+        except OSError:
+            if old is not None:
+                return None
+            continue
+        if old is None or st.st_ino != old[0] or st.st_mode != old[1]:
+            return None
+        if len(old) > 2 and (st.st_size != old[2] or st.st_mtime_ns != old[3]
+                             or len(old) < 5 or st.st_ctime_ns != old[4]):
+            return None
+    return stale
+
+
 class Observer:
     __slots__ = ("seen", "racy_dirs")
 
@@ -74,13 +104,25 @@ class Observer:
         self.seen: dict[str, object] = {}
         self.racy_dirs = False
 
-    def note_dirs(self, key: str, paths, stamps) -> None:
-        """Record the listings of many directories at once (``sandbox.dirstamps``)."""
+    def note_dirs(self, key: str, paths, stamps, found=None, spec=None) -> None:
+        """Record the listings of many directories at once (``sandbox.dirstamps``).
+
+        With what each held (``found``) and the walk that listed them
+        (``spec``: its root and rules), a directory changed within the racy
+        window does not keep the plan from being cached: its stamp is kept
+        as one that never matches, and the next run lists it again
+        (``sandbox.relist``).  Without them, as before: not cached.
+        """
         from sandbox import dirstamps
 
-        blob, newest = dirstamps.pack(paths, stamps)
+        blob, newest = dirstamps.pack(paths, stamps, found, spec)
         self.seen[key + "\0"] = blob  # no real path holds a NUL: never lstat'ed
-        self.racy_dirs = self.racy_dirs or time.time_ns() - newest < RACY_NS
+        if spec is None:
+            self.racy_dirs = self.racy_dirs or time.time_ns() - newest < RACY_NS
+
+    def note_walk(self, key: str, root: str, rules, result) -> None:
+        """Record a ``scan.walk`` of ``root`` (see ``note_dirs``)."""
+        self.note_dirs(key, result.dirs, result.stamps, result.found, (root, rules._values()))
 
     def note(self, path: str, full: bool = False):
         old = self.seen.get(path, ())
@@ -128,6 +170,32 @@ class Observer:
             return sorted(os.listdir(path))
         except OSError:
             return []
+
+    def glob(self, path: str, pattern: str) -> list[str]:
+        """The names in directory ``path`` matching ``pattern`` (``sandbox.patterns``).
+
+        The plan depends on which names match, not on the whole listing: a
+        file made or removed in ``$HOME`` that no secret pattern names
+        (an editor's swap file, a shell's temporary file) changes the
+        directory's stamp, and the next run lists it again and keeps the
+        plan (``sandbox.relist``).
+        """
+        from sandbox import dirstamps
+        from sandbox.patterns import match
+
+        real = self.realpath(path)
+        try:
+            st = os.lstat(real)
+            if not os.path.isdir(real) or os.path.islink(real):
+                raise NotADirectoryError
+            names = sorted(n for n in os.listdir(real) if match(n, pattern))
+        except OSError:
+            self.note(real, full=True)
+            return []
+        key = f"{real}\0glob\0{pattern}"  # no real path holds a NUL: never lstat'ed
+        self.seen[key] = dirstamps.pack_glob(real, pattern,
+                                             (st.st_ino, st.st_mtime_ns, st.st_ctime_ns), names)
+        return names
 
     def read(self, path: str, limit: int = 1 << 20) -> str | None:
         from sandbox.safeio import read_text

@@ -5,8 +5,12 @@ place (the bwrap argv before the command, the environment rules, the report
 metadata) together with the stamp of every file and directory it was built
 from (``sandbox.observe``).  The next run with the same key reuses it if and
 only if every stamp still matches, so it skips TOML parsing, discovery and
-most imports.  tests/test_plancache.py checks that a cached plan equals a
-fresh build.
+most imports.  When only directory listings changed (a new file, an
+editor's atomic save, a build, churn under ``~/.config``), the changed
+directories are listed again and the plan is kept if they hold what they
+held (``sandbox.relist``); its stamps are then stored anew.
+tests/test_plancache.py and tests/test_relist.py check that a cached plan
+equals a fresh build.
 
 Plans live in the state directory, which the sandboxed command cannot write
 (it is outside every writable root, and a workspace or --allow-write that
@@ -20,9 +24,9 @@ import os
 import sys
 
 from sandbox import __version__, statefile
-from sandbox.observe import still_valid
+from sandbox.observe import stale_packed
 
-FORMAT = 11  # 11: the report names the backend (sandbox.ladder); 10: a run without network has its own resolver (sandbox.dns) and watch (sandbox.blocked); 9: the kernel's socket list is kept with the plan (sandbox.hostsockets)
+FORMAT = 12  # 12: directory stamps carry digests of what each held (sandbox.relist); 11: the report names the backend (sandbox.ladder); 10: a run without network has its own resolver (sandbox.dns) and watch (sandbox.blocked); 9: the kernel's socket list is kept with the plan (sandbox.hostsockets)
 # Environment variables that change what the plan would be (the rest of the
 # environment is filtered afresh on every run).
 KEY_ENV = ("HOME", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "XDG_RUNTIME_DIR", "TMPDIR", "PATH",
@@ -84,8 +88,20 @@ def load(opts, environ: dict[str, str]) -> dict | None:
         return None
     if not isinstance(plan, dict) or plan.get("format") != FORMAT:
         return None
-    if not still_valid(plan["deps"]):
+    stale = stale_packed(plan["deps"])
+    if stale is None:
         return None
+    if stale:
+        # only directory listings changed: list those directories again and
+        # keep the plan if they hold what they held (sandbox.relist)
+        from sandbox import relist
+
+        deps = relist.refresh_deps(plan["deps"], stale)
+        if deps is None:
+            return None
+        if deps != plan["deps"]:  # new stamps: the next run need not list them again
+            plan["deps"] = deps
+            statefile.dump(path, plan)
     # what the plan runs on the host was checked against these roots when it
     # was made; the stamps above say nothing moved since; this says the same
     # plan still agrees (a few string compares)

@@ -124,15 +124,20 @@ class Result:
     one must change the plan, so their stamps count.
     """
 
-    __slots__ = ("findings", "dirs_listed", "dirs_reused", "dirs", "stamps")
+    __slots__ = ("findings", "dirs_listed", "dirs_reused", "dirs", "stamps", "found")
 
-    def __init__(self, findings, dirs_listed: int, dirs_reused: int, dirs=(), stamps=()) -> None:
+    def __init__(self, findings, dirs_listed: int, dirs_reused: int, dirs=(), stamps=(),
+                 found=()) -> None:
         self.findings = findings
         self.dirs_listed = dirs_listed
         self.dirs_reused = dirs_reused
         self.dirs = dirs  # every directory walked (their stamps decide reuse)
         # (inode, mtime, ctime) of each of dirs, taken before it was listed
         self.stamps = stamps
+        # what each of dirs held itself ([(name, kind, is_dir)]): a plan keeps a
+        # digest of it, so a changed directory can be re-listed and compared
+        # instead of planning again (sandbox.relist)
+        self.found = found
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Result) and all(
@@ -276,8 +281,42 @@ def _well_formed(entry) -> bool:
             and len(entry[0]) == 3 and isinstance(entry[1], list) and isinstance(entry[2], list))
 
 
-def walk(root: str, rules: Rules, cache_file: str | None) -> Result:
-    """Walk ``root`` (a real directory path) and return what ``rules`` look for."""
+def stamped(rules: Rules, mode: int) -> bool:
+    """Does a directory walked in ``mode`` count for a plan (see ``Result.dirs``)?"""
+    return mode == FULL or (rules.deep_secrets() and mode != GIT_ONLY)
+
+
+def mode_of(rules: Rules, names: frozenset, root: str, path: str) -> tuple[int, int]:
+    """(mode, depth) the walk from ``root`` lists ``path`` in: both follow from
+    the names between them alone."""
+    if path == root:
+        return FULL, 0
+    mode = FULL
+    rest = path[len(root.rstrip("/")) + 1:].split("/")
+    for name in rest:
+        mode = child_mode(rules, names, mode, name)
+    return mode, len(rest)
+
+
+def protected_names(rules: Rules) -> frozenset:
+    """The protected names matched per entry (those with a "/" are looked up from the root)."""
+    return frozenset(n for n in rules.protected_names if "/" not in n)
+
+
+def walk(root: str, rules: Rules, cache_file: str | None, start_mode: int = FULL,
+         start_depth: int = 0) -> Result:
+    """Walk ``root`` (a real directory path) and return what ``rules`` look for.
+
+    ``start_mode`` and ``start_depth``: where ``root`` sits in a larger walk (a new
+    subdirectory found by ``sandbox.relist``); the protected names with a
+    "/" are looked up only from the top (depth 0).
+    """
+    summary = None
+    if cache_file and start_depth == 0:
+        summary = _summary_file(cache_file)
+        result = _from_summary(summary, root, rules)
+        if result is not None:
+            return result
     old: dict = {}
     if cache_file:
         try:
@@ -287,13 +326,13 @@ def walk(root: str, rules: Rules, cache_file: str | None) -> Result:
                 old = loaded  # each entry is checked when it is used
         except (OSError, EOFError, ValueError, TypeError):
             old = {}
-    names = frozenset(n for n in rules.protected_names if "/" not in n)
+    names = protected_names(rules)
     now = time.time_ns()
     new: dict = {}
     findings: list[tuple[str, str, bool]] = []
     listed = reused = 0
-    stack = [(root, 0, FULL)]
-    stamped, stamps = [], []  # the directories whose listing decides the result (Result.dirs)
+    stack = [(root, start_depth, start_mode)]
+    dirs, stamps, founds = [], [], []  # the directories whose listing decides the result (Result.dirs)
     deep_secrets = rules.deep_secrets()
     while stack:
         path, depth, mode = stack.pop()
@@ -321,8 +360,9 @@ def walk(root: str, rules: Rules, cache_file: str | None) -> Result:
             if fd is not None:
                 os.close(fd)
         if mode == FULL or (deep_secrets and mode != GIT_ONLY):
-            stamped.append(path)
+            dirs.append(path)
             stamps.append(stamp)
+            founds.append(found)
         racy = now - max(st.st_mtime_ns, st.st_ctime_ns) < RACY_NS
         new[path] = ((st.st_ino, -1, -1) if racy else stamp, subdirs, found)
         prefix = path.rstrip("/") + "/"
@@ -331,16 +371,78 @@ def walk(root: str, rules: Rules, cache_file: str | None) -> Result:
         if depth < rules.max_depth:
             for name in subdirs:
                 stack.append((prefix + name, depth + 1, child_mode(rules, names, mode, name)))
-    for rel in (n for n in rules.protected_names if "/" in n):
-        candidate = os.path.join(root, rel)
-        if os.path.lexists(candidate):
-            findings.append((candidate, PROTECTED, os.path.isdir(candidate)))
     # a reused entry is stored as it was read: only a listing or a directory
     # gone can change the cache (cheaper than comparing every entry)
     if cache_file and (listed or len(new) != len(old)):
         _store(cache_file, new)
+    if summary is not None and not any(v[0][1] == -1 for v in new.values()):
+        # (a directory too young to trust is listed again next time anyway)
+        _store_summary(summary, new, findings, dirs, founds)
+    if start_depth == 0:
+        findings += _named_below(root, rules)
     findings.sort()
-    return Result(tuple(findings), listed, reused, tuple(stamped), tuple(stamps))
+    return Result(tuple(findings), listed, reused, tuple(dirs), tuple(stamps), tuple(founds))
+
+
+def _named_below(root: str, rules: Rules) -> list:
+    """The protected names with a "/" (looked up by name from the root, never cached)."""
+    out = []
+    for rel in (n for n in rules.protected_names if "/" in n):
+        candidate = os.path.join(root, rel)
+        if os.path.lexists(candidate):
+            out.append((candidate, PROTECTED, os.path.isdir(candidate)))
+    return out
+
+
+# The summary of a walk: when no directory it went through changed, the walk
+# would reuse every cached listing and find the same, so its result is kept
+# whole beside the per-directory cache and checked with one lstat per
+# directory, without loading the cache (in a 100,000-file workspace,
+# unmarshalling the per-directory cache cost more than the stat calls).
+_SUMMARY = "scan-summary-1"
+
+
+def _summary_file(cache_file: str) -> str:
+    return cache_file + ".sum"
+
+
+def _from_summary(path: str, root: str, rules: Rules) -> Result | None:
+    from sandbox import dirstamps
+
+    try:
+        with open(path, "rb") as fh:
+            data = marshal.load(fh)
+        tag, blob, findings, stamped, sparse = data
+    except (OSError, EOFError, ValueError, TypeError):
+        return None
+    if tag != (_SUMMARY, FORMAT) or not isinstance(blob, bytes) or not dirstamps.valid(blob):
+        return None
+    parts = dirstamps.unpack(blob)
+    if parts is None or not parts[0] or parts[0][0] != root or len(stamped) != len(parts[0]):
+        return None
+    paths, flat = parts[0], parts[1]
+    dirs, stamps, founds = [], [], []
+    for i, path in enumerate(paths):
+        if stamped[i]:
+            dirs.append(path)
+            stamps.append((flat[3 * i], flat[3 * i + 1], flat[3 * i + 2]))
+            founds.append(sparse.get(i, []))
+    findings = list(findings) + _named_below(root, rules)
+    findings.sort()
+    return Result(tuple(findings), 0, len(paths), tuple(dirs), tuple(stamps), tuple(founds))
+
+
+def _store_summary(path: str, new: dict, findings: list, dirs: list, founds: list) -> None:
+    """Keep the walk's result for ``_from_summary``; racy stamps never match there."""
+    from sandbox import dirstamps
+
+    paths = list(new)
+    stamped_set = set(dirs)
+    found_of = dict(zip(dirs, founds))
+    stamped = bytes(1 if p in stamped_set else 0 for p in paths)
+    sparse = {i: list(found_of[p]) for i, p in enumerate(paths) if found_of.get(p)}
+    blob, _newest = dirstamps.pack(paths, [new[p][0] for p in paths])
+    _store(path, ((_SUMMARY, FORMAT), blob, tuple(findings), stamped, sparse))
 
 
 def open_long(path: str) -> int:

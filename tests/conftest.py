@@ -213,8 +213,9 @@ def _trust_backdated_stamps(monkeypatch, request):
         return
     if "racy" in request.node.name or "recent" in request.node.name:
         return
-    from sandbox import observe, policycache, scan
+    from sandbox import dirstamps, observe, policycache, scan
 
+    monkeypatch.setattr(dirstamps, "RACY_NS", 0)
     monkeypatch.setattr(observe, "RACY_NS", 0)
     monkeypatch.setattr(policycache, "RACY_NS", 0)
     monkeypatch.setattr(scan, "RACY_NS", 0)

@@ -132,6 +132,25 @@ def test_plan_not_owned_privately_is_ignored(place):
 
 def test_racy_inputs_are_not_cached(place):
     _base, _home, ws, env = place
-    (ws / "new-file").write_text("x")  # the workspace directory changed just now
+    config = ws / ".git" / "config"  # a file discovery reads, changed just now
+    config.write_text(config.read_text() + "\n")
     prepared = app.prepare(OPTS, env)
     assert prepared.racy
+
+
+def test_young_directory_is_cached_and_listed_again(place, monkeypatch):
+    """A directory changed within the racy window no longer keeps the plan from
+    being cached: its stamp is kept as one that never matches, so every run
+    lists it again (sandbox.relist) until it is old enough to trust."""
+    from sandbox import dirstamps
+
+    monkeypatch.setattr(dirstamps, "RACY_NS", 2_000_000_000)  # the real window, for directories
+    _base, _home, ws, env = place
+    (ws / "src" / "new-file").write_text("x")  # the directory changed just now
+    prepared = app.prepare(OPTS, env)
+    assert not prepared.racy
+    plancache.store(env, prepared, app.plan_meta(prepared))
+    plan = plancache.load(OPTS, env)
+    assert plan is not None and plan["argv"] + OPTS.command == prepared.invocation.argv
+    (ws / "src" / ".env").write_text("TOKEN=x\n")  # possibly within the same clock tick
+    assert plancache.load(OPTS, env) is None

@@ -410,3 +410,34 @@ def test_git_dirs_and_dotgit_entries_are_found_under_every_name(tmp_path, where)
     assert (where, "gitdir", True) in got
     kinds = {k for p, k, _ in got if p == f"sub/{where}/.git"}
     assert kinds & {"git", "git-buried"}, got
+
+
+@pytest.mark.parametrize("change", ["new-file", "new-secret", "inside-git", "new-dir", "removed-dir"])
+def test_summary_is_the_walk_and_any_change_is_seen(tmp_path, change):
+    """A walk whose directories are all unchanged returns its kept summary
+    (without loading the per-directory cache); a change anywhere it went,
+    inside .git too, takes the full walk, which finds what a walk without any
+    cache finds."""
+    root = tmp_path / "ws"
+    touch(root / "src" / "a.py")
+    touch(root / "lib" / "x" / "b.py")
+    touch(root / ".git" / "HEAD", "ref: refs/heads/main\n")
+    touch(root / ".git" / "refs" / "heads" / "main", "0" * 40 + "\n")
+    (root / ".vscode").mkdir()
+    age(root)
+    cache = str(tmp_path / "c.scan")
+    first = scan.walk(str(root), RULES, cache)
+    second = scan.walk(str(root), RULES, cache)
+    assert os.path.exists(cache + ".sum")
+    assert second.dirs_listed == 0 and second.findings == first.findings
+    assert (second.dirs, second.stamps, second.found) == (first.dirs, first.stamps, first.found)
+    {"new-file": lambda: touch(root / "src" / "c.py"),
+     "new-secret": lambda: touch(root / "lib" / "x" / ".env", "K=1\n"),
+     "inside-git": lambda: touch(root / ".git" / "refs" / "heads" / "x" / "HEAD", "ref: y\n"),
+     "new-dir": lambda: (root / "lib" / "x" / ".claude").mkdir(),
+     "removed-dir": lambda: [os.unlink(root / "lib" / "x" / "b.py"),
+                             os.rmdir(root / "lib" / "x")]}[change]()
+    third = scan.walk(str(root), RULES, cache)
+    assert third.dirs_listed > 0
+    fresh = scan.walk(str(root), RULES, None)
+    assert (third.findings, third.dirs, third.found) == (fresh.findings, fresh.dirs, fresh.found)
