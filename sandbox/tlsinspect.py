@@ -69,7 +69,12 @@ class Inspector:
         with self._lock:
             ctx = self._upstream.get(cafile)
         if ctx is None:
-            ctx = ssl.create_default_context(cafile=cafile or None)
+            if cafile:
+                ctx = ssl.create_default_context(cafile=cafile)
+            else:  # the host's roots, read as handshakes need them (sandbox.tlsroots)
+                from sandbox import tlsroots
+
+                ctx = tlsroots.host_roots_context()
             ctx.minimum_version = ssl.TLSVersion.TLSv1_2
             ctx.set_alpn_protocols(["http/1.1"])
             with self._lock:
