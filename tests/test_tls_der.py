@@ -149,3 +149,19 @@ def test_signing_falls_back_to_cryptographys_own_ecdsa_if_the_shortcut_is_refuse
     leaf = x509.load_pem_x509_certificate(ca.leaf_pem("api.test"))
     leaf.verify_directly_issued_by(x509.load_pem_x509_certificate(ca.cert_pem))
     assert type(ca._ecdsa) is ec.ECDSA
+
+
+def test_the_proxys_warm_start_loads_no_module_it_does_not_need():
+    """What an inspecting proxy does before the first request (sandbox.egress:
+    the CA, the inspector, the host's roots, the named hosts' leaves): not
+    cryptography.x509 (22 ms), not sandbox.resources and pathlib (2 ms,
+    only for a refused handshake's message)."""
+    code = ("import sys\nfrom sandbox import egress, tlsca, tlsinspect\n"
+            "ca = tlsca.RunCA(['api.test'])\n"
+            "rules = egress.build_rules({'allow': [['api.test', [443], [], [], 'p', True, '']],"
+            " 'deny': [], 'hosts': []})\n"
+            "tlsinspect.Inspector(ca).warm(rules)\n"
+            "print(sorted(m for m in ('cryptography.x509', 'sandbox.resources', 'pathlib', "
+            "'hashlib', 'email.utils') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
