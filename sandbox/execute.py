@@ -204,11 +204,12 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
             try:
                 if session is not None:  # TLS inspection: the run's CA trusted inside
                     run_argv, run_status, run_seccomp, env = session.inspect(
-                        run_argv, run_status, run_seccomp, env)
+                        run_argv, run_status, run_seccomp, env, gated=backend_name == "bwrap")
                 outcome = runner.run(run_argv, env, run_status, interactive, run_seccomp, applied,
                                      grace, bridge=session.bridge if session is not None
                                      and backend_name == "bwrap"
-                                     else names.bridge if names is not None else None)
+                                     else names.bridge if names is not None else None,
+                                     gate=session.gate if session is not None else None)
             except SandboxError as err:  # the bridge could not be made: nothing ran
                 if watcher is not None:
                     watcher.findings()  # releases the watch off the exit path
