@@ -99,7 +99,7 @@ class Session:
         # TLS inspection: the proxy sends the run CA's certificate back here
         ca_read, ca_write = os.pipe() if data.get("inspect") else (None, None)
         self.ca_fd, self.trust = ca_read, None
-        # bwrap's --block-fd, for runner.run (see ``inspect``): (read end, release)
+        # the bundle's pipe to bwrap, for runner.run (see ``inspect``): (read end, release)
         self.gate: tuple | None = None
         self._gate_fds: list[int] = []
         self._ca_pending: int | None = None  # the CA pipe, between inspect and release
@@ -325,7 +325,7 @@ def _proxy_main(channel, data: dict, events_fd: int, wrapper: int, ca_fd: int | 
 def _make_inspector(data: dict, ca_fd: int):
     """The run's CA, in this process only; its certificate goes to ``ca_fd``.
 
-    The wrapper waits for that certificate before it starts bwrap, so only
+    bwrap waits for that certificate before it starts the command, so only
     what the CA needs is imported first (``cryptography``'s key code, about
     15 ms: the certificates are laid out by ``sandbox.x509der``);
     the inspector's HTTP side comes after, while the command starts.
