@@ -99,6 +99,10 @@ class Session:
         # TLS inspection: the proxy sends the run CA's certificate back here
         ca_read, ca_write = os.pipe() if data.get("inspect") else (None, None)
         self.ca_fd, self.trust = ca_read, None
+        # the bundle's pipe to bwrap, for runner.run (see ``inspect``): (read end, release)
+        self.gate: tuple | None = None
+        self._gate_fds: list[int] = []
+        self._ca_pending: int | None = None  # the CA pipe, between inspect and release
 
         def main() -> None:
             launcher_end.close()
@@ -121,10 +125,24 @@ class Session:
         self.bridge = _HostChannel(launcher_end) if mode == "host" else netns.Bridge(launcher_end, mode)
         self.result: dict | None = None
 
-    def inspect(self, argv, status, seccomp, env):
-        """For a profile that inspects TLS: wait for the run's CA, bind the
-        combined bundle over the system's inside (``sandbox.tlstrust``);
-        returns the argv, its moved option indexes and the command's env."""
+    def inspect(self, argv, status, seccomp, env, gated: bool = False):
+        """For a profile that inspects TLS: bind the combined bundle over the
+        system's inside (``sandbox.tlstrust``); returns the argv, its moved
+        option indexes and the command's env.
+
+        Not ``gated``: the run CA's certificate is waited for here, before
+        bwrap starts, and the bundle is a file bound inside.  ``gated``
+        (bwrap): the bundle reaches bwrap through a pipe
+        (``--ro-bind-data``), and ``self.gate`` is set for ``runner.run``,
+        which starts bwrap and then calls ``release``: that writes the roots,
+        waits for the certificate while bwrap makes its other mounts, and
+        writes it last.  bwrap reads the pipe to its end before it goes on,
+        so the command cannot start with an incomplete bundle.  If the CA
+        cannot be made, ``release`` raises and the runner kills bwrap before
+        the pipe's write end closes (end-of-file would give the command the
+        roots alone: inspected hosts would fail, nothing else would open,
+        but the run is refused instead, as without the gate).
+        """
         if self.ca_fd is None and self.trust is None:
             return argv, status, seccomp, env
         from sandbox import tlstrust
@@ -135,10 +153,17 @@ class Session:
                 # the roots are written while the proxy is still making the
                 # CA; only its certificate is waited for
                 try:
-                    trust = tlstrust.Trust(env, tlstrust.state_dir(os.environ))
+                    trust = tlstrust.Trust(env, None if gated else
+                                           tlstrust.state_dir(os.environ))
                 except BaseException:
                     os.close(fd)
                     raise
+                if gated:
+                    self.trust, self._ca_pending = trust, fd
+                    self._gate_fds = list(os.pipe())
+                    self.gate = (self._gate_fds[0], self.release)
+                    return (*trust.argv(argv, status, seccomp, data_fd=self._gate_fds[0]),
+                            {**env, **trust.env()})
                 try:
                     trust.add_ca(tlstrust.read_ca(fd))
                 except BaseException:
@@ -146,11 +171,34 @@ class Session:
                     raise
                 self.trust = trust
             except OSError as exc:
-                from sandbox.errors import SetupError
-
-                raise SetupError(f"cannot write the CA bundle for TLS inspection: "
-                                 f"{exc.strerror or exc}; the command was not run") from None
+                raise _bundle_error(exc) from None
         return (*self.trust.argv(argv, status, seccomp), {**env, **self.trust.env()})
+
+    def release(self) -> None:
+        """Called by the runner once bwrap runs (gated ``inspect``): the
+        bundle through bwrap's pipe, the run CA's certificate last.  Raises
+        (SetupError) if the CA cannot be made; bwrap is then killed by the
+        runner before ``finish`` closes the pipe."""
+        from sandbox import tlstrust
+
+        read_end, write_end = self._gate_fds
+        os.close(read_end)  # bwrap has its own copy now
+        self._gate_fds = [write_end]
+        fd, self._ca_pending = self._ca_pending, None
+        try:
+            # blocks until bwrap reads, after its other mounts: the proxy
+            # makes the CA meanwhile
+            _write_all(write_end, self.trust.roots)
+        except BrokenPipeError:  # bwrap gave up before: the runner reports why
+            os.close(fd)
+            return
+        ca = tlstrust.read_ca(fd)  # closes fd; raises if the CA was not made
+        try:
+            _write_all(write_end, ca.rstrip(b"\n") + b"\n")
+        except BrokenPipeError:
+            return
+        self._gate_fds = []
+        os.close(write_end)  # end-of-file: bwrap binds the bundle and goes on
 
     def finish(self) -> dict:
         """Stop the proxy (once); return what it saw, for the report."""
@@ -163,6 +211,12 @@ class Session:
         if self.ca_fd is not None:
             os.close(self.ca_fd)
             self.ca_fd = None
+        if self._ca_pending is not None:
+            os.close(self._ca_pending)
+            self._ca_pending = None
+        for fd in self._gate_fds:  # bwrap is gone by now (runner.run returned)
+            os.close(fd)
+        self._gate_fds = []
         if self.trust is not None:
             self.trust.remove()
         events, stats = _read_events(self.events_fd)
@@ -199,6 +253,17 @@ def _anonymous_file(name: str) -> int:
 
     with tempfile.TemporaryFile(prefix=name) as fh:
         return os.dup(fh.fileno())
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _bundle_error(exc: OSError):
+    from sandbox.errors import SetupError
+
+    return SetupError(f"cannot write the CA bundle for TLS inspection: "
+                      f"{exc.strerror or exc}; the command was not run")
 
 
 def _proxy_main(channel, data: dict, events_fd: int, wrapper: int, ca_fd: int | None = None,
@@ -282,8 +347,9 @@ def _proxy_main(channel, data: dict, events_fd: int, wrapper: int, ca_fd: int | 
 def _make_inspector(data: dict, ca_fd: int):
     """The run's CA, in this process only; its certificate goes to ``ca_fd``.
 
-    The wrapper waits for that certificate before it starts bwrap, so only
-    what the CA needs is imported first (``cryptography``, about 40 ms);
+    bwrap waits for that certificate before it starts the command, so only
+    what the CA needs is imported first (``cryptography``'s key code, about
+    15 ms: the certificates are laid out by ``sandbox.x509der``);
     the inspector's HTTP side comes after, while the command starts.
     """
     ca = None

@@ -95,6 +95,17 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
         if not opts.quiet:
             for line in vault.notes():
                 print(line, file=sys.stderr)
+    early = None
+    if egress is not None and egress.get("inspect"):
+        # TLS inspection: bwrap waits for the run's CA, which the proxy makes
+        # as it starts; started here, before the audit's snapshot and the
+        # watch, it makes the CA while they run (docs/performance.md)
+        from sandbox import egress as egress_mod
+
+        try:
+            early = egress_mod.Session(egress, bridge, secrets)
+        except OSError:
+            early = None  # tried again below, which refuses the run in words
     pending = None
     if audit_spec is not None:
         from sandbox import gitsnapshot
@@ -108,12 +119,16 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
             audit_spec = dict(audit_spec, snapshot=gitsnapshot.take(audit_spec))
             pending = markers.create(audit_spec)  # the next run audits if we are killed
         except OSError as exc:
+            if early is not None:
+                early.finish()
             return fail(opts, SetupError(f"cannot record the pending audit in {audit_spec['state']}: "
                                          f"{exc.strerror or exc}; the command was not run",
                                          hint="make the state directory writable "
                                               "(XDG_CACHE_HOME/sandbox)",
                                          code="state_dir_invalid"), meta, started, target)
         except Exception as exc:  # noqa: BLE001 - fail closed, without a traceback
+            if early is not None:
+                early.finish()
             return fail(opts, SetupError(f"internal error while taking the pre-run snapshot "
                                          f"({type(exc).__name__}: {exc}); the command was not run",
                                          code="internal_error"),
@@ -136,7 +151,8 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
             from sandbox import egress as egress_mod
 
             try:
-                session = egress_mod.Session(egress, bridge, secrets)  # the proxy starts before bwrap
+                # the proxy starts before bwrap (the first attempt's may have started already)
+                session, early = early or egress_mod.Session(egress, bridge, secrets), None
             except OSError as exc:
                 _audit(audit_spec, pending)
                 return fail(opts, SetupError(f"cannot start the egress proxy: {exc.strerror or exc}; "
@@ -195,12 +211,13 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
             try:
                 if session is not None:  # TLS inspection: the run's CA trusted inside
                     run_argv, run_status, run_seccomp, env = session.inspect(
-                        run_argv, run_status, run_seccomp, env)
+                        run_argv, run_status, run_seccomp, env, gated=backend_name == "bwrap")
                 outcome = runner.run(run_argv, env, run_status, interactive, run_seccomp, applied,
                                      grace, bridge=session.bridge if session is not None
                                      and backend_name == "bwrap"
                                      else names.bridge if names is not None else None,
-                                     plain=backend_name == "seatbelt")
+                                     plain=backend_name == "seatbelt",
+                                     gate=session.gate if session is not None else None)
             except SandboxError as err:  # the bridge could not be made: nothing ran
                 if watcher is not None:
                     watcher.findings()  # releases the watch off the exit path

@@ -169,7 +169,8 @@ def _long_options_to_fd(argv: list[str], status_fd_arg: int, seccomp, keep: list
 
 def run(argv, env: dict[str, str], status_fd_arg: int | None, interactive: bool,
         seccomp: tuple[int, str] | None = None, limits: "Limits | None" = None,
-        grace: float = GRACE_DEFAULT, bridge=None, plain: bool = False) -> Outcome:
+        grace: float = GRACE_DEFAULT, bridge=None, plain: bool = False,
+        gate=None) -> Outcome:
     """Run bwrap's argv to completion and return what happened.
 
     ``plain``: the argv is not bwrap's but a launcher that becomes the
@@ -182,7 +183,12 @@ def run(argv, env: dict[str, str], status_fd_arg: int | None, interactive: bool,
     (see ``Limits``) are applied to bwrap and so to everything in the
     sandbox, never to this process; its cgroup is removed before returning.
     ``bridge`` (a ``sandbox.netns.Bridge``) puts bwrap in a network namespace
-    whose only way out is the egress proxy.
+    whose only way out is the egress proxy.  ``gate`` is (fd, release) for
+    an argv with ``--block-fd fd`` (``sandbox.egress.Session.inspect``):
+    bwrap gets ``fd``, and once it runs ``release()`` is called, which lets
+    it start the command or raises; then bwrap is killed before anything
+    else happens (its gate must not see end-of-file), and the error is
+    raised from here.
 
     The caller's terminal never reaches the command: when any of fds 0-2 is
     a terminal, those fds are replaced by a private pty that this process
@@ -199,6 +205,7 @@ def run(argv, env: dict[str, str], status_fd_arg: int | None, interactive: bool,
     if plain:  # nothing reports through the pipe: the command must not hold it
         os.close(write_fd)
         keep = []
+    passed = [gate[0]] if gate is not None else []  # inherited, but the caller's to close
     if seccomp is not None:
         bpf_fd = os.open(seccomp[1], os.O_RDONLY | os.O_CLOEXEC)
         argv[seccomp[0]] = str(bpf_fd)
@@ -247,7 +254,7 @@ def run(argv, env: dict[str, str], status_fd_arg: int | None, interactive: bool,
         if master is not None:  # raw before the start: keys typed from now on are the command's
             relay = Relay(master, 0 if ttys[0] else None, ttys.index(True), slave)
         try:
-            proc = _Proc(_spawn_bridged(argv, env, keep, stdio, limits, bridge))
+            proc = _Proc(_spawn_bridged(argv, env, keep + passed, stdio, limits, bridge))
             if bridge is not None:
                 bridge.started()  # after the fork: a bridge may start a thread now
         finally:
@@ -255,6 +262,12 @@ def run(argv, env: dict[str, str], status_fd_arg: int | None, interactive: bool,
                 os.close(fd)
             if slave is not None:
                 os.close(slave)
+        if gate is not None:
+            try:
+                gate[1]()
+            except BaseException:
+                _kill_before_start(proc)
+                raise
         outcome = _supervise(proc, _Status(read_fd), relay, pending,
                              limits.timeout if limits is not None else None, grace, plain)
         if limits is not None:
@@ -772,6 +785,20 @@ def _own_cgroup() -> tuple[str | None, str]:
             if os.path.isdir(path):
                 return path, ""
     return None, f"the cgroup v2 hierarchy is not mounted where this process's cgroup ({rel}) is visible"
+
+
+def _kill_before_start(proc: "_Proc") -> None:
+    """bwrap waits on its --block-fd and the command has not started: kill
+    bwrap and its process group now, and reap it (its sandbox child dies with
+    it: --die-with-parent)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except OSError:
+        try:
+            os.kill(proc.pid, signal.SIGKILL)
+        except OSError:
+            pass
+    proc.wait()
 
 
 class _Proc:

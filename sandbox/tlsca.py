@@ -15,49 +15,72 @@ Leaf certificates are minted per host on first use and cached for the run,
 all with one leaf key of their own (generating a key per host would cost
 time and buy nothing: the key never leaves this process either).
 
-Why this module and no other imports ``cryptography``: its import costs about
-40 ms, which only runs that inspect TLS should pay (and pay in this process,
-alongside the start of bwrap).
+Why this module and no other imports ``cryptography``: its key code costs
+about 12 ms to import (``typing`` most of it, which the proxy's HTTP code
+loads anyway), which only runs that inspect TLS should pay (and pay in this
+process, alongside the start of bwrap).  Not ``cryptography.x509``: that
+package loads every x509 module, about 22 ms more, so the two certificates
+are laid out by ``sandbox.x509der`` and only signed here.
 """
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
+import _thread  # not threading: 3 ms to import, for a lock, before the CA is out
 import os
-import threading
+import time
 
-from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-# The wrapper waits for this import before bwrap starts (sandbox.egress), so
-# only what the CA needs: the public ``serialization`` package also loads
-# its SSH key code (and with it ``dataclasses`` and the ciphers), about 10 ms
-# of CPU for one name that lives in ``_serialization``, which x509 has
-# loaded already (and the leaf key is encoded here: ``_p256_key_pem``).  The
-# public package is the fallback should a release move the name.
-try:
-    from cryptography.hazmat.primitives._serialization import Encoding
-except ImportError:  # pragma: no cover - depends on the installed release
-    from cryptography.hazmat.primitives.serialization import Encoding
+from sandbox import x509der
 
 # Long enough for any run; a clock set a little wrong inside must not matter.
-_VALID_BEFORE = datetime.timedelta(hours=1)
-_VALID_FOR = datetime.timedelta(days=30)
+_VALID_BEFORE = 3600  # seconds (an hour)
+_VALID_FOR = 30 * 86400  # seconds (30 days)
 MAX_LEAVES = 256  # TLS contexts kept (a wildcard rule can name many hosts; more are made again)
 
 
-def _constraint(pattern: str) -> x509.GeneralSubtree | None:
-    """The permitted subtree for one inspected rule host (None: cannot be expressed)."""
-    try:
-        addr = ipaddress.ip_address(pattern)
-    except ValueError:
-        # "*.example.com" -> example.com and every name under it (RFC 5280
-        # dNSName constraints cover the name and its subdomains)
-        return x509.DNSName(pattern[2:] if pattern.startswith("*.") else pattern)
-    return x509.IPAddress(ipaddress.ip_network(f"{addr}/{addr.max_prefixlen}"))
+def _point(key) -> bytes:
+    """The uncompressed P-256 public point (65 bytes)."""
+    pub = key.public_key().public_numbers()
+    return b"\x04" + pub.x.to_bytes(32, "big") + pub.y.to_bytes(32, "big")
+
+
+class _SHA256ECDSA(ec.ECDSA):
+    """ECDSA with SHA-256, randomised (not RFC 6979), as ``ec.ECDSA(hashes.SHA256())``.
+
+    ``ECDSA.__init__`` imports cryptography's OpenSSL backend module (about
+    6 ms, ciphers and RSA padding with it) only to check that deterministic
+    signing is supported, which is not asked for here.  The key's ``sign``
+    reads just the two properties below; ``_sign`` falls back to the real
+    constructor should a release want more.
+    """
+
+    def __init__(self) -> None:  # noqa: D107 - nothing to check (see above)
+        pass
+
+    @property
+    def algorithm(self):
+        return _SHA256
+
+    @property
+    def deterministic_signing(self) -> bool:
+        return False
+
+
+_SHA256 = hashes.SHA256()
+
+
+def _key_id(point: bytes) -> bytes:
+    """RFC 5280 4.2.1.2 method 1: SHA-1 of the public key's bits (not hashlib: 2 ms to import)."""
+    digest = hashes.Hash(hashes.SHA1())
+    digest.update(point)
+    return digest.finalize()
+
+
+def _serial() -> int:
+    """159 random bits: positive, at most 20 bytes (RFC 5280 4.1.2.2)."""
+    return int.from_bytes(os.urandom(20), "big") >> 1
 
 
 class RunCA:
@@ -65,50 +88,34 @@ class RunCA:
 
     def __init__(self, hosts: list[str]) -> None:
         """``hosts``: the inspected rules' hosts (names, ``*.suffix`` patterns, IPs)."""
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = time.time()
         self._not_before, self._not_after = now - _VALID_BEFORE, now + _VALID_FOR
         self._key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "sandbox"),
-            # a different name each run: a bundle left over from another run
-            # can never be mistaken for this one
-            x509.NameAttribute(NameOID.COMMON_NAME, f"sandbox run CA {os.urandom(6).hex()}"),
-        ])
-        self._name = name
-        names = [c for c in (_constraint(h) for h in dict.fromkeys(hosts)) if c is not None]
-        dns = [c for c in names if isinstance(c, x509.DNSName)]
-        ips = [c for c in names if isinstance(c, x509.IPAddress)]
-        builder = (x509.CertificateBuilder()
-                   .subject_name(name).issuer_name(name)
-                   .public_key(self._key.public_key())
-                   .serial_number(x509.random_serial_number())
-                   .not_valid_before(self._not_before).not_valid_after(self._not_after)
-                   .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-                   .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True,
-                                                crl_sign=True, content_commitment=False,
-                                                key_encipherment=False, data_encipherment=False,
-                                                key_agreement=False, encipher_only=False,
-                                                decipher_only=False), critical=True)
-                   .add_extension(x509.SubjectKeyIdentifier.from_public_key(
-                       self._key.public_key()), critical=False))
-        if dns or ips:
-            # RFC 5280: a name type with no permitted entry is unconstrained,
-            # so without an inspected IP every address is excluded outright
-            excluded = []
-            if not ips:
-                excluded += [x509.IPAddress(ipaddress.ip_network("0.0.0.0/0")),
-                             x509.IPAddress(ipaddress.ip_network("::/0"))]
-            builder = builder.add_extension(
-                x509.NameConstraints(permitted_subtrees=names or None,
-                                     excluded_subtrees=excluded or None), critical=True)
-        self._cert = builder.sign(self._key, hashes.SHA256())
-        self._ski = x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key())
-        self.cert_pem = self._cert.public_bytes(Encoding.PEM)
+        point = _point(self._key)
+        # a different name each run: a bundle left over from another run
+        # can never be mistaken for this one
+        self._name = x509der.name(O="sandbox", CN=f"sandbox run CA {os.urandom(6).hex()}")
+        self._key_id = _key_id(point)
+        self._ecdsa = _SHA256ECDSA()
+        der = x509der.ca_certificate(subject=self._name, point=point, key_id=self._key_id,
+                                     serial=_serial(),
+                                     not_before=self._not_before, not_after=self._not_after,
+                                     permitted=list(hosts), sign=self._sign)
+        self.cert_pem = x509der.pem(der)
         self._contexts: dict = {}  # host -> ssl.SSLContext
-        self._lock = threading.Lock()
+        self._lock = _thread.allocate_lock()
         # the leaf key is made on first use, after the CA's certificate is
         # out: the wrapper waits only for the CA
         self._leaf: tuple | None = None  # (key, its PEM)
+
+    def _sign(self, data: bytes) -> bytes:
+        try:
+            return self._key.sign(data, self._ecdsa)
+        except Exception:  # noqa: BLE001 - a release that wants more than the shortcut gives
+            if type(self._ecdsa) is ec.ECDSA:
+                raise
+            self._ecdsa = ec.ECDSA(_SHA256)
+            return self._key.sign(data, self._ecdsa)
 
     def _leaf_key(self) -> tuple:
         with self._lock:
@@ -119,27 +126,11 @@ class RunCA:
 
     def leaf_pem(self, host: str) -> bytes:
         """A certificate for ``host`` (a normalised name or IP), signed by this CA."""
-        try:
-            san: x509.GeneralName = x509.IPAddress(ipaddress.ip_address(host))
-            # no common name: OpenSSL would check "127.0.0.1" in it against
-            # the CA's DNS name constraints
-            subject = x509.Name([])
-        except ValueError:
-            san = x509.DNSName(host)
-            subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host[:64])])
-        cert = (x509.CertificateBuilder()
-                .subject_name(subject)
-                .issuer_name(self._name)
-                .public_key(self._leaf_key()[0].public_key())
-                .serial_number(x509.random_serial_number())
-                .not_valid_before(self._not_before).not_valid_after(self._not_after)
-                .add_extension(x509.SubjectAlternativeName([san]), critical=False)
-                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-                .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),
-                               critical=False)
-                .add_extension(self._ski, critical=False)
-                .sign(self._key, hashes.SHA256()))
-        return cert.public_bytes(Encoding.PEM)
+        der = x509der.leaf_certificate(host=host, issuer=self._name, issuer_key_id=self._key_id,
+                                       point=_point(self._leaf_key()[0]), serial=_serial(),
+                                       not_before=self._not_before, not_after=self._not_after,
+                                       sign=self._sign)
+        return x509der.pem(der)
 
     def server_context(self, host: str):
         """The client-facing TLS context for ``host``, made once per host.
@@ -173,14 +164,9 @@ def _p256_key_pem(key) -> bytes:
     """The leaf key as PEM for ``ssl``, encoded here: cryptography's own
     ``private_bytes`` loads its whole serialization package (about 10 ms of
     CPU, SSH key code and ``dataclasses`` included) for these 121 bytes."""
-    import binascii
-
-    pub = key.public_key().public_numbers()
     der = (_P256_HEAD + key.private_numbers().private_value.to_bytes(32, "big") + _P256_CURVE
-           + pub.x.to_bytes(32, "big") + pub.y.to_bytes(32, "big"))
-    body = binascii.b2a_base64(der, newline=False)
-    lines = b"\n".join(body[i:i + 64] for i in range(0, len(body), 64))
-    return b"-----BEGIN EC PRIVATE KEY-----\n" + lines + b"\n-----END EC PRIVATE KEY-----\n"
+           + _point(key)[1:])
+    return x509der.pem(der, "EC PRIVATE KEY")
 
 
 def _load_chain(ctx, chain: bytes, key: bytes) -> None:

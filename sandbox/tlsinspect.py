@@ -28,7 +28,7 @@ import socket
 import ssl
 import threading
 
-from sandbox import netrules, resources
+from sandbox import netrules
 from sandbox.errors import printable
 from sandbox.proxy import _Client, _Gone, _Refused
 
@@ -37,8 +37,16 @@ _MAX_SESSIONS = 256
 # answered when the TLS handshake with the command's client fails; shown
 # apart from refusals by the rules (sandbox.egress.summary)
 HANDSHAKE_STATUS = 495
-_CLIENT_ADVICE = ("the client does not trust the run's CA: it pins certificates or uses its "
-                  f"own CA list ({resources.doc('network.md')}, 'TLS inspection')")
+
+
+def _client_advice() -> str:
+    """Said when a client refuses the run's certificate.  Made when needed:
+    ``sandbox.resources`` (pathlib) costs 2 ms to import, before the first
+    request of every inspecting run otherwise."""
+    from sandbox import resources
+
+    return ("the client does not trust the run's CA: it pins certificates or uses its "
+            f"own CA list ({resources.doc('network.md')}, 'TLS inspection')")
 
 
 class Inspector:
@@ -69,7 +77,12 @@ class Inspector:
         with self._lock:
             ctx = self._upstream.get(cafile)
         if ctx is None:
-            ctx = ssl.create_default_context(cafile=cafile or None)
+            if cafile:
+                ctx = ssl.create_default_context(cafile=cafile)
+            else:  # the host's roots, read as handshakes need them (sandbox.tlsroots)
+                from sandbox import tlsroots
+
+                ctx = tlsroots.host_roots_context()
             ctx.minimum_version = ssl.TLSVersion.TLSv1_2
             ctx.set_alpn_protocols(["http/1.1"])
             with self._lock:
@@ -123,7 +136,7 @@ class Inspector:
                 else:
                     reason = getattr(e, "reason", None) or str(e) or type(e).__name__
                     proxy._record(HANDSHAKE_STATUS, f"TLS handshake with the client failed "
-                                                    f"({reason}); {_CLIENT_ADVICE}",
+                                                    f"({reason}); {_client_advice()}",
                                   "CONNECT", name, port)
                 inner.answered = True  # nothing can be said to this client in HTTP
                 return
@@ -177,7 +190,7 @@ class _Inspected(_Client):
             # A client that checks a pinned key does so after the handshake
             # and then hangs up: say why, since it will only say "pin"
             self.proxy._record(HANDSHAKE_STATUS, "the client closed the TLS connection without "
-                                                 f"a request; {_CLIENT_ADVICE}",
+                                                 f"a request; {_client_advice()}",
                                "CONNECT", self.tunnel_host, self.tunnel_port)
             self.answered = True
         return request

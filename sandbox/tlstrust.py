@@ -1,11 +1,12 @@
 """Trusting the run's CA inside the sandbox: the wrapper's side of TLS inspection.
 
 The egress proxy process makes the run's CA (``sandbox.tlsca``) as soon as it
-starts and sends back only its certificate, over a pipe.  The wrapper waits
-for it, writes a combined bundle (the host's system roots, the CA files the
-caller's own variables named, and the run's CA) to a file of its own, and
-binds that file read-only *over the system bundle's path* inside the
-sandbox.  So clients that use the system's trust store without being told
+starts and sends back only its certificate, over a pipe.  The wrapper
+hands bwrap a combined bundle (the host's system roots, the CA files the
+caller's own variables named, and the run's CA) through another pipe,
+which bwrap binds read-only *over the system bundle's path* inside the
+sandbox (``--ro-bind-data``; the fallback without bwrap gets a file of the
+wrapper's own instead).  So clients that use the system's trust store without being told
 (OpenSSL's default, Python's ``ssl``, wget, Go, git and curl as built on
 Debian) trust the run's CA, and the variables below point everything else
 at the same file.  The CA key never leaves the proxy process.
@@ -51,7 +52,7 @@ CA_VARIABLES = (
 )
 MAX_CA_BYTES = 64 * 1024
 MAX_EXTRA_BYTES = 4 << 20  # a caller's own bundle carried over
-CA_WAIT = 20.0  # seconds for the proxy to make the CA (about 50 ms here)
+CA_WAIT = 20.0  # seconds for the proxy to make the CA (about 17 ms of CPU here)
 _PEM = b"-----BEGIN CERTIFICATE-----"
 
 
@@ -95,13 +96,17 @@ class Trust:
     """The combined bundle of one run, bound over the system bundle inside.
 
     Made in two steps so that the wrapper's share overlaps the proxy's:
-    the host's roots (and the caller's own CA files) are read and written
-    while the proxy process is still importing ``cryptography``
-    (``Trust(env, state)``), and only the run CA's certificate is appended
-    once it arrives (``add_ca``).  Until then the file is not bound anywhere.
+    the host's roots (and the caller's own CA files) are read (and, with a
+    ``state`` directory, written to a file) while the proxy process is still
+    importing ``cryptography`` (``Trust(env, state)``), and only the run
+    CA's certificate is added once it arrives (``add_ca``, or
+    ``sandbox.egress.Session.release`` through bwrap's pipe).  Until then
+    the bundle is not bound anywhere.
     """
 
-    def __init__(self, env: dict[str, str], state: str) -> None:
+    def __init__(self, env: dict[str, str], state: str | None) -> None:
+        """``state``: where the bundle file goes; None: no file, the roots are
+        kept in ``self.roots`` for bwrap's ``--ro-bind-data`` (``argv``)."""
         self.target = system_bundle()
         with open(self.target, "rb") as fh:
             parts = [fh.read()]
@@ -117,13 +122,17 @@ class Trust:
                             parts.append(fh.read())
                 except OSError:
                     pass
+        self.roots = b"\n".join(p.rstrip(b"\n") for p in parts) + b"\n"
+        self.path: str | None = None
+        self._fd: int | None = None
+        if state is None:
+            return
         directory = os.path.join(state, "tls")
         os.makedirs(directory, mode=0o700, exist_ok=True)
         self.path = os.path.join(directory, f"bundle-{os.getpid()}-{os.urandom(6).hex()}.pem")
-        self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL
-                                       | os.O_CLOEXEC, 0o644)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         try:
-            _write_all(self._fd, b"\n".join(p.rstrip(b"\n") for p in parts) + b"\n")
+            _write_all(self._fd, self.roots)
         except OSError:
             self.remove()
             raise
@@ -139,12 +148,21 @@ class Trust:
     def env(self) -> dict[str, str]:
         return {name: self.target for name in CA_VARIABLES}
 
-    def argv(self, argv: list[str], status: int | None, seccomp):
+    def argv(self, argv: list[str], status: int | None, seccomp, data_fd: int | None = None):
         """bwrap's argv with the bundle bound over the system's, after every
-        other mount (just before ``--chdir``); the option indexes that moved."""
+        other mount (just before ``--chdir``); the option indexes that moved.
+
+        ``data_fd``: the bundle comes through this pipe (``--ro-bind-data``)
+        instead of the file: bwrap makes every other mount first and then
+        reads it to its end, so the sandbox is set up while the run's CA is
+        still being made (``sandbox.egress.Session.release`` writes it).
+        """
         end = argv.index("--") if "--" in argv else len(argv)
         at = argv.index("--chdir", 1, end) if "--chdir" in argv[1:end] else end
-        bind = ["--ro-bind", self.path, self.target]
+        if data_fd is None:
+            bind = ["--ro-bind", self.path, self.target]
+        else:  # readable by every uid inside, as the system's bundle is
+            bind = ["--perms", "0444", "--ro-bind-data", str(data_fd), self.target]
         argv = [*argv[:at], *bind, *argv[at:]]
 
         def moved(index: int | None) -> int | None:
@@ -159,6 +177,8 @@ class Trust:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+        if self.path is None:
+            return
         try:
             os.unlink(self.path)
         except OSError:
