@@ -167,7 +167,7 @@ def _long_options_to_fd(argv: list[str], status_fd_arg: int, seccomp, keep: list
 
 def run(argv, env: dict[str, str], status_fd_arg: int | None, interactive: bool,
         seccomp: tuple[int, str] | None = None, limits: "Limits | None" = None,
-        grace: float = GRACE_DEFAULT, bridge=None) -> Outcome:
+        grace: float = GRACE_DEFAULT, bridge=None, meanwhile=None) -> Outcome:
     """Run bwrap's argv to completion and return what happened.
 
     ``seccomp`` is (argv index, BPF file): the file is opened and its
@@ -175,7 +175,10 @@ def run(argv, env: dict[str, str], status_fd_arg: int | None, interactive: bool,
     (see ``Limits``) are applied to bwrap and so to everything in the
     sandbox, never to this process; its cgroup is removed before returning.
     ``bridge`` (a ``sandbox.netns.Bridge``) puts bwrap in a network namespace
-    whose only way out is the egress proxy.
+    whose only way out is the egress proxy.  ``meanwhile``: the caller's own
+    work for after the run (imports, a helper process), called once bwrap
+    has started, so it overlaps bwrap setting up the sandbox; it must not
+    raise.
 
     The caller's terminal never reaches the command: when any of fds 0-2 is
     a terminal, those fds are replaced by a private pty that this process
@@ -245,6 +248,8 @@ def run(argv, env: dict[str, str], status_fd_arg: int | None, interactive: bool,
                 os.close(fd)
             if slave is not None:
                 os.close(slave)
+        if meanwhile is not None:
+            meanwhile()
         outcome = _supervise(proc, _Status(read_fd), relay, pending,
                              limits.timeout if limits is not None else None, grace)
         if limits is not None:
