@@ -788,9 +788,24 @@ class _Proc:
                 _, status = os.waitpid(self.pid, 0)
                 self.returncode = os.waitstatus_to_exitcode(status)
             return self.returncode
+        # bwrap closes the status pipe as it exits, a moment before it can be
+        # reaped: on a busy machine that moment often outlasted the first
+        # poll, and a 10 ms sleep then cost a whole start.  A pidfd becomes
+        # readable exactly when the process has exited.
         end = time.monotonic() + timeout
-        while self.poll() is None and time.monotonic() < end:
-            time.sleep(0.01)
+        try:
+            exit_fd = os.pidfd_open(self.pid)
+        except OSError:
+            exit_fd = None
+        try:
+            while self.poll() is None and time.monotonic() < end:
+                if exit_fd is not None:
+                    select.select([exit_fd], [], [], max(0.0, end - time.monotonic()))
+                else:
+                    time.sleep(0.01)
+        finally:
+            if exit_fd is not None:
+                os.close(exit_fd)
         return self.returncode
 
 
