@@ -146,7 +146,7 @@ def _load(fd: int):
     try:
         with os.fdopen(os.dup(fd), "rb") as fh:
             fh.seek(0)
-            spec = marshal.load(fh)
+            spec = marshal.loads(fh.read())  # not marshal.load: statefile.load
     except (OSError, EOFError, ValueError, TypeError):
         return None
     return spec if isinstance(spec, dict) else None
