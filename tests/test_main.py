@@ -252,3 +252,16 @@ def test_exit_now_waits_for_threading_threads():
                      "t = threading.Thread(target=lambda: (time.sleep(0.2), print('joined')))\n"
                      "t.start()\nexit_now(0)")
     assert (done.returncode, done.stdout) == (0, "joined\n")
+
+
+def test_main_collects_garbage_less_often():
+    # the collector's default (700) made it walk the start's objects 14 times
+    import subprocess
+    import sys
+
+    code = ("import gc, sys; sys.argv = ['sandbox', '--version']\n"
+            "from sandbox.__main__ import main, GC_THRESHOLD\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "print(gc.get_threshold()[0] == GC_THRESHOLD > 700)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.splitlines()[-1] == "True"
