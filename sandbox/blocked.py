@@ -121,8 +121,9 @@ class Watch:
     def _close(self) -> None:
         self.hand_over()
         os.close(self.fd)  # not the last reference when cat holds one
-        if self.release >= 0:
+        if self.release is not None and self.release >= 0:
             os.close(self.release)
+        self.release = None
         self.fd = -1
 
     def findings(self) -> list[dict]:
