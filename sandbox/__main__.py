@@ -19,6 +19,8 @@ from sandbox import selfguard
 # workspace, for `python -m sandbox`) may shadow a module we load later.
 selfguard.harden_sys_path(module_run=__name__ == "__main__")
 
+GC_THRESHOLD = 20_000  # allocations between young-generation collections (Python's is 700)
+
 _VALUE_OPTS = {"--profile": "profile", "-p": "profile", "--workspace": "workspace",
                "-w": "workspace", "--report": "report", "--report-fd": "report",
                "--timeout": "timeout", "--network": "network"}
@@ -102,7 +104,40 @@ def parse_sh(args: list[str]):
     return opts
 
 
+def exit_now(status: int) -> None:
+    """End the process once a run is over: flush our streams, then ``os._exit``.
+
+    Python's own shutdown (tearing down every module and object) took about
+    3 ms of every run here and does nothing a finished run needs: what the
+    run wrote (marker, report, audit log, plan) is written with ``os.write``
+    or in ``with`` blocks and closed by now, and the resolver's thread is
+    told to stop.  Whenever shutdown could matter, it runs as before: an
+    ``atexit`` handler was registered (a site hook, a coverage tool), the
+    ``threading`` module has a thread to join, or a flush fails (a closed
+    pipe, which Python then reports as it always did).
+    """
+    import atexit
+
+    threading = sys.modules.get("threading")
+    if (atexit._ncallbacks() == 0 and isinstance(status, int)
+            and (threading is None or threading.active_count() <= 1)):
+        try:
+            for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+                if stream is not None:
+                    stream.flush()
+        except Exception:  # noqa: BLE001 - the normal exit reports it
+            sys.exit(status)
+        os._exit(status)
+    sys.exit(status)
+
+
 def main() -> None:
+    # A start allocates some 10,000 objects (the modules' code, the plan) and
+    # frees few of them: at the default threshold (700) the collector walked
+    # them 14 times per cached run, about 1 ms.  It still runs, less often.
+    import gc
+
+    gc.set_threshold(GC_THRESHOLD, 10, 10)
     args = sys.argv[1:]
     if args == ["--version"]:  # asked by scripts and plugins: not worth importing typer
         from sandbox import __version__
@@ -130,7 +165,7 @@ def main() -> None:
                 from sandbox.app import run
 
                 status = run(opts, environ)
-            sys.exit(status)
+            exit_now(status)
     from sandbox.cli import main as cli_main
 
     cli_main()

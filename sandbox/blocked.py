@@ -83,13 +83,14 @@ class Watch:
 
     Closing an inotify instance that has watches waits for the kernel's
     fsnotify grace period (SRCU: 4 to 16 ms measured here), and so does the
-    exit of the last process holding it.  So after the run a small host
-    process (``runner.hold``) takes over the last reference and the wait
-    happens there, off the run's path.
+    exit of the last process holding it.  So a small host process
+    (``runner.hold``), started while the command runs (``hand_over``), takes
+    over the last reference and the wait happens there, off the run's path.
     """
 
     def __init__(self, data: dict) -> None:
         self.fd = -1
+        self.release = None  # the holder's pipe (``hand_over``), -1 if it could not start
         self.dirs: dict[int, tuple[str, dict[str, str]]] = {}
         if not data["watch"]:
             return
@@ -105,16 +106,24 @@ class Watch:
             if wd >= 0:
                 self.dirs[wd] = (directory, dict(names))
 
-    def _close(self) -> None:
+    def hand_over(self) -> None:
+        """Start the holder of the last reference now (while the command runs),
+        so that ``findings`` only has to close."""
+        if self.fd < 0 or self.release is not None:
+            return
         from sandbox import runner
 
         try:
-            release = runner.hold(self.fd)
+            self.release = runner.hold(self.fd)
         except OSError:
-            release = -1
+            self.release = -1
+
+    def _close(self) -> None:
+        self.hand_over()
         os.close(self.fd)  # not the last reference when cat holds one
-        if release >= 0:
-            os.close(release)
+        if self.release is not None and self.release >= 0:
+            os.close(self.release)
+        self.release = None
         self.fd = -1
 
     def findings(self) -> list[dict]:

@@ -83,7 +83,7 @@ def load(opts, environ: dict[str, str]) -> dict | None:
         return None
     try:
         with open(path, "rb") as fh:
-            plan = marshal.load(fh)
+            plan = marshal.loads(fh.read())  # not marshal.load: statefile.load
     except (OSError, EOFError, ValueError, TypeError):
         return None
     if not isinstance(plan, dict) or plan.get("format") != FORMAT:

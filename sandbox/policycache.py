@@ -51,7 +51,7 @@ def load(spec: str, ctx: profile.Context, state: str | None) -> tuple[Policy, bo
     if path:
         try:
             with open(path, "rb") as fh:
-                entry = marshal.load(fh)
+                entry = marshal.loads(fh.read())  # not marshal.load: statefile.load
             deps = entry["deps"]
             if still_valid(deps):
                 return from_data(entry["policy"]), True, deps

@@ -170,7 +170,7 @@ def _long_options_to_fd(argv: list[str], status_fd_arg: int, seccomp, keep: list
 def run(argv, env: dict[str, str], status_fd_arg: int | None, interactive: bool,
         seccomp: tuple[int, str] | None = None, limits: "Limits | None" = None,
         grace: float = GRACE_DEFAULT, bridge=None, plain: bool = False,
-        gate=None) -> Outcome:
+        gate=None, meanwhile=None) -> Outcome:
     """Run bwrap's argv to completion and return what happened.
 
     ``plain``: the argv is not bwrap's but a launcher that becomes the
@@ -188,7 +188,10 @@ def run(argv, env: dict[str, str], status_fd_arg: int | None, interactive: bool,
     bwrap gets ``fd``, and once it runs ``release()`` is called, which lets
     it start the command or raises; then bwrap is killed before anything
     else happens (its gate must not see end-of-file), and the error is
-    raised from here.
+    raised from here.  ``meanwhile``: the caller's own
+    work for after the run (imports, a helper process), called once bwrap
+    has started, so it overlaps bwrap setting up the sandbox; it must not
+    raise.
 
     The caller's terminal never reaches the command: when any of fds 0-2 is
     a terminal, those fds are replaced by a private pty that this process
@@ -268,6 +271,8 @@ def run(argv, env: dict[str, str], status_fd_arg: int | None, interactive: bool,
             except BaseException:
                 _kill_before_start(proc)
                 raise
+        if meanwhile is not None:
+            meanwhile()
         outcome = _supervise(proc, _Status(read_fd), relay, pending,
                              limits.timeout if limits is not None else None, grace, plain)
         if limits is not None:
@@ -826,9 +831,24 @@ class _Proc:
                 _, status = os.waitpid(self.pid, 0)
                 self.returncode = os.waitstatus_to_exitcode(status)
             return self.returncode
+        # bwrap closes the status pipe as it exits, a moment before it can be
+        # reaped: on a busy machine that moment often outlasted the first
+        # poll, and a 10 ms sleep then cost a whole start.  A pidfd becomes
+        # readable exactly when the process has exited.
         end = time.monotonic() + timeout
-        while self.poll() is None and time.monotonic() < end:
-            time.sleep(0.01)
+        try:
+            exit_fd = os.pidfd_open(self.pid)
+        except OSError:
+            exit_fd = None
+        try:
+            while self.poll() is None and time.monotonic() < end:
+                if exit_fd is not None:
+                    select.select([exit_fd], [], [], max(0.0, end - time.monotonic()))
+                else:
+                    time.sleep(0.01)
+        finally:
+            if exit_fd is not None:
+                os.close(exit_fd)
         return self.returncode
 
 

@@ -321,7 +321,7 @@ def walk(root: str, rules: Rules, cache_file: str | None, start_mode: int = FULL
     if cache_file:
         try:
             with open(cache_file, "rb") as fh:
-                loaded = marshal.load(fh)
+                loaded = marshal.loads(fh.read())  # not marshal.load: statefile.load
             if isinstance(loaded, dict):
                 old = loaded  # each entry is checked when it is used
         except (OSError, EOFError, ValueError, TypeError):

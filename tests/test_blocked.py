@@ -197,3 +197,21 @@ def test_hold_keeps_a_descriptor_open_until_released():
     assert select.select([r], [], [], 10)[0] == [r]
     assert os.read(r, 1) == b""
     os.close(r)
+
+
+def test_the_watch_is_handed_over_while_the_command_runs(tmp_path):
+    # execute calls hand_over once bwrap has started: the process that takes
+    # the watch's last reference is started then, and findings only closes
+    (tmp_path / "config").write_text("x")
+    watch = blocked.Watch({"watch": [[str(tmp_path), [["config", "protected"]]]]})
+    assert watch.fd >= 0
+    watch.hand_over()
+    holder = watch.release
+    assert holder is not None and holder >= 0
+    watch.hand_over()  # once only
+    assert watch.release == holder
+    (tmp_path / "config.lock").write_text("y")  # what git does before its rename
+    (tmp_path / "config.lock").unlink()
+    found = watch.findings()
+    assert [(f["target"], f["rule"]) for f in found] == [(str(tmp_path / "config"), "protected")]
+    assert watch.fd == -1 and watch.release is None

@@ -167,12 +167,13 @@ def last_json(done: subprocess.CompletedProcess) -> dict:
 
 
 def _proxy_pid(wrapper_pid: int) -> int:
-    """The egress proxy: the wrapper's child that is not bwrap."""
+    """The egress proxy: the wrapper's child that is not bwrap (nor the cat
+    that holds the watch on protected files, sandbox.blocked)."""
     found = []
     for kid in _children(wrapper_pid):
         try:
             with open(f"/proc/{kid}/comm") as fh:
-                if fh.read().strip() != "bwrap":
+                if fh.read().strip() not in ("bwrap", "cat"):
                     found.append(kid)
         except OSError:
             pass

@@ -224,3 +224,44 @@ def test_bad_flag_values_are_one_line_with_a_hint(args, message):
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"sandbox: usage error: {message}")
     assert "(hint: " in lines[0] and "Traceback" not in result.output
+
+
+# -- the end of a run: os._exit after a flush (sandbox.__main__.exit_now) ----------
+
+def _exit_now(body: str):
+    import subprocess
+    import sys
+
+    code = "import sys\nfrom sandbox.__main__ import exit_now\n" + body
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+
+
+def test_exit_now_keeps_the_status_and_flushes_buffered_output():
+    # stdout is a pipe here, so print() only fills a buffer: lost without the flush
+    done = _exit_now("print('out', end=''); print('err', file=sys.stderr, end=''); exit_now(7)")
+    assert (done.returncode, done.stdout, done.stderr) == (7, "out", "err")
+
+
+def test_exit_now_runs_atexit_handlers_when_there_are_any():
+    done = _exit_now("import atexit; atexit.register(lambda: print('handler ran'))\nexit_now(3)")
+    assert (done.returncode, done.stdout) == (3, "handler ran\n")
+
+
+def test_exit_now_waits_for_threading_threads():
+    done = _exit_now("import threading, time\n"
+                     "t = threading.Thread(target=lambda: (time.sleep(0.2), print('joined')))\n"
+                     "t.start()\nexit_now(0)")
+    assert (done.returncode, done.stdout) == (0, "joined\n")
+
+
+def test_main_collects_garbage_less_often():
+    # the collector's default (700) made it walk the start's objects 14 times
+    import subprocess
+    import sys
+
+    code = ("import gc, sys; sys.argv = ['sandbox', '--version']\n"
+            "from sandbox.__main__ import main, GC_THRESHOLD\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "print(gc.get_threshold()[0] == GC_THRESHOLD > 700)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.splitlines()[-1] == "True"

@@ -149,3 +149,20 @@ def test_a_run_that_may_have_raced_the_audit_makes_every_marker_audited_again(tm
     assert drained and not hook.exists()
     assert any("pre-commit" in f.path for f in theirs + again)
     assert markers(state) == []
+
+
+def test_a_drain_that_finds_nothing_does_not_load_the_audit(tmp_path):
+    # every run drains before it starts; the directory of markers exists once
+    # any run has been here, and is usually empty: that must stay cheap
+    import subprocess
+    import sys
+
+    state, ws = tmp_path / "state", tmp_path / "ws"
+    (state / pending.DIR).mkdir(parents=True)
+    ws.mkdir()
+    code = ("import sys\nfrom sandbox import pending\n"
+            f"print(pending.drain({str(state)!r}, [{str(ws)!r}]))\n"
+            "print('sandbox.audit' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=tmp_path).stdout.split("\n")
+    assert out[:2] == ["([], [], True)", "False"]
