@@ -27,13 +27,34 @@ PACKAGE = Path(sandbox.__file__).resolve().parent  # the installed package
 PYTHON = str(Path(os.path.realpath(sys.prefix)) / "bin" / "python")
 
 # The Linux backend: nothing else may need one of these at import time.
-LINUX = ("sandbox.linuxbackend", "sandbox.bwrap", "sandbox.seccomp", "sandbox.fallback",
-         "sandbox.confine", "sandbox.landlock", "sandbox.ladder", "sandbox.usernsgate",
-         "sandbox.hostprobe", "sandbox.nesting", "sandbox.drift", "sandbox.doctor")
+LINUX = (
+    "sandbox.linuxbackend",
+    "sandbox.bwrap",
+    "sandbox.seccomp",
+    "sandbox.fallback",
+    "sandbox.confine",
+    "sandbox.landlock",
+    "sandbox.ladder",
+    "sandbox.usernsgate",
+    "sandbox.hostprobe",
+    "sandbox.nesting",
+    "sandbox.drift",
+    "sandbox.doctor",
+)
 # Egress (proxy, rules, bridge, resolver, TLS): shared by every backend.
-EGRESS = ("sandbox.proxy", "sandbox.netrules", "sandbox.egress", "sandbox.netns", "sandbox.dns",
-          "sandbox.tlsca", "sandbox.tlsinspect", "sandbox.tlstrust", "sandbox.credentials",
-          "sandbox.provenance", "sandbox.hostsfile")
+EGRESS = (
+    "sandbox.proxy",
+    "sandbox.netrules",
+    "sandbox.egress",
+    "sandbox.netns",
+    "sandbox.dns",
+    "sandbox.tlsca",
+    "sandbox.tlsinspect",
+    "sandbox.tlstrust",
+    "sandbox.credentials",
+    "sandbox.provenance",
+    "sandbox.hostsfile",
+)
 
 
 def _file(module: str) -> Path:
