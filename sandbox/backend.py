@@ -13,7 +13,8 @@ backend turns that into *how* this OS enforces it, and nothing else:
   file, or on a host where bwrap cannot make namespaces the Landlock
   fallback (``sandbox.ladder``).
 * macOS: ``sandbox-exec`` with a Seatbelt profile from
-  ``sandbox.macos.seatbelt.build(policy, context)``.
+  ``sandbox.macos.seatbelt.build(policy, context, command)``, its context
+  made from the Policy and the Layout (``sandbox.macos.plan.context``).
 
 The runner (``sandbox.runner``, through ``sandbox.execute``) starts the
 plan's argv whatever made it.  Imports flow one way: a backend imports the
@@ -49,9 +50,7 @@ class LaunchPlan:
 
     ``invocation`` holds the argv (the command last), the environment, the
     file to pass on an fd (the seccomp BPF, at ``seccomp_fd_arg``) and
-    whether the command gets a terminal of its own.  No backend leaves a
-    file behind that needs cleaning up: the BPF is a cache in the state
-    directory, and a Seatbelt profile travels in argv (``-p``, ``-D``).
+    whether the command gets a terminal of its own.
     """
 
     invocation: Any  # sandbox.invocation.Invocation
@@ -60,6 +59,10 @@ class LaunchPlan:
     # a fallback its reason and what is degraded (sandbox.ladder)
     mechanism: dict
     warnings: tuple[str, ...] = ()  # added to the layout's warnings
+    # directories made for this run alone, removed by whoever runs the plan
+    # once it ends: none on Linux (the BPF is a cache in the state directory);
+    # on macOS the run's own TMPDIR (sandbox.macos.run removes it)
+    cleanup: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,16 +90,26 @@ def current(platform: str | None = None) -> Backend:
 def _prepare_macos(req: Request) -> LaunchPlan:
     """Seatbelt: ``sandbox-exec`` with the profile text and its ``-D`` parameters.
 
-    ``sandbox.macos.seatbelt`` is imported here, when a run needs it, so the
-    core imports nothing of it on Linux.
+    The same steps as the darwin run path (``sandbox.macos.run.run``), which
+    ``sandbox.app.run`` takes on a Mac today; this is where that path plugs
+    into the seam.  ``sandbox.macos`` is imported here, when a run needs it,
+    so the core imports nothing of it on Linux.  With a proxy profile the
+    port is 0 until the proxy listens (``seatbelt.with_proxy_port``).
     """
-    from sandbox.envfilter import sandbox_env
     from sandbox.invocation import Invocation
-    from sandbox.macos import seatbelt
+    from sandbox.macos import plan, run, seatbelt
+    from sandbox.policy import Access, NetworkMode
 
-    built = seatbelt.build(req.policy, req.context)
-    env = sandbox_env(req.environ, req.policy, req.layout.cache_dir, req.layout.cwd)
-    argv = tuple(built.argv) + tuple(req.command)
-    return LaunchPlan(Invocation(argv, env, None, False), program=argv[0],
+    policy = req.policy
+    run.check_sandbox_exec()
+    run.check_supported(policy)
+    tmpdir = run.make_tmpdir(req.environ) if policy.scratch is Access.WRITE else None
+    ctx = plan.context(policy, req.layout, req.environ, home=req.context.home, state=req.state,
+                       tmpdir=tmpdir, proxy_port=0 if policy.network is NetworkMode.PROXY else None)
+    built = seatbelt.build(policy, ctx, list(req.command))
+    env = plan.command_env(req.environ, policy, req.layout, ctx.tmpdir, None, None)
+    return LaunchPlan(Invocation(tuple(built.argv), env, None, False),
+                      program=seatbelt.SANDBOX_EXEC,
                       mechanism={"name": "seatbelt", "guarantee": "full",
-                                 "require": req.policy.require})
+                                 "require": policy.require},
+                      cleanup=(tmpdir,) if tmpdir else ())
