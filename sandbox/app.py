@@ -3,7 +3,8 @@
 Data flows one way:
 
     options -> policy (profile / policycache) -> layout (discover)
-            -> invocation (bwrap.build) -> runner.run -> exit status + report
+            -> launch plan (sandbox.backend: bwrap.build on Linux)
+            -> runner.run -> exit status + report
 
 Both the typer CLI and the fast path in ``sandbox.__main__`` call ``run``.
 """
@@ -15,8 +16,8 @@ import os
 import time
 from dataclasses import dataclass
 
-from sandbox import (auditlog, blocked, bwrap, command, discover, dns, egress, envfilter,
-                     hostprogs, limits, managed, plancache, projectprofile, report, runflags,
+from sandbox import (auditlog, backend, blocked, command, discover, dns, egress, envfilter,
+                     limits, managed, plancache, projectprofile, report, runflags,
                      runlock, selfguard)
 from sandbox.errors import SandboxError, SetupError, UsageError
 from sandbox.invocation import Invocation
@@ -65,22 +66,6 @@ def _account_home(home: str) -> str:
     except (KeyError, OSError):
         return ""
     return entry if entry != home and os.path.isabs(entry) else ""
-
-
-def find_bwrap(environ: dict[str, str], writable_roots=()) -> str:
-    """bwrap from $SANDBOX_BWRAP, else from the system directories (never PATH:
-    see sandbox.hostprogs).  Missing bwrap, or one the command could replace, is fatal."""
-    explicit = environ.get("SANDBOX_BWRAP")
-    if explicit:
-        return hostprogs.explicit("bwrap", "SANDBOX_BWRAP", explicit, writable_roots)
-    path = hostprogs.find("bwrap", writable_roots)
-    if path is None:
-        raise SetupError("bubblewrap (bwrap) was not found in " + ", ".join(hostprogs.SYSTEM_DIRS)
-                         + "; the command was not run",
-                         hint="install it: sudo apt-get install bubblewrap (Debian/Ubuntu), "
-                              "sudo dnf install bubblewrap (Fedora); one installed elsewhere "
-                              "is used with SANDBOX_BWRAP=/full/path/bwrap", code="bwrap_missing")
-    return path
 
 
 def _absolute(paths: tuple[str, ...], base: str) -> tuple[str, ...]:
@@ -191,66 +176,18 @@ def prepare(opts: RunOptions, environ: dict[str, str], platform: str = "linux") 
                         tuple(obs.deps()) + tuple(policy_deps), obs.racy(),
                         make_audit_spec(policy, layout, state, unprotect), None,
                         {"name": "seatbelt", "guarantee": "full", "require": policy.require})
-    host_roots = layout.writable_roots + layout.keep_in_place
-    bwrap_path = find_bwrap(environ, host_roots)
-    obs.realpath(bwrap_path)  # stamps its path chain and the file: a cached plan re-checks them
-    backend = _choose_backend(policy, state, bwrap_path)
-    helper = None
-    if os.isatty(0):
-        helper = hostprogs.find("setsid", host_roots)
-        if helper is not None:
-            obs.realpath(helper)
-        else:
-            layout = dataclasses.replace(layout, warnings=layout.warnings + (
-                "setsid (util-linux) not found: running without a terminal of its own",))
-    bpf = None
-    if policy.syscalls_enabled:
-        from sandbox import resources, seccomp
-
-        extra = ()
-        if backend["name"] == "landlock":
-            from sandbox import fallback
-
-            extra = fallback.seccomp_extra(policy)
-        bpf = seccomp.ensure_bpf(state, policy.syscall_set, deny=policy.syscall_deny,
-                                 allow=policy.syscall_allow, unix_sockets=policy.unix_sockets,
-                                 allow_32bit=policy.allow_32bit, extra=extra)
-        obs.note(bpf)
-        obs.note(str(resources.bwrap_dir() / "seccomp.toml"), full=True)
-    if backend["name"] == "landlock":
-        from sandbox import fallback
-
-        backend["degraded"] = fallback.degraded(policy, layout, backend["landlock_abi"])
-        inv = fallback.build(policy, layout, list(opts.command), environ, state=state,
-                             ctty_helper=helper, seccomp_file=bpf)
-    else:
-        inv = bwrap.build(policy, layout, list(opts.command), environ,
-                          bwrap_path=bwrap_path, ctty_helper=helper, seccomp_file=bpf)
+    # the OS backend turns Policy + Layout into argv (sandbox.backend)
+    launch = backend.current().prepare(backend.Request(policy, ctx, layout, tuple(opts.command),
+                                                       environ, state, obs))
+    if launch.warnings:
+        layout = dataclasses.replace(layout, warnings=layout.warnings + launch.warnings)
+    inv, bwrap_path = launch.invocation, launch.program
     plan_ms = (time.perf_counter() - started) * 1000
     deps = tuple(obs.deps()) + tuple(policy_deps)
     audit_spec = make_audit_spec(policy, layout, state, unprotect)
     return Prepared(opts, policy, layout, inv, bwrap_path, cached, plan_ms,
                     tuple(envfilter.removed(environ, policy)), deps, obs.racy(), audit_spec,
-                    blocked.plan(policy, layout, home, environ), backend)
-
-
-def _choose_backend(policy: Policy, state: str, bwrap_path: str) -> dict:
-    """bwrap, unless an earlier run found it cannot make namespaces here and the
-    profile accepts the fallback (sandbox.ladder; one stat on a healthy host)."""
-    from sandbox import ladder
-
-    reason = ladder.blocked_reason(state, bwrap_path, None)
-    if reason is None:
-        return {"name": "bwrap", "guarantee": "full", "require": policy.require}
-    err = ladder.fallback_error(policy.name, policy.require, reason)
-    if err is not None:
-        raise err
-    from sandbox import fallback, landlock
-
-    abi = landlock.abi_version()
-    fallback.check(policy, abi)
-    return {"name": "landlock", "guarantee": "degraded", "require": policy.require,
-            "reason": reason, "landlock_abi": abi, "degraded": []}
+                    blocked.plan(policy, layout, home, environ), launch.mechanism)
 
 
 def make_audit_spec(policy: Policy, layout: Layout, state: str, unprotect) -> dict | None:

@@ -199,7 +199,7 @@ def run(environ: dict[str, str], as_json: bool = False) -> int:
     """``sandbox doctor``: print the diagnosis, return the exit status."""
     import json
 
-    from sandbox.app import find_bwrap
+    from sandbox.linuxbackend import find_bwrap
     from sandbox.errors import SandboxError
 
     try:

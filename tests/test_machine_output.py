@@ -89,7 +89,7 @@ def test_every_error_class_has_a_documented_code():
 def test_every_code_given_at_a_raise_site_is_documented():
     import re
 
-    for path in (REPO / "sandbox").glob("*.py"):
+    for path in (REPO / "sandbox").rglob("*.py"):  # subpackages too
         for code in re.findall(r'\bcode="([a-z_]+)"', path.read_text()):
             assert code in errors.CODES, (path.name, code)
 

@@ -297,10 +297,15 @@ def test_shim_python_ignores_the_workspace_and_python_variables(fenv):
     PYTHONSTARTUP / PYTHONINSPECT pointing at it, must not be run."""
     outside = fenv.base / "pwned"
     evil = f"open({str(outside)!r}, 'w').write('x')\n"
-    pkg = fenv.ws / "sandbox"
-    pkg.mkdir()
-    (pkg / "__init__.py").write_text(evil)
-    (pkg / "confine.py").write_text(evil)
+    # the shim's module and every package above it (the name follows the
+    # module wherever the package layout puts it)
+    *packages, leaf = "sandbox.confine".split(".")
+    pkg = fenv.ws
+    for name in packages:
+        pkg = pkg / name
+        pkg.mkdir()
+        (pkg / "__init__.py").write_text(evil)
+    (pkg / f"{leaf}.py").write_text(evil)
     (fenv.ws / "sitecustomize.py").write_text(evil)
     (fenv.ws / "startup.py").write_text(evil)
     # (PYTHONPATH is left out: it would reach the wrapper itself, the
