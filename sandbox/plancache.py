@@ -54,7 +54,8 @@ def key(opts, environ: dict[str, str]) -> str:
 
         secrets = runflags.secret_flags(opts.env_pass, environ)
 
-    parts = (FORMAT, __version__, sys.version_info[:2], sys.prefix, __file__,
+    # sys.platform: a plan is one backend's (sandbox.backend), never another's
+    parts = (FORMAT, __version__, sys.platform, sys.version_info[:2], sys.prefix, __file__,
              selfguard.started_from, selfguard.dropped, os.getuid(), os.getgid(),
              opts.profile, opts.workspace, tuple(opts.allow_write), tuple(opts.unprotect),
              os.getcwd(), os.isatty(0), tuple(environ.get(k) for k in KEY_ENV),
