@@ -16,6 +16,12 @@ the top).  A symlink is a secret when its own name or the last name of the
 path it holds is one (``.env -> /vault/app``, ``config.txt -> ../.env``):
 discovery then hides the file it leads to (``sandbox.secretfiles``).
 
+When no directory of a walk changed at all, its whole result is kept
+beside that cache (a summary checked with one ``lstat`` per directory), so
+the walk does not even load the per-directory cache.  A plan keeps a digest
+of what each directory held, so a changed one can be listed again alone
+(``sandbox.relist``).
+
 The cache lives in the tool's state directory, which the sandboxed command
 cannot write; it is keyed by the root and by every rule that affects the
 result, and written with ``marshal`` (fast, and it cannot run code on load).

@@ -133,8 +133,7 @@ def apply(op: tuple, home: Path, ws: Path) -> None:
             tmp = d / ".saved.txt.swp"
             _write(tmp, str(time.monotonic_ns()))
             tmp.rename(target)
-    except (FileExistsError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
-            OSError):
+    except (OSError, subprocess.CalledProcessError):
         pass
 
 
