@@ -41,7 +41,7 @@ def _open(state: str, workspace: str) -> int | None:
 
 
 def hold(state: str, workspace: str) -> tuple[int | None, bool]:
-    """Take this run's shared lock; return (fd to release, another run active?)."""
+    """Take this run's shared lock; return (fd to release, the first to meet another run?)."""
     import fcntl
 
     fd = _open(state, workspace)
@@ -49,9 +49,15 @@ def hold(state: str, workspace: str) -> tuple[int | None, bool]:
         return None, False
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        busy = False
     except OSError:
-        busy = True
+        busy = _first_of_overlap(fd)
+    else:
+        busy = False
+        try:  # alone: the next overlap is worth a warning again
+            if os.fstat(fd).st_size:
+                os.ftruncate(fd, 0)
+        except OSError:
+            pass
     try:
         # from exclusive down to shared, or wait out another run's brief
         # exclusive check (or a cache clean's rename)
@@ -60,6 +66,24 @@ def hold(state: str, workspace: str) -> tuple[int | None, bool]:
         os.close(fd)
         return None, busy
     return fd, busy
+
+
+def _first_of_overlap(fd: int) -> bool:
+    """Is this the first run to find the workspace busy since it was last free?
+
+    Sessions (docs/sessions.md) make runs next to a background server the
+    normal agent loop: the warning is said once per overlap, by the run that
+    first meets it, not on every command while the server runs.  The mark is
+    one byte in the lock file (outside every writable root); the run that
+    next finds the workspace free clears it.
+    """
+    try:
+        if os.pread(fd, 1, 0) == b"w":
+            return False
+        os.pwrite(fd, b"w", 0)
+    except OSError:
+        pass  # cannot tell: warn, as before
+    return True
 
 
 def hold_for(opts, state: str, workspace: str) -> int | None:

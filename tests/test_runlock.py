@@ -10,11 +10,11 @@ from conftest import sandbox_exe
 WARNING = "another sandbox run is active in this workspace"
 
 
-def start_long_run(senv, script: str) -> subprocess.Popen:
+def start_long_run(senv, script: str, seconds: int = 3) -> subprocess.Popen:
     """A run that creates 'started' and then sleeps; returns once it has started."""
     senv.finish()
     proc = subprocess.Popen(senv.who.prefix() + [sandbox_exe(), "run", "--", "sh", "-c",
-                                                 f"{script}; touch started; sleep 3"],
+                                                 f"{script}; touch started; sleep {seconds}"],
                             cwd=senv.ws, env=senv.environ(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
     deadline = time.monotonic() + 30
@@ -40,6 +40,23 @@ def test_second_run_warns_and_runs(senv):
     assert first.returncode == 0, err
     assert WARNING not in err.decode()
     assert WARNING not in senv.sh("true").stderr.decode()  # the lock went with the run
+
+
+def test_the_warning_is_said_once_per_overlap(senv):
+    """Next to a background server (docs/sessions.md) every command overlaps
+    it: the first run to meet it warns, the next ones do not, and once the
+    workspace was free again a new overlap warns again."""
+    for _ in range(2):
+        first = start_long_run(senv, "true", seconds=30)
+        try:
+            said = [WARNING in senv.sh("true").stderr.decode() for _ in range(3)]
+            assert first.poll() is None, "the first run ended too early for this test"
+        finally:
+            first.terminate()  # by its PID: the wrapper forwards it and ends the run
+            first.communicate(timeout=60)
+        assert said == [True, False, False]
+        assert WARNING not in senv.sh("true").stderr.decode()  # alone: clears the mark
+        (senv.ws / "started").unlink()
 
 
 def test_a_running_run_is_not_audited_as_left_over(senv):
