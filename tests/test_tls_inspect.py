@@ -381,8 +381,9 @@ def _exe() -> str:
 
 
 def _proxy_pids(wrapper: int) -> list[int]:
-    """The wrapper's children once bwrap runs: bwrap, and the forked proxy
-    (which runs the wrapper's own program)."""
+    """The wrapper's children once bwrap runs: bwrap, the forked proxy
+    (which runs the wrapper's own program) and the cat that holds the watch
+    on protected files (sandbox.blocked); the proxy's pids."""
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         exes = {}
@@ -392,7 +393,8 @@ def _proxy_pids(wrapper: int) -> list[int]:
             except OSError:
                 exes[pid] = ""
         if any(exe.endswith("/bwrap") for exe in exes.values()):
-            return [pid for pid, exe in exes.items() if not exe.endswith("/bwrap")]
+            return [pid for pid, exe in exes.items()
+                    if not exe.endswith(("/bwrap", "/cat"))]
         time.sleep(0.05)
     return []
 
