@@ -71,7 +71,7 @@ def hold(state: str, workspace: str) -> tuple[int | None, bool]:
 def _first_of_overlap(fd: int) -> bool:
     """Is this the first run to find the workspace busy since it was last free?
 
-    Sessions (docs/sessions.md) make runs next to a background server the
+    Sessions (sessions.md in the docs) make runs next to a background server the
     normal agent loop: the warning is said once per overlap, by the run that
     first meets it, not on every command while the server runs.  The mark is
     one byte in the lock file (outside every writable root); the run that

@@ -26,18 +26,13 @@ from conftest import _test_root
 from sandbox import app, dirstamps, hostsockets, plancache, relist, scan
 from sandbox.errors import SandboxError
 from sandbox.options import RunOptions
+from test_plancache import age  # backdates a tree out of the racy window
 
 OPTS = RunOptions(command=("true",))
 TRUST_BACKDATED_STAMPS = True  # see conftest._trust_backdated_stamps
 TICK = 0.03  # longer than a clock tick of the file timestamps (4 ms at HZ=250)
 
 
-def age(root: Path) -> None:
-    old = time.time() - 60
-    for dirpath, dirs, files in os.walk(root):
-        for name in dirs + files:
-            os.utime(os.path.join(dirpath, name), (old, old), follow_symlinks=False)
-        os.utime(dirpath, (old, old))
 
 
 def make_place() -> tuple[Path, Path, Path, dict]:
