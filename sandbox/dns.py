@@ -57,10 +57,10 @@ RCODE_NOTIMP = 4
 
 # --- the plan: files made once, bound by bwrap ---------------------------------
 
-def resolv_conf_text() -> str:
+def resolv_conf_text(address: str = RESOLVER_HOST) -> str:
     return ("# made by sandbox: this run has no network; the name server below is\n"
             "# the run's own, which answers every query with \"no such name\"\n"
-            f"nameserver {RESOLVER_HOST}\n")
+            f"nameserver {address}\n")
 
 
 def nsswitch_text(host_text: str | None) -> str:
@@ -219,17 +219,23 @@ class Bridge(netns.Bridge):
 
     passes_channel = False  # wrap() needs no launcher: bwrap makes the namespace
 
-    def __init__(self, channel, mode: str, session: "Session") -> None:
-        super().__init__(channel, mode)
+    def __init__(self, channel, mode: str, session: "Session", member=None) -> None:
+        super().__init__(channel, mode, member)
         self.session = session
-        self.wrapped = False
+        self.address = session.address
 
     def _listen(self):
         import _socket
 
         sock = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)
         try:
-            sock.bind((RESOLVER_HOST, RESOLVER_PORT))
+            # Runs of a session share the namespace; each has its own
+            # address (sandbox.netsession).  Where resolv.conf is not ours
+            # to set, they share 127.0.0.1, each answering some queries.
+            # Port 53 is below 1024: the command cannot bind it, so this
+            # group has no member but resolvers of sandbox.
+            sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEPORT, 1)
+            sock.bind((self.address, RESOLVER_PORT))
         except OSError:
             sock.close()
             raise
@@ -241,14 +247,15 @@ class Bridge(netns.Bridge):
         self.channel.close()  # nothing will be sent; the child end is not passed on
         return static_argv(argv, self.session.nsswitch)
 
-    def started(self) -> None:
+    def started(self, pid: int | None = None) -> None:
+        super().started(pid)
         self.session.started()
 
 
 class Session:
     """The resolver for one run: prepared before bwrap, stopped after it."""
 
-    def __init__(self, data: dict, mode: str) -> None:
+    def __init__(self, data: dict, mode: str, member=None, state: str | None = None) -> None:
         import _socket
         import _thread
 
@@ -261,16 +268,40 @@ class Session:
         self.fallback = None  # why names are not recorded, if they are not
         self.bridge = None
         self._thread = _thread
+        self.address = RESOLVER_HOST
+        self.state = state  # the state directory: where resolv.conf files are made
+        if member is not None and member.resolver != 1 and self.state:
+            from sandbox import netsession
+
+            self.address = netsession.resolver_address(member.resolver)
         if mode == "bwrap":
             self.fallback = "SANDBOX_NET_BRIDGE=bwrap"
             return
         self.channel, child_end = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM)
-        self.bridge = Bridge(child_end, mode, self)
+        self.bridge = Bridge(child_end, mode, self, member)
 
     def argv(self, argv: list[str]) -> list[str]:
         if self.bridge is None:
             return static_argv(argv, self.nsswitch)
-        return without_own_namespace(argv)
+        argv = without_own_namespace(argv)
+        if self.address != RESOLVER_HOST:
+            argv = self._own_resolv_conf(argv)
+        return argv
+
+    def _own_resolv_conf(self, argv: list[str]) -> list[str]:
+        """Bind a resolv.conf naming this run's own resolver address (a run
+        that joined a session's namespace), in place of the plan's."""
+        ours = _state_file(self.state, "resolv.conf", resolv_conf_text())
+        end = _options_end(argv)
+        at = next((i for i in range(1, end - 1) if argv[i] == ours), None)
+        if at is None:  # the plan binds none: the C library asks 127.0.0.1
+            self.address = RESOLVER_HOST
+            if self.bridge is not None:
+                self.bridge.address = RESOLVER_HOST
+            return argv
+        argv = list(argv)
+        argv[at] = _state_file(self.state, "resolv.conf", resolv_conf_text(self.address))
+        return argv
 
     def started(self) -> None:
         """In the wrapper, once bwrap runs: take the socket, answer from a thread.

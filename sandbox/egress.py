@@ -50,21 +50,23 @@ def no_proxy(data: dict | None = None) -> str:
     return ",".join(n for n in NO_PROXY.split(",") if n not in named)
 
 
-def proxy_env(data: dict | None = None) -> dict[str, str]:
+def proxy_env(data: dict | None = None, port: int = PROXY_PORT) -> dict[str, str]:
     """The variables that send the command's clients to the proxy.
 
     Both spellings, because tools disagree (curl reads only lower-case
     http_proxy; Python reads either); npm/pnpm and yarn have their own
     names, and Node's built-in fetch reads the variables only when
-    NODE_USE_ENV_PROXY is set (Node 24+).
+    NODE_USE_ENV_PROXY is set (Node 24+).  ``port``: this run's proxy
+    (a run that joins a session's namespace has its own, sandbox.netsession).
     """
+    url = PROXY_URL if port == PROXY_PORT else f"http://{PROXY_HOST}:{port}"
     env: dict[str, str] = {}
     for name in ("http_proxy", "https_proxy", "all_proxy"):
-        env[name] = env[name.upper()] = PROXY_URL
+        env[name] = env[name.upper()] = url
     env["no_proxy"] = env["NO_PROXY"] = no_proxy(data)
     for name in ("npm_config_proxy", "npm_config_https_proxy", "YARN_HTTP_PROXY",
                  "YARN_HTTPS_PROXY"):
-        env[name] = PROXY_URL
+        env[name] = url
     env["NODE_USE_ENV_PROXY"] = "1"
     return env
 
@@ -81,7 +83,8 @@ def build_rules(data: dict):
 class Session:
     """The proxy process for one run: started before bwrap, stopped after it."""
 
-    def __init__(self, data: dict, mode: str = "auto", secrets: list | None = None) -> None:
+    def __init__(self, data: dict, mode: str = "auto", secrets: list | None = None,
+                 member=None) -> None:
         import _socket  # the C module: ``socket`` costs milliseconds to import
 
         from sandbox import netns, runner
@@ -116,7 +119,7 @@ class Session:
             proxy_end.close()
             if ca_write is not None:
                 os.close(ca_write)
-        self.bridge = netns.Bridge(launcher_end, mode)
+        self.bridge = netns.Bridge(launcher_end, mode, member)
         self.result: dict | None = None
 
     def inspect(self, argv, status, seccomp, env):
@@ -165,7 +168,7 @@ class Session:
             self.trust.remove()
         events, stats = _read_events(self.events_fd)
         os.close(self.events_fd)
-        result = {"proxy": f"{PROXY_HOST}:{PROXY_PORT}", "blocked": events,
+        result = {"proxy": f"{PROXY_HOST}:{self.bridge.port}", "blocked": events,
                   "allowed_count": stats.get("allowed", 0),
                   "blocked_count": stats.get("blocked", len(events)),
                   "events_dropped": stats.get("dropped_events", 0)}

@@ -128,20 +128,38 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
             watcher = blocked.Watch(watch)
         except Exception:  # noqa: BLE001 - no evidence then; nothing else changes
             watcher = None
+    member = None
     for attempt in range(1 + MOUNT_RETRIES):
         session = None
+        if member is not None:
+            member.leave()  # the previous attempt's place in its session
+        member = None
+        if (egress is not None or resolver is not None) and backend_name == "bwrap":
+            # runs of one workspace (or --session NAME) with the same network
+            # policy share the namespace (sandbox.netsession); this holds the
+            # session's lock until bwrap runs
+            from sandbox import netsession, plancache
+
+            try:
+                member = netsession.open_for(opts, meta, egress, resolver, bridge,
+                                             plancache.state_dir(os.environ))
+            except SandboxError as err:
+                _audit(audit_spec, pending)
+                return fail(opts, err, meta, started, target)
         if egress is not None:
             from sandbox import egress as egress_mod
 
-            try:
-                session = egress_mod.Session(egress, bridge, secrets)  # the proxy starts before bwrap
+            try:  # the proxy starts before bwrap
+                session = egress_mod.Session(egress, bridge, secrets, member=member)
             except OSError as exc:
+                if member is not None:
+                    member.leave()
                 _audit(audit_spec, pending)
                 return fail(opts, SetupError(f"cannot start the egress proxy: {exc.strerror or exc}; "
                                              "the command was not run",
                                              code="network_setup_failed"), meta, started, target)
             if backend_name == "bwrap":
-                env = {**env, **egress_mod.proxy_env(egress)}
+                env = {**env, **egress_mod.proxy_env(egress, session.bridge.port)}
             else:  # the fallback: no namespace, the proxy listens on the host's loopback
                 from sandbox import fallback
 
@@ -177,7 +195,7 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
             run_argv, run_status, run_seccomp = argv, status_index, seccomp
             if resolver is not None:  # this attempt's resolver, and its edit of the argv
                 try:
-                    names = dns.Session(resolver, bridge)
+                    names = dns.Session(resolver, bridge, member, plancache.state_dir(os.environ))
                 except OSError:
                     names = dns.Session(resolver, "bwrap")  # no socket pair: names go unrecorded
                 run_argv = names.argv(list(argv))
@@ -203,6 +221,8 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
                 network = session.finish()
             elif names is not None:
                 network = names.finish()
+            if member is not None:
+                member.leave()  # this run's line out of its session's registry
         if outcome.started or outcome.bwrap_status != 1 or attempt == MOUNT_RETRIES:
             break
         # bwrap gave up before the command started: if a mount point vanished
@@ -215,6 +235,9 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
         print(f"sandbox: note: {printable(gone[0])} vanished while bwrap was setting up the "
               "sandbox; nothing is left there to hide, so it was started again without that mount",
               file=sys.stderr)
+    if member is not None and member.why is not None and getattr(opts, "session", None) != "none":
+        print(f"sandbox: note: this run's network namespace is its own, not its session's: "
+              f"{member.why}; servers of other runs are not reachable from it", file=sys.stderr)
     if session is not None:
         for line in egress_mod.summary(network, egress["profile"]):
             print(line, file=sys.stderr)
@@ -263,6 +286,8 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
     doc = report.build(opts.command, meta, started, outcome=outcome, status=status)
     if audit_spec is not None:
         doc["audit"] = [f.as_dict() for f in findings]
+    if member is not None:
+        doc["session"] = member.report()
     if network is not None:
         doc["network"] = network
         if vault is not None:

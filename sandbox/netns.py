@@ -30,8 +30,9 @@ import os
 import _socket as socket
 import struct
 
-# Where the egress proxy listens inside the sandbox's network namespace.  The
-# namespace is new for every run, so the port is always free there.
+# Where the egress proxy listens inside the sandbox's network namespace: this
+# port for the run that makes the namespace; a run that joins a session's
+# namespace gets the next one no member holds (sandbox.netsession).
 PROXY_HOST = "127.0.0.1"
 PROXY_PORT = 3128
 
@@ -47,7 +48,8 @@ _LO_UP = struct.pack("16sH14x", b"lo", IFF_UP | IFF_RUNNING)
 # step failed (runner turns them into a message with errno_message()).
 STAGES = {1: "create the network namespace (unshare)", 2: "map the user and group ids",
           3: "bring up the loopback interface", 4: "create the proxy's listening socket",
-          5: "hand the socket to the proxy"}
+          5: "hand the socket to the proxy",
+          6: "enter the session's network namespace (setns)"}
 
 
 class StageFailed(OSError):
@@ -102,11 +104,22 @@ class Bridge:
     """Prepared in the parent; ``enter`` is called in the child before exec
     (direct mode), or ``wrap`` turns bwrap's argv into the launcher's."""
 
-    def __init__(self, channel: socket.socket, mode: str = "auto") -> None:
+    def __init__(self, channel: socket.socket, mode: str = "auto", member=None) -> None:
         import fcntl
 
         self.channel = channel
         self.mode = mode
+        # this run's place in its session (sandbox.netsession): the namespace
+        # to enter instead of making one, and the port to listen on
+        self.member = member
+        self.port = member.port if member is not None else PROXY_PORT
+        self.wrapped = False
+        self._os_setns = getattr(os, "setns", None)  # Python 3.12+
+        if self._os_setns is None and member is not None:
+            from sandbox import libc
+
+            self._libc_setns = libc.function("setns")
+            self._get_errno = libc.errno
         self._os_unshare = getattr(os, "unshare", None)  # Python 3.12+
         if self._os_unshare is None:  # before Python 3.12
             from sandbox import libc  # not ctypes: see there
@@ -131,8 +144,36 @@ class Bridge:
             return 0
         return self._get_errno() or 1
 
+    def _setns(self, fd: int, nstype: int) -> int:
+        """setns(2); 0 or the errno."""
+        if self._os_setns is not None:
+            try:
+                self._os_setns(fd, nstype)
+                return 0
+            except OSError as exc:
+                return exc.errno or 1
+        if self._libc_setns(fd, nstype) == 0:
+            return 0
+        return self._get_errno() or 1
+
     def enter(self) -> None:
-        """In the child: make the namespace, the listener, and send it.  Raises StageFailed."""
+        """In the child: make the namespace (or enter the session's), the
+        listener, and send it.  Raises StageFailed."""
+        join = self.member.join if self.member is not None else None
+        if join is not None:
+            # the user namespace first: it owns the network namespace, and
+            # entering it is what gives this child the right to enter that
+            user_fd, net_fd = join
+            code = self._setns(user_fd, CLONE_NEWUSER) if user_fd >= 0 else 0
+            if not code:
+                code = self._setns(net_fd, CLONE_NEWNET)
+            if code:
+                raise StageFailed(6, code)
+        else:
+            self._make()
+        self._hand_over()
+
+    def _make(self) -> None:
         # root owns a network namespace without a user namespace; keeping
         # the real root here leaves bwrap's own user namespace (and its
         # capability drop) exactly as it is without the bridge.  Root without
@@ -163,6 +204,8 @@ class Bridge:
                 probe.close()
         except OSError as exc:
             raise StageFailed(3, exc.errno or 0) from None
+
+    def _hand_over(self) -> None:
         try:
             listener = self._listen()
         except OSError as exc:
@@ -187,7 +230,7 @@ class Bridge:
         UDP socket here instead.
         """
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        listener.bind((PROXY_HOST, PROXY_PORT))
+        listener.bind((PROXY_HOST, self.port))
         listener.listen(1024)
         return listener
 
@@ -195,8 +238,12 @@ class Bridge:
     # through it); the runner keeps it open for bwrap only then.
     passes_channel = True
 
-    def started(self) -> None:
-        """In the parent, once bwrap runs (called by the runner): nothing here."""
+    def started(self, pid: int | None = None) -> None:
+        """In the parent, once bwrap runs (called by the runner): ``pid`` is
+        the process that became bwrap, in the namespace unless ``wrap`` made
+        it; the session's registry gets this run's line."""
+        if self.member is not None:
+            self.member.spawned(None if self.wrapped else pid)
 
     def wrap(self, argv: list[str], python: str) -> list[str]:
         """bwrap mode: the outer bwrap and the launcher, then the real bwrap's argv.
@@ -206,9 +253,10 @@ class Bridge:
         up the sandbox from, exactly as it would without the bridge.  The
         channel descriptor must be inheritable (the runner keeps it).
         """
+        self.wrapped = True
         return [argv[0], "--unshare-user", "--unshare-net", "--bind", "/", "/",
                 "--die-with-parent", "--", python, "-I", "-S", "-c", LAUNCHER,
-                PROXY_HOST, str(PROXY_PORT), str(self.channel.fileno()), *argv]
+                PROXY_HOST, str(self.port), str(self.channel.fileno()), *argv]
 
     def close(self) -> None:
         """In the parent, once the child has it: the proxy's end must see EOF if the child dies."""

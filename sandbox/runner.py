@@ -239,7 +239,9 @@ def run(argv, env: dict[str, str], status_fd_arg: int | None, interactive: bool,
         try:
             proc = _Proc(_spawn_bridged(argv, env, keep, stdio, limits, bridge))
             if bridge is not None:
-                bridge.started()  # after the fork: a bridge may start a thread now
+                # after the fork: a bridge may start a thread now; the pid is
+                # what a later run of its session joins (sandbox.netsession)
+                bridge.started(proc.pid)
         finally:
             for fd in keep:
                 os.close(fd)
@@ -385,7 +387,8 @@ def _spawn_bridged(argv, env, keep, stdio, limits, bridge) -> int:
         try:
             return _spawn(argv, env, keep, stdio, limits, bridge)
         except BridgeError as err:
-            if err.stage not in (1, 2, 3):  # the namespace itself was refused
+            # the namespace itself was refused (6: entering a session's)
+            if err.stage not in (1, 2, 3, 6):
                 raise
     outer = bridge.wrap(list(argv), sys.executable)
     passed = [bridge.channel.fileno()] if bridge.passes_channel else []

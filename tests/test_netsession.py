@@ -1,0 +1,326 @@
+"""Runs of one workspace session share a network namespace (sandbox.netsession).
+
+Through the installed CLI and the real bwrap, as root and as the
+unprivileged user: a server started by one run answers a later, concurrent
+run of the same workspace, and nothing else (another workspace, the host,
+a run with another network policy, a forged registry).  When the server's
+run ends, nothing of it is left, and its registry line is gone.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import sandbox_exe
+from egress_support import allow_rule, proxy_profile
+
+PY = "/usr/bin/python3"  # readable by the unprivileged test user (not pyenv's under /root)
+if not os.path.exists(PY):
+    pytest.skip("needs /usr/bin/python3", allow_module_level=True)
+
+SERVER = """\
+import http.server, os, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *a): pass
+    def do_GET(self):
+        body = sys.argv[2].encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+s = http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H)
+open(sys.argv[3], "w").write("listening")
+s.serve_forever()
+"""
+
+CLIENT = """\
+import sys, urllib.request
+try:
+    print(urllib.request.urlopen(sys.argv[1], timeout=10).read().decode())
+except OSError as exc:
+    reason = getattr(exc, "reason", exc)
+    print("FAILED", getattr(reason, "errno", None), reason)
+"""
+
+
+def _free_port() -> int:
+    """A port nothing on the host listens on (checked by connecting)."""
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if 20000 < port < 60000 and not _host_reaches(port):
+            return port
+    raise AssertionError("no free port")
+
+
+def _host_reaches(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        return True
+    except OSError:
+        return False
+
+
+class Server:
+    """``sandbox run`` of a server in the background (run A)."""
+
+    def __init__(self, senv, ws: Path, port: int, body: str, args=()) -> None:
+        self.ready = ws / f".ready-{port}"
+        (ws / "server.py").write_text(SERVER)
+        senv.finish()
+        self.proc = subprocess.Popen(
+            senv.who.prefix() + [sandbox_exe(), "run", *args, "--", PY, "server.py", str(port),
+                                 body, self.ready.name],
+            cwd=ws, env=senv.environ(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        end = time.monotonic() + 60
+        while not self.ready.exists():
+            if self.proc.poll() is not None or time.monotonic() > end:
+                self.stop()
+                raise AssertionError(f"the server did not start: {self.proc.stderr.read()!r}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()  # by PID: the sandbox forwards it, then ends the sandbox
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        for stream in (self.proc.stdout, self.proc.stderr):
+            stream.close()
+
+
+def _fetch(senv, ws: Path, port: int, args=(), report: Path | None = None):
+    (ws / "client.py").write_text(CLIENT)
+    extra = ["--report", str(report)] if report is not None else []
+    done = senv.run([PY, "client.py", f"http://127.0.0.1:{port}/"], args=[*extra, *args],
+                    cwd=ws)
+    assert done.returncode == 0, done.stderr.decode()
+    return done.stdout.decode().strip(), (json.loads(report.read_text()) if report else None)
+
+
+def _registry(senv) -> Path:
+    return senv.home / ".cache" / "sandbox" / "sessions"
+
+
+def _lines(senv) -> list[str]:
+    d = _registry(senv)
+    if not d.is_dir():
+        return []
+    return [line for f in d.iterdir() for line in f.read_text().splitlines()]
+
+
+def test_server_in_one_run_answers_the_next_and_nothing_else(senv):
+    other = senv.base / "other"
+    other.mkdir()
+    port = _free_port()
+    server = Server(senv, senv.ws, port, "hello from run A")
+    try:
+        out, doc = _fetch(senv, senv.ws, port, report=senv.base / "b.json")
+        assert out == "hello from run A"
+        assert doc["session"]["namespace"] == "joined"
+        assert doc["session"]["name"] is None and doc["session"]["key"]
+        # another workspace: its own namespace, nothing listens there
+        out, doc = _fetch(senv, other, port, report=senv.base / "c.json")
+        assert out.startswith("FAILED 111"), out  # connection refused
+        assert doc["session"]["namespace"] == "created"
+        # the host: the server is in no namespace of the host's
+        assert not _host_reaches(port)
+        # --session none: a namespace of the run's own, in the same workspace
+        out, doc = _fetch(senv, senv.ws, port, args=["--session", "none"],
+                          report=senv.base / "d.json")
+        assert out.startswith("FAILED 111"), out
+        assert doc["session"]["namespace"] == "private"
+        assert len(_lines(senv)) == 1  # only the server's run is a member
+    finally:
+        server.stop()
+    # its run is over: the server is gone, and so is its registry line
+    assert _lines(senv) == []
+    out, doc = _fetch(senv, senv.ws, port, report=senv.base / "e.json")
+    assert out.startswith("FAILED 111"), out
+    assert doc["session"]["namespace"] == "created"
+    assert _lines(senv) == []
+
+
+def test_a_run_with_other_network_policy_does_not_join(senv):
+    port = _free_port()
+    server = Server(senv, senv.ws, port, "A")
+    try:
+        # the same workspace, but the proxy on: another session
+        out, doc = _fetch(senv, senv.ws, port, args=["--network", "proxy"],
+                          report=senv.base / "b.json")
+        assert out.startswith("FAILED"), out
+        assert doc["session"]["namespace"] == "created"
+        out, _ = _fetch(senv, senv.ws, port)
+        assert out == "A"  # the same policy still joins
+    finally:
+        server.stop()
+
+
+def test_a_named_session_spans_workspaces_only_when_named(senv):
+    other = senv.base / "other"
+    other.mkdir()
+    port = _free_port()
+    server = Server(senv, senv.ws, port, "named", args=["--session", "web"])
+    try:
+        out, doc = _fetch(senv, other, port, args=["--session", "web"],
+                          report=senv.base / "b.json")
+        assert out == "named"
+        assert doc["session"] == {**doc["session"], "name": "web", "namespace": "joined"}
+        # not named: neither the other workspace nor the server's own joins it
+        for ws in (other, senv.ws):
+            out, _ = _fetch(senv, ws, port)
+            assert out.startswith("FAILED 111"), out
+        out, _ = _fetch(senv, other, port, args=["--session", "web2"])
+        assert out.startswith("FAILED 111"), out
+    finally:
+        server.stop()
+
+
+def test_bad_session_names_are_refused(senv):
+    for bad in ("../x", "-x", "a b", "x" * 65):
+        done = senv.run(["true"], args=["--session", bad])
+        assert done.returncode != 0
+        assert b"--session" in done.stderr, done.stderr
+
+
+def _forge(senv, path: Path, line: str) -> None:
+    """Write a registry file as a member would (private to the user)."""
+    path.write_text(line + "\n")
+    os.chmod(path, 0o600)
+    os.chown(path, senv.who.uid, senv.who.gid)
+
+
+def test_a_forged_or_stale_registry_line_is_not_joined(senv):
+    """pid reuse: a line naming a live process whose start time or namespace
+    is not the one recorded is pruned, never joined.  The decoy is a run in
+    another workspace (another session); the control, its line exactly as
+    written, shows that the registry decides and the checks are what refuse."""
+    other = senv.base / "other"
+    other.mkdir()
+    port = _free_port()
+    _, doc = _fetch(senv, senv.ws, port, report=senv.base / "k.json")
+    path = _registry(senv) / doc["session"]["key"]
+    assert not path.exists()  # nothing left by that run
+    decoy = Server(senv, other, port, "decoy")
+    try:
+        (line,) = _lines(senv)
+        pid, start, net, user, proxy, resolver = (int(w) for w in line.split())
+        forged = [f"{pid} {start + 1} {net} {user} {proxy} {resolver}",  # a reused pid
+                  f"{pid} {start} {net + 1} {user} {proxy} {resolver}"]  # another namespace
+        for bad in forged:
+            _forge(senv, path, bad)
+            out, doc = _fetch(senv, senv.ws, port, report=senv.base / "f.json")
+            assert out.startswith("FAILED 111"), (bad, out)
+            assert doc["session"]["namespace"] == "created"
+            assert not path.exists()  # pruned with the run's own line
+        _forge(senv, path, line)
+        out, doc = _fetch(senv, senv.ws, port, report=senv.base / "g.json")
+        assert out == "decoy", out
+        assert doc["session"]["namespace"] == "joined"
+    finally:
+        decoy.stop()
+    # the copied line outlives its process only until the next run here reads it
+    out, doc = _fetch(senv, senv.ws, port, report=senv.base / "h.json")
+    assert out.startswith("FAILED 111") and doc["session"]["namespace"] == "created"
+    assert _lines(senv) == []
+
+
+def test_a_registry_another_user_can_write_is_not_used(senv):
+    port = _free_port()
+    server = Server(senv, senv.ws, port, "A")
+    try:
+        d = _registry(senv)
+        os.chmod(d, 0o777)
+        out, doc = _fetch(senv, senv.ws, port, report=senv.base / "b.json")
+        assert out.startswith("FAILED 111"), out
+        assert doc["session"]["namespace"] == "private"
+        assert "not private" in doc["session"]["why"]
+    finally:
+        os.chmod(_registry(senv), 0o700)
+        server.stop()
+
+
+class _Upstream(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        body = b"upstream"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+PROXY_CLIENT = """\
+import os, sys, time, urllib.request
+def get():
+    try:
+        return urllib.request.urlopen(sys.argv[1], timeout=10).read().decode()
+    except OSError as exc:
+        return f"FAILED {exc}"
+print(os.environ["http_proxy"], get())
+if len(sys.argv) > 2:
+    open(sys.argv[2], "w").write("up")
+    end = time.time() + 60
+    while not os.path.exists(sys.argv[3]) and time.time() < end:
+        time.sleep(0.05)
+    print(get())
+"""
+
+
+def test_concurrent_proxy_runs_each_have_their_own_proxy(senv):
+    upstream = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Upstream)
+    upstream.daemon_threads = True
+    threading.Thread(target=upstream.serve_forever, daemon=True).start()
+    port = upstream.server_address[1]
+    try:
+        profile = proxy_profile(senv, allow_rule("127.0.0.1", [port]))
+        (senv.ws / "pc.py").write_text(PROXY_CLIENT)
+        senv.finish()
+        url = f"http://127.0.0.1:{port}/"
+        a = subprocess.Popen(senv.who.prefix() + [
+            sandbox_exe(), "run", "--profile", str(profile), "--report", str(senv.base / "a.json"),
+            "--", PY, "pc.py", url, "a-up", "a-go"], cwd=senv.ws, env=senv.environ(),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            end = time.monotonic() + 60
+            while not (senv.ws / "a-up").exists():
+                assert a.poll() is None and time.monotonic() < end, a.stderr.read()
+                time.sleep(0.05)
+            done = senv.run([PY, "pc.py", url], args=["--profile", str(profile), "--report",
+                                                      str(senv.base / "b.json")])
+            assert done.returncode == 0, done.stderr
+            assert done.stdout.decode().split() == ["http://127.0.0.1:3129", "upstream"]
+            (senv.ws / "a-go").write_text("go")
+            out, err = a.communicate(timeout=60)
+        finally:
+            if a.poll() is None:
+                a.kill()
+                a.communicate()
+        assert a.returncode == 0, err
+        assert out.decode().split() == ["http://127.0.0.1:3128", "upstream", "upstream"]
+        doc_a = json.loads((senv.base / "a.json").read_text())
+        doc_b = json.loads((senv.base / "b.json").read_text())
+        assert doc_a["session"]["namespace"] == "created"
+        assert doc_b["session"]["namespace"] == "joined"
+        assert doc_a["session"]["key"] == doc_b["session"]["key"]
+        # each run's own proxy counted only its own requests
+        assert (doc_a["network"]["proxy"], doc_a["network"]["allowed_count"]) == (
+            "127.0.0.1:3128", 2)
+        assert (doc_b["network"]["proxy"], doc_b["network"]["allowed_count"]) == (
+            "127.0.0.1:3129", 1)
+    finally:
+        upstream.shutdown()
+        upstream.server_close()
