@@ -270,6 +270,7 @@ class Session:
         self._thread = _thread
         self.address = RESOLVER_HOST
         self.state = state  # the state directory: where resolv.conf files are made
+        self.member = member
         if member is not None and member.resolver != 1 and self.state:
             from sandbox import netsession
 
@@ -298,6 +299,8 @@ class Session:
             self.address = RESOLVER_HOST
             if self.bridge is not None:
                 self.bridge.address = RESOLVER_HOST
+            if self.member is not None:
+                self.member.resolver_at = RESOLVER_HOST
             return argv
         argv = list(argv)
         argv[at] = _state_file(self.state, "resolv.conf", resolv_conf_text(self.address))

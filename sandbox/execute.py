@@ -287,7 +287,7 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
     if audit_spec is not None:
         doc["audit"] = [f.as_dict() for f in findings]
     if member is not None:
-        doc["session"] = member.report()
+        doc["session"] = member.report(proxy=egress is not None)
     if network is not None:
         doc["network"] = network
         if vault is not None:

@@ -98,6 +98,8 @@ class Private:
     join = None
     port = FIRST_PROXY_PORT
     resolver = 1
+    resolver_at = "127.0.0.1"
+    members_at_start = 0
 
     def __init__(self, name: str | None, why: str) -> None:
         self.name = name
@@ -110,9 +112,11 @@ class Private:
     def leave(self) -> None:
         pass
 
-    def report(self) -> dict:
+    def report(self, proxy: bool) -> dict:
         return {"name": self.name, "key": None, "namespace": "private", "why": self.why,
-                "proxy_port": None, "members_at_start": 0}
+                "proxy_port": self.port if proxy else None,
+                "resolver": None if proxy else self.resolver_at,
+                "members_at_start": 0}
 
 
 def _start_time(pid: int) -> int | None:
@@ -169,6 +173,8 @@ class Member:
             self.members_at_start = len(live)
             self.port = _lowest(FIRST_PROXY_PORT, PROXY_PORTS, {e[4] for e in live})
             self.resolver = _lowest(1, RESOLVERS, {e[5] for e in live})
+            # where the resolver listens (sandbox.dns may fall back to 127.0.0.1)
+            self.resolver_at = resolver_address(self.resolver or 1)
             if self.port is None or self.resolver is None:
                 from sandbox.errors import SetupError
 
@@ -331,11 +337,13 @@ class Member:
             self.line = None
             self._unlock()
 
-    def report(self) -> dict:
-        return {"name": self.name, "key": self.key,
-                "namespace": "joined" if self.joined else "created" if self.why is None
-                else "private", "why": self.why,
-                "proxy_port": self.port, "members_at_start": self.members_at_start}
+    def report(self, proxy: bool) -> dict:
+        private = self.why is not None
+        return {"name": self.name, "key": None if private else self.key,
+                "namespace": "private" if private else "joined" if self.joined else "created",
+                "why": self.why, "proxy_port": self.port if proxy else None,
+                "resolver": None if proxy else self.resolver_at,
+                "members_at_start": self.members_at_start}
 
 
 def _lowest(first: int, count: int, taken: set) -> int | None:

@@ -152,6 +152,34 @@ def test_server_in_one_run_answers_the_next_and_nothing_else(senv):
     assert _lines(senv) == []
 
 
+LOOKUP = """\
+import socket
+try:
+    socket.getaddrinfo("sessions-test.invalid", 80)
+    print("resolved")
+except socket.gaierror as exc:
+    print("gaierror", exc.errno)
+"""
+
+
+def test_each_run_of_a_session_has_its_own_resolver(senv):
+    """Runs without network: a joining run's lookups are answered (no such
+    name) by its own resolver and recorded in its own report."""
+    port = _free_port()
+    server = Server(senv, senv.ws, port, "A")
+    try:
+        (senv.ws / "lookup.py").write_text(LOOKUP)
+        done = senv.run([PY, "lookup.py"], args=["--report", str(senv.base / "b.json")])
+        assert done.stdout.decode().split() == ["gaierror", str(socket.EAI_NONAME)], done
+        doc = json.loads((senv.base / "b.json").read_text())
+        assert doc["session"]["namespace"] == "joined"
+        assert doc["session"]["resolver"] == "127.0.0.2"
+        assert doc["network"]["names_recorded"] is True
+        assert "sessions-test.invalid" in [x["name"] for x in doc["network"]["lookups"]]
+    finally:
+        server.stop()
+
+
 def test_a_run_with_other_network_policy_does_not_join(senv):
     port = _free_port()
     server = Server(senv, senv.ws, port, "A")
