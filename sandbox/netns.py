@@ -234,6 +234,19 @@ class Bridge:
         listener.listen(1024)
         return listener
 
+    def another_port(self, env: dict[str, str]) -> dict[str, str] | None:
+        """In the parent, after this run's port was taken in the session's
+        namespace (a command of the session bound it first): the next free
+        one, and ``env`` naming it; None when there is none to try."""
+        if self.member is None or not self.member.joined:
+            return None
+        new = self.member.another_port()
+        if new is None:
+            return None
+        old_url, new_url = f"http://{PROXY_HOST}:{self.port}", f"http://{PROXY_HOST}:{new}"
+        self.port = new
+        return {k: new_url if v == old_url else v for k, v in env.items()}
+
     # Whether ``wrap``'s argv needs the channel (the launcher sends the socket
     # through it); the runner keeps it open for bwrap only then.
     passes_channel = True
@@ -261,6 +274,18 @@ class Bridge:
     def close(self) -> None:
         """In the parent, once the child has it: the proxy's end must see EOF if the child dies."""
         self.channel.close()
+
+
+def failure_hint(stage: int) -> str:
+    if stage == 6:
+        return ("the run could not enter the network namespace of its session (another run "
+                "of this workspace); --session none gives it one of its own")
+    if stage == 4:
+        return ("the port is taken in the session's shared network namespace; --session none "
+                "gives the run a namespace of its own")
+    return ("the egress proxy's network namespace could not be made; "
+            "SANDBOX_NET_BRIDGE=bwrap makes it through bwrap instead, "
+            "or use a profile with network.mode = \"none\"")
 
 
 def describe_failure(stage: int, code: int) -> str:

@@ -48,6 +48,7 @@ NONE = "none"  # --session none: a private namespace, as before sessions
 # each later member gets the next port that no live member holds.
 FIRST_PROXY_PORT = 3128
 PROXY_PORTS = 64
+PORT_TRIES = 8  # ports found taken (squatted by a command) before the run gives up
 # The resolver of a run without network: 127.0.0.1 for the first member,
 # 127.0.0.N for the others (resolv.conf cannot name a port for the C library)
 RESOLVERS = 250
@@ -158,6 +159,7 @@ class Member:
         self.joined = False
         self.why = None
         self.rejected: set = set()
+        self.tried: set = set()  # ports found taken inside the namespace
         self.own_user = _own_user_inode()
         self._lock()
         try:
@@ -285,6 +287,18 @@ class Member:
             if fd >= 0:
                 os.close(fd)
         return None
+
+    def another_port(self) -> int | None:
+        """The port given to this run is taken inside the namespace: the next
+        one no live member holds (at most a few tries: each costs a fork)."""
+        self.tried.add(self.port)
+        if len(self.tried) >= PORT_TRIES:
+            return None
+        taken = {e[4] for e in self._live_entries} | self.tried
+        found = _lowest(FIRST_PROXY_PORT, PROXY_PORTS, taken)
+        if found is not None:
+            self.port = found
+        return found
 
     # -- the run ---------------------------------------------------------------
     def spawned(self, pid: int | None) -> None:

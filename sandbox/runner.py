@@ -379,17 +379,26 @@ def _spawn_bridged(argv, env, keep, stdio, limits, bridge) -> int:
     Ubuntu 24.04+) is tried again through bwrap, which such hosts allow.
     Nothing has run at that point: the child stopped before exec.
     """
-    if bridge is None or bridge.mode == "direct":
+    if bridge is None:
         return _spawn(argv, env, keep, stdio, limits, bridge)
-    if bridge.mode == "auto":
+    if bridge.mode in ("auto", "direct"):
         from sandbox.errors import BridgeError
 
-        try:
-            return _spawn(argv, env, keep, stdio, limits, bridge)
-        except BridgeError as err:
-            # the namespace itself was refused (6: entering a session's)
-            if err.stage not in (1, 2, 3, 6):
-                raise
+        while True:
+            try:
+                return _spawn(argv, env, keep, stdio, limits, bridge)
+            except BridgeError as err:
+                if err.stage == 4 and getattr(err, "errno", 0) == errno.EADDRINUSE:
+                    # a process of the session holds the port this run's
+                    # proxy was given: never use it, take the next one
+                    moved = bridge.another_port(env)
+                    if moved is not None:
+                        env = moved
+                        continue
+                # the namespace itself was refused (6: entering a session's)
+                if bridge.mode == "direct" or err.stage not in (1, 2, 3, 6):
+                    raise
+                break
     outer = bridge.wrap(list(argv), sys.executable)
     passed = [bridge.channel.fileno()] if bridge.passes_channel else []
     return _spawn(outer, env, keep + passed, stdio, limits, None)
@@ -474,11 +483,11 @@ def _spawn(argv: list[str], env: dict[str, str], keep: list[int], stdio: list[in
             from sandbox.errors import BridgeError
 
             stage, _, number = line[1:].partition(":")
-            raise BridgeError(netns.describe_failure(int(stage or 0), int(number or 0))
-                              + "; the command was not run", int(stage or 0),
-                              hint="the egress proxy's network namespace could not be made; "
-                                   "SANDBOX_NET_BRIDGE=bwrap makes it through bwrap instead, "
-                                   "or use a profile with network.mode = \"none\"")
+            error = BridgeError(netns.describe_failure(int(stage or 0), int(number or 0))
+                                + "; the command was not run", int(stage or 0),
+                                hint=netns.failure_hint(int(stage or 0)))
+            error.errno = int(number or 0)
+            raise error
         elif line.startswith("E"):
             os.waitpid(pid, 0)
             raise OSError(code, os.strerror(code) if code else "cannot start bwrap",

@@ -352,3 +352,92 @@ def test_concurrent_proxy_runs_each_have_their_own_proxy(senv):
     finally:
         upstream.shutdown()
         upstream.server_close()
+
+
+SQUATTER = """\
+import os, select, socket, sys, time
+socks = []
+for port in sys.argv[1].split(","):
+    s = socket.socket()
+    s.bind(("127.0.0.1", int(port)))
+    s.listen()
+    socks.append(s)
+open("squat-up", "w").write("up")
+end = time.time() + 60
+while not os.path.exists("squat-go") and time.time() < end:
+    ready, _, _ = select.select(socks, [], [], 0.05)
+    for s in ready:
+        conn, _ = s.accept()
+        open("squat-hit", "a").write("hit\\n")
+        conn.close()
+"""
+
+
+@pytest.mark.parametrize("squatted, expect", [((3129, 3130), 3131),
+                                              (tuple(range(3129, 3145)), None)])
+def test_a_squatted_proxy_port_is_never_used(senv, squatted, expect):
+    """A command of the session binds the ports the next run's proxy would
+    get: that run takes another port, or (all taken) fails closed; it never
+    talks to the squatter."""
+    upstream = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Upstream)
+    upstream.daemon_threads = True
+    threading.Thread(target=upstream.serve_forever, daemon=True).start()
+    port = upstream.server_address[1]
+    try:
+        profile = proxy_profile(senv, allow_rule("127.0.0.1", [port]))
+        (senv.ws / "pc.py").write_text(PROXY_CLIENT)
+        (senv.ws / "squat.py").write_text(SQUATTER)
+        senv.finish()
+        a = subprocess.Popen(senv.who.prefix() + [
+            sandbox_exe(), "run", "--profile", str(profile), "--", PY, "squat.py",
+            ",".join(map(str, squatted))], cwd=senv.ws, env=senv.environ(),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            end = time.monotonic() + 60
+            while not (senv.ws / "squat-up").exists():
+                assert a.poll() is None and time.monotonic() < end, a.stderr.read()
+                time.sleep(0.05)
+            done = senv.run([PY, "pc.py", f"http://127.0.0.1:{port}/"],
+                            args=["--profile", str(profile), "--report",
+                                  str(senv.base / "b.json")])
+            (senv.ws / "squat-go").write_text("go")
+            a.communicate(timeout=60)
+        finally:
+            if a.poll() is None:
+                a.kill()
+                a.communicate()
+        doc = json.loads((senv.base / "b.json").read_text())
+        if expect is not None:
+            assert done.returncode == 0, done.stderr
+            assert done.stdout.decode().split() == [f"http://127.0.0.1:{expect}", "upstream"]
+            assert doc["session"]["namespace"] == "joined"
+            assert doc["session"]["proxy_port"] == expect
+        else:
+            assert done.returncode == 125, done
+            assert b"Address already in use" in done.stderr, done.stderr
+            assert doc["error"]["code"] == "network_setup_failed"
+        assert not (senv.ws / "squat-hit").exists()  # the squatter never heard from it
+    finally:
+        upstream.shutdown()
+        upstream.server_close()
+
+
+def test_bwrap_bridge_mode_gives_a_private_namespace_and_says_so(senv):
+    """SANDBOX_NET_BRIDGE=bwrap: bwrap makes the namespace and cannot enter
+    another run's; the run is private, with one line saying so."""
+    port = _free_port()
+    server = Server(senv, senv.ws, port, "A")
+    try:
+        (senv.ws / "client.py").write_text(CLIENT)
+        done = senv.run([PY, "client.py", f"http://127.0.0.1:{port}/"],
+                        args=["--report", str(senv.base / "b.json")],
+                        env=senv.environ(SANDBOX_NET_BRIDGE="bwrap"))
+        assert done.stdout.decode().startswith("FAILED 111"), done
+        notes = [line for line in done.stderr.decode().splitlines() if "session" in line]
+        assert len(notes) == 1 and notes[0].startswith("sandbox: note: "), done.stderr
+        doc = json.loads((senv.base / "b.json").read_text())
+        assert doc["session"]["namespace"] == "private"
+        assert "SANDBOX_NET_BRIDGE=bwrap" in doc["session"]["why"]
+        assert len(_lines(senv)) == 1  # not registered: nothing could join it
+    finally:
+        server.stop()
