@@ -84,11 +84,21 @@ def key(label: str, network, uid: int) -> str:
     return statefile.sha256_hex(repr((FORMAT, uid, label, network)).encode())[:32]
 
 
-def network_of(egress: dict | None, resolver: dict | None):
-    """What of the plan decides what the namespace's listeners give a command."""
+def network_of(egress: dict | None, resolver: dict | None, profile: dict | None = None):
+    """What of the plan decides what the namespace's listeners give a command.
+
+    The egress plan whole (rules, pins, credentials, inspection, and
+    whatever is added to it later), and the profile's digest: every
+    listener a run binds in the namespace (proxy, resolver, forwarded host
+    ports) comes from one of the two, with the per-run flags
+    (``--network``, ``--allow-host``) already in the egress plan.  A profile
+    that differs only outside ``[network]`` also gives another session:
+    stricter than needed, never looser.
+    """
+    digest = (profile or {}).get("sha256")
     if egress is not None:
-        return ("proxy", sorted((k, repr(v)) for k, v in egress.items()))
-    return ("none",)
+        return ("proxy", digest, sorted((k, repr(v)) for k, v in egress.items()))
+    return ("none", digest)
 
 
 class Private:
@@ -378,6 +388,7 @@ def open_for(opts, meta: dict, egress, resolver, mode: str, state: str):
     label = f"name:{name}" if name else f"workspace:{meta.get('workspace')}"
     uid = os.getuid()
     try:
-        return Member(state, key(label, network_of(egress, resolver), uid), name, uid)
+        network = network_of(egress, resolver, meta.get("profile"))
+        return Member(state, key(label, network, uid), name, uid)
     except OSError as exc:
         return Private(name, f"the session registry could not be used ({exc.strerror or exc})")

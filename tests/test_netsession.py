@@ -193,6 +193,19 @@ def test_a_run_with_other_network_policy_does_not_join(senv):
         assert out == "A"  # the same policy still joins
     finally:
         server.stop()
+    # proxy mode both, but other rules: not the same session either
+    server = Server(senv, senv.ws, port, "P", args=["--network", "proxy"])
+    try:
+        out, doc = _fetch(senv, senv.ws, port, args=["--allow-host", "localhost:9"],
+                          report=senv.base / "c.json")
+        assert out.startswith("FAILED 111"), out
+        assert doc["session"]["namespace"] == "created"
+        out, doc = _fetch(senv, senv.ws, port, args=["--network", "proxy"],
+                          report=senv.base / "d.json")
+        assert out == "P"
+        assert (doc["session"]["namespace"], doc["session"]["proxy_port"]) == ("joined", 3129)
+    finally:
+        server.stop()
 
 
 def test_a_named_session_spans_workspaces_only_when_named(senv):
