@@ -52,7 +52,7 @@ between a forwarded signal and the kill, default 5), SANDBOX_NET_BRIDGE
 (how a proxy profile's network namespace is made: auto, direct or bwrap;
 see network.md), SANDBOX_AUDIT_LOG (on, off or a file; default
 $XDG_STATE_HOME/sandbox/audit.jsonl; see audit-log.md).  Docs (README.md,
-profiles.md, network.md, agents.md, api.md, ci.md, fallback.md,
+profiles.md, network.md, sessions.md, agents.md, api.md, ci.md, fallback.md,
 audit-log.md, design.md):
 
 \b
