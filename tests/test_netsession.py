@@ -454,3 +454,77 @@ def test_bwrap_bridge_mode_gives_a_private_namespace_and_says_so(senv):
         assert len(_lines(senv)) == 1  # not registered: nothing could join it
     finally:
         server.stop()
+
+
+def _pid_gone(pid: int, timeout: float = 30) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if not os.path.exists(f"/proc/{pid}") or \
+                Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z":
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_the_namespace_lives_while_any_member_does(senv):
+    """A (the server, which made the namespace) ends while B still runs: the
+    server is gone, the namespace stays B's, and a later run joins it."""
+    port = _free_port()
+    server = Server(senv, senv.ws, port, "A")
+    (senv.ws / "hold.py").write_text(
+        "import os, sys, time\nopen(sys.argv[1], 'w').write('up')\nend = time.time() + 60\n"
+        "while not os.path.exists(sys.argv[2]) and time.time() < end:\n    time.sleep(0.05)\n")
+    senv.finish()
+    holder = subprocess.Popen(senv.who.prefix() + [
+        sandbox_exe(), "run", "--report", str(senv.base / "h.json"), "--", PY, "hold.py",
+        "hold-up", "hold-go"], cwd=senv.ws, env=senv.environ(),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        end = time.monotonic() + 60
+        while not (senv.ws / "hold-up").exists():
+            assert holder.poll() is None and time.monotonic() < end, holder.stderr.read()
+            time.sleep(0.05)
+        server.stop()
+        (line,) = _lines(senv)  # the holder's
+        out, doc = _fetch(senv, senv.ws, port, report=senv.base / "c.json")
+        assert out.startswith("FAILED 111"), out  # nothing of A is left
+        assert doc["session"]["namespace"] == "joined"
+        assert _lines(senv) == [line]
+    finally:
+        (senv.ws / "hold-go").write_text("go")
+        holder.communicate(timeout=60)
+        server.stop()
+    assert json.loads((senv.base / "h.json").read_text())["session"]["namespace"] == "joined"
+    assert _lines(senv) == []
+
+
+def test_a_run_killed_with_sigkill_leaves_a_line_the_next_run_prunes(senv):
+    port = _free_port()
+    server = Server(senv, senv.ws, port, "A")
+    (line,) = _lines(senv)
+    bwrap_pid = int(line.split()[0])
+    os.kill(server.proc.pid, 9)  # the wrapper: no chance to take its line out
+    server.proc.wait(30)
+    assert _pid_gone(bwrap_pid)  # bwrap dies with its parent, the sandbox with it
+    server.stop()
+    assert _lines(senv) == [line]
+    out, doc = _fetch(senv, senv.ws, port, report=senv.base / "b.json")
+    assert out.startswith("FAILED 111"), out
+    assert doc["session"]["namespace"] == "created"
+    assert _lines(senv) == []
+
+
+def test_runs_starting_together_make_one_namespace(senv):
+    (senv.ws / "hold.py").write_text("import time\ntime.sleep(3)\n")
+    senv.finish()
+    procs = [subprocess.Popen(senv.who.prefix() + [
+        sandbox_exe(), "run", "--report", str(senv.base / f"r{i}.json"), "--", PY, "hold.py"],
+        cwd=senv.ws, env=senv.environ(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        for i in range(4)]
+    for proc in procs:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+    docs = [json.loads((senv.base / f"r{i}.json").read_text())["session"] for i in range(4)]
+    assert sorted(d["namespace"] for d in docs) == ["created", "joined", "joined", "joined"]
+    assert sorted(d["resolver"] for d in docs) == [f"127.0.0.{i}" for i in (1, 2, 3, 4)]
+    assert _lines(senv) == []
