@@ -210,7 +210,7 @@ class Member:
         except FileExistsError:
             pass
         st = os.stat(directory, follow_symlinks=False)
-        if st.st_uid != self.uid or st.st_mode & 0o022 or not os.path.isdir(directory):
+        if st.st_uid != self.uid or st.st_mode & 0o022 or st.st_mode & 0o170000 != 0o040000:
             raise OSError(f"{directory} is not private to this user")
         for _ in range(16):  # bounded: another run may remove the file we opened
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)

@@ -528,3 +528,69 @@ def test_runs_starting_together_make_one_namespace(senv):
     assert sorted(d["namespace"] for d in docs) == ["created", "joined", "joined", "joined"]
     assert sorted(d["resolver"] for d in docs) == [f"127.0.0.{i}" for i in (1, 2, 3, 4)]
     assert _lines(senv) == []
+
+
+def _in_namespace(inode: int) -> list[tuple[int, str, str]]:
+    """(pid, comm, seccomp mode) of every process whose network namespace is ``inode``."""
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            if os.stat(f"/proc/{name}/ns/net").st_ino != inode:
+                continue
+            comm = Path(f"/proc/{name}/comm").read_text().strip()
+            status = Path(f"/proc/{name}/status").read_text()
+        except OSError:
+            continue
+        mode = next((line.split()[1] for line in status.splitlines()
+                     if line.startswith("Seccomp:")), "?")
+        found.append((int(name), comm, mode))
+    return found
+
+
+def test_nothing_unfiltered_runs_in_the_shared_namespace(senv):
+    """Two runs in one namespace: every process in it is a bwrap (which
+    applies the filter) or runs under the seccomp filter (mode 2)."""
+    port = _free_port()
+    server = Server(senv, senv.ws, port, "A")
+    try:
+        (senv.ws / "client.py").write_text(CLIENT)
+        (line,) = _lines(senv)
+        inode = int(line.split()[2])
+        (senv.ws / "hold.py").write_text(
+            "import os, sys, time\nopen(sys.argv[1], 'w').write('up')\nend = time.time() + 60\n"
+            "while not os.path.exists(sys.argv[2]) and time.time() < end:\n    time.sleep(0.05)\n")
+        senv.finish()
+        b = subprocess.Popen(senv.who.prefix() + [sandbox_exe(), "run", "--", PY, "hold.py",
+                                                  "b-up", "b-go"],
+                             cwd=senv.ws, env=senv.environ(), stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE)
+        try:
+            end = time.monotonic() + 60
+            while not (senv.ws / "b-up").exists():
+                assert b.poll() is None and time.monotonic() < end, b.stderr.read()
+                time.sleep(0.05)
+            procs = _in_namespace(inode)
+        finally:
+            (senv.ws / "b-go").write_text("go")
+            b.communicate(timeout=60)
+    finally:
+        server.stop()
+    commands = [p for p in procs if p[1] != "bwrap"]
+    assert sum(1 for p in procs if p[1] == "bwrap") >= 2, procs  # both runs' bwraps
+    assert {p[1] for p in commands} >= {"python3"}, procs  # the server and the holder
+    assert all(mode == "2" for _, _, mode in commands), procs
+
+
+def test_the_command_cannot_write_the_registry(senv):
+    registry = _registry(senv)
+    registry.mkdir(parents=True, mode=0o700)
+    target = registry / "forged"
+    script = f"echo '1 2 3 0 3128 1' > {target} && echo WROTE"
+    senv.finish()
+    done = senv.sh(script, sandboxed=False)  # the control: the user can, outside
+    assert done.stdout.strip() == b"WROTE"
+    target.unlink()
+    done = senv.sh(script)
+    assert b"WROTE" not in done.stdout and not target.exists(), done
