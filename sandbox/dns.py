@@ -277,6 +277,8 @@ class Session:
             self.address = netsession.resolver_address(member.resolver)
         if mode == "bwrap":
             self.fallback = "SANDBOX_NET_BRIDGE=bwrap"
+            if member is not None:
+                member.resolver_at = None  # nothing answers names in bwrap's namespace
             return
         self.channel, child_end = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM)
         self.bridge = Bridge(child_end, mode, self, member)
@@ -309,6 +311,9 @@ class Session:
     def started(self) -> None:
         """In the wrapper, once bwrap runs: take the socket, answer from a thread.
 
+        (``self.member``, the run's session: its report names the resolver's
+        address, or None where bwrap made the namespace after all.)
+
         Called by the runner after its fork, so no thread exists while it
         forks.  Never raises: the command is already running.
         """
@@ -318,6 +323,8 @@ class Session:
             self.bridge.close()  # our copy of the child's end
             if self.bridge.wrapped:
                 self.fallback = "the host did not let sandbox make the network namespace"
+                if self.member is not None:
+                    self.member.resolver_at = None
                 return
             _, ancillary, _, _ = self.channel.recvmsg(1, _socket.CMSG_LEN(4), _socket.MSG_DONTWAIT)
             fd = next((struct.unpack("i", data[:4])[0] for level, kind, data in ancillary

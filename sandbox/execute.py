@@ -140,9 +140,9 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
             # session's lock until bwrap runs
             from sandbox import netsession, plancache
 
+            state = plancache.state_dir(os.environ)
             try:
-                member = netsession.open_for(opts, meta, egress, resolver, bridge,
-                                             plancache.state_dir(os.environ))
+                member = netsession.open_for(opts, meta, egress, resolver, bridge, state)
             except SandboxError as err:
                 _audit(audit_spec, pending)
                 return fail(opts, err, meta, started, target)
@@ -195,7 +195,8 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
             run_argv, run_status, run_seccomp = argv, status_index, seccomp
             if resolver is not None:  # this attempt's resolver, and its edit of the argv
                 try:
-                    names = dns.Session(resolver, bridge, member, plancache.state_dir(os.environ))
+                    names = dns.Session(resolver, bridge, member,
+                                        state if member is not None else None)
                 except OSError:
                     names = dns.Session(resolver, "bwrap")  # no socket pair: names go unrecorded
                 run_argv = names.argv(list(argv))

@@ -205,10 +205,7 @@ class Member:
     # -- the registry --------------------------------------------------------
     def _lock(self) -> None:
         directory = os.path.dirname(self.path)
-        try:
-            os.mkdir(directory, 0o700)
-        except FileExistsError:
-            pass
+        os.makedirs(directory, 0o700, exist_ok=True)
         st = os.stat(directory, follow_symlinks=False)
         if st.st_uid != self.uid or st.st_mode & 0o022 or st.st_mode & 0o170000 != 0o040000:
             raise OSError(f"{directory} is not private to this user")
@@ -315,10 +312,10 @@ class Member:
         """bwrap runs (``pid``: the process in the namespace; None: a private one
         after all, made through bwrap): write this run's line, let others in."""
         try:
-            if pid is None:
-                if self.join is not None or self.created:
-                    self.created, self.joined = True, False
-                    self.why = "the namespace was made through bwrap (SANDBOX_NET_BRIDGE)"
+            if pid is None:  # auto mode, on a host that refused the direct bridge
+                self.created, self.joined = True, False
+                self.why = ("the host refused the direct bridge, so bwrap made the namespace "
+                            "(see SANDBOX_NET_BRIDGE in network.md)")
                 return
             start = _start_time(pid)
             try:
