@@ -594,3 +594,23 @@ def test_the_command_cannot_write_the_registry(senv):
     target.unlink()
     done = senv.sh(script)
     assert b"WROTE" not in done.stdout and not target.exists(), done
+
+
+def test_the_landlock_fallback_has_no_session(senv):
+    """No namespace at all under the fallback (docs/fallback.md): nothing to
+    share, nothing registered, and the report says null."""
+    import nouserns
+
+    if nouserns.unavailable() is not None:
+        pytest.skip(str(nouserns.unavailable()))
+    senv.finish()
+    report = senv.base / "r.json"
+    done = subprocess.run(nouserns.prefix() + senv.who.prefix() + [
+        sandbox_exe(), "run", "--session", "web", "--report", str(report), "--", "true"],
+        cwd=senv.ws, env=senv.environ(), capture_output=True, timeout=120)
+    doc = json.loads(report.read_text())
+    if doc["backend"]["name"] != "landlock":
+        pytest.skip(f"the fallback did not run here: {done.stderr!r}")
+    assert done.returncode == 0, done.stderr
+    assert doc["session"] is None
+    assert _lines(senv) == []
