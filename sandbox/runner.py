@@ -471,8 +471,6 @@ def _spawn(argv: list[str], env: dict[str, str], keep: list[int], stdio: list[in
         os.close(err_r)
         if err_w >= 0:
             os.close(err_w)
-    if limits is not None:
-        limits.spawned()
     for line in report.decode("ascii", "replace").split():
         code = int(line[1:]) if line[1:].isdigit() else 0
         if line.startswith("C") and limits is not None:
@@ -492,6 +490,10 @@ def _spawn(argv: list[str], env: dict[str, str], keep: list[int], stdio: list[in
             os.waitpid(pid, 0)
             raise OSError(code, os.strerror(code) if code else "cannot start bwrap",
                           os.fsdecode(argv[0]))
+    if limits is not None:
+        # only now: a bridge that failed before exec is tried again (another
+        # port, or through bwrap), and that child must join the cgroup too
+        limits.spawned()
     return pid
 
 

@@ -397,7 +397,9 @@ def test_a_squatted_proxy_port_is_never_used(senv, squatted, expect):
     threading.Thread(target=upstream.serve_forever, daemon=True).start()
     port = upstream.server_address[1]
     try:
-        profile = proxy_profile(senv, allow_rule("127.0.0.1", [port]))
+        # with a cgroup limit: the child tried again must join the run's cgroup too
+        profile = proxy_profile(senv, allow_rule("127.0.0.1", [port]),
+                                extra="[limits]\nmemory_max_mb = 4096\n")
         (senv.ws / "pc.py").write_text(PROXY_CLIENT)
         (senv.ws / "squat.py").write_text(SQUATTER)
         senv.finish()
@@ -410,7 +412,8 @@ def test_a_squatted_proxy_port_is_never_used(senv, squatted, expect):
             while not (senv.ws / "squat-up").exists():
                 assert a.poll() is None and time.monotonic() < end, a.stderr.read()
                 time.sleep(0.05)
-            done = senv.run([PY, "pc.py", f"http://127.0.0.1:{port}/"],
+            done = senv.run(["sh", "-c", f"{PY} pc.py http://127.0.0.1:{port}/; "
+                                         "grep -c /sandbox- /proc/self/cgroup"],
                             args=["--profile", str(profile), "--report",
                                   str(senv.base / "b.json")])
             (senv.ws / "squat-go").write_text("go")
@@ -421,10 +424,14 @@ def test_a_squatted_proxy_port_is_never_used(senv, squatted, expect):
                 a.communicate()
         doc = json.loads((senv.base / "b.json").read_text())
         if expect is not None:
-            assert done.returncode == 0, done.stderr
-            assert done.stdout.decode().split() == [f"http://127.0.0.1:{expect}", "upstream"]
+            out = done.stdout.decode().split()
+            assert out[:2] == [f"http://127.0.0.1:{expect}", "upstream"], done
             assert doc["session"]["namespace"] == "joined"
             assert doc["session"]["proxy_port"] == expect
+            # the run's cgroup, where this host gives one: the child tried
+            # again on another port was born in it too
+            in_cgroup = "memory_max_mb" in doc["limits"]["applied"]
+            assert out[2] == ("1" if in_cgroup else "0"), (out, doc["limits"])
         else:
             assert done.returncode == 125, done
             assert b"Address already in use" in done.stderr, done.stderr
