@@ -621,3 +621,39 @@ def test_the_landlock_fallback_has_no_session(senv):
     assert done.returncode == 0, done.stderr
     assert doc["session"] is None
     assert _lines(senv) == []
+
+
+def test_both_parsers_take_session():
+    from sandbox.__main__ import parse_run, parse_sh
+
+    assert parse_run(["--session", "web", "--", "true"]).session == "web"
+    assert parse_run(["--session=none", "--", "true"]).session == "none"
+    assert parse_run(["--", "true"]).session is None
+    assert parse_sh(["--session", "a.b_c-1", "--", "echo hi"]).session == "a.b_c-1"
+    for bad in ("../x", "a b", "x" * 65, ".hidden"):
+        assert parse_run(["--session", bad, "--", "true"]) is None  # typer says why
+    from typer.testing import CliRunner
+
+    from sandbox.cli import app
+
+    result = CliRunner().invoke(app, ["run", "--session", "a/b", "--", "true"])
+    assert result.exit_code == 125 and "--session" in result.output, result.output
+
+
+def test_the_key_separates_what_must_not_share():
+    from sandbox import netsession
+
+    proxy = {"profile": "p", "allow": [("a.example", (443,))]}
+    base = netsession.key("workspace:/w", netsession.network_of(None, {}, {"sha256": "1"}), 1000)
+    others = [
+        netsession.key("workspace:/v", netsession.network_of(None, {}, {"sha256": "1"}), 1000),
+        netsession.key("name:/w", netsession.network_of(None, {}, {"sha256": "1"}), 1000),
+        netsession.key("workspace:/w", netsession.network_of(None, {}, {"sha256": "2"}), 1000),
+        netsession.key("workspace:/w", netsession.network_of(None, {}, {"sha256": "1"}), 0),
+        netsession.key("workspace:/w", netsession.network_of(proxy, None, {"sha256": "1"}), 1000),
+        netsession.key("workspace:/w", netsession.network_of(
+            {**proxy, "allow": [("b.example", (443,))]}, None, {"sha256": "1"}), 1000),
+    ]
+    assert len({base, *others}) == 1 + len(others)
+    assert base == netsession.key("workspace:/w",
+                                  netsession.network_of(None, {}, {"sha256": "1"}), 1000)
