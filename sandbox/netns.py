@@ -8,7 +8,9 @@ caller's own uid and gid, which is what lets an unprivileged process own a
 network namespace), brings up ``lo``, creates the proxy's listening socket on
 127.0.0.1 *inside* that namespace and hands it to the proxy process over a
 unix socket.  Then the child execs bwrap, which runs without
-``--unshare-net`` and so stays in this namespace.
+``--unshare-net`` and so stays in this namespace.  A run that joins its
+session's namespace (``sandbox.netsession``) enters it with ``setns``
+instead of making one, and binds its own listener on its own port there.
 
 Why this shape: nothing runs inside the sandbox outside the seccomp filter.
 The command reaches the proxy only through the socket's address; the proxy
