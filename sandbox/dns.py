@@ -219,10 +219,11 @@ class Bridge(netns.Bridge):
 
     passes_channel = False  # wrap() needs no launcher: bwrap makes the namespace
 
-    def __init__(self, channel, mode: str, session: "Session") -> None:
-        super().__init__(channel, mode)
+    def __init__(self, channel, mode: str, session: "Session", forwards=()) -> None:
+        super().__init__(channel, mode, forwards)
         self.session = session
         self.wrapped = False
+        self._sock_kind = "u"
 
     def _listen(self):
         import _socket
@@ -235,8 +236,23 @@ class Bridge(netns.Bridge):
             raise
         return sock
 
+    def _address(self) -> tuple[str, int]:
+        return RESOLVER_HOST, RESOLVER_PORT
+
     def wrap(self, argv: list[str], python: str) -> list[str]:
         """The host refused our namespace: bwrap makes it, nothing answers names."""
+        if self.forwards:
+            # the forwarded ports' listeners must be made inside, and nothing
+            # here would make them: refuse rather than run without the grant
+            from sandbox.errors import SetupError
+
+            raise SetupError(
+                "[[network.forward]] without the egress proxy needs sandbox to make the run's "
+                "network namespace itself, and this host (or SANDBOX_NET_BRIDGE=bwrap) leaves "
+                "that to bwrap; the command was not run",
+                hint='use a profile with network.mode = "proxy" (its bridge works through '
+                     "bwrap too), or SANDBOX_NET_BRIDGE=direct where the host allows it",
+                code="network_setup_failed")
         self.wrapped = True
         self.channel.close()  # nothing will be sent; the child end is not passed on
         return static_argv(argv, self.session.nsswitch)
@@ -248,7 +264,7 @@ class Bridge(netns.Bridge):
 class Session:
     """The resolver for one run: prepared before bwrap, stopped after it."""
 
-    def __init__(self, data: dict, mode: str) -> None:
+    def __init__(self, data: dict, mode: str, forwards=None) -> None:
         import _socket
         import _thread
 
@@ -261,11 +277,18 @@ class Session:
         self.fallback = None  # why names are not recorded, if they are not
         self.bridge = None
         self._thread = _thread
-        if mode == "bwrap":
+        # [[network.forward]] (sandbox.forward): relayed by a thread of the wrapper
+        self.forwards = forwards or []
+        self.counters = self.relay = None
+        if self.forwards:
+            from sandbox import forward
+
+            self.counters = forward.Counters(len(self.forwards))
+        if mode == "bwrap" and not self.forwards:
             self.fallback = "SANDBOX_NET_BRIDGE=bwrap"
             return
         self.channel, child_end = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM)
-        self.bridge = Bridge(child_end, mode, self)
+        self.bridge = Bridge(child_end, mode, self, [g[2] for g in self.forwards])
 
     def argv(self, argv: list[str]) -> list[str]:
         if self.bridge is None:
@@ -285,13 +308,14 @@ class Session:
             if self.bridge.wrapped:
                 self.fallback = "the host did not let sandbox make the network namespace"
                 return
-            _, ancillary, _, _ = self.channel.recvmsg(1, _socket.CMSG_LEN(4), _socket.MSG_DONTWAIT)
-            fd = next((struct.unpack("i", data[:4])[0] for level, kind, data in ancillary
-                       if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS), None)
+            fd, forwarded = netns.receive(self.channel, _socket.MSG_DONTWAIT)
             if fd is None:
                 self.fallback = "the resolver's socket did not arrive"
                 return
-            os.set_inheritable(fd, False)  # descriptors received this way are inheritable
+            if forwarded:
+                from sandbox import forward
+
+                self.relay = forward.start(forwarded, self.forwards, self.counters)
             self.sock = _socket.socket(fileno=fd)
             self.sock.setblocking(False)
             self._stop_r, self._stop_w = os.pipe()
@@ -355,6 +379,10 @@ class Session:
 
     def finish(self) -> dict:
         """Stop answering; what the command looked up, for the report."""
+        if self.relay is not None:
+            # the sandbox is gone: what is left are host-side ends; bounded wait
+            self.relay.stop()
+            self.relay = None
         names, unrecorded = dict(self.names), self.unrecorded
         if self.serving:
             # The sandbox is gone, so nothing is on its way: every query the

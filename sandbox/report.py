@@ -66,6 +66,7 @@ def build(command, meta: dict | None, started: float, *, outcome=None, error=Non
         "error": None,
         "audit": [],
         "network": None,
+        "forwards": [],  # [[network.forward]] grants and their counts (sandbox.forward)
         "blocked": [],
         "diagnostics": [],
     }
