@@ -323,3 +323,58 @@ def test_a_grant_in_an_extended_profile_is_merged_once(senv, echo):
     done = senv.run(["true"], args=["--profile", "./clash.toml"])
     assert done.returncode == 125
     assert b"clash.toml" in done.stderr and b"inside port" in done.stderr
+
+
+# -- only trusted inputs can grant: the project profile and the managed policy -------------
+
+def test_an_untrusted_project_profile_cannot_grant_a_port_until_trusted(senv, echo):
+    _write(senv, "client.py", ECHO_CLIENT)
+    _write(senv, ".sandbox.toml", _grant(echo.port))
+    done = senv.run([PYTHON, "client.py", str(echo.port)])
+    assert done.returncode == 3 and b"ConnectionRefusedError" in done.stdout, done.stderr
+    assert echo.accepted == 0
+    assert b"ignored: network.forward" in done.stderr
+    senv.finish()
+    trusted = subprocess.run(senv.who.prefix() + [sandbox_exe(), "trust"], cwd=senv.ws,
+                             env=senv.environ(), capture_output=True, timeout=60)
+    assert trusted.returncode == 0, trusted.stderr
+    assert b"network.forward: added forward host 127.0.0.1:" in trusted.stdout
+    done = senv.run([PYTHON, "client.py", str(echo.port)])
+    assert done.returncode == 0 and b"got 20000 bytes" in done.stdout, done.stderr
+
+
+@pytest.mark.skipif(__import__("os").getuid() != 0,
+                    reason="a managed file must be root's: needs root to write one")
+def test_the_managed_policy_limits_grants_to_the_ones_it_lists(senv, echo, greeter):
+    import os
+    import shutil
+    import uuid
+
+    from conftest import _test_root
+
+    admin = _test_root() / f"managed-{uuid.uuid4().hex[:12]}"
+    admin.mkdir(mode=0o755)
+    try:
+        managed = admin / "managed.toml"
+        _write(senv, "client.py", ECHO_CLIENT)
+        _write(senv, "greet.py", GREETING_CLIENT)
+        _forward_profile(senv, _grant(echo.port) + _grant(greeter.port))
+        script = (f"{PYTHON} client.py {echo.port}; echo rc=$?; "
+                  f"{PYTHON} greet.py {greeter.port}; echo rc=$?")
+
+        def run(text):
+            managed.write_text(text)
+            os.chmod(managed, 0o644)
+            done = senv.sh(script, args=["--profile", "./fw.toml"],
+                           env=senv.environ(SANDBOX_MANAGED_EXTRA=str(managed)))
+            return done.stdout.decode() + done.stderr.decode()
+
+        both = run("[limits]\ntimeout_seconds = 600\n")  # says nothing about forwards
+        assert "got 20000 bytes" in both and "PONG" in both
+        only = run(_grant(greeter.port))
+        assert "got 20000 bytes" not in only and "ConnectionRefusedError" in only
+        assert "PONG" in only
+        none = run("[network]\nforward = []\n")
+        assert "got 20000 bytes" not in none and "PONG" not in none
+    finally:
+        shutil.rmtree(admin, ignore_errors=True)
