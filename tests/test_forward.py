@@ -378,3 +378,49 @@ def test_the_managed_policy_limits_grants_to_the_ones_it_lists(senv, echo, greet
         assert "got 20000 bytes" not in none and "PONG" not in none
     finally:
         shutil.rmtree(admin, ignore_errors=True)
+
+
+def test_the_audit_log_records_the_grants_use(senv, echo):
+    _write(senv, "client.py", ECHO_CLIENT)
+    _forward_profile(senv, _grant(echo.port, name="echo"))
+    done = senv.run([PYTHON, "client.py", str(echo.port)], args=["--profile", "./fw.toml"])
+    assert done.returncode == 0, done.stderr
+    log = senv.home / ".local" / "state" / "sandbox" / "audit.jsonl"
+    (line,) = [json.loads(x) for x in log.read_text().splitlines()]
+    assert [(f["port"], f["connections"]) for f in line["forwards"]] == [(echo.port, 1)]
+    assert any("network.forward: added forward" in w for w in line["weakenings"])
+
+
+def test_a_cached_plan_follows_an_edited_grant(senv, echo, greeter):
+    """The plan (and with it the grants) is cached; the profile file is stamped,
+    so changing the granted port takes effect on the next run, cached or not."""
+    import time
+
+    _write(senv, "client.py", ECHO_CLIENT)
+    _write(senv, "greet.py", GREETING_CLIENT)
+    profile = _forward_profile(senv, _grant(echo.port, inside_port=7000))
+    report = senv.base / "r.json"
+    senv.finish()  # once: chown (senv.run does it every time) makes every ctime new
+
+    def run(script):
+        done = subprocess.run(senv.who.prefix() + [sandbox_exe(), "run", "--profile", "./fw.toml",
+                                                   "-q", "--report", str(report), "--", PYTHON,
+                                                   script, "7000"],
+                              cwd=senv.ws, env=senv.environ(), capture_output=True, timeout=60)
+        return done, json.loads(report.read_text())
+
+    cached = []
+    for i in range(3):
+        if i:
+            time.sleep(2.2)  # plans are cached only from inputs older than 2 s
+        done, rep = run("client.py")
+        assert b"got 20000 bytes" in done.stdout, done.stderr
+        assert rep["forwards"][0]["connections"] == 1
+        cached.append(rep["plan_cached"])
+    assert cached[-1] is True, cached
+    profile.write_text(profile.read_text().replace(f"port = {echo.port}",
+                                                   f"port = {greeter.port}"))
+    done, rep = run("greet.py")
+    assert done.stdout.decode().splitlines() == ["220 host-service ready", "PONG"], done.stderr
+    assert rep["plan_cached"] is False and rep["forwards"][0]["port"] == greeter.port
+    assert echo.accepted == 3
