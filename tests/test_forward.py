@@ -424,3 +424,15 @@ def test_a_cached_plan_follows_an_edited_grant(senv, echo, greeter):
     assert done.stdout.decode().splitlines() == ["220 host-service ready", "PONG"], done.stderr
     assert rep["plan_cached"] is False and rep["forwards"][0]["port"] == greeter.port
     assert echo.accepted == 3
+
+
+def test_network_none_on_the_command_line_drops_the_grants(senv, echo):
+    """--network none means no network whatever the profile opens: its grants
+    go too (and with them their weakenings), the run is not silently wider."""
+    _write(senv, "client.py", ECHO_CLIENT)
+    _forward_profile(senv, _grant(echo.port))
+    done = senv.run([PYTHON, "client.py", str(echo.port)],
+                    args=["--profile", "./fw.toml", "--network", "none", "--report", "r.json"])
+    assert done.returncode == 3 and b"ConnectionRefusedError" in done.stdout, done.stderr
+    assert b"weakened" not in done.stderr and echo.accepted == 0
+    assert _report(senv, "r.json")["forwards"] == []
