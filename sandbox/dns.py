@@ -223,6 +223,7 @@ class Bridge(netns.Bridge):
         super().__init__(channel, mode, forwards)
         self.session = session
         self.wrapped = False
+        self.launched = False  # wrapped, with the launcher making the forwards' listeners
         self._sock_kind = "u"
 
     def _listen(self):
@@ -240,20 +241,20 @@ class Bridge(netns.Bridge):
         return RESOLVER_HOST, RESOLVER_PORT
 
     def wrap(self, argv: list[str], python: str) -> list[str]:
-        """The host refused our namespace: bwrap makes it, nothing answers names."""
-        if self.forwards:
-            # the forwarded ports' listeners must be made inside, and nothing
-            # here would make them: refuse rather than run without the grant
-            from sandbox.errors import SetupError
+        """The host refused our namespace: bwrap makes it, nothing answers names.
 
-            raise SetupError(
-                "[[network.forward]] without the egress proxy needs sandbox to make the run's "
-                "network namespace itself, and this host (or SANDBOX_NET_BRIDGE=bwrap) leaves "
-                "that to bwrap; the command was not run",
-                hint='use a profile with network.mode = "proxy" (its bridge works through '
-                     "bwrap too), or SANDBOX_NET_BRIDGE=direct where the host allows it",
-                code="network_setup_failed")
+        With ``[[network.forward]]`` grants an outer bwrap makes it instead
+        and the bridge's launcher (``sandbox.netns``) creates the forwarded
+        ports' listeners there; no resolver socket (port 53 needs a
+        capability the launcher does not have), so the nsswitch.conf
+        fallback applies to names as without grants.
+        """
         self.wrapped = True
+        if self.forwards:
+            self.launched = self.passes_channel = True
+            self._sock_kind = "n"  # the launcher sends the forwards' listeners only
+            inner = without_own_namespace(static_argv(argv, self.session.nsswitch))
+            return super().wrap(inner, python)
         self.channel.close()  # nothing will be sent; the child end is not passed on
         return static_argv(argv, self.session.nsswitch)
 
@@ -303,19 +304,24 @@ class Session:
         """
         import _socket
 
+        waiting = False
         try:
             self.bridge.close()  # our copy of the child's end
             if self.bridge.wrapped:
-                self.fallback = "the host did not let sandbox make the network namespace"
+                self.fallback = ("SANDBOX_NET_BRIDGE=bwrap" if self.bridge.mode == "bwrap" else
+                                 "the host did not let sandbox make the network namespace")
+                if self.bridge.launched:  # the launcher sends once the outer bwrap runs
+                    self._thread.start_new_thread(self._await_forwards, ())
+                    waiting = True
                 return
             fd, forwarded = netns.receive(self.channel, _socket.MSG_DONTWAIT)
-            if fd is None:
-                self.fallback = "the resolver's socket did not arrive"
-                return
             if forwarded:
                 from sandbox import forward
 
                 self.relay = forward.start(forwarded, self.forwards, self.counters)
+            if fd is None:
+                self.fallback = "the resolver's socket did not arrive"
+                return
             self.sock = _socket.socket(fileno=fd)
             self.sock.setblocking(False)
             self._stop_r, self._stop_w = os.pipe()
@@ -326,6 +332,22 @@ class Session:
         except Exception as exc:  # noqa: BLE001 - the run goes on without names
             self.fallback = f"the resolver could not start ({exc})"
             self._close_sock()
+        finally:
+            if not waiting:
+                self.channel.close()
+
+    def _await_forwards(self) -> None:
+        """A thread: the launcher's listeners, then their relay (bounded wait:
+        the launcher sends them, or exits, within its start-up)."""
+        try:
+            if select.select([self.channel], [], [], 30.0)[0]:
+                _fd, forwarded = netns.receive(self.channel)
+                if forwarded:
+                    from sandbox import forward
+
+                    self.relay = forward.start(forwarded, self.forwards, self.counters)
+        except BaseException:  # noqa: BLE001 - a thread must not print a traceback
+            pass
         finally:
             self.channel.close()
 

@@ -77,11 +77,13 @@ MODES = ("auto", "direct", "bwrap")
 LAUNCHER = """\
 import _socket, os, struct, sys
 kind, host, port, forwards, channel = sys.argv[1:6]
-s = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM if kind == "u" else _socket.SOCK_STREAM)
-s.bind((host, int(port)))
-if kind != "u":
-    s.listen(1024)
-fds, tags = [s], [255]
+fds, tags = [], []
+if kind != "n":
+    s = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM if kind == "u" else _socket.SOCK_STREAM)
+    s.bind((host, int(port)))
+    if kind != "u":
+        s.listen(1024)
+    fds, tags = [s], [255]
 for i, p in enumerate(forwards.split(",") if forwards else ()):
     for family, addr in ((_socket.AF_INET, "127.0.0.1"), (_socket.AF_INET6, "::1")):
         try:
@@ -296,15 +298,16 @@ class Bridge:
 
 
 # the most descriptors one hand-over carries: the main socket, two per grant
+# (sandbox.hostports.MAX_GRANTS; not imported: this module is on the fast path)
 MAX_FDS = 1 + 2 * 32
 
 
 def receive(channel: socket.socket, flags: int = 0):
     """The other end of the hand-over: (main socket's fd or None, [(fd, grant index)]).
 
-    Every descriptor that arrived is returned (and made close-on-exec:
-    descriptors received this way are inheritable), so none leaks even
-    when the message is not what it should be.
+    Every descriptor that arrived is made close-on-exec (descriptors
+    received this way are inheritable) and either returned or, when the
+    message is not what it should be, closed: none leaks.
     """
     data, ancillary, _, _ = channel.recvmsg(1 + MAX_FDS, socket.CMSG_SPACE(4 * MAX_FDS), flags)
     fds: list[int] = []
@@ -315,11 +318,14 @@ def receive(channel: socket.socket, flags: int = 0):
     for fd in fds:
         os.set_inheritable(fd, False)
     tags = data[1:]
-    if not fds or len(tags) != len(fds) or tags[0] != MAIN_TAG:
+    if not fds or len(tags) != len(fds):
         for fd in fds:
             os.close(fd)
         return None, []
-    return fds[0], list(zip(fds[1:], tags[1:]))
+    main = None
+    if tags[0] == MAIN_TAG:  # absent when only the forwards were sent (sandbox.dns)
+        main, fds, tags = fds[0], fds[1:], tags[1:]
+    return main, list(zip(fds, tags))
 
 
 def describe_failure(stage: int, code: int) -> str:
