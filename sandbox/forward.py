@@ -33,7 +33,10 @@ import _socket
 
 MAX_CONNECTIONS = 256
 CHUNK = 64 * 1024
-# per grant, in this order (``Counters.read`` names them for the report)
+# per grant, in this order (``Counters.read`` names them for the report):
+# connections made to the host service, bytes each way, connections the
+# service refused or could not take (failed), and connections reset at the
+# limit before any attempt (refused)
 FIELDS = ("connections", "bytes_to_host", "bytes_from_host", "failed", "refused")
 _CONNECTIONS, _TO_HOST, _FROM_HOST, _FAILED, _REFUSED = range(len(FIELDS))
 _EINPROGRESS = 115
@@ -210,7 +213,8 @@ class Relay:
                 upstream.close()
                 _reset(client)
                 continue
-            self.counters.add(grant, _CONNECTIONS)
+            if code == 0:
+                self.counters.add(grant, _CONNECTIONS)
             conn = _Conn(client, upstream, grant, connecting=code != 0)
             self.conns[client.fileno()] = self.conns[upstream.fileno()] = conn
 
@@ -222,6 +226,7 @@ class Relay:
                 self.counters.add(conn.grant, _FAILED)
                 raise OSError(code, os.strerror(code))
             conn.connecting = False
+            self.counters.add(conn.grant, _CONNECTIONS)  # made: counted once it is
             return
         if events & _BAD:
             raise OSError("socket error")
