@@ -74,6 +74,10 @@ MODES = ("auto", "direct", "bwrap")
 # (``LD_PRELOAD``...: see sandbox.hostprogs), which reach only the command.  It binds
 # the proxy's socket in the outer bwrap's fresh network namespace (bwrap has
 # brought lo up), hands it over, and becomes the real bwrap: nothing stays.
+# Its arguments: the socket's kind (t: TCP listener, u: UDP, n: none), address
+# and port, the [[network.forward]] inside ports (comma-separated; the same
+# listeners ``Bridge._forward_listeners`` makes), the channel's descriptor,
+# then the real bwrap's argv.
 LAUNCHER = """\
 import _socket, os, struct, sys
 kind, host, port, forwards, channel = sys.argv[1:6]
@@ -89,7 +93,9 @@ for i, p in enumerate(forwards.split(",") if forwards else ()):
         try:
             f = _socket.socket(family, _socket.SOCK_STREAM)
         except OSError:
-            continue
+            if family == _socket.AF_INET6:
+                continue
+            raise
         f.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEPORT, 1)
         try:
             f.bind((addr, int(p)))
@@ -330,4 +336,5 @@ def receive(channel: socket.socket, flags: int = 0):
 
 def describe_failure(stage: int, code: int) -> str:
     what = STAGES.get(stage, "set up the network bridge")
-    return f"cannot {what} for the egress proxy: {os.strerror(code) if code else 'unknown error'}"
+    for_what = "" if stage == 6 else " for the egress proxy"  # 6 names its own purpose
+    return f"cannot {what}{for_what}: {os.strerror(code) if code else 'unknown error'}"
