@@ -442,3 +442,31 @@ def test_network_none_on_the_command_line_drops_the_grants(senv, echo):
     assert done.returncode == 3 and b"ConnectionRefusedError" in done.stdout, done.stderr
     assert b"weakened" not in done.stderr and echo.accepted == 0
     assert _report(senv, "r.json")["forwards"] == []
+
+
+def test_the_landlock_fallback_refuses_a_profile_with_grants(senv, echo):
+    """No network namespace there: a grant would be every host port or none,
+    so the run fails closed (the same profile without the grant falls back and runs)."""
+    import nouserns
+
+    if nouserns.unavailable() is not None:
+        pytest.skip(str(nouserns.unavailable()))
+    from sandbox import landlock
+
+    if landlock.abi_version() < 1:
+        pytest.skip("this kernel has no Landlock")
+    _forward_profile(senv, _grant(echo.port))
+    _write(senv, "plain.toml", 'extends = "default"\n')
+    senv.finish()
+
+    def run(profile):
+        return subprocess.run(nouserns.prefix() + senv.who.prefix() + [
+            sandbox_exe(), "run", "--profile", profile, "--", "sh", "-c", "echo RAN"],
+            cwd=senv.ws, env=senv.environ(), capture_output=True, timeout=120)
+
+    plain = run("./plain.toml")
+    assert plain.returncode == 0 and b"RAN" in plain.stdout, plain.stderr
+    refused = run("./fw.toml")
+    assert refused.returncode == 125 and b"RAN" not in refused.stdout
+    assert b"forwards host ports ([[network.forward]])" in refused.stderr, refused.stderr
+    assert echo.accepted == 0
