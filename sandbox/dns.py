@@ -219,10 +219,13 @@ class Bridge(netns.Bridge):
 
     passes_channel = False  # wrap() needs no launcher: bwrap makes the namespace
 
-    def __init__(self, channel, mode: str, session: "Session", member=None) -> None:
-        super().__init__(channel, mode, member)
+    def __init__(self, channel, mode: str, session: "Session", member=None,
+                 forwards=()) -> None:
+        super().__init__(channel, mode, member, forwards)
         self.session = session
         self.address = session.address
+        self.launched = False  # wrapped, with the launcher making the forwards' listeners
+        self._sock_kind = "u"
 
     def _listen(self):
         import _socket
@@ -241,9 +244,24 @@ class Bridge(netns.Bridge):
             raise
         return sock
 
+    def _address(self) -> tuple[str, int]:
+        return self.address, RESOLVER_PORT
+
     def wrap(self, argv: list[str], python: str) -> list[str]:
-        """The host refused our namespace: bwrap makes it, nothing answers names."""
+        """The host refused our namespace: bwrap makes it, nothing answers names.
+
+        With ``[[network.forward]]`` grants an outer bwrap makes it instead
+        and the bridge's launcher (``sandbox.netns``) creates the forwarded
+        ports' listeners there; no resolver socket (port 53 needs a
+        capability the launcher does not have), so the nsswitch.conf
+        fallback applies to names as without grants.
+        """
         self.wrapped = True
+        if self.forwards:
+            self.launched = self.passes_channel = True
+            self._sock_kind = "n"  # the launcher sends the forwards' listeners only
+            inner = without_own_namespace(static_argv(argv, self.session.nsswitch))
+            return super().wrap(inner, python)
         self.channel.close()  # nothing will be sent; the child end is not passed on
         return static_argv(argv, self.session.nsswitch)
 
@@ -255,7 +273,8 @@ class Bridge(netns.Bridge):
 class Session:
     """The resolver for one run: prepared before bwrap, stopped after it."""
 
-    def __init__(self, data: dict, mode: str, member=None, state: str | None = None) -> None:
+    def __init__(self, data: dict, mode: str, member=None, state: str | None = None,
+                 forwards=None) -> None:
         import _socket
         import _thread
 
@@ -275,13 +294,20 @@ class Session:
             from sandbox import netsession
 
             self.address = netsession.resolver_address(member.resolver)
-        if mode == "bwrap":
+        # [[network.forward]] (sandbox.forward): relayed by a thread of the wrapper
+        self.forwards = forwards or []
+        self.counters = self.relay = None
+        if self.forwards:
+            from sandbox import forward
+
+            self.counters = forward.Counters(len(self.forwards))
+        if mode == "bwrap" and not self.forwards:
             self.fallback = "SANDBOX_NET_BRIDGE=bwrap"
             if member is not None:
                 member.resolver_at = None  # nothing answers names in bwrap's namespace
             return
         self.channel, child_end = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM)
-        self.bridge = Bridge(child_end, mode, self, member)
+        self.bridge = Bridge(child_end, mode, self, member, [g[2] for g in self.forwards])
 
     def argv(self, argv: list[str]) -> list[str]:
         if self.bridge is None:
@@ -319,20 +345,26 @@ class Session:
         """
         import _socket
 
+        waiting = False
         try:
             self.bridge.close()  # our copy of the child's end
             if self.bridge.wrapped:
-                self.fallback = "the host did not let sandbox make the network namespace"
+                self.fallback = ("SANDBOX_NET_BRIDGE=bwrap" if self.bridge.mode == "bwrap" else
+                                 "the host did not let sandbox make the network namespace")
                 if self.member is not None:
                     self.member.resolver_at = None
+                if self.bridge.launched:  # the launcher sends once the outer bwrap runs
+                    self._thread.start_new_thread(self._await_forwards, ())
+                    waiting = True
                 return
-            _, ancillary, _, _ = self.channel.recvmsg(1, _socket.CMSG_LEN(4), _socket.MSG_DONTWAIT)
-            fd = next((struct.unpack("i", data[:4])[0] for level, kind, data in ancillary
-                       if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS), None)
+            fd, forwarded = netns.receive(self.channel, _socket.MSG_DONTWAIT)
+            if forwarded:
+                from sandbox import forward
+
+                self.relay = forward.start(forwarded, self.forwards, self.counters)
             if fd is None:
                 self.fallback = "the resolver's socket did not arrive"
                 return
-            os.set_inheritable(fd, False)  # descriptors received this way are inheritable
             self.sock = _socket.socket(fileno=fd)
             self.sock.setblocking(False)
             self._stop_r, self._stop_w = os.pipe()
@@ -343,6 +375,22 @@ class Session:
         except Exception as exc:  # noqa: BLE001 - the run goes on without names
             self.fallback = f"the resolver could not start ({exc})"
             self._close_sock()
+        finally:
+            if not waiting:
+                self.channel.close()
+
+    def _await_forwards(self) -> None:
+        """A thread: the launcher's listeners, then their relay (bounded wait:
+        the launcher sends them, or exits, within its start-up)."""
+        try:
+            if select.select([self.channel], [], [], 30.0)[0]:
+                _fd, forwarded = netns.receive(self.channel)
+                if forwarded:
+                    from sandbox import forward
+
+                    self.relay = forward.start(forwarded, self.forwards, self.counters)
+        except BaseException:  # noqa: BLE001 - a thread must not print a traceback
+            pass
         finally:
             self.channel.close()
 
@@ -396,6 +444,10 @@ class Session:
 
     def finish(self) -> dict:
         """Stop answering; what the command looked up, for the report."""
+        if self.relay is not None:
+            # the sandbox is gone: what is left are host-side ends; bounded wait
+            self.relay.stop()
+            self.relay = None
         names, unrecorded = dict(self.names), self.unrecorded
         if self.serving:
             # The sandbox is gone, so nothing is on its way: every query the

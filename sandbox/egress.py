@@ -84,12 +84,21 @@ class Session:
     """The proxy process for one run: started before bwrap, stopped after it."""
 
     def __init__(self, data: dict, mode: str = "auto", secrets: list | None = None,
-                 member=None) -> None:
+                 member=None, forwards=None) -> None:
         import _socket  # the C module: ``socket`` costs milliseconds to import
 
         from sandbox import netns, runner
 
         self.data = data
+        # [[network.forward]] (sandbox.forward): relayed by the proxy process,
+        # counted where the wrapper reads it after the proxy has gone
+        self.forwards = forwards or []
+        counters = None
+        if self.forwards:
+            from sandbox import forward
+
+            counters = forward.Counters(len(self.forwards))
+        self.counters = counters
         # The proxy's refusals go to an anonymous in-memory file: the command
         # cannot reach it, and it survives the proxy being killed.
         self.events_fd = os.memfd_create("sandbox-egress-events", os.MFD_CLOEXEC)
@@ -107,7 +116,8 @@ class Session:
             launcher_end.close()
             if ca_read is not None:
                 os.close(ca_read)
-            _proxy_main(proxy_end, data, events_fd, wrapper, ca_write, secrets)
+            _proxy_main(proxy_end, data, events_fd, wrapper, ca_write, secrets,
+                        (self.forwards, counters))
 
         try:
             self.pid = runner.fork_helper(main)
@@ -119,7 +129,7 @@ class Session:
             proxy_end.close()
             if ca_write is not None:
                 os.close(ca_write)
-        self.bridge = netns.Bridge(launcher_end, mode, member)
+        self.bridge = netns.Bridge(launcher_end, mode, member, [g[2] for g in self.forwards])
         self.result: dict | None = None
 
     def inspect(self, argv, status, seccomp, env):
@@ -182,7 +192,7 @@ class Session:
 
 
 def _proxy_main(channel, data: dict, events_fd: int, wrapper: int, ca_fd: int | None = None,
-                secrets: list | None = None) -> None:
+                secrets: list | None = None, forwards=((), None)) -> None:
     """In the forked proxy process: wait for the first connection, then serve.
 
     The proxy's modules (h11, the rules, threading) cost about 30 ms of CPU
@@ -204,9 +214,7 @@ def _proxy_main(channel, data: dict, events_fd: int, wrapper: int, ca_fd: int | 
                 os.close(fd)
             except OSError:
                 pass
-    import _socket
     import select
-    import struct
 
     # not ctypes: 1.4 ms more, before the CA an inspecting run waits for
     from sandbox import libc
@@ -229,15 +237,19 @@ def _proxy_main(channel, data: dict, events_fd: int, wrapper: int, ca_fd: int | 
             inspector.warm(rules)
         except Exception:  # noqa: BLE001 - made again when needed, and refused in words then
             pass
+    from sandbox import netns
+
     try:
-        _, ancillary, _, _ = channel.recvmsg(1, _socket.CMSG_LEN(4))
+        listener, forwarded = netns.receive(channel)
     except OSError:
-        ancillary = []
+        listener, forwarded = None, []
     channel.close()
-    listener = next((struct.unpack("i", cdata[:4])[0] for level, kind, cdata in ancillary
-                     if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS), None)
     if listener is None:
         return  # the bridge was not made: nothing to serve
+    if forwarded:  # [[network.forward]]: relayed from now on, whatever the proxy does
+        from sandbox import forward
+
+        forward.start(forwarded, *forwards)
     while not select.select([listener], [], [], 0.5)[0]:
         if os.getppid() != wrapper:
             return  # the wrapper is gone (belt and braces: the death signal ends us too)

@@ -17,13 +17,15 @@ FALLBACK_RETRY = -1
 
 def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_path,
             started, seccomp=None, audit_spec=None, limits=None, egress=None,
-            target=None, resolver=None, watch=None, fallback_ok=True) -> int:
+            target=None, resolver=None, watch=None, fallback_ok=True, forwards=None) -> int:
     """Start the sandbox and wait for it (shared by the cached fast path).
 
     ``target``: where the report goes (``report.open_target``, opened by the
     caller before anything else); it is closed here.  ``resolver``: a run
     without network gets its own name resolver (``sandbox.dns``); ``watch``:
-    what ``sandbox.blocked`` watches for refused replacements.
+    what ``sandbox.blocked`` watches for refused replacements.  ``forwards``:
+    the ``[[network.forward]]`` grants (``sandbox.hostports.plan``), relayed by
+    whichever of the two holds the bridge (``sandbox.forward``).
     """
     import sys
 
@@ -81,6 +83,11 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
                                      "egress proxy; the command was not run",
                                      code="internal_error"), meta, started,
                     target)
+    if forwards and egress is None and resolver is None:
+        # fail closed: only the bridge of one of them can carry the grants
+        return fail(opts, SetupError("internal error: [[network.forward]] without a network "
+                                     "bridge to carry it; the command was not run",
+                                     code="internal_error"), meta, started, target)
     secrets = vault = None
     if egress is not None and egress.get("credentials"):
         from sandbox import credentials
@@ -142,7 +149,8 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
 
             state = plancache.state_dir(os.environ)
             try:
-                member = netsession.open_for(opts, meta, egress, resolver, bridge, state)
+                member = netsession.open_for(opts, meta, egress, resolver, bridge, state,
+                                              forwards)
             except SandboxError as err:
                 _audit(audit_spec, pending)
                 return fail(opts, err, meta, started, target)
@@ -150,7 +158,8 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
             from sandbox import egress as egress_mod
 
             try:  # the proxy starts before bwrap
-                session = egress_mod.Session(egress, bridge, secrets, member=member)
+                session = egress_mod.Session(egress, bridge, secrets, member=member,
+                                             forwards=forwards)
             except OSError as exc:
                 if member is not None:
                     member.leave()
@@ -196,8 +205,11 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
             if resolver is not None:  # this attempt's resolver, and its edit of the argv
                 try:
                     names = dns.Session(resolver, bridge, member,
-                                        state if member is not None else None)
+                                        state if member is not None else None,
+                                        forwards=forwards)
                 except OSError:
+                    if forwards:
+                        raise
                     names = dns.Session(resolver, "bwrap")  # no socket pair: names go unrecorded
                 run_argv = names.argv(list(argv))
                 # the descriptors' places moved with the edit: follow their options
@@ -247,6 +259,15 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
 
         for line in dns.summary(network, meta.get("profile", {}).get("name", "?")):
             print(line, file=sys.stderr)
+    forwarded = None
+    if forwards:  # what went through each [[network.forward]] grant (sandbox.forward)
+        from sandbox import forward
+
+        holder = session if session is not None else names
+        counters = holder.counters if holder is not None else None
+        forwarded = forward.report(forwards, counters)
+        for line in forward.summary(forwards, counters):
+            print(line, file=sys.stderr)
     refused = []
     if watch is not None:
         from sandbox import blocked
@@ -293,6 +314,8 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
         doc["network"] = network
         if vault is not None:
             doc["network"] = {**network, "credentials": vault.summary()}
+    if forwarded is not None:
+        doc["forwards"] = forwarded
     doc["blocked"] = report.blocked_records(refused, network)
     report.write(target, doc)  # opened before the command could touch the path
     from sandbox import auditlog

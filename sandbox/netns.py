@@ -51,7 +51,12 @@ _LO_UP = struct.pack("16sH14x", b"lo", IFF_UP | IFF_RUNNING)
 STAGES = {1: "create the network namespace (unshare)", 2: "map the user and group ids",
           3: "bring up the loopback interface", 4: "create the proxy's listening socket",
           5: "hand the socket to the proxy",
-          6: "enter the session's network namespace (setns)"}
+          6: "enter the session's network namespace (setns)",
+          7: "listen on a forwarded port ([[network.forward]]) inside the namespace"}
+# (6 and 7 by name: the runner falls back to bwrap after STAGE_SETNS, never
+# after STAGE_FORWARD, where a port of the namespace is taken)
+STAGE_SETNS = 6
+STAGE_FORWARD = 7
 
 
 class StageFailed(OSError):
@@ -77,18 +82,54 @@ MODES = ("auto", "direct", "bwrap")
 # (``LD_PRELOAD``...: see sandbox.hostprogs), which reach only the command.  It binds
 # the proxy's socket in the outer bwrap's fresh network namespace (bwrap has
 # brought lo up), hands it over, and becomes the real bwrap: nothing stays.
+# Its arguments: the socket's kind (t: TCP listener, u: UDP, n: none), address
+# and port, the [[network.forward]] inside ports (comma-separated; the same
+# listeners ``Bridge._forward_listeners`` makes), the channel's descriptor,
+# then the real bwrap's argv.
 LAUNCHER = """\
 import _socket, os, struct, sys
-s = _socket.socket(_socket.AF_INET, _socket.SOCK_STREAM)
-s.bind((sys.argv[1], int(sys.argv[2])))
-s.listen(1024)
-ch = _socket.socket(fileno=int(sys.argv[3]))
-ch.sendmsg([b"L"], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, struct.pack("i", s.fileno()))],
-           _socket.MSG_NOSIGNAL)
-s.close()
+kind, host, port, forwards, channel = sys.argv[1:6]
+fds, tags = [], []
+if kind != "n":
+    s = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM if kind == "u" else _socket.SOCK_STREAM)
+    s.bind((host, int(port)))
+    if kind != "u":
+        s.listen(1024)
+    fds, tags = [s], [255]
+for i, p in enumerate(forwards.split(",") if forwards else ()):
+    for family, addr in ((_socket.AF_INET, "127.0.0.1"), (_socket.AF_INET6, "::1")):
+        try:
+            f = _socket.socket(family, _socket.SOCK_STREAM)
+        except OSError:
+            if family == _socket.AF_INET6:
+                continue
+            raise
+        f.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEPORT, 1)
+        try:
+            f.bind((addr, int(p)))
+        except OSError as e:
+            f.close()
+            if family == _socket.AF_INET6 and e.errno in (99, 97):
+                continue
+            sys.stderr.write(f"sandbox: cannot listen on {addr}:{p} inside the sandbox for "
+                             f"[[network.forward]]: {e.strerror}\\n")
+            sys.exit(1)
+        f.listen(128)
+        fds.append(f)
+        tags.append(i)
+ch = _socket.socket(fileno=int(channel))
+ch.sendmsg([b"L" + bytes(tags)], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS,
+           struct.pack("%di" % len(fds), *[f.fileno() for f in fds]))], _socket.MSG_NOSIGNAL)
+for f in fds:
+    f.close()
 ch.close()
-os.execv(sys.argv[4], sys.argv[4:])
+os.execv(sys.argv[6], sys.argv[6:])
 """
+
+# Tag of the first descriptor in the hand-over message: the proxy's (or the
+# resolver's) own socket; every other descriptor's tag is the index of its
+# [[network.forward]] grant.
+MAIN_TAG = 255
 
 
 def bridge_mode(environ) -> str:
@@ -106,7 +147,8 @@ class Bridge:
     """Prepared in the parent; ``enter`` is called in the child before exec
     (direct mode), or ``wrap`` turns bwrap's argv into the launcher's."""
 
-    def __init__(self, channel: socket.socket, mode: str = "auto", member=None) -> None:
+    def __init__(self, channel: socket.socket, mode: str = "auto", member=None,
+                 forwards=()) -> None:
         import fcntl
 
         self.channel = channel
@@ -122,6 +164,9 @@ class Bridge:
 
             self._libc_setns = libc.function("setns")
             self._get_errno = libc.errno
+        # [[network.forward]]: the inside ports to listen on, in grant order
+        self.forwards = tuple(int(p) for p in forwards)
+        self._sock_kind = "t"  # the launcher's word for _listen's socket
         self._os_unshare = getattr(os, "unshare", None)  # Python 3.12+
         if self._os_unshare is None:  # before Python 3.12
             from sandbox import libc  # not ctypes: see there
@@ -170,7 +215,7 @@ class Bridge:
             if not code:
                 code = self._setns(net_fd, CLONE_NEWNET)
             if code:
-                raise StageFailed(6, code)
+                raise StageFailed(STAGE_SETNS, code)
         else:
             self._make()
         self._hand_over()
@@ -212,18 +257,60 @@ class Bridge:
             listener = self._listen()
         except OSError as exc:
             raise StageFailed(4, exc.errno or 0) from None
+        sockets, tags = [listener], [MAIN_TAG]
         try:
-            # MSG_NOSIGNAL: a proxy that already died must give EPIPE (a clear
-            # error), not SIGPIPE, which the child has back at its default
-            self.channel.sendmsg([b"L"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
-                                           struct.pack("i", listener.fileno()))],
-                                 socket.MSG_NOSIGNAL)
-        except OSError as exc:
-            raise StageFailed(5, exc.errno or 0) from None
+            try:
+                for index, port in enumerate(self.forwards):
+                    for sock in self._forward_listeners(port):
+                        sockets.append(sock)
+                        tags.append(index)
+            except OSError as exc:
+                raise StageFailed(STAGE_FORWARD, exc.errno or 0) from None
+            try:
+                # MSG_NOSIGNAL: a proxy that already died must give EPIPE (a clear
+                # error), not SIGPIPE, which the child has back at its default
+                self.channel.sendmsg([b"L" + bytes(tags)], [(
+                    socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                    struct.pack("%di" % len(sockets), *[s.fileno() for s in sockets]))],
+                    socket.MSG_NOSIGNAL)
+            except OSError as exc:
+                raise StageFailed(5, exc.errno or 0) from None
         finally:
-            # only the proxy may hold it: if the proxy dies, so does the route
-            listener.close()
+            # only the proxy may hold them: if the proxy dies, so does the route
+            for sock in sockets:
+                sock.close()
             self.channel.close()
+
+    def _forward_listeners(self, port: int) -> list:
+        """In the child: 127.0.0.1:port and (where the namespace has IPv6) [::1]:port.
+
+        SO_REUSEPORT: runs that share one namespace with the same grants
+        each hold a listener of their own on the same port.
+        """
+        out = []
+        try:
+            for family, addr in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+                try:
+                    sock = socket.socket(family, socket.SOCK_STREAM)
+                except OSError:
+                    if family == socket.AF_INET6:
+                        continue  # no IPv6 in this kernel: 127.0.0.1 only
+                    raise
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                    sock.bind((addr, port))
+                    sock.listen(128)
+                except OSError as exc:
+                    sock.close()
+                    if family == socket.AF_INET6 and exc.errno in (97, 99):
+                        continue  # EAFNOSUPPORT, EADDRNOTAVAIL: lo has no ::1 here
+                    raise
+                out.append(sock)
+        except OSError:
+            for sock in out:
+                sock.close()
+            raise
+        return out
 
     def _listen(self) -> socket.socket:
         """In the child, inside the new namespace: the socket to hand over.
@@ -269,9 +356,15 @@ class Bridge:
         channel descriptor must be inheritable (the runner keeps it).
         """
         self.wrapped = True
+        host, port = self._address()
         return [argv[0], "--unshare-user", "--unshare-net", "--bind", "/", "/",
                 "--die-with-parent", "--", python, "-I", "-S", "-c", LAUNCHER,
-                PROXY_HOST, str(self.port), str(self.channel.fileno()), *argv]
+                self._sock_kind, host, str(port), ",".join(map(str, self.forwards)),
+                str(self.channel.fileno()), *argv]
+
+    def _address(self) -> tuple[str, int]:
+        """Where ``_listen``'s socket is bound (for the launcher): this run's port."""
+        return PROXY_HOST, self.port
 
     def close(self) -> None:
         """In the parent, once the child has it: the proxy's end must see EOF if the child dies."""
@@ -279,7 +372,11 @@ class Bridge:
 
 
 def failure_hint(stage: int) -> str:
-    if stage == 6:
+    if stage == STAGE_FORWARD:
+        return ("a [[network.forward]] port is taken inside the run's network namespace "
+                "(by a command of its session, or a run whose grant is not the same); "
+                "--session none gives the run a namespace of its own")
+    if stage == STAGE_SETNS:
         return ("the run could not enter the network namespace of its session (another run "
                 "of this workspace); --session none gives it one of its own")
     if stage == 4:
@@ -290,6 +387,39 @@ def failure_hint(stage: int) -> str:
             "or use a profile with network.mode = \"none\"")
 
 
+# the most descriptors one hand-over carries: the main socket, two per grant
+# (sandbox.hostports.MAX_GRANTS; not imported: this module is on the fast path)
+MAX_FDS = 1 + 2 * 32
+
+
+def receive(channel: socket.socket, flags: int = 0):
+    """The other end of the hand-over: (main socket's fd or None, [(fd, grant index)]).
+
+    Every descriptor that arrived is made close-on-exec (descriptors
+    received this way are inheritable) and either returned or, when the
+    message is not what it should be, closed: none leaks.
+    """
+    data, ancillary, _, _ = channel.recvmsg(1 + MAX_FDS, socket.CMSG_SPACE(4 * MAX_FDS), flags)
+    fds: list[int] = []
+    for level, kind, cdata in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            count = len(cdata) // 4
+            fds.extend(struct.unpack("%di" % count, cdata[:4 * count]))
+    for fd in fds:
+        os.set_inheritable(fd, False)
+    tags = data[1:]
+    if not fds or len(tags) != len(fds):
+        for fd in fds:
+            os.close(fd)
+        return None, []
+    main = None
+    if tags[0] == MAIN_TAG:  # absent when only the forwards were sent (sandbox.dns)
+        main, fds, tags = fds[0], fds[1:], tags[1:]
+    return main, list(zip(fds, tags))
+
+
 def describe_failure(stage: int, code: int) -> str:
     what = STAGES.get(stage, "set up the network bridge")
-    return f"cannot {what} for the egress proxy: {os.strerror(code) if code else 'unknown error'}"
+    # the forward's stage names its own purpose; setns is the session's
+    for_what = "" if stage == STAGE_FORWARD else " for the egress proxy"
+    return f"cannot {what}{for_what}: {os.strerror(code) if code else 'unknown error'}"

@@ -84,7 +84,8 @@ def key(label: str, network, uid: int) -> str:
     return statefile.sha256_hex(repr((FORMAT, uid, label, network)).encode())[:32]
 
 
-def network_of(egress: dict | None, resolver: dict | None, profile: dict | None = None):
+def network_of(egress: dict | None, resolver: dict | None, profile: dict | None = None,
+               forwards=None):
     """What of the plan decides what the namespace's listeners give a command.
 
     The egress plan whole (rules, pins, credentials, inspection, and
@@ -93,12 +94,15 @@ def network_of(egress: dict | None, resolver: dict | None, profile: dict | None 
     ports) comes from one of the two, with the per-run flags
     (``--network``, ``--allow-host``) already in the egress plan.  A profile
     that differs only outside ``[network]`` also gives another session:
-    stricter than needed, never looser.
+    stricter than needed, never looser.  The ``[[network.forward]]`` grants
+    by name as well (``sandbox.hostports.plan``): what the managed policy or
+    an untrusted project takes away from them is not in the digest.
     """
     digest = (profile or {}).get("sha256")
+    granted = repr(sorted(tuple(g) for g in forwards or ()))
     if egress is not None:
-        return ("proxy", digest, sorted((k, repr(v)) for k, v in egress.items()))
-    return ("none", digest)
+        return ("proxy", digest, granted, sorted((k, repr(v)) for k, v in egress.items()))
+    return ("none", digest, granted)
 
 
 class Private:
@@ -374,7 +378,7 @@ def _lowest(first: int, count: int, taken: set) -> int | None:
     return None
 
 
-def open_for(opts, meta: dict, egress, resolver, mode: str, state: str):
+def open_for(opts, meta: dict, egress, resolver, mode: str, state: str, forwards=None):
     """This run's membership: a ``Member``, or ``Private`` saying why not."""
     name = getattr(opts, "session", None)
     if name == NONE:
@@ -385,7 +389,7 @@ def open_for(opts, meta: dict, egress, resolver, mode: str, state: str):
     label = f"name:{name}" if name else f"workspace:{meta.get('workspace')}"
     uid = os.getuid()
     try:
-        network = network_of(egress, resolver, meta.get("profile"))
+        network = network_of(egress, resolver, meta.get("profile"), forwards)
         return Member(state, key(label, network, uid), name, uid)
     except OSError as exc:
         return Private(name, f"the session registry could not be used ({exc.strerror or exc})")

@@ -67,6 +67,7 @@ def build(command, meta: dict | None, started: float, *, outcome=None, error=Non
         "audit": [],
         "network": None,
         "session": None,  # sandbox.netsession: the network namespace's session, made or joined
+        "forwards": [],  # [[network.forward]] grants and their counts (sandbox.forward)
         "blocked": [],
         "diagnostics": [],
     }
