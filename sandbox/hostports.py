@@ -110,3 +110,28 @@ def plan(policy) -> list | None:
     if not policy.forwards:
         return None
     return [list(g[:4]) for g in policy.forwards]
+
+
+# setsockopt(SOL_SOCKET, ...) options that would let a command into (or rule)
+# the SO_REUSEPORT group of a granted port's listeners: SO_REUSEPORT,
+# SO_ATTACH_REUSEPORT_CBPF, SO_ATTACH_REUSEPORT_EBPF, SO_DETACH_REUSEPORT_BPF
+REUSEPORT_OPTIONS = (15, 51, 52, 68)
+
+
+def seccomp_rules(policy) -> tuple:
+    """Seccomp rules for a run with grants: no SO_REUSEPORT for the command.
+
+    The bridge's listeners on a granted port share it through SO_REUSEPORT
+    (one per run of a session, ``sandbox.netns``), and the kernel lets any
+    process of the same uid join such a group: a command would then be
+    handed connections meant for the host service, another run's database
+    password with them.  Refused with EPERM; a server that asks for
+    SO_REUSEPORT for itself fails to start and says so.
+    """
+    if not policy.forwards:
+        return ()
+    from sandbox.seccomp import EPERM, Rule
+
+    why = "[[network.forward]]: a command joining a granted port's listeners"
+    return tuple(Rule(EPERM, "setsockopt", ((1, 0xFFFFFFFF, 1), (2, 0xFFFFFFFF, option)), why)
+                 for option in REUSEPORT_OPTIONS)

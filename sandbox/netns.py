@@ -166,6 +166,8 @@ class Bridge:
             self._get_errno = libc.errno
         # [[network.forward]]: the inside ports to listen on, in grant order
         self.forwards = tuple(int(p) for p in forwards)
+        if self.forwards:  # made here, used in the child (_forward_listeners)
+            self._oldest_first = _oldest_listener_program()
         self._sock_kind = "t"  # the launcher's word for _listen's socket
         self._os_unshare = getattr(os, "unshare", None)  # Python 3.12+
         if self._os_unshare is None:  # before Python 3.12
@@ -285,7 +287,15 @@ class Bridge:
         """In the child: 127.0.0.1:port and (where the namespace has IPv6) [::1]:port.
 
         SO_REUSEPORT: runs that share one namespace with the same grants
-        each hold a listener of their own on the same port.
+        each hold a listener of their own on the same port.  The group gets
+        a program that gives every connection to its oldest listener (the
+        session's longest-lived run; when it ends, the kernel moves another
+        into its place): with the kernel's hash instead, a connection of a
+        long run (a dev server's pooled database connection) often went to
+        the relay of a short run of the session and was reset when that run
+        ended.  Commands of runs with grants cannot set SO_REUSEPORT (the
+        seccomp filter, ``hostports.seccomp_rules``), so no listener but
+        sandbox's joins the group, and none can replace the program.
         """
         out = []
         try:
@@ -300,6 +310,9 @@ class Bridge:
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
                     sock.bind((addr, port))
                     sock.listen(128)
+                    # after listen: the socket is in its group, whose program this replaces
+                    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF,
+                                    self._oldest_first[0])
                 except OSError as exc:
                     sock.close()
                     if family == socket.AF_INET6 and exc.errno in (97, 99):
@@ -385,6 +398,19 @@ def failure_hint(stage: int) -> str:
     return ("the egress proxy's network namespace could not be made; "
             "SANDBOX_NET_BRIDGE=bwrap makes it through bwrap instead, "
             "or use a profile with network.mode = \"none\"")
+
+
+SO_ATTACH_REUSEPORT_CBPF = 51
+
+
+def _oldest_listener_program():
+    """The classic BPF program ``ret #0`` as a ``struct sock_fprog``, and the
+    buffer it points into (kept alive with it): for a SO_REUSEPORT group, the
+    index of the listener that gets each new connection, 0 being the oldest."""
+    import array
+
+    code = array.array("B", struct.pack("HBBI", 0x06, 0, 0, 0))  # BPF_RET | BPF_K, k = 0
+    return struct.pack("HP", 1, code.buffer_info()[0]), code
 
 
 # the most descriptors one hand-over carries: the main socket, two per grant

@@ -1,0 +1,301 @@
+"""Sessions (sandbox.netsession) and host port grants (sandbox.forward) together.
+
+Runs of one workspace with the same ``[[network.forward]]`` grants share one
+network namespace, and each holds its own listener on the granted port
+(SO_REUSEPORT).  Through the installed CLI and the real bwrap, as root and
+as the unprivileged user, against a line server of the test's own on the
+host's 127.0.0.1:
+
+- two concurrent runs both reach the granted port; a run whose grants
+  differ gets a session of its own;
+- a connection made by one run survives the end of another run of the
+  session (connections go to the oldest member's relay, not to whichever
+  listener the kernel's hash picks);
+- a command cannot join the listeners' SO_REUSEPORT group to take other
+  runs' connections (the seccomp filter refuses SO_REUSEPORT to commands
+  of runs with grants).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import sandbox_exe
+
+PY = "/usr/bin/python3"  # readable by the unprivileged test user
+if not os.path.exists(PY):
+    pytest.skip("needs /usr/bin/python3", allow_module_level=True)
+
+# Hold N connections to the granted port, then (once ``go`` exists) send a
+# line on each and print what came back; prints "held" once connected.
+HOLDER = """\
+import os, socket, sys, time
+port, n, ready, go = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+conns = [socket.create_connection(("127.0.0.1", port), timeout=20) for _ in range(n)]
+for c in conns:
+    c.sendall(b"first\\n")
+    assert c.makefile("rb").readline().startswith(b"host:")
+open(ready, "w").write("held")
+end = time.monotonic() + 60
+while not os.path.exists(go) and time.monotonic() < end:
+    time.sleep(0.05)
+ok = 0
+for c in conns:
+    try:
+        c.sendall(b"again\\n")
+        if c.makefile("rb").readline() == b"host:again\\n":
+            ok += 1
+    except OSError as exc:
+        print("LOST", exc)
+print("OK", ok, "of", n)
+"""
+
+SLEEPER = """\
+import os, sys, time
+open(sys.argv[1], "w").write("up")
+end = time.monotonic() + 60
+while not os.path.exists(sys.argv[2]) and time.monotonic() < end:
+    time.sleep(0.05)
+"""
+
+# One short connection each, N times: prints what answered.
+ASKER = """\
+import socket, sys
+port, n = int(sys.argv[1]), int(sys.argv[2])
+seen = []
+for _ in range(n):
+    try:
+        c = socket.create_connection(("127.0.0.1", port), timeout=10)
+        c.sendall(b"who\\n")
+        seen.append(c.makefile("rb").readline().decode().strip() or "EOF")
+        c.close()
+    except OSError as exc:
+        seen.append(f"ERR-{exc.errno}")
+print(" ".join(sorted(set(seen))), len(seen))
+"""
+
+# The attacker: join the granted port's listeners with SO_REUSEPORT and
+# answer whatever arrives with SQUAT (a stolen connection, with its bytes).
+SQUATTER = """\
+import os, socket, sys, time
+port, ready, stop = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+s = socket.socket()
+try:
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    s.bind(("127.0.0.1", port))
+    s.listen(64)
+except OSError as exc:
+    open(ready, "w").write(f"refused {exc.errno}")
+    sys.exit(0)
+open(ready, "w").write("squatting")
+s.settimeout(0.2)
+stolen = 0
+end = time.monotonic() + 60
+while not os.path.exists(stop) and time.monotonic() < end:
+    try:
+        c, _ = s.accept()
+    except socket.timeout:
+        continue
+    stolen += 1
+    c.sendall(b"SQUAT\\n")
+    c.close()
+print("stolen", stolen)
+"""
+
+
+class LineServer:
+    """The host service: answers each line with ``host:LINE``; counts connections."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.accepted = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
+
+    @staticmethod
+    def _one(conn) -> None:
+        try:
+            conn.settimeout(90)
+            f = conn.makefile("rb")
+            for line in f:
+                conn.sendall(b"host:" + line)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def service():
+    server = LineServer()
+    yield server
+    server.close()
+
+
+def _profile(senv, port: int, name: str = "fw.toml", extra_port: int | None = None) -> str:
+    text = f'extends = "default"\n[[network.forward]]\nport = {port}\n'
+    if extra_port is not None:
+        text += f"[[network.forward]]\nport = {extra_port}\n"
+    (senv.ws / name).write_text(text)
+    return f"./{name}"
+
+
+class Background:
+    """A ``sandbox run`` in the background, until ``ready`` exists in the workspace."""
+
+    def __init__(self, senv, argv, ready: str, args=()) -> None:
+        senv.finish()
+        self.ready = senv.ws / ready
+        self.proc = subprocess.Popen(
+            senv.who.prefix() + [sandbox_exe(), "run", *args, "--", *argv],
+            cwd=senv.ws, env=senv.environ(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        end = time.monotonic() + 60
+        while not self.ready.exists():
+            if self.proc.poll() is not None or time.monotonic() > end:
+                out, err = self.finish(5)
+                raise AssertionError(f"the background run did not start: {out!r} {err!r}")
+            time.sleep(0.05)
+
+    def finish(self, timeout: float = 60):
+        try:
+            out, err = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, err = self.proc.communicate()
+        return out.decode(), err.decode()
+
+
+def _report(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def test_two_runs_of_a_session_both_reach_a_granted_port(senv, service):
+    profile = _profile(senv, service.port)
+    (senv.ws / "holder.py").write_text(HOLDER)
+    (senv.ws / "asker.py").write_text(ASKER)
+    held = Background(senv, [PY, "holder.py", str(service.port), "2", "held", "go"], "held",
+                      args=["--profile", profile, "--report", str(senv.base / "a.json")])
+    try:
+        done = senv.run([PY, "asker.py", str(service.port), "6"],
+                        args=["--profile", profile, "--report", str(senv.base / "b.json")])
+        assert done.returncode == 0, done.stderr.decode()
+        assert done.stdout.decode().split() == ["host:who", "6"]
+    finally:
+        (senv.ws / "go").write_text("")
+        out, err = held.finish()
+    assert out.split() == ["OK", "2", "of", "2"], (out, err)
+    a, b = _report(senv.base / "a.json"), _report(senv.base / "b.json")
+    assert a["session"]["namespace"] == "created"
+    assert b["session"]["namespace"] == "joined" and b["session"]["key"] == a["session"]["key"]
+    # every connection reached the host service, and each is counted once, by
+    # the relay that carried it (the oldest member's: see the next test)
+    assert service.accepted == 8
+    total = sum(r["forwards"][0]["connections"] for r in (a, b))
+    assert total == 8, (a["forwards"], b["forwards"])
+    assert a["forwards"][0]["connections"] == 8  # the session's first run relays for all
+
+
+def test_a_run_with_other_grants_does_not_join(senv, service):
+    other = LineServer()
+    try:
+        (senv.ws / "asker.py").write_text(ASKER)
+        (senv.ws / "sleeper.py").write_text(SLEEPER)
+        one = _profile(senv, service.port, "one.toml")
+        two = _profile(senv, service.port, "two.toml", extra_port=other.port)
+        first = Background(senv, [PY, "sleeper.py", "up", "stop"], "up",
+                           args=["--profile", one, "--report", str(senv.base / "a.json")])
+        try:
+            done = senv.run([PY, "asker.py", str(other.port), "1"],
+                            args=["--profile", two, "--report", str(senv.base / "b.json")])
+            assert done.returncode == 0, done.stderr.decode()
+            same = senv.run([PY, "asker.py", str(service.port), "1"],
+                            args=["--profile", one, "--report", str(senv.base / "c.json")])
+            assert same.returncode == 0, same.stderr.decode()
+        finally:
+            (senv.ws / "stop").write_text("")
+            first.finish()
+        a, b, c = (_report(senv.base / f"{n}.json") for n in "abc")
+        assert done.stdout.decode().split() == ["host:who", "1"]
+        assert b["session"]["namespace"] == "created" and b["session"]["key"] != a["session"]["key"]
+        assert c["session"]["namespace"] == "joined" and c["session"]["key"] == a["session"]["key"]
+    finally:
+        other.close()
+
+
+def test_a_connection_outlives_another_runs_end(senv, service):
+    """A run's connections through a grant must not be reset when a younger
+    run of the session ends.  With the kernel's plain SO_REUSEPORT hash each
+    connection went to any member's listener, and about a third of these
+    died with the short run that happened to relay them."""
+    profile = _profile(senv, service.port)
+    (senv.ws / "holder.py").write_text(HOLDER)
+    (senv.ws / "sleeper.py").write_text(SLEEPER)
+    first = Background(senv, [PY, "sleeper.py", "up1", "stop1"], "up1", args=["--profile", profile])
+    try:
+        short = Background(senv, [PY, "sleeper.py", "up2", "stop2"], "up2",
+                           args=["--profile", profile])
+        try:
+            held = Background(senv, [PY, "holder.py", str(service.port), "12", "held", "go"],
+                              "held", args=["--profile", profile])
+        finally:
+            (senv.ws / "stop2").write_text("")
+            short.finish()  # the short run is over: its relay and listener are gone
+        (senv.ws / "go").write_text("")
+        out, err = held.finish()
+    finally:
+        (senv.ws / "stop1").write_text("")
+        first.finish()
+    assert out.split() == ["OK", "12", "of", "12"], (out, err)
+
+
+def test_a_command_cannot_steal_a_forwards_connections_with_so_reuseport(senv, service):
+    """The attack: a command of one run of the session binds the granted
+    port with SO_REUSEPORT (same uid as the bridge, so the kernel would let
+    it into the listeners' group) and answers another run's connections
+    itself: a database client would hand it its password."""
+    # the kernel allows it to a same-uid process: shown on the host
+    host_listener = socket.socket()
+    host_listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    host_listener.bind(("127.0.0.1", 0))
+    host_listener.listen(1)
+    joiner = socket.socket()
+    joiner.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    joiner.bind(host_listener.getsockname())  # no error: it joined the group
+    joiner.close()
+    host_listener.close()
+
+    profile = _profile(senv, service.port)
+    (senv.ws / "squat.py").write_text(SQUATTER)
+    (senv.ws / "asker.py").write_text(ASKER)
+    squat = Background(senv, [PY, "squat.py", str(service.port), "squatted", "stop"], "squatted",
+                       args=["--profile", profile])
+    try:
+        state = (senv.ws / "squatted").read_text()
+        done = senv.run([PY, "asker.py", str(service.port), "16"], args=["--profile", profile])
+    finally:
+        (senv.ws / "stop").write_text("")
+        out, _err = squat.finish()
+    assert done.returncode == 0, done.stderr.decode()
+    assert done.stdout.decode().split() == ["host:who", "16"], (state, out, done.stdout)
+    assert state == "refused 1", state  # EPERM: the seccomp filter refused SO_REUSEPORT
