@@ -310,9 +310,14 @@ class Bridge:
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
                     sock.bind((addr, port))
                     sock.listen(128)
-                    # after listen: the socket is in its group, whose program this replaces
-                    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF,
-                                    self._oldest_first[0])
+                    # after listen: the socket is in its group, whose program this
+                    # replaces.  Not fatal: without it the kernel's hash picks the
+                    # listener (connections may end with a younger run, see above)
+                    try:
+                        sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF,
+                                        self._oldest_first[0])
+                    except OSError:
+                        pass
                 except OSError as exc:
                     sock.close()
                     if family == socket.AF_INET6 and exc.errno in (97, 99):

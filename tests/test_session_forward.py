@@ -299,3 +299,100 @@ def test_a_command_cannot_steal_a_forwards_connections_with_so_reuseport(senv, s
     assert done.returncode == 0, done.stderr.decode()
     assert done.stdout.decode().split() == ["host:who", "16"], (state, out, done.stdout)
     assert state == "refused 1", state  # EPERM: the seccomp filter refused SO_REUSEPORT
+
+
+FLOOD = """\
+import socket, sys, time
+port, n = int(sys.argv[1]), int(sys.argv[2])
+held, ok, lost = [], 0, 0
+for _ in range(n):
+    try:
+        c = socket.create_connection(("127.0.0.1", port), timeout=10)
+        c.sendall(b"x\\n")
+        if c.makefile("rb").readline() == b"host:x\\n":
+            ok += 1
+            held.append(c)
+        else:
+            lost += 1
+    except OSError:
+        lost += 1
+for c in held:
+    c.close()
+# the relay frees its places as the connections end: one more gets through
+for _ in range(100):
+    try:
+        c = socket.create_connection(("127.0.0.1", port), timeout=10)
+        c.sendall(b"y\\n")
+        if c.makefile("rb").readline() == b"host:y\\n":
+            print("after", "ok")
+            break
+    except OSError:
+        pass
+    time.sleep(0.1)
+print("held", ok, "lost", lost)
+"""
+
+
+def test_a_connection_flood_through_a_grant_is_bounded(senv, service):
+    """A command opening connections without end gets at most the relay's
+    limit to the host service at once; the rest are reset and counted, and
+    the grant works again once they close."""
+    from sandbox import forward
+
+    limit = forward.MAX_CONNECTIONS
+    profile = _profile(senv, service.port)
+    (senv.ws / "flood.py").write_text(FLOOD)
+    done = senv.run([PY, "flood.py", str(service.port), str(limit + 40)],
+                    args=["--profile", profile, "--report", str(senv.base / "r.json")],
+                    timeout=300)
+    assert done.returncode == 0, done.stderr.decode()
+    lines = done.stdout.decode().splitlines()
+    assert lines[0] == "after ok", lines
+    assert lines[1] == f"held {limit} lost 40", lines
+    rep = _report(senv.base / "r.json")["forwards"][0]
+    assert rep["refused"] >= 40 and rep["connections"] == limit + 1, rep
+    assert service.accepted == limit + 1
+
+
+@pytest.mark.parametrize("proxy", [False, True], ids=["no-network", "proxy"])
+def test_sigkill_of_a_run_leaves_no_relay_behind(senv, service, proxy):
+    """The relay lives in the ``sandbox`` process (no network) or its proxy
+    process: SIGKILL of the run ends it, and with it the connection to the
+    host service (the service sees the end), so nothing of the run keeps a
+    way to the host."""
+    import signal
+
+    text = 'extends = "default"\n'
+    if proxy:
+        text += '[network]\nmode = "proxy"\n'
+    text += f"[[network.forward]]\nport = {service.port}\n"
+    (senv.ws / "fw.toml").write_text(text)
+    (senv.ws / "holder.py").write_text(HOLDER)
+    held = Background(senv, [PY, "holder.py", str(service.port), "1", "held", "go"], "held",
+                      args=["--profile", "./fw.toml"])
+    assert service.accepted == 1 and _open_to(service.port) == 1  # the relay's, on the host
+    os.kill(held.proc.pid, signal.SIGKILL)  # by pid: the run's `sandbox` process
+    held.finish(30)
+    # nothing of the run may still hold a connection to the service: a new
+    # connection from the host works, and the held one has ended
+    probe = socket.create_connection(("127.0.0.1", service.port), timeout=5)
+    probe.sendall(b"ping\n")
+    assert probe.makefile("rb").readline() == b"host:ping\n"
+    probe.close()
+    end = time.monotonic() + 20
+    while time.monotonic() < end and _open_to(service.port) > 0:
+        time.sleep(0.2)
+    assert _open_to(service.port) == 0, "a relay of the killed run still holds a connection"
+
+
+def _open_to(port: int) -> int:
+    """Established TCP connections to 127.0.0.1:port whose client end is on
+    the host (the relay's), from /proc/net/tcp of the test's namespace."""
+    count = 0
+    target = f"0100007F:{port:04X}"
+    with open("/proc/net/tcp") as fh:
+        for line in fh.readlines()[1:]:
+            fields = line.split()
+            if fields[2] == target and fields[3] == "01":  # remote = service, ESTABLISHED
+                count += 1
+    return count
