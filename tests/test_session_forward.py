@@ -164,12 +164,13 @@ def _profile(senv, port: int, name: str = "fw.toml", extra_port: int | None = No
 class Background:
     """A ``sandbox run`` in the background, until ``ready`` exists in the workspace."""
 
-    def __init__(self, senv, argv, ready: str, args=()) -> None:
+    def __init__(self, senv, argv, ready: str, args=(), env=None) -> None:
         senv.finish()
         self.ready = senv.ws / ready
         self.proc = subprocess.Popen(
             senv.who.prefix() + [sandbox_exe(), "run", *args, "--", *argv],
-            cwd=senv.ws, env=senv.environ(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            cwd=senv.ws, env=env or senv.environ(), stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE)
         end = time.monotonic() + 60
         while not self.ready.exists():
             if self.proc.poll() is not None or time.monotonic() > end:
@@ -396,3 +397,28 @@ def _open_to(port: int) -> int:
             if fields[2] == target and fields[3] == "01":  # remote = service, ESTABLISHED
                 count += 1
     return count
+
+
+def test_bwrap_bridge_mode_runs_with_grants_each_have_their_own_namespace(senv, service):
+    """SANDBOX_NET_BRIDGE=bwrap: bwrap makes each run's namespace, which no
+    run can enter; two concurrent runs with the same grants are each private,
+    each relays its own connections, and both reach the service."""
+    profile = _profile(senv, service.port)
+    (senv.ws / "holder.py").write_text(HOLDER)
+    (senv.ws / "asker.py").write_text(ASKER)
+    env = senv.environ(SANDBOX_NET_BRIDGE="bwrap")
+    held = Background(senv, [PY, "holder.py", str(service.port), "2", "held", "go"], "held",
+                      args=["--profile", profile, "--report", str(senv.base / "a.json")],
+                      env=env)
+    try:
+        done = senv.run([PY, "asker.py", str(service.port), "3"], env=env,
+                        args=["--profile", profile, "--report", str(senv.base / "b.json")])
+        assert done.returncode == 0, done.stderr.decode()
+        assert done.stdout.decode().split() == ["host:who", "3"]
+    finally:
+        (senv.ws / "go").write_text("")
+        out, err = held.finish()
+    assert out.split() == ["OK", "2", "of", "2"], (out, err)
+    a, b = _report(senv.base / "a.json"), _report(senv.base / "b.json")
+    assert a["session"]["namespace"] == b["session"]["namespace"] == "private"
+    assert a["forwards"][0]["connections"] == 2 and b["forwards"][0]["connections"] == 3
