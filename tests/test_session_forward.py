@@ -422,3 +422,23 @@ def test_bwrap_bridge_mode_runs_with_grants_each_have_their_own_namespace(senv, 
     a, b = _report(senv.base / "a.json"), _report(senv.base / "b.json")
     assert a["session"]["namespace"] == b["session"]["namespace"] == "private"
     assert a["forwards"][0]["connections"] == 2 and b["forwards"][0]["connections"] == 3
+
+
+def test_setns_and_forward_failures_have_their_own_stage_and_hint():
+    """The merge of the two features: 6 is entering the session's namespace
+    (the runner may fall back to bwrap after it), 7 a forwarded port's
+    listener (never a fallback); each names itself and its fix."""
+    import errno
+
+    from sandbox import netns
+
+    assert netns.STAGE_SETNS == 6 and netns.STAGE_FORWARD == 7
+    assert netns.describe_failure(6, errno.EPERM) == (
+        "cannot enter the session's network namespace (setns) for the egress proxy: "
+        "Operation not permitted")
+    assert netns.describe_failure(7, errno.EADDRINUSE) == (
+        "cannot listen on a forwarded port ([[network.forward]]) inside the namespace: "
+        "Address already in use")
+    assert "[[network.forward]] port is taken" in netns.failure_hint(7)
+    assert "could not enter the network namespace of its session" in netns.failure_hint(6)
+    assert "SANDBOX_NET_BRIDGE=bwrap" in netns.failure_hint(1)
