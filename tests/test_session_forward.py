@@ -442,3 +442,35 @@ def test_setns_and_forward_failures_have_their_own_stage_and_hint():
     assert "[[network.forward]] port is taken" in netns.failure_hint(7)
     assert "could not enter the network namespace of its session" in netns.failure_hint(6)
     assert "SANDBOX_NET_BRIDGE=bwrap" in netns.failure_hint(1)
+
+
+BINDER = """\
+import socket, sys
+port = int(sys.argv[1])
+for opts, p in (((), port), (((socket.SO_REUSEADDR, 1),), port), (((socket.SO_REUSEADDR, 1),), 0)):
+    s = socket.socket()
+    try:
+        for o in opts:
+            s.setsockopt(socket.SOL_SOCKET, *o)
+        s.bind(("127.0.0.1", p))
+        s.listen(1)
+        print("bound")
+    except OSError as exc:
+        print("err", exc.errno)
+    s.close()
+"""
+
+
+def test_a_granted_port_cannot_be_bound_inside_and_ordinary_servers_still_can(senv, service):
+    """The grant's listener holds the port for the whole run: a command's
+    server on it (plain or SO_REUSEADDR) gets EADDRINUSE, so no client of
+    the run can reach anything but the host service there; the seccomp rule
+    leaves ordinary servers (SO_REUSEADDR, any other port) alone."""
+    profile = _profile(senv, service.port)
+    (senv.ws / "binder.py").write_text(BINDER)
+    done = senv.run([PY, "binder.py", str(service.port)], args=["--profile", profile])
+    assert done.returncode == 0, done.stderr.decode()
+    assert done.stdout.decode().split("\n")[:3] == ["err 98", "err 98", "bound"]
+    # the control: without the grant, the same port is free inside
+    bare = senv.run([PY, "binder.py", str(service.port)])
+    assert bare.stdout.decode().split("\n")[:3] == ["bound", "bound", "bound"], bare
