@@ -474,3 +474,29 @@ def test_a_granted_port_cannot_be_bound_inside_and_ordinary_servers_still_can(se
     # the control: without the grant, the same port is free inside
     bare = senv.run([PY, "binder.py", str(service.port)])
     assert bare.stdout.decode().split("\n")[:3] == ["bound", "bound", "bound"], bare
+
+
+def test_a_grant_on_a_members_proxy_port_moves_the_proxy_not_the_grant(senv, service):
+    """Proxy mode: a joining run's proxy gets 3129, 3130... in the shared
+    namespace; a grant whose inside port is one of those holds it first
+    (the session's first run binds it), so the joining run's proxy takes the
+    next port, and the grant still leads to the host service alone."""
+    (senv.ws / "fw.toml").write_text(
+        'extends = "default"\n[network]\nmode = "proxy"\n'
+        f"[[network.forward]]\nport = {service.port}\ninside_port = 3129\n")
+    (senv.ws / "asker.py").write_text(ASKER)
+    (senv.ws / "sleeper.py").write_text(SLEEPER)
+    first = Background(senv, [PY, "sleeper.py", "up", "stop"], "up",
+                       args=["--profile", "./fw.toml", "--report", str(senv.base / "a.json")])
+    try:
+        done = senv.sh(f"echo $http_proxy; {PY} asker.py 3129 2",
+                       args=["--profile", "./fw.toml", "--report", str(senv.base / "b.json")])
+    finally:
+        (senv.ws / "stop").write_text("")
+        first.finish()
+    assert done.returncode == 0, done.stderr.decode()
+    proxy, asked = done.stdout.decode().splitlines()
+    b = _report(senv.base / "b.json")
+    assert b["session"]["namespace"] == "joined"
+    assert b["session"]["proxy_port"] == 3130 and proxy == "http://127.0.0.1:3130"
+    assert asked.split() == ["host:who", "2"]
