@@ -500,3 +500,16 @@ def test_a_grant_on_a_members_proxy_port_moves_the_proxy_not_the_grant(senv, ser
     assert b["session"]["namespace"] == "joined"
     assert b["session"]["proxy_port"] == 3130 and proxy == "http://127.0.0.1:3130"
     assert asked.split() == ["host:who", "2"]
+
+
+@pytest.mark.parametrize("host", ["localhost", "127.1", "0x7f000001", "2130706433",
+                                  "0:0:0:0:0:0:0:1", "[::1]", " 127.0.0.1", "127.0.0.1 ",
+                                  "::", "::ffff:7f00:1", "127.0.0.1%lo", "::1%1"])
+def test_only_the_two_literal_loopback_spellings_are_grantable(host):
+    """Host name tricks: the relay connects to the grant's host as written,
+    so any spelling other than the two literals is refused, not resolved."""
+    from sandbox import hostports
+
+    with pytest.raises(hostports.GrantError) as err:
+        hostports.parse({"port": 5432, "host": host}, "p")
+    assert err.value.key == "host"
