@@ -208,7 +208,9 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
                                         state if member is not None else None,
                                         forwards=forwards)
                 except OSError:
-                    if forwards:
+                    if forwards:  # the grants need the bridge: fail closed
+                        if member is not None:
+                            member.leave()  # and let the session's next run in
                         raise
                     names = dns.Session(resolver, "bwrap")  # no socket pair: names go unrecorded
                 run_argv = names.argv(list(argv))
