@@ -513,3 +513,47 @@ def test_only_the_two_literal_loopback_spellings_are_grantable(host):
     with pytest.raises(hostports.GrantError) as err:
         hostports.parse({"port": 5432, "host": host}, "p")
     assert err.value.key == "host"
+
+
+WAIT_ASK = """\
+import os, socket, sys, time
+port, ready, go = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+open(ready, "w").write("up")
+end = time.monotonic() + 60
+while not os.path.exists(go) and time.monotonic() < end:
+    time.sleep(0.05)
+seen = []
+for _ in range(6):
+    try:
+        c = socket.create_connection(("127.0.0.1", port), timeout=10)
+        c.sendall(b"who\\n")
+        seen.append(c.makefile("rb").readline().decode().strip() or "EOF")
+        c.close()
+    except OSError as exc:
+        seen.append(f"ERR-{exc.errno}")
+print(" ".join(seen))
+"""
+
+
+def test_when_the_oldest_run_is_killed_the_others_relay(senv, service):
+    """SIGKILL of the session's first run (whose relay took every
+    connection): its listener goes with it, and the grant keeps working for
+    the runs still alive, through their own relay."""
+    import signal
+
+    profile = _profile(senv, service.port)
+    (senv.ws / "sleeper.py").write_text(SLEEPER)
+    (senv.ws / "wait_ask.py").write_text(WAIT_ASK)
+    first = Background(senv, [PY, "sleeper.py", "up1", "stop1"], "up1",
+                       args=["--profile", profile])
+    try:
+        later = Background(senv, [PY, "wait_ask.py", str(service.port), "up2", "go"], "up2",
+                           args=["--profile", profile, "--report", str(senv.base / "b.json")])
+    finally:
+        os.kill(first.proc.pid, signal.SIGKILL)
+        first.finish(30)
+    (senv.ws / "go").write_text("")
+    out, err = later.finish()
+    assert out.split() == ["host:who"] * 6, (out, err)
+    b = _report(senv.base / "b.json")
+    assert b["session"]["namespace"] == "joined" and b["forwards"][0]["connections"] == 6
