@@ -23,7 +23,7 @@ GC_THRESHOLD = 20_000  # allocations between young-generation collections (Pytho
 
 _VALUE_OPTS = {"--profile": "profile", "-p": "profile", "--workspace": "workspace",
                "-w": "workspace", "--report": "report", "--report-fd": "report",
-               "--timeout": "timeout", "--network": "network"}
+               "--timeout": "timeout", "--network": "network", "--session": "session"}
 _LIST_OPTS = {"--allow-write": "allow_write", "--unprotect": "unprotect",
               "--env-pass": "env_pass", "--allow-host": "allow_host"}
 
@@ -50,6 +50,13 @@ def parse_run(args: list[str]):
                      values["allow_host"]) = runflags.normalize(
                         values.get("timeout"), values["env_pass"], values.get("network"),
                         values["allow_host"])
+                except runflags.FlagError:
+                    return None  # typer gives the error message
+            if "session" in values:
+                from sandbox import netsession, runflags
+
+                try:
+                    netsession.parse_name(values["session"])
                 except runflags.FlagError:
                     return None  # typer gives the error message
             values["allow_write"] = tuple(values["allow_write"])

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 
 from sandbox import (auditlog, backend, blocked, command, discover, dns, egress, envfilter,
-                     limits, managed, plancache, projectprofile, report, runflags,
+                     hostports, limits, managed, plancache, projectprofile, report, runflags,
                      runlock, selfguard)
 from sandbox.errors import SandboxError, SetupError, UsageError
 from sandbox.invocation import Invocation
@@ -296,7 +296,8 @@ def _run_once(opts: RunOptions, environ: dict[str, str], started: float, target,
                            egress.plan(prepared.policy), target,
                            resolver=None if fallback else dns.plan(prepared.policy,
                                                                    prepared.layout),
-                           watch=prepared.watch, fallback_ok=may_fall_back)
+                           watch=prepared.watch, fallback_ok=may_fall_back,
+                           forwards=hostports.plan(prepared.policy))
         finally:
             runlock.release(lock)
     except SandboxError as err:

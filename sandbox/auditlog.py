@@ -198,6 +198,8 @@ def entry(doc: dict, opts, kept_env, environ) -> dict:
         "weakenings": [f"{w['source']}: {w['key']}: {w['detail']}"
                        for w in doc.get("weakenings") or ()],
         "blocked": list(doc.get("blocked") or ()),
+        # [[network.forward]] grants and what went through them, as in the report
+        "forwards": list(doc.get("forwards") or ()),
         "audit": list(doc.get("audit") or ()),
     }
     if doc.get("error"):

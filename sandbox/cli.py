@@ -52,7 +52,7 @@ between a forwarded signal and the kill, default 5), SANDBOX_NET_BRIDGE
 (how a proxy profile's network namespace is made: auto, direct or bwrap;
 see network.md), SANDBOX_AUDIT_LOG (on, off or a file; default
 $XDG_STATE_HOME/sandbox/audit.jsonl; see audit-log.md).  Docs (README.md,
-profiles.md, network.md, agents.md, api.md, ci.md, fallback.md,
+profiles.md, network.md, sessions.md, agents.md, api.md, ci.md, fallback.md,
 audit-log.md, design.md):
 
 \b
@@ -114,6 +114,23 @@ AllowHostOpt = Annotated[Optional[list[str]], typer.Option(
     "--allow-host", metavar="HOST[:PORT]",
     help="Let the command reach HOST (port 443 unless given) through the egress proxy, "
          "which it turns on (repeatable; like a [[network.allow]] rule; a weakening).")]
+SessionOpt = Annotated[Optional[str], typer.Option(
+    "--session", metavar="NAME|none",
+    help="Share the network namespace (loopback servers) with the other runs of session "
+         "NAME that have the same network policy, wherever their workspace; 'none': a "
+         "namespace of the run's own. Default: the runs in the same workspace (network.md).")]
+
+
+def _session(raw):
+    """--session, checked (sandbox.netsession.parse_name)."""
+    from sandbox import netsession, runflags
+
+    try:
+        return netsession.parse_name(raw)
+    except runflags.FlagError as err:
+        _fail(f"{err.message} (hint: {err.hint})")
+
+
 CommandArg = Annotated[Optional[list[str]], typer.Argument(
     metavar="-- COMMAND [ARGS]...", help="The command to run, after '--'.")]
 
@@ -180,6 +197,7 @@ def run(
     env_pass: EnvPassOpt = None,
     network: NetworkOpt = None,
     allow_host: AllowHostOpt = None,
+    session: SessionOpt = None,
 ) -> None:
     """Run COMMAND in the sandbox: sandbox run [OPTIONS] -- COMMAND [ARGS]...
 
@@ -217,6 +235,7 @@ def run(
         report = f"/dev/fd/{report_fd}"
     opts = _options(command, profile, workspace, allow_write, unprotect, report, dry_run, quiet,
                     timeout, env_pass, network, allow_host)
+    opts.session = _session(session)
     if opts.quiet:
         from sandbox import quiet as quiet_mod
 
@@ -246,6 +265,7 @@ def sh(
     env_pass: EnvPassOpt = None,
     network: NetworkOpt = None,
     allow_host: AllowHostOpt = None,
+    session: SessionOpt = None,
 ) -> None:
     """Run one shell command string in the sandbox: sandbox sh [OPTIONS] [--] 'STRING'
 
@@ -274,6 +294,7 @@ def sh(
     opts = _options(shellcmd.argv(string[0]), profile, workspace, allow_write, unprotect,
                     report=report, dry_run=dry_run, quiet=quiet, timeout=timeout,
                     env_pass=env_pass, network=network, allow_host=allow_host)
+    opts.session = _session(session)
     if opts.quiet:
         from sandbox import quiet as quiet_mod
 

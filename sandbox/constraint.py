@@ -71,6 +71,11 @@ def build(data: dict, ctx: Context, name: str,
             value = Access(value)
         elif key == "network.mode":
             value = NetworkMode(value)
+        elif key == "network.forward":  # the grants the constraint allows, no others
+            from sandbox import hostports
+
+            value = tuple(hostports.parse(entry, f"{name}: network.forward[{i}]")
+                          for i, entry in enumerate(value, 1))
         elif key in ("network.allow", "network.deny"):
             from sandbox import netrules
 

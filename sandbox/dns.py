@@ -57,10 +57,10 @@ RCODE_NOTIMP = 4
 
 # --- the plan: files made once, bound by bwrap ---------------------------------
 
-def resolv_conf_text() -> str:
+def resolv_conf_text(address: str = RESOLVER_HOST) -> str:
     return ("# made by sandbox: this run has no network; the name server below is\n"
             "# the run's own, which answers every query with \"no such name\"\n"
-            f"nameserver {RESOLVER_HOST}\n")
+            f"nameserver {address}\n")
 
 
 def nsswitch_text(host_text: str | None) -> str:
@@ -219,36 +219,62 @@ class Bridge(netns.Bridge):
 
     passes_channel = False  # wrap() needs no launcher: bwrap makes the namespace
 
-    def __init__(self, channel, mode: str, session: "Session") -> None:
-        super().__init__(channel, mode)
+    def __init__(self, channel, mode: str, session: "Session", member=None,
+                 forwards=()) -> None:
+        super().__init__(channel, mode, member, forwards)
         self.session = session
-        self.wrapped = False
+        self.address = session.address
+        self.launched = False  # wrapped, with the launcher making the forwards' listeners
+        self._sock_kind = "u"
 
     def _listen(self):
         import _socket
 
         sock = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)
         try:
-            sock.bind((RESOLVER_HOST, RESOLVER_PORT))
+            # Runs of a session share the namespace; each has its own
+            # address (sandbox.netsession).  Where resolv.conf is not ours
+            # to set, they share 127.0.0.1, each answering some queries.
+            # Port 53 is below 1024: the command cannot bind it, so this
+            # group has no member but resolvers of sandbox.
+            sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEPORT, 1)
+            sock.bind((self.address, RESOLVER_PORT))
         except OSError:
             sock.close()
             raise
         return sock
 
+    def _address(self) -> tuple[str, int]:
+        return self.address, RESOLVER_PORT
+
     def wrap(self, argv: list[str], python: str) -> list[str]:
-        """The host refused our namespace: bwrap makes it, nothing answers names."""
+        """The host refused our namespace: bwrap makes it, nothing answers names.
+
+        With ``[[network.forward]]`` grants an outer bwrap makes it instead
+        and the bridge's launcher (``sandbox.netns``) creates the forwarded
+        ports' listeners there; no resolver socket (port 53 needs a
+        capability the launcher does not have), so the nsswitch.conf
+        fallback applies to names as without grants.
+        """
         self.wrapped = True
+        if self.forwards:
+            self.launched = self.passes_channel = True
+            self._sock_kind = "n"  # the launcher sends the forwards' listeners only
+            inner = without_own_namespace(static_argv(argv, self.session.nsswitch))
+            return super().wrap(inner, python)
         self.channel.close()  # nothing will be sent; the child end is not passed on
         return static_argv(argv, self.session.nsswitch)
 
-    def started(self) -> None:
+    def started(self, pid: int | None = None) -> None:
+        super().started(pid)
         self.session.started()
 
 
 class Session:
     """The resolver for one run: prepared before bwrap, stopped after it."""
 
-    def __init__(self, data: dict, mode: str) -> None:
+    def __init__(self, data: dict, mode: str, member=None, state: str | None = None,
+                 forwards=None) -> None:
         import _socket
         import _thread
 
@@ -261,37 +287,84 @@ class Session:
         self.fallback = None  # why names are not recorded, if they are not
         self.bridge = None
         self._thread = _thread
-        if mode == "bwrap":
+        self.address = RESOLVER_HOST
+        self.state = state  # the state directory: where resolv.conf files are made
+        self.member = member
+        if member is not None and member.resolver != 1 and self.state:
+            from sandbox import netsession
+
+            self.address = netsession.resolver_address(member.resolver)
+        # [[network.forward]] (sandbox.forward): relayed by a thread of the wrapper
+        self.forwards = forwards or []
+        self.counters = self.relay = None
+        if self.forwards:
+            from sandbox import forward
+
+            self.counters = forward.Counters(len(self.forwards))
+        if mode == "bwrap" and not self.forwards:
             self.fallback = "SANDBOX_NET_BRIDGE=bwrap"
+            if member is not None:
+                member.resolver_at = None  # nothing answers names in bwrap's namespace
             return
         self.channel, child_end = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM)
-        self.bridge = Bridge(child_end, mode, self)
+        self.bridge = Bridge(child_end, mode, self, member, [g[2] for g in self.forwards])
 
     def argv(self, argv: list[str]) -> list[str]:
         if self.bridge is None:
             return static_argv(argv, self.nsswitch)
-        return without_own_namespace(argv)
+        argv = without_own_namespace(argv)
+        if self.address != RESOLVER_HOST:
+            argv = self._own_resolv_conf(argv)
+        return argv
+
+    def _own_resolv_conf(self, argv: list[str]) -> list[str]:
+        """Bind a resolv.conf naming this run's own resolver address (a run
+        that joined a session's namespace), in place of the plan's."""
+        ours = _state_file(self.state, "resolv.conf", resolv_conf_text())
+        end = _options_end(argv)
+        at = next((i for i in range(1, end - 1) if argv[i] == ours), None)
+        if at is None:  # the plan binds none: the C library asks 127.0.0.1
+            self.address = RESOLVER_HOST
+            if self.bridge is not None:
+                self.bridge.address = RESOLVER_HOST
+            if self.member is not None:
+                self.member.resolver_at = RESOLVER_HOST
+            return argv
+        argv = list(argv)
+        argv[at] = _state_file(self.state, "resolv.conf", resolv_conf_text(self.address))
+        return argv
 
     def started(self) -> None:
         """In the wrapper, once bwrap runs: take the socket, answer from a thread.
+
+        (``self.member``, the run's session: its report names the resolver's
+        address, or None where bwrap made the namespace after all.)
 
         Called by the runner after its fork, so no thread exists while it
         forks.  Never raises: the command is already running.
         """
         import _socket
 
+        waiting = False
         try:
             self.bridge.close()  # our copy of the child's end
             if self.bridge.wrapped:
-                self.fallback = "the host did not let sandbox make the network namespace"
+                self.fallback = ("SANDBOX_NET_BRIDGE=bwrap" if self.bridge.mode == "bwrap" else
+                                 "the host did not let sandbox make the network namespace")
+                if self.member is not None:
+                    self.member.resolver_at = None
+                if self.bridge.launched:  # the launcher sends once the outer bwrap runs
+                    self._thread.start_new_thread(self._await_forwards, ())
+                    waiting = True
                 return
-            _, ancillary, _, _ = self.channel.recvmsg(1, _socket.CMSG_LEN(4), _socket.MSG_DONTWAIT)
-            fd = next((struct.unpack("i", data[:4])[0] for level, kind, data in ancillary
-                       if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS), None)
+            fd, forwarded = netns.receive(self.channel, _socket.MSG_DONTWAIT)
+            if forwarded:
+                from sandbox import forward
+
+                self.relay = forward.start(forwarded, self.forwards, self.counters)
             if fd is None:
                 self.fallback = "the resolver's socket did not arrive"
                 return
-            os.set_inheritable(fd, False)  # descriptors received this way are inheritable
             self.sock = _socket.socket(fileno=fd)
             self.sock.setblocking(False)
             self._stop_r, self._stop_w = os.pipe()
@@ -302,6 +375,22 @@ class Session:
         except Exception as exc:  # noqa: BLE001 - the run goes on without names
             self.fallback = f"the resolver could not start ({exc})"
             self._close_sock()
+        finally:
+            if not waiting:
+                self.channel.close()
+
+    def _await_forwards(self) -> None:
+        """A thread: the launcher's listeners, then their relay (bounded wait:
+        the launcher sends them, or exits, within its start-up)."""
+        try:
+            if select.select([self.channel], [], [], 30.0)[0]:
+                _fd, forwarded = netns.receive(self.channel)
+                if forwarded:
+                    from sandbox import forward
+
+                    self.relay = forward.start(forwarded, self.forwards, self.counters)
+        except BaseException:  # noqa: BLE001 - a thread must not print a traceback
+            pass
         finally:
             self.channel.close()
 
@@ -355,6 +444,10 @@ class Session:
 
     def finish(self) -> dict:
         """Stop answering; what the command looked up, for the report."""
+        if self.relay is not None:
+            # the sandbox is gone: what is left are host-side ends; bounded wait
+            self.relay.stop()
+            self.relay = None
         names, unrecorded = dict(self.names), self.unrecorded
         if self.serving:
             # The sandbox is gone, so nothing is on its way: every query the

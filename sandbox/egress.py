@@ -50,21 +50,23 @@ def no_proxy(data: dict | None = None) -> str:
     return ",".join(n for n in NO_PROXY.split(",") if n not in named)
 
 
-def proxy_env(data: dict | None = None) -> dict[str, str]:
+def proxy_env(data: dict | None = None, port: int = PROXY_PORT) -> dict[str, str]:
     """The variables that send the command's clients to the proxy.
 
     Both spellings, because tools disagree (curl reads only lower-case
     http_proxy; Python reads either); npm/pnpm and yarn have their own
     names, and Node's built-in fetch reads the variables only when
-    NODE_USE_ENV_PROXY is set (Node 24+).
+    NODE_USE_ENV_PROXY is set (Node 24+).  ``port``: this run's proxy
+    (a run that joins a session's namespace has its own, sandbox.netsession).
     """
+    url = PROXY_URL if port == PROXY_PORT else f"http://{PROXY_HOST}:{port}"
     env: dict[str, str] = {}
     for name in ("http_proxy", "https_proxy", "all_proxy"):
-        env[name] = env[name.upper()] = PROXY_URL
+        env[name] = env[name.upper()] = url
     env["no_proxy"] = env["NO_PROXY"] = no_proxy(data)
     for name in ("npm_config_proxy", "npm_config_https_proxy", "YARN_HTTP_PROXY",
                  "YARN_HTTPS_PROXY"):
-        env[name] = PROXY_URL
+        env[name] = url
     env["NODE_USE_ENV_PROXY"] = "1"
     return env
 
@@ -81,12 +83,22 @@ def build_rules(data: dict):
 class Session:
     """The proxy process for one run: started before bwrap, stopped after it."""
 
-    def __init__(self, data: dict, mode: str = "auto", secrets: list | None = None) -> None:
+    def __init__(self, data: dict, mode: str = "auto", secrets: list | None = None,
+                 member=None, forwards=None) -> None:
         import _socket  # the C module: ``socket`` costs milliseconds to import
 
         from sandbox import netns, runner
 
         self.data = data
+        # [[network.forward]] (sandbox.forward): relayed by the proxy process,
+        # counted where the wrapper reads it after the proxy has gone
+        self.forwards = forwards or []
+        counters = None
+        if self.forwards:
+            from sandbox import forward
+
+            counters = forward.Counters(len(self.forwards))
+        self.counters = counters
         # The proxy's refusals go to an anonymous in-memory file: the command
         # cannot reach it, and it survives the proxy being killed.
         self.events_fd = _anonymous_file("sandbox-egress-events")
@@ -108,7 +120,8 @@ class Session:
             launcher_end.close()
             if ca_read is not None:
                 os.close(ca_read)
-            _proxy_main(proxy_end, data, events_fd, wrapper, ca_write, secrets)
+            _proxy_main(proxy_end, data, events_fd, wrapper, ca_write, secrets,
+                        (self.forwards, counters))
 
         try:
             self.pid = runner.fork_helper(main)
@@ -122,7 +135,8 @@ class Session:
                 os.close(ca_write)
         # "host" (macOS): no namespace to make; the listener is handed over
         # on the channel directly (sandbox.fallback.hand_proxy_listener)
-        self.bridge = _HostChannel(launcher_end) if mode == "host" else netns.Bridge(launcher_end, mode)
+        self.bridge = (_HostChannel(launcher_end) if mode == "host" else
+                       netns.Bridge(launcher_end, mode, member, [g[2] for g in self.forwards]))
         self.result: dict | None = None
 
     def inspect(self, argv, status, seccomp, env, gated: bool = False):
@@ -221,7 +235,7 @@ class Session:
             self.trust.remove()
         events, stats = _read_events(self.events_fd)
         os.close(self.events_fd)
-        result = {"proxy": f"{PROXY_HOST}:{PROXY_PORT}", "blocked": events,
+        result = {"proxy": f"{PROXY_HOST}:{self.bridge.port}", "blocked": events,
                   "allowed_count": stats.get("allowed", 0),
                   "blocked_count": stats.get("blocked", len(events)),
                   "events_dropped": stats.get("dropped_events", 0)}
@@ -253,6 +267,8 @@ def _anonymous_file(name: str) -> int:
 
     with tempfile.TemporaryFile(prefix=name) as fh:
         return os.dup(fh.fileno())
+
+
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
@@ -267,7 +283,7 @@ def _bundle_error(exc: OSError):
 
 
 def _proxy_main(channel, data: dict, events_fd: int, wrapper: int, ca_fd: int | None = None,
-                secrets: list | None = None) -> None:
+                secrets: list | None = None, forwards=((), None)) -> None:
     """In the forked proxy process: wait for the first connection, then serve.
 
     The proxy's modules (h11, the rules, threading) cost about 30 ms of CPU
@@ -289,9 +305,7 @@ def _proxy_main(channel, data: dict, events_fd: int, wrapper: int, ca_fd: int | 
                 os.close(fd)
             except OSError:
                 pass
-    import _socket
     import select
-    import struct
 
     # not ctypes: 1.4 ms more, before the CA an inspecting run waits for
     from sandbox import libc
@@ -315,15 +329,19 @@ def _proxy_main(channel, data: dict, events_fd: int, wrapper: int, ca_fd: int | 
             inspector.warm(rules)
         except Exception:  # noqa: BLE001 - made again when needed, and refused in words then
             pass
+    from sandbox import netns
+
     try:
-        _, ancillary, _, _ = channel.recvmsg(1, _socket.CMSG_LEN(4))
+        listener, forwarded = netns.receive(channel)
     except OSError:
-        ancillary = []
+        listener, forwarded = None, []
     channel.close()
-    listener = next((struct.unpack("i", cdata[:4])[0] for level, kind, cdata in ancillary
-                     if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS), None)
     if listener is None:
         return  # the bridge was not made: nothing to serve
+    if forwarded:  # [[network.forward]]: relayed from now on, whatever the proxy does
+        from sandbox import forward
+
+        forward.start(forwarded, *forwards)
     while not select.select([listener], [], [], 0.5)[0]:
         if os.getppid() != wrapper:
             return  # the wrapper is gone (belt and braces: the death signal ends us too)

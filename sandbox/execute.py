@@ -17,13 +17,15 @@ FALLBACK_RETRY = -1
 
 def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_path,
             started, seccomp=None, audit_spec=None, limits=None, egress=None,
-            target=None, resolver=None, watch=None, fallback_ok=True) -> int:
+            target=None, resolver=None, watch=None, fallback_ok=True, forwards=None) -> int:
     """Start the sandbox and wait for it (shared by the cached fast path).
 
     ``target``: where the report goes (``report.open_target``, opened by the
     caller before anything else); it is closed here.  ``resolver``: a run
     without network gets its own name resolver (``sandbox.dns``); ``watch``:
-    what ``sandbox.blocked`` watches for refused replacements.
+    what ``sandbox.blocked`` watches for refused replacements.  ``forwards``:
+    the ``[[network.forward]]`` grants (``sandbox.hostports.plan``), relayed by
+    whichever of the two holds the bridge (``sandbox.forward``).
     """
     import sys
 
@@ -83,6 +85,11 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
                                      "egress proxy; the command was not run",
                                      code="internal_error"), meta, started,
                     target)
+    if forwards and egress is None and resolver is None:
+        # fail closed: only the bridge of one of them can carry the grants
+        return fail(opts, SetupError("internal error: [[network.forward]] without a network "
+                                     "bridge to carry it; the command was not run",
+                                     code="internal_error"), meta, started, target)
     secrets = vault = None
     if egress is not None and egress.get("credentials"):
         from sandbox import credentials
@@ -99,11 +106,11 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
     if egress is not None and egress.get("inspect"):
         # TLS inspection: bwrap waits for the run's CA, which the proxy makes
         # as it starts; started here, before the audit's snapshot and the
-        # watch, it makes the CA while they run (docs/performance.md)
+        # watch, it makes the CA while they run (performance.md in the docs)
         from sandbox import egress as egress_mod
 
         try:
-            early = egress_mod.Session(egress, bridge, secrets)
+            early = egress_mod.Session(egress, bridge, secrets, forwards=forwards)
         except OSError:
             early = None  # tried again below, which refuses the run in words
     pending = None
@@ -145,21 +152,46 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
             watcher = blocked.Watch(watch)
         except Exception:  # noqa: BLE001 - no evidence then; nothing else changes
             watcher = None
+    member = None
     for attempt in range(1 + MOUNT_RETRIES):
         session = None
+        if member is not None:
+            member.leave()  # the previous attempt's place in its session
+        member = None
+        if (egress is not None or resolver is not None) and backend_name == "bwrap":
+            # runs of one workspace (or --session NAME) with the same network
+            # policy share the namespace (sandbox.netsession); this holds the
+            # session's lock until bwrap runs
+            from sandbox import netsession, plancache
+
+            state = plancache.state_dir(os.environ)
+            try:
+                member = netsession.open_for(opts, meta, egress, resolver, bridge, state,
+                                              forwards)
+            except SandboxError as err:
+                _audit(audit_spec, pending)
+                return fail(opts, err, meta, started, target)
         if egress is not None:
             from sandbox import egress as egress_mod
 
             try:
-                # the proxy starts before bwrap (the first attempt's may have started already)
-                session, early = early or egress_mod.Session(egress, bridge, secrets), None
+                # the proxy starts before bwrap (a TLS-inspecting run's started
+                # already, before the session was chosen: it joins it now)
+                if early is not None:
+                    session, early = early, None
+                    session.bridge.join(member)
+                else:
+                    session = egress_mod.Session(egress, bridge, secrets, member=member,
+                                                 forwards=forwards)
             except OSError as exc:
+                if member is not None:
+                    member.leave()
                 _audit(audit_spec, pending)
                 return fail(opts, SetupError(f"cannot start the egress proxy: {exc.strerror or exc}; "
                                              "the command was not run",
                                              code="network_setup_failed"), meta, started, target)
             if backend_name == "bwrap":
-                env = {**env, **egress_mod.proxy_env(egress)}
+                env = {**env, **egress_mod.proxy_env(egress, session.bridge.port)}
             else:  # the fallback: no namespace, the proxy listens on the host's loopback
                 from sandbox import fallback
 
@@ -200,8 +232,14 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
             run_argv, run_status, run_seccomp = argv, status_index, seccomp
             if resolver is not None:  # this attempt's resolver, and its edit of the argv
                 try:
-                    names = dns.Session(resolver, bridge)
+                    names = dns.Session(resolver, bridge, member,
+                                        state if member is not None else None,
+                                        forwards=forwards)
                 except OSError:
+                    if forwards:  # the grants need the bridge: fail closed
+                        if member is not None:
+                            member.leave()  # and let the session's next run in
+                        raise
                     names = dns.Session(resolver, "bwrap")  # no socket pair: names go unrecorded
                 run_argv = names.argv(list(argv))
                 # the descriptors' places moved with the edit: follow their options
@@ -229,6 +267,8 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
                 network = session.finish()
             elif names is not None:
                 network = names.finish()
+            if member is not None:
+                member.leave()  # this run's line out of its session's registry
         if outcome.started or outcome.bwrap_status != 1 or attempt == MOUNT_RETRIES:
             break
         # bwrap gave up before the command started: if a mount point vanished
@@ -241,6 +281,9 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
         print(f"sandbox: note: {printable(gone[0])} vanished while bwrap was setting up the "
               "sandbox; nothing is left there to hide, so it was started again without that mount",
               file=sys.stderr)
+    if member is not None and member.why is not None and getattr(opts, "session", None) != "none":
+        print(f"sandbox: note: this run's network namespace is its own, not its session's: "
+              f"{member.why}; servers of other runs are not reachable from it", file=sys.stderr)
     if session is not None:
         for line in egress_mod.summary(network, egress["profile"]):
             print(line, file=sys.stderr)
@@ -248,6 +291,15 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
         from sandbox import dns
 
         for line in dns.summary(network, meta.get("profile", {}).get("name", "?")):
+            print(line, file=sys.stderr)
+    forwarded = None
+    if forwards:  # what went through each [[network.forward]] grant (sandbox.forward)
+        from sandbox import forward
+
+        holder = session if session is not None else names
+        counters = holder.counters if holder is not None else None
+        forwarded = forward.report(forwards, counters)
+        for line in forward.summary(forwards, counters):
             print(line, file=sys.stderr)
     refused = []
     if watch is not None:
@@ -293,10 +345,14 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
     doc = report.build(opts.command, meta, started, outcome=outcome, status=status)
     if audit_spec is not None:
         doc["audit"] = [f.as_dict() for f in findings]
+    if member is not None:
+        doc["session"] = member.report(proxy=egress is not None)
     if network is not None:
         doc["network"] = network
         if vault is not None:
             doc["network"] = {**network, "credentials": vault.summary()}
+    if forwarded is not None:
+        doc["forwards"] = forwarded
     doc["blocked"] = report.blocked_records(refused, network)
     report.write(target, doc)  # opened before the command could touch the path
     from sandbox import auditlog

@@ -39,6 +39,8 @@ def as_data(p: Prepared) -> dict:
                         for t in p.policy.tightenings],
         "network": p.policy.network.value,
         "egress": _egress(p),
+        "forwards": [{"host": g[0], "port": g[1], "inside_port": g[2], "name": g[3] or None,
+                      "source": g[4]} for g in p.policy.forwards],
         "backend": dict(p.backend) if p.backend else None,
         "argv": list(p.invocation.argv),
         "plan_ms": round(p.plan_ms, 2),
@@ -49,7 +51,8 @@ def as_data(p: Prepared) -> dict:
 _KEYS = ("profile", "policy", "workspace", "cwd", "writable", "kept_in_place",
          "protected_read_only", "unprotected", "secrets_masked", "secrets_git_holds",
          "emptied_dirs", "scratch_parents_read_only", "cache_dir", "env_removed", "weakenings",
-         "warnings", "network", "egress", "argv", "plan_ms", "tightenings", "backend")
+         "warnings", "network", "egress", "argv", "plan_ms", "tightenings", "backend",
+         "forwards")
 
 
 def error_data(err) -> dict:
@@ -167,6 +170,11 @@ def as_text(p: Prepared) -> str:
                     "HTTPS)", d["egress"]["inspected"])
             lines.append("  TLS inspected: run CA trusted inside through the system CA bundle "
                          f"and {', '.join(CA_VARIABLES)}")
+    if p.policy.forwards:
+        from sandbox.hostports import describe as grant
+
+        section("network: host ports forwarded (each a weakening)",
+                [f"{grant(g)}   ({g[4]})" for g in p.policy.forwards])
     if d["cache_dir"]:
         lines.append(f"tool caches {d['cache_dir']}")
     if d["weakenings"]:

@@ -71,6 +71,13 @@ def seccomp_extra(policy: Policy) -> tuple[Rule, ...]:
 
 def check(policy: Policy, abi: int) -> None:
     """Refuse what the fallback cannot enforce at all (fail closed)."""
+    if policy.forwards:
+        raise SetupError(
+            f"profile '{policy.name}' forwards host ports ([[network.forward]]), which needs a "
+            "network namespace of the run's own, and the Landlock + seccomp fallback has none "
+            "(the command would reach every host loopback port or none); the command was not run",
+            hint="let bwrap run (sandbox doctor names the fix), or use a profile without "
+                 "[[network.forward]]")
     if policy.network is NetworkMode.PROXY and abi < 4:
         raise SetupError(
             f"profile '{policy.name}' opens the network through the egress proxy, and without "
@@ -161,8 +168,8 @@ def hand_proxy_listener(channel) -> int:
         listener.bind((PROXY_HOST, 0))
         listener.listen(1024)
         port = listener.getsockname()[1]
-        channel.sendmsg([b"L"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
-                                  struct.pack("i", listener.fileno()))],
+        channel.sendmsg([b"L\xff"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                   struct.pack("i", listener.fileno()))],
                          getattr(socket, "MSG_NOSIGNAL", 0))  # macOS has none
     finally:
         listener.close()

@@ -72,7 +72,7 @@ def run_cached(opts, environ: dict[str, str]) -> int | None:
         status = execute(opts, argv, env, plan["status_index"], plan["interactive"],
                        plan["warnings"], meta, plan["bwrap"], started, plan["seccomp"],
                        plan["audit"], plan["limits"], plan["egress"], target,
-                       resolver=plan["resolver"], watch=plan["blocked"])
+                       resolver=plan["resolver"], watch=plan["blocked"], forwards=plan["forward"])
     finally:
         runlock.release(lock)
     if status == FALLBACK_RETRY:  # bwrap cannot make namespaces here: the full path plans

@@ -74,6 +74,10 @@ def prepare(req: Request) -> LaunchPlan:
             from sandbox import fallback
 
             extra = fallback.seccomp_extra(policy)
+        if policy.forwards:  # no SO_REUSEPORT next to the grants' listeners
+            from sandbox import hostports
+
+            extra = tuple(extra) + hostports.seccomp_rules(policy)
         bpf = seccomp.ensure_bpf(state, policy.syscall_set, deny=policy.syscall_deny,
                                  allow=policy.syscall_allow, unix_sockets=policy.unix_sockets,
                                  allow_32bit=policy.allow_32bit, extra=extra)

@@ -8,7 +8,9 @@ caller's own uid and gid, which is what lets an unprivileged process own a
 network namespace), brings up ``lo``, creates the proxy's listening socket on
 127.0.0.1 *inside* that namespace and hands it to the proxy process over a
 unix socket.  Then the child execs bwrap, which runs without
-``--unshare-net`` and so stays in this namespace.
+``--unshare-net`` and so stays in this namespace.  A run that joins its
+session's namespace (``sandbox.netsession``) enters it with ``setns``
+instead of making one, and binds its own listener on its own port there.
 
 Why this shape: nothing runs inside the sandbox outside the seccomp filter.
 The command reaches the proxy only through the socket's address; the proxy
@@ -30,8 +32,9 @@ import os
 import _socket as socket
 import struct
 
-# Where the egress proxy listens inside the sandbox's network namespace.  The
-# namespace is new for every run, so the port is always free there.
+# Where the egress proxy listens inside the sandbox's network namespace: this
+# port for the run that makes the namespace; a run that joins a session's
+# namespace gets the next one no member holds (sandbox.netsession).
 PROXY_HOST = "127.0.0.1"
 PROXY_PORT = 3128
 
@@ -47,7 +50,13 @@ _LO_UP = struct.pack("16sH14x", b"lo", IFF_UP | IFF_RUNNING)
 # step failed (runner turns them into a message with errno_message()).
 STAGES = {1: "create the network namespace (unshare)", 2: "map the user and group ids",
           3: "bring up the loopback interface", 4: "create the proxy's listening socket",
-          5: "hand the socket to the proxy"}
+          5: "hand the socket to the proxy",
+          6: "enter the session's network namespace (setns)",
+          7: "listen on a forwarded port ([[network.forward]]) inside the namespace"}
+# (6 and 7 by name: the runner falls back to bwrap after STAGE_SETNS, never
+# after STAGE_FORWARD, where a port of the namespace is taken)
+STAGE_SETNS = 6
+STAGE_FORWARD = 7
 
 
 class StageFailed(OSError):
@@ -73,18 +82,54 @@ MODES = ("auto", "direct", "bwrap")
 # (``LD_PRELOAD``...: see sandbox.hostprogs), which reach only the command.  It binds
 # the proxy's socket in the outer bwrap's fresh network namespace (bwrap has
 # brought lo up), hands it over, and becomes the real bwrap: nothing stays.
+# Its arguments: the socket's kind (t: TCP listener, u: UDP, n: none), address
+# and port, the [[network.forward]] inside ports (comma-separated; the same
+# listeners ``Bridge._forward_listeners`` makes), the channel's descriptor,
+# then the real bwrap's argv.
 LAUNCHER = """\
 import _socket, os, struct, sys
-s = _socket.socket(_socket.AF_INET, _socket.SOCK_STREAM)
-s.bind((sys.argv[1], int(sys.argv[2])))
-s.listen(1024)
-ch = _socket.socket(fileno=int(sys.argv[3]))
-ch.sendmsg([b"L"], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, struct.pack("i", s.fileno()))],
-           _socket.MSG_NOSIGNAL)
-s.close()
+kind, host, port, forwards, channel = sys.argv[1:6]
+fds, tags = [], []
+if kind != "n":
+    s = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM if kind == "u" else _socket.SOCK_STREAM)
+    s.bind((host, int(port)))
+    if kind != "u":
+        s.listen(1024)
+    fds, tags = [s], [255]
+for i, p in enumerate(forwards.split(",") if forwards else ()):
+    for family, addr in ((_socket.AF_INET, "127.0.0.1"), (_socket.AF_INET6, "::1")):
+        try:
+            f = _socket.socket(family, _socket.SOCK_STREAM)
+        except OSError:
+            if family == _socket.AF_INET6:
+                continue
+            raise
+        f.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEPORT, 1)
+        try:
+            f.bind((addr, int(p)))
+        except OSError as e:
+            f.close()
+            if family == _socket.AF_INET6 and e.errno in (99, 97):
+                continue
+            sys.stderr.write(f"sandbox: cannot listen on {addr}:{p} inside the sandbox for "
+                             f"[[network.forward]]: {e.strerror}\\n")
+            sys.exit(1)
+        f.listen(128)
+        fds.append(f)
+        tags.append(i)
+ch = _socket.socket(fileno=int(channel))
+ch.sendmsg([b"L" + bytes(tags)], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS,
+           struct.pack("%di" % len(fds), *[f.fileno() for f in fds]))], _socket.MSG_NOSIGNAL)
+for f in fds:
+    f.close()
 ch.close()
-os.execv(sys.argv[4], sys.argv[4:])
+os.execv(sys.argv[6], sys.argv[6:])
 """
+
+# Tag of the first descriptor in the hand-over message: the proxy's (or the
+# resolver's) own socket; every other descriptor's tag is the index of its
+# [[network.forward]] grant.
+MAIN_TAG = 255
 
 
 def bridge_mode(environ) -> str:
@@ -102,11 +147,20 @@ class Bridge:
     """Prepared in the parent; ``enter`` is called in the child before exec
     (direct mode), or ``wrap`` turns bwrap's argv into the launcher's."""
 
-    def __init__(self, channel: socket.socket, mode: str = "auto") -> None:
+    def __init__(self, channel: socket.socket, mode: str = "auto", member=None,
+                 forwards=()) -> None:
         import fcntl
 
         self.channel = channel
         self.mode = mode
+        self.wrapped = False
+        self._os_setns = getattr(os, "setns", None)  # Python 3.12+
+        self.join(member)
+        # [[network.forward]]: the inside ports to listen on, in grant order
+        self.forwards = tuple(int(p) for p in forwards)
+        if self.forwards:  # made here, used in the child (_forward_listeners)
+            self._oldest_first = _oldest_listener_program()
+        self._sock_kind = "t"  # the launcher's word for _listen's socket
         self._os_unshare = getattr(os, "unshare", None)  # Python 3.12+
         if self._os_unshare is None:  # before Python 3.12
             from sandbox import libc  # not ctypes: see there
@@ -118,6 +172,19 @@ class Bridge:
         self._maps = ((b"/proc/self/setgroups", b"deny"),
                       (b"/proc/self/uid_map", b"%d %d 1" % (self.uid, self.uid)),
                       (b"/proc/self/gid_map", b"%d %d 1" % (self.gid, self.gid)))
+
+    def join(self, member) -> None:
+        """This run's place in its session (sandbox.netsession): the namespace
+        to enter instead of making one, and the port to listen on.  Set in the
+        parent before the child forks; a proxy started early (TLS inspection,
+        sandbox.execute) gets it once the session is chosen."""
+        self.member = member
+        self.port = member.port if member is not None else PROXY_PORT
+        if self._os_setns is None and member is not None:
+            from sandbox import libc
+
+            self._libc_setns = libc.function("setns")
+            self._get_errno = libc.errno
 
     def _unshare(self, flags: int) -> int:
         """unshare(2); 0 or the errno."""
@@ -131,8 +198,36 @@ class Bridge:
             return 0
         return self._get_errno() or 1
 
+    def _setns(self, fd: int, nstype: int) -> int:
+        """setns(2); 0 or the errno."""
+        if self._os_setns is not None:
+            try:
+                self._os_setns(fd, nstype)
+                return 0
+            except OSError as exc:
+                return exc.errno or 1
+        if self._libc_setns(fd, nstype) == 0:
+            return 0
+        return self._get_errno() or 1
+
     def enter(self) -> None:
-        """In the child: make the namespace, the listener, and send it.  Raises StageFailed."""
+        """In the child: make the namespace (or enter the session's), the
+        listener, and send it.  Raises StageFailed."""
+        join = self.member.join if self.member is not None else None
+        if join is not None:
+            # the user namespace first: it owns the network namespace, and
+            # entering it is what gives this child the right to enter that
+            user_fd, net_fd = join
+            code = self._setns(user_fd, CLONE_NEWUSER) if user_fd >= 0 else 0
+            if not code:
+                code = self._setns(net_fd, CLONE_NEWNET)
+            if code:
+                raise StageFailed(STAGE_SETNS, code)
+        else:
+            self._make()
+        self._hand_over()
+
+    def _make(self) -> None:
         # root owns a network namespace without a user namespace; keeping
         # the real root here leaves bwrap's own user namespace (and its
         # capability drop) exactly as it is without the bridge.  Root without
@@ -163,22 +258,82 @@ class Bridge:
                 probe.close()
         except OSError as exc:
             raise StageFailed(3, exc.errno or 0) from None
+
+    def _hand_over(self) -> None:
         try:
             listener = self._listen()
         except OSError as exc:
             raise StageFailed(4, exc.errno or 0) from None
+        sockets, tags = [listener], [MAIN_TAG]
         try:
-            # MSG_NOSIGNAL: a proxy that already died must give EPIPE (a clear
-            # error), not SIGPIPE, which the child has back at its default
-            self.channel.sendmsg([b"L"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
-                                           struct.pack("i", listener.fileno()))],
-                                 socket.MSG_NOSIGNAL)
-        except OSError as exc:
-            raise StageFailed(5, exc.errno or 0) from None
+            try:
+                for index, port in enumerate(self.forwards):
+                    for sock in self._forward_listeners(port):
+                        sockets.append(sock)
+                        tags.append(index)
+            except OSError as exc:
+                raise StageFailed(STAGE_FORWARD, exc.errno or 0) from None
+            try:
+                # MSG_NOSIGNAL: a proxy that already died must give EPIPE (a clear
+                # error), not SIGPIPE, which the child has back at its default
+                self.channel.sendmsg([b"L" + bytes(tags)], [(
+                    socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                    struct.pack("%di" % len(sockets), *[s.fileno() for s in sockets]))],
+                    socket.MSG_NOSIGNAL)
+            except OSError as exc:
+                raise StageFailed(5, exc.errno or 0) from None
         finally:
-            # only the proxy may hold it: if the proxy dies, so does the route
-            listener.close()
+            # only the proxy may hold them: if the proxy dies, so does the route
+            for sock in sockets:
+                sock.close()
             self.channel.close()
+
+    def _forward_listeners(self, port: int) -> list:
+        """In the child: 127.0.0.1:port and (where the namespace has IPv6) [::1]:port.
+
+        SO_REUSEPORT: runs that share one namespace with the same grants
+        each hold a listener of their own on the same port.  The group gets
+        a program that gives every connection to its oldest listener (the
+        session's longest-lived run; when it ends, the kernel moves another
+        into its place): with the kernel's hash instead, a connection of a
+        long run (a dev server's pooled database connection) often went to
+        the relay of a short run of the session and was reset when that run
+        ended.  Commands of runs with grants cannot set SO_REUSEPORT (the
+        seccomp filter, ``hostports.seccomp_rules``), so no listener but
+        sandbox's joins the group, and none can replace the program.
+        """
+        out = []
+        try:
+            for family, addr in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+                try:
+                    sock = socket.socket(family, socket.SOCK_STREAM)
+                except OSError:
+                    if family == socket.AF_INET6:
+                        continue  # no IPv6 in this kernel: 127.0.0.1 only
+                    raise
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                    sock.bind((addr, port))
+                    sock.listen(128)
+                    # after listen: the socket is in its group, whose program this
+                    # replaces.  Not fatal: without it the kernel's hash picks the
+                    # listener (connections may end with a younger run, see above)
+                    try:
+                        sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF,
+                                        self._oldest_first[0])
+                    except OSError:
+                        pass
+                except OSError as exc:
+                    sock.close()
+                    if family == socket.AF_INET6 and exc.errno in (97, 99):
+                        continue  # EAFNOSUPPORT, EADDRNOTAVAIL: lo has no ::1 here
+                    raise
+                out.append(sock)
+        except OSError:
+            for sock in out:
+                sock.close()
+            raise
+        return out
 
     def _listen(self) -> socket.socket:
         """In the child, inside the new namespace: the socket to hand over.
@@ -187,16 +342,33 @@ class Bridge:
         UDP socket here instead.
         """
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        listener.bind((PROXY_HOST, PROXY_PORT))
+        listener.bind((PROXY_HOST, self.port))
         listener.listen(1024)
         return listener
+
+    def another_port(self, env: dict[str, str]) -> dict[str, str] | None:
+        """In the parent, after this run's port was taken in the session's
+        namespace (a command of the session bound it first): the next free
+        one, and ``env`` naming it; None when there is none to try."""
+        if self.member is None or not self.member.joined:
+            return None
+        new = self.member.another_port()
+        if new is None:
+            return None
+        old_url, new_url = f"http://{PROXY_HOST}:{self.port}", f"http://{PROXY_HOST}:{new}"
+        self.port = new
+        return {k: new_url if v == old_url else v for k, v in env.items()}
 
     # Whether ``wrap``'s argv needs the channel (the launcher sends the socket
     # through it); the runner keeps it open for bwrap only then.
     passes_channel = True
 
-    def started(self) -> None:
-        """In the parent, once bwrap runs (called by the runner): nothing here."""
+    def started(self, pid: int | None = None) -> None:
+        """In the parent, once bwrap runs (called by the runner): ``pid`` is
+        the process that became bwrap, in the namespace unless ``wrap`` made
+        it; the session's registry gets this run's line."""
+        if self.member is not None:
+            self.member.spawned(None if self.wrapped else pid)
 
     def wrap(self, argv: list[str], python: str) -> list[str]:
         """bwrap mode: the outer bwrap and the launcher, then the real bwrap's argv.
@@ -206,15 +378,84 @@ class Bridge:
         up the sandbox from, exactly as it would without the bridge.  The
         channel descriptor must be inheritable (the runner keeps it).
         """
+        self.wrapped = True
+        host, port = self._address()
         return [argv[0], "--unshare-user", "--unshare-net", "--bind", "/", "/",
                 "--die-with-parent", "--", python, "-I", "-S", "-c", LAUNCHER,
-                PROXY_HOST, str(PROXY_PORT), str(self.channel.fileno()), *argv]
+                self._sock_kind, host, str(port), ",".join(map(str, self.forwards)),
+                str(self.channel.fileno()), *argv]
+
+    def _address(self) -> tuple[str, int]:
+        """Where ``_listen``'s socket is bound (for the launcher): this run's port."""
+        return PROXY_HOST, self.port
 
     def close(self) -> None:
         """In the parent, once the child has it: the proxy's end must see EOF if the child dies."""
         self.channel.close()
 
 
+def failure_hint(stage: int) -> str:
+    if stage == STAGE_FORWARD:
+        return ("a [[network.forward]] port is taken inside the run's network namespace "
+                "(by a command of its session, or a run whose grant is not the same); "
+                "--session none gives the run a namespace of its own")
+    if stage == STAGE_SETNS:
+        return ("the run could not enter the network namespace of its session (another run "
+                "of this workspace); --session none gives it one of its own")
+    if stage == 4:
+        return ("the port is taken in the session's shared network namespace; --session none "
+                "gives the run a namespace of its own")
+    return ("the egress proxy's network namespace could not be made; "
+            "SANDBOX_NET_BRIDGE=bwrap makes it through bwrap instead, "
+            "or use a profile with network.mode = \"none\"")
+
+
+SO_ATTACH_REUSEPORT_CBPF = 51
+
+
+def _oldest_listener_program():
+    """The classic BPF program ``ret #0`` as a ``struct sock_fprog``, and the
+    buffer it points into (kept alive with it): for a SO_REUSEPORT group, the
+    index of the listener that gets each new connection, 0 being the oldest."""
+    import array
+
+    code = array.array("B", struct.pack("HBBI", 0x06, 0, 0, 0))  # BPF_RET | BPF_K, k = 0
+    return struct.pack("HP", 1, code.buffer_info()[0]), code
+
+
+# the most descriptors one hand-over carries: the main socket, two per grant
+# (sandbox.hostports.MAX_GRANTS; not imported: this module is on the fast path)
+MAX_FDS = 1 + 2 * 32
+
+
+def receive(channel: socket.socket, flags: int = 0):
+    """The other end of the hand-over: (main socket's fd or None, [(fd, grant index)]).
+
+    Every descriptor that arrived is made close-on-exec (descriptors
+    received this way are inheritable) and either returned or, when the
+    message is not what it should be, closed: none leaks.
+    """
+    data, ancillary, _, _ = channel.recvmsg(1 + MAX_FDS, socket.CMSG_SPACE(4 * MAX_FDS), flags)
+    fds: list[int] = []
+    for level, kind, cdata in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            count = len(cdata) // 4
+            fds.extend(struct.unpack("%di" % count, cdata[:4 * count]))
+    for fd in fds:
+        os.set_inheritable(fd, False)
+    tags = data[1:]
+    if not fds or len(tags) != len(fds):
+        for fd in fds:
+            os.close(fd)
+        return None, []
+    main = None
+    if tags[0] == MAIN_TAG:  # absent when only the forwards were sent (sandbox.dns)
+        main, fds, tags = fds[0], fds[1:], tags[1:]
+    return main, list(zip(fds, tags))
+
+
 def describe_failure(stage: int, code: int) -> str:
     what = STAGES.get(stage, "set up the network bridge")
-    return f"cannot {what} for the egress proxy: {os.strerror(code) if code else 'unknown error'}"
+    # the forward's stage names its own purpose; setns is the session's
+    for_what = "" if stage == STAGE_FORWARD else " for the egress proxy"
+    return f"cannot {what}{for_what}: {os.strerror(code) if code else 'unknown error'}"

@@ -8,7 +8,7 @@ the rest of the start.
 from __future__ import annotations
 
 FIELDS = ("command", "profile", "workspace", "allow_write", "unprotect", "report", "dry_run",
-          "quiet", "timeout", "env_pass", "network", "allow_host")
+          "quiet", "timeout", "env_pass", "network", "allow_host", "session")
 
 
 class RunOptions:
@@ -17,7 +17,7 @@ class RunOptions:
     def __init__(self, command=(), profile: str | None = None, workspace: str | None = None,
                  allow_write=(), unprotect=(), report: str | None = None,
                  dry_run: bool = False, quiet: bool = False, timeout=None, env_pass=(),
-                 network: str | None = None, allow_host=()) -> None:
+                 network: str | None = None, allow_host=(), session: str | None = None) -> None:
         self.command = tuple(command)
         self.profile = profile  # None: not given (the project profile, else default)
         self.workspace = workspace
@@ -31,6 +31,9 @@ class RunOptions:
         self.env_pass = tuple(env_pass)
         self.network = network  # "none", "proxy" or None (the profile's)
         self.allow_host = tuple(allow_host)  # "host:port"
+        # the network namespace's session (sandbox.netsession): None is the
+        # workspace's, "none" the run's own; applied at run time, not planned
+        self.session = session
 
     def _values(self) -> tuple:
         return tuple(getattr(self, f) for f in FIELDS)

@@ -135,6 +135,9 @@ class Policy:
     # and (host pattern, ports, strip_headers, refuse_headers) of allow rules
     egress_credentials: tuple[tuple, ...] = ()
     egress_headers: tuple[tuple, ...] = ()
+    # [[network.forward]]: host loopback TCP ports relayed into the run's
+    # namespace, each (host, port, inside_port, name, source); sandbox.hostports
+    forwards: tuple[tuple, ...] = ()
 
     # seccomp (rule sets live in bwrap/seccomp.toml)
     syscalls_enabled: bool = True
@@ -211,4 +214,5 @@ def from_data(data: dict) -> Policy:
         kwargs[name] = tuple(EgressRule.from_tuple(r) for r in kwargs[name])
     for name in ("env_set", "caches", "egress_hosts"):
         kwargs[name] = tuple(tuple(pair) for pair in kwargs[name])
+    kwargs["forwards"] = tuple(tuple(g) for g in kwargs.get("forwards", ()))
     return Policy(**kwargs)

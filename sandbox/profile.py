@@ -248,6 +248,8 @@ def _check_value(src: Source, table: str, key: str, spec: Key, value: object) ->
         _check_rules(src, table, key, value)
     elif kind is Kind.CREDENTIALS:
         _check_credentials(src, table, key, value)
+    elif kind is Kind.FORWARDS:
+        _check_forwards(src, table, key, value)
     elif kind is Kind.HOSTMAP:
         from sandbox import netrules
 
@@ -306,6 +308,38 @@ def _check_credentials(src: Source, table: str, key: str, value: object) -> None
             raise ProfileError(src.path, str(err), key=f"{table}.{key}[{index}]{sub}",
                                line=_rule_line(src.text, f"{table}.{key}", index),
                                hint=err.hint or None) from None
+
+
+def _check_forwards(src: Source, table: str, key: str, value: object) -> None:
+    """``[[network.forward]]``: each entry on its own (sandbox.hostports), then
+    no inside port twice in one file (across files: ``_forwards``)."""
+    from sandbox import hostports
+
+    if not isinstance(value, list):
+        raise _fail(src, table, key, f"must be an array of tables, not {_tname(value)}",
+                    hint="write each grant as [[network.forward]] with port = N below it")
+    grants: list[tuple] = []
+    for index, entry in enumerate(value, 1):
+        try:
+            grant = hostports.parse(entry, f"{src.name}: {table}.{key}[{index}]")
+        except hostports.GrantError as err:
+            sub = f".{err.key}" if err.key else ""
+            raise ProfileError(src.path, str(err), key=f"{table}.{key}[{index}]{sub}",
+                               line=_rule_line(src.text, f"{table}.{key}", index),
+                               hint=err.hint or None) from None
+        if any(hostports.same(grant, g) for g in grants):
+            continue
+        first = next((g for g in grants if g[2] == grant[2]), None)
+        if first is not None:
+            raise ProfileError(src.path, f"inside port {grant[2]} is granted twice (also by "
+                                         f"{first[4]}: {hostports.describe(first)})",
+                               key=f"{table}.{key}[{index}]",
+                               line=_rule_line(src.text, f"{table}.{key}", index),
+                               hint="give one of them another inside_port, or remove one")
+        grants.append(grant)
+    if len(grants) > hostports.MAX_GRANTS:
+        raise _fail(src, table, key, f"{len(grants)} grants, more than {hostports.MAX_GRANTS}",
+                    hint="forward only the services the command needs")
 
 
 def _rule_line(text: str, table: str, index: int) -> int | None:
@@ -426,6 +460,13 @@ def _looser(spec: Key, old: object, new: object) -> bool:
 
 def _entry(value: object) -> str:
     """A list entry for a weakening: a path, or a network rule in one line."""
+    if isinstance(value, dict) and "port" in value:  # a [[network.forward]] grant
+        from sandbox import hostports
+
+        try:
+            return "forward " + hostports.describe(hostports.parse(value, ""))
+        except hostports.GrantError:
+            return str(value)
     if isinstance(value, dict) and "env" in value:  # a [[network.credentials]] entry
         from sandbox import credentials, netrules
 
@@ -503,6 +544,7 @@ def build_policy(chain: list[Source], ctx: Context) -> Policy:
 
     egress_allow, egress_deny, egress_hosts = _egress(chain, datas, net, weakenings)
     egress_credentials, egress_headers = _credentials(chain, datas, net, ctx, tuple(deny))
+    forwards = _forwards(chain, datas, weakenings)
     digest = hashlib.sha256()
     for src in chain:
         digest.update(src.path.encode() + b"\0" + src.text.encode() + b"\0")
@@ -539,6 +581,7 @@ def build_policy(chain: list[Source], ctx: Context) -> Policy:
         egress_max_connections=net.get("max_connections", EGRESS_MAX_CONNECTIONS),
         egress_credentials=egress_credentials,
         egress_headers=egress_headers,
+        forwards=forwards,
         syscalls_enabled=sys_.get("enabled", True),
         syscall_set=sys_.get("set", "default"),
         syscall_deny=tuple(sys_.get("deny", [])),
@@ -600,6 +643,43 @@ def _egress(chain: list[Source], datas: list[dict], net: dict,
                            key="network.upstream_ca", line=line_of(src.text, "network", "upstream_ca"),
                            hint="add inspect = true to the rules it is for, or remove upstream_ca")
     return tuple(rules["allow"]), tuple(rules["deny"]), netrules.parse_hosts(net.get("hosts", {}))
+
+
+def _forwards(chain: list[Source], datas: list[dict], weakenings: list[Weakening]) -> tuple:
+    """``[[network.forward]]`` of the whole chain: appended root first, the same
+    grant from two profiles kept once (the first), one inside port per grant.
+
+    Every grant is a weakening: a child's is recorded by ``merge``; the root
+    profile's (``extends = "none"``) here, since it has no parent to weaken."""
+    if not any("forward" in d.get("network", {}) for d in datas):
+        return ()  # most profiles: no module to import
+    from sandbox import hostports
+
+    grants: list[tuple] = []
+    for position, (src, data) in enumerate(zip(chain, datas)):
+        entries = data.get("network", {}).get("forward", [])
+        for index, entry in enumerate(entries, 1):
+            grant = hostports.parse(entry, f"{src.name}: network.forward[{index}]")
+            if any(hostports.same(grant, g) for g in grants):
+                continue
+            grants.append(grant)
+            if position == 0:
+                weakenings.append(Weakening(src.name, "network.forward",
+                                            f"added forward {hostports.describe(grant)}"))
+            clash = hostports.check_all(grants)
+            if clash is not None:
+                first = next(g for g in grants if g[2] == grant[2])
+                raise ProfileError(src.path, f"inside port {grant[2]} is granted twice (also by "
+                                             f"{first[4]}: {hostports.describe(first)})",
+                                   key=f"network.forward[{index}]",
+                                   line=_rule_line(src.text, "network.forward", index),
+                                   hint="give one of them another inside_port, or remove one")
+    if len(grants) > hostports.MAX_GRANTS:
+        src = chain[-1]
+        raise ProfileError(src.path, f"{len(grants)} [[network.forward]] grants in the chain, more "
+                                     f"than {hostports.MAX_GRANTS}", key="network.forward",
+                           hint="forward only the services the command needs")
+    return tuple(grants)
 
 
 def _default_upstream_ca(chain: list[Source], datas: list[dict],

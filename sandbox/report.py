@@ -66,6 +66,8 @@ def build(command, meta: dict | None, started: float, *, outcome=None, error=Non
         "error": None,
         "audit": [],
         "network": None,
+        "session": None,  # sandbox.netsession: the network namespace's session, made or joined
+        "forwards": [],  # [[network.forward]] grants and their counts (sandbox.forward)
         "blocked": [],
         "diagnostics": [],
     }

@@ -150,9 +150,9 @@ def apply(policy, opts, environ: dict[str, str]):
     mode = getattr(opts, "network", None)
     hosts = getattr(opts, "allow_host", ())
     kept = policy.weakenings
-    if mode == "none":  # tightens any profile: no proxy, no rules
+    if mode == "none":  # tightens any profile: no proxy, no rules, no host port forwards
         changes.update(network=NetworkMode.NONE, egress_allow=(), egress_deny=(),
-                       egress_hosts=())
+                       egress_hosts=(), forwards=())
         # what the profile opened is closed again: no longer a weakening
         kept = tuple(w for w in kept if not w.key.startswith("network."))
     elif mode == "proxy" or hosts:

@@ -259,7 +259,9 @@ def run(argv, env: dict[str, str], status_fd_arg: int | None, interactive: bool,
         try:
             proc = _Proc(_spawn_bridged(argv, env, keep + passed, stdio, limits, bridge))
             if bridge is not None:
-                bridge.started()  # after the fork: a bridge may start a thread now
+                # after the fork: a bridge may start a thread now; the pid is
+                # what a later run of its session joins (sandbox.netsession)
+                bridge.started(proc.pid)
         finally:
             for fd in keep:
                 os.close(fd)
@@ -411,16 +413,26 @@ def _spawn_bridged(argv, env, keep, stdio, limits, bridge) -> int:
     Ubuntu 24.04+) is tried again through bwrap, which such hosts allow.
     Nothing has run at that point: the child stopped before exec.
     """
-    if bridge is None or bridge.mode == "direct":
+    if bridge is None:
         return _spawn(argv, env, keep, stdio, limits, bridge)
-    if bridge.mode == "auto":
+    if bridge.mode in ("auto", "direct"):
         from sandbox.errors import BridgeError
 
-        try:
-            return _spawn(argv, env, keep, stdio, limits, bridge)
-        except BridgeError as err:
-            if err.stage not in (1, 2, 3):  # the namespace itself was refused
-                raise
+        while True:
+            try:
+                return _spawn(argv, env, keep, stdio, limits, bridge)
+            except BridgeError as err:
+                if err.stage == 4 and getattr(err, "errno", 0) == errno.EADDRINUSE:
+                    # a process of the session holds the port this run's
+                    # proxy was given: never use it, take the next one
+                    moved = bridge.another_port(env)
+                    if moved is not None:
+                        env = moved
+                        continue
+                # the namespace itself was refused (6: entering a session's)
+                if bridge.mode == "direct" or err.stage not in (1, 2, 3, 6):
+                    raise
+                break
     outer = bridge.wrap(list(argv), sys.executable)
     passed = [bridge.channel.fileno()] if bridge.passes_channel else []
     return _spawn(outer, env, keep + passed, stdio, limits, None)
@@ -493,8 +505,6 @@ def _spawn(argv: list[str], env: dict[str, str], keep: list[int], stdio: list[in
         os.close(err_r)
         if err_w >= 0:
             os.close(err_w)
-    if limits is not None:
-        limits.spawned()
     for line in report.decode("ascii", "replace").split():
         code = int(line[1:]) if line[1:].isdigit() else 0
         if line.startswith("C") and limits is not None:
@@ -505,15 +515,19 @@ def _spawn(argv: list[str], env: dict[str, str], keep: list[int], stdio: list[in
             from sandbox.errors import BridgeError
 
             stage, _, number = line[1:].partition(":")
-            raise BridgeError(netns.describe_failure(int(stage or 0), int(number or 0))
-                              + "; the command was not run", int(stage or 0),
-                              hint="the egress proxy's network namespace could not be made; "
-                                   "SANDBOX_NET_BRIDGE=bwrap makes it through bwrap instead, "
-                                   "or use a profile with network.mode = \"none\"")
+            error = BridgeError(netns.describe_failure(int(stage or 0), int(number or 0))
+                                + "; the command was not run", int(stage or 0),
+                                hint=netns.failure_hint(int(stage or 0)))
+            error.errno = int(number or 0)
+            raise error
         elif line.startswith("E"):
             os.waitpid(pid, 0)
             raise OSError(code, os.strerror(code) if code else "cannot start bwrap",
                           os.fsdecode(argv[0]))
+    if limits is not None:
+        # only now: a bridge that failed before exec is tried again (another
+        # port, or through bwrap), and that child must join the cgroup too
+        limits.spawned()
     return pid
 
 

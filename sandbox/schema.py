@@ -38,6 +38,7 @@ class Kind(enum.Enum):
     RULES = "array of tables ([[network.allow]] entries)"
     HOSTMAP = "table of host name = IP address"
     CREDENTIALS = "array of tables ([[network.credentials]] entries)"
+    FORWARDS = "array of tables ([[network.forward]] entries)"
 
 
 class Merge(enum.Enum):
@@ -193,6 +194,11 @@ SCHEMA: dict[str, dict[str, Key]] = {
                            "into requests to the entry's host, methods and paths, in place of "
                            "a per-run placeholder the command's variable holds "
                            "(credentials.md)."),
+        "forward": Key(Kind.FORWARDS, Merge.WEAKEN,
+                       "Host loopback TCP ports the command may reach: port (required), host "
+                       "(\"127.0.0.1\", the default, or \"::1\"), inside_port (default: port), "
+                       "name. Each appears at 127.0.0.1:inside_port inside, with or without "
+                       "the proxy; every grant is a weakening (network.md)."),
     },
 }
 

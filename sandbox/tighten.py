@@ -9,7 +9,8 @@ both allow; for lists of protections, what either asks for), and every
 other field is ``base``'s.  So
 
 * network can only close (``proxy`` survives only when both say it, and then
-  a request passes only if a rule of each would let it through);
+  a request passes only if a rule of each would let it through; a host port
+  forward survives only when both grant it);
 * writes only shrink (a writable path survives only inside one the other
   side allows too; the workspace is writable only when both say so);
 * hidden and protected paths, denied variables and syscalls, deny rules and
@@ -40,7 +41,9 @@ EITHER_FALSE = ("allow_32bit", "unix_sockets", "core_dumps")  # allowed only whe
 LIMITS = ("egress_max_connections", "max_open_files", "max_file_size_mb", "cpu_seconds",
           "max_processes", "address_space_mb", "timeout_seconds", "pids_max", "memory_max_mb")
 ACCESS = ("workspace", "scratch")
-OTHER = ("network", "egress_allow", "socket_scan_depth", "require")
+# forwards: a [[network.forward]] grant survives only when the other side
+# grants the same host port at the same inside port (names and sources aside)
+OTHER = ("network", "egress_allow", "socket_scan_depth", "require", "forwards")
 FIELDS = UNION + SHARED + PATHS + BOTH_TRUE + EITHER_FALSE + LIMITS + ACCESS + OTHER
 # Never taken from ``other``: not a permission either way, or not comparable.
 KEPT = ("env_set", "egress_hosts", "syscall_set")
@@ -77,6 +80,8 @@ def tighten(base: Policy, other: Policy, fields=FIELDS, label: str = "") -> Poli
             value = max(old, new)  # a deeper search hides more
         elif name == "require":
             value = "full" if "full" in (old, new) else old  # failing closed is stricter
+        elif name == "forwards":
+            value = tuple(g for g in old if any(g[:3] == h[:3] for h in new))
         else:
             raise ValueError(f"tighten: unknown or unsupported field {name!r}")
         changes[name] = value
@@ -251,6 +256,7 @@ FIELD_KEYS = {
     "env_set": "env.set", "caches": "caches", "network": "network.mode",
     "egress_allow": "network.allow", "egress_deny": "network.deny",
     "egress_hosts": "network.hosts", "egress_max_connections": "network.max_connections",
+    "forwards": "network.forward",
     "syscalls_enabled": "syscalls.enabled", "syscall_set": "syscalls.set",
     "syscall_deny": "syscalls.deny", "syscall_allow": "syscalls.allow",
     "allow_32bit": "syscalls.allow_32bit", "unix_sockets": "syscalls.unix_sockets",
@@ -270,6 +276,10 @@ def _show(value) -> str:
         from sandbox.netrules import describe as rule
 
         return rule(value)
+    if isinstance(value, tuple) and len(value) == 5 and isinstance(value[1], int):
+        from sandbox.hostports import describe as grant  # a [[network.forward]] grant
+
+        return "forward " + grant(value)
     if isinstance(value, tuple) and len(value) == 2 and all(isinstance(v, str) for v in value):
         return f"{value[0]} = {value[1]}"
     return str(value)

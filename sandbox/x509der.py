@@ -3,7 +3,7 @@
 Why not ``cryptography.x509``: importing that package loads every x509
 module (and ``email.utils`` with them), about 22 ms of CPU beyond the key
 code, and an inspecting run waits for the CA before bwrap starts
-(docs/performance.md).  The two certificates the proxy makes are fixed
+(performance.md in the docs).  The two certificates the proxy makes are fixed
 templates with a handful of fields filled in (names, key, serial, dates),
 so they are encoded here: a few DER primitives (X.690) and the structure of
 RFC 5280, section 4.  Signing stays with ``cryptography``'s key objects

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sandbox import netrules, profile, resources
+from sandbox import hostports, netrules, profile, resources
 from sandbox.errors import ProfileError
 from sandbox.policy import LIMIT_DEFAULTS, Policy, Weakening
 from sandbox.schema import SCHEMA, Kind
@@ -141,6 +141,12 @@ def valid_value(table: str, key: str):
         # an entry is valid only beside an allow rule that lets the proxy read
         # its host (checked across keys): test_credentials*.py cover entries
         return st.just([])
+    if spec.kind is Kind.FORWARDS:  # one grant per port, so no inside port twice
+        return st.lists(st.fixed_dictionaries(
+            {"port": st.integers(1, 65535).filter(lambda p: p not in (53, 3128))},
+            optional={"host": st.sampled_from(["127.0.0.1", "::1"]),
+                      "name": st.sampled_from(["pg", "redis cache"])}),
+            max_size=3, unique_by=lambda d: d["port"])
     if spec.kind is Kind.HOSTMAP:
         return st.dictionaries(st.sampled_from(["pypi.test", "a.example", "X.Example."]),
                                st.sampled_from(["127.0.0.1", "::1", "10.0.0.1"]), max_size=2)
@@ -322,6 +328,9 @@ def expected_weakenings(doc: dict) -> set[Weakening]:
             if spec.merge.name == "WEAKEN" and spec.kind is Kind.RULES:
                 out |= {Weakening("p", dotted, "added " + netrules.describe(netrules.parse_rule(v, "")))
                         for v in value}
+            elif spec.merge.name == "WEAKEN" and spec.kind is Kind.FORWARDS:
+                out |= {Weakening("p", dotted, "added forward "
+                                  + hostports.describe(hostports.parse(v, ""))) for v in value}
             elif spec.merge.name == "WEAKEN":
                 out |= {Weakening("p", dotted, f"added {v}") for v in value}
     if doc.get("network", {}).get("mode") == "proxy":

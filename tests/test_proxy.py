@@ -921,7 +921,7 @@ _CHILD_SCRIPT = textwrap.dedent("""
         os._exit(0)
     theirs.close(); os.close(w)
     if send_fd:
-        socket.send_fds(ours, [b"L"], [listener.fileno()])
+        socket.send_fds(ours, [b"L\\xff"], [listener.fileno()])  # netns.MAIN_TAG
     ours.close(); listener.close()
 
     def ask(data):

@@ -50,6 +50,8 @@ rules = st.lists(st.builds(
     paths=sub(RULE_PATHS, 2),
 ), max_size=4).map(tuple)
 limit = st.sampled_from([0, 64, 100, 1000, 65536])
+GRANTS = [("127.0.0.1", 5432, 5432, "", "a"), ("127.0.0.1", 5432, 15432, "pg", "b"),
+          ("::1", 6379, 6379, "", "c"), ("127.0.0.1", 6379, 6379, "redis", "d")]
 
 policies = st.builds(
     Policy,
@@ -70,7 +72,7 @@ policies = st.builds(
     allow_32bit=st.booleans(), unix_sockets=st.booleans(), audit_classes=sub(NAMES),
     core_dumps=st.booleans(), max_open_files=limit, max_file_size_mb=limit, cpu_seconds=limit,
     max_processes=limit, address_space_mb=limit, timeout_seconds=limit, pids_max=limit,
-    memory_max_mb=limit,
+    memory_max_mb=limit, forwards=sub(GRANTS),
 )
 requests = st.lists(st.tuples(st.sampled_from(METHODS + ["CONNECT"]), st.sampled_from(REQ_HOSTS),
                               st.sampled_from(PORTS), st.sampled_from(REQ_PATHS)),
@@ -120,6 +122,8 @@ def assert_no_looser(result: Policy, than: Policy, fields, reqs) -> None:
             assert room(getattr(result, name)) <= room(getattr(than, name)), name
     if "socket_scan_depth" in f:
         assert result.socket_scan_depth >= than.socket_scan_depth
+    if "forwards" in f:  # a host port forward only where both grant it
+        assert {g[:3] for g in result.forwards} <= {g[:3] for g in than.forwards}
     if "network" in f and result.network is NetworkMode.PROXY:
         assert than.network is NetworkMode.PROXY
     if {"network", "egress_allow", "egress_deny"} & f:
