@@ -53,7 +53,8 @@ def parse_run(args: list[str]):
                 except runflags.FlagError:
                     return None  # typer gives the error message
             if "session" in values:
-                from sandbox import netsession, runflags
+                from sandbox import runflags
+                from sandbox.egress import netsession
 
                 try:
                     netsession.parse_name(values["session"])

@@ -16,9 +16,9 @@ import os
 import time
 from dataclasses import dataclass
 
-from sandbox import (auditlog, backend, blocked, command, discover, dns, egress, envfilter,
-                     hostports, limits, managed, plancache, projectprofile, report, runflags,
-                     runlock, selfguard)
+from sandbox import (auditlog, backend, blocked, command, discover, envfilter, limits, managed,
+                     plancache, projectprofile, report, runflags, runlock, selfguard)
+from sandbox.egress import dns, session as egress, hostports
 from sandbox.errors import SandboxError, SetupError, UsageError
 from sandbox.invocation import Invocation
 from sandbox.layout import Layout
@@ -44,7 +44,7 @@ class Prepared:
     racy: bool = True  # some input changed too recently to cache the plan
     audit_spec: dict | None = None  # what the persistence audit checks after the run
     watch: dict | None = None  # what sandbox.blocked watches for and checks after the run
-    # which rung of the ladder runs the command (sandbox.ladder): name,
+    # which rung of the ladder runs the command (sandbox.linux.ladder): name,
     # guarantee, require, and for the fallback its reason and what is degraded
     backend: dict | None = None
 
@@ -259,7 +259,7 @@ def run(opts: RunOptions, environ: dict[str, str]) -> int:
     from sandbox.execute import FALLBACK_RETRY
 
     status = _run_once(opts, environ, started, target, may_fall_back=True)
-    if status == FALLBACK_RETRY:  # bwrap could not make namespaces: plan again (sandbox.ladder)
+    if status == FALLBACK_RETRY:  # bwrap could not make namespaces: plan again (sandbox.linux.ladder)
         status = _run_once(opts, environ, started, target, may_fall_back=False)
     return status
 
@@ -281,7 +281,7 @@ def _run_once(opts: RunOptions, environ: dict[str, str], started: float, target,
         if fallback:  # never a silent downgrade, not even with --quiet
             import sys
 
-            from sandbox import ladder
+            from sandbox.linux import ladder
 
             print(ladder.line(prepared.backend["reason"], prepared.backend["landlock_abi"],
                               prepared.backend["degraded"]), file=sys.stderr)

@@ -9,9 +9,9 @@ backend turns that into *how* this OS enforces it, and nothing else:
     Request(policy, context, layout, command, environ, state, obs)
         -> backend.prepare(request) -> LaunchPlan
 
-* Linux (``sandbox.linuxbackend``): bubblewrap argv plus a seccomp BPF
+* Linux (``sandbox.linux.backend``): bubblewrap argv plus a seccomp BPF
   file, or on a host where bwrap cannot make namespaces the Landlock
-  fallback (``sandbox.ladder``).
+  fallback (``sandbox.linux.ladder``).
 * macOS: ``sandbox-exec`` with a Seatbelt profile from
   ``sandbox.macos.seatbelt.build(policy, context, command)``, its context
   made from the Policy and the Layout (``sandbox.macos.plan.context``).
@@ -56,7 +56,7 @@ class LaunchPlan:
     invocation: Any  # sandbox.invocation.Invocation
     program: str  # the host program argv[0] names (bwrap, sandbox-exec): a cached plan re-checks it
     # what the report says ran the command: name, guarantee, require, and for
-    # a fallback its reason and what is degraded (sandbox.ladder)
+    # a fallback its reason and what is degraded (sandbox.linux.ladder)
     mechanism: dict
     warnings: tuple[str, ...] = ()  # added to the layout's warnings
     # directories made for this run alone, removed by whoever runs the plan
@@ -75,7 +75,7 @@ def current(platform: str | None = None) -> Backend:
     """The backend for this OS (``sys.platform``); a SetupError elsewhere."""
     platform = sys.platform if platform is None else platform
     if platform.startswith("linux"):
-        from sandbox import linuxbackend
+        from sandbox.linux import backend as linuxbackend
 
         return Backend("linux", linuxbackend.prepare)
     if platform == "darwin":

@@ -122,8 +122,9 @@ SessionOpt = Annotated[Optional[str], typer.Option(
 
 
 def _session(raw):
-    """--session, checked (sandbox.netsession.parse_name)."""
-    from sandbox import netsession, runflags
+    """--session, checked (sandbox.egress.netsession.parse_name)."""
+    from sandbox import runflags
+    from sandbox.egress import netsession
 
     try:
         return netsession.parse_name(raw)
@@ -451,7 +452,7 @@ def doctor(
       sandbox doctor
       sandbox doctor --json
     """
-    from sandbox import doctor as diagnose
+    from sandbox.linux import doctor as diagnose
 
     raise typer.Exit(diagnose.run(dict(os.environ), as_json))
 

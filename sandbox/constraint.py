@@ -72,12 +72,12 @@ def build(data: dict, ctx: Context, name: str,
         elif key == "network.mode":
             value = NetworkMode(value)
         elif key == "network.forward":  # the grants the constraint allows, no others
-            from sandbox import hostports
+            from sandbox.egress import hostports
 
             value = tuple(hostports.parse(entry, f"{name}: network.forward[{i}]")
                           for i, entry in enumerate(value, 1))
         elif key in ("network.allow", "network.deny"):
-            from sandbox import netrules
+            from sandbox.egress import netrules
 
             kind = sub
             value = tuple(netrules.parse_rule(rule, f"{name}: network.{kind}[{i}]",

@@ -758,7 +758,7 @@ def discover(policy: Policy, ws: Workspace, *, extra_writable: tuple[str, ...] =
     obs.note_value(hostsockets.SOURCE, hostsockets.plan_value(listing, hidden, exposed,
                                                               os.path.join(state, "empty")))
     # Not stamped: a socket that goes away is dropped from the mounts when
-    # the run starts (sandbox.drift), so that churn costs no new plan.
+    # the run starts (sandbox.linux.drift), so that churn costs no new plan.
     plan.masked_files.extend(real for real in hostsockets.bound_sockets(listing)
                              # not behind a tmpfs inside (/run, /tmp, a secret directory)
                              if hostsockets.reachable(real, hidden, exposed))
@@ -782,7 +782,7 @@ def discover(policy: Policy, ws: Workspace, *, extra_writable: tuple[str, ...] =
                             if reachable(b[1]) and b[1] not in masked_files)
     resolv_conf = nsswitch = None
     if policy.network is NetworkMode.NONE:  # lookups go to the run's own resolver
-        from sandbox import dns
+        from sandbox.egress import dns
 
         resolv_conf, nsswitch = dns.name_service_files(
             state, obs, SCRATCH_DIRS + tuple(empty_dirs) + tuple(dirs))

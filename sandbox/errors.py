@@ -79,7 +79,7 @@ class SetupError(SandboxError):
 
 
 class UsernsBlocked(SetupError):
-    """bwrap cannot make user namespaces here (``cause``: ``sandbox.hostprobe``'s code)."""
+    """bwrap cannot make user namespaces here (``cause``: ``sandbox.linux.hostprobe``'s code)."""
 
     code = "userns_blocked"
 

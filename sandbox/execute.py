@@ -11,7 +11,7 @@ from sandbox.errors import SandboxError, SetupError
 
 EXIT_TIMEOUT = 124  # like timeout(1)
 # execute's answer when bwrap could not make its namespaces and the profile
-# accepts the fallback: the caller plans again (sandbox.ladder); nothing ran
+# accepts the fallback: the caller plans again (sandbox.linux.ladder); nothing ran
 FALLBACK_RETRY = -1
 
 
@@ -22,10 +22,10 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
 
     ``target``: where the report goes (``report.open_target``, opened by the
     caller before anything else); it is closed here.  ``resolver``: a run
-    without network gets its own name resolver (``sandbox.dns``); ``watch``:
+    without network gets its own name resolver (``sandbox.egress.dns``); ``watch``:
     what ``sandbox.blocked`` watches for refused replacements.  ``forwards``:
-    the ``[[network.forward]]`` grants (``sandbox.hostports.plan``), relayed by
-    whichever of the two holds the bridge (``sandbox.forward``).
+    the ``[[network.forward]]`` grants (``sandbox.egress.hostports.plan``), relayed by
+    whichever of the two holds the bridge (``sandbox.egress.forward``).
     """
     import sys
 
@@ -62,7 +62,7 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
     try:  # everything the caller got wrong is found before the command starts
         grace = runner.grace_seconds(os.environ)
         if egress is not None or resolver is not None:
-            from sandbox.netns import bridge_mode
+            from sandbox.egress.netns import bridge_mode
 
             bridge = bridge_mode(os.environ)
             if (meta.get("backend") or {}).get("name") == "seatbelt":
@@ -70,14 +70,14 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
     except SandboxError as err:
         return fail(opts, err, meta, started, target)
     # before bwrap prints a line of its own; a plan that may fall back to
-    # another backend (meta "backend", sandbox.ladder) leaves it to the ladder
+    # another backend (meta "backend", sandbox.linux.ladder) leaves it to the ladder
     backend = meta.get("backend") or {}
     if backend.get("name", "bwrap") == "bwrap" and backend.get("require") != "fallback":
         blocked = userns_blocked(bwrap_path, meta)
         if blocked is not None:
             return fail(opts, blocked, meta, started, target)
     options = argv[:argv.index("--")] if "--" in argv else argv  # not the command's own args
-    backend_name = (meta.get("backend") or {}).get("name", "bwrap")  # sandbox.ladder
+    backend_name = (meta.get("backend") or {}).get("name", "bwrap")  # sandbox.linux.ladder
     if egress is None and "--unshare-net" not in options and backend_name == "bwrap":
         # fail closed: an argv without a network namespace of its own is
         # only ever meant to run inside the egress bridge's namespace
@@ -92,7 +92,7 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
                                      code="internal_error"), meta, started, target)
     secrets = vault = None
     if egress is not None and egress.get("credentials"):
-        from sandbox import credentials
+        from sandbox.egress import credentials
 
         try:  # real values read now, kept in memory: the command gets placeholders
             vault = credentials.Vault.load(egress["credentials"], os.environ)
@@ -107,7 +107,7 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
         # TLS inspection: bwrap waits for the run's CA, which the proxy makes
         # as it starts; started here, before the audit's snapshot and the
         # watch, it makes the CA while they run (performance.md in the docs)
-        from sandbox import egress as egress_mod
+        from sandbox.egress import session as egress_mod
 
         try:
             early = egress_mod.Session(egress, bridge, secrets, forwards=forwards)
@@ -140,8 +140,8 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
                                          f"({type(exc).__name__}: {exc}); the command was not run",
                                          code="internal_error"),
                         meta, started, target)
-    if resolver is not None:  # no network: lookups answered at once (sandbox.dns)
-        from sandbox import dns
+    if resolver is not None:  # no network: lookups answered at once (sandbox.egress.dns)
+        from sandbox.egress import dns
 
         env = {**dns.offline_env(), **env}
     watcher = None
@@ -160,9 +160,10 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
         member = None
         if (egress is not None or resolver is not None) and backend_name == "bwrap":
             # runs of one workspace (or --session NAME) with the same network
-            # policy share the namespace (sandbox.netsession); this holds the
+            # policy share the namespace (sandbox.egress.netsession); this holds the
             # session's lock until bwrap runs
-            from sandbox import netsession, plancache
+            from sandbox import plancache
+            from sandbox.egress import netsession
 
             state = plancache.state_dir(os.environ)
             try:
@@ -172,7 +173,7 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
                 _audit(audit_spec, pending)
                 return fail(opts, err, meta, started, target)
         if egress is not None:
-            from sandbox import egress as egress_mod
+            from sandbox.egress import session as egress_mod
 
             try:
                 # the proxy starts before bwrap (a TLS-inspecting run's started
@@ -193,7 +194,7 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
             if backend_name == "bwrap":
                 env = {**env, **egress_mod.proxy_env(egress, session.bridge.port)}
             else:  # the fallback: no namespace, the proxy listens on the host's loopback
-                from sandbox import fallback
+                from sandbox.linux import fallback
 
                 try:
                     port = fallback.hand_proxy_listener(session.bridge.channel)
@@ -223,7 +224,7 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
                     print(f"sandbox: warning: {applied.warning()}", file=sys.stderr)
             # A path to mount over (a socket, a secret) may have gone since
             # the plan was made, and bwrap cannot mount over what is not
-            # there (sandbox.drift): checked as late as possible
+            # there (sandbox.linux.drift): checked as late as possible
             argv, status_index, seccomp, audit_spec, gone = _drop_vanished(
                 argv, status_index, seccomp, audit_spec)
             if gone and audit_spec is not None and not _remark(audit_spec, pending):
@@ -273,7 +274,7 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
             break
         # bwrap gave up before the command started: if a mount point vanished
         # in the moment after the check, start again without it
-        from sandbox import drift
+        from sandbox.linux import drift
 
         gone = drift.prune(argv)[1]
         if not gone:
@@ -288,13 +289,13 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
         for line in egress_mod.summary(network, egress["profile"]):
             print(line, file=sys.stderr)
     elif names is not None:
-        from sandbox import dns
+        from sandbox.egress import dns
 
         for line in dns.summary(network, meta.get("profile", {}).get("name", "?")):
             print(line, file=sys.stderr)
     forwarded = None
-    if forwards:  # what went through each [[network.forward]] grant (sandbox.forward)
-        from sandbox import forward
+    if forwards:  # what went through each [[network.forward]] grant (sandbox.egress.forward)
+        from sandbox.egress import forward
 
         holder = session if session is not None else names
         counters = holder.counters if holder is not None else None
@@ -389,8 +390,8 @@ MOUNT_RETRIES = 3
 
 
 def _drop_vanished(argv, status_index, seccomp, audit_spec):
-    """The plan without mounts on paths that are gone (see sandbox.drift)."""
-    from sandbox import drift
+    """The plan without mounts on paths that are gone (see sandbox.linux.drift)."""
+    from sandbox.linux import drift
 
     new, gone = drift.prune(argv)
     if not gone:
@@ -513,7 +514,7 @@ def fail(opts, err: SandboxError, meta, started, target=None) -> int:
     from sandbox.errors import report as show
 
     if isinstance(err, SetupError):
-        from sandbox import nesting
+        from sandbox.linux import nesting
 
         if nesting.inside_sandbox():  # then that is why, whatever broke first
             err = SetupError("already inside a sandbox: a sandboxed command cannot start "
@@ -537,7 +538,7 @@ def fail(opts, err: SandboxError, meta, started, target=None) -> int:
 
 def _fall_back(meta, bwrap_path: str, outcome):
     """bwrap did not start the command: is that because this host refuses its
-    namespaces?  Then the host is marked (sandbox.ladder), and the answer is
+    namespaces?  Then the host is marked (sandbox.linux.ladder), and the answer is
     True when the profile accepts the fallback (the run is planned again),
     or the error naming ``require = "full"`` when it does not.  None: some
     other failure, reported as before."""
@@ -546,7 +547,8 @@ def _fall_back(meta, bwrap_path: str, outcome):
         return None
     import os
 
-    from sandbox import ladder, nesting, plancache, runner
+    from sandbox import plancache, runner
+    from sandbox.linux import ladder, nesting
 
     if nesting.inside_sandbox():
         return None
@@ -568,7 +570,8 @@ def _setup_failure(bwrap_path: str, outcome) -> SetupError:
                           code="bwrap_failed")
     problem = runner.probe_namespaces(bwrap_path)
     if problem:
-        from sandbox import fixes, hostprobe
+        from sandbox import fixes
+        from sandbox.linux import hostprobe
         from sandbox.errors import UsernsBlocked
 
         ns = hostprobe.explain_failure(problem)
@@ -581,17 +584,18 @@ def _setup_failure(bwrap_path: str, outcome) -> SetupError:
 
 def userns_blocked(bwrap_path: str, meta: dict | None = None):
     """A ``UsernsBlocked`` error when user namespaces are certainly refused here
-    (``sandbox.usernsgate``: a few file reads on most hosts), else None: then
+    (``sandbox.linux.usernsgate``: a few file reads on most hosts), else None: then
     bwrap's own start is the test.  When the profile says ``require = "full"``
     the line says so: that is why no weaker backend runs the command."""
-    from sandbox import usernsgate
+    from sandbox.linux import usernsgate
 
     ns = usernsgate.quick()
     if ns is None:
         return None
     import os
 
-    from sandbox import fixes, hostprobe
+    from sandbox import fixes
+    from sandbox.linux import hostprobe
     from sandbox.errors import UsernsBlocked
 
     detail = ns.detail

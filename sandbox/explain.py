@@ -65,11 +65,11 @@ def error_data(err) -> dict:
 
 
 def _egress(p: Prepared) -> dict | None:
-    from sandbox import egress
+    from sandbox.egress import session as egress
 
     if egress.plan(p.policy) is None:
         return None
-    from sandbox.netrules import describe
+    from sandbox.egress.netrules import describe
 
     return {"proxy": egress.PROXY_URL, "no_proxy": egress.no_proxy(egress.plan(p.policy)),
             "max_connections": p.policy.egress_max_connections or egress.MAX_CONNECTIONS,
@@ -87,13 +87,13 @@ def _egress(p: Prepared) -> dict | None:
 
 
 def _credential(data: tuple) -> str:
-    from sandbox.credentials import Credential
+    from sandbox.egress.credentials import Credential
 
     return Credential.from_tuple(data).describe()
 
 
 def _backend_line(backend: dict | None) -> str:
-    """Which rung of the ladder runs the command (sandbox.ladder), and its guarantee."""
+    """Which rung of the ladder runs the command (sandbox.linux.ladder), and its guarantee."""
     if not backend or backend["name"] == "bwrap":
         require = backend["require"] if backend else "fallback"
         return (f"backend     bwrap (full guarantees; where bwrap cannot run: "
@@ -164,14 +164,14 @@ def as_text(p: Prepared) -> str:
         if d["egress"]["headers"]:
             section("network: request headers stripped or refused", d["egress"]["headers"])
         if d["egress"]["inspected"]:
-            from sandbox.tlstrust import CA_VARIABLES
+            from sandbox.egress.tlstrust import CA_VARIABLES
 
             section("network: TLS inspected (methods, paths and deny rules checked inside "
                     "HTTPS)", d["egress"]["inspected"])
             lines.append("  TLS inspected: run CA trusted inside through the system CA bundle "
                          f"and {', '.join(CA_VARIABLES)}")
     if p.policy.forwards:
-        from sandbox.hostports import describe as grant
+        from sandbox.egress.hostports import describe as grant
 
         section("network: host ports forwarded (each a weakening)",
                 [f"{grant(g)}   ({g[4]})" for g in p.policy.forwards])
@@ -188,7 +188,7 @@ def as_text(p: Prepared) -> str:
     for w in d["warnings"]:
         lines.append(f"warning: {w}")
     if p.backend and p.backend["name"] != "bwrap":
-        lines.append("fallback argv (sandbox.confine applies Landlock and seccomp, then execs):")
+        lines.append("fallback argv (sandbox.linux.confine applies Landlock and seccomp, then execs):")
     elif d["egress"] is not None:
         lines.append("bwrap argv (started inside the egress bridge's network namespace, "
                      "which is why it has no --unshare-net):")

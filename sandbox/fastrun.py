@@ -41,9 +41,9 @@ def run_cached(opts, environ: dict[str, str]) -> int | None:
         audit_leftovers(opts, environ)  # before loading: it may move files the plan mounts
     except SandboxError as err:
         return fail(opts, err, None, started, target)
-    # a host where bwrap cannot make namespaces (sandbox.ladder.MARKER): the full
+    # a host where bwrap cannot make namespaces (sandbox.linux.ladder.MARKER): the full
     # path decides between a bwrap that works again and the fallback.  One stat,
-    # and not an import of sandbox.ladder (0.4 ms) on every run
+    # and not an import of sandbox.linux.ladder (0.4 ms) on every run
     import os
 
     state = plancache.state_dir(environ)  # a realpath: once, for the marker and the lock

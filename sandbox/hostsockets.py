@@ -167,7 +167,7 @@ def appeared(value, source: str = SOURCE) -> list[str]:
     socket on disk, or lies where the sandbox cannot see it (a socket bound
     in /run or /tmp), costs nothing more.  A closed socket is no concern: a
     mask over a socket file that went away is dropped before bwrap starts
-    (``sandbox.drift``).
+    (``sandbox.linux.drift``).
     """
     _tag, key, hidden, exposed, _empty = value
     data = read(source)

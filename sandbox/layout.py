@@ -52,7 +52,7 @@ class Layout:
     # secret-named files whose content git holds (sandbox.secretfiles):
     # (what is shown, read-only; where)
     tracked_secrets: tuple[tuple[str, str], ...] = ()
-    # network none (sandbox.dns): (our file, host path it covers), or None.
+    # network none (sandbox.egress.dns): (our file, host path it covers), or None.
     # resolv.conf is always bound; nsswitch.conf only when the run falls back
     # to bwrap's own namespace, where no resolver answers.
     resolv_conf: tuple[str, str] | None = None

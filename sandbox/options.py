@@ -31,7 +31,7 @@ class RunOptions:
         self.env_pass = tuple(env_pass)
         self.network = network  # "none", "proxy" or None (the profile's)
         self.allow_host = tuple(allow_host)  # "host:port"
-        # the network namespace's session (sandbox.netsession): None is the
+        # the network namespace's session (sandbox.egress.netsession): None is the
         # workspace's, "none" the run's own; applied at run time, not planned
         self.session = session
 

@@ -77,7 +77,7 @@ class Marker:
 
     def rewrite(self, spec: dict) -> None:
         """Replace the spec in this run's (locked) marker: the plan changed
-        before the command started (sandbox.drift dropped a vanished mount).
+        before the command started (sandbox.linux.drift dropped a vanished mount).
         The run's start time stays."""
         self.spec = dict(spec, started=self.spec.get("started"))
         _put(self.fd, self.spec)

@@ -26,7 +26,7 @@ import sys
 from sandbox import __version__, statefile
 from sandbox.observe import stale_packed
 
-FORMAT = 13  # 13: [[network.forward]] grants (sandbox.hostports); 12: directory stamps carry digests of what each held (sandbox.relist); 11: the report names the backend (sandbox.ladder); 10: a run without network has its own resolver (sandbox.dns) and watch (sandbox.blocked); 9: the kernel's socket list is kept with the plan (sandbox.hostsockets)
+FORMAT = 13  # 13: [[network.forward]] grants (sandbox.egress.hostports); 12: directory stamps carry digests of what each held (sandbox.relist); 11: the report names the backend (sandbox.linux.ladder); 10: a run without network has its own resolver (sandbox.egress.dns) and watch (sandbox.blocked); 9: the kernel's socket list is kept with the plan (sandbox.hostsockets)
 # Environment variables that change what the plan would be (the rest of the
 # environment is filtered afresh on every run).
 KEY_ENV = ("HOME", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "XDG_RUNTIME_DIR", "TMPDIR", "PATH",
@@ -114,8 +114,8 @@ def load(opts, environ: dict[str, str]) -> dict | None:
         from sandbox import hostsockets
 
         new = hostsockets.appeared(plan["host_sockets"])
-        if new:  # bound since: masked too, without planning again (sandbox.drift)
-            from sandbox import drift
+        if new:  # bound since: masked too, without planning again (sandbox.linux.drift)
+            from sandbox.linux import drift
 
             plan["argv"] = tuple(drift.add_masks(plan["argv"], plan["host_sockets"][4], new))
             plan["status_index"], plan["seccomp"] = drift.fd_indexes(
@@ -125,7 +125,8 @@ def load(opts, environ: dict[str, str]) -> dict | None:
 
 def store(environ: dict[str, str], prepared, meta: dict) -> None:
     """Save a plan built by ``app.prepare`` (only when no input was racy)."""
-    from sandbox import dns, egress, hostports, limits  # only here: the fast path reads the plan's copy
+    from sandbox import limits  # only here: the fast path reads the plan's copy
+    from sandbox.egress import dns, session as egress, hostports
 
     inv, policy, layout = prepared.invocation, prepared.policy, prepared.layout
     command_len = len(prepared.options.command)

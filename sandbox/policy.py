@@ -47,7 +47,7 @@ class EgressRule:
     methods: tuple[str, ...] = ()
     paths: tuple[str, ...] = ()
     source: str = ""  # where it came from, for messages: "pypi: network.allow[1]"
-    # TLS inspection (allow rules only; sandbox.tlsinspect): the proxy ends
+    # TLS inspection (allow rules only; sandbox.egress.tlsinspect): the proxy ends
     # the client's TLS with a per-run CA, so methods and paths are checked
     # inside HTTPS too; upstream is verified against the host's roots, or
     # only against ``upstream_ca`` (an absolute path) when it is set
@@ -97,7 +97,7 @@ class Policy:
     sources: tuple[str, ...] = ()
     description: str = ""
     # where bwrap cannot run: "full" fails closed, "fallback" accepts
-    # sandbox.fallback (Landlock + seccomp); see sandbox.ladder
+    # sandbox.linux.fallback (Landlock + seccomp); see sandbox.linux.ladder
     require: str = "fallback"
 
     # filesystem
@@ -131,12 +131,12 @@ class Policy:
     egress_deny: tuple[EgressRule, ...] = ()  # wins over egress_allow
     egress_hosts: tuple[tuple[str, str], ...] = ()  # name -> address, like curl --resolve
     egress_max_connections: int = 256  # the proxy's open connections at once (0: 4096)
-    # [[network.credentials]] as Credential.as_tuple() (sandbox.credentials),
+    # [[network.credentials]] as Credential.as_tuple() (sandbox.egress.credentials),
     # and (host pattern, ports, strip_headers, refuse_headers) of allow rules
     egress_credentials: tuple[tuple, ...] = ()
     egress_headers: tuple[tuple, ...] = ()
     # [[network.forward]]: host loopback TCP ports relayed into the run's
-    # namespace, each (host, port, inside_port, name, source); sandbox.hostports
+    # namespace, each (host, port, inside_port, name, source); sandbox.egress.hostports
     forwards: tuple[tuple, ...] = ()
 
     # seccomp (rule sets live in bwrap/seccomp.toml)

@@ -251,7 +251,7 @@ def _check_value(src: Source, table: str, key: str, spec: Key, value: object) ->
     elif kind is Kind.FORWARDS:
         _check_forwards(src, table, key, value)
     elif kind is Kind.HOSTMAP:
-        from sandbox import netrules
+        from sandbox.egress import netrules
 
         if not isinstance(value, dict):
             raise _fail(src, table, key, f"must be a table of name = address, not {_tname(value)}",
@@ -276,7 +276,7 @@ def _check_value(src: Source, table: str, key: str, spec: Key, value: object) ->
 
 
 def _check_rules(src: Source, table: str, key: str, value: object) -> None:
-    from sandbox import netrules
+    from sandbox.egress import netrules
 
     if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
         raise ProfileError(src.path, f"must be an array of tables, not {_tname(value)}",
@@ -295,7 +295,7 @@ def _check_rules(src: Source, table: str, key: str, value: object) -> None:
 
 
 def _check_credentials(src: Source, table: str, key: str, value: object) -> None:
-    from sandbox import credentials, netrules
+    from sandbox.egress import credentials, netrules
 
     if not isinstance(value, list):
         raise _fail(src, table, key, f"must be an array of tables, not {_tname(value)}",
@@ -311,9 +311,9 @@ def _check_credentials(src: Source, table: str, key: str, value: object) -> None
 
 
 def _check_forwards(src: Source, table: str, key: str, value: object) -> None:
-    """``[[network.forward]]``: each entry on its own (sandbox.hostports), then
+    """``[[network.forward]]``: each entry on its own (sandbox.egress.hostports), then
     no inside port twice in one file (across files: ``_forwards``)."""
-    from sandbox import hostports
+    from sandbox.egress import hostports
 
     if not isinstance(value, list):
         raise _fail(src, table, key, f"must be an array of tables, not {_tname(value)}",
@@ -461,21 +461,21 @@ def _looser(spec: Key, old: object, new: object) -> bool:
 def _entry(value: object) -> str:
     """A list entry for a weakening: a path, or a network rule in one line."""
     if isinstance(value, dict) and "port" in value:  # a [[network.forward]] grant
-        from sandbox import hostports
+        from sandbox.egress import hostports
 
         try:
             return "forward " + hostports.describe(hostports.parse(value, ""))
         except hostports.GrantError:
             return str(value)
     if isinstance(value, dict) and "env" in value:  # a [[network.credentials]] entry
-        from sandbox import credentials, netrules
+        from sandbox.egress import credentials, netrules
 
         try:
             return "credential " + credentials.parse_entry(value, "").describe()
         except netrules.RuleError:
             return str(value)
     if isinstance(value, dict):
-        from sandbox import netrules
+        from sandbox.egress import netrules
 
         try:
             return netrules.describe(netrules.parse_rule(value, ""))
@@ -601,7 +601,7 @@ def _egress(chain: list[Source], datas: list[dict], net: dict,
     """The network rules of the whole chain, each naming the profile it came from."""
     if not any(k in net for k in ("allow", "deny", "hosts", "upstream_ca")):
         return (), (), ()  # most profiles: no rule module to import
-    from sandbox import netrules
+    from sandbox.egress import netrules
 
     default_ca = _default_upstream_ca(chain, datas, weakenings)
     rules: dict[str, list] = {"allow": [], "deny": []}
@@ -653,7 +653,7 @@ def _forwards(chain: list[Source], datas: list[dict], weakenings: list[Weakening
     profile's (``extends = "none"``) here, since it has no parent to weaken."""
     if not any("forward" in d.get("network", {}) for d in datas):
         return ()  # most profiles: no module to import
-    from sandbox import hostports
+    from sandbox.egress import hostports
 
     grants: list[tuple] = []
     for position, (src, data) in enumerate(zip(chain, datas)):
@@ -715,11 +715,11 @@ def _default_upstream_ca(chain: list[Source], datas: list[dict],
 def _credentials(chain: list[Source], datas: list[dict], net: dict, ctx: Context,
                  deny_read: tuple[str, ...]) -> tuple[tuple, tuple]:
     """``[[network.credentials]]`` of the chain and the allow rules' header
-    lists, checked across keys by ``sandbox.credentials.from_profiles``."""
+    lists, checked across keys by ``sandbox.egress.credentials.from_profiles``."""
     if net.get("mode", "none") != "proxy" or not any(
             k in d.get("network", {}) for d in datas for k in ("credentials", "allow")):
         return (), ()  # most profiles: no module to import
-    from sandbox import credentials
+    from sandbox.egress import credentials
 
     try:
         return credentials.from_profiles([(src.name, data) for src, data in zip(chain, datas)],

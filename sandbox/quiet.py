@@ -26,7 +26,7 @@ ERROR_PREFIXES = ("sandbox: error:", "sandbox: usage error:", "sandbox: profile 
                   "sandbox: cannot execute:", "sandbox: audit error:")
 
 
-# Not errors, but never hidden: the run uses a weaker backend (sandbox.ladder)
+# Not errors, but never hidden: the run uses a weaker backend (sandbox.linux.ladder)
 MUST_SHOW = ("sandbox: fallback:",)
 
 

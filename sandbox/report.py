@@ -61,13 +61,13 @@ def build(command, meta: dict | None, started: float, *, outcome=None, error=Non
         "warnings": [],
         "plan_ms": None,
         "plan_cached": None,
-        "backend": None,  # sandbox.ladder: which mechanism ran the command, and its guarantee
+        "backend": None,  # sandbox.linux.ladder: which mechanism ran the command, and its guarantee
         "limits": None,
         "error": None,
         "audit": [],
         "network": None,
-        "session": None,  # sandbox.netsession: the network namespace's session, made or joined
-        "forwards": [],  # [[network.forward]] grants and their counts (sandbox.forward)
+        "session": None,  # sandbox.egress.netsession: the network namespace's session, made or joined
+        "forwards": [],  # [[network.forward]] grants and their counts (sandbox.egress.forward)
         "blocked": [],
         "diagnostics": [],
     }

@@ -205,7 +205,7 @@ def secret_flags(names, environ: dict[str, str]) -> tuple:
 
 
 def _rule(canonical: str):
-    from sandbox import netrules
+    from sandbox.egress import netrules
     from sandbox.errors import UsageError
     from sandbox.policy import EgressRule
 

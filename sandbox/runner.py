@@ -182,9 +182,9 @@ def run(argv, env: dict[str, str], status_fd_arg: int | None, interactive: bool,
     descriptor number written into argv for bwrap's --seccomp.  ``limits``
     (see ``Limits``) are applied to bwrap and so to everything in the
     sandbox, never to this process; its cgroup is removed before returning.
-    ``bridge`` (a ``sandbox.netns.Bridge``) puts bwrap in a network namespace
+    ``bridge`` (a ``sandbox.egress.netns.Bridge``) puts bwrap in a network namespace
     whose only way out is the egress proxy.  ``gate`` is (fd, release) for
-    an argv with ``--block-fd fd`` (``sandbox.egress.Session.inspect``):
+    an argv with ``--block-fd fd`` (``sandbox.egress.session.Session.inspect``):
     bwrap gets ``fd``, and once it runs ``release()`` is called, which lets
     it start the command or raises; then bwrap is killed before anything
     else happens (its gate must not see end-of-file), and the error is
@@ -260,7 +260,7 @@ def run(argv, env: dict[str, str], status_fd_arg: int | None, interactive: bool,
             proc = _Proc(_spawn_bridged(argv, env, keep + passed, stdio, limits, bridge))
             if bridge is not None:
                 # after the fork: a bridge may start a thread now; the pid is
-                # what a later run of its session joins (sandbox.netsession)
+                # what a later run of its session joins (sandbox.egress.netsession)
                 bridge.started(proc.pid)
         finally:
             for fd in keep:
@@ -465,7 +465,7 @@ def _spawn(argv: list[str], env: dict[str, str], keep: list[int], stdio: list[in
 
     The fork costs a few tenths of a millisecond more than posix_spawn.
     With a network bridge it is fork + exec too: the child enters the
-    bridge's namespace before it becomes bwrap (see ``sandbox.netns``).
+    bridge's namespace before it becomes bwrap (see ``sandbox.egress.netns``).
     """
     for name in os.listdir(FD_DIR):
         fd = int(name)
@@ -511,7 +511,7 @@ def _spawn(argv: list[str], env: dict[str, str], keep: list[int], stdio: list[in
             limits.not_joined(code)
         elif line.startswith("N"):  # the network bridge failed: N<stage>:<errno>
             os.waitpid(pid, 0)
-            from sandbox import netns
+            from sandbox.egress import netns
             from sandbox.errors import BridgeError
 
             stage, _, number = line[1:].partition(":")
@@ -978,7 +978,7 @@ def in_child(probe, timeout: float = 5.0) -> bytes | None:
     """Run ``probe()`` (returning bytes) in a forked child and return what it
     returned, or None if the child died or took too long.
 
-    For ``sandbox.hostprobe``: a probe that tries ``unshare`` changes the
+    For ``sandbox.linux.hostprobe``: a probe that tries ``unshare`` changes the
     process that tries it, and a seccomp filter may kill it outright, so it
     never runs in the wrapper itself.
     """

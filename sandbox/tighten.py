@@ -273,11 +273,11 @@ def _show(value) -> str:
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, EgressRule):
-        from sandbox.netrules import describe as rule
+        from sandbox.egress.netrules import describe as rule
 
         return rule(value)
     if isinstance(value, tuple) and len(value) == 5 and isinstance(value[1], int):
-        from sandbox.hostports import describe as grant  # a [[network.forward]] grant
+        from sandbox.egress.hostports import describe as grant  # a [[network.forward]] grant
 
         return "forward " + grant(value)
     if isinstance(value, tuple) and len(value) == 2 and all(isinstance(v, str) for v in value):

@@ -53,7 +53,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from sandbox import netrules, proxy  # noqa: E402
+from sandbox.egress import netrules, proxy  # noqa: E402
 from sandbox.policy import EgressRule  # noqa: E402
 
 NAME = "bench.test"
@@ -404,7 +404,7 @@ def bench_inspected_runs(runs: int, tport: int, cert: str) -> None:
         # system's roots and the run's CA.  A one-certificate file for the
         # blind client would charge that parse to inspection ("blind, one
         # root": how this was measured before, kept for comparison).
-        from sandbox.tlstrust import system_bundle
+        from sandbox.egress.tlstrust import system_bundle
 
         with open(system_bundle(), "rb") as fh:
             (ws / "roots-and-origin.pem").write_bytes(fh.read() + Path(cert).read_bytes())
@@ -499,7 +499,7 @@ def main() -> None:
         pids.append(pid)
         tpid, tport = start_origin(big, (cert, key))
         pids.append(tpid)
-        from sandbox import tlsca, tlsinspect
+        from sandbox.egress import tlsca, tlsinspect
 
         inspector = tlsinspect.Inspector(tlsca.RunCA([INSPECTED]))  # before the fork: the
         run_ctx = ssl.create_default_context(cadata=inspector.ca.cert_pem.decode())  # client needs it

@@ -2,7 +2,7 @@
 """Mutation check of the security rules: does a test notice when one rule goes?
 
 Each mutant is one small change to a security rule: a bwrap flag or mount
-dropped from sandbox/bwrap.py, a rule dropped from bwrap/seccomp.toml, an
+dropped from sandbox/linux/bwrap.py, a rule dropped from bwrap/seccomp.toml, an
 entry dropped from profiles/default.toml (deny_read, protected names, env
 deny, ...), a token format or check dropped from sandbox/envfilter.py, an
 audit rule switched off, an address block dropped from the egress rules.
@@ -149,7 +149,7 @@ def _as_pass(line: str) -> str:
 
 
 def bwrap_mutants(root: Path) -> list[Mutant]:
-    rel = "sandbox/bwrap.py"
+    rel = "sandbox/linux/bwrap.py"
     lines = (root / rel).read_text().splitlines(keepends=True)
     out = []
     for i in _function_lines(lines, "namespace_args"):
@@ -308,7 +308,7 @@ def audit_mutants(root: Path) -> list[Mutant]:
 
 
 def proxy_mutants(root: Path) -> list[Mutant]:
-    rel = "sandbox/netrules.py"
+    rel = "sandbox/egress/netrules.py"
     lines = (root / rel).read_text().splitlines(keepends=True)
     out = []
     section = None

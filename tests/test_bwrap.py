@@ -1,4 +1,4 @@
-"""sandbox.bwrap: Policy + Layout -> the exact argv, in the documented order."""
+"""sandbox.linux.bwrap: Policy + Layout -> the exact argv, in the documented order."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import dataclasses
 
 import pytest
 
-from sandbox import bwrap, profile
+from sandbox import profile
+from sandbox.linux import bwrap
 from sandbox.layout import Layout
 
 CTX = profile.Context(workspace="/ws", home="/home/u", tmp="/tmp", runtime="/run/user/1000")
@@ -118,7 +119,7 @@ def test_full_ordering():
         "--ro-bind", "/ws/a/.vscode", "/ws/a/.vscode",
         # no network: lookups go to the run's own resolver; after the
         # writable roots (none may cover it), before the secrets (a mask wins);
-        # nsswitch.conf is only for a run that falls back (sandbox.dns)
+        # nsswitch.conf is only for a run that falls back (sandbox.egress.dns)
         "--ro-bind", RESOLV, "/etc/resolv.conf",
         # secrets: dirs become a read-only tmpfs, files the empty file
         "--tmpfs", "/home/u/.ssh", "--remount-ro", "/home/u/.ssh",

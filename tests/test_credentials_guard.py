@@ -1,4 +1,4 @@
-"""sandbox.credentials and sandbox.provenance without the sandbox: entry
+"""sandbox.egress.credentials and sandbox.egress.provenance without the sandbox: entry
 validation, and the proxy's per-request step (Guard) on headers and query strings."""
 
 from __future__ import annotations
@@ -7,10 +7,10 @@ import base64
 
 import pytest
 
-from sandbox import credentials
-from sandbox.credentials import Credential, parse_entry
-from sandbox.provenance import Guard, Refusal
-from sandbox.netrules import RuleError
+from sandbox.egress import credentials
+from sandbox.egress.credentials import Credential, parse_entry
+from sandbox.egress.provenance import Guard, Refusal
+from sandbox.egress.netrules import RuleError
 
 REAL = "real-secret-value-123"
 PH = "sandbox-placeholder-" + "0" * 32

@@ -1,4 +1,4 @@
-"""No network fails fast and says so (sandbox.dns), through the real sandbox.
+"""No network fails fast and says so (sandbox.egress.dns), through the real sandbox.
 
 Every lookup here happens inside a sandbox's own network namespace, which
 has loopback only: nothing can leave it, and no test depends on the host's
@@ -22,7 +22,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sandbox import dns
+from sandbox.egress import dns
 
 SYSTEM_PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
 BWRAP = shutil.which("bwrap")
@@ -311,7 +311,8 @@ def test_clients_fail_within_seconds_and_the_name_is_said(senv, client):
 def test_auto_falls_back_to_bwraps_namespace_when_ours_is_refused(tmp_path):
     import errno
 
-    from sandbox import netns, runner
+    from sandbox import runner
+    from sandbox.egress import netns
 
     nss = tmp_path / "nsswitch.conf"
     nss.write_text(dns.nsswitch_text(open("/etc/nsswitch.conf").read()

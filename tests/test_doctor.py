@@ -149,8 +149,8 @@ def test_a_fallback_backend_is_shown_degraded_and_never_healthy(monkeypatch):
     """With a Landlock fallback in the build, blocked namespaces give degraded rows
     (named, exit 1); without one, every row is unavailable.  No host is faked:
     only the build's contents are, since this branch has no fallback module."""
-    from sandbox import doctor, hostprobe
-    from sandbox.usernsgate import Userns
+    from sandbox.linux import doctor, hostprobe
+    from sandbox.linux.usernsgate import Userns
 
     host = hostprobe.Host()
     host.userns = Userns(False, "container_seccomp", "refused")

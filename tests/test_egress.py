@@ -410,7 +410,8 @@ def test_the_cached_fast_path_starts_the_proxy_too(senv, origin):
 
 
 def test_summary_tells_refusals_from_unreachable_endpoints():
-    from sandbox import egress, resources
+    from sandbox import resources
+    from sandbox.egress import session as egress
 
     result = {"blocked": [
         {"status": 403, "method": "POST", "url": "http://a.test:80/x", "reason": "host not allowed"},

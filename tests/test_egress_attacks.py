@@ -34,10 +34,10 @@ from egress_support import allow_rule as allow
 from egress_support import children as _children
 from egress_support import proxy_profile as _proxy_profile
 
-from sandbox import netrules
-from sandbox.netrules import Rules
+from sandbox.egress import netrules
+from sandbox.egress.netrules import Rules
 from sandbox.policy import EgressRule
-from sandbox.proxy import Proxy
+from sandbox.egress.proxy import Proxy
 
 from conftest import sandbox_exe
 
@@ -755,7 +755,7 @@ def _make_project_venv(ws: Path) -> Path:
 
 
 # Was FINDING 1: the proxy (a host process outside bwrap, seccomp and the namespaces)
-# imports h11, sandbox.proxy, json, ctypes... only after the command first connects; when
+# imports h11, sandbox.egress.proxy, json, ctypes... only after the command first connects; when
 # the sandbox's own import path is writable inside (python -m sandbox from the workspace, or
 # sandbox installed in a venv inside the workspace), the command plants a module and gets
 # code execution on the host
@@ -934,7 +934,7 @@ print(json.dumps({"status": out.split(b"\\r\\n")[0].decode()}))
 # apply: with ndots:5 (Kubernetes) 'pypi.org' is first looked up as 'pypi.org.<search
 # domain>', a different name from the one the rule allowed
 def test_resolver_is_asked_for_the_fully_qualified_name(monkeypatch):
-    from sandbox import proxy as proxy_mod
+    from sandbox.egress import proxy as proxy_mod
 
     asked: list[str] = []
 

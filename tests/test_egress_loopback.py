@@ -25,7 +25,7 @@ CURL = shutil.which("curl")
 
 
 def test_hosts_file_is_read_before_dns(tmp_path, monkeypatch):
-    from sandbox import hostsfile, proxy
+    from sandbox.egress import hostsfile, proxy
 
     hosts = tmp_path / "hosts"
     hosts.write_text("# comment\n10.1.2.3  Build.Internal  alias # trailing\n::1 v6only\n"
@@ -61,7 +61,7 @@ class _Quiet(http.server.BaseHTTPRequestHandler):
 
 
 def _localhost_in_hosts_file() -> bool:
-    from sandbox import hostsfile
+    from sandbox.egress import hostsfile
 
     try:
         with open(hostsfile.PATH) as fh:

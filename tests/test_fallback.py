@@ -3,7 +3,7 @@
 Every run here goes through ``tests/nouserns.py`` (a Docker-default-like
 seccomp filter that refuses new user namespaces, and a default container's
 capability bounding set for root), so the real bwrap fails to start and the
-real ``sandbox run`` falls back to ``sandbox.confine``.  Each attack is
+real ``sandbox run`` falls back to ``sandbox.linux.confine``.  Each attack is
 shown to work in that same container *without* the sandbox, then to fail
 inside it; each degraded guarantee is shown to be named in the one line the
 run prints before the command starts, with what is still blocked.
@@ -33,7 +33,7 @@ FALLBACK = "sandbox: fallback:"
 
 
 def landlock_abi() -> int:
-    from sandbox import landlock
+    from sandbox.linux import landlock
 
     return landlock.abi_version()
 
@@ -511,10 +511,11 @@ def test_signals_forwarded_and_timeout(fenv):
 
 
 def test_fast_path_checks_the_ladder_marker_by_name():
-    """fastrun avoids importing sandbox.ladder; the name it stats must stay the same."""
+    """fastrun avoids importing sandbox.linux.ladder; the name it stats must stay the same."""
     import inspect
 
-    from sandbox import fastrun, ladder
+    from sandbox import fastrun
+    from sandbox.linux import ladder
 
     assert f'"{ladder.MARKER}"' in inspect.getsource(fastrun)
 

@@ -451,7 +451,7 @@ def test_the_landlock_fallback_refuses_a_profile_with_grants(senv, echo):
 
     if nouserns.unavailable() is not None:
         pytest.skip(str(nouserns.unavailable()))
-    from sandbox import landlock
+    from sandbox.linux import landlock
 
     if landlock.abi_version() < 1:
         pytest.skip("this kernel has no Landlock")

@@ -1,4 +1,4 @@
-"""``sandbox.hostports`` (the grants as data) and ``sandbox.forward`` (the relay).
+"""``sandbox.egress.hostports`` (the grants as data) and ``sandbox.egress.forward`` (the relay).
 
 The grants: every key, every bad value, the merge through ``extends`` and
 the policy cache's plain-data form.  The relay: run in this process on
@@ -16,7 +16,8 @@ import time
 
 import pytest
 
-from sandbox import forward, hostports, policy, profile
+from sandbox import policy, profile
+from sandbox.egress import forward, hostports
 from sandbox.errors import ProfileError
 
 

@@ -9,7 +9,7 @@
   like sockets, in ``[sockets] scan`` and in the writable roots).
 * A device node outside /dev cannot be opened (every bind is ``nodev``).
 * A process that keeps creating and removing sockets never makes a run fail
-  (``sandbox.drift``).
+  (``sandbox.linux.drift``).
 
 Each attack is shown to work outside the sandbox with the same user and the
 same files.  Servers, readers and the churn process are started here, bound
@@ -363,7 +363,7 @@ EMPTY = "/state/empty"
 
 
 def test_prune_drops_the_mounts_on_vanished_paths_only():
-    from sandbox import drift
+    from sandbox.linux import drift
 
     head = ["bwrap", "--unshare-user", "--cap-drop", "ALL", "--ro-bind", "/", "/",
             "--dev", "/dev", "--proc", "/proc", "--ro-bind-try", "/proc/sys", "/proc/sys",
@@ -391,7 +391,7 @@ def test_prune_drops_the_mounts_on_vanished_paths_only():
 
 
 def test_prune_leaves_an_argv_it_does_not_understand():
-    from sandbox import drift
+    from sandbox.linux import drift
 
     argv = ["bwrap", "--ro-bind", "/", "/", "--overlay-src", "/x", "--ro-bind", EMPTY, "/gone",
             "--", "true"]
@@ -417,7 +417,7 @@ def test_vanished_protection_is_audited_again(short_dir):
 
 
 def test_prune_knows_every_option_of_a_real_plan(place):
-    from sandbox import drift
+    from sandbox.linux import drift
 
     _base, _home, _ws, env = place
     argv = list(app.prepare(OPTS, env).invocation.argv)

@@ -1,4 +1,4 @@
-"""What the namespace flags and /proc cover of sandbox/bwrap.py DO.
+"""What the namespace flags and /proc cover of sandbox/linux/bwrap.py DO.
 
 tests/test_bwrap.py pins the argv exactly; a mutation run showed that some
 protections were caught only there (drop ``--unshare-ipc`` or

@@ -1,4 +1,4 @@
-"""sandbox.landlock's masks and rulesets, and sandbox.fallback's pure plan."""
+"""sandbox.linux.landlock's masks and rulesets, and sandbox.linux.fallback's pure plan."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from sandbox import fallback, landlock, seccomp
+from sandbox.linux import fallback, landlock, seccomp
 from sandbox.layout import Layout
 from sandbox.policy import NetworkMode, Policy
 
@@ -34,7 +34,7 @@ def test_restrict_self_in_a_child(tmp_path):
     (tmp_path / "ok").write_text("yes")
     code = f"""
 import ctypes, os, sys
-from sandbox import landlock
+from sandbox.linux import landlock
 abi = landlock.abi_version()
 rs = landlock.Ruleset(abi, landlock.fs_mask(abi))
 rs.allow_path({str(tmp_path)!r}, landlock.READ)
@@ -80,7 +80,7 @@ def test_build_argv_and_degraded():
     inv = fallback.build(policy, _layout(), ["echo", "hi"], {"PATH": "/usr/bin"}, state="/c",
                          seccomp_file="/c/f.bpf", python="/py")
     argv = list(inv.argv)
-    assert argv[:4] == ["/py", "-I", "-m", "sandbox.confine"]
+    assert argv[:4] == ["/py", "-I", "-m", "sandbox.linux.confine"]
     assert argv[inv.status_fd_arg - 1] == "--json-status-fd"
     assert argv[inv.seccomp_fd_arg - 1] == "--seccomp"
     assert argv[-3:] == ["--", "echo", "hi"]

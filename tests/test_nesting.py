@@ -24,6 +24,6 @@ def test_nested_run_is_diagnosed_without_the_environment_marker(senv):
 
 
 def test_outside_a_sandbox_nothing_is_nested():
-    from sandbox import nesting
+    from sandbox.linux import nesting
 
     assert nesting.inside_sandbox() is False

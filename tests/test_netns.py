@@ -8,8 +8,8 @@ import _socket
 
 import pytest
 
-from sandbox import netns
-from sandbox.netns import PROXY_HOST, PROXY_PORT
+from sandbox.egress import netns
+from sandbox.egress.netns import PROXY_HOST, PROXY_PORT
 
 
 def _in_child(body) -> tuple[int, bytes]:

@@ -1,4 +1,4 @@
-"""Unit and property tests for sandbox.netrules (pure: nothing here resolves or connects).
+"""Unit and property tests for sandbox.egress.netrules (pure: nothing here resolves or connects).
 
 The addresses below are only numbers handed to a pure function; the names are
 never looked up.
@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sandbox.netrules import (
+from sandbox.egress.netrules import (
     Decision, HostError, PathError, RuleError, Rules, describe, normalize_host, normalize_path,
     parse_hosts, parse_rule, validate_method, validate_path, validate_pattern, validate_port)
 from sandbox.policy import EgressRule

@@ -1,4 +1,4 @@
-"""Runs of one workspace session share a network namespace (sandbox.netsession).
+"""Runs of one workspace session share a network namespace (sandbox.egress.netsession).
 
 Through the installed CLI and the real bwrap, as root and as the
 unprivileged user: a server started by one run answers a later, concurrent
@@ -641,7 +641,7 @@ def test_both_parsers_take_session():
 
 
 def test_the_key_separates_what_must_not_share():
-    from sandbox import netsession
+    from sandbox.egress import netsession
 
     proxy = {"profile": "p", "allow": [("a.example", (443,))]}
     base = netsession.key("workspace:/w", netsession.network_of(None, {}, {"sha256": "1"}), 1000)

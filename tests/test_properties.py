@@ -17,7 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sandbox import hostports, netrules, profile, resources
+from sandbox import profile, resources
+from sandbox.egress import hostports, netrules
 from sandbox.errors import ProfileError
 from sandbox.policy import LIMIT_DEFAULTS, Policy, Weakening
 from sandbox.schema import SCHEMA, Kind

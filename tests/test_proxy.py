@@ -31,9 +31,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sandbox.netrules import Rules
+from sandbox.egress.netrules import Rules
 from sandbox.policy import EgressRule
-from sandbox.proxy import Limits, Proxy
+from sandbox.egress.proxy import Limits, Proxy
 
 REPO = Path(__file__).resolve().parent.parent
 CURL = shutil.which("curl")
@@ -904,9 +904,9 @@ def test_fuzzing_never_crashes_nor_lets_through(origin, make_proxy):
 _CHILD_SCRIPT = textwrap.dedent("""
     import json, os, signal, socket, sys, time
     sys.path.insert(0, {repo!r})
-    from sandbox.netrules import Rules
+    from sandbox.egress.netrules import Rules
     from sandbox.policy import EgressRule
-    from sandbox.egress import _proxy_main
+    from sandbox.egress.session import _proxy_main
 
     send_fd = sys.argv[1] == "send"
     listener = socket.create_server(("127.0.0.1", 0))

@@ -234,7 +234,7 @@ def test_shim_parent_is_out_of_reach(fenv):
         import ctypes, os, signal
         pp = os.getppid()
         comm = open(f"/proc/{pp}/cmdline", "rb").read()
-        print("PARENT", b"sandbox.confine" in comm)
+        print("PARENT", b"sandbox.linux.confine" in comm)
         for what in ("environ", "mem", "cwd", "root"):
             try:
                 p = f"/proc/{pp}/{what}"
@@ -292,14 +292,14 @@ def test_link_and_rename_of_outside_files_refused(fenv):
 
 
 def test_shim_python_ignores_the_workspace_and_python_variables(fenv):
-    """``python -I -m sandbox.confine`` runs unconfined with the workspace as
-    its cwd: a ``sandbox/confine.py`` planted there, or PYTHONPATH /
+    """``python -I -m sandbox.linux.confine`` runs unconfined with the workspace as
+    its cwd: a ``sandbox/linux/confine.py`` planted there, or PYTHONPATH /
     PYTHONSTARTUP / PYTHONINSPECT pointing at it, must not be run."""
     outside = fenv.base / "pwned"
     evil = f"open({str(outside)!r}, 'w').write('x')\n"
     # the shim's module and every package above it (the name follows the
     # module wherever the package layout puts it)
-    *packages, leaf = "sandbox.confine".split(".")
+    *packages, leaf = "sandbox.linux.confine".split(".")
     pkg = fenv.ws
     for name in packages:
         pkg = pkg / name

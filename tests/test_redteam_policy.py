@@ -141,7 +141,7 @@ def test_quiet_does_not_hide_the_fallback_line(senv):
 
     if nouserns.unavailable() is not None:
         pytest.skip(str(nouserns.unavailable()))
-    from sandbox import landlock
+    from sandbox.linux import landlock
 
     if landlock.abi_version() < 1:
         pytest.skip("this kernel has no Landlock")

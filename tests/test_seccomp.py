@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from sandbox import seccomp
+from sandbox.linux import seccomp
 from sandbox.errors import ProfileError
 
 PY = "/usr/bin/python3"  # the test user cannot run root's pyenv python

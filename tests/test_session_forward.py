@@ -1,4 +1,4 @@
-"""Sessions (sandbox.netsession) and host port grants (sandbox.forward) together.
+"""Sessions (sandbox.egress.netsession) and host port grants (sandbox.egress.forward) together.
 
 Runs of one workspace with the same ``[[network.forward]]`` grants share one
 network namespace, and each holds its own listener on the granted port
@@ -338,7 +338,7 @@ def test_a_connection_flood_through_a_grant_is_bounded(senv, service):
     """A command opening connections without end gets at most the relay's
     limit to the host service at once; the rest are reset and counted, and
     the grant works again once they close."""
-    from sandbox import forward
+    from sandbox.egress import forward
 
     limit = forward.MAX_CONNECTIONS
     profile = _profile(senv, service.port)
@@ -430,7 +430,7 @@ def test_setns_and_forward_failures_have_their_own_stage_and_hint():
     listener (never a fallback); each names itself and its fix."""
     import errno
 
-    from sandbox import netns
+    from sandbox.egress import netns
 
     assert netns.STAGE_SETNS == 6 and netns.STAGE_FORWARD == 7
     assert netns.describe_failure(6, errno.EPERM) == (
@@ -508,7 +508,7 @@ def test_a_grant_on_a_members_proxy_port_moves_the_proxy_not_the_grant(senv, ser
 def test_only_the_two_literal_loopback_spellings_are_grantable(host):
     """Host name tricks: the relay connects to the grant's host as written,
     so any spelling other than the two literals is refused, not resolved."""
-    from sandbox import hostports
+    from sandbox.egress import hostports
 
     with pytest.raises(hostports.GrantError) as err:
         hostports.parse({"port": 5432, "host": host}, "p")

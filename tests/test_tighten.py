@@ -16,7 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sandbox import netrules, tighten
+from sandbox import tighten
+from sandbox.egress import netrules
 from sandbox.policy import Access, EgressRule, NetworkMode, Policy
 
 SETTINGS = settings(max_examples=150, deadline=None,

@@ -1,4 +1,4 @@
-"""The run CA's certificates, laid out by hand (sandbox.x509der): read back by
+"""The run CA's certificates, laid out by hand (sandbox.egress.x509der): read back by
 cryptography and OpenSSL exactly as cryptography's own builder would make them."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ x509 = pytest.importorskip("cryptography.x509")
 from cryptography.hazmat.primitives import hashes  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 
-from sandbox import tlsca, x509der  # noqa: E402
+from sandbox.egress import tlsca, x509der  # noqa: E402
 
 OPENSSL = shutil.which("openssl")
 HOSTS = ["api.test", "*.files.test", "127.0.0.1", "::1"]
@@ -152,7 +152,7 @@ def test_signing_falls_back_to_cryptographys_own_ecdsa_if_the_shortcut_is_refuse
 
 
 def test_the_proxys_warm_start_loads_no_module_it_does_not_need():
-    """What an inspecting proxy does before the first request (sandbox.egress:
+    """What an inspecting proxy does before the first request (sandbox.egress.session:
     the CA, the inspector, the host's roots, the named hosts' leaves): not
     cryptography.x509 (22 ms), not sandbox.resources and pathlib (2 ms,
     only for a refused handshake's message)."""

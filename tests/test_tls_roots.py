@@ -1,4 +1,4 @@
-"""Upstream verification against the host's roots, read on demand (sandbox.tlsroots):
+"""Upstream verification against the host's roots, read on demand (sandbox.egress.tlsroots):
 the same servers pass and fail as with OpenSSL's defaults, without parsing
 the whole bundle when the proxy starts."""
 
@@ -10,10 +10,10 @@ import subprocess
 
 import pytest
 
-tlsca = pytest.importorskip("sandbox.tlsca")
+tlsca = pytest.importorskip("sandbox.egress.tlsca")
 from test_tls_rules import _handshake  # noqa: E402
 
-from sandbox import tlsroots  # noqa: E402
+from sandbox.egress import tlsroots  # noqa: E402
 
 OPENSSL = shutil.which("openssl")
 pytestmark = pytest.mark.skipif(OPENSSL is None, reason="needs openssl (for the subject hash)")

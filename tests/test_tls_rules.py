@@ -6,7 +6,7 @@ import ssl
 
 import pytest
 
-from sandbox import netrules
+from sandbox.egress import netrules
 from sandbox.policy import EgressRule
 
 
@@ -65,7 +65,7 @@ def test_an_unscoped_deny_rule_still_refuses_an_inspected_tunnel():
 
 
 def test_the_run_ca_signs_leaves_for_its_hosts_only(tmp_path):
-    tlsca = pytest.importorskip("sandbox.tlsca")
+    tlsca = pytest.importorskip("sandbox.egress.tlsca")
     ca = tlsca.RunCA(["api.test", "*.files.test", "127.0.0.1"])
     client = ssl.create_default_context(cadata=ca.cert_pem.decode())
     for host in ("api.test", "a.files.test", "127.0.0.1"):
@@ -81,7 +81,7 @@ def test_the_leaf_key_encoded_by_hand_is_the_key_itself():
     """tlsca encodes the leaf key itself (cryptography's private_bytes would
     load its serialization package on the start's path): the PEM must be the
     same key, as cryptography and OpenSSL read it."""
-    tlsca = pytest.importorskip("sandbox.tlsca")
+    tlsca = pytest.importorskip("sandbox.egress.tlsca")
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 

@@ -1,5 +1,5 @@
 """The start of a run that inspects TLS: bwrap sets the sandbox up while the
-proxy makes the run's CA, and waits on its --block-fd (sandbox.egress.Session
+proxy makes the run's CA, and waits on its --block-fd (sandbox.egress.session.Session
 and runner.run's gate) until the CA is in the bundle.
 
 Real bwrap, a real proxy process and the real runner; the bwrap argv is a
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.skipif(BWRAP is None, reason="needs bwrap")
 
 _SCRIPT = textwrap.dedent('''
     import os, sys
-    from sandbox import egress, runner, tlsca, tlstrust
+    from sandbox import runner; from sandbox.egress import session as egress, tlsca, tlstrust
     from sandbox.errors import SandboxError
 
     ws, mode = sys.argv[1], sys.argv[2]
@@ -77,7 +77,7 @@ def tmp_dir():
 
 
 def test_the_command_starts_only_once_the_run_ca_is_in_the_bundle(tmp_dir):
-    from sandbox import tlstrust
+    from sandbox.egress import tlstrust
 
     out = _run(tmp_dir, "ok")
     assert "ran" in out, out

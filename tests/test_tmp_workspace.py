@@ -22,7 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from sandbox import bwrap, profile
+from sandbox import profile
+from sandbox.linux import bwrap
 from sandbox.layout import Layout
 
 GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", "-c",

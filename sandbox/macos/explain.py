@@ -19,7 +19,7 @@ from sandbox.report import SCHEMA_VERSION, shell_join
 
 
 def as_data(p, environ: dict[str, str]) -> dict:
-    from sandbox import egress
+    from sandbox.egress import session as egress
     from sandbox.app import home_dir
 
     home = home_dir(environ)

@@ -46,7 +46,7 @@ def command_env(environ: dict[str, str], policy, layout, tmpdir: str | None,
     elif env.get("TMPDIR") == "/tmp":
         env.pop("TMPDIR")  # no private /tmp here: let tools find their own
     if proxy_port is not None and egress_plan is not None:
-        from sandbox import egress
+        from sandbox.egress import session as egress
 
         url = f"http://127.0.0.1:{int(proxy_port)}"
         env.update({k: (url if v == egress.PROXY_URL else v)

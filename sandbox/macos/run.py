@@ -52,7 +52,8 @@ def make_tmpdir(environ: dict[str, str]) -> str:
 
 def run(opts, environ: dict[str, str], sandbox_exec: str = seatbelt.SANDBOX_EXEC) -> int:
     """Run ``opts.command`` under Seatbelt; the exit status to use."""
-    from sandbox import app, egress, limits, report, runlock
+    from sandbox import app, limits, report, runlock
+    from sandbox.egress import session as egress
     from sandbox.execute import audit_leftovers, execute, fail
 
     started = time.time()

@@ -21,8 +21,8 @@ from dataclasses import dataclass, replace
 from fnmatch import fnmatchcase
 from typing import Sequence
 
-from .errors import printable
-from .policy import EgressRule
+from sandbox.errors import printable
+from sandbox.policy import EgressRule
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -325,9 +325,9 @@ def validate_port(raw: int) -> int:
 
 
 _RULE_KEYS = ("host", "ports", "methods", "paths")
-_TLS_KEYS = ("inspect", "upstream_ca")  # allow rules only (sandbox.tlsinspect)
+_TLS_KEYS = ("inspect", "upstream_ca")  # allow rules only (sandbox.egress.tlsinspect)
 # Allow rules only: request headers the proxy strips or refuses for the
-# rule's host (sandbox.credentials).
+# rule's host (sandbox.egress.credentials).
 _HEADER_KEYS = ("strip_headers", "refuse_headers")
 _ALLOW_ONLY_KEYS = _TLS_KEYS + _HEADER_KEYS
 

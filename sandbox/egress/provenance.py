@@ -1,6 +1,6 @@
 """Token provenance: the egress proxy's credential step on each request it reads.
 
-For a host with a ``[[network.credentials]]`` entry (sandbox.credentials),
+For a host with a ``[[network.credentials]]`` entry (sandbox.egress.credentials),
 every credential a request carries must be the run's placeholder, in the
 entry's header and form: another ``Authorization``, an API-key header, a
 cookie the host did not set in this run, a credential-looking query
@@ -11,7 +11,7 @@ real value; outside it the placeholder is dropped.  For every host, an
 allow rule's ``strip_headers`` are removed and its ``refuse_headers``
 refused.
 
-Runs in the proxy process (``sandbox.proxy``, plain HTTP now, inspected
+Runs in the proxy process (``sandbox.egress.proxy``, plain HTTP now, inspected
 HTTPS through the same per-request path).  No message holds a header's
 value.
 """
@@ -23,8 +23,9 @@ import threading
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, unquote
 
-from sandbox import envfilter, netrules
-from sandbox.credentials import Credential
+from sandbox import envfilter
+from sandbox.egress import netrules
+from sandbox.egress.credentials import Credential
 
 _MAX_COOKIES = 256  # per host and run: what a hostile origin can make the proxy hold
 

@@ -9,7 +9,7 @@ network namespace), brings up ``lo``, creates the proxy's listening socket on
 127.0.0.1 *inside* that namespace and hands it to the proxy process over a
 unix socket.  Then the child execs bwrap, which runs without
 ``--unshare-net`` and so stays in this namespace.  A run that joins its
-session's namespace (``sandbox.netsession``) enters it with ``setns``
+session's namespace (``sandbox.egress.netsession``) enters it with ``setns``
 instead of making one, and binds its own listener on its own port there.
 
 Why this shape: nothing runs inside the sandbox outside the seccomp filter.
@@ -34,7 +34,7 @@ import struct
 
 # Where the egress proxy listens inside the sandbox's network namespace: this
 # port for the run that makes the namespace; a run that joins a session's
-# namespace gets the next one no member holds (sandbox.netsession).
+# namespace gets the next one no member holds (sandbox.egress.netsession).
 PROXY_HOST = "127.0.0.1"
 PROXY_PORT = 3128
 
@@ -174,7 +174,7 @@ class Bridge:
                       (b"/proc/self/gid_map", b"%d %d 1" % (self.gid, self.gid)))
 
     def join(self, member) -> None:
-        """This run's place in its session (sandbox.netsession): the namespace
+        """This run's place in its session (sandbox.egress.netsession): the namespace
         to enter instead of making one, and the port to listen on.  Set in the
         parent before the child forks; a proxy started early (TLS inspection,
         sandbox.execute) gets it once the session is chosen."""
@@ -338,7 +338,7 @@ class Bridge:
     def _listen(self) -> socket.socket:
         """In the child, inside the new namespace: the socket to hand over.
 
-        The egress proxy's TCP listener; ``sandbox.dns`` binds its resolver's
+        The egress proxy's TCP listener; ``sandbox.egress.dns`` binds its resolver's
         UDP socket here instead.
         """
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -424,7 +424,7 @@ def _oldest_listener_program():
 
 
 # the most descriptors one hand-over carries: the main socket, two per grant
-# (sandbox.hostports.MAX_GRANTS; not imported: this module is on the fast path)
+# (sandbox.egress.hostports.MAX_GRANTS; not imported: this module is on the fast path)
 MAX_FDS = 1 + 2 * 32
 
 
@@ -449,7 +449,7 @@ def receive(channel: socket.socket, flags: int = 0):
             os.close(fd)
         return None, []
     main = None
-    if tags[0] == MAIN_TAG:  # absent when only the forwards were sent (sandbox.dns)
+    if tags[0] == MAIN_TAG:  # absent when only the forwards were sent (sandbox.egress.dns)
         main, fds, tags = fds[0], fds[1:], tags[1:]
     return main, list(zip(fds, tags))
 

@@ -23,7 +23,7 @@ policy's meaning (tests pin it exactly):
    ``mv .git x; mkdir -p .git/hooks`` cannot plant a hook;
 7. protected paths, read-only, on top of the writable roots;
 7b. without network, ``/etc/resolv.conf`` naming the run's own resolver
-   (``sandbox.dns``): after the writable roots so none covers it, before
+   (``sandbox.egress.dns``): after the writable roots so none covers it, before
    the secrets so a mask still wins;
 8. secrets last, so no earlier bind can re-expose them: directories become
    an empty read-only tmpfs, files, host sockets and FIFOs an empty
@@ -34,12 +34,12 @@ policy's meaning (tests pin it exactly):
    top keep their own flags);
 10. (not made here) masks for host sockets bound after a cached plan was
    made, which the fast path appends after all of these, just before
-   ``--chdir`` (``sandbox.drift.add_masks``).
+   ``--chdir`` (``sandbox.linux.drift.add_masks``).
 
 Every bind is ``nodev`` (bwrap gives device access only with
 ``--dev-bind``): a device node outside the fresh ``/dev`` cannot be opened.
 Mounts whose host path vanished before bwrap could make them are dropped
-at start-up (``sandbox.drift.prune``).
+at start-up (``sandbox.linux.drift.prune``).
 """
 
 from __future__ import annotations
@@ -67,10 +67,10 @@ def namespace_args(policy: Policy) -> list[str]:
     if policy.network is NetworkMode.NONE:
         # loopback only.  The argv stays runnable as it is (explain,
         # --dry-run); a run drops this option only when it starts bwrap in
-        # a namespace of its own that holds the name resolver (sandbox.dns)
+        # a namespace of its own that holds the name resolver (sandbox.egress.dns)
         args.append("--unshare-net")
     # NetworkMode.PROXY: no --unshare-net here, because the runner starts
-    # bwrap inside the egress bridge's network namespace (sandbox.netns),
+    # bwrap inside the egress bridge's network namespace (sandbox.egress.netns),
     # which is already private; execute refuses this argv without it.
     args += [
         # no nested user namespaces: they are the usual door to kernel bugs

@@ -1,6 +1,6 @@
 """Trusting the run's CA inside the sandbox: the wrapper's side of TLS inspection.
 
-The egress proxy process makes the run's CA (``sandbox.tlsca``) as soon as it
+The egress proxy process makes the run's CA (``sandbox.egress.tlsca``) as soon as it
 starts and sends back only its certificate, over a pipe.  The wrapper
 hands bwrap a combined bundle (the host's system roots, the CA files the
 caller's own variables named, and the run's CA) through another pipe,
@@ -100,7 +100,7 @@ class Trust:
     ``state`` directory, written to a file) while the proxy process is still
     importing ``cryptography`` (``Trust(env, state)``), and only the run
     CA's certificate is added once it arrives (``add_ca``, or
-    ``sandbox.egress.Session.release`` through bwrap's pipe).  Until then
+    ``sandbox.egress.session.Session.release`` through bwrap's pipe).  Until then
     the bundle is not bound anywhere.
     """
 
@@ -155,7 +155,7 @@ class Trust:
         ``data_fd``: the bundle comes through this pipe (``--ro-bind-data``)
         instead of the file: bwrap makes every other mount first and then
         reads it to its end, so the sandbox is set up while the run's CA is
-        still being made (``sandbox.egress.Session.release`` writes it).
+        still being made (``sandbox.egress.session.Session.release`` writes it).
         """
         end = argv.index("--") if "--" in argv else len(argv)
         at = argv.index("--chdir", 1, end) if "--chdir" in argv[1:end] else end

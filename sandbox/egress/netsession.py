@@ -5,7 +5,7 @@ from the next.  Every run used to get a network namespace of its own, so
 the second run's loopback was empty.  Now the runs of one *session* (by
 default: the workspace; or ``--session NAME``) that also have the same
 network policy share the namespace: the first one makes it exactly as
-before (``sandbox.netns``), the later ones enter it with ``setns`` instead.
+before (``sandbox.egress.netns``), the later ones enter it with ``setns`` instead.
 
 No process exists to keep the namespace: it lives as long as something of
 some run of the session holds it (the run's bwrap, the command, the
@@ -95,7 +95,7 @@ def network_of(egress: dict | None, resolver: dict | None, profile: dict | None 
     (``--network``, ``--allow-host``) already in the egress plan.  A profile
     that differs only outside ``[network]`` also gives another session:
     stricter than needed, never looser.  The ``[[network.forward]]`` grants
-    by name as well (``sandbox.hostports.plan``): what the managed policy or
+    by name as well (``sandbox.egress.hostports.plan``): what the managed policy or
     an untrusted project takes away from them is not in the digest.
     """
     digest = (profile or {}).get("sha256")
@@ -189,7 +189,7 @@ class Member:
             self.members_at_start = len(live)
             self.port = _lowest(FIRST_PROXY_PORT, PROXY_PORTS, {e[4] for e in live})
             self.resolver = _lowest(1, RESOLVERS, {e[5] for e in live})
-            # where the resolver listens (sandbox.dns may fall back to 127.0.0.1)
+            # where the resolver listens (sandbox.egress.dns may fall back to 127.0.0.1)
             self.resolver_at = resolver_address(self.resolver or 1)
             if self.port is None or self.resolver is None:
                 from sandbox.errors import SetupError

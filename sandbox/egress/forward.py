@@ -1,10 +1,10 @@
 """The host side of ``[[network.forward]]``: relay granted ports to the host's loopback.
 
-The network bridge (``sandbox.netns``) listens on each granted inside port
+The network bridge (``sandbox.egress.netns``) listens on each granted inside port
 in the run's namespace and hands the listeners over with the proxy's (or
 the resolver's) socket.  ``Relay`` accepts on them, on the host, and
 connects each connection to the grant's own ``host``:``port`` (127.0.0.1 or
-::1, nothing else: see ``sandbox.hostports``), then moves bytes both ways
+::1, nothing else: see ``sandbox.egress.hostports``), then moves bytes both ways
 until both sides have finished.
 
 Bounded: at most ``MAX_CONNECTIONS`` at once (more are reset at once and

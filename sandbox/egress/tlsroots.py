@@ -1,5 +1,5 @@
 """The host's trusted roots for verifying upstream servers, without parsing
-them all up front.  Proxy process only (``sandbox.tlsinspect``).
+them all up front.  Proxy process only (``sandbox.egress.tlsinspect``).
 
 OpenSSL's default trust is a bundle file *and* a hashed directory (one link
 per root, named after its subject's hash), both named by

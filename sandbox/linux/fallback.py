@@ -1,13 +1,13 @@
-"""The fallback backend: Policy + Layout -> the ``sandbox.confine`` argv.
+"""The fallback backend: Policy + Layout -> the ``sandbox.linux.confine`` argv.
 
 Used only when bwrap cannot make its namespaces (a container's seccomp
-profile, Ubuntu's AppArmor rule; see ``sandbox.ladder``) and the profile
+profile, Ubuntu's AppArmor rule; see ``sandbox.linux.ladder``) and the profile
 accepts it.  The command then runs on the host's own mounts, confined by
 what a process can do to itself before exec: Landlock (filesystem, TCP
 ports, signal and abstract-socket scopes), the same seccomp deny set as
 the bwrap backend plus a refusal of internet sockets, no_new_privs, no
 capabilities, and the same rlimits and cgroup.  A pure function like
-``sandbox.bwrap.build``: the shim walks the filesystem when it runs.
+``sandbox.linux.bwrap.build``: the shim walks the filesystem when it runs.
 
 What this cannot express is named, never dropped in silence: ``degraded``
 lists it, the run prints it in one line before the command starts, and
@@ -24,7 +24,7 @@ from sandbox.errors import SetupError
 from sandbox.invocation import Invocation
 from sandbox.layout import SCRATCH_DIRS, Layout
 from sandbox.policy import Access, NetworkMode, Policy
-from sandbox.seccomp import EPERM, Rule
+from sandbox.linux.seccomp import EPERM, Rule
 
 STATUS_FD = 3
 SECCOMP_FD = 4
@@ -154,10 +154,10 @@ def degraded(policy: Policy, layout: Layout, abi: int) -> list[str]:
 
 
 def hand_proxy_listener(channel) -> int:
-    """Give the egress proxy (``sandbox.egress.Session``) its listener for a
+    """Give the egress proxy (``sandbox.egress.session.Session``) its listener for a
     fallback run, on the host's loopback at a free port; return the port.
 
-    The same hand-over as the network bridge's (``sandbox.netns``), without
+    The same hand-over as the network bridge's (``sandbox.egress.netns``), without
     the namespace: afterwards only the proxy holds the socket.
     """
     import socket
@@ -190,7 +190,7 @@ def with_proxy_port(argv, port: int) -> list[str]:
 def build(policy: Policy, layout: Layout, command: list[str], environ: dict[str, str], *,
           state: str, ctty_helper: str | None = None, seccomp_file: str | None = None,
           python: str | None = None) -> Invocation:
-    """The argv that runs ``command`` under ``sandbox.confine``."""
+    """The argv that runs ``command`` under ``sandbox.linux.confine``."""
     hidden, _exposed, read = plan_paths(policy, layout)
     spec = {
         "abi_min": ABI_MIN,
@@ -204,7 +204,7 @@ def build(policy: Policy, layout: Layout, command: list[str], environ: dict[str,
     }
     # -I: none of the caller's PYTHON* variables, no user site, not the
     # current directory on sys.path (it is the workspace)
-    argv = [python or sys.executable, "-I", "-m", "sandbox.confine"]
+    argv = [python or sys.executable, "-I", "-m", "sandbox.linux.confine"]
     seccomp_index = None
     if seccomp_file is not None:
         argv += ["--seccomp", str(SECCOMP_FD)]

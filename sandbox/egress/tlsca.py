@@ -1,11 +1,11 @@
 """The run's own certificate authority, for TLS inspection.  Proxy process only.
 
 ``RunCA`` is made when a run whose profile inspects TLS starts, inside the
-egress proxy process (``sandbox.egress._proxy_main``).  Its private key is
+egress proxy process (``sandbox.egress.session._proxy_main``).  Its private key is
 never serialised: it exists only as a ``cryptography`` key object in this
 process's memory, which lives in the host's pid namespace (the command
 cannot see it in /proc) and dies with the run.  Only the CA *certificate*
-leaves the process, to be trusted inside the sandbox (``sandbox.tlstrust``).
+leaves the process, to be trusted inside the sandbox (``sandbox.egress.tlstrust``).
 
 The CA carries a name constraint: it can vouch only for the hosts the
 profile inspects, so even a leaked key, or a client that trusts the run's
@@ -20,7 +20,7 @@ about 12 ms to import (``typing`` most of it, which the proxy's HTTP code
 loads anyway), which only runs that inspect TLS should pay (and pay in this
 process, alongside the start of bwrap).  Not ``cryptography.x509``: that
 package loads every x509 module, about 22 ms more, so the two certificates
-are laid out by ``sandbox.x509der`` and only signed here.
+are laid out by ``sandbox.egress.x509der`` and only signed here.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import time
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from sandbox import x509der
+from sandbox.egress import x509der
 
 # Long enough for any run; a clock set a little wrong inside must not matter.
 _VALID_BEFORE = 3600  # seconds (an hour)

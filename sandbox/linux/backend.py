@@ -2,9 +2,9 @@
 
 ``prepare`` is this platform's side of ``sandbox.backend``: it finds bwrap
 where the command cannot replace it, picks the rung of the ladder
-(``sandbox.ladder``: bwrap, or Landlock + seccomp where bwrap cannot make
+(``sandbox.linux.ladder``: bwrap, or Landlock + seccomp where bwrap cannot make
 namespaces and the profile accepts it), compiles the seccomp filter and
-builds the argv (``sandbox.bwrap.build`` or ``sandbox.fallback.build``).
+builds the argv (``sandbox.linux.bwrap.build`` or ``sandbox.linux.fallback.build``).
 Everything it is given was decided by the shared core.
 """
 
@@ -35,8 +35,8 @@ def find_bwrap(environ: dict[str, str], writable_roots=()) -> str:
 
 def choose_rung(policy, state: str, bwrap_path: str) -> dict:
     """bwrap, unless an earlier run found it cannot make namespaces here and the
-    profile accepts the fallback (sandbox.ladder; one stat on a healthy host)."""
-    from sandbox import ladder
+    profile accepts the fallback (sandbox.linux.ladder; one stat on a healthy host)."""
+    from sandbox.linux import ladder
 
     reason = ladder.blocked_reason(state, bwrap_path, None)
     if reason is None:
@@ -44,7 +44,7 @@ def choose_rung(policy, state: str, bwrap_path: str) -> dict:
     err = ladder.fallback_error(policy.name, policy.require, reason)
     if err is not None:
         raise err
-    from sandbox import fallback, landlock
+    from sandbox.linux import fallback, landlock
 
     abi = landlock.abi_version()
     fallback.check(policy, abi)
@@ -67,15 +67,16 @@ def prepare(req: Request) -> LaunchPlan:
             warnings = ("setsid (util-linux) not found: running without a terminal of its own",)
     bpf = None
     if policy.syscalls_enabled:
-        from sandbox import resources, seccomp
+        from sandbox import resources
+        from sandbox.linux import seccomp
 
         extra = ()
         if rung["name"] == "landlock":
-            from sandbox import fallback
+            from sandbox.linux import fallback
 
             extra = fallback.seccomp_extra(policy)
         if policy.forwards:  # no SO_REUSEPORT next to the grants' listeners
-            from sandbox import hostports
+            from sandbox.egress import hostports
 
             extra = tuple(extra) + hostports.seccomp_rules(policy)
         bpf = seccomp.ensure_bpf(state, policy.syscall_set, deny=policy.syscall_deny,
@@ -84,13 +85,13 @@ def prepare(req: Request) -> LaunchPlan:
         obs.note(bpf)
         obs.note(str(resources.bwrap_dir() / "seccomp.toml"), full=True)
     if rung["name"] == "landlock":
-        from sandbox import fallback
+        from sandbox.linux import fallback
 
         rung["degraded"] = fallback.degraded(policy, layout, rung["landlock_abi"])
         inv = fallback.build(policy, layout, list(req.command), environ, state=state,
                              ctty_helper=helper, seccomp_file=bpf)
     else:
-        from sandbox import bwrap
+        from sandbox.linux import bwrap
 
         inv = bwrap.build(policy, layout, list(req.command), environ,
                           bwrap_path=bwrap_path, ctty_helper=helper, seccomp_file=bpf)

@@ -1,6 +1,6 @@
 """``sandbox doctor``: what this host can enforce for the default profile, and why not.
 
-``diagnose`` turns the host's facts (``sandbox.hostprobe``) into one table of
+``diagnose`` turns the host's facts (``sandbox.linux.hostprobe``) into one table of
 guarantees (filesystem, secrets, network, processes, syscalls, limits), each
 ``enforced``, ``degraded`` or ``unavailable`` for the backend a run would use,
 and the problems behind anything less than enforced with their narrowest fix
@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import importlib.util
 
-from sandbox import fixes, hostprobe
+from sandbox import fixes
+from sandbox.linux import hostprobe
 
 ENFORCED, DEGRADED, UNAVAILABLE = "enforced", "degraded", "unavailable"
 AREAS = ("filesystem", "secrets", "network", "processes", "syscalls", "limits")
@@ -28,8 +29,8 @@ BWRAP_ROWS = {
     "syscalls": "seccomp filter (kernel attack surface, setuid bits, 32-bit ABI)",
     "limits": "rlimits (no core dumps, open files)",
 }
-# A fallback without user namespaces (Landlock + seccomp, sandbox.landlock and
-# sandbox.fallback): what it cannot do whatever the workspace holds.  A run
+# A fallback without user namespaces (Landlock + seccomp, sandbox.linux.landlock and
+# sandbox.linux.fallback): what it cannot do whatever the workspace holds.  A run
 # under it names its own degraded list (for its workspace) before it starts.
 def fallback_rows(abi: int) -> dict[str, tuple[str, str]]:
     processes = ("no PID or IPC namespace: host processes (and network connections) are "
@@ -86,7 +87,7 @@ class Diagnosis:
 def fallback_available() -> bool:
     """Does this build have the Landlock + seccomp backend?"""
     try:
-        return importlib.util.find_spec("sandbox.landlock") is not None
+        return importlib.util.find_spec("sandbox.linux.landlock") is not None
     except (ImportError, ValueError):
         return False
 
@@ -199,7 +200,7 @@ def run(environ: dict[str, str], as_json: bool = False) -> int:
     """``sandbox doctor``: print the diagnosis, return the exit status."""
     import json
 
-    from sandbox.linuxbackend import find_bwrap
+    from sandbox.linux.backend import find_bwrap
     from sandbox.errors import SandboxError
 
     try:

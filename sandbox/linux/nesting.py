@@ -14,7 +14,7 @@ bwrap made; a host whose init namespace is called "sandbox" has a full map.
 
 from __future__ import annotations
 
-HOSTNAME = "sandbox"  # sandbox.bwrap gives every sandbox this name
+HOSTNAME = "sandbox"  # sandbox.linux.bwrap gives every sandbox this name
 
 
 def _in_user_namespace() -> bool:

@@ -3,8 +3,8 @@
 A grant names one TCP port of a service on the *host's* loopback
 (PostgreSQL on 5432, Redis on 6379).  The run's network namespace has its
 own loopback, so the service is unreachable there; with the grant, the
-network bridge (``sandbox.netns``) listens on 127.0.0.1:``inside_port``
-(and ::1) inside the namespace and the host side (``sandbox.forward``)
+network bridge (``sandbox.egress.netns``) listens on 127.0.0.1:``inside_port``
+(and ::1) inside the namespace and the host side (``sandbox.egress.forward``)
 relays each connection to the host's ``host``:``port``, and nowhere else.
 
 Only host loopback is grantable (``127.0.0.1`` or ``::1``): a forward to any
@@ -22,8 +22,8 @@ HOSTS = ("127.0.0.1", "::1")
 KEYS = ("port", "host", "inside_port", "name")
 MAX_GRANTS = 32  # two listeners each, all handed over in one SCM_RIGHTS message
 MAX_NAME = 64
-# Ports the run's namespace already uses for the sandbox itself (sandbox.netns,
-# sandbox.dns): a grant there would take the proxy's or the resolver's place.
+# Ports the run's namespace already uses for the sandbox itself (sandbox.egress.netns,
+# sandbox.egress.dns): a grant there would take the proxy's or the resolver's place.
 RESERVED = {3128: "the egress proxy's port", 53: "the name resolver's port"}
 
 
@@ -122,7 +122,7 @@ def seccomp_rules(policy) -> tuple:
     """Seccomp rules for a run with grants: no SO_REUSEPORT for the command.
 
     The bridge's listeners on a granted port share it through SO_REUSEPORT
-    (one per run of a session, ``sandbox.netns``), and the kernel lets any
+    (one per run of a session, ``sandbox.egress.netns``), and the kernel lets any
     process of the same uid join such a group: a command would then be
     handed connections meant for the host service, another run's database
     password with them.  Refused with EPERM; a server that asks for
@@ -130,7 +130,7 @@ def seccomp_rules(policy) -> tuple:
     """
     if not policy.forwards:
         return ()
-    from sandbox.seccomp import EPERM, Rule
+    from sandbox.linux.seccomp import EPERM, Rule
 
     why = "[[network.forward]]: a command joining a granted port's listeners"
     return tuple(Rule(EPERM, "setsockopt", ((1, 0xFFFFFFFF, 1), (2, 0xFFFFFFFF, option)), why)

@@ -1,7 +1,7 @@
-"""The fallback backend's exec shim: ``python -I -m sandbox.confine ... -- CMD``.
+"""The fallback backend's exec shim: ``python -I -m sandbox.linux.confine ... -- CMD``.
 
 Started by ``sandbox.runner`` in place of bwrap when bwrap cannot make its
-namespaces (``sandbox.fallback`` builds the argv).  It speaks bwrap's part
+namespaces (``sandbox.linux.fallback`` builds the argv).  It speaks bwrap's part
 of the protocol the runner already reads: ``--json-status-fd`` gets
 ``{"child-pid": N}`` once the command runs and ``{"exit-code": N}`` when it
 has ended; ``--seccomp FD`` holds the BPF program; ``--args FD`` holds
@@ -35,7 +35,7 @@ import signal
 import stat
 import sys
 
-from sandbox import landlock
+from sandbox.linux import landlock
 
 PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4

@@ -19,9 +19,9 @@ the fix depends on *who* refuses them, so ``userns`` tells the causes apart:
 * **sysctls**: ``user.max_user_namespaces = 0`` (ENOSPC) or Debian's old
   ``kernel.unprivileged_userns_clone = 0`` (EPERM without CAP_SYS_ADMIN);
 * an **LSM** (SELinux, an AppArmor profile confining this process): EACCES;
-* **already inside a sandbox** (``sandbox.nesting``).
+* **already inside a sandbox** (``sandbox.linux.nesting``).
 
-``sandbox.usernsgate.quick`` is the cheap subset that runs before every
+``sandbox.linux.usernsgate.quick`` is the cheap subset that runs before every
 start of bwrap: a few small file reads, and the filter probe here only when
 this process is under a seccomp filter at all (a container, or nesting).
 """
@@ -32,7 +32,7 @@ import errno
 import os
 
 from sandbox.fixes import CONTAINER_APPARMOR
-from sandbox.usernsgate import (MAX_USERNS_SYSCTL, USERNS_CLONE_SYSCTL, Userns, quick,
+from sandbox.linux.usernsgate import (MAX_USERNS_SYSCTL, USERNS_CLONE_SYSCTL, Userns, quick,
                                 read_int as sysctl_int, status as status_fields)
 
 # clone(2) / unshare(2) flags

@@ -1,8 +1,8 @@
 """A run's egress: the plan the proxy needs, the command's proxy variables,
 the proxy's lifetime around the run, and what it refused, in plain words.
 
-The proxy itself is ``sandbox.proxy`` (HTTP on the host), its decisions are
-``sandbox.netrules`` (pure), and the namespace it serves is ``sandbox.netns``.
+The proxy itself is ``sandbox.egress.proxy`` (HTTP on the host), its decisions are
+``sandbox.egress.netrules`` (pure), and the namespace it serves is ``sandbox.egress.netns``.
 This module only wires them to a run; ``runner`` does the forking.
 """
 
@@ -12,7 +12,7 @@ import os
 
 # netns, not policy: this module is on the cached fast path, and policy
 # pulls in dataclasses (milliseconds per start)
-from sandbox.netns import PROXY_HOST, PROXY_PORT
+from sandbox.egress.netns import PROXY_HOST, PROXY_PORT
 
 PROXY_URL = f"http://{PROXY_HOST}:{PROXY_PORT}"
 # Servers the command starts on its own loopback stay direct: an empty
@@ -35,7 +35,7 @@ def plan(policy) -> dict | None:
             # where real values come from, never the values (the plan is cached on disk)
             "credentials": list(policy.egress_credentials), "headers": list(policy.egress_headers)}
     inspected = [r.host for r in policy.egress_allow if r.inspect]
-    if inspected:  # the proxy makes a CA for these at start (sandbox.tlsca)
+    if inspected:  # the proxy makes a CA for these at start (sandbox.egress.tlsca)
         data["inspect"] = inspected
     return data
 
@@ -57,7 +57,7 @@ def proxy_env(data: dict | None = None, port: int = PROXY_PORT) -> dict[str, str
     http_proxy; Python reads either); npm/pnpm and yarn have their own
     names, and Node's built-in fetch reads the variables only when
     NODE_USE_ENV_PROXY is set (Node 24+).  ``port``: this run's proxy
-    (a run that joins a session's namespace has its own, sandbox.netsession).
+    (a run that joins a session's namespace has its own, sandbox.egress.netsession).
     """
     url = PROXY_URL if port == PROXY_PORT else f"http://{PROXY_HOST}:{port}"
     env: dict[str, str] = {}
@@ -72,7 +72,7 @@ def proxy_env(data: dict | None = None, port: int = PROXY_PORT) -> dict[str, str
 
 
 def build_rules(data: dict):
-    from sandbox import netrules
+    from sandbox.egress import netrules
     from sandbox.policy import EgressRule
 
     return netrules.Rules([EgressRule.from_tuple(r) for r in data["allow"]],
@@ -87,15 +87,16 @@ class Session:
                  member=None, forwards=None) -> None:
         import _socket  # the C module: ``socket`` costs milliseconds to import
 
-        from sandbox import netns, runner
+        from sandbox import runner
+        from sandbox.egress import netns
 
         self.data = data
-        # [[network.forward]] (sandbox.forward): relayed by the proxy process,
+        # [[network.forward]] (sandbox.egress.forward): relayed by the proxy process,
         # counted where the wrapper reads it after the proxy has gone
         self.forwards = forwards or []
         counters = None
         if self.forwards:
-            from sandbox import forward
+            from sandbox.egress import forward
 
             counters = forward.Counters(len(self.forwards))
         self.counters = counters
@@ -134,14 +135,14 @@ class Session:
             if ca_write is not None:
                 os.close(ca_write)
         # "host" (macOS): no namespace to make; the listener is handed over
-        # on the channel directly (sandbox.fallback.hand_proxy_listener)
+        # on the channel directly (sandbox.linux.fallback.hand_proxy_listener)
         self.bridge = (_HostChannel(launcher_end) if mode == "host" else
                        netns.Bridge(launcher_end, mode, member, [g[2] for g in self.forwards]))
         self.result: dict | None = None
 
     def inspect(self, argv, status, seccomp, env, gated: bool = False):
         """For a profile that inspects TLS: bind the combined bundle over the
-        system's inside (``sandbox.tlstrust``); returns the argv, its moved
+        system's inside (``sandbox.egress.tlstrust``); returns the argv, its moved
         option indexes and the command's env.
 
         Not ``gated``: the run CA's certificate is waited for here, before
@@ -159,7 +160,7 @@ class Session:
         """
         if self.ca_fd is None and self.trust is None:
             return argv, status, seccomp, env
-        from sandbox import tlstrust
+        from sandbox.egress import tlstrust
 
         if self.trust is None:
             fd, self.ca_fd = self.ca_fd, None
@@ -193,7 +194,7 @@ class Session:
         bundle through bwrap's pipe, the run CA's certificate last.  Raises
         (SetupError) if the CA cannot be made; bwrap is then killed by the
         runner before ``finish`` closes the pipe."""
-        from sandbox import tlstrust
+        from sandbox.egress import tlstrust
 
         read_end, write_end = self._gate_fds
         os.close(read_end)  # bwrap has its own copy now
@@ -329,7 +330,7 @@ def _proxy_main(channel, data: dict, events_fd: int, wrapper: int, ca_fd: int | 
             inspector.warm(rules)
         except Exception:  # noqa: BLE001 - made again when needed, and refused in words then
             pass
-    from sandbox import netns
+    from sandbox.egress import netns
 
     try:
         listener, forwarded = netns.receive(channel)
@@ -339,7 +340,7 @@ def _proxy_main(channel, data: dict, events_fd: int, wrapper: int, ca_fd: int | 
     if listener is None:
         return  # the bridge was not made: nothing to serve
     if forwarded:  # [[network.forward]]: relayed from now on, whatever the proxy does
-        from sandbox import forward
+        from sandbox.egress import forward
 
         forward.start(forwarded, *forwards)
     while not select.select([listener], [], [], 0.5)[0]:
@@ -347,12 +348,12 @@ def _proxy_main(channel, data: dict, events_fd: int, wrapper: int, ca_fd: int | 
             return  # the wrapper is gone (belt and braces: the death signal ends us too)
     import socket
 
-    from sandbox import proxy
+    from sandbox.egress import proxy
 
     guard = None
     if data.get("credentials") or data.get("headers"):
-        # the real values came with the fork (sandbox.credentials.Vault), never through a file
-        from sandbox import provenance
+        # the real values came with the fork (sandbox.egress.credentials.Vault), never through a file
+        from sandbox.egress import provenance
 
         guard = provenance.Guard(data, secrets or [])
     if rules is None:
@@ -367,7 +368,7 @@ def _make_inspector(data: dict, ca_fd: int):
 
     bwrap waits for that certificate before it starts the command, so only
     what the CA needs is imported first (``cryptography``'s key code, about
-    15 ms: the certificates are laid out by ``sandbox.x509der``);
+    15 ms: the certificates are laid out by ``sandbox.egress.x509der``);
     the inspector's HTTP side comes after, while the command starts.
     """
     ca = None
@@ -378,7 +379,7 @@ def _make_inspector(data: dict, ca_fd: int):
         # not even by the caller's other processes: it holds the CA key
         if libc.function("prctl")(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
             raise OSError(libc.errno(), "prctl(PR_SET_DUMPABLE, 0) failed")
-        from sandbox import tlsca
+        from sandbox.egress import tlsca
 
         ca = tlsca.RunCA(data["inspect"])
         message = ca.cert_pem
@@ -392,7 +393,7 @@ def _make_inspector(data: dict, ca_fd: int):
     os.close(ca_fd)
     if ca is None:
         return None
-    from sandbox import tlsinspect
+    from sandbox.egress import tlsinspect
 
     return tlsinspect.Inspector(ca)
 

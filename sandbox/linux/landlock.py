@@ -18,7 +18,7 @@ ABI the kernel reports:
 * ABI 6: scopes: signals and abstract unix sockets cannot reach processes
   outside the sandbox's domain.
 
-This module only talks to the kernel; ``sandbox.confine`` decides what to
+This module only talks to the kernel; ``sandbox.linux.confine`` decides what to
 grant.
 """
 

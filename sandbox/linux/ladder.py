@@ -4,7 +4,7 @@ The ladder has two rungs.  bwrap (namespaces, mounts, seccomp) is the full
 guarantee and always tried first.  When it cannot run (bubblewrap missing,
 or user namespaces refused: a container's seccomp profile, Ubuntu's
 AppArmor rule), a profile with ``require = "fallback"`` (the built-in
-default) runs the command under ``sandbox.fallback`` and says so in one line
+default) runs the command under ``sandbox.linux.fallback`` and says so in one line
 before it starts; ``require = "full"`` fails closed (exit 125).
 
 Cost on a healthy host: none.  A run does not probe anything in advance; it
@@ -71,7 +71,7 @@ def fallback_error(policy_name: str, require: str, reason: str) -> SetupError | 
                           "command was not run with less than bwrap's guarantees",
                           hint="'sandbox doctor' names the narrowest fix for this host; a profile "
                                "with require = \"fallback\" runs under Landlock + seccomp instead")
-    from sandbox import landlock, nesting
+    from sandbox.linux import landlock, nesting
 
     if nesting.inside_sandbox():
         return SetupError("already inside a sandbox: a sandboxed command cannot start "

@@ -3,7 +3,7 @@
 Runs on every ``sandbox run`` (the cached fast path too), so it stays tiny:
 ``/proc/self/status`` and two sysctls, a few tens of microseconds.  Only
 when a seccomp filter is already on this process (a container, an
-enclosing sandbox) does it fork the filter probe of ``sandbox.hostprobe``.
+enclosing sandbox) does it fork the filter probe of ``sandbox.linux.hostprobe``.
 A cause found here is certain; anything else is left to bwrap's own start,
 and ``hostprobe.explain_failure`` names it if bwrap fails.
 """
@@ -69,11 +69,11 @@ def quick(fields: dict[str, str] | None = None) -> Userns | None:
                       "kernel.unprivileged_userns_clone = 0 and this process has no "
                       "CAP_SYS_ADMIN")
     if fields.get("Seccomp", "0") not in ("0", ""):
-        from sandbox import nesting
+        from sandbox.linux import nesting
 
         if nesting.inside_sandbox():
             return Userns(False, "inside_sandbox", "this process runs inside a sandbox already")
-        from sandbox import hostprobe
+        from sandbox.linux import hostprobe
 
         refused = hostprobe.filter_refuses()
         if refused:

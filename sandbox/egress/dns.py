@@ -6,11 +6,11 @@ loopback only.  Left alone, a name lookup there fails with ``EAI_AGAIN``
 reached), which clients treat as a passing outage and retry.  So the run
 gets a resolver of its own:
 
-* the child that becomes bwrap makes the namespace itself (``sandbox.netns``,
+* the child that becomes bwrap makes the namespace itself (``sandbox.egress.netns``,
   the egress bridge's mechanism) and binds a UDP socket on 127.0.0.1:53
   *in* it, then hands the socket to the wrapper and execs bwrap, which runs
   without ``--unshare-net`` and so stays in that namespace;
-* ``/etc/resolv.conf`` inside names only that address (``sandbox.bwrap``
+* ``/etc/resolv.conf`` inside names only that address (``sandbox.linux.bwrap``
   binds the file made here);
 * a thread of the wrapper, on the host, answers every query with NXDOMAIN
   ("no such name": final, ``EAI_NONAME`` / ``ENOTFOUND``) and records the
@@ -35,7 +35,7 @@ import os
 import select
 import struct
 
-from sandbox import netns
+from sandbox.egress import netns
 
 RESOLVER_HOST = "127.0.0.1"
 RESOLVER_PORT = 53
@@ -233,7 +233,7 @@ class Bridge(netns.Bridge):
         sock = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)
         try:
             # Runs of a session share the namespace; each has its own
-            # address (sandbox.netsession).  Where resolv.conf is not ours
+            # address (sandbox.egress.netsession).  Where resolv.conf is not ours
             # to set, they share 127.0.0.1, each answering some queries.
             # Port 53 is below 1024: the command cannot bind it, so this
             # group has no member but resolvers of sandbox.
@@ -251,7 +251,7 @@ class Bridge(netns.Bridge):
         """The host refused our namespace: bwrap makes it, nothing answers names.
 
         With ``[[network.forward]]`` grants an outer bwrap makes it instead
-        and the bridge's launcher (``sandbox.netns``) creates the forwarded
+        and the bridge's launcher (``sandbox.egress.netns``) creates the forwarded
         ports' listeners there; no resolver socket (port 53 needs a
         capability the launcher does not have), so the nsswitch.conf
         fallback applies to names as without grants.
@@ -291,14 +291,14 @@ class Session:
         self.state = state  # the state directory: where resolv.conf files are made
         self.member = member
         if member is not None and member.resolver != 1 and self.state:
-            from sandbox import netsession
+            from sandbox.egress import netsession
 
             self.address = netsession.resolver_address(member.resolver)
-        # [[network.forward]] (sandbox.forward): relayed by a thread of the wrapper
+        # [[network.forward]] (sandbox.egress.forward): relayed by a thread of the wrapper
         self.forwards = forwards or []
         self.counters = self.relay = None
         if self.forwards:
-            from sandbox import forward
+            from sandbox.egress import forward
 
             self.counters = forward.Counters(len(self.forwards))
         if mode == "bwrap" and not self.forwards:
@@ -359,7 +359,7 @@ class Session:
                 return
             fd, forwarded = netns.receive(self.channel, _socket.MSG_DONTWAIT)
             if forwarded:
-                from sandbox import forward
+                from sandbox.egress import forward
 
                 self.relay = forward.start(forwarded, self.forwards, self.counters)
             if fd is None:
@@ -386,7 +386,7 @@ class Session:
             if select.select([self.channel], [], [], 30.0)[0]:
                 _fd, forwarded = netns.receive(self.channel)
                 if forwarded:
-                    from sandbox import forward
+                    from sandbox.egress import forward
 
                     self.relay = forward.start(forwarded, self.forwards, self.counters)
         except BaseException:  # noqa: BLE001 - a thread must not print a traceback

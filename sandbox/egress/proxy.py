@@ -2,13 +2,13 @@
 
 The command sees one listening socket, 127.0.0.1:3128 in its own namespace.
 Its file descriptor is handed to this proxy, which runs on the host and
-decides every request with ``sandbox.netrules``:
+decides every request with ``sandbox.egress.netrules``:
 
 * ``CONNECT host:port`` opens a tunnel (https and anything else over TCP);
   only host and port can be checked, so rules limited to methods or paths
   never match a tunnel.
 * a ``CONNECT`` that an ``inspect = true`` rule covers has its TLS ended by
-  ``sandbox.tlsinspect``, which runs each request inside through
+  ``sandbox.egress.tlsinspect``, which runs each request inside through
   ``_Client._forward`` below, exactly as plain HTTP (https upstream);
 * ``GET http://host/path`` (absolute form) is plain HTTP: method, host, port
   and path are checked, and the request is re-serialized by h11 before it
@@ -47,7 +47,7 @@ from typing import Callable, NoReturn
 
 import h11
 
-from sandbox import netrules
+from sandbox.egress import netrules
 from sandbox.errors import printable
 
 _Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -112,8 +112,8 @@ def _url(host: str, port: int, path: str | None, scheme: str = "http") -> str:
 
 
 def _system_resolver(host: str, port: int) -> list[_Address]:
-    # /etc/hosts first: the C library never matches "name." there (sandbox.hostsfile)
-    from sandbox import hostsfile
+    # /etc/hosts first: the C library never matches "name." there (sandbox.egress.hostsfile)
+    from sandbox.egress import hostsfile
 
     listed = hostsfile.lookup(host)
     if listed:
@@ -206,8 +206,8 @@ class Proxy:
                  resolver: Callable[[str, int], list] | None = None,
                  limits: Limits | None = None, inspector=None, guard=None) -> None:
         self.listener = listener
-        self.guard = guard  # sandbox.provenance.Guard: credentials and header rules
-        # sandbox.tlsinspect.Inspector when some rule says inspect = true:
+        self.guard = guard  # sandbox.egress.provenance.Guard: credentials and header rules
+        # sandbox.egress.tlsinspect.Inspector when some rule says inspect = true:
         # it ends such tunnels' TLS and hands each request inside back to a
         # _Client (so every check of plain HTTP applies there too)
         self.inspector = inspector
@@ -401,7 +401,7 @@ class _Client:
     """One client connection: one request (or one tunnel), then close."""
 
     # plain HTTP; a request inside an inspected tunnel is https, port 443
-    # by default (sandbox.tlsinspect)
+    # by default (sandbox.egress.tlsinspect)
     scheme = "http"
     default_port = 80
 
@@ -579,13 +579,13 @@ class _Client:
     def _outgoing_headers(self, request: h11.Request, host: str | _Address, port: int,
                           path: str) -> list[tuple[bytes, bytes]]:
         """The end-to-end headers to send upstream, after the credential step
-        (``sandbox.provenance.Guard``): decided before anything connects, so a
+        (``sandbox.egress.provenance.Guard``): decided before anything connects, so a
         refused request reaches no origin at all."""
         headers = _end_to_end(request.headers)
         guard = self.proxy.guard
         if guard is None:
             return headers
-        from sandbox.provenance import Refusal
+        from sandbox.egress.provenance import Refusal
 
         try:
             return guard.outgoing(host if isinstance(host, str) else str(host), port,
@@ -944,7 +944,7 @@ def serve_listener(listener: socket.socket, rules: netrules.Rules, events_fd: in
                    limits: Limits | None = None, inspector=None, guard=None) -> NoReturn:
     """Serve ``listener`` until SIGTERM; events go to ``events_fd``.  Never returns.
 
-    Called in the proxy process (``sandbox.egress._proxy_main``), which has
+    Called in the proxy process (``sandbox.egress.session._proxy_main``), which has
     already arranged to die with the wrapper.
     """
     proxy: Proxy | None = None

@@ -19,7 +19,7 @@ Three parts, used in three places (the third in its own module):
 * ``parse_entry`` / ``from_profiles``: profile validation;
 * ``Vault``: in the wrapper at the start of a run, reads the real values,
   makes the placeholders and edits the command's environment;
-* ``sandbox.provenance.Guard``: in the proxy process, the per-request step
+* ``sandbox.egress.provenance.Guard``: in the proxy process, the per-request step
   of plain HTTP (and, with TLS inspection, of HTTPS): refuse foreign
   credentials, strip or refuse named headers, replace placeholders in scope.
 
@@ -34,7 +34,7 @@ import secrets as _random
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
-from sandbox import netrules
+from sandbox.egress import netrules
 from sandbox.errors import SetupError
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

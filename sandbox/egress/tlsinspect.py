@@ -3,10 +3,10 @@ inside exactly as plain HTTP is checked, and open a verified TLS connection
 upstream.  Proxy process only.
 
 A ``CONNECT`` to a host and port that some ``[[network.allow]]`` rule marks
-``inspect = true`` is answered ``200`` by ``sandbox.proxy`` and handed here.
+``inspect = true`` is answered ``200`` by ``sandbox.egress.proxy`` and handed here.
 The client's TLS is ended with a leaf certificate for the ``CONNECT`` host,
-minted by the run's CA (``sandbox.tlsca``).  The request inside is then read
-by an ``_Inspected`` client: a ``sandbox.proxy._Client`` whose only
+minted by the run's CA (``sandbox.egress.tlsca``).  The request inside is then read
+by an ``_Inspected`` client: a ``sandbox.egress.proxy._Client`` whose only
 differences are where the request target comes from (the tunnel's authority,
 not an absolute URL), that it speaks https upstream, and that a nested
 ``CONNECT`` is refused.  Everything else (the head checks against
@@ -28,14 +28,14 @@ import socket
 import ssl
 import threading
 
-from sandbox import netrules
+from sandbox.egress import netrules
 from sandbox.errors import printable
-from sandbox.proxy import _Client, _Gone, _Refused
+from sandbox.egress.proxy import _Client, _Gone, _Refused
 
 _H2_PREFACE = b"PRI * HTTP/2.0"
 _MAX_SESSIONS = 256
 # answered when the TLS handshake with the command's client fails; shown
-# apart from refusals by the rules (sandbox.egress.summary)
+# apart from refusals by the rules (sandbox.egress.session.summary)
 HANDSHAKE_STATUS = 495
 
 
@@ -53,7 +53,7 @@ class Inspector:
     """Shared by all connections of one proxy: the run's CA and upstream contexts."""
 
     def __init__(self, ca) -> None:
-        self.ca = ca  # sandbox.tlsca.RunCA
+        self.ca = ca  # sandbox.egress.tlsca.RunCA
         self._upstream: dict[str, ssl.SSLContext] = {}
         # TLS sessions of upstream servers, to resume instead of a full
         # handshake on the next request (one request per connection)
@@ -79,8 +79,8 @@ class Inspector:
         if ctx is None:
             if cafile:
                 ctx = ssl.create_default_context(cafile=cafile)
-            else:  # the host's roots, read as handshakes need them (sandbox.tlsroots)
-                from sandbox import tlsroots
+            else:  # the host's roots, read as handshakes need them (sandbox.egress.tlsroots)
+                from sandbox.egress import tlsroots
 
                 ctx = tlsroots.host_roots_context()
             ctx.minimum_version = ssl.TLSVersion.TLSv1_2

@@ -7,7 +7,7 @@ code, and an inspecting run waits for the CA before bwrap starts
 templates with a handful of fields filled in (names, key, serial, dates),
 so they are encoded here: a few DER primitives (X.690) and the structure of
 RFC 5280, section 4.  Signing stays with ``cryptography``'s key objects
-(``sandbox.tlsca``); this module only lays out bytes, and imports nothing
+(``sandbox.egress.tlsca``); this module only lays out bytes, and imports nothing
 but the standard library.  Tests read every certificate back with
 ``cryptography.x509`` and OpenSSL (tests/test_tls_der.py).
 

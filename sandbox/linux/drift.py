@@ -29,7 +29,7 @@ from __future__ import annotations
 import os
 import stat
 
-# bwrap options sandbox.bwrap emits, with how many arguments each takes
+# bwrap options sandbox.linux.bwrap emits, with how many arguments each takes
 _ARITY = {
     "--unshare-user": 0, "--unshare-pid": 0, "--unshare-ipc": 0, "--unshare-uts": 0,
     "--unshare-cgroup-try": 0, "--unshare-net": 0, "--disable-userns": 0,

@@ -1,0 +1,1 @@
+"""Egress, shared by every backend: proxy, rules, bridge, resolver, TLS inspection."""

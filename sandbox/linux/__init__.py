@@ -1,0 +1,1 @@
+"""The Linux backend: bubblewrap, seccomp, the Landlock fallback (see sandbox.backend)."""
