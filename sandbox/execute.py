@@ -205,6 +205,7 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
                                                  f"{exc.strerror or exc}; the command was not run",
                                                  code="network_setup_failed"),
                                 meta, started, target)
+                session.bridge.port = port  # what the report names (no namespace port here)
                 url = f"http://{fallback.PROXY_HOST}:{port}"
                 env = {**env, **{k: v.replace(egress_mod.PROXY_URL, url)
                                  for k, v in egress_mod.proxy_env(egress).items()}}

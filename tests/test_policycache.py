@@ -187,6 +187,13 @@ def test_prepared_argv_same_with_cached_policy(tmp_path, monkeypatch):
         "SANDBOX_BWRAP": sys.executable,  # any executable: nothing is run
         "GITHUB_TOKEN": "ghp_value",
     }
+    # the kernel's socket list held still: other tests bind and close host
+    # sockets meanwhile, and each would (rightly) change the masks between
+    # the two prepares (tests/test_hostsockets.py covers the list)
+    from sandbox import hostsockets
+
+    snapshot = hostsockets.read()
+    monkeypatch.setattr(hostsockets, "read", lambda source=hostsockets.SOURCE: snapshot)
     opts = RunOptions(command=("make", "test"))
     first = app.prepare(opts, environ)
     # the profile files are old, so the first prepare stored the policy

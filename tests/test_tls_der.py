@@ -129,7 +129,7 @@ def test_making_the_ca_and_a_leaf_imports_no_more_than_it_needs():
     """cryptography.x509 costs about 22 ms more to import, and cryptography's
     OpenSSL backend module (ECDSA's constructor) 6 ms, which an inspecting
     run would wait for before bwrap starts."""
-    code = ("import sys\nfrom sandbox import tlsca\nca = tlsca.RunCA(['api.test'])\n"
+    code = ("import sys\nfrom sandbox.egress import tlsca\nca = tlsca.RunCA(['api.test'])\n"
             "ca.server_context('api.test')\n"
             "print(sorted(m for m in sys.modules if m.startswith(("
             "'cryptography.x509', 'cryptography.hazmat.backends.openssl', 'email')) "
@@ -156,7 +156,7 @@ def test_the_proxys_warm_start_loads_no_module_it_does_not_need():
     the CA, the inspector, the host's roots, the named hosts' leaves): not
     cryptography.x509 (22 ms), not sandbox.resources and pathlib (2 ms,
     only for a refused handshake's message)."""
-    code = ("import sys\nfrom sandbox import egress, tlsca, tlsinspect\n"
+    code = ("import sys\nfrom sandbox.egress import session as egress, tlsca, tlsinspect\n"
             "ca = tlsca.RunCA(['api.test'])\n"
             "rules = egress.build_rules({'allow': [['api.test', [443], [], [], 'p', True, '']],"
             " 'deny': [], 'hosts': []})\n"

@@ -254,6 +254,7 @@ class _HostChannel:
 
     def __init__(self, channel) -> None:
         self.channel = channel
+        self.port = None  # the host loopback port, once the listener is made (sandbox.execute)
 
     def close(self) -> None:
         self.channel.close()

@@ -91,6 +91,11 @@ TABLE: dict[str, tuple[tuple[str, str], tuple[str, str]]] = {
     "egress_credentials": (("shared", "the proxy puts real tokens in; the command holds "
                                       "placeholders"), ("shared", "the same")),
     "egress_headers": (("shared", "headers the proxy strips or refuses"), ("shared", "the same")),
+    "forwards": (("yes", "[[network.forward]]: the granted host loopback TCP ports are "
+                         "relayed into the run's network namespace"),
+                 ("differs", "refused on macOS (the run fails closed): without a network "
+                             "namespace the command would reach the host's port itself, and "
+                             "the grant would not be counted; not built yet")),
     "syscalls_enabled": (("yes", "seccomp filter on"),
                          ("n/a", "seccomp syscall filtering has no Seatbelt equivalent; Seatbelt's "
                                  "own operations cover the same ground by resource: deny default "

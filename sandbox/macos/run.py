@@ -42,6 +42,13 @@ def check_supported(policy) -> None:
                          "command was not run",
                          hint="use a profile without inspect = true on macOS, or run on Linux",
                          code="setup_failed")
+    if policy.forwards:  # no Seatbelt form yet (sandbox.macos.parity)
+        ports = ", ".join(str(g[1]) for g in policy.forwards)
+        raise SetupError(f"profile '{policy.name}' grants host ports with [[network.forward]] "
+                         f"({ports}), which sandbox does not support on macOS yet; the "
+                         "command was not run",
+                         hint="remove the [[network.forward]] tables on macOS, or run on Linux",
+                         code="setup_failed")
 
 
 def make_tmpdir(environ: dict[str, str]) -> str:
