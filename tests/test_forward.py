@@ -57,10 +57,10 @@ print(f.readline().decode().strip())
 class _Server:
     """A TCP server of the test's own on the host's loopback (ephemeral port)."""
 
-    def __init__(self, handler, host: str = "127.0.0.1") -> None:
+    def __init__(self, handler, host: str = "127.0.0.1", backlog: int = 16) -> None:
         self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
         self.sock.bind((host, 0))
-        self.sock.listen(16)
+        self.sock.listen(backlog)
         self.port = self.sock.getsockname()[1]
         self.accepted = 0
         self.handler = handler

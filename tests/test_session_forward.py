@@ -22,12 +22,12 @@ import json
 import os
 import socket
 import subprocess
-import threading
 import time
 from pathlib import Path
 
 import pytest
 from conftest import sandbox_exe
+from test_forward import _Server  # the host service: a TCP server of the test's own
 
 PY = "/usr/bin/python3"  # readable by the unprivileged test user
 if not os.path.exists(PY):
@@ -110,45 +110,16 @@ print("stolen", stolen)
 """
 
 
-class LineServer:
-    """The host service: answers each line with ``host:LINE``; counts connections."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.port = self.sock.getsockname()[1]
-        self.accepted = 0
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.accepted += 1
-            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
-
-    @staticmethod
-    def _one(conn) -> None:
-        try:
-            conn.settimeout(90)
-            f = conn.makefile("rb")
-            for line in f:
-                conn.sendall(b"host:" + line)
-        except OSError:
-            pass
-        finally:
-            conn.close()
-
-    def close(self) -> None:
-        self.sock.close()
+def _lines(conn) -> None:
+    """The host service: answers each line with ``host:LINE``."""
+    conn.settimeout(90)
+    for line in conn.makefile("rb"):
+        conn.sendall(b"host:" + line)
 
 
 @pytest.fixture
 def service():
-    server = LineServer()
+    server = _Server(_lines, backlog=64)  # counts the connections it accepted
     yield server
     server.close()
 
@@ -218,7 +189,7 @@ def test_two_runs_of_a_session_both_reach_a_granted_port(senv, service):
 
 
 def test_a_run_with_other_grants_does_not_join(senv, service):
-    other = LineServer()
+    other = _Server(_lines, backlog=64)
     try:
         (senv.ws / "asker.py").write_text(ASKER)
         (senv.ws / "sleeper.py").write_text(SLEEPER)
