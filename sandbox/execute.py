@@ -170,6 +170,8 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
                 member = netsession.open_for(opts, meta, egress, resolver, bridge, state,
                                               forwards)
             except SandboxError as err:
+                if early is not None:  # the TLS-inspecting run's proxy, started already
+                    early.finish()
                 _audit(audit_spec, pending)
                 return fail(opts, err, meta, started, target)
         if egress is not None:
