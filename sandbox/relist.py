@@ -52,6 +52,15 @@ def refresh(blob: bytes, now: int | None = None) -> bytes | None:
     ``lstat`` per directory (as for checking the plan at all), plus one
     ``scandir`` per changed directory and a walk of each new one.
     """
+    if now is None:
+        # taken before any lstat or listing, as scan.walk does: a stamp is
+        # trusted only if it was already RACY_NS old when its directory was
+        # listed; the time after a long walk of a new subtree would trust a
+        # directory listed within a clock tick of its last change (a second
+        # change in that tick keeps the stamp and would never be seen)
+        import time
+
+        now = time.time_ns()
     if blob[:4] == dirstamps._GLOB:
         return _refresh_glob(blob, now)
     parts = dirstamps.unpack(blob)
