@@ -104,7 +104,8 @@ class Observer:
         self.seen: dict[str, object] = {}
         self.racy_dirs = False
 
-    def note_dirs(self, key: str, paths, stamps, found=None, spec=None) -> None:
+    def note_dirs(self, key: str, paths, stamps, found=None, spec=None,
+                  now: int | None = None) -> None:
         """Record the listings of many directories at once (``sandbox.dirstamps``).
 
         With what each held (``found``) and the walk that listed them
@@ -115,14 +116,16 @@ class Observer:
         """
         from sandbox import dirstamps
 
-        blob, newest = dirstamps.pack(paths, stamps, found, spec)
+        blob, newest = dirstamps.pack(paths, stamps, found, spec, now)
         self.seen[key + "\0"] = blob  # no real path holds a NUL: never lstat'ed
         if spec is None:
             self.racy_dirs = self.racy_dirs or time.time_ns() - newest < RACY_NS
 
     def note_walk(self, key: str, root: str, rules, result) -> None:
         """Record a ``scan.walk`` of ``root`` (see ``note_dirs``)."""
-        self.note_dirs(key, result.dirs, result.stamps, result.found, (root, rules._values()))
+        # racy against the walk's start: see scan.Result.started
+        self.note_dirs(key, result.dirs, result.stamps, result.found, (root, rules._values()),
+                       result.started)
 
     def note(self, path: str, full: bool = False):
         old = self.seen.get(path, ())

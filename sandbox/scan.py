@@ -130,10 +130,10 @@ class Result:
     one must change the plan, so their stamps count.
     """
 
-    __slots__ = ("findings", "dirs_listed", "dirs_reused", "dirs", "stamps", "found")
+    __slots__ = ("findings", "dirs_listed", "dirs_reused", "dirs", "stamps", "found", "started")
 
     def __init__(self, findings, dirs_listed: int, dirs_reused: int, dirs=(), stamps=(),
-                 found=()) -> None:
+                 found=(), started: int | None = None) -> None:
         self.findings = findings
         self.dirs_listed = dirs_listed
         self.dirs_reused = dirs_reused
@@ -144,10 +144,14 @@ class Result:
         # digest of it, so a changed directory can be re-listed and compared
         # instead of planning again (sandbox.relist)
         self.found = found
+        # time.time_ns() before the first stamp was taken: a stamp is judged
+        # racy against it, not against the walk's end (a long walk would
+        # otherwise trust a directory listed within a tick of its change)
+        self.started = started
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Result) and all(
-            getattr(self, n) == getattr(other, n) for n in self.__slots__)
+            getattr(self, n) == getattr(other, n) for n in self.__slots__ if n != "started")
 
     def __repr__(self) -> str:
         return f"Result(findings={self.findings!r}, listed={self.dirs_listed}, reused={self.dirs_reused})"
@@ -387,7 +391,8 @@ def walk(root: str, rules: Rules, cache_file: str | None, start_mode: int = FULL
     if start_depth == 0:
         findings += _named_below(root, rules)
     findings.sort()
-    return Result(tuple(findings), listed, reused, tuple(dirs), tuple(stamps), tuple(founds))
+    return Result(tuple(findings), listed, reused, tuple(dirs), tuple(stamps), tuple(founds),
+                  now)
 
 
 def _named_below(root: str, rules: Rules) -> list:
@@ -415,6 +420,8 @@ def _summary_file(cache_file: str) -> str:
 def _from_summary(path: str, root: str, rules: Rules) -> Result | None:
     from sandbox import dirstamps
 
+    started = time.time_ns()
+
     try:
         with open(path, "rb") as fh:
             data = marshal.load(fh)
@@ -435,7 +442,8 @@ def _from_summary(path: str, root: str, rules: Rules) -> Result | None:
             founds.append(sparse.get(i, []))
     findings = list(findings) + _named_below(root, rules)
     findings.sort()
-    return Result(tuple(findings), 0, len(paths), tuple(dirs), tuple(stamps), tuple(founds))
+    return Result(tuple(findings), 0, len(paths), tuple(dirs), tuple(stamps), tuple(founds),
+                  started)
 
 
 def _store_summary(path: str, new: dict, findings: list, dirs: list, founds: list) -> None:

@@ -165,13 +165,9 @@ def test_more_edit_kinds_keep_only_fresh_plans(seed, monkeypatch):
     T.check_rounds(batches, rng.random() < 0.3, monkeypatch)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the fresh path has the same racy-window flaw: observe.note_walk packs a walk's "
-    "stamps with 'now' taken after the whole walk (dirstamps.pack), so in a walk "
-    "longer than RACY_NS a directory listed within a clock tick of its change is "
-    "stored as trusted; scan.walk knows its start time but Result does not carry it "
-    "(fix: store the walk's racy stamps as (ino, -1, -1) in Result.stamps, or pass "
-    "the start time to note_walk)"))
+# The fresh path had the same flaw: observe.note_walk packed a walk's stamps
+# against the time after the whole walk.  scan.Result.started now carries the
+# walk's start, and the stamps are judged against it.
 def test_slow_fresh_walk_keeps_racy_stamp_of_a_directory_listed_just_after_its_change(
         monkeypatch):
     from sandbox import observe
