@@ -1,10 +1,18 @@
 #!/usr/bin/env python3
 """Startup benchmark: `sandbox run -- true` against bare bwrap, in one run.
 
-Runs the two commands alternately (A B A B ...) so drift on a noisy machine
-hits both, and prints median wall time, the median of the pairwise
-differences and ratios, and the wrapper's peak RSS (from wait4's rusage),
-for five cases, each against its bar (issue 14):
+Two ways of running are timed side by side with bare bwrap, alternately
+(A B C A B C ...) so drift on a noisy machine hits all three:
+
+- served: `sandbox`, the native command, with the per-user server running
+  (the default after the first runs of a loop; the script starts it with
+  SANDBOX_SERVER=on, checks every timed run was served, and stops it);
+- direct: `sandbox-direct`, the Python command, which never uses a server.
+
+It prints median wall time, the median of the paired differences and
+ratios, and the peak RSS of the process started (from wait4's rusage; for
+served runs also the server's own peak), for five cases, each against its
+bar (issue 14):
 
 - steady: a small workspace nothing changes in (<= +15 ms);
 - edit: the same, with a new file created in its root before every run
@@ -25,13 +33,14 @@ are searched below skip_dirs too, so every directory there is one more stat
 on every start.
 
 Usage: nice -n -10 .venv/bin/python scripts/bench_startup.py [--runs 40] [--files 100000]
-       [--cases steady,edit,big,big-edit,churn] [--node-modules 1500]
+       [--cases steady,edit,big,big-edit,churn] [--modes served,direct] [--node-modules 1500]
 Only public tools: the standard library and the installed `sandbox` script.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
@@ -58,36 +67,73 @@ def timed(argv: list[str], cwd: str, env: dict[str, str]) -> tuple[float, int]:
     return elapsed, usage.ru_maxrss
 
 
-def compare(label: str, sandbox: list[str], bare: list[str], cwd: str, env: dict[str, str],
-            runs: int, before=None, bar_ms: float | None = None) -> dict:
-    """Alternate sandbox and bare runs; ``before(i)`` runs untimed before each
-    sandbox run (the edit whose cost is measured)."""
-    for i in range(3):  # warm-up: page cache, policy and scan caches
-        if before:
-            before(-1 - i)
-        timed(sandbox, cwd, env)
-        timed(bare, cwd, env)
-    a, b, rss = [], [], []
+def compare(label: str, variants: list[tuple[str, list[str], dict[str, str]]], bare: list[str],
+            cwd: str, runs: int, before=None, bar_ms: float | None = None) -> list[dict]:
+    """Alternate each variant with bare bwrap (A B C A B C ...); ``before(i)``
+    runs untimed before every variant's run (the edit whose cost is measured).
+
+    ``variants``: (name, argv, env); the first is what users get by default,
+    the one the bar is for.
+    """
+    benv = variants[0][2]
+    for i in range(3):  # warm-up: page cache, policy and scan caches, the server's start
+        for _, argv, env in variants:
+            if before:
+                before(-1 - i * len(variants))
+            timed(argv, cwd, env)
+        timed(bare, cwd, benv)
+    times = {name: [] for name, _, _ in variants}
+    rss = {name: [] for name, _, _ in variants}
+    b = []
     for i in range(runs):
-        if before:
-            before(i)
-        t, m = timed(sandbox, cwd, env)
-        a.append(t)
-        rss.append(m)
-        b.append(timed(bare, cwd, env)[0])
-    diffs = [x - y for x, y in zip(a, b)]
-    ratios = [x / y for x, y in zip(a, b)]
+        for k, (name, argv, env) in enumerate(variants):
+            if before:
+                before(i * len(variants) + k)
+            t, m = timed(argv, cwd, env)
+            times[name].append(t)
+            rss[name].append(m)
+        b.append(timed(bare, cwd, benv)[0])
     ms = lambda v: f"{v * 1000:7.1f} ms"  # noqa: E731
-    print(f"\n== {label} ({runs} pairs)")
-    print(f"sandbox run -- true   median {ms(statistics.median(a))}  min {ms(min(a))}  max {ms(max(a))}")
-    print(f"bare bwrap            median {ms(statistics.median(b))}  min {ms(min(b))}  max {ms(max(b))}")
-    print(f"difference (paired)   median {ms(statistics.median(diffs))}")
-    print(f"ratio (paired)        median {statistics.median(ratios):7.2f}x")
-    print(f"wrapper peak RSS      median {statistics.median(rss) / 1024:7.1f} MiB  max {max(rss) / 1024:.1f} MiB")
+    print(f"\n== {label} ({runs} rounds)")
+    print(f"bare bwrap                  median {ms(statistics.median(b))}  min {ms(min(b))}  max {ms(max(b))}")
+    out = []
+    for n, (name, _, _) in enumerate(variants):
+        a = times[name]
+        diffs = [x - y for x, y in zip(a, b)]
+        ratios = [x / y for x, y in zip(a, b)]
+        print(f"{name:27} median {ms(statistics.median(a))}  min {ms(min(a))}  max {ms(max(a))}")
+        print(f"  difference (paired)       median {ms(statistics.median(diffs))}   "
+              f"ratio {statistics.median(ratios):5.2f}x   peak RSS of the process started "
+              f"{statistics.median(rss[name]) / 1024:5.1f} MiB")
+        out.append({"label": label, "variant": name, "sandbox": statistics.median(a),
+                    "bare": statistics.median(b), "diff": statistics.median(diffs),
+                    "ratio": statistics.median(ratios), "rss": max(rss[name]) / 1024,
+                    "bar": bar_ms if n == 0 else None, "pairs": runs})
     sys.stdout.flush()
-    return {"label": label, "sandbox": statistics.median(a), "bare": statistics.median(b),
-            "diff": statistics.median(diffs), "ratio": statistics.median(ratios),
-            "rss": max(rss) / 1024, "bar": bar_ms, "pairs": runs}
+    return out
+
+
+def server_status(exe: str, env: dict[str, str]) -> dict:
+    """``sandbox server status --json`` for the state directory ``env`` names."""
+    done = subprocess.run([exe, "server", "status", "--json"], env=env, capture_output=True,
+                          text=True, timeout=30)
+    try:
+        return json.loads(done.stdout)
+    except ValueError:
+        return {}
+
+
+def ensure_server(exe: str, cwd: str, env: dict[str, str]) -> dict:
+    """Start the server for ``env``'s state directory (one run with
+    SANDBOX_SERVER=on does) and wait until it answers: at most 10 s."""
+    timed([exe, "run", "--", "true"], cwd, env)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        status = server_status(exe, env)
+        if status.get("running"):
+            return status
+        time.sleep(0.1)
+    sys.exit("the sandbox server did not start within 10 s (sandbox server status --json)")
 
 
 def new_file_in(directory: Path):
@@ -177,13 +223,15 @@ def age(root: Path) -> None:
 
 
 def summary(results: list[dict]) -> None:
-    print("\n== summary (medians; bar = paired difference over bare bwrap)")
-    print(f"{'case':58} {'sandbox':>9} {'bare':>8} {'diff':>9} {'ratio':>6} {'bar':>8} {'peak RSS':>9}")
+    print("\n== summary (medians; bar = paired difference over bare bwrap, for the default)")
+    print(f"{'case':46} {'variant':16} {'sandbox':>9} {'bare':>8} {'diff':>9} {'ratio':>6} "
+          f"{'bar':>9} {'peak RSS':>9}")
     for r in results:
         bar = "" if r["bar"] is None else (f"<=+{r['bar']:.0f}" + (" ok" if r["diff"] * 1000 <= r["bar"]
                                                                  else " MISS"))
-        print(f"{r['label'][:58]:58} {r['sandbox'] * 1000:8.1f}m {r['bare'] * 1000:7.1f}m "
-              f"{r['diff'] * 1000:+8.1f}m {r['ratio']:5.1f}x {bar:>8} {r['rss']:7.1f}Mi")
+        print(f"{r['label'][:46]:46} {r['variant'][:16]:16} {r['sandbox'] * 1000:8.1f}m "
+              f"{r['bare'] * 1000:7.1f}m {r['diff'] * 1000:+8.1f}m {r['ratio']:5.1f}x {bar:>9} "
+              f"{r['rss']:7.1f}Mi")
 
 
 def main() -> None:
@@ -195,19 +243,27 @@ def main() -> None:
     ap.add_argument("--dir", default=None, help="where to create the workspaces (not under /tmp)")
     ap.add_argument("--cases", default="steady,edit,big,big-edit,churn",
                     help="comma-separated: steady, edit, big, big-edit, churn")
+    ap.add_argument("--modes", default="served,direct",
+                    help="comma-separated, the first is the one the bars are for: served "
+                         "(`sandbox` with its server running), direct (`sandbox-direct`, "
+                         "the Python command, never served)")
     args = ap.parse_args()
     cases = set(args.cases.split(","))
 
-    exe = shutil.which("sandbox", path=str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"])
+    where = str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"]
+    exe = shutil.which("sandbox", path=where)
+    direct = shutil.which("sandbox-direct", path=where)
     bwrap = shutil.which("bwrap")
     if not exe or not bwrap:
-        sys.exit("need the installed 'sandbox' script and bwrap")
+        sys.exit("need the installed 'sandbox' command and bwrap")
+    modes = args.modes.split(",")
     base = Path(args.dir or Path(__file__).resolve().parent.parent / ".test-root")
     base.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="bench-", dir=base))
     churn = None
     results = []
-    run, bare = [exe, "run", "--", "true"], [bwrap, *BARE]
+    bare = [bwrap, *BARE]
+    server_env = None
     try:
         env = dict(os.environ)
         env["XDG_CACHE_HOME"] = str(work / "cache")
@@ -215,6 +271,17 @@ def main() -> None:
         # Measure what users get: an installed package has its .pyc files;
         # with this set, every start would compile changed modules again.
         env.pop("PYTHONDONTWRITEBYTECODE", None)
+
+        def variants(base_env: dict[str, str]) -> list[tuple[str, list[str], dict[str, str]]]:
+            out = []
+            for mode in modes:
+                if mode == "served":
+                    out.append(("sandbox (served)", [exe, "run", "--", "true"],
+                                dict(base_env, SANDBOX_SERVER="on")))
+                elif mode == "direct" and direct:
+                    out.append(("sandbox-direct", [direct, "run", "--", "true"],
+                                dict(base_env, SANDBOX_SERVER="off")))
+            return out
         small = work / "small"
         small.mkdir()
         (small / "README").write_text("small workspace\n")
@@ -222,13 +289,18 @@ def main() -> None:
         age(small)
         print(f"bwrap {subprocess.run([bwrap, '--version'], capture_output=True, text=True).stdout.strip()}, "
               f"python {sys.version.split()[0]}, {os.cpu_count()} cpus, load {os.getloadavg()[0]:.2f}")
+        if "served" in modes:
+            server_env = dict(env, SANDBOX_SERVER="on")
+            status = ensure_server(exe, str(small), server_env)
+            print(f"server: pid {status.get('pid')}, served so far {status.get('served')}")
+        served_before = server_status(exe, server_env).get("served", 0) if server_env else 0
         if "steady" in cases:
-            results.append(compare("small workspace, steady", run, bare, str(small), env,
-                                   args.runs, bar_ms=15))
+            results += compare("small workspace, steady", variants(env), bare, str(small),
+                               args.runs, bar_ms=15)
         if "edit" in cases:
-            results.append(compare("small workspace, a new file in its root before each run",
-                                   run, bare, str(small), env, args.runs,
-                                   before=new_file_in(small), bar_ms=25))
+            results += compare("small workspace, a new file in its root before each run",
+                               variants(env), bare, str(small), args.runs,
+                               before=new_file_in(small), bar_ms=25)
 
         if cases & {"big", "big-edit"}:
             big = work / "big"
@@ -237,17 +309,18 @@ def main() -> None:
             make_tree(big, args.files)
             print(f"\ncreated {args.files} files in {time.perf_counter() - start:.1f} s")
             age(big)
-            cold, _ = timed(run, str(big), env)
+            first = variants(env)[0]
+            cold, _ = timed(first[1], str(big), first[2])
             print(f"first run in the {args.files}-file workspace (cold scan cache): {cold * 1000:.1f} ms")
             if "big" in cases:
-                results.append(compare(f"{args.files}-file workspace, steady", run, bare, str(big),
-                                       env, max(10, args.runs // 2), bar_ms=20))
+                results += compare(f"{args.files}-file workspace, steady", variants(env), bare,
+                                   str(big), max(10, args.runs // 2), bar_ms=20)
             if "big-edit" in cases:
                 made = sorted(big.glob("pkg*/mod*"))
                 edited = made[len(made) // 2]
-                results.append(compare(f"{args.files}-file workspace, a new file before each run",
-                                       run, bare, str(big), env, max(10, args.runs // 2),
-                                       before=new_file_in(edited), bar_ms=30))
+                results += compare(f"{args.files}-file workspace, a new file before each run",
+                                   variants(env), bare, str(big), max(10, args.runs // 2),
+                                   before=new_file_in(edited), bar_ms=30)
 
         if "churn" in cases:
             home = work / "home"  # never the real home: the churn runs here
@@ -255,12 +328,12 @@ def main() -> None:
             henv = dict(env, HOME=str(home))
             henv.pop("XDG_CONFIG_HOME", None)
             age(home)
-            results.append(compare("temporary HOME, quiet", run, bare, str(small), henv,
-                                   args.runs))
+            results += compare("temporary HOME, quiet", variants(henv), bare, str(small),
+                               args.runs)
             churn = start_churn(home)
             time.sleep(0.3)
-            results.append(compare("temporary HOME, a file churning under ~/.config every 100 ms",
-                                   run, bare, str(small), henv, args.runs, bar_ms=15))
+            results += compare("temporary HOME, a file churning under ~/.config every 100 ms",
+                               variants(henv), bare, str(small), args.runs, bar_ms=15)
 
         if args.node_modules:
             js = work / "js"
@@ -268,18 +341,30 @@ def main() -> None:
             subprocess.run(["git", "init", "-q", str(js)], check=True)
             dirs = make_node_modules(js, args.node_modules)
             age(js)
-            cold, _ = timed(run, str(js), env)
+            first = variants(env)[0]
+            cold, _ = timed(first[1], str(js), first[2])
             print(f"\nnode_modules of {args.node_modules} packages ({dirs} directories): "
                   f"first run {cold * 1000:.1f} ms")
-            results.append(compare("workspace with that node_modules, warm caches", run, bare,
-                                   str(js), env, max(10, args.runs // 2)))
+            results += compare("workspace with that node_modules, warm caches", variants(env),
+                               bare, str(js), max(10, args.runs // 2))
         summary(results)
+        if server_env is not None:
+            # every timed `sandbox` run must have been served, or the figures
+            # are the direct path's under another name
+            status = server_status(exe, server_env)
+            timed_runs = sum(r["pairs"] for r in results if r["variant"].startswith("sandbox ("))
+            print(f"server: served {status.get('served', 0) - served_before} requests during the "
+                  f"cases ({timed_runs} timed + warm-up and cold runs); its peak RSS "
+                  f"{status.get('peak_rss_kib', 0) / 1024:.1f} MiB (each served run is a fork "
+                  f"of it: shared pages, counted once)")
         print(f"load average at the end: {os.getloadavg()[0]:.2f} (2 cores: above 1 the figures "
               "are inflated)")
     finally:
         if churn is not None:
             churn.kill()  # our own child, by its PID
             churn.wait()
+        if server_env is not None:  # the server this benchmark started (its state dir goes next)
+            subprocess.run([exe, "server", "stop"], env=server_env, capture_output=True, timeout=30)
         shutil.rmtree(work, ignore_errors=True)
 
 
