@@ -79,7 +79,7 @@ cache_app = typer.Typer(help="List and remove the per-workspace tool caches (pip
                              "go... inside the sandbox write there).",
                         no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(cache_app, name="cache")
-server_app = typer.Typer(help="The warm server that serves 'sandbox run' faster (docs/served.md).",
+server_app = typer.Typer(help="The warm server that serves 'sandbox run' faster (served.md in the docs).",
                          no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(server_app, name="server")
 
@@ -685,7 +685,7 @@ def server_stop() -> None:
 
 @server_app.command("run")
 def server_run() -> None:
-    """Run the server in the foreground (what a direct run starts; see docs/served.md).
+    """Run the server in the foreground (what a direct run starts; served.md in the docs).
 
     'sandbox-direct server run' is handled before this CLI is loaded: the
     server never imports it.
