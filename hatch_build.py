@@ -38,7 +38,11 @@ class CustomBuildHook(BuildHookInterface):
         exe = self._compile(os.path.join(self.root, "native", "client.c"),
                             os.path.join(self._tmp, "sandbox"))
         if exe is None:
-            build_data["shared_scripts"][os.path.join(self.root, "native", "sandbox.py")] = "sandbox"
+            # a copy, made executable: the wheel keeps the file's mode, pip keeps the wheel's
+            exe = shutil.copyfile(os.path.join(self.root, "native", "sandbox.py"),
+                                  os.path.join(self._tmp, "sandbox"))
+            os.chmod(exe, 0o755)
+            build_data["shared_scripts"][exe] = "sandbox"
             return
         build_data["shared_scripts"][exe] = "sandbox"
         build_data["pure_python"] = False
