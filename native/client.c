@@ -130,7 +130,7 @@ static void status_line(const char *status, const char *key, char *out, size_t s
     out[0] = '\0';
     if (p == NULL)
         return;
-    end = strchr(p, '\n');
+    end = strchr(p + 1, '\n');  /* p + 1: the key starts with its line's newline */
     snprintf(out, size, "%.*s", (int)(end != NULL ? end - p : (long)strlen(p)), p);
 }
 
