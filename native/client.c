@@ -38,7 +38,6 @@ extern char **environ;
 static const int forwarded[4] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT};  /* runner.FORWARDED */
 static volatile sig_atomic_t got[4];
 static sigset_t start_mask;            /* the mask we were started with, restored before exec */
-static struct sigaction start_pipe;    /* SIGPIPE's disposition, likewise (SIG_IGN survives exec) */
 static struct sigaction start_fwd[4];  /* the four's dispositions, for a stop before anything ran */
 
 static void on_signal(int sig)
@@ -48,9 +47,9 @@ static void on_signal(int sig)
             got[i] = 1;
 }
 
-/* Run the Python CLI with our unchanged argv and environment.  Whatever we
- * changed in the process (signal mask, SIGPIPE) is put back first, so the
- * direct run starts exactly as if it had been started itself. */
+/* Run the Python CLI with our unchanged argv and environment.  The signal
+ * mask (the only process state we change that exec keeps) is put back first,
+ * so the direct run starts as if it had been started itself. */
 static _Noreturn void direct(char **argv)
 {
     static char path[PATH_MAX + 32];
@@ -60,7 +59,6 @@ static _Noreturn void direct(char **argv)
         strcpy(path, "sandbox-direct");
     } else {
         strcpy(strrchr(path, '/') + 1, "sandbox-direct");  /* realpath is absolute: has a '/' */
-        sigaction(SIGPIPE, &start_pipe, NULL);
         sigprocmask(SIG_SETMASK, &start_mask, NULL);
         argv[0] = path;
         execv(path, argv);
@@ -216,6 +214,7 @@ static int put_strings(char **v)
 
 static int build_request(char **argv)
 {
+    static char *no_env[1];  /* started with a NULL environment */
     uint64_t ignored = 0, blocked = 0;
     mode_t mask = umask(0);
     uint32_t mask32 = (uint32_t)mask;
@@ -228,7 +227,7 @@ static int build_request(char **argv)
             blocked |= (uint64_t)1 << (sig - 1);
     }
     uint32_t payload = 0;
-    if (!put("SBX1", 4) || !put(&payload, 4) || !put_strings(argv) || !put_strings(environ)
+    if (!put("SBX1", 4) || !put(&payload, 4) || !put_strings(argv) || !put_strings(environ != NULL ? environ : no_env)
         || !put(&mask32, 4) || !put(&ignored, 8) || !put(&blocked, 8))
         return 0;
     payload = (uint32_t)(req_len - 8);
@@ -246,6 +245,7 @@ static int send_request(int sock)
                          .msg_control = ctl.buf, .msg_controllen = sizeof(ctl.buf)};
     struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
     size_t done = 0;
+    ssize_t n;
     if (fds[3] < 0)
         return 0;
     memset(&ctl, 0, sizeof(ctl));
@@ -253,12 +253,14 @@ static int send_request(int sock)
     c->cmsg_type = SCM_RIGHTS;
     c->cmsg_len = CMSG_LEN(sizeof(fds));
     memcpy(CMSG_DATA(c), fds, sizeof(fds));
-    ssize_t n = sendmsg(sock, &msg, MSG_NOSIGNAL);
-    while (n >= 0 || errno == EINTR) {  /* each pass sends something or fails */
-        done += n > 0 ? (size_t)n : 0;
-        if (done == req_len)
+    /* MSG_NOSIGNAL here and below: a closed peer is an error, not a SIGPIPE,
+     * and SIGPIPE's disposition (which the direct run inherits) stays as it was */
+    while (done < req_len) {  /* each pass sends something, is interrupted or fails */
+        n = done == 0 ? sendmsg(sock, &msg, MSG_NOSIGNAL)
+                      : send(sock, req + done, req_len - done, MSG_NOSIGNAL);
+        if (n < 0 && errno != EINTR)
             break;
-        n = send(sock, req + done, req_len - done, MSG_NOSIGNAL);
+        done += n > 0 ? (size_t)n : 0;
     }
     close(fds[3]);
     return done == req_len;
@@ -273,8 +275,10 @@ int main(int argc, char **argv)
     size_t have = 0;
     int sock, last_sig = 0;
 
+    static char *no_argv[2];
+    if (argc < 1)  /* started with an empty argv: direct() needs a slot for argv[0] */
+        argv = no_argv;
     sigprocmask(SIG_BLOCK, NULL, &start_mask);
-    sigaction(SIGPIPE, NULL, &start_pipe);
 #ifndef __linux__
     direct(argv);                                                     /* rule 1 */
 #endif
@@ -301,8 +305,7 @@ int main(int argc, char **argv)
     if (!peer_ok(sock) || !build_request(argv))                       /* rule 6 */
         direct(argv);
 
-    signal(SIGPIPE, SIG_IGN);                                         /* rule 7 */
-    sigset_t four;
+    sigset_t four;                                                    /* rule 7 */
     sigemptyset(&four);
     for (int i = 0; i < 4; i++) {
         sigaddset(&four, forwarded[i]);

@@ -29,7 +29,9 @@ EOF_ERROR = ("sandbox: error: the sandbox server ended before reporting the comm
 
 # A test-only server for protocol v1.  argv: socket path, mode, record file.
 # Mode "X<n>": answer "X" n; "F": fallback; "EOF": close without an answer;
-# "K": wait for a "K" message, record it, answer "X" 128+signum.  Each
+# "K": wait for a "K" message, record it, answer "X" 128+signum; "RST": never
+# accept, close the listening socket once a client waits (a server exiting
+# as a client connects: the client sees ECONNRESET).  Each
 # connection appends one JSON line to the record file BEFORE the answer (so a
 # test that sees the client exit sees the record).  Exits when <record>.stop
 # exists or after 60 s.
@@ -110,6 +112,12 @@ def serve(conn):
     conn.sendall(b"F" + struct.pack("=i", 0) if mode == "F" else b"X" + struct.pack("=i", int(mode[1:])))
 
 deadline = time.monotonic() + 60
+if mode == "RST":
+    if select.select([lsock], [], [], 30)[0]:
+        time.sleep(0.5)  # the client checks us and sends its request into the queue
+        note({"closed_unaccepted": True})
+    lsock.close()
+    sys.exit(0)
 while time.monotonic() < deadline and not os.path.exists(record + ".stop"):
     if select.select([lsock], [], [], 0.1)[0]:
         conn, _ = lsock.accept()
@@ -308,6 +316,16 @@ def test_a_server_that_ends_without_an_answer_is_an_error_125(senv, servers):
     assert out.returncode == 125 and out.stdout == b""
     assert out.stderr.decode() == EOF_ERROR
     assert len(server.stop()) == 1
+
+
+def test_a_server_that_closes_before_taking_the_request_means_direct(senv, servers):
+    # ECONNRESET with nothing of ours sent after the request: the server never
+    # read the request, so nothing ran (the final server's idle exit races a
+    # connecting client this way; a 125 there would be a spurious failure)
+    server = servers(senv, "RST")
+    out = client(senv, CMD)
+    assert (out.returncode, out.stdout) == (3, b"out\n"), out.stderr
+    assert server.stop() == [{"closed_unaccepted": True}]
 
 
 def test_sigterm_to_the_client_is_forwarded_as_k15(senv, servers):
