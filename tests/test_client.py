@@ -4,8 +4,10 @@ When it goes direct (execs ``sandbox-direct``), what it sends to a server
 (protocol v1, SERVED.md), how it treats the server's answers and signals,
 and its check of the server before it sends anything.  The server here is
 a small TEST-ONLY one (``FAKE_SERVER`` below) that records what it receives
-and answers as told.  Tests marked "final server" are to be repeated
-against sandbox/server.py when it exists (the lead integrates).
+and answers as told.  Comments marked "final server" say what to repeat
+against sandbox/server.py when it exists (the lead integrates): the request
+fields as the served child adopts them, the fallback, the K relay, and the
+impostor control (the real server in our context serves the run).
 """
 
 from __future__ import annotations
@@ -224,7 +226,8 @@ def test_installed_sandbox_is_the_native_client_and_sandbox_direct_the_python_cl
 
 def test_no_server_goes_direct_with_the_same_outcome_as_sandbox_direct(senv):
     via_client = client(senv, CMD)
-    via_direct = client(senv, CMD, exe=direct_exe())
+    # off: so that (with the final server) this second direct run starts no server
+    via_direct = client(senv, CMD, exe=direct_exe(), extra_env={"SANDBOX_SERVER": "off"})
     assert (via_client.returncode, via_client.stdout, via_client.stderr) == \
         (via_direct.returncode, via_direct.stdout, via_direct.stderr)
     assert via_client.returncode == 3 and via_client.stdout == b"out\n"
@@ -303,6 +306,15 @@ def test_the_request_carries_argv_environ_umask_signals_and_the_stdio_and_cwd_fd
     assert first["fds"] == [[s.st_dev, s.st_ino] for s in expect]
 
 
+@pytest.mark.parametrize("status,expect", [(0, 0), (7, 7), (255, 255), (256 + 9, 9)])
+def test_the_exit_status_is_the_servers_low_byte(senv, servers, status, expect):
+    server = servers(senv, f"X{status}")
+    out = client(senv, ["sh", "--", "echo from sh"])
+    assert (out.returncode, out.stdout, out.stderr) == (expect, b"", b"")
+    record, = server.stop()
+    assert record["argv"][1:] == ["sh", "--", "echo from sh"]
+
+
 def test_fallback_runs_direct_once(senv, servers):
     server = servers(senv, "F")
     out = client(senv, CMD)
@@ -368,6 +380,7 @@ def test_the_client_sends_nothing_to_a_server_in_another_context(senv, servers, 
     prefix = IMPOSTORS.get(impostor, [])
     if prefix and not _impostor_possible(prefix, senv.who.prefix()):
         pytest.skip(f"cannot start a process with {' '.join(prefix)} here")
+    # final server: the same with `sandbox-direct server run` under the prefix
     server = servers(senv, "X7", prefix)
     out = client(senv, CMD)
     records = server.stop()
