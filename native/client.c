@@ -40,11 +40,10 @@ static volatile sig_atomic_t got[4];
 static sigset_t start_mask;            /* the mask we were started with, restored before exec */
 static struct sigaction start_fwd[4];  /* the four's dispositions, for a stop before anything ran */
 
-static void on_signal(int sig)
+static void on_signal(int sig)  /* only notes it: the wait loop sends it on */
 {
     for (int i = 0; i < 4; i++)
-        if (forwarded[i] == sig)
-            got[i] = 1;
+        got[i] |= forwarded[i] == sig;
 }
 
 /* Run the Python CLI with our unchanged argv and environment.  The signal
@@ -99,9 +98,11 @@ static int socket_path(char *out, size_t size)
 static int same_file(const char *a, const char *b)
 {
     struct stat sa, sb;
-    int ra = stat(a, &sa), ea = errno, rb = stat(b, &sb), eb = errno;
+    int ra = stat(a, &sa);
+    int ea = errno;
+    int rb = stat(b, &sb);
     if (ra != 0 || rb != 0)  /* a namespace kind this kernel lacks is missing on both */
-        return ra != 0 && rb != 0 && ea == ENOENT && eb == ENOENT;
+        return ra != 0 && rb != 0 && ea == ENOENT && errno == ENOENT;
     return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
 }
 

@@ -391,3 +391,17 @@ def test_the_client_sends_nothing_to_a_server_in_another_context(senv, servers, 
     assert (out.returncode, out.stdout) == (3, b"out\n"), out.stderr  # ran direct
     assert records == [{"bytes": 0, "nfds": 0, "fds": []}], \
         "the client must connect, check the peer and close without sending"
+
+
+def test_the_hook_names_the_native_client_when_run_as_sandbox_direct(senv):
+    # `sandbox hook` runs as sandbox-direct (the client execs it): the rewritten
+    # command must still name the `sandbox` next to it, not another one
+    from sandbox import agenthooks
+
+    bin_dir = senv.base / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sandbox").write_bytes(b"\x7fELF")
+    os.chmod(bin_dir / "sandbox", 0o755)
+    other = senv.base / "python-elsewhere" / "python"
+    assert agenthooks.sandbox_exe(argv0=str(bin_dir / "sandbox-direct"),
+                                  executable=str(other)) == str(bin_dir / "sandbox")
