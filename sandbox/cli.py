@@ -728,7 +728,8 @@ def _help_for(exc) -> str:
 def main() -> None:
     """Run the CLI; bad usage is a one-line error with exit status 125."""
     try:
-        rc = app(standalone_mode=False)
+        # "sandbox", not argv[0]: the native client runs us as `sandbox-direct`
+        rc = app(standalone_mode=False, prog_name="sandbox")
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except typer.Abort:
