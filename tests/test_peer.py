@@ -126,14 +126,16 @@ def test_a_sandboxed_process_cannot_get_a_run_served(served):
     assert f"cannot connect: {served.sock}" in out, out
     assert "reply: (b'X'" not in out, out  # "F", or no reply at all
     assert not (outside / "pwned").exists()
-    assert served.count() == before
+    # the outer `sandbox run` itself may be served (the native client), the attack never
+    inner = served.count() - before
+    assert inner in (0, 1)
     # the same hand-made request from the host is served
     host = subprocess.run(senv.who.prefix() + ["/usr/bin/python3", "attack.py", str(linked),
                                                str(linked), str(outside)],
                           cwd=senv.ws, env=served.env, capture_output=True, timeout=60)
     assert "reply: (b'X', 0)" in host.stdout.decode(), host
     assert (outside / "pwned").exists()
-    assert served.count() == before + 2
+    assert served.count() == before + inner + 2
 
 
 @pytest.mark.parametrize("context", [

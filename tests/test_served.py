@@ -193,20 +193,23 @@ def _sandbox_pids(marker: str) -> list[int]:
 def test_sigkill_of_the_client_kills_the_sandboxed_command(served):
     marker = f"sleeper-{os.getpid()}-{time.monotonic_ns()}"
     started = served.senv.ws / "started"
+    before = served.count()
     served.senv.finish()
     client = subprocess.Popen(served.senv.who.prefix() + served.client() + [
-        "run", "--", "sh", "-c", f"touch started; exec sleep 300 {marker}"],
+        "run", "--", "sh", "-c", f"touch started; sleep 300; : {marker}"],
         cwd=served.senv.ws, env=served.env, stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         _wait_for(started)
-        assert _sandbox_pids(marker), "the sandboxed sleep does not run"
+        # the sandboxed shell (its -c script names the marker), not the client
+        assert set(_sandbox_pids(marker)) - {client.pid}, "the sandboxed command does not run"
         client.kill()
         client.wait(10)
         deadline = time.monotonic() + 2
         while _sandbox_pids(marker) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert not _sandbox_pids(marker), "the sandboxed command outlived its client"
+        assert served.count() == before + 1  # it was a served run
     finally:
         client.kill()
         client.wait(10)
