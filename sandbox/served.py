@@ -34,10 +34,10 @@ FALLBACK = b"F" + struct.pack("=i", 0)
 PAYLOAD_MAX = 4 << 20  # the client sends bigger requests nowhere: it runs directly
 ALL_SIGNALS = range(1, 65)
 
-# What a run imports, on the cached path and the full one (measured with a
-# direct run; tests/test_served.py checks that a cached and a fresh run in a
-# served child import nothing of ours that is not here).  Imported once in
-# the server: each child then starts with them loaded.
+# What a run imports, on the cached path and the full one (listed from
+# sys.modules after a fresh and a cached direct run).  Imported once in the
+# server: each child then starts with them loaded.  A module missing here is
+# not an error: the child imports it itself, as a direct run would, only slower.
 WARM = (
     "sandbox.__main__", "sandbox.fastrun", "sandbox.app", "sandbox.execute", "sandbox.runner",
     "sandbox.audit", "sandbox.auditlog", "sandbox.backend", "sandbox.blocked", "sandbox.caches",

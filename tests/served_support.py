@@ -1,8 +1,10 @@
 """A minimal client of the warm server's protocol (docs/served.md), in Python.
 
 Not the real client (native/client.c): it skips the client's check of the
-server, so tests can send what an attacker would send (any argv, from any
-context).  As a script it behaves like the real client's served path:
+server and its rules for going direct, so tests can send what an attacker
+would send (any argv, from any context: tests/test_peer.py), hold a
+connection silent (tests/test_server.py's 33rd request) or get the raw "F"
+(the stale-code test).  As a script it behaves like the real client's served path:
 ``python served_support.py SOCKET ARGV...`` sends the request with its own
 stdio and cwd, forwards SIGINT/SIGTERM/SIGHUP/SIGQUIT as "K" messages and
 exits with the "X" status; on "F" it prints ``served_support: fallback``
