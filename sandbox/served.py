@@ -79,9 +79,12 @@ def _interpreter_env(environ) -> dict[str, str]:
             if k.startswith(("PYTHON", "LC_")) or k in ("LANG", "LANGUAGE")}
 
 
-def _code_stamps() -> tuple:
-    """(path, inode, mtime, size) of every loaded sandbox module, the package
-    directories, site-packages and the interpreter: what a reinstall changes."""
+_stamped: tuple[str, ...] = ()
+
+
+def _code_paths() -> tuple[str, ...]:
+    """Every loaded sandbox module's file, the package directories,
+    site-packages and the interpreter: what a reinstall changes."""
     paths = {sys.executable}
     for name, module in list(sys.modules.items()):
         if name == "sandbox" or name.startswith("sandbox."):
@@ -91,20 +94,26 @@ def _code_stamps() -> tuple:
     from sandbox import selfguard
 
     paths.update(d for d in selfguard.trusted_dirs() if "-packages" in d)
+    return tuple(sorted(paths))
+
+
+def _code_stamps() -> tuple:
+    """(inode, mtime, size) of each path of ``_code_paths`` (listed once, at start)."""
     out = []
-    for path in sorted(paths):
+    for path in _stamped:
         try:
             st = os.stat(path)
-            out.append((path, st.st_ino, st.st_mtime_ns, st.st_size))
+            out.append((st.st_ino, st.st_mtime_ns, st.st_size))
         except OSError:
-            out.append((path, None, None, None))
+            out.append(None)
     return tuple(out)
 
 
 def remember_start(environ) -> None:
     """Called by the server once everything is imported."""
-    global _start_env, _stamps
+    global _start_env, _stamps, _stamped
     _start_env = _interpreter_env(environ)
+    _stamped = _code_paths()
     _stamps = _code_stamps()
 
 
@@ -227,26 +236,45 @@ def _adopt(fds: list[int], argv: list[str], env: dict[str, str], umask: int,
     # Dispositions as a fresh interpreter started by the client would have
     # them: what the client ignores stays ignored (exec keeps SIG_IGN), every
     # other one is default, then Python's own changes at start.
+    # (Only those that differ from what the server's child has are changed.)
     skip = _signals(ignored)
+    want = {signal.SIGPIPE: signal.SIG_IGN, signal.SIGXFSZ: signal.SIG_IGN}
+    if signal.SIGINT not in skip:
+        want[signal.SIGINT] = signal.default_int_handler
     for n in signal.valid_signals():
         if n in (signal.SIGKILL, signal.SIGSTOP):
             continue
+        disposition = want.get(n, signal.SIG_IGN if n in skip else signal.SIG_DFL)
         try:
-            signal.signal(n, signal.SIG_IGN if n in skip else signal.SIG_DFL)
+            if signal.getsignal(n) != disposition:
+                signal.signal(n, disposition)
         except (OSError, ValueError, RuntimeError):
             pass
-    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    if signal.SIGINT not in skip:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.pthread_sigmask(signal.SIG_SETMASK, _signals(blocked))
-    os.environ.clear()
-    os.environ.update(env)
+    _replace_environ(env)
     time.tzset()
     tempfile = sys.modules.get("tempfile")
     if tempfile is not None:
         tempfile.tempdir = None  # it caches $TMPDIR at first use: the client's now
     sys.argv[:] = [sys.argv[0], *argv[1:]]
+
+
+def _replace_environ(env: dict[str, str]) -> None:
+    """``os.environ`` (and the C environment) becomes ``env``, in its order.
+
+    Usually the client's environment has the names of the server's own, in
+    the same order (one shell starts both): then only the values that
+    differ are set, in place, which keeps the order.  Otherwise everything
+    is replaced, which also makes the order the client's.
+    """
+    current = os.environ
+    if list(current) == list(env):
+        for key, value in env.items():
+            if current[key] != value:
+                current[key] = value
+        return
+    current.clear()
+    current.update(env)
 
 
 class _Reply:

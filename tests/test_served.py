@@ -78,6 +78,7 @@ CASES = {
     "audit": ["sh", "-c", "git init -q r && git -C r config core.fsmonitor ./evil.sh; echo rc=$?"],
     "env": ["sh", "-c", "echo token=${GITHUB_TOKEN-unset} plain=$PLAIN_VAR"],
     "stdin": ["sh", "-c", "cat; echo end"],
+    "env_listing": ["env"],  # every variable the command gets, in order
 }
 
 
