@@ -213,6 +213,7 @@ def serve() -> int:
 
     notify_r, notify_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
     children: set[int] = set()
+    spare = None  # a child forked in advance, waiting in accept(): see _spare
     last_request = time.monotonic()
     signal.signal(signal.SIGTERM, _on_term)
     # The objects allocated so far (every module of the run path) are never
@@ -227,6 +228,8 @@ def serve() -> int:
                     done = pid
                 if done:
                     children.discard(pid)
+                    if pid == spare:
+                        spare = None
             try:
                 if os.stat(sock_path).st_ino != own:
                     break  # the name is another's now
@@ -234,11 +237,28 @@ def serve() -> int:
                 break  # gone: the state dir was removed
             if idle == 0 and accepted:
                 break  # SANDBOX_SERVER_IDLE=0: one request, then go
-            if idle > 0 and not children and time.monotonic() - last_request >= idle:
+            busy = len(children) - (spare is not None)
+            if idle > 0 and not busy and time.monotonic() - last_request >= idle:
                 break
-            ready, _, _ = select.select([listener, notify_r], [], [], TICK)
+            if spare is None and len(children) < MAX_CHILDREN:
+                try:
+                    spare = os.fork()  # the one fork without exec: see _spare
+                except OSError:
+                    spare = None  # no process to spare: the parent answers "F" below
+                else:
+                    if spare == 0:  # pragma: no cover - the child never returns
+                        _spare(me, listener, notify_r, notify_w, lock_fd)
+                    children.add(spare)
+            # Without a spare (at the limit), the parent accepts, only to say "F"
+            watched = [notify_r] if spare is not None else [listener, notify_r]
+            ready, _, _ = select.select(watched, [], [], TICK)
             if notify_r in ready:
                 news = os.read(notify_r, 4096)
+                taken = news.count(b"A")
+                if taken:  # the spare took a connection: it is a served child now
+                    spare = None
+                    accepted += taken
+                    last_request = time.monotonic()
                 count += news.count(b"S")
                 note()
                 if b"Q" in news:
@@ -250,15 +270,8 @@ def serve() -> int:
                     continue
                 last_request = time.monotonic()
                 accepted += 1
-                if len(children) >= MAX_CHILDREN:
-                    served.refuse(conn)  # the parent answers "F" itself, never blocks
-                    conn.close()
-                    continue
-                pid = os.fork()  # the one fork without exec: see _child
-                if pid == 0:  # pragma: no cover - the child never returns
-                    _child(listener, conn, notify_r, notify_w, lock_fd)
+                served.refuse(conn)  # at MAX_CHILDREN: "F", never blocking
                 conn.close()
-                children.add(pid)
     except _Stop:
         pass
     finally:
@@ -268,30 +281,57 @@ def serve() -> int:
                 os.unlink(sock_path)
         except OSError:
             pass
+        if os.getpid() == me:
+            # wakes the spare's accept() (EINVAL): it exits; a connection it
+            # had already taken is served to its end
+            try:
+                listener.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
         listener.close()
     return 0
 
 
-def _child(listener, conn, notify_r: int, notify_w: int, lock_fd: int) -> None:
-    """In the forked child: serve one request, then ``os._exit``.
+PR_SET_PDEATHSIG = 1
 
-    The per-request ``os.fork`` without exec is the one place outside
-    ``sandbox.runner`` that makes a process: a fork of the warm process is
-    the whole point of the server (an exec would pay the interpreter's start
-    again).  The child drops what is the parent's (the listening socket, the
-    lock, the notification pipe's read end) first, so a child that lives on
-    never keeps the server's name or lock.
+
+def _spare(parent: int, listener, notify_r: int, notify_w: int, lock_fd: int) -> None:
+    """In a child forked before its request: wait for one connection, serve it.
+
+    The fork without exec (the per-request ``os.fork``) is the one place
+    outside ``sandbox.runner`` that makes a process: a fork of the warm
+    process is the whole point of the server (an exec would pay the
+    interpreter's start again).  It happens *before* the request comes, so a
+    client does not wait the ~2 ms a fork of the warm process takes; the
+    spare tells the parent ("A") when it took a connection, and the parent
+    forks the next spare.  The child drops what is the parent's (the lock,
+    the notification pipe's read end), and the listening socket once it has
+    its connection, so a child that lives on never keeps the server's name or
+    lock.  While it waits, it dies with the parent (PR_SET_PDEATHSIG): a
+    server that was killed must leave no acceptor that no one replaces, or a
+    client would wait for ever; once it serves a run, it serves it to its
+    end whatever happens to the server.
     """
     import signal
 
     code = 1
     try:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        listener.close()
         os.close(notify_r)
         os.close(lock_fd)
-        from sandbox import served
+        from sandbox import libc, served
 
+        if libc.function("prctl")(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            return
+        if os.getppid() != parent:
+            return  # the server died before the line above: never accept for it
+        try:
+            conn, _ = listener.accept()
+        except OSError:
+            return  # shut down: the server is exiting
+        os.write(notify_w, b"A")
+        listener.close()
+        libc.function("prctl")(PR_SET_PDEATHSIG, 0, 0, 0, 0)
         code = served.handle(conn, notify_w)
     finally:
         os._exit(code)

@@ -329,3 +329,24 @@ def test_another_users_server_does_not_break_roots_runs(senv, who, stop_servers,
     assert cached.returncode == 0, cached.stderr
     fresh = root_run("--network", "none")
     assert fresh.returncode == 0, fresh.stderr
+
+
+def test_a_killed_server_leaves_no_acceptor(served):
+    """The child forked ahead of the next request dies with a SIGKILLed
+    server, so no client connects to a socket nobody will ever answer: the
+    next run goes direct at once."""
+    spares = _children_of(served.pid)
+    assert len(spares) == 1  # the spare, waiting in accept()
+    os.kill(served.pid, signal.SIGKILL)
+    assert wait_gone(served.pid, 2) and wait_gone(spares[0], 2)
+    sock = state(served.senv) / "server.sock"
+    probe = socket.socket(socket.AF_UNIX)
+    with pytest.raises(ConnectionRefusedError):
+        probe.connect(str(sock))
+    probe.close()
+    began = time.monotonic()  # the client connects, is refused, runs it directly
+    done = subprocess.run(served.senv.who.prefix() + [sandbox_exe(), "run", "--", "echo", "ok"],
+                          cwd=served.senv.ws, env=served.env, capture_output=True, input=b"",
+                          timeout=60)
+    assert done.returncode == 0 and done.stdout == b"ok\n", done.stderr
+    assert time.monotonic() - began < 20
