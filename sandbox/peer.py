@@ -30,8 +30,13 @@ NAMESPACES = ("cgroup", "ipc", "mnt", "net", "pid", "time", "user", "uts")
 STATUS_KEYS = ("Uid", "Gid", "Groups", "NoNewPrivs", "Seccomp", "Seccomp_filters", "CapInh",
                "CapPrm", "CapEff", "CapBnd", "CapAmb", "Cpus_allowed_list", "Mems_allowed_list")
 # whole files that must be equal (attr/current: the LSM label, when readable for both)
-FILES = ("cgroup", "limits", "oom_score_adj")
-OPTIONAL_FILES = ("attr/current",)
+# loginuid/sessionid: the kernel audit's login and session, which a direct
+# run's processes inherit from the caller
+FILES = ("cgroup", "limits", "oom_score_adj", "loginuid", "sessionid")
+# personality: e.g. `setarch -R` (no address space randomization), which a
+# direct run would pass on to the command; readable only where ptrace is
+# allowed (Yama), so compared when both can be read, like the LSM label
+OPTIONAL_FILES = ("attr/current", "personality")
 
 
 class Mismatch(Exception):
@@ -129,9 +134,10 @@ def check(conn: socket.socket) -> None:
         except (OSError, IndexError, ValueError) as exc:
             raise Mismatch(f"cannot read the peer's context: {exc}") from None
         # the optional files: compared only where both can be read
-        if None in (theirs[3][0], ours[3][0]):
-            theirs = theirs[:3] + ((None,),) + theirs[4:]
-            ours = ours[:3] + ((None,),) + ours[4:]
+        pairs = [(a, b) if None not in (a, b) else (None, None)
+                 for a, b in zip(theirs[3], ours[3])]
+        theirs = theirs[:3] + (tuple(a for a, _ in pairs),) + theirs[4:]
+        ours = ours[:3] + (tuple(b for _, b in pairs),) + ours[4:]
         if theirs != ours:
             raise Mismatch("the peer runs in another context")
         # what we read must be the peer's, not a recycled pid's

@@ -219,6 +219,17 @@ def _parse(payload: bytes):
     return argv, env, umask & 0o777, ignored, blocked
 
 
+def _other_descriptor(args: list[str], report: str | None) -> bool:
+    """Does the run name one of the caller's descriptors other than 0-2?"""
+    if any(a == "--report-fd" or a.startswith("--report-fd=") for a in args):
+        return True
+    if not report:
+        return False
+    head, _, number = report.rpartition("/")
+    return (head in ("/dev/fd", "/proc/self/fd", "/proc/thread-self/fd")
+            or head.startswith("/proc/") and head.endswith("/fd")) and number not in ("0", "1", "2")
+
+
 def _signals(mask: int) -> set[int]:
     valid = signal.valid_signals()
     return {n for n in ALL_SIGNALS if mask >> (n - 1) & 1 and n in valid}
@@ -357,9 +368,15 @@ def handle(conn: socket.socket, notify_w: int) -> int:
         from sandbox.__main__ import parse_run, parse_sh
 
         args = argv[1:]
-        if args[:1] not in (["run"], ["sh"]) or (parse_run if args[0] == "run"
-                                                  else parse_sh)(args[1:]) is None:
+        opts = None
+        if args[:1] in (["run"], ["sh"]):
+            opts = (parse_run if args[0] == "run" else parse_sh)(args[1:])
+        if opts is None:
             raise BadRequest("not a run this server takes")  # rule 4: typer's business
+        if _other_descriptor(args, opts.report):
+            # a descriptor other than stdio is the client's, which this
+            # process does not have (its own number may even be the socket)
+            raise BadRequest("a report to an inherited descriptor")
     except (BadRequest, peer.Mismatch, OSError, ValueError):
         for fd in fds:
             os.close(fd)

@@ -70,7 +70,8 @@ def test_a_peer_in_our_context_passes(tmp_dir):
     ["prlimit", "--nofile=256:256"],               # other rlimits
     ["nice", "-n", "5"],                           # another nice value
     ["taskset", "-c", "0"],                        # another CPU set (two cores here)
-], ids=["userns", "mountns", "no-new-privs", "rlimit", "nice", "cpuset"])
+    ["setarch", "-R"],                             # another personality (no ASLR)
+], ids=["userns", "mountns", "no-new-privs", "rlimit", "nice", "cpuset", "personality"])
 def test_a_peer_in_another_context_is_refused(tmp_dir, prefix):
     if os.cpu_count() == 1 and prefix[0] == "taskset":
         pytest.skip("one CPU: taskset -c 0 changes nothing")

@@ -13,6 +13,7 @@ import json
 import re
 import os
 import signal
+import sys
 import subprocess
 import time
 from pathlib import Path
@@ -235,3 +236,25 @@ def test_sigterm_to_the_client_reaches_the_command(served):
         client.kill()
     assert b"got-term" in out, err
     assert client.returncode == 42
+
+
+@pytest.mark.parametrize("report", [["--report-fd", "3"], ["--report-fd=3"],
+                                    ["--report", "/dev/fd/5"], ["--report", "/proc/self/fd/4"]])
+def test_a_report_to_an_inherited_descriptor_is_not_served(served, report):
+    """The client's descriptors other than 0-2 are not the served child's:
+    such a run gets "F" (sent by hand: the native client never sends it)."""
+    import shutil as _shutil
+
+    support = served.senv.base / "ss.py"
+    _shutil.copy(Path(__file__).with_name("served_support.py"), support)
+    before = served.count()
+    marker = served.senv.ws / "ran"
+    done = invoke(served, [sys.executable, str(support), str(served.sock)],
+                  ["run", *report, "--", "touch", str(marker)])
+    assert done.returncode == 99 and b"fallback" in done.stderr
+    assert not marker.exists() and served.count() == before
+    # /dev/stdout is the client's own fd 1, adopted: served
+    done = invoke(served, [sys.executable, str(support), str(served.sock)],
+                  ["run", "--report", "/dev/stdout", "--", "true"])
+    assert done.returncode == 0 and b'"exit_status": 0' in done.stdout
+    assert served.count() == before + 1
