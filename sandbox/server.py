@@ -180,6 +180,9 @@ def serve() -> int:
     state, sock_path, lock_path, _last = paths(environ)
     try:
         os.makedirs(state, mode=0o700, exist_ok=True)
+        st = os.stat(state)
+        if st.st_uid != os.getuid() or st.st_mode & 0o022:
+            return 0  # another user could replace our socket: runs refuse this dir too
         lock_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     except OSError:
         return 0

@@ -350,3 +350,15 @@ def test_a_killed_server_leaves_no_acceptor(served):
                           timeout=60)
     assert done.returncode == 0 and done.stdout == b"ok\n", done.stderr
     assert time.monotonic() - began < 20
+
+
+def test_no_server_for_a_state_dir_others_can_write(senv):
+    """Another user could replace the socket there: the server refuses the
+    directory (as runs do) and exits at once."""
+    env = senv.environ(SANDBOX_SERVER_IDLE="30")
+    st = state(senv)
+    st.mkdir(parents=True)
+    st.chmod(0o777)
+    proc = foreground(senv, env)
+    assert proc.wait(10) == 0
+    assert not (st / "server.sock").exists()
