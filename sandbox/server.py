@@ -190,6 +190,7 @@ def serve() -> int:
         fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         return 0  # another server has this state dir: it answers, we go quietly
+    os.ftruncate(lock_fd, 0)  # a longer line a foreign writer may have left
     # Everything a run needs, imported once here and shared by every child.
     from sandbox import served
 
@@ -205,9 +206,10 @@ def serve() -> int:
     count = accepted = 0
 
     def note() -> None:  # for `sandbox server status`
-        text = f"{os.getpid()} {started:.3f} {idle:g} {count}\n".encode()
-        os.ftruncate(lock_fd, 0)
-        os.pwrite(lock_fd, text, 0)
+        # one pwrite of a fixed length, never a truncation: a reader sees
+        # the old line or the new one, never an empty file
+        text = f"{os.getpid()} {started:.3f} {idle:g} {count}".ljust(79) + "\n"
+        os.pwrite(lock_fd, text.encode(), 0)
 
     note()
     import gc
