@@ -308,14 +308,16 @@ class _Reply:
                     pass
 
 
-def _relay_signals(conn: socket.socket, reply: _Reply, main_thread: int) -> None:
+def _relay_signals(conn: socket.socket, reply: _Reply, main_thread: int,
+                   blocked: set[int]) -> None:
     """The reader thread: the client's "K" messages, and its end.
 
     A forwarded signal is raised in the main thread, where the runner's
     handlers relay it to the sandbox exactly as for a direct run's caller.
     If the main thread has no handler for it (before the runner installed
     one), a direct run would die of it: so does this one, after telling the
-    client the status a shell would show (128 + n).  End of file means the
+    client the status a shell would show (128 + n); a signal the client
+    blocked stays pending, as it would in a direct run.  End of file means the
     client is gone (SIGKILL): this process dies at once, and bwrap, started
     with --die-with-parent, takes the sandbox with it.
     """
@@ -339,7 +341,7 @@ def _relay_signals(conn: socket.socket, reply: _Reply, main_thread: int) -> None
             handler = signal.getsignal(signum)
             if handler == signal.SIG_IGN:
                 continue
-            if handler == signal.SIG_DFL:
+            if handler == signal.SIG_DFL and signum not in blocked:
                 reply.exit_status(128 + signum)
             signal.pthread_kill(main_thread, signum)
 
@@ -377,7 +379,7 @@ def handle(conn: socket.socket, notify_w: int) -> int:
             # a descriptor other than stdio is the client's, which this
             # process does not have (its own number may even be the socket)
             raise BadRequest("a report to an inherited descriptor")
-    except (BadRequest, peer.Mismatch, OSError, ValueError):
+    except Exception:  # noqa: BLE001 - whatever went wrong, nothing ran yet: fail closed to "F"
         for fd in fds:
             os.close(fd)
         conn.sendall(FALLBACK)
@@ -385,10 +387,10 @@ def handle(conn: socket.socket, notify_w: int) -> int:
     _adopt(fds, argv, env, umask, ignored, blocked)
     os.write(notify_w, b"S")  # counted in `sandbox server status`
     os.close(notify_w)
-    return _run(conn, args)
+    return _run(conn, args, _signals(blocked))
 
 
-def _run(conn: socket.socket, args: list[str]) -> int:
+def _run(conn: socket.socket, args: list[str], blocked: set[int]) -> int:
     import threading
 
     reply = _Reply(conn)
@@ -397,7 +399,8 @@ def _run(conn: socket.socket, args: list[str]) -> int:
     # signals to the main thread, whose handlers (the runner's) see them.
     old = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
     try:
-        threading.Thread(target=_relay_signals, args=(conn, reply, threading.get_ident()),
+        threading.Thread(target=_relay_signals,
+                         args=(conn, reply, threading.get_ident(), blocked),
                          daemon=True).start()
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
