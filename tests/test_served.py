@@ -258,3 +258,13 @@ def test_a_report_to_an_inherited_descriptor_is_not_served(served, report):
                   ["run", "--report", "/dev/stdout", "--", "true"])
     assert done.returncode == 0 and b'"exit_status": 0' in done.stdout
     assert served.count() == before + 1
+
+
+def test_sandbox_sh_is_served_like_direct(served):
+    args = ["sh", "echo out; echo err >&2; exit 4"]
+    direct = invoke(served, [direct_exe()], args)
+    before = served.count()
+    via_server = invoke(served, served.client(), args)
+    assert served.count() == before + 1
+    assert (direct.returncode, direct.stdout, direct.stderr) == (
+        via_server.returncode, via_server.stdout, via_server.stderr) == (4, b"out\n", b"err\n")
