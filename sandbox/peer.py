@@ -150,7 +150,7 @@ def check(conn: socket.socket) -> None:
                 raise Mismatch("the peer exited while it was checked") from None
         elif _sched(proc)[2] != start:
             raise Mismatch("the peer's pid was reused while it was checked")
-    except OSError as exc:
+    except (OSError, IndexError, ValueError) as exc:
         raise Mismatch(f"cannot read the peer's context: {exc}") from None
     finally:
         if pidfd >= 0:
