@@ -139,6 +139,33 @@ def exit_now(status: int) -> None:
     sys.exit(status)
 
 
+def run_args(args: list[str], environ: dict[str, str]) -> int | None:
+    """Run ``sandbox run``/``sh`` from ``args``; its exit status, or None for typer.
+
+    The one run path of a direct run (``main``) and of a served one
+    (``sandbox.served``, in a child of the warm server): both must go through
+    exactly this code so a served run is the same run, with the same plan.
+    """
+    if args[:1] not in (["run"], ["sh"]):
+        return None
+    opts = (parse_run if args[0] == "run" else parse_sh)(args[1:])
+    if opts is None:
+        return None
+    if opts.quiet:
+        from sandbox import quiet
+
+        quiet.install()
+    from sandbox.fastrun import run_cached
+
+    # cached plans are bwrap plans; macOS plans afresh (sandbox.macos.run)
+    status = run_cached(opts, environ) if sys.platform != "darwin" else None
+    if status is None:
+        from sandbox.app import run
+
+        status = run(opts, environ)
+    return status
+
+
 def main() -> None:
     # A start allocates some 10,000 objects (the modules' code, the plan) and
     # frees few of them: at the default threshold (700) the collector walked
@@ -157,23 +184,19 @@ def main() -> None:
         from sandbox.agenthooks import main as hook_main
 
         sys.exit(hook_main(args[1:]))
-    if args[:1] in (["run"], ["sh"]):
-        opts = (parse_run if args[0] == "run" else parse_sh)(args[1:])
-        if opts is not None:
-            if opts.quiet:
-                from sandbox import quiet
+    if args == ["server", "run"]:  # the warm server (sandbox.server): never typer
+        from sandbox import server
 
-                quiet.install()
-            environ = dict(os.environ)
-            from sandbox.fastrun import run_cached
+        sys.exit(server.serve())
+    status = run_args(args, dict(os.environ))
+    if status is not None:
+        # a direct run is over: maybe leave a warm server for the next one
+        # (after the command, so the run itself never waits for it)
+        if sys.platform == "linux":
+            from sandbox import server
 
-            # cached plans are bwrap plans; macOS plans afresh (sandbox.macos.run)
-            status = run_cached(opts, environ) if sys.platform != "darwin" else None
-            if status is None:
-                from sandbox.app import run
-
-                status = run(opts, environ)
-            exit_now(status)
+            server.maybe_start(os.environ)
+        exit_now(status)
     from sandbox.cli import main as cli_main
 
     cli_main()

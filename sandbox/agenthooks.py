@@ -95,6 +95,8 @@ def sandbox_exe(argv0: str | None = None, executable: str | None = None) -> str:
     candidates = []
     if os.path.basename(argv0) == "sandbox":
         candidates.append(os.path.abspath(argv0))
+    elif os.path.basename(argv0) == "sandbox-direct":  # started by the native client
+        candidates.append(os.path.join(os.path.dirname(os.path.abspath(argv0)), "sandbox"))
     if executable:
         candidates.append(os.path.join(os.path.dirname(os.path.abspath(executable)), "sandbox"))
     for path in candidates:

@@ -79,6 +79,9 @@ cache_app = typer.Typer(help="List and remove the per-workspace tool caches (pip
                              "go... inside the sandbox write there).",
                         no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(cache_app, name="cache")
+server_app = typer.Typer(help="The warm server that serves 'sandbox run' faster (served.md in the docs).",
+                         no_args_is_help=True, rich_markup_mode=None)
+app.add_typer(server_app, name="server")
 
 ProfileOpt = Annotated[Optional[str], typer.Option(
     "--profile", "-p", metavar="NAME|PATH",
@@ -654,6 +657,42 @@ def trust_cmd(
         print(line)
 
 
+@server_app.command("status")
+def server_status() -> None:
+    """Say whether a server runs for this state directory: pid, socket, start, runs served.
+
+    Exit status 1 when none runs.
+    """
+    from sandbox import server
+
+    lines = server.status_lines(dict(os.environ))
+    if lines is None:
+        print(f"no sandbox server runs for {server.paths(dict(os.environ))[1]}")
+        raise typer.Exit(1)
+    for line in lines:
+        print(line)
+
+
+@server_app.command("stop")
+def server_stop() -> None:
+    """Stop the running server (SIGTERM to its checked pid); exit 0 if none runs."""
+    from sandbox import server
+
+    code, line = server.stop(dict(os.environ))
+    print(line, file=sys.stderr if code else sys.stdout)
+    raise typer.Exit(code)
+
+
+@server_app.command("run")
+def server_run() -> None:
+    """Run the server in the foreground (what a direct run starts; served.md in the docs).
+
+    'sandbox-direct server run' is handled before this CLI is loaded: the
+    server never imports it.
+    """
+    _fail("'server run' takes no options")
+
+
 def _description(path) -> str:
     from sandbox import profile as prof
 
@@ -689,7 +728,8 @@ def _help_for(exc) -> str:
 def main() -> None:
     """Run the CLI; bad usage is a one-line error with exit status 125."""
     try:
-        rc = app(standalone_mode=False)
+        # "sandbox", not argv[0]: the native client runs us as `sandbox-direct`
+        rc = app(standalone_mode=False, prog_name="sandbox")
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except typer.Abort:

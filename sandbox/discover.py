@@ -752,7 +752,10 @@ def discover(policy: Policy, ws: Workspace, *, extra_writable: tuple[str, ...] =
     if not listing:  # not even the header line: no /proc, or not ours to read
         plan.warnings.append(f"cannot read {hostsockets.SOURCE}: host sockets are hidden only "
                              "where [sockets] scan finds them")
-    hidden = SCRATCH_DIRS + tuple(policy.empty_dirs) + tuple(dirs)
+    # the state dir is a tmpfs inside (sandbox.linux.bwrap): its sockets (the
+    # warm server's, sandbox.server) are unreachable there, and a mask on one
+    # would need a mount point bwrap cannot make
+    hidden = SCRATCH_DIRS + tuple(policy.empty_dirs) + tuple(dirs) + (state,)
     exposed = tuple(writable) + (ws.real,) + tuple(scratch_parents)
     # a cached run reads the list again and masks what was bound since
     obs.note_value(hostsockets.SOURCE, hostsockets.plan_value(listing, hidden, exposed,
@@ -774,7 +777,7 @@ def discover(policy: Policy, ws: Workspace, *, extra_writable: tuple[str, ...] =
 
     def reachable(f: str) -> bool:
         return (not any(is_within(f, d) for d in dirs)
-                and (not any(is_within(f, d) for d in empty_dirs + list(SCRATCH_DIRS))
+                and (not any(is_within(f, d) for d in empty_dirs + list(SCRATCH_DIRS) + [state])
                      or any(is_within(f, r) for r in exposed)))
 
     masked_files = [f for f in dict.fromkeys(files + plan.masked_files) if reachable(f)]

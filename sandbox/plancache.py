@@ -26,7 +26,7 @@ import sys
 from sandbox import __version__, statefile
 from sandbox.observe import stale_packed
 
-FORMAT = 13  # 13: [[network.forward]] grants (sandbox.egress.hostports); 12: directory stamps carry digests of what each held (sandbox.relist); 11: the report names the backend (sandbox.linux.ladder); 10: a run without network has its own resolver (sandbox.egress.dns) and watch (sandbox.blocked); 9: the kernel's socket list is kept with the plan (sandbox.hostsockets)
+FORMAT = 14  # 14: sockets in the state dir (the warm server's) are never masked, the state dir is a tmpfs inside; 13: [[network.forward]] grants (sandbox.egress.hostports); 12: directory stamps carry digests of what each held (sandbox.relist); 11: the report names the backend (sandbox.linux.ladder); 10: a run without network has its own resolver (sandbox.egress.dns) and watch (sandbox.blocked); 9: the kernel's socket list is kept with the plan (sandbox.hostsockets)
 # Environment variables that change what the plan would be (the rest of the
 # environment is filtered afresh on every run).
 KEY_ENV = ("HOME", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "XDG_RUNTIME_DIR", "TMPDIR", "PATH",

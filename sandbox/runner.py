@@ -1028,3 +1028,28 @@ def host_output(argv: list[str], timeout: float = 10.0) -> tuple[int, str]:
     except (OSError, subprocess.TimeoutExpired) as exc:
         return -1, str(exc)
     return done.returncode, (done.stdout + done.stderr).strip()
+
+
+def spawn_server(python: str, script: str, env: dict[str, str]) -> int:
+    """Start the warm server (``sandbox.server``) detached; its pid.
+
+    ``python script server run`` through ``posix_spawn`` with ``setsid``: a
+    session of its own, so no terminal signal or hang-up of the caller's
+    reaches it.  Its stdio is /dev/null and every other descriptor of ours
+    is made close-on-exec first: a caller that reads our output through a
+    pipe (``$(sandbox run -- true)``) must see end-of-file when the run
+    exits, never wait for a server that outlives it, and nothing the run
+    held (a plan, a lock, a report file) may stay open in it.  The caller
+    does not wait for it; it is reaped by whoever inherits it.
+    """
+    for name in os.listdir(FD_DIR):
+        fd = int(name)
+        if fd > 2:
+            try:
+                os.set_inheritable(fd, False)
+            except OSError:
+                pass
+    actions = [(os.POSIX_SPAWN_OPEN, fd, os.devnull, os.O_RDWR, 0) for fd in (0, 1, 2)]
+    return os.posix_spawn(python, [python, script, "server", "run"], env,
+                          file_actions=actions, setsid=True, setsigdef=_DEFAULT_SIGNALS,
+                          setsigmask=())

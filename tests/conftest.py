@@ -31,6 +31,11 @@ _hypothesis_settings.register_profile("random", derandomize=False)
 _hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "deterministic"))
 
 REPO = Path(__file__).resolve().parent.parent
+# The warm server (docs/served.md) is off for every run the suite makes,
+# unless a test asks for it (the ``served`` fixture): thousands of fake
+# HOMEs must not each leave a server behind.  setdefault: for the tests that
+# copy os.environ into a run's environment.
+os.environ.setdefault("SANDBOX_SERVER", "off")
 TEST_USER = "sbxtest"
 BWRAP = shutil.which("bwrap")
 
@@ -156,6 +161,7 @@ class Env:
             "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
             "LANG": "C.UTF-8",
             "USER": self.who.name if self.who.name != "self" else os.environ.get("USER", ""),
+            "SANDBOX_SERVER": "off",  # unless the test asks for it (``served``)
         }
         env.update(extra)
         return env
@@ -239,3 +245,91 @@ def link_site_packages(site: Path, skip: tuple[str, ...] = ()) -> None:
         target = site / entry.name
         if not target.exists():
             target.symlink_to(entry)
+
+
+def native_client() -> bool:
+    """Is the installed ``sandbox`` the native client (docs/served.md), not a Python script?"""
+    with open(sandbox_exe(), "rb") as fh:
+        return fh.read(4) == b"\x7fELF"
+
+
+@dataclass
+class Served:
+    """A warm server running for ``senv`` (its own state dir), and how to use it."""
+
+    senv: Env
+    env: dict
+    pid: int
+    sock: Path
+
+    def cli(self, *args: str, env: dict | None = None, timeout: float = 30):
+        """``sandbox ARGS`` as the test's user, with the server's environment."""
+        return subprocess.run(self.senv.who.prefix() + [sandbox_exe(), *args],
+                              env=env or self.env, cwd=self.senv.ws, capture_output=True,
+                              input=b"", timeout=timeout)
+
+    def count(self) -> int:
+        """How many runs the server has served (``sandbox server status``)."""
+        out = self.cli("server", "status").stdout.decode()
+        for line in out.splitlines():
+            if line.startswith("served: "):
+                return int(line.split()[1])
+        raise AssertionError(f"no server runs: {out!r}")
+
+    def client(self) -> list[str]:
+        """The argv prefix of a served ``sandbox``: the native client when it is
+        installed, else the protocol's test client (tests/served_support.py)."""
+        if native_client():
+            return [sandbox_exe()]
+        support = self.senv.base / "served_support.py"
+        if not support.exists():
+            shutil.copy(REPO / "tests" / "served_support.py", support)
+            os.chmod(support, 0o644)
+        return [sys.executable, str(support), str(self.sock)]
+
+
+def server_pid(served_env: dict, senv: Env) -> int | None:
+    done = subprocess.run(senv.who.prefix() + [sandbox_exe(), "server", "status"],
+                          env=served_env, cwd=senv.ws, capture_output=True, input=b"",
+                          timeout=30)
+    for line in done.stdout.decode().splitlines():
+        if line.startswith("pid: "):
+            return int(line.split()[1])
+    return None
+
+
+@pytest.fixture
+def served(senv: Env):
+    """A server for ``senv``: SANDBOX_SERVER=on, started by one direct run;
+    stopped by ``sandbox server stop`` (its pid) afterwards, and checked gone."""
+    import time
+
+    env = senv.environ(SANDBOX_SERVER="on")
+    senv.finish()
+    first = subprocess.run(senv.who.prefix() + [sandbox_exe(), "run", "--", "true"], env=env,
+                           cwd=senv.ws, capture_output=True, input=b"", timeout=120)
+    assert first.returncode == 0, first.stderr
+    pid = None
+    deadline = time.monotonic() + 5
+    while pid is None and time.monotonic() < deadline:
+        pid = server_pid(env, senv)
+        if pid is None:
+            time.sleep(0.05)
+    assert pid is not None, "the server did not start within 5 s"
+    sock = Path(os.path.realpath(senv.home / ".cache")) / "sandbox" / "server.sock"
+    yield Served(senv, env, pid, sock)
+    subprocess.run(senv.who.prefix() + [sandbox_exe(), "server", "stop"], env=env, cwd=senv.ws,
+                   capture_output=True, input=b"", timeout=30)
+    deadline = time.monotonic() + 5
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive(pid), f"server {pid} still runs"
+
+
+def alive(pid: int) -> bool:
+    """Does ``pid`` run (not gone, not a zombie nobody reaped yet)?"""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rpartition(b")")[2].split()[0] not in (b"Z", b"X")
+    except OSError:
+        return False

@@ -42,11 +42,59 @@ _NEEDS_PATHS = ("--ro-bind", "--bind", "--tmpfs")  # not the -try ones, nor /dev
 
 
 def _kind(path: str) -> str | None:
-    """"dir", "other" or None (gone), following symlinks as bwrap does."""
+    """"dir", "other" or None (gone, or out of the sandbox's reach), following
+    symlinks as bwrap does."""
     try:
-        return "dir" if stat.S_ISDIR(os.stat(path).st_mode) else "other"
+        kind = "dir" if stat.S_ISDIR(os.stat(path).st_mode) else "other"
     except (OSError, ValueError):
         return None
+    return kind if _searchable_parents(path) else None
+
+
+_GROUPS: set[int] | None = None
+
+
+def _searchable_parents(path: str) -> bool:
+    """Can a process with our uid and groups but no capabilities reach ``path``?
+
+    A mount point below a directory it cannot search (another user's 0700
+    state dir holding that user's server socket, seen by root) is out of the
+    sandbox's reach: bwrap, which sets up mounts without power over host
+    files, cannot even look there ("Can't create file ... Permission
+    denied"), and the command could not either, so there is nothing to hide.
+    Only the mode bits are read; a directory with an ACL counts as
+    searchable (the ACL may allow more), so the mount stays.
+    """
+    global _GROUPS
+    if _GROUPS is None:
+        _GROUPS = {os.getgid(), *os.getgroups()}
+    parent = os.path.dirname(path)
+    while parent and parent != "/":
+        ok = _SEARCHABLE.get(parent)
+        if ok is None:
+            ok = _SEARCHABLE[parent] = _searchable(parent)
+        if not ok:
+            return False
+        parent = os.path.dirname(parent)
+    return True
+
+
+_SEARCHABLE: dict[str, bool] = {}  # for one prune(): most mounts share their parents
+
+
+def _searchable(directory: str) -> bool:
+    try:
+        st = os.stat(directory)
+    except OSError:
+        return False
+    bit = (stat.S_IXUSR if st.st_uid == os.getuid() else
+           stat.S_IXGRP if st.st_gid in _GROUPS else stat.S_IXOTH)
+    if st.st_mode & bit:
+        return True
+    try:
+        return "system.posix_acl_access" in os.listxattr(directory)
+    except OSError:
+        return False
 
 
 def prune(argv, kind=_kind) -> tuple[list[str], list[str]]:
@@ -60,6 +108,7 @@ def prune(argv, kind=_kind) -> tuple[list[str], list[str]]:
     ``kind`` is ``_kind`` (tests pass their own).
     """
     argv = list(argv)
+    _SEARCHABLE.clear()
     try:
         end = argv.index("--")
     except ValueError:
