@@ -50,7 +50,8 @@ try:
 except FileNotFoundError:
     pass
 lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-lsock.bind(path)
+os.chdir(os.path.dirname(path))  # a relative name: a path longer than sun_path binds too
+lsock.bind(os.path.basename(path))
 lsock.listen(8)
 print("ready", flush=True)
 
@@ -138,15 +139,16 @@ def sock_path(env: Env) -> Path:
 
 
 class FakeServer:
-    def __init__(self, env: Env, mode: str, prefix: list[str] = ()) -> None:
+    def __init__(self, env: Env, mode: str, prefix: list[str] = (), path: Path | None = None) -> None:
         self.env = env
         script = env.base / "fake_server.py"
         script.write_text(FAKE_SERVER)
         self.record = env.base / f"record-{time.monotonic_ns()}.jsonl"
-        (env.home / ".cache").mkdir(exist_ok=True)
+        path = path or sock_path(env)
+        path.parent.parent.mkdir(parents=True, exist_ok=True)
         env.finish()  # the tree belongs to who runs the client (and the server)
         self.proc = subprocess.Popen(
-            [*env.who.prefix(), *prefix, sys.executable, "-I", str(script), str(sock_path(env)),
+            [*env.who.prefix(), *prefix, sys.executable, "-I", str(script), str(path),
              mode, str(self.record)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd="/", text=True)
         line = self.proc.stdout.readline()  # bounded: the server prints it or dies
@@ -177,8 +179,8 @@ class FakeServer:
 def servers():
     started: list[FakeServer] = []
 
-    def start(env: Env, mode: str, prefix: list[str] = ()) -> FakeServer:
-        server = FakeServer(env, mode, prefix)
+    def start(env: Env, mode: str, prefix: list[str] = (), path: Path | None = None) -> FakeServer:
+        server = FakeServer(env, mode, prefix, path)
         started.append(server)
         return server
 
@@ -244,7 +246,7 @@ def test_no_server_goes_direct_with_the_same_outcome_as_sandbox_direct(senv):
 def test_a_listening_server_gets_the_run_unless_sandbox_server_is_off(senv, servers):
     server = servers(senv, "X7")
     off = client(senv, CMD, extra_env={"SANDBOX_SERVER": "off"})
-    assert off.returncode == 3 and off.stdout == b"out\n"  # ran direct
+    assert (off.returncode, off.stdout) == (3, b"out\n"), off.stderr  # ran direct
     for value in ("0", "no", "false"):
         assert client(senv, CMD, extra_env={"SANDBOX_SERVER": value}).returncode == 3
     assert server.records() == [], "SANDBOX_SERVER=off must not even connect"
@@ -262,6 +264,32 @@ def test_other_commands_and_report_fd_go_direct_without_connecting(senv, servers
     server = servers(senv, "X7")
     out = client(senv, args)
     assert out.returncode == 0, out.stderr
+    assert server.stop() == []
+
+
+@pytest.mark.parametrize("where", ["xdg", "empty-xdg", "xdg-link"])
+def test_the_socket_is_in_the_state_dir_plancache_names(senv, servers, where):
+    xdg = senv.base / "xdg"
+    xdg.mkdir()
+    value = {"xdg": str(xdg), "empty-xdg": "", "xdg-link": str(senv.base / "link")}[where]
+    if where == "xdg-link":
+        os.symlink("xdg", senv.base / "link")  # realpath'd, as plancache.state_dir does
+    from sandbox import plancache
+
+    state = plancache.state_dir({"HOME": str(senv.home), "XDG_CACHE_HOME": value})
+    assert state == (str(senv.home / ".cache" / "sandbox") if where == "empty-xdg"
+                     else str(xdg / "sandbox"))
+    server = servers(senv, "X7", path=Path(state) / "server.sock")
+    assert client(senv, CMD, extra_env={"XDG_CACHE_HOME": value}).returncode == 7
+    assert len(server.stop()) == 1
+
+
+def test_a_socket_path_too_long_for_sun_path_goes_direct(senv, servers):
+    deep = senv.base / ("d" * 60) / ("e" * 60)
+    state = deep / "sandbox"
+    server = servers(senv, "X7", path=state / "server.sock")
+    out = client(senv, CMD, extra_env={"XDG_CACHE_HOME": str(deep)})
+    assert (out.returncode, out.stdout) == (3, b"out\n"), out.stderr
     assert server.stop() == []
 
 
@@ -325,7 +353,7 @@ def test_the_exit_status_is_the_servers_low_byte(senv, servers, status, expect):
 def test_fallback_runs_direct_once(senv, servers):
     server = servers(senv, "F")
     out = client(senv, CMD)
-    assert out.returncode == 3 and out.stdout == b"out\n" and b"err\n" in out.stderr
+    assert (out.returncode, out.stdout) == (3, b"out\n") and b"err\n" in out.stderr, out.stderr
     assert len(server.stop()) == 1
 
 
