@@ -293,6 +293,30 @@ def test_a_socket_path_too_long_for_sun_path_goes_direct(senv, servers):
     assert server.stop() == []
 
 
+def _big_stack():
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_STACK, (256 << 20, resource.RLIM_INFINITY))
+
+
+def test_a_request_over_4_mib_goes_direct_unsent(senv, servers):
+    # exec allows an environment of a quarter of the stack limit: raise it
+    server = servers(senv, "X7")
+    big = {f"BIG{i}": "x" * (100 << 10) for i in range(45)}  # 4.5 MiB
+    try:
+        out = client(senv, ["run", "--", "true"], extra_env=big, preexec_fn=_big_stack)
+    except OSError as exc:  # E2BIG: this host cannot pass such an environment at all
+        pytest.skip(f"cannot start a process with a 4.5 MiB environment: {exc}")
+    assert out.returncode != 7
+    assert server.stop() == [{"bytes": 0, "nfds": 0, "fds": []}], "connected, checked, sent nothing"
+    # the control: a 3.5 MiB environment is sent
+    server = servers(senv, "X7")
+    small = {f"BIG{i}": "x" * (100 << 10) for i in range(35)}
+    assert client(senv, ["run", "--", "true"], extra_env=small, preexec_fn=_big_stack).returncode == 7
+    record, = server.stop()
+    assert record["complete"] and record["bytes"] > 35 * (100 << 10)
+
+
 def test_a_terminal_on_stdio_goes_direct(senv, servers):
     server = servers(senv, "X7")
     master, slave = os.openpty()
