@@ -31,7 +31,8 @@ EOF_ERROR = ("sandbox: error: the sandbox server ended before reporting the comm
 
 # A test-only server for protocol v1.  argv: socket path, mode, record file.
 # Mode "X<n>": answer "X" n; "F": fallback; "EOF": close without an answer;
-# "K": wait for a "K" message, record it, answer "X" 128+signum; "RST": never
+# "K": wait for a "K" message, record it, answer "X" 128+signum; "KF": the
+# same, but answer "F" (the server stopped before anything ran); "RST": never
 # accept, close the listening socket once a client waits (a server exiting
 # as a client connects: the client sees ECONNRESET).  Each
 # connection appends one JSON line to the record file BEFORE the answer (so a
@@ -99,7 +100,7 @@ def serve(conn):
     if mode == "EOF":
         note(entry)
         return
-    if mode == "K":
+    if mode in ("K", "KF"):
         note(entry)
         msg = b""
         while len(msg) < 5:
@@ -109,7 +110,8 @@ def serve(conn):
             msg += more
         sig = struct.unpack("=i", msg[1:5])[0] if len(msg) == 5 and msg[:1] == b"K" else None
         note({"kill": sig})
-        conn.sendall(b"X" + struct.pack("=i", 128 + (sig or 0)))
+        conn.sendall(b"F" + struct.pack("=i", 0) if mode == "KF"
+                     else b"X" + struct.pack("=i", 128 + (sig or 0)))
         return
     note(entry)
     conn.sendall(b"F" + struct.pack("=i", 0) if mode == "F" else b"X" + struct.pack("=i", int(mode[1:])))
@@ -418,6 +420,41 @@ def test_sigterm_to_the_client_is_forwarded_as_k15(senv, servers):
             proc.wait(timeout=5)
     assert proc.returncode == 128 + signal.SIGTERM, err
     assert server.stop()[1] == {"kill": signal.SIGTERM}
+
+
+def _ignore_sigterm():
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize("ignored", [False, True])
+def test_a_signal_before_a_fallback_acts_as_without_a_server(senv, servers, ignored):
+    # SIGTERM reaches the client, which sends it on; the server answers "F"
+    # (nothing ran).  Not ignored: the client dies of it and nothing runs.
+    # Ignored when the client started: it stays ignored, and the run goes
+    # direct (the disposition is put back before the exec, not left SIG_DFL).
+    server = servers(senv, "KF")
+    senv.finish()
+    marker = senv.ws / "ran"
+    proc = subprocess.Popen([*senv.who.prefix(), sandbox_exe(), "run", "--", "sh", "-c",
+                             f"touch {marker}; echo ran"],
+                            cwd=senv.ws, env=served_environ(senv), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=_ignore_sigterm if ignored else None)
+    try:
+        assert len(server.records(wait_for=1)) == 1, "the request never arrived"
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=5)
+    assert server.stop()[1] == {"kill": signal.SIGTERM}
+    if ignored:
+        assert (proc.returncode, out) == (0, b"ran\n"), err
+        assert marker.exists()
+    else:
+        assert proc.returncode == -signal.SIGTERM, err
+        assert not marker.exists() and out == b""
 
 
 # Impostors: a server that is not in exactly the client's context.  The
