@@ -288,7 +288,7 @@ int main(int argc, char **argv)
     if (argc < 1)  /* started with an empty argv: direct() needs a slot for argv[0] */
         argv = no_argv;
     sigprocmask(SIG_BLOCK, NULL, &start_mask);
-#ifndef __linux__
+#ifndef __linux__  /* (hatch_build.py builds us on Linux only; elsewhere native/sandbox.py) */
     direct(argv);                                                     /* rule 1 */
 #endif
     const char *mode = getenv("SANDBOX_SERVER");                      /* rule 2 */
