@@ -501,3 +501,34 @@ def test_the_hook_names_the_native_client_when_run_as_sandbox_direct(senv):
     other = senv.base / "python-elsewhere" / "python"
     assert agenthooks.sandbox_exe(argv0=str(bin_dir / "sandbox-direct"),
                                   executable=str(other)) == str(bin_dir / "sandbox")
+
+
+@pytest.mark.slow
+def test_without_a_c_compiler_the_wheel_is_pure_and_its_sandbox_runs_direct(senv):
+    """CC that does not exist: one warning, a py3-none-any wheel whose `sandbox`
+    is the Python script, and that script works (runs direct)."""
+    from conftest import REPO, link_site_packages
+
+    dist = senv.base / "dist"
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "-v", "--no-deps", "-w", str(dist),
+                            str(REPO)], env={**os.environ, "CC": str(senv.base / "no-such-cc")},
+                           capture_output=True, text=True, timeout=300)
+    assert build.returncode == 0, build.stderr[-2000:]
+    warnings = [line for line in (build.stdout + build.stderr).splitlines()
+                if "sandbox build: warning: cannot compile native/client.c" in line]
+    assert len(warnings) == 1, build.stdout[-2000:]
+    wheel, = dist.glob("*.whl")
+    assert wheel.name.endswith("-py3-none-any.whl")
+    venv = senv.base / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    site, = venv.glob("lib/python*/site-packages")
+    link_site_packages(site, skip=("sandbox", "sandbox-0.1.0.dist-info"))
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install",
+                    "-q", "--no-deps", str(wheel)], check=True, capture_output=True, timeout=300)
+    exe = venv / "bin" / "sandbox"
+    assert exe.read_bytes().startswith(b"#!") and os.access(exe, os.X_OK)
+    assert (venv / "bin" / "sandbox-direct").exists()
+    version = subprocess.run([str(exe), "--version"], capture_output=True, text=True, timeout=60)
+    assert version.stdout.startswith("sandbox ")
+    out = client(senv, ["run", "--", "echo", "hi"], exe=str(exe))
+    assert (out.returncode, out.stdout) == (0, b"hi\n"), out.stderr
