@@ -45,12 +45,11 @@ class CustomBuildHook(BuildHookInterface):
             exe = shutil.copyfile(os.path.join(self.root, "native", "sandbox.py"),
                                   os.path.join(self._tmp, "sandbox"))
             os.chmod(exe, 0o755)
-            build_data["shared_scripts"][exe] = "sandbox"
-            return
+        else:  # a native program: the wheel is for this platform only
+            build_data["pure_python"] = False
+            platform = sysconfig.get_platform().replace("-", "_").replace(".", "_")
+            build_data["tag"] = f"py3-none-{platform}"
         build_data["shared_scripts"][exe] = "sandbox"
-        build_data["pure_python"] = False
-        platform = sysconfig.get_platform().replace("-", "_").replace(".", "_")
-        build_data["tag"] = f"py3-none-{platform}"
 
     def finalize(self, version: str, build_data: dict, artifact_path: str) -> None:
         if getattr(self, "_tmp", None):
