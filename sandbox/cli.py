@@ -658,13 +658,22 @@ def trust_cmd(
 
 
 @server_app.command("status")
-def server_status() -> None:
+def server_status(
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object: running, pid, "
+                                          "socket, started, idle, served, peak_rss_kib.")] = False,
+) -> None:
     """Say whether a server runs for this state directory: pid, socket, start, runs served.
 
-    Exit status 1 when none runs.
+    Exit status 1 when none runs (with --json too, after {"running": false, ...}).
     """
     from sandbox import server
 
+    if as_json:
+        import json
+
+        doc = server.status_doc(dict(os.environ))
+        print(json.dumps(doc, sort_keys=True))
+        raise typer.Exit(0 if doc["running"] else 1)
     lines = server.status_lines(dict(os.environ))
     if lines is None:
         print(f"no sandbox server runs for {server.paths(dict(os.environ))[1]}")
