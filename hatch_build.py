@@ -5,8 +5,9 @@ that hands runs to the warm server (docs/served.md) and otherwise execs
 `sandbox-direct`, the Python CLI.  It is compiled here with $CC (default
 `cc`), statically when that links, and shipped as a shared script, which
 makes the wheel platform-specific (py3-none-<platform>).  Without a working
-compiler the wheel stays pure and ships native/sandbox.py as `sandbox`
-instead: every run then goes direct, a little slower, never different.
+compiler (or off Linux, where there is no server) the wheel stays pure and
+ships native/sandbox.py as `sandbox` instead: every run then goes direct,
+a little slower, never different.
 """
 
 from __future__ import annotations
@@ -35,19 +36,20 @@ class CustomBuildHook(BuildHookInterface):
         if self.target_name != "wheel":
             return
         self._tmp = tempfile.mkdtemp(prefix="sandbox-client-")
-        exe = self._compile(os.path.join(self.root, "native", "client.c"),
-                            os.path.join(self._tmp, "sandbox"))
+        exe = None
+        if sys.platform.startswith("linux"):  # no server elsewhere: the script does the same
+            exe = self._compile(os.path.join(self.root, "native", "client.c"),
+                                os.path.join(self._tmp, "sandbox"))
         if exe is None:
             # a copy, made executable: the wheel keeps the file's mode, pip keeps the wheel's
             exe = shutil.copyfile(os.path.join(self.root, "native", "sandbox.py"),
                                   os.path.join(self._tmp, "sandbox"))
             os.chmod(exe, 0o755)
-            build_data["shared_scripts"][exe] = "sandbox"
-            return
+        else:  # a native program: the wheel is for this platform only
+            build_data["pure_python"] = False
+            platform = sysconfig.get_platform().replace("-", "_").replace(".", "_")
+            build_data["tag"] = f"py3-none-{platform}"
         build_data["shared_scripts"][exe] = "sandbox"
-        build_data["pure_python"] = False
-        platform = sysconfig.get_platform().replace("-", "_").replace(".", "_")
-        build_data["tag"] = f"py3-none-{platform}"
 
     def finalize(self, version: str, build_data: dict, artifact_path: str) -> None:
         if getattr(self, "_tmp", None):

@@ -38,7 +38,8 @@ extern char **environ;
 static const int forwarded[4] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT};  /* runner.FORWARDED */
 static volatile sig_atomic_t got[4];
 static sigset_t start_mask;            /* the mask we were started with, restored before exec */
-static struct sigaction start_fwd[4];  /* the four's dispositions, for a stop before anything ran */
+static struct sigaction start_fwd[4];  /* the four's dispositions before we caught them */
+static int caught, last_sig;           /* we catch the four; the last one sent on as "K" */
 
 static void on_signal(int sig)  /* only notes it: the wait loop sends it on */
 {
@@ -47,18 +48,25 @@ static void on_signal(int sig)  /* only notes it: the wait loop sends it on */
 }
 
 /* Run the Python CLI with our unchanged argv and environment.  The signal
- * mask (the only process state we change that exec keeps) is put back first,
- * so the direct run starts as if it had been started itself. */
+ * state we changed is put back first (exec keeps the mask, and would reset
+ * a signal we catch to SIG_DFL even if it was ignored), so the direct run
+ * starts as if it had been started itself.  Nothing ran yet, so a signal
+ * we caught now acts as it would have without us (a SIGTERM ends us). */
 static _Noreturn void direct(char **argv)
 {
     static char path[PATH_MAX + 32];
     const char *why;
+    for (int i = 0; caught && i < 4; i++) {
+        sigaction(forwarded[i], &start_fwd[i], NULL);
+        if (got[i] || forwarded[i] == last_sig)
+            raise(forwarded[i]);  /* pending until the mask is put back */
+    }
+    sigprocmask(SIG_SETMASK, &start_mask, NULL);
     if (realpath("/proc/self/exe", path) == NULL) {
         why = strerror(errno);
         strcpy(path, "sandbox-direct");
     } else {
         strcpy(strrchr(path, '/') + 1, "sandbox-direct");  /* realpath is absolute: has a '/' */
-        sigprocmask(SIG_SETMASK, &start_mask, NULL);
         argv[0] = path;
         execv(path, argv);
         why = strerror(errno);
@@ -274,13 +282,13 @@ int main(int argc, char **argv)
     struct sigaction sa = {.sa_handler = on_signal};  /* no SA_RESTART: ppoll must wake */
     unsigned char reply[5];
     size_t have = 0;
-    int sock, last_sig = 0;
+    int sock;
 
     static char *no_argv[2];
     if (argc < 1)  /* started with an empty argv: direct() needs a slot for argv[0] */
         argv = no_argv;
     sigprocmask(SIG_BLOCK, NULL, &start_mask);
-#ifndef __linux__
+#ifndef __linux__  /* (hatch_build.py builds us on Linux only; elsewhere native/sandbox.py) */
     direct(argv);                                                     /* rule 1 */
 #endif
     const char *mode = getenv("SANDBOX_SERVER");                      /* rule 2 */
@@ -312,6 +320,7 @@ int main(int argc, char **argv)
         sigaddset(&four, forwarded[i]);
         sigaction(forwarded[i], &sa, &start_fwd[i]);
     }
+    caught = 1;
     /* Blocked except inside ppoll, so no signal slips between a check and the wait. */
     sigprocmask(SIG_BLOCK, &four, NULL);
     if (!send_request(sock))  /* the server never took the whole request, so nothing ran */
@@ -351,18 +360,8 @@ int main(int argc, char **argv)
         memcpy(&status, reply + 1, 4);
         return status & 0xff;
     }
-    if (have == sizeof(reply) && reply[0] == 'F') {
-        close(sock);
-        /* A signal that came before the fallback reaches us as it would have
-         * without a server (e.g. a SIGTERM kills us), then the run goes direct. */
-        for (int i = 0; i < 4; i++) {
-            sigaction(forwarded[i], &start_fwd[i], NULL);
-            if (got[i] || forwarded[i] == last_sig)
-                raise(forwarded[i]);
-        }
-        sigprocmask(SIG_SETMASK, &start_mask, NULL);  /* delivers what was raised */
+    if (have == sizeof(reply) && reply[0] == 'F')
         direct(argv);
-    }
     fputs("sandbox: error: the sandbox server ended before reporting the command's exit "
           "status; see 'sandbox server status'\n", stderr);
     return 125;

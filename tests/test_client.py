@@ -31,7 +31,8 @@ EOF_ERROR = ("sandbox: error: the sandbox server ended before reporting the comm
 
 # A test-only server for protocol v1.  argv: socket path, mode, record file.
 # Mode "X<n>": answer "X" n; "F": fallback; "EOF": close without an answer;
-# "K": wait for a "K" message, record it, answer "X" 128+signum; "RST": never
+# "K": wait for a "K" message, record it, answer "X" 128+signum; "KF": the
+# same, but answer "F" (the server stopped before anything ran); "RST": never
 # accept, close the listening socket once a client waits (a server exiting
 # as a client connects: the client sees ECONNRESET).  Each
 # connection appends one JSON line to the record file BEFORE the answer (so a
@@ -50,7 +51,8 @@ try:
 except FileNotFoundError:
     pass
 lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-lsock.bind(path)
+os.chdir(os.path.dirname(path))  # a relative name: a path longer than sun_path binds too
+lsock.bind(os.path.basename(path))
 lsock.listen(8)
 print("ready", flush=True)
 
@@ -98,7 +100,7 @@ def serve(conn):
     if mode == "EOF":
         note(entry)
         return
-    if mode == "K":
+    if mode in ("K", "KF"):
         note(entry)
         msg = b""
         while len(msg) < 5:
@@ -108,7 +110,8 @@ def serve(conn):
             msg += more
         sig = struct.unpack("=i", msg[1:5])[0] if len(msg) == 5 and msg[:1] == b"K" else None
         note({"kill": sig})
-        conn.sendall(b"X" + struct.pack("=i", 128 + (sig or 0)))
+        conn.sendall(b"F" + struct.pack("=i", 0) if mode == "KF"
+                     else b"X" + struct.pack("=i", 128 + (sig or 0)))
         return
     note(entry)
     conn.sendall(b"F" + struct.pack("=i", 0) if mode == "F" else b"X" + struct.pack("=i", int(mode[1:])))
@@ -138,15 +141,16 @@ def sock_path(env: Env) -> Path:
 
 
 class FakeServer:
-    def __init__(self, env: Env, mode: str, prefix: list[str] = ()) -> None:
+    def __init__(self, env: Env, mode: str, prefix: list[str] = (), path: Path | None = None) -> None:
         self.env = env
         script = env.base / "fake_server.py"
         script.write_text(FAKE_SERVER)
         self.record = env.base / f"record-{time.monotonic_ns()}.jsonl"
-        (env.home / ".cache").mkdir(exist_ok=True)
+        path = path or sock_path(env)
+        path.parent.parent.mkdir(parents=True, exist_ok=True)
         env.finish()  # the tree belongs to who runs the client (and the server)
         self.proc = subprocess.Popen(
-            [*env.who.prefix(), *prefix, sys.executable, "-I", str(script), str(sock_path(env)),
+            [*env.who.prefix(), *prefix, sys.executable, "-I", str(script), str(path),
              mode, str(self.record)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd="/", text=True)
         line = self.proc.stdout.readline()  # bounded: the server prints it or dies
@@ -177,8 +181,8 @@ class FakeServer:
 def servers():
     started: list[FakeServer] = []
 
-    def start(env: Env, mode: str, prefix: list[str] = ()) -> FakeServer:
-        server = FakeServer(env, mode, prefix)
+    def start(env: Env, mode: str, prefix: list[str] = (), path: Path | None = None) -> FakeServer:
+        server = FakeServer(env, mode, prefix, path)
         started.append(server)
         return server
 
@@ -244,7 +248,7 @@ def test_no_server_goes_direct_with_the_same_outcome_as_sandbox_direct(senv):
 def test_a_listening_server_gets_the_run_unless_sandbox_server_is_off(senv, servers):
     server = servers(senv, "X7")
     off = client(senv, CMD, extra_env={"SANDBOX_SERVER": "off"})
-    assert off.returncode == 3 and off.stdout == b"out\n"  # ran direct
+    assert (off.returncode, off.stdout) == (3, b"out\n"), off.stderr  # ran direct
     for value in ("0", "no", "false"):
         assert client(senv, CMD, extra_env={"SANDBOX_SERVER": value}).returncode == 3
     assert server.records() == [], "SANDBOX_SERVER=off must not even connect"
@@ -263,6 +267,56 @@ def test_other_commands_and_report_fd_go_direct_without_connecting(senv, servers
     out = client(senv, args)
     assert out.returncode == 0, out.stderr
     assert server.stop() == []
+
+
+@pytest.mark.parametrize("where", ["xdg", "empty-xdg", "xdg-link"])
+def test_the_socket_is_in_the_state_dir_plancache_names(senv, servers, where):
+    xdg = senv.base / "xdg"
+    xdg.mkdir()
+    value = {"xdg": str(xdg), "empty-xdg": "", "xdg-link": str(senv.base / "link")}[where]
+    if where == "xdg-link":
+        os.symlink("xdg", senv.base / "link")  # realpath'd, as plancache.state_dir does
+    from sandbox import plancache
+
+    state = plancache.state_dir({"HOME": str(senv.home), "XDG_CACHE_HOME": value})
+    assert state == (str(senv.home / ".cache" / "sandbox") if where == "empty-xdg"
+                     else str(xdg / "sandbox"))
+    server = servers(senv, "X7", path=Path(state) / "server.sock")
+    assert client(senv, CMD, extra_env={"XDG_CACHE_HOME": value}).returncode == 7
+    assert len(server.stop()) == 1
+
+
+def test_a_socket_path_too_long_for_sun_path_goes_direct(senv, servers):
+    deep = senv.base / ("d" * 60) / ("e" * 60)
+    state = deep / "sandbox"
+    server = servers(senv, "X7", path=state / "server.sock")
+    out = client(senv, CMD, extra_env={"XDG_CACHE_HOME": str(deep)})
+    assert (out.returncode, out.stdout) == (3, b"out\n"), out.stderr
+    assert server.stop() == []
+
+
+def _big_stack():
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_STACK, (256 << 20, resource.RLIM_INFINITY))
+
+
+def test_a_request_over_4_mib_goes_direct_unsent(senv, servers):
+    # exec allows an environment of a quarter of the stack limit: raise it
+    server = servers(senv, "X7")
+    big = {f"BIG{i}": "x" * (100 << 10) for i in range(45)}  # 4.5 MiB
+    try:
+        out = client(senv, ["run", "--", "true"], extra_env=big, preexec_fn=_big_stack)
+    except OSError as exc:  # E2BIG: this host cannot pass such an environment at all
+        pytest.skip(f"cannot start a process with a 4.5 MiB environment: {exc}")
+    assert out.returncode != 7
+    assert server.stop() == [{"bytes": 0, "nfds": 0, "fds": []}], "connected, checked, sent nothing"
+    # the control: a 3.5 MiB environment is sent
+    server = servers(senv, "X7")
+    small = {f"BIG{i}": "x" * (100 << 10) for i in range(35)}
+    assert client(senv, ["run", "--", "true"], extra_env=small, preexec_fn=_big_stack).returncode == 7
+    record, = server.stop()
+    assert record["complete"] and record["bytes"] > 35 * (100 << 10)
 
 
 def test_a_terminal_on_stdio_goes_direct(senv, servers):
@@ -325,7 +379,7 @@ def test_the_exit_status_is_the_servers_low_byte(senv, servers, status, expect):
 def test_fallback_runs_direct_once(senv, servers):
     server = servers(senv, "F")
     out = client(senv, CMD)
-    assert out.returncode == 3 and out.stdout == b"out\n" and b"err\n" in out.stderr
+    assert (out.returncode, out.stdout) == (3, b"out\n") and b"err\n" in out.stderr, out.stderr
     assert len(server.stop()) == 1
 
 
@@ -366,6 +420,41 @@ def test_sigterm_to_the_client_is_forwarded_as_k15(senv, servers):
             proc.wait(timeout=5)
     assert proc.returncode == 128 + signal.SIGTERM, err
     assert server.stop()[1] == {"kill": signal.SIGTERM}
+
+
+def _ignore_sigterm():
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize("ignored", [False, True])
+def test_a_signal_before_a_fallback_acts_as_without_a_server(senv, servers, ignored):
+    # SIGTERM reaches the client, which sends it on; the server answers "F"
+    # (nothing ran).  Not ignored: the client dies of it and nothing runs.
+    # Ignored when the client started: it stays ignored, and the run goes
+    # direct (the disposition is put back before the exec, not left SIG_DFL).
+    server = servers(senv, "KF")
+    senv.finish()
+    marker = senv.ws / "ran"
+    proc = subprocess.Popen([*senv.who.prefix(), sandbox_exe(), "run", "--", "sh", "-c",
+                             f"touch {marker}; echo ran"],
+                            cwd=senv.ws, env=served_environ(senv), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=_ignore_sigterm if ignored else None)
+    try:
+        assert len(server.records(wait_for=1)) == 1, "the request never arrived"
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=5)
+    assert server.stop()[1] == {"kill": signal.SIGTERM}
+    if ignored:
+        assert (proc.returncode, out) == (0, b"ran\n"), err
+        assert marker.exists()
+    else:
+        assert proc.returncode == -signal.SIGTERM, err
+        assert not marker.exists() and out == b""
 
 
 # Impostors: a server that is not in exactly the client's context.  The
@@ -412,3 +501,34 @@ def test_the_hook_names_the_native_client_when_run_as_sandbox_direct(senv):
     other = senv.base / "python-elsewhere" / "python"
     assert agenthooks.sandbox_exe(argv0=str(bin_dir / "sandbox-direct"),
                                   executable=str(other)) == str(bin_dir / "sandbox")
+
+
+@pytest.mark.slow
+def test_without_a_c_compiler_the_wheel_is_pure_and_its_sandbox_runs_direct(senv):
+    """CC that does not exist: one warning, a py3-none-any wheel whose `sandbox`
+    is the Python script, and that script works (runs direct)."""
+    from conftest import REPO, link_site_packages
+
+    dist = senv.base / "dist"
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "-v", "--no-deps", "-w", str(dist),
+                            str(REPO)], env={**os.environ, "CC": str(senv.base / "no-such-cc")},
+                           capture_output=True, text=True, timeout=300)
+    assert build.returncode == 0, build.stderr[-2000:]
+    warnings = [line for line in (build.stdout + build.stderr).splitlines()
+                if "sandbox build: warning: cannot compile native/client.c" in line]
+    assert len(warnings) == 1, build.stdout[-2000:]
+    wheel, = dist.glob("*.whl")
+    assert wheel.name.endswith("-py3-none-any.whl")
+    venv = senv.base / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    site, = venv.glob("lib/python*/site-packages")
+    link_site_packages(site, skip=("sandbox", "sandbox-0.1.0.dist-info"))
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install",
+                    "-q", "--no-deps", str(wheel)], check=True, capture_output=True, timeout=300)
+    exe = venv / "bin" / "sandbox"
+    assert exe.read_bytes().startswith(b"#!") and os.access(exe, os.X_OK)
+    assert (venv / "bin" / "sandbox-direct").exists()
+    version = subprocess.run([str(exe), "--version"], capture_output=True, text=True, timeout=60)
+    assert version.stdout.startswith("sandbox ")
+    out = client(senv, ["run", "--", "echo", "hi"], exe=str(exe))
+    assert (out.returncode, out.stdout) == (0, b"hi\n"), out.stderr
