@@ -195,7 +195,6 @@ def serve() -> int:
     from sandbox import served
 
     served.warm_up()
-    import ctypes  # noqa: F401 - for the spares' _prefault, loaded once here
     listener = _listen(socket, sock_path)
     if listener is None:
         return 0
@@ -331,7 +330,6 @@ def _spare(parent: int, listener, notify_r: int, notify_w: int, lock_fd: int) ->
             return
         if os.getppid() != parent:
             return  # the server died before the line above: never accept for it
-        _prefault()
         try:
             conn, _ = listener.accept()
         except OSError:
@@ -342,42 +340,6 @@ def _spare(parent: int, listener, notify_r: int, notify_w: int, lock_fd: int) ->
         code = served.handle(conn, notify_w)
     finally:
         os._exit(code)
-
-
-MADV_POPULATE_WRITE = 23  # Linux 5.14
-
-
-def _prefault() -> None:
-    """Copy the warm process's pages into this spare now, while it waits.
-
-    After the fork every page is shared copy-on-write with the server; a
-    run writes to a few thousand of them (reference counts, the allocator's
-    arenas), and each first write is a page fault and a copy, about 3 ms of
-    a served run measured here.  Faulting the private writable mappings in
-    for writing before the request comes moves that cost off the client's
-    clock; a kernel without MADV_POPULATE_WRITE just says no (nothing else
-    changes).  It costs the spare its own copy of the server's memory.
-    """
-    import ctypes
-
-    madvise = ctypes.CDLL(None, use_errno=True).madvise
-    madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
-    try:
-        with open("/proc/self/maps", encoding="ascii", errors="replace") as fh:
-            maps = fh.read().splitlines()
-    except OSError:
-        return
-    for line in maps:
-        fields = line.split()
-        # private and writable; anonymous or the heap (not the stack, nor
-        # [vvar]-like special mappings)
-        if len(fields) < 5 or not fields[1].startswith("rw") or fields[1][3] != "p":
-            continue
-        if len(fields) > 5 and fields[5].startswith("[") and fields[5] != "[heap]":
-            continue
-        start, end = (int(x, 16) for x in fields[0].split("-"))
-        if madvise(start, end - start, MADV_POPULATE_WRITE) != 0:
-            return  # not on this kernel (EINVAL): no use trying the rest
 
 
 def _listen(socket, path: str):
