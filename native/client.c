@@ -76,9 +76,28 @@ static _Noreturn void direct(char **argv)
     exit(125);
 }
 
-/* <state>/server.sock, <state> as plancache.state_dir computes it; 0 if unknown. */
+/* The 12 hex digits naming this installation's server: FNV-1a (64 bits) of
+ * the directory this program lives in, resolved (sandbox.server.install_id
+ * computes the same).  One state directory may serve two installations
+ * (pipx and a project's venv, two versions): each has its own server, so the
+ * code that runs is always the code of the `sandbox` that was typed. */
+static int install_id(char *out, size_t size)
+{
+    char self[PATH_MAX];
+    uint64_t h = 0xcbf29ce484222325u;
+    if (realpath("/proc/self/exe", self) == NULL)
+        return 0;
+    *strrchr(self, '/') = '\0';  /* realpath is absolute: has a '/' */
+    for (const unsigned char *c = (const unsigned char *)self; *c; c++)
+        h = (h ^ *c) * 0x100000001b3u;
+    return snprintf(out, size, "%012llx", (unsigned long long)(h & 0xffffffffffffu)) == 12;
+}
+
+/* <state>/server-<install id>.sock, <state> as plancache.state_dir computes
+ * it; 0 if unknown. */
 static int socket_path(char *out, size_t size)
 {
+    char id[16];
     const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
     char base[PATH_MAX], real[PATH_MAX];
     if (xdg != NULL && *xdg != '\0') {
@@ -97,9 +116,9 @@ static int socket_path(char *out, size_t size)
         if (home == NULL || snprintf(base, sizeof(base), "%s/.cache", home) >= (int)sizeof(base))
             return 0;
     }
-    if (realpath(base, real) == NULL)
+    if (realpath(base, real) == NULL || !install_id(id, sizeof(id)))
         return 0;  /* no cache directory: no state directory, no server */
-    int n = snprintf(out, size, "%s/sandbox/server.sock", real);
+    int n = snprintf(out, size, "%s/sandbox/server-%s.sock", real, id);
     return n > 0 && (size_t)n < size;
 }
 

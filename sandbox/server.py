@@ -16,8 +16,9 @@ check), or on SIGTERM (``sandbox server stop``).  ``SANDBOX_SERVER=off``
 turns it off.  docs/served.md and docs/design.md argue why this is no
 weakening.
 
-Files in the state directory (``plancache.state_dir``): ``server.sock`` (the
-socket), ``server.lock`` (held by the running server; it says its pid, start
+Files in the state directory (``plancache.state_dir``), ``<id>`` naming
+this installation (``install_id``): ``server-<id>.sock`` (the socket),
+``server-<id>.lock`` (held by the running server; it says its pid, start
 time, idle timeout and served count for ``sandbox server status``) and
 ``server.last`` (when the last direct run ended: ``auto`` starts a server
 only for runs that come in a loop).
@@ -31,7 +32,7 @@ from __future__ import annotations
 import os
 import sys
 
-SOCKET, LOCK, LAST = "server.sock", "server.lock", "server.last"
+LAST = "server.last"
 IDLE_DEFAULT = 300.0
 LOOP_SECONDS = 60  # auto: a run that follows the previous direct one this closely
 MAX_CHILDREN = 32
@@ -54,12 +55,31 @@ def idle_seconds(environ) -> float:
     return value if value >= 0 else IDLE_DEFAULT
 
 
+def install_id(bin_dir: str) -> str:
+    """12 hex digits of FNV-1a (64 bits) over ``bin_dir``: the name of one
+    installation's server, as native/client.c computes it from its own
+    directory.  Two installations sharing a state directory (pipx and a
+    project's venv, two versions) get a server each, so a run is always
+    served by the code of the ``sandbox`` that was typed."""
+    h = 0xCBF29CE484222325
+    for byte in os.fsencode(bin_dir):
+        h = ((h ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return f"{h & 0xFFFFFFFFFFFF:012x}"
+
+
+def _bin_dir() -> str:
+    """Where this installation's ``sandbox`` and ``sandbox-direct`` live, resolved."""
+    script = _direct_script()
+    return os.path.dirname(os.path.realpath(script or sys.executable))
+
+
 def paths(environ) -> tuple[str, str, str, str]:
     """(state dir, socket, lock, stamp), the state dir exactly as the plans'."""
     from sandbox.plancache import state_dir
 
     state = state_dir(environ)
-    return (state, os.path.join(state, SOCKET), os.path.join(state, LOCK),
+    name = f"server-{install_id(_bin_dir())}"
+    return (state, os.path.join(state, name + ".sock"), os.path.join(state, name + ".lock"),
             os.path.join(state, LAST))
 
 

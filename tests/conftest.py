@@ -316,7 +316,7 @@ def served(senv: Env):
         if pid is None:
             time.sleep(0.05)
     assert pid is not None, "the server did not start within 5 s"
-    sock = Path(os.path.realpath(senv.home / ".cache")) / "sandbox" / "server.sock"
+    sock = server_socket(Path(os.path.realpath(senv.home / ".cache")) / "sandbox")
     yield Served(senv, env, pid, sock)
     subprocess.run(senv.who.prefix() + [sandbox_exe(), "server", "stop"], env=env, cwd=senv.ws,
                    capture_output=True, input=b"", timeout=30)
@@ -324,6 +324,14 @@ def served(senv: Env):
     while alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not alive(pid), f"server {pid} still runs"
+
+
+def server_socket(state: Path) -> Path:
+    """The socket the installed client looks for in the state dir ``state``:
+    its name carries the client's installation (sandbox.server.install_id)."""
+    from sandbox.server import install_id
+
+    return state / f"server-{install_id(os.path.dirname(os.path.realpath(sandbox_exe())))}.sock"
 
 
 def alive(pid: int) -> bool:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Env, sandbox_exe
+from conftest import Env, sandbox_exe, server_socket
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the native client serves on Linux only")
 
@@ -136,8 +136,8 @@ while time.monotonic() < deadline and not os.path.exists(record + ".stop"):
 
 
 def sock_path(env: Env) -> Path:
-    """<state>/server.sock as the client computes it (HOME set, XDG_CACHE_HOME not)."""
-    return Path(os.path.realpath(env.home / ".cache")) / "sandbox" / "server.sock"
+    """<state>/server-<install id>.sock as the client computes it (HOME set, XDG_CACHE_HOME not)."""
+    return server_socket(Path(os.path.realpath(env.home / ".cache")) / "sandbox")
 
 
 class FakeServer:
@@ -281,7 +281,7 @@ def test_the_socket_is_in_the_state_dir_plancache_names(senv, servers, where):
     state = plancache.state_dir({"HOME": str(senv.home), "XDG_CACHE_HOME": value})
     assert state == (str(senv.home / ".cache" / "sandbox") if where == "empty-xdg"
                      else str(xdg / "sandbox"))
-    server = servers(senv, "X7", path=Path(state) / "server.sock")
+    server = servers(senv, "X7", path=server_socket(Path(state)))
     assert client(senv, CMD, extra_env={"XDG_CACHE_HOME": value}).returncode == 7
     assert len(server.stop()) == 1
 
@@ -289,7 +289,7 @@ def test_the_socket_is_in_the_state_dir_plancache_names(senv, servers, where):
 def test_a_socket_path_too_long_for_sun_path_goes_direct(senv, servers):
     deep = senv.base / ("d" * 60) / ("e" * 60)
     state = deep / "sandbox"
-    server = servers(senv, "X7", path=state / "server.sock")
+    server = servers(senv, "X7", path=server_socket(state))
     out = client(senv, CMD, extra_env={"XDG_CACHE_HOME": str(deep)})
     assert (out.returncode, out.stdout) == (3, b"out\n"), out.stderr
     assert server.stop() == []

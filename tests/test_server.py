@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Env, alive, link_site_packages, sandbox_exe, server_pid
+from conftest import Env, alive, link_site_packages, sandbox_exe, server_pid, server_socket
 
 from served_support import connect, read_reply, send_request
 
@@ -26,6 +26,10 @@ def direct_exe() -> str:
 
 def state(senv: Env) -> Path:
     return Path(os.path.realpath(senv.home / ".cache")) / "sandbox"
+
+
+def sock(senv: Env) -> Path:
+    return server_socket(state(senv))
 
 
 def run(senv: Env, args, env, **kw):
@@ -135,13 +139,13 @@ def test_status_and_stop(senv, stop_servers):
     pid = wait_for_server(senv, env)
     status = run(senv, ["server", "status"], env).stdout.decode()
     assert f"pid: {pid}\n" in status
-    assert f"socket: {state(senv) / 'server.sock'}\n" in status
+    assert f"socket: {sock(senv)}\n" in status
     assert "served: 0\n" in status and "idle timeout: 120 s\n" in status
     assert "started: " in status
     stopped = run(senv, ["server", "stop"], env)
     assert stopped.returncode == 0 and f"(pid {pid})".encode() in stopped.stdout
     assert wait_gone(pid, 5)
-    assert not (state(senv) / "server.sock").exists()
+    assert not sock(senv).exists()
 
 
 def test_stop_never_signals_a_process_that_is_not_a_server(senv):
@@ -149,7 +153,7 @@ def test_stop_never_signals_a_process_that_is_not_a_server(senv):
     env = senv.environ()
     st = state(senv)
     st.mkdir(parents=True, mode=0o700)
-    lock = st / "server.lock"
+    lock = server_socket(st).with_suffix(".lock")
     lock.write_text("")
     senv.finish()
     holder = subprocess.Popen(senv.who.prefix() + ["flock", "-n", str(lock), "sleep", "60"])
@@ -183,13 +187,13 @@ def test_idle_server_exits(senv):
     pid = wait_for_server(senv, env)
     assert pid is not None
     assert proc.wait(10) == 0
-    assert not (state(senv) / "server.sock").exists()
+    assert not sock(senv).exists()
 
 
 def test_idle_zero_serves_one_request_then_exits(served_once):
     senv, env, proc = served_once
     done = subprocess.run(senv.who.prefix() + [sys.executable, str(senv.base / "ss.py"),
-                                               str(state(senv) / "server.sock"), "run", "--",
+                                               str(sock(senv)), "run", "--",
                                                "true"],
                           cwd=senv.ws, env=env, capture_output=True, timeout=60)
     assert done.returncode == 0, done.stderr
@@ -214,13 +218,13 @@ def test_removing_the_state_dir_stops_the_server(served):
 
 
 def test_another_server_on_the_name_stops_this_one(served):
-    sock = state(served.senv) / "server.sock"
-    os.unlink(sock)
+    path = sock(served.senv)
+    os.unlink(path)
     other = socket.socket(socket.AF_UNIX)
-    other.bind(str(sock))
+    other.bind(str(path))
     try:
         assert wait_gone(served.pid, 2.5)
-        assert sock.exists()  # the exiting server never removes a name that is not its own
+        assert path.exists()  # the exiting server never removes a name that is not its own
     finally:
         other.close()
 
@@ -280,13 +284,20 @@ def test_stale_code_falls_back_and_the_server_exits(senv):
     shutil.copy(Path(__file__).with_name("served_support.py"), senv.base / "ss.py")
     env = senv.environ(SANDBOX_SERVER_IDLE="60")
     proc = foreground(senv, env, python=str(venv / "bin" / "python"), script=str(script))
+    from sandbox.server import install_id
+
+    # that installation's own server: its name carries the private venv's bin
+    private = state(senv) / f"server-{install_id(os.path.realpath(venv / 'bin'))}.sock"
     try:
-        pid = wait_for_server(senv, env)
-        assert pid is not None
+        deadline = time.monotonic() + 5
+        while not private.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert private.exists() and proc.poll() is None
+        assert wait_for_server(senv, env, 0.2) is None  # not the installed sandbox's server
 
         def request():
             return subprocess.run([sys.executable, str(senv.base / "ss.py"),
-                                   str(state(senv) / "server.sock"), "run", "--", "true"],
+                                   str(private), "run", "--", "true"],
                                   cwd=senv.ws, env=env, capture_output=True, timeout=60)
 
         assert request().returncode == 0  # served
@@ -339,10 +350,10 @@ def test_a_killed_server_leaves_no_acceptor(served):
     assert len(spares) == 1  # the spare, waiting in accept()
     os.kill(served.pid, signal.SIGKILL)
     assert wait_gone(served.pid, 2) and wait_gone(spares[0], 2)
-    sock = state(served.senv) / "server.sock"
+    path = sock(served.senv)
     probe = socket.socket(socket.AF_UNIX)
     with pytest.raises(ConnectionRefusedError):
-        probe.connect(str(sock))
+        probe.connect(str(path))
     probe.close()
     began = time.monotonic()  # the client connects, is refused, runs it directly
     done = subprocess.run(served.senv.who.prefix() + [sandbox_exe(), "run", "--", "echo", "ok"],
@@ -361,4 +372,4 @@ def test_no_server_for_a_state_dir_others_can_write(senv):
     st.chmod(0o777)
     proc = foreground(senv, env)
     assert proc.wait(10) == 0
-    assert not (st / "server.sock").exists()
+    assert not server_socket(st).exists()
