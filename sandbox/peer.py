@@ -92,6 +92,24 @@ def _ioprio(proc: str) -> int:
     return value
 
 
+def same_install(proc: str, script: str) -> bool:
+    """Is the ``sandbox-direct`` next to the peer's executable ``script``?
+
+    The native client's direct run is the ``sandbox-direct`` beside its own
+    (resolved) executable; a server of another installation (another venv,
+    another version) must not serve it.  An executable with no
+    ``sandbox-direct`` beside it (an interpreter running a protocol client)
+    has no direct run of its own to differ from.
+    """
+    exe = os.readlink(f"{proc}/exe").removesuffix(" (deleted)")
+    try:
+        theirs = os.stat(os.path.join(os.path.dirname(exe), "sandbox-direct"))
+    except FileNotFoundError:
+        return True
+    ours = os.stat(script)
+    return (theirs.st_dev, theirs.st_ino) == (ours.st_dev, ours.st_ino)
+
+
 def _status(proc: str) -> dict[bytes, bytes]:
     wanted = {k.encode() for k in STATUS_KEYS}
     out = {}
@@ -129,8 +147,9 @@ def _pid_of_pidfd(pidfd: int) -> int:
     raise Mismatch("no Pid in the pidfd's fdinfo")
 
 
-def check(conn: socket.socket) -> None:
-    """Raise ``Mismatch`` unless the peer of ``conn`` runs in exactly our context."""
+def check(conn: socket.socket, script: str | None = None) -> None:
+    """Raise ``Mismatch`` unless the peer of ``conn`` runs in exactly our context
+    (and, given our ``sandbox-direct`` ``script``, is a client of our installation)."""
     try:
         pid, uid, gid = struct.unpack("3i", conn.getsockopt(
             socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
@@ -162,6 +181,8 @@ def check(conn: socket.socket) -> None:
         ours = ours[:3] + (tuple(b for _, b in pairs),) + ours[4:]
         if theirs != ours:
             raise Mismatch("the peer runs in another context")
+        if script is not None and not same_install(proc, script):
+            raise Mismatch("the peer is a client of another installation")
         # what we read must be the peer's, not a recycled pid's
         if pidfd >= 0:
             import signal

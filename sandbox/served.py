@@ -357,7 +357,7 @@ def handle(conn: socket.socket, notify_w: int) -> int:
         return 1
     try:
         argv, env, umask, ignored, blocked = _parse(payload)
-        peer.check(conn)  # rule 1: the peer is in exactly our context
+        peer.check(conn, sys.argv[0])  # rule 1: the peer is in exactly our context
         if any(os.isatty(fd) for fd in fds[:3]):
             # a terminal means job control and a controlling tty, which a
             # child of a daemon cannot adopt (the client never sends one)

@@ -40,3 +40,57 @@ def test_a_secret_below_roots_own_unsearchable_dir_stays_masked(senv, who):
         assert SECRET not in done.stdout + done.stderr, done
     finally:
         os.chmod(locked, 0o700)
+
+
+def _need_native(served):
+    if served.client() != [sandbox_exe()]:
+        pytest.skip("needs the native client")
+
+
+def test_the_io_priority_of_the_caller_is_not_lost_by_serving(served):
+    """``ionice -c3 sandbox run -- CMD`` (idle I/O class) was served with the
+    server's own I/O priority: the peer check compared nice and scheduling
+    policy but not the I/O priority, so the command ran at best-effort.  A
+    direct run passes the idle class on."""
+    _need_native(served)
+    direct = subprocess.run(served.senv.who.prefix() + [
+        "ionice", "-c3", str(Path(sandbox_exe()).with_name("sandbox-direct")), "run", "--",
+        "ionice"], env=served.env, cwd=served.senv.ws, capture_output=True, input=b"",
+        timeout=60)
+    assert direct.stdout.strip() == b"idle", direct
+    done = subprocess.run(served.senv.who.prefix() + ["ionice", "-c3", sandbox_exe(), "run",
+                                                      "--", "ionice"],
+                          env=served.env, cwd=served.senv.ws, capture_output=True, input=b"",
+                          timeout=60)
+    assert done.stdout.strip() == b"idle", done
+    # and the same command without ionice is still served
+    before = served.count()
+    assert served.cli("run", "--", "true").returncode == 0
+    assert served.count() == before + 1
+
+
+def test_another_installations_client_is_not_served_by_this_server(served):
+    """The state dir (and so the socket) is per user, not per installation:
+    a second install's client (another venv, another version) was served
+    by whichever server ran, with that server's code, where a direct run
+    would have run its own ``sandbox-direct``.  The server must answer "F"
+    unless the client's ``sandbox-direct`` is its own."""
+    _need_native(served)
+    import shutil
+
+    other = served.senv.base / "other-install"
+    other.mkdir()
+    shutil.copy(sandbox_exe(), other / "sandbox")
+    (other / "sandbox-direct").write_text("#!/bin/sh\necho other-install-direct\nexit 42\n")
+    os.chmod(other / "sandbox-direct", 0o755)
+    served.senv.finish()
+    before = served.count()
+    done = subprocess.run(served.senv.who.prefix() + [str(other / "sandbox"), "run", "--",
+                                                      "true"],
+                          env=served.env, cwd=served.senv.ws, capture_output=True, input=b"",
+                          timeout=60)
+    assert (done.returncode, done.stdout) == (42, b"other-install-direct\n"), done
+    assert served.count() == before
+    # this installation's own client is served
+    assert served.cli("run", "--", "true").returncode == 0
+    assert served.count() == before + 1
