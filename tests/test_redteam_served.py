@@ -94,3 +94,18 @@ def test_another_installations_client_is_not_served_by_this_server(served):
     # this installation's own client is served
     assert served.cli("run", "--", "true").returncode == 0
     assert served.count() == before + 1
+
+
+@pytest.mark.parametrize("value", ["OFF", "Off", " off", "FALSE", "No"])
+def test_sandbox_server_off_in_any_spelling_is_never_served(served, value):
+    """``SANDBOX_SERVER`` is read case-insensitively and trimmed by Python
+    (``server.mode``: no server is started), but the native client only
+    knew the four lower-case words: ``SANDBOX_SERVER=OFF`` was served by a
+    server another run had left.  Off must mean direct, in every spelling."""
+    before = served.count()
+    env = dict(served.env, SANDBOX_SERVER=value)
+    done = served.cli("run", "--", "true", env=env)
+    assert done.returncode == 0, done
+    assert served.count() == before
+    assert served.cli("run", "--", "true").returncode == 0  # "on" is still served
+    assert served.count() == before + 1
