@@ -219,15 +219,39 @@ def _parse(payload: bytes):
     return argv, env, umask & 0o777, ignored, blocked
 
 
-def _other_descriptor(args: list[str], report: str | None) -> bool:
-    """Does the run name one of the caller's descriptors other than 0-2?"""
+_FD_DIR = None  # re.compile'd on first use: /proc/PID/fd or /proc/PID/task/TID/fd
+
+
+def _other_descriptor(args: list[str], report: str | None, cwd_fd: int) -> bool:
+    """Does the run name one of the caller's descriptors other than 0-2?
+
+    The report path is followed as the kernel would follow it from the
+    client's cwd (``cwd_fd``): every spelling of /dev/fd/N (``/dev//fd/N``,
+    ``/dev/fd/./N``, a symlink to /dev/fd or to /dev/fd/N, ``fd/N`` in /dev)
+    ends in a /proc/PID/fd directory, whose N is a descriptor of whoever
+    opens it: the client's in a direct run, this child's here.
+    """
+    global _FD_DIR
     if any(a == "--report-fd" or a.startswith("--report-fd=") for a in args):
         return True
     if not report:
         return False
-    head, _, number = report.rpartition("/")
-    return (head in ("/dev/fd", "/proc/self/fd", "/proc/thread-self/fd")
-            or head.startswith("/proc/") and head.endswith("/fd")) and number not in ("0", "1", "2")
+    if _FD_DIR is None:
+        import re
+
+        _FD_DIR = re.compile(r"/proc/[0-9]+(/task/[0-9]+)?/fd")
+    path = os.path.join(f"/proc/self/fd/{cwd_fd}", report)
+    for _ in range(40):  # the kernel's own bound on symlinks in a path
+        head, name = os.path.split(path)
+        parent = os.path.realpath(head)
+        if _FD_DIR.fullmatch(parent):
+            return name not in ("0", "1", "2")
+        try:
+            target = os.readlink(os.path.join(parent, name))
+        except OSError:
+            return False  # not a symlink (or nothing there): a file name
+        path = os.path.join(parent, target)
+    return True  # a symlink loop: the direct run will say what it makes of it
 
 
 def _signals(mask: int) -> set[int]:
@@ -381,7 +405,7 @@ def handle(conn: socket.socket, notify_w: int) -> int:
             opts = (parse_run if args[0] == "run" else parse_sh)(args[1:])
         if opts is None:
             raise BadRequest("not a run this server takes")  # rule 4: typer's business
-        if _other_descriptor(args, opts.report):
+        if _other_descriptor(args, opts.report, fds[3]):
             # a descriptor other than stdio is the client's, which this
             # process does not have (its own number may even be the socket)
             raise BadRequest("a report to an inherited descriptor")

@@ -109,3 +109,30 @@ def test_sandbox_server_off_in_any_spelling_is_never_served(served, value):
     assert served.count() == before
     assert served.cli("run", "--", "true").returncode == 0  # "on" is still served
     assert served.count() == before + 1
+
+
+@pytest.mark.parametrize("spelling", ["/dev//fd/4", "/dev/fd/./4", "/dev/./fd/4", "fdlink/4",
+                                      "reportlink"])
+def test_a_report_to_fd_4_in_any_spelling_goes_where_a_direct_run_puts_it(served, spelling):
+    """``--report /dev/fd/4`` names the caller's fd 4: the server answers "F"
+    for that spelling, but ``/dev//fd/4``, ``/dev/fd/./4``, a symlink to
+    /dev/fd or to /dev/fd/4 were served, and the served child (which has no
+    fd 4 of the caller's; its own fd 4 is one of the run's files) failed
+    with a usage error, 125, where a direct run writes the report into the
+    caller's ``4>report.json``."""
+    _need_native(served)
+    ws = served.senv.ws
+    (ws / "fdlink").symlink_to("/dev/fd")
+    (ws / "reportlink").symlink_to("/dev/fd/4")
+    served.senv.finish()
+    results = []
+    for exe in (str(Path(sandbox_exe()).with_name("sandbox-direct")), sandbox_exe()):
+        report = served.senv.base / "report.json"
+        report.unlink(missing_ok=True)
+        script = f'exec "$0" run --report {spelling} -- true 4>"$1"'
+        done = subprocess.run(served.senv.who.prefix() + ["sh", "-c", script, exe, str(report)],
+                              env=served.env, cwd=ws, capture_output=True, input=b"",
+                              timeout=60)
+        results.append((done.returncode, b'"exit_status": 0' in report.read_bytes()))
+    assert results[0] == results[1], results
+    assert results[0] in ((0, True), (125, False))
