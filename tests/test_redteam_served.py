@@ -136,3 +136,36 @@ def test_a_report_to_fd_4_in_any_spelling_goes_where_a_direct_run_puts_it(served
         results.append((done.returncode, b'"exit_status": 0' in report.read_bytes()))
     assert results[0] == results[1], results
     assert results[0] in ((0, True), (125, False))
+
+
+@pytest.mark.parametrize("wrapper,probe", [
+    (["nice", "-n", "7"], "nice"),
+    (["taskset", "-c", "0"], "grep Cpus_allowed_list /proc/self/status"),
+    (["choom", "-n", "321", "--"], "cat /proc/self/oom_score_adj"),
+    (["setarch", "-R"], "cat /proc/self/personality"),
+    (["prlimit", "--nofile=77:77"], "ulimit -n"),
+    (["chrt", "-b", "0"], "chrt -p $$ | sed -n '1s/.*: //p'"),
+], ids=["nice", "taskset", "choom", "setarch", "prlimit", "chrt"])
+def test_the_callers_process_context_reaches_the_command_as_in_a_direct_run(served, wrapper,
+                                                                              probe):
+    """Guards the peer check (these attacks failed): whatever the caller's
+    context that the served child cannot adopt (nice, CPU affinity, OOM
+    score, personality, rlimits, scheduling policy), the command sees what a
+    direct run shows it, and differs from what it sees without the wrapper
+    (so the test fails if the server served it in its own context)."""
+    _need_native(served)
+    if wrapper[0] == "taskset" and os.cpu_count() < 2:
+        pytest.skip("one CPU: affinity cannot differ")
+
+    def run(exe, pre):
+        done = subprocess.run(served.senv.who.prefix() + pre + [exe, "run", "--", "sh", "-c",
+                                                                probe],
+                              env=served.env, cwd=served.senv.ws, capture_output=True,
+                              input=b"", timeout=60)
+        assert done.returncode == 0, done
+        return done.stdout
+
+    direct = str(Path(sandbox_exe()).with_name("sandbox-direct"))
+    expected, plain = run(direct, wrapper), run(direct, [])
+    assert expected != plain  # the wrapper does change what the command sees
+    assert run(sandbox_exe(), wrapper) == expected
