@@ -147,9 +147,10 @@ def _pid_of_pidfd(pidfd: int) -> int:
     raise Mismatch("no Pid in the pidfd's fdinfo")
 
 
-def check(conn: socket.socket, script: str | None = None) -> None:
+def check(conn: socket.socket, script: str | None = None) -> int:
     """Raise ``Mismatch`` unless the peer of ``conn`` runs in exactly our context
-    (and, given our ``sandbox-direct`` ``script``, is a client of our installation)."""
+    (and, given our ``sandbox-direct`` ``script``, is a client of our installation);
+    the peer's pid."""
     try:
         pid, uid, gid = struct.unpack("3i", conn.getsockopt(
             socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
@@ -193,6 +194,7 @@ def check(conn: socket.socket, script: str | None = None) -> None:
                 raise Mismatch("the peer exited while it was checked") from None
         elif _sched(proc)[2] != start:
             raise Mismatch("the peer's pid was reused while it was checked")
+        return pid
     except (OSError, IndexError, ValueError) as exc:
         raise Mismatch(f"cannot read the peer's context: {exc}") from None
     finally:

@@ -381,7 +381,7 @@ def handle(conn: socket.socket, notify_w: int) -> int:
         return 1
     try:
         argv, env, umask, ignored, blocked = _parse(payload)
-        peer.check(conn, sys.argv[0])  # rule 1: the peer is in exactly our context
+        client = peer.check(conn, sys.argv[0])  # rule 1: the peer is in exactly our context
         if any(os.isatty(fd) for fd in fds[:3]):
             # a terminal means job control and a controlling tty, which a
             # child of a daemon cannot adopt (the client never sends one)
@@ -415,6 +415,9 @@ def handle(conn: socket.socket, notify_w: int) -> int:
         conn.sendall(FALLBACK)
         return 1
     _adopt(fds, argv, env, umask, ignored, blocked)
+    from sandbox import auditlog
+
+    auditlog.caller_pid = client  # the `sandbox` process its caller started, as in a direct run
     os.write(notify_w, b"S")  # counted in `sandbox server status`
     os.close(notify_w)
     return _run(conn, args, _signals(blocked))

@@ -169,3 +169,28 @@ def test_the_callers_process_context_reaches_the_command_as_in_a_direct_run(serv
     expected, plain = run(direct, wrapper), run(direct, [])
     assert expected != plain  # the wrapper does change what the command sees
     assert run(sandbox_exe(), wrapper) == expected
+
+
+def test_the_audit_logs_pid_is_the_sandbox_process_the_caller_started(served):
+    """docs/audit-log.md: ``pid`` is "the ``sandbox`` process".  A direct
+    run is that process (the client execs sandbox-direct in place); a served
+    run logged the server's child instead, a pid the caller never saw, so
+    ``sandbox run ... & pid=$!`` could not find its own record."""
+    _need_native(served)
+    import json
+
+    (served.senv.base / "logs").mkdir()
+    log = served.senv.base / "logs" / "audit.jsonl"
+    env = dict(served.env, SANDBOX_AUDIT_LOG=str(log))
+    served.senv.finish()
+    pids = []
+    before = served.count()
+    for exe in (str(Path(sandbox_exe()).with_name("sandbox-direct")), sandbox_exe()):
+        proc = subprocess.Popen(served.senv.who.prefix() + [exe, "run", "--", "true"], env=env,
+                                cwd=served.senv.ws, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        assert proc.wait(60) == 0, proc.stderr.read()
+        pids.append(proc.pid)
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [line["pid"] for line in lines] == pids
+    assert served.count() == before + 1  # the second run above was the served one
