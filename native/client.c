@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -74,6 +75,29 @@ static _Noreturn void direct(char **argv)
     fprintf(stderr, "sandbox: error: cannot start %s: %s; reinstall sandbox "
             "(pip install --force-reinstall sandbox)\n", path, why);
     exit(125);
+}
+
+/* SANDBOX_SERVER says off, read as server.mode reads it (any case, spaces
+ * around it ignored): a direct run then starts no server, so none may serve. */
+static int mode_off(const char *v)
+{
+    char word[8];
+    size_t n = 0;
+    if (v == NULL)
+        return 0;
+    while (*v == ' ' || (*v >= '\t' && *v <= '\r'))
+        v++;
+    while (v[n] != '\0' && n < sizeof(word) - 1) {  /* longer than "false" + spaces: not off */
+        word[n] = v[n];
+        n++;
+    }
+    if (v[n] != '\0')
+        return 0;
+    while (n > 0 && (word[n - 1] == ' ' || (word[n - 1] >= '\t' && word[n - 1] <= '\r')))
+        n--;
+    word[n] = '\0';
+    return !strcasecmp(word, "off") || !strcmp(word, "0") || !strcasecmp(word, "no")
+           || !strcasecmp(word, "false");
 }
 
 /* <state>/server.sock, <state> as plancache.state_dir computes it; 0 if unknown. */
@@ -291,9 +315,7 @@ int main(int argc, char **argv)
 #ifndef __linux__  /* (hatch_build.py builds us on Linux only; elsewhere native/sandbox.py) */
     direct(argv);                                                     /* rule 1 */
 #endif
-    const char *mode = getenv("SANDBOX_SERVER");                      /* rule 2 */
-    if (mode != NULL && (!strcmp(mode, "off") || !strcmp(mode, "0") || !strcmp(mode, "no")
-                         || !strcmp(mode, "false")))
+    if (mode_off(getenv("SANDBOX_SERVER")))                          /* rule 2 */
         direct(argv);
     if (argc < 2 || (strcmp(argv[1], "run") != 0 && strcmp(argv[1], "sh") != 0))  /* rule 3 */
         direct(argv);

@@ -386,12 +386,6 @@ def handle(conn: socket.socket, notify_w: int) -> int:
             # a terminal means job control and a controlling tty, which a
             # child of a daemon cannot adopt (the client never sends one)
             raise BadRequest("a terminal")
-        from sandbox.server import mode
-
-        if mode(env) == "off":
-            # the client knows only the lower-case words; Python's reading
-            # (any case, trimmed) is the one a direct run follows
-            raise BadRequest("SANDBOX_SERVER is off")
         if _interpreter_env(env) != _start_env:  # rule 2
             raise BadRequest("the interpreter's start environment differs")
         if _code_stamps() != _stamps:  # rule 3: this server's code is stale
