@@ -225,7 +225,8 @@ _FD_DIR = None  # re.compile'd on first use: /proc/PID/fd or /proc/PID/task/TID/
 def _other_descriptor(args: list[str], report: str | None, cwd_fd: int) -> bool:
     """Does the run name one of the caller's descriptors other than 0-2?
 
-    The report path is followed as the kernel would follow it from the
+    (``report``: the report's, or any path option's value: a profile file,
+    a workspace, --allow-write/--unprotect.)  The path is followed as the kernel would follow it from the
     client's cwd (``cwd_fd``): every spelling of /dev/fd/N (``/dev//fd/N``,
     ``/dev/fd/./N``, a symlink to /dev/fd or to /dev/fd/N, ``fd/N`` in /dev)
     ends in a /proc/PID/fd directory, whose N is a descriptor of whoever
@@ -399,10 +400,13 @@ def handle(conn: socket.socket, notify_w: int) -> int:
             opts = (parse_run if args[0] == "run" else parse_sh)(args[1:])
         if opts is None:
             raise BadRequest("not a run this server takes")  # rule 4: typer's business
-        if _other_descriptor(args, opts.report, fds[3]):
+        paths = [opts.report, getattr(opts, "profile", None), getattr(opts, "workspace", None),
+                 *(getattr(opts, "allow_write", None) or ()),
+                 *(getattr(opts, "unprotect", None) or ())]
+        if any(_other_descriptor(args, p, fds[3]) for p in paths):
             # a descriptor other than stdio is the client's, which this
             # process does not have (its own number may even be the socket)
-            raise BadRequest("a report to an inherited descriptor")
+            raise BadRequest("a report or path through an inherited descriptor")
     except Exception:  # noqa: BLE001 - whatever went wrong, nothing ran yet: fail closed to "F"
         for fd in fds:
             os.close(fd)

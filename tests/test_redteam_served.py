@@ -194,3 +194,24 @@ def test_the_audit_logs_pid_is_the_sandbox_process_the_caller_started(served):
     lines = [json.loads(line) for line in log.read_text().splitlines()]
     assert [line["pid"] for line in lines] == pids
     assert served.count() == before + 1  # the second run above was the served one
+
+
+@pytest.mark.parametrize("option", ["--profile", "--allow-write"])
+def test_a_path_option_through_the_callers_fd_5_runs_as_directly(served, option):
+    """``--profile /dev/fd/5 5<readonly.toml`` (or a directory on fd 5 for
+    --allow-write) names the caller's fd 5: a direct run reads that profile;
+    a served one, which has no fd 5 of the caller's, failed with a profile
+    error (125).  Any path option through a /proc/PID/fd directory must go
+    direct."""
+    _need_native(served)
+    profile = Path(__file__).resolve().parent.parent / "profiles" / "readonly.toml"
+    target = profile if option == "--profile" else served.senv.ws
+    results = []
+    for exe in (str(Path(sandbox_exe()).with_name("sandbox-direct")), sandbox_exe()):
+        script = f'exec "$0" run {option} /dev/fd/5 -- sh -c "touch x; echo done" 5<"$1"'
+        done = subprocess.run(served.senv.who.prefix() + ["sh", "-c", script, exe, str(target)],
+                              env=served.env, cwd=served.senv.ws, capture_output=True,
+                              input=b"", timeout=60)
+        results.append((done.returncode, done.stdout, done.stderr.replace(exe.encode(), b"")))
+    assert results[0] == results[1]
+    assert results[0][1] == b"done\n", results  # the direct run did run the command
