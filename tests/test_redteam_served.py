@@ -215,3 +215,80 @@ def test_a_path_option_through_the_callers_fd_5_runs_as_directly(served, option)
         results.append((done.returncode, done.stdout, done.stderr.replace(exe.encode(), b"")))
     assert results[0] == results[1]
     assert results[0][1] == b"done\n", results  # the direct run did run the command
+
+
+IMPOSTOR = r"""
+import os, socket, sys, time
+path, out = sys.argv[1], sys.argv[2]
+os.makedirs(os.path.dirname(path), exist_ok=True)
+srv = socket.socket(socket.AF_UNIX)
+srv.bind(path)
+srv.listen(4)
+srv.settimeout(float(sys.argv[3]))
+got = b""
+try:
+    conn, _ = srv.accept()
+    conn.settimeout(3)
+    try:
+        while len(got) < 1 << 20:
+            data = conn.recv(65536)
+            if not data:
+                break
+            got += data
+    except OSError:
+        pass
+except OSError:
+    got = b"no-connection"
+with open(out, "wb") as fh:
+    fh.write(got)
+"""
+
+
+def test_an_impostor_server_inside_a_sandbox_receives_nothing(senv):
+    """A sandboxed command whose workspace holds the state dir a later
+    client looks in (XDG_CACHE_HOME pointing into that workspace) binds
+    ``server.sock`` there.  The client must check the listener before it
+    sends its environment and stdio: it goes direct, and the impostor gets
+    nothing.  The same impostor on the host (same uid, same context)
+    receives the whole request: the attack needs the check to fail."""
+    import time
+
+    _ws2 = senv.base / "other"
+    _ws2.mkdir()
+    (senv.ws / "impostor.py").write_text(IMPOSTOR)
+    sock = senv.ws / "cache" / "sandbox" / "server.sock"
+    client_env = senv.environ(XDG_CACHE_HOME=str(senv.ws / "cache"), SANDBOX_SERVER="auto",
+                              SECRET_TOKEN="tok-" + SECRET.decode())
+    senv.finish()
+
+    def attack(sandboxed: bool) -> bytes:
+        got = senv.ws / "received"
+        got.unlink(missing_ok=True)
+        if sock.exists():
+            sock.unlink()
+        cmd = ["/usr/bin/python3", str(senv.ws / "impostor.py"), str(sock), str(got), "8"]
+        if sandboxed:
+            cmd = [sandbox_exe(), "run", "--", *cmd]
+        impostor = subprocess.Popen(senv.who.prefix() + cmd, cwd=senv.ws, env=senv.environ(),
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.PIPE)
+        try:
+            deadline = time.monotonic() + 20
+            while not sock.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert sock.exists(), impostor.stderr.read() if impostor.poll() is not None else ""
+            # auto: no server.last, so the client's direct run starts no server
+            (sock.parent / "server.last").unlink(missing_ok=True)
+            done = subprocess.run(senv.who.prefix() + [sandbox_exe(), "run", "--", "true"],
+                                  cwd=_ws2, env=client_env, capture_output=True, input=b"",
+                                  timeout=60)
+            assert impostor.wait(30) == 0, impostor.stderr.read()
+        finally:
+            if impostor.poll() is None:
+                impostor.kill()
+                impostor.wait()
+        assert done.returncode in (0, 125), done  # direct (125: a state dir it refuses)
+        return got.read_bytes()
+
+    assert SECRET in attack(sandboxed=False)  # a host impostor gets the environment
+    assert attack(sandboxed=True) == b""  # the sandboxed one: connected, sent nothing
