@@ -21,6 +21,7 @@ the server exits).  Wire protocol: docs/served.md.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import struct
@@ -219,7 +220,8 @@ def _parse(payload: bytes):
     return argv, env, umask & 0o777, ignored, blocked
 
 
-_FD_DIR = None  # re.compile'd on first use: /proc/PID/fd or /proc/PID/task/TID/fd
+# where /dev/fd/N and /proc/self/fd/N lead (compiled once, in the server)
+_FD_DIR = re.compile(r"/proc/[0-9]+(/task/[0-9]+)?/fd")
 
 
 def _other_descriptor(args: list[str], report: str | None, cwd_fd: int) -> bool:
@@ -232,15 +234,10 @@ def _other_descriptor(args: list[str], report: str | None, cwd_fd: int) -> bool:
     ends in a /proc/PID/fd directory, whose N is a descriptor of whoever
     opens it: the client's in a direct run, this child's here.
     """
-    global _FD_DIR
     if any(a == "--report-fd" or a.startswith("--report-fd=") for a in args):
         return True
     if not report:
         return False
-    if _FD_DIR is None:
-        import re
-
-        _FD_DIR = re.compile(r"/proc/[0-9]+(/task/[0-9]+)?/fd")
     path = os.path.join(f"/proc/self/fd/{cwd_fd}", report)
     for _ in range(40):  # the kernel's own bound on symlinks in a path
         head, name = os.path.split(path)
