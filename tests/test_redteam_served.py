@@ -292,3 +292,62 @@ def test_an_impostor_server_inside_a_sandbox_receives_nothing(senv):
 
     assert SECRET in attack(sandboxed=False)  # a host impostor gets the environment
     assert attack(sandboxed=True) == b""  # the sandboxed one: connected, sent nothing
+
+
+SECCOMP_EXEC = r"""
+import errno, os, sys
+import pyseccomp as seccomp
+f = seccomp.SyscallFilter(seccomp.ALLOW)
+for name in sys.argv[1].split(","):
+    f.add_rule(seccomp.ERRNO(errno.EPERM), name)
+f.load()  # sets no_new_privs first
+os.execv(sys.argv[2], sys.argv[2:])
+"""
+
+
+def test_a_caller_under_its_own_seccomp_filter_is_not_served_by_a_differently_filtered_server(
+        senv):
+    """The peer check compares seccomp by ``Seccomp``/``Seccomp_filters``
+    counts only.  A server started under one filter (here: acct denied)
+    served a caller confined by another filter of the same count (link and
+    linkat denied): the command made the hard link its caller's own filter
+    forbids, which a direct run (inheriting the caller's filter) refuses.
+    Filter contents cannot be read without CAP_SYS_ADMIN, so a caller under
+    a filter it installed itself (no_new_privs) must go direct."""
+    import sys
+    import time
+
+    helper = senv.base / "seccomp_exec.py"
+    helper.write_text(SECCOMP_EXEC)
+    env = senv.environ(SANDBOX_SERVER="on", SANDBOX_SERVER_IDLE="30")
+    senv.finish()
+    direct = str(Path(sandbox_exe()).with_name("sandbox-direct"))
+    server = subprocess.Popen(senv.who.prefix() + [sys.executable, str(helper), "acct",
+                                                   sys.executable, direct, "server", "run"],
+                              cwd="/", env=env, stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        sock = Path(os.path.realpath(senv.home / ".cache")) / "sandbox" / "server.sock"
+        deadline = time.monotonic() + 10
+        while not sock.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert sock.exists()
+        script = "touch a; ln a b && echo LINKED; rm -f a b"
+
+        def run(exe):
+            return subprocess.run(senv.who.prefix() + [sys.executable, str(helper), "link,linkat",
+                                                       exe, "run", "--", "sh", "-c", script],
+                                  cwd=senv.ws, env=env, capture_output=True, input=b"",
+                                  timeout=60)
+
+        assert b"LINKED" not in run(direct).stdout  # the caller's filter holds in a direct run
+        served = run(sandbox_exe())
+        assert b"LINKED" not in served.stdout, served
+        # (the attack needs the server: without the caller's filter the link is made)
+        bare = subprocess.run(senv.who.prefix() + [sandbox_exe(), "run", "--", "sh", "-c",
+                                                   script],
+                              cwd=senv.ws, env=env, capture_output=True, input=b"", timeout=60)
+        assert b"LINKED" in bare.stdout, bare
+    finally:
+        server.terminate()
+        server.wait(10)
