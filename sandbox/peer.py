@@ -183,14 +183,16 @@ def check(conn: socket.socket, script: str | None = None) -> int:
         if theirs != ours:
             raise Mismatch("the peer runs in another context")
         mine = ours[6]
-        if mine.get(b"Seccomp", b"0") != b"0" and mine.get(b"NoNewPrivs") == b"1":
+        sys_admin = (int(mine.get(b"CapEff", b"0"), 16)
+                     | int(mine.get(b"CapPrm", b"0"), 16)) >> 21 & 1  # CAP_SYS_ADMIN
+        if mine.get(b"Seccomp", b"0") != b"0" and (mine.get(b"NoNewPrivs") == b"1" or sys_admin):
             # Equal counts of seccomp filters are not equal filters, and their
             # contents cannot be read (that needs CAP_SYS_ADMIN): a process
-            # with no_new_privs may have installed its own, stricter than
-            # ours, which a direct run would inherit.  (Without
-            # no_new_privs, only a privileged ancestor installs filters,
-            # for a whole container or service: those are served.)
-            raise Mismatch("seccomp filters installed under no_new_privs cannot be compared")
+            # with no_new_privs (or CAP_SYS_ADMIN) may have installed its
+            # own, stricter than ours, which a direct run would inherit.
+            # (Otherwise only a privileged ancestor installed them, for a
+            # whole container or service: those are served.)
+            raise Mismatch("seccomp filters the caller may have installed cannot be compared")
         if script is not None and not same_install(proc, script):
             raise Mismatch("the peer is a client of another installation")
         # what we read must be the peer's, not a recycled pid's

@@ -298,15 +298,18 @@ SECCOMP_EXEC = r"""
 import errno, os, sys
 import pyseccomp as seccomp
 f = seccomp.SyscallFilter(seccomp.ALLOW)
+if os.environ.get("SECCOMP_NO_NNP"):
+    f.set_attr(seccomp.Attr.CTL_NNP, 0)  # root (CAP_SYS_ADMIN) needs no no_new_privs
 for name in sys.argv[1].split(","):
     f.add_rule(seccomp.ERRNO(errno.EPERM), name)
-f.load()  # sets no_new_privs first
+f.load()  # sets no_new_privs first unless told not to
 os.execv(sys.argv[2], sys.argv[2:])
 """
 
 
+@pytest.mark.parametrize("nnp", [True, False], ids=["no-new-privs", "cap-sys-admin"])
 def test_a_caller_under_its_own_seccomp_filter_is_not_served_by_a_differently_filtered_server(
-        senv):
+        senv, nnp):
     """The peer check compares seccomp by ``Seccomp``/``Seccomp_filters``
     counts only.  A server started under one filter (here: acct denied)
     served a caller confined by another filter of the same count (link and
@@ -317,9 +320,13 @@ def test_a_caller_under_its_own_seccomp_filter_is_not_served_by_a_differently_fi
     import sys
     import time
 
+    if not nnp and senv.who.name != "root":
+        pytest.skip("only CAP_SYS_ADMIN installs a filter without no_new_privs")
     helper = senv.base / "seccomp_exec.py"
     helper.write_text(SECCOMP_EXEC)
     env = senv.environ(SANDBOX_SERVER="on", SANDBOX_SERVER_IDLE="30")
+    if not nnp:
+        env["SECCOMP_NO_NNP"] = "1"
     senv.finish()
     direct = str(Path(sandbox_exe()).with_name("sandbox-direct"))
     server = subprocess.Popen(senv.who.prefix() + [sys.executable, str(helper), "acct",
