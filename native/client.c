@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/personality.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -325,6 +326,10 @@ int main(int argc, char **argv)
     for (int fd = 0; fd < 3; fd++)                                    /* rule 4 */
         if (fcntl(fd, F_GETFD) < 0 || isatty(fd))
             direct(argv);
+    /* A personality (setarch -R/-X, linux32) is inherited by a direct run; the
+     * server cannot always read ours (Yama lets only ancestors), so go direct. */
+    if (personality(0xffffffff) != 0)
+        direct(argv);
     if (!socket_path(path, sizeof(path)))                             /* rule 5 */
         direct(argv);
     memcpy(addr.sun_path, path, strlen(path) + 1);

@@ -178,6 +178,11 @@ def check(conn: socket.socket, script: str | None = None) -> int:
         # the optional files: compared only where both can be read
         pairs = [(a, b) if None not in (a, b) else (None, None)
                  for a, b in zip(theirs[3], ours[3])]
+        if theirs[3][1] is None and int(ours[3][1] or b"0", 16) != 0:
+            # the peer's personality is unreadable (Yama: only ancestors may):
+            # ours (setarch -X, -R...) would be the served run's, not the
+            # default a client without one has (the native client checks its own)
+            raise Mismatch("the server has a personality the peer's cannot be compared to")
         theirs = theirs[:3] + (tuple(a for a, _ in pairs),) + theirs[4:]
         ours = ours[:3] + (tuple(b for _, b in pairs),) + ours[4:]
         if theirs != ours:

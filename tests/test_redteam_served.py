@@ -358,3 +358,28 @@ def test_a_caller_under_its_own_seccomp_filter_is_not_served_by_a_differently_fi
     finally:
         server.terminate()
         server.wait(10)
+
+
+def test_a_client_with_a_personality_goes_direct_without_connecting(senv):
+    """``setarch -X`` (READ_IMPLIES_EXEC), ``-R`` (no ASLR), ``linux32``: a
+    direct run passes the caller's personality on to the command.  The
+    server compares it only where it can read the client's
+    /proc/PID/personality, which Yama (ptrace_scope >= 1, Ubuntu's default)
+    allows only to ancestors: there a served run silently got the server's
+    personality.  So the client itself goes direct (no connection at all)
+    when its personality is not the default."""
+    from test_client import FakeServer
+
+    server = FakeServer(senv, "X7")
+    try:
+        env = dict(senv.environ())
+        env.pop("SANDBOX_SERVER", None)
+        senv.finish()
+        done = subprocess.run(senv.who.prefix() + ["setarch", "-R", sandbox_exe(), "run", "--",
+                                                   "cat", "/proc/self/personality"],
+                              cwd=senv.ws, env=env, capture_output=True, stdin=subprocess.DEVNULL,
+                              timeout=60)
+        assert done.returncode == 0, done  # direct: not the fake server's 7
+        assert int(done.stdout, 16) & 0x0040000  # ADDR_NO_RANDOMIZE reached the command
+    finally:
+        assert server.stop() == []  # nothing was sent to the server
