@@ -22,6 +22,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/personality.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -74,6 +76,29 @@ static _Noreturn void direct(char **argv)
     fprintf(stderr, "sandbox: error: cannot start %s: %s; reinstall sandbox "
             "(pip install --force-reinstall sandbox)\n", path, why);
     exit(125);
+}
+
+/* SANDBOX_SERVER says off, read as server.mode reads it (any case, spaces
+ * around it ignored): a direct run then starts no server, so none may serve. */
+static int mode_off(const char *v)
+{
+    char word[8];
+    size_t n = 0;
+    if (v == NULL)
+        return 0;
+    while (*v == ' ' || (*v >= '\t' && *v <= '\r'))
+        v++;
+    while (v[n] != '\0' && n < sizeof(word) - 1) {  /* longer than "false" + spaces: not off */
+        word[n] = v[n];
+        n++;
+    }
+    if (v[n] != '\0')
+        return 0;
+    while (n > 0 && (word[n - 1] == ' ' || (word[n - 1] >= '\t' && word[n - 1] <= '\r')))
+        n--;
+    word[n] = '\0';
+    return !strcasecmp(word, "off") || !strcmp(word, "0") || !strcasecmp(word, "no")
+           || !strcasecmp(word, "false");
 }
 
 /* The 12 hex digits naming this installation's server: FNV-1a (64 bits) of
@@ -310,9 +335,7 @@ int main(int argc, char **argv)
 #ifndef __linux__  /* (hatch_build.py builds us on Linux only; elsewhere native/sandbox.py) */
     direct(argv);                                                     /* rule 1 */
 #endif
-    const char *mode = getenv("SANDBOX_SERVER");                      /* rule 2 */
-    if (mode != NULL && (!strcmp(mode, "off") || !strcmp(mode, "0") || !strcmp(mode, "no")
-                         || !strcmp(mode, "false")))
+    if (mode_off(getenv("SANDBOX_SERVER")))                          /* rule 2 */
         direct(argv);
     if (argc < 2 || (strcmp(argv[1], "run") != 0 && strcmp(argv[1], "sh") != 0))  /* rule 3 */
         direct(argv);
@@ -322,6 +345,10 @@ int main(int argc, char **argv)
     for (int fd = 0; fd < 3; fd++)                                    /* rule 4 */
         if (fcntl(fd, F_GETFD) < 0 || isatty(fd))
             direct(argv);
+    /* A personality (setarch -R/-X, linux32) is inherited by a direct run; the
+     * server cannot always read ours (Yama lets only ancestors), so go direct. */
+    if (personality(0xffffffff) != 0)
+        direct(argv);
     if (!socket_path(path, sizeof(path)))                             /* rule 5 */
         direct(argv);
     memcpy(addr.sun_path, path, strlen(path) + 1);

@@ -39,6 +39,11 @@ OFF = ("off", "0", "no", "false")
 ON = ("", "on", "1", "yes", "true")
 
 
+# A served run (sandbox.served) is a child of the warm server: the
+# `sandbox` process its caller started (and sees as $!) is the client
+caller_pid: int | None = None
+
+
 def state_home(environ) -> str:
     """``$XDG_STATE_HOME``, or ``~/.local/state`` (a relative value is ignored, per XDG)."""
     value = environ.get("XDG_STATE_HOME", "")
@@ -182,7 +187,7 @@ def entry(doc: dict, opts, kept_env, environ) -> dict:
         "duration_ms": doc.get("duration_ms"),
         "sandbox_version": doc.get("version"),
         "uid": os.getuid(),
-        "pid": os.getpid(),
+        "pid": caller_pid or os.getpid(),
         "command": redactor.argv(_clip(list(doc.get("command") or ()))),
         "workspace": doc.get("workspace"),
         "cwd": doc.get("cwd"),

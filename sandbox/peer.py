@@ -70,6 +70,46 @@ def _sched(proc: str) -> tuple[bytes, bytes, bytes]:
     return fields[19 - 3], fields[41 - 3], fields[22 - 3]
 
 
+# ioprio_get(2) by machine: Python has no wrapper; an unknown machine
+# cannot compare the I/O priority, so nothing is served there
+_IOPRIO_GET = {"x86_64": 252, "i686": 290, "i386": 290, "aarch64": 31, "riscv64": 31,
+               "loongarch64": 31, "armv7l": 315, "armv8l": 315, "ppc64le": 274,
+               "ppc64": 274, "s390x": 283}
+_IOPRIO_WHO_PROCESS = 1
+
+
+def _ioprio(proc: str) -> int:
+    """The I/O priority (`ionice`), which a direct run's processes inherit."""
+    from sandbox import libc
+
+    number = _IOPRIO_GET.get(os.uname().machine)
+    if number is None:
+        raise OSError(f"no ioprio_get number known for {os.uname().machine}")
+    pid = 0 if proc == "/proc/self" else int(proc.rsplit("/", 1)[1])
+    value = libc.function("syscall")(number, _IOPRIO_WHO_PROCESS, pid)
+    if value < 0:
+        raise OSError(libc.errno(), "ioprio_get")
+    return value
+
+
+def same_install(proc: str, script: str) -> bool:
+    """Is the ``sandbox-direct`` next to the peer's executable ``script``?
+
+    The native client's direct run is the ``sandbox-direct`` beside its own
+    (resolved) executable; a server of another installation (another venv,
+    another version) must not serve it.  An executable with no
+    ``sandbox-direct`` beside it (an interpreter running a protocol client)
+    has no direct run of its own to differ from.
+    """
+    exe = os.readlink(f"{proc}/exe").removesuffix(" (deleted)")
+    try:
+        theirs = os.stat(os.path.join(os.path.dirname(exe), "sandbox-direct"))
+    except FileNotFoundError:
+        return True
+    ours = os.stat(script)
+    return (theirs.st_dev, theirs.st_ino) == (ours.st_dev, ours.st_ino)
+
+
 def _status(proc: str) -> dict[bytes, bytes]:
     wanted = {k.encode() for k in STATUS_KEYS}
     out = {}
@@ -97,7 +137,7 @@ def context(proc: str) -> tuple:
             optional.append(None)
     nice, policy, _start = _sched(proc)
     return (tuple(spaces), _stat_key(f"{proc}/root/"), tuple(files), tuple(optional),
-            nice, policy, _status(proc))
+            nice, policy, _status(proc), _ioprio(proc))
 
 
 def _pid_of_pidfd(pidfd: int) -> int:
@@ -107,8 +147,10 @@ def _pid_of_pidfd(pidfd: int) -> int:
     raise Mismatch("no Pid in the pidfd's fdinfo")
 
 
-def check(conn: socket.socket) -> None:
-    """Raise ``Mismatch`` unless the peer of ``conn`` runs in exactly our context."""
+def check(conn: socket.socket, script: str | None = None) -> int:
+    """Raise ``Mismatch`` unless the peer of ``conn`` runs in exactly our context
+    (and, given our ``sandbox-direct`` ``script``, is a client of our installation);
+    the peer's pid."""
     try:
         pid, uid, gid = struct.unpack("3i", conn.getsockopt(
             socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
@@ -136,10 +178,28 @@ def check(conn: socket.socket) -> None:
         # the optional files: compared only where both can be read
         pairs = [(a, b) if None not in (a, b) else (None, None)
                  for a, b in zip(theirs[3], ours[3])]
+        if theirs[3][1] is None and int(ours[3][1] or b"0", 16) != 0:
+            # the peer's personality is unreadable (Yama: only ancestors may):
+            # ours (setarch -X, -R...) would be the served run's, not the
+            # default a client without one has (the native client checks its own)
+            raise Mismatch("the server has a personality the peer's cannot be compared to")
         theirs = theirs[:3] + (tuple(a for a, _ in pairs),) + theirs[4:]
         ours = ours[:3] + (tuple(b for _, b in pairs),) + ours[4:]
         if theirs != ours:
             raise Mismatch("the peer runs in another context")
+        mine = ours[6]
+        sys_admin = (int(mine.get(b"CapEff", b"0"), 16)
+                     | int(mine.get(b"CapPrm", b"0"), 16)) >> 21 & 1  # CAP_SYS_ADMIN
+        if mine.get(b"Seccomp", b"0") != b"0" and (mine.get(b"NoNewPrivs") == b"1" or sys_admin):
+            # Equal counts of seccomp filters are not equal filters, and their
+            # contents cannot be read (that needs CAP_SYS_ADMIN): a process
+            # with no_new_privs (or CAP_SYS_ADMIN) may have installed its
+            # own, stricter than ours, which a direct run would inherit.
+            # (Otherwise only a privileged ancestor installed them, for a
+            # whole container or service: those are served.)
+            raise Mismatch("seccomp filters the caller may have installed cannot be compared")
+        if script is not None and not same_install(proc, script):
+            raise Mismatch("the peer is a client of another installation")
         # what we read must be the peer's, not a recycled pid's
         if pidfd >= 0:
             import signal
@@ -150,6 +210,7 @@ def check(conn: socket.socket) -> None:
                 raise Mismatch("the peer exited while it was checked") from None
         elif _sched(proc)[2] != start:
             raise Mismatch("the peer's pid was reused while it was checked")
+        return pid
     except (OSError, IndexError, ValueError) as exc:
         raise Mismatch(f"cannot read the peer's context: {exc}") from None
     finally:

@@ -21,6 +21,7 @@ the server exits).  Wire protocol: docs/served.md.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import struct
@@ -219,15 +220,36 @@ def _parse(payload: bytes):
     return argv, env, umask & 0o777, ignored, blocked
 
 
-def _other_descriptor(args: list[str], report: str | None) -> bool:
-    """Does the run name one of the caller's descriptors other than 0-2?"""
+# where /dev/fd/N and /proc/self/fd/N lead (compiled once, in the server)
+_FD_DIR = re.compile(r"/proc/[0-9]+(/task/[0-9]+)?/fd")
+
+
+def _other_descriptor(args: list[str], report: str | None, cwd_fd: int) -> bool:
+    """Does the run name one of the caller's descriptors other than 0-2?
+
+    (``report``: the report's, or any path option's value: a profile file,
+    a workspace, --allow-write/--unprotect.)  The path is followed as the kernel would follow it from the
+    client's cwd (``cwd_fd``): every spelling of /dev/fd/N (``/dev//fd/N``,
+    ``/dev/fd/./N``, a symlink to /dev/fd or to /dev/fd/N, ``fd/N`` in /dev)
+    ends in a /proc/PID/fd directory, whose N is a descriptor of whoever
+    opens it: the client's in a direct run, this child's here.
+    """
     if any(a == "--report-fd" or a.startswith("--report-fd=") for a in args):
         return True
     if not report:
         return False
-    head, _, number = report.rpartition("/")
-    return (head in ("/dev/fd", "/proc/self/fd", "/proc/thread-self/fd")
-            or head.startswith("/proc/") and head.endswith("/fd")) and number not in ("0", "1", "2")
+    path = os.path.join(f"/proc/self/fd/{cwd_fd}", report)
+    for _ in range(40):  # the kernel's own bound on symlinks in a path
+        head, name = os.path.split(path)
+        parent = os.path.realpath(head)
+        if _FD_DIR.fullmatch(parent):
+            return name not in ("0", "1", "2")
+        try:
+            target = os.readlink(os.path.join(parent, name))
+        except OSError:
+            return False  # not a symlink (or nothing there): a file name
+        path = os.path.join(parent, target)
+    return True  # a symlink loop: the direct run will say what it makes of it
 
 
 def _signals(mask: int) -> set[int]:
@@ -357,7 +379,7 @@ def handle(conn: socket.socket, notify_w: int) -> int:
         return 1
     try:
         argv, env, umask, ignored, blocked = _parse(payload)
-        peer.check(conn)  # rule 1: the peer is in exactly our context
+        client = peer.check(conn, sys.argv[0])  # rule 1: the peer is in exactly our context
         if any(os.isatty(fd) for fd in fds[:3]):
             # a terminal means job control and a controlling tty, which a
             # child of a daemon cannot adopt (the client never sends one)
@@ -375,16 +397,22 @@ def handle(conn: socket.socket, notify_w: int) -> int:
             opts = (parse_run if args[0] == "run" else parse_sh)(args[1:])
         if opts is None:
             raise BadRequest("not a run this server takes")  # rule 4: typer's business
-        if _other_descriptor(args, opts.report):
+        paths = [opts.report, getattr(opts, "profile", None), getattr(opts, "workspace", None),
+                 *(getattr(opts, "allow_write", None) or ()),
+                 *(getattr(opts, "unprotect", None) or ())]
+        if any(_other_descriptor(args, p, fds[3]) for p in paths):
             # a descriptor other than stdio is the client's, which this
             # process does not have (its own number may even be the socket)
-            raise BadRequest("a report to an inherited descriptor")
+            raise BadRequest("a report or path through an inherited descriptor")
     except Exception:  # noqa: BLE001 - whatever went wrong, nothing ran yet: fail closed to "F"
         for fd in fds:
             os.close(fd)
         conn.sendall(FALLBACK)
         return 1
     _adopt(fds, argv, env, umask, ignored, blocked)
+    from sandbox import auditlog
+
+    auditlog.caller_pid = client  # the `sandbox` process its caller started, as in a direct run
     os.write(notify_w, b"S")  # counted in `sandbox server status`
     os.close(notify_w)
     return _run(conn, args, _signals(blocked))

@@ -87,8 +87,12 @@ def _searchable(directory: str) -> bool:
         st = os.stat(directory)
     except OSError:
         return False
-    bit = (stat.S_IXUSR if st.st_uid == os.getuid() else
-           stat.S_IXGRP if st.st_gid in _GROUPS else stat.S_IXOTH)
+    if st.st_uid == os.getuid():
+        # our own directory: the command (same uid) can chmod it searchable
+        # again where it is writable (a workspace), so what is below it is
+        # within its reach; root's discovery looked inside it
+        return True
+    bit = stat.S_IXGRP if st.st_gid in _GROUPS else stat.S_IXOTH
     if st.st_mode & bit:
         return True
     try:
