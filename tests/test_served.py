@@ -61,10 +61,13 @@ QUARANTINE_ID = re.compile(rb"\d{8}T\d{6}-[0-9a-f]{16}")
 # (sandbox.linux.drift): the host changed between the two runs, not the run
 DRIFT_NOTE = re.compile(rb"sandbox: note: [^\n]* vanished while bwrap was setting up the "
                         rb"sandbox;[^\n]*\n")
+# and bwrap's own line for that attempt, printed before the note
+BWRAP_CANNOT = re.compile(rb"bwrap: Can't create file at [^\n]*\n")
 
 
 def without_drift(stderr: bytes) -> bytes:
-    return DRIFT_NOTE.sub(b"", stderr)
+    return BWRAP_CANNOT.sub(b"", DRIFT_NOTE.sub(b"", stderr)) if DRIFT_NOTE.search(stderr) \
+        else stderr
 
 
 def stable(report):
