@@ -75,9 +75,13 @@ def warm_up() -> None:
 
 
 def _interpreter_env(environ) -> dict[str, str]:
-    """The variables the interpreter itself read at start (site, codecs, locale)."""
+    """The variables the process read once at start: the interpreter's (site,
+    codecs, locale) and the C library's and dynamic loader's (a preloaded
+    library, tunables, malloc's settings), which shape the process a direct
+    run's wrapper would be and which a forked server cannot take on later."""
     return {k: v for k, v in environ.items()
-            if k.startswith(("PYTHON", "LC_")) or k in ("LANG", "LANGUAGE")}
+            if k.startswith(("PYTHON", "LC_", "LD_", "MALLOC_"))
+            or k in ("LANG", "LANGUAGE", "GLIBC_TUNABLES")}
 
 
 _stamped: tuple[str, ...] = ()

@@ -185,6 +185,23 @@ def test_differing_locale_is_not_served(served):
     assert served.count() == before
 
 
+@pytest.mark.parametrize("name, value", [("LD_PRELOAD", ""), ("MALLOC_ARENA_MAX", "2"),
+                                         ("GLIBC_TUNABLES", "glibc.malloc.check=0")])
+def test_differing_loader_or_libc_start_variables_are_not_served(served, name, value):
+    """A preloaded library, the C library's tunables and malloc's settings
+    are read once, when a process starts: a direct run's wrapper would start
+    with the client's; a served child has the server's.  So a client whose
+    differ is run directly (LD_PRELOAD empty: set, harmless, and different
+    from unset).  The same client without it is served (the test can fail)."""
+    before = served.count()
+    done = invoke(served, served.client(), ["run", "--", "true"], env=dict(served.env, **{name: value}))
+    assert done.returncode == 0, done.stderr
+    assert served.count() == before
+    done = invoke(served, served.client(), ["run", "--", "true"])
+    assert done.returncode == 0, done.stderr
+    assert served.count() == before + 1
+
+
 def _wait_for(path: Path, seconds: float = 20) -> None:
     deadline = time.monotonic() + seconds
     while not path.exists() and time.monotonic() < deadline:
