@@ -600,27 +600,21 @@ def stop_helper(pid: int, timeout: float = 3.0) -> tuple[bool, int]:
         return True, 0
     if done:
         return True, os.waitstatus_to_exitcode(status)
-    try:  # readable when the process exits: no polling interval to wait out
-        exit_fd = os.pidfd_open(pid)
-    except (OSError, AttributeError):  # AttributeError: not Linux (macOS)
-        exit_fd = None
     try:
         os.kill(pid, signal.SIGTERM)
     except OSError:
         pass
-    end = time.monotonic() + timeout
-    try:
-        while time.monotonic() < end:
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                return False, os.waitstatus_to_exitcode(status)
-            if exit_fd is not None:
-                select.select([exit_fd], [], [], max(0.0, end - time.monotonic()))
-            else:
-                time.sleep(0.005)
-    finally:
-        if exit_fd is not None:
-            os.close(exit_fd)
+    reaped = []
+
+    def exited() -> bool:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            reaped.append(status)
+        return bool(done)
+
+    _wait_until(pid, exited, timeout)
+    if reaped:
+        return False, os.waitstatus_to_exitcode(reaped[0])
     os.kill(pid, signal.SIGKILL)
     _, status = os.waitpid(pid, 0)
     return False, os.waitstatus_to_exitcode(status)
@@ -847,23 +841,29 @@ class _Proc:
             return self.returncode
         # bwrap closes the status pipe as it exits, a moment before it can be
         # reaped: on a busy machine that moment often outlasted the first
-        # poll, and a 10 ms sleep then cost a whole start.  A pidfd becomes
-        # readable exactly when the process has exited.
-        end = time.monotonic() + timeout
-        try:
-            exit_fd = os.pidfd_open(self.pid)
-        except OSError:
-            exit_fd = None
-        try:
-            while self.poll() is None and time.monotonic() < end:
-                if exit_fd is not None:
-                    select.select([exit_fd], [], [], max(0.0, end - time.monotonic()))
-                else:
-                    time.sleep(0.01)
-        finally:
-            if exit_fd is not None:
-                os.close(exit_fd)
+        # poll, and a 10 ms sleep then cost a whole start (see _wait_until)
+        _wait_until(self.pid, lambda: self.poll() is not None, timeout)
         return self.returncode
+
+
+def _wait_until(pid: int, exited, timeout: float) -> None:
+    """Call ``exited()`` until it is true or ``timeout`` seconds have passed,
+    waking when ``pid`` exits (a pidfd is readable exactly then), not on a
+    polling interval; where there are no pidfds (macOS), every 5 ms."""
+    end = time.monotonic() + timeout
+    try:
+        exit_fd = os.pidfd_open(pid)
+    except (OSError, AttributeError):  # AttributeError: not Linux
+        exit_fd = None
+    try:
+        while not exited() and time.monotonic() < end:
+            if exit_fd is not None:
+                select.select([exit_fd], [], [], max(0.0, end - time.monotonic()))
+            else:
+                time.sleep(0.005)
+    finally:
+        if exit_fd is not None:
+            os.close(exit_fd)
 
 
 def _kill_sandbox(proc: "_Proc", init_pid: int | None, plain: bool = False) -> None:

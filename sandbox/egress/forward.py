@@ -86,30 +86,58 @@ def summary(grants, counters: "Counters | None") -> list[str]:
     return lines
 
 
+class _Flow:
+    """One direction of a connection: bytes read from ``src``, not yet written to ``dst``."""
+
+    __slots__ = ("src", "dst", "field", "pending", "eof", "shut")
+
+    def __init__(self, src, dst, field: int) -> None:
+        self.src, self.dst, self.field = src, dst, field  # field: its byte counter
+        self.pending = b""
+        self.eof = False  # src said end of file
+        self.shut = False  # our FIN sent on to dst
+
+    def wants_input(self) -> int:
+        return 0 if self.eof or self.pending else _IN
+
+    def pull(self, counters: "Counters", grant: int) -> None:
+        if self.eof or self.pending:
+            return
+        data = _recv(self.src)
+        if data:
+            self.pending = data
+            counters.add(grant, self.field, len(data))
+        elif data is not None:
+            self.eof = True
+
+    def push(self) -> None:
+        """Write what is waiting; pass the end of file on once all is written."""
+        if self.pending:
+            self.pending = self.pending[_send(self.dst, self.pending):]
+        if self.eof and not self.pending and not self.shut:
+            self.dst.shutdown(_socket.SHUT_WR)
+            self.shut = True
+
+
 class _Conn:
     """One forwarded connection: the command's side and the host service's."""
 
-    __slots__ = ("client", "upstream", "grant", "connecting", "to_host", "to_client",
-                 "client_eof", "upstream_eof", "upstream_shut", "client_shut")
+    __slots__ = ("client", "upstream", "grant", "connecting", "up", "down")
 
     def __init__(self, client, upstream, grant: int, connecting: bool) -> None:
         self.client, self.upstream, self.grant = client, upstream, grant
         self.connecting = connecting
-        self.to_host = b""  # read from the client, not yet sent on
-        self.to_client = b""
-        self.client_eof = self.upstream_eof = False
-        self.upstream_shut = self.client_shut = False  # our FIN sent that way
+        self.up = _Flow(client, upstream, _TO_HOST)  # the command to the host service
+        self.down = _Flow(upstream, client, _FROM_HOST)
 
     def interest(self):
         if self.connecting:
             return ((self.upstream, _OUT),)
-        client = (0 if self.client_eof or self.to_host else _IN) | (_OUT if self.to_client else 0)
-        upstream = ((0 if self.upstream_eof or self.to_client else _IN)
-                    | (_OUT if self.to_host else 0))
-        return ((self.client, client), (self.upstream, upstream))
+        return ((self.client, self.up.wants_input() | (_OUT if self.down.pending else 0)),
+                (self.upstream, self.down.wants_input() | (_OUT if self.up.pending else 0)))
 
     def finished(self) -> bool:
-        return self.upstream_shut and self.client_shut
+        return self.up.shut and self.down.shut
 
 
 class Relay:
@@ -230,35 +258,11 @@ class Relay:
             return
         if events & _BAD:
             raise OSError("socket error")
-        client = fd == conn.client.fileno()
         if events & (_IN | select.POLLHUP):
-            if client and not conn.client_eof and not conn.to_host:
-                data = _recv(conn.client)
-                if data is not None:
-                    if data:
-                        conn.to_host = data
-                        self.counters.add(conn.grant, _TO_HOST, len(data))
-                    else:
-                        conn.client_eof = True
-            elif not client and not conn.upstream_eof and not conn.to_client:
-                data = _recv(conn.upstream)
-                if data is not None:
-                    if data:
-                        conn.to_client = data
-                        self.counters.add(conn.grant, _FROM_HOST, len(data))
-                    else:
-                        conn.upstream_eof = True
+            (conn.up if fd == conn.client.fileno() else conn.down).pull(self.counters, conn.grant)
         # write whatever is waiting, whichever side woke us (saves a round)
-        if conn.to_host:
-            conn.to_host = conn.to_host[_send(conn.upstream, conn.to_host):]
-        if conn.to_client:
-            conn.to_client = conn.to_client[_send(conn.client, conn.to_client):]
-        if conn.client_eof and not conn.to_host and not conn.upstream_shut:
-            conn.upstream.shutdown(_socket.SHUT_WR)
-            conn.upstream_shut = True
-        if conn.upstream_eof and not conn.to_client and not conn.client_shut:
-            conn.client.shutdown(_socket.SHUT_WR)
-            conn.client_shut = True
+        conn.up.push()
+        conn.down.push()
 
     def _close(self, conn: _Conn, reset: bool = False) -> None:
         for sock in (conn.client, conn.upstream):
