@@ -8,16 +8,22 @@ from __future__ import annotations
 
 from sandbox import report
 from sandbox.errors import SandboxError, SetupError
+from sandbox.plancache import PlanStale
 
 EXIT_TIMEOUT = 124  # like timeout(1)
 # execute's answer when bwrap could not make its namespaces and the profile
 # accepts the fallback: the caller plans again (sandbox.linux.ladder); nothing ran
 FALLBACK_RETRY = -1
+# execute's answer when the plan it was started from (``verify``,
+# sandbox.plancache.Speculation) no longer holds: bwrap was killed before the
+# command started, nothing ran and nothing was reported; the caller plans again
+PLAN_STALE = -2
 
 
 def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_path,
             started, seccomp=None, audit_spec=None, limits=None, egress=None,
-            target=None, resolver=None, watch=None, fallback_ok=True, forwards=None) -> int:
+            target=None, resolver=None, watch=None, fallback_ok=True, forwards=None,
+            verify=None) -> int:
     """Start the sandbox and wait for it (shared by the cached fast path).
 
     ``target``: where the report goes (``report.open_target``, opened by the
@@ -26,6 +32,11 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
     what ``sandbox.blocked`` watches for refused replacements.  ``forwards``:
     the ``[[network.forward]]`` grants (``sandbox.egress.hostports.plan``), relayed by
     whichever of the two holds the bridge (``sandbox.egress.forward``).
+    ``verify``: the plan is not checked yet (``sandbox.plancache.Speculation``);
+    bwrap starts from it and the command waits until it has passed.  What
+    the plan says (its warnings, the weakened line) is said only then, and
+    a failure before the start is reported only for a plan that held: for
+    one that did not, the answer is ``PLAN_STALE`` and nothing was said.
     """
     import sys
 
@@ -39,13 +50,19 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
 
         limits, timeout_source = runflags.timeout_plan(limits, opts.timeout)
 
+    said = _Said(held=verify is not None)  # the plan's lines, held until it is verified
+    refuse = fail
+    if verify is not None:
+        verify = _said_once_verified(verify, said)
+        refuse = _refuse_once_verified(verify)
+    say = said.say
+
     for warning in warnings:  # they hold file names, which the command chose
-        print(f"sandbox: warning: {printable(warning)}", file=sys.stderr)
+        say(f"sandbox: warning: {printable(warning)}")
     if meta.get("weakenings") and not opts.quiet:
         # one line per run, so that no weakened run looks like a default one
-        print(printable("sandbox: weakened: " + "; ".join(
-            f"{w['source']}: {w['key']}: {w['detail']}" for w in meta["weakenings"])),
-            file=sys.stderr)
+        say(printable("sandbox: weakened: " + "; ".join(
+            f"{w['source']}: {w['key']}: {w['detail']}" for w in meta["weakenings"])))
     if opts.dry_run:
         if egress is not None:
             # this argv has no --unshare-net: on its own it would share the
@@ -68,26 +85,26 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
             if (meta.get("backend") or {}).get("name") == "seatbelt":
                 bridge = "host"  # macOS: no namespace; the proxy listens on the host's loopback
     except SandboxError as err:
-        return fail(opts, err, meta, started, target)
+        return refuse(opts, err, meta, started, target)
     # before bwrap prints a line of its own; a plan that may fall back to
     # another backend (meta "backend", sandbox.linux.ladder) leaves it to the ladder
     backend = meta.get("backend") or {}
     if backend.get("name", "bwrap") == "bwrap" and backend.get("require") != "fallback":
         blocked = userns_blocked(bwrap_path, meta)
         if blocked is not None:
-            return fail(opts, blocked, meta, started, target)
+            return refuse(opts, blocked, meta, started, target)
     options = argv[:argv.index("--")] if "--" in argv else argv  # not the command's own args
     backend_name = (meta.get("backend") or {}).get("name", "bwrap")  # sandbox.linux.ladder
     if egress is None and "--unshare-net" not in options and backend_name == "bwrap":
         # fail closed: an argv without a network namespace of its own is
         # only ever meant to run inside the egress bridge's namespace
-        return fail(opts, SetupError("internal error: the plan has no network namespace and no "
+        return refuse(opts, SetupError("internal error: the plan has no network namespace and no "
                                      "egress proxy; the command was not run",
                                      code="internal_error"), meta, started,
                     target)
     if forwards and egress is None and resolver is None:
         # fail closed: only the bridge of one of them can carry the grants
-        return fail(opts, SetupError("internal error: [[network.forward]] without a network "
+        return refuse(opts, SetupError("internal error: [[network.forward]] without a network "
                                      "bridge to carry it; the command was not run",
                                      code="internal_error"), meta, started, target)
     secrets = vault = None
@@ -97,7 +114,7 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
         try:  # real values read now, kept in memory: the command gets placeholders
             vault = credentials.Vault.load(egress["credentials"], os.environ)
         except SandboxError as err:  # before the pending audit: nothing ran, nothing owed
-            return fail(opts, err, meta, started, target)
+            return refuse(opts, err, meta, started, target)
         env, secrets = vault.command_env(env), vault.for_proxy()
         if not opts.quiet:
             for line in vault.notes():
@@ -128,7 +145,7 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
         except OSError as exc:
             if early is not None:
                 early.finish()
-            return fail(opts, SetupError(f"cannot record the pending audit in {audit_spec['state']}: "
+            return refuse(opts, SetupError(f"cannot record the pending audit in {audit_spec['state']}: "
                                          f"{exc.strerror or exc}; the command was not run",
                                          hint="make the state directory writable "
                                               "(XDG_CACHE_HOME/sandbox)",
@@ -136,7 +153,7 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
         except Exception as exc:  # noqa: BLE001 - fail closed, without a traceback
             if early is not None:
                 early.finish()
-            return fail(opts, SetupError(f"internal error while taking the pre-run snapshot "
+            return refuse(opts, SetupError(f"internal error while taking the pre-run snapshot "
                                          f"({type(exc).__name__}: {exc}); the command was not run",
                                          code="internal_error"),
                         meta, started, target)
@@ -173,7 +190,7 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
                 if early is not None:  # the TLS-inspecting run's proxy, started already
                     early.finish()
                 _audit(audit_spec, pending)
-                return fail(opts, err, meta, started, target)
+                return refuse(opts, err, meta, started, target)
         if egress is not None:
             from sandbox.egress import session as egress_mod
 
@@ -190,7 +207,7 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
                 if member is not None:
                     member.leave()
                 _audit(audit_spec, pending)
-                return fail(opts, SetupError(f"cannot start the egress proxy: {exc.strerror or exc}; "
+                return refuse(opts, SetupError(f"cannot start the egress proxy: {exc.strerror or exc}; "
                                              "the command was not run",
                                              code="network_setup_failed"), meta, started, target)
             if backend_name == "bwrap":
@@ -203,7 +220,7 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
                 except OSError as exc:
                     session.finish()
                     _audit(audit_spec, pending)
-                    return fail(opts, SetupError(f"cannot start the egress proxy: "
+                    return refuse(opts, SetupError(f"cannot start the egress proxy: "
                                                  f"{exc.strerror or exc}; the command was not run",
                                                  code="network_setup_failed"),
                                 meta, started, target)
@@ -224,7 +241,7 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
             if limits is not None:  # sandbox.limits.plan(); this makes the run's cgroup
                 applied = runner.Limits(limits)
                 if applied.warning() and attempt == 0:
-                    print(f"sandbox: warning: {applied.warning()}", file=sys.stderr)
+                    say(f"sandbox: warning: {applied.warning()}")
             # A path to mount over (a socket, a secret) may have gone since
             # the plan was made, and bwrap cannot mount over what is not
             # there (sandbox.linux.drift): checked as late as possible
@@ -232,7 +249,7 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
                 argv, status_index, seccomp, audit_spec)
             if gone and audit_spec is not None and not _remark(audit_spec, pending):
                 _audit(audit_spec, pending)
-                return fail(opts, _no_marker(audit_spec), meta, started, target)
+                return refuse(opts, _no_marker(audit_spec), meta, started, target)
             run_argv, run_status, run_seccomp = argv, status_index, seccomp
             if resolver is not None:  # this attempt's resolver, and its edit of the argv
                 try:
@@ -260,12 +277,20 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
                                      else names.bridge if names is not None else None,
                                      plain=backend_name == "seatbelt",
                                      gate=session.gate if session is not None else None,
-                                     meanwhile=lambda: _meanwhile(watcher, audit_spec))
+                                     meanwhile=lambda: _meanwhile(watcher, audit_spec),
+                                     verify=verify)
             except SandboxError as err:  # the bridge could not be made: nothing ran
                 if watcher is not None:
                     watcher.findings()  # releases the watch off the exit path
                 _audit(audit_spec, pending)
-                return fail(opts, err, meta, started, target)
+                return refuse(opts, err, meta, started, target)
+            except PlanStale:  # killed before its filter: the command never started
+                if watcher is not None:
+                    watcher.findings()
+                if pending is not None:  # nothing ran, so no audit is owed
+                    pending.remove()
+                    pending.release()
+                return PLAN_STALE
         finally:  # whatever happened, the proxy (or the resolver) goes with the run
             if session is not None:
                 network = session.finish()
@@ -319,19 +344,19 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
     if ladder_says is True and fallback_ok:
         return FALLBACK_RETRY  # the report target stays open for the next attempt
     if isinstance(ladder_says, SandboxError):  # require = "full": fail closed, saying why
-        return fail(opts, ladder_says, meta, started, target)
+        return refuse(opts, ladder_says, meta, started, target)
     if not outcome.started and backend_name == "seatbelt":
-        return fail(opts, SetupError("sandbox-exec did not start the command; the command "
+        return refuse(opts, SetupError("sandbox-exec did not start the command; the command "
                                      "was not run", code="setup_failed"),
                     meta, started, target)
     if not outcome.started and backend_name != "bwrap":
-        return fail(opts, SetupError("the Landlock + seccomp fallback could not confine the "
+        return refuse(opts, SetupError("the Landlock + seccomp fallback could not confine the "
                                      "command (its own message is above); the command was not "
                                      "run", hint="'sandbox doctor' names what would let bwrap "
                                                  "run here"),
                     meta, started, target)
     if not outcome.started:
-        return fail(opts, _setup_failure(bwrap_path, outcome), meta, started, target)
+        return refuse(opts, _setup_failure(bwrap_path, outcome), meta, started, target)
     status = outcome.exit_status
     if outcome.timed_out:
         status = EXIT_TIMEOUT
@@ -363,6 +388,48 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
 
     auditlog.record(doc, opts, env)  # after the run: one line, one write
     return status
+
+
+class _Said:
+    """Lines on stderr, or held (``held``) until ``flush``."""
+
+    __slots__ = ("lines",)
+
+    def __init__(self, held: bool) -> None:
+        self.lines: list[str] | None = [] if held else None
+
+    def say(self, line: str) -> None:
+        if self.lines is None:
+            import sys
+
+            print(line, file=sys.stderr)
+        else:
+            self.lines.append(line)
+
+    def flush(self) -> None:
+        lines, self.lines = self.lines or [], None
+        for line in lines:
+            self.say(line)
+
+
+def _said_once_verified(verify, said: _Said):
+    """``verify``, then the plan's held lines, said once it holds."""
+    def verified() -> None:
+        verify()
+        said.flush()
+    return verified
+
+
+def _refuse_once_verified(verify):
+    """``fail`` for a plan that holds; ``PLAN_STALE`` (nothing said) for one
+    that does not: an error from a stale plan may not be the run's."""
+    def refuse(opts, err, meta, started, target=None) -> int:
+        try:
+            verify()
+        except PlanStale:
+            return PLAN_STALE
+        return fail(opts, err, meta, started, target)
+    return refuse
 
 
 def _meanwhile(watcher, audit_spec) -> None:

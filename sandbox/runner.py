@@ -170,7 +170,7 @@ def _long_options_to_fd(argv: list[str], status_fd_arg: int, seccomp, keep: list
 def run(argv, env: dict[str, str], status_fd_arg: int | None, interactive: bool,
         seccomp: tuple[int, str] | None = None, limits: "Limits | None" = None,
         grace: float = GRACE_DEFAULT, bridge=None, plain: bool = False,
-        gate=None, meanwhile=None) -> Outcome:
+        gate=None, meanwhile=None, verify=None) -> Outcome:
     """Run bwrap's argv to completion and return what happened.
 
     ``plain``: the argv is not bwrap's but a launcher that becomes the
@@ -188,7 +188,11 @@ def run(argv, env: dict[str, str], status_fd_arg: int | None, interactive: bool,
     bwrap gets ``fd``, and once it runs ``release()`` is called, which lets
     it start the command or raises; then bwrap is killed before anything
     else happens (its gate must not see end-of-file), and the error is
-    raised from here.  ``meanwhile``: the caller's own
+    raised from here.  ``verify``: called once bwrap has started, while it
+    makes the sandbox; the command cannot start before it has returned,
+    and if it raises, bwrap is killed first and its exception raised from
+    here (``sandbox.plancache.Speculation``; see ``_filter_gate``).
+    ``meanwhile``: the caller's own
     work for after the run (imports, a helper process), called once bwrap
     has started, so it overlaps bwrap setting up the sandbox; it must not
     raise.
@@ -209,10 +213,23 @@ def run(argv, env: dict[str, str], status_fd_arg: int | None, interactive: bool,
         os.close(write_fd)
         keep = []
     passed = [gate[0]] if gate is not None else []  # inherited, but the caller's to close
+    held = None  # the seccomp filter, held back until ``verify`` has passed
+    if verify is not None and (seccomp is None or gate is not None or plain):
+        verify()  # no filter to hold back (or another gate): check before the start
+        verify = None
     if seccomp is not None:
-        bpf_fd = os.open(seccomp[1], os.O_RDONLY | os.O_CLOEXEC)
-        argv[seccomp[0]] = str(bpf_fd)
-        keep.append(bpf_fd)
+        if verify is not None:
+            held = _filter_gate(seccomp[1])
+        if held is not None:
+            argv[seccomp[0]] = str(held[0])
+            keep.append(held[0])
+        else:
+            if verify is not None:
+                verify()
+                verify = None
+            bpf_fd = os.open(seccomp[1], os.O_RDONLY | os.O_CLOEXEC)
+            argv[seccomp[0]] = str(bpf_fd)
+            keep.append(bpf_fd)
     if status_fd_arg is not None:
         status_fd_arg = _long_options_to_fd(argv, status_fd_arg, seccomp, keep)
     # Loader variables reach the command through bwrap's --setenv, never
@@ -267,6 +284,9 @@ def run(argv, env: dict[str, str], status_fd_arg: int | None, interactive: bool,
                 os.close(fd)
             if slave is not None:
                 os.close(slave)
+        if held is not None:
+            _open_gate(proc, held, verify)
+            held = None
         if gate is not None:
             try:
                 gate[1]()
@@ -281,6 +301,8 @@ def run(argv, env: dict[str, str], status_fd_arg: int | None, interactive: bool,
             outcome.limits = limits.summary()
         return outcome
     finally:
+        if held is not None:  # never started: bwrap was not spawned
+            os.close(held[1])
         if relay is not None:
             relay.restore()
         if limits is not None:
@@ -290,6 +312,68 @@ def run(argv, env: dict[str, str], status_fd_arg: int | None, interactive: bool,
         os.close(read_fd)
         if master is not None:
             os.close(master)
+
+
+# F_SETPIPE_SZ / F_GETPIPE_SZ (fcntl.h): not in the os module
+_F_SETPIPE_SZ, _F_GETPIPE_SZ = 1031, 1032
+
+
+def _filter_gate(path: str) -> tuple[int, int, bytes] | None:
+    """(read end, write end, filter) of a pipe that carries the seccomp filter
+    to bwrap, or None when it cannot (the caller then checks first and
+    passes the file).
+
+    bwrap reads its --seccomp descriptor to end-of-file after it has made
+    every mount and before anything of the command runs, so while the
+    filter is held back the sandbox is built but nothing runs in it.  If
+    this process dies before writing, bwrap reads nothing and refuses to
+    go on (an empty filter is an error to bwrap and to the kernel).  The
+    pipe must hold the whole filter: one write into an empty pipe with room
+    for it is never left half done by blocking, so bwrap never reads part
+    of a filter (``fcntl`` is imported only here: a few tenths of a ms).
+    """
+    import fcntl
+
+    with open(path, "rb") as fh:
+        bpf = fh.read()
+    if not bpf:
+        return None
+    read_end, write_end = os.pipe()  # close-on-exec: only bwrap gets the read end
+    try:
+        if fcntl.fcntl(write_end, _F_GETPIPE_SZ) < len(bpf):
+            fcntl.fcntl(write_end, _F_SETPIPE_SZ, len(bpf))
+        if fcntl.fcntl(write_end, _F_GETPIPE_SZ) >= len(bpf):
+            return read_end, write_end, bpf
+    except OSError:  # over the user's pipe-buffer limit: the file, checked first
+        pass
+    os.close(read_end)
+    os.close(write_end)
+    return None
+
+
+def _open_gate(proc: "_Proc", held, verify) -> None:
+    """Run ``verify`` while bwrap builds the sandbox; then give bwrap its
+    filter, or kill it before the command can start and raise."""
+    write_end, bpf = held[1], held[2]
+    try:
+        try:
+            verify()
+        except BaseException:
+            # first kill and reap bwrap, then close: end-of-file reaches a
+            # sandbox that is already dying (--die-with-parent), and even
+            # read, an empty filter is refused
+            _kill_before_start(proc)
+            raise
+        try:
+            if os.write(write_end, bpf) != len(bpf):  # room for all of it: see _filter_gate
+                raise OSError(errno.EIO, "short write of the seccomp filter")
+        except BrokenPipeError:
+            pass  # bwrap gave up before it read: the status says why
+        except OSError:
+            _kill_before_start(proc)
+            raise
+    finally:
+        os.close(write_end)
 
 
 def _supervise(proc: "_Proc", status: _Status, relay: "Relay | None",
