@@ -1,4 +1,4 @@
-"""Hatchling build hook: ship the native `sandbox` client in the wheel.
+"""Hatchling build hook: ship the native `sandbox` client (and bwrap's launcher) in the wheel.
 
 `sandbox` is the command users type; native/client.c is a small C program
 that hands runs to the warm server (docs/served.md) and otherwise execs
@@ -7,7 +7,8 @@ that hands runs to the warm server (docs/served.md) and otherwise execs
 makes the wheel platform-specific (py3-none-<platform>).  Without a working
 compiler (or off Linux, where there is no server) the wheel stays pure and
 ships native/sandbox.py as `sandbox` instead: every run then goes direct,
-a little slower, never different.
+a little slower, never different.  native/launch.c becomes
+sandbox/_native/launch, which sandbox.runner starts bwrap through.
 """
 
 from __future__ import annotations
@@ -36,19 +37,25 @@ class CustomBuildHook(BuildHookInterface):
         if self.target_name != "wheel":
             return
         self._tmp = tempfile.mkdtemp(prefix="sandbox-client-")
-        exe = None
+        exe = launch = None
         if sys.platform.startswith("linux"):  # no server elsewhere: the script does the same
             exe = self._compile(os.path.join(self.root, "native", "client.c"),
                                 os.path.join(self._tmp, "sandbox"))
+            # bwrap's launcher (native/launch.c): inside the package, next to the
+            # code that uses it, never on PATH; without it runs fork instead
+            launch = self._compile(os.path.join(self.root, "native", "launch.c"),
+                                   os.path.join(self._tmp, "launch"))
+        if launch is not None:
+            build_data.setdefault("force_include", {})[launch] = "sandbox/_native/launch"
+        if exe is not None or launch is not None:  # native programs: for this platform only
+            build_data["pure_python"] = False
+            platform = sysconfig.get_platform().replace("-", "_").replace(".", "_")
+            build_data["tag"] = f"py3-none-{platform}"
         if exe is None:
             # a copy, made executable: the wheel keeps the file's mode, pip keeps the wheel's
             exe = shutil.copyfile(os.path.join(self.root, "native", "sandbox.py"),
                                   os.path.join(self._tmp, "sandbox"))
             os.chmod(exe, 0o755)
-        else:  # a native program: the wheel is for this platform only
-            build_data["pure_python"] = False
-            platform = sysconfig.get_platform().replace("-", "_").replace(".", "_")
-            build_data["tag"] = f"py3-none-{platform}"
         build_data["shared_scripts"][exe] = "sandbox"
 
     def finalize(self, version: str, build_data: dict, artifact_path: str) -> None:
@@ -69,7 +76,9 @@ class CustomBuildHook(BuildHookInterface):
             if done.returncode == 0 and os.path.isfile(out):
                 return out
             error = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
-        print(f"sandbox build: warning: cannot compile native/client.c with {' '.join(cc)} "
-              f"({error}); shipping the Python 'sandbox' script (every run goes direct)",
-              file=sys.stderr)
+        what = ("shipping the Python 'sandbox' script (every run goes direct)"
+                if source.endswith("client.c") else
+                "runs start bwrap from a fork of the wrapper instead (a little slower)")
+        print(f"sandbox build: warning: cannot compile {os.path.relpath(source)} with "
+              f"{' '.join(cc)} ({error}); {what}", file=sys.stderr)
         return None

@@ -285,8 +285,8 @@ def run(argv, env: dict[str, str], status_fd_arg: int | None, interactive: bool,
             if slave is not None:
                 os.close(slave)
         if held is not None:
-            _open_gate(proc, held, verify)
-            held = None
+            opening, held = held, None  # _open_gate closes its write end, whatever happens
+            _open_gate(proc, opening, verify)
         if gate is not None:
             try:
                 gate[1]()
@@ -570,13 +570,15 @@ def _spawn(argv: list[str], env: dict[str, str], keep: list[int], stdio: list[in
     rlimits = [(getattr(resource, name), soft, hard)
                for name, soft, hard in (limits.rlimits if limits is not None else ())]
     procs_fd = limits.procs_fd if limits is not None else None
-    argv = [os.fsencode(a) for a in argv]
-    envb = {os.fsencode(k): os.fsencode(v) for k, v in env.items()}
     err_r, err_w = os.pipe()  # close-on-exec: end-of-file means bwrap was exec'd
     try:
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - the child never returns
-            _child(argv, envb, stdio, rlimits, procs_fd, err_w, resource.setrlimit, bridge)
+        pid = _launch(argv, env, stdio, rlimits, procs_fd, err_w, bridge)
+        if pid is None:
+            argv = [os.fsencode(a) for a in argv]
+            envb = {os.fsencode(k): os.fsencode(v) for k, v in env.items()}
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - the child never returns
+                _child(argv, envb, stdio, rlimits, procs_fd, err_w, resource.setrlimit, bridge)
         os.close(err_w)
         err_w = -1
         report = b""
@@ -613,6 +615,59 @@ def _spawn(argv: list[str], env: dict[str, str], keep: list[int], stdio: list[in
         # port, or through bwrap), and that child must join the cgroup too
         limits.spawned()
     return pid
+
+
+# The native launcher (native/launch.c, installed as sandbox/_native/launch):
+# _child's steps from a posix_spawn, without forking the wrapper.  Looked up
+# once; SANDBOX_LAUNCH=fork keeps the fork (the tests compare the two).
+_LAUNCHER: list = []
+
+
+def _launcher() -> str | None:
+    if not _LAUNCHER:
+        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_native", "launch")
+        ok = os.environ.get("SANDBOX_LAUNCH") != "fork" and os.access(path, os.X_OK)
+        _LAUNCHER.append(path if ok else None)
+    return _LAUNCHER[0]
+
+
+def _launch(argv, env, stdio, rlimits, procs_fd, err_w, bridge) -> int | None:
+    """Start the launcher, which becomes bwrap as ``_child`` would; its pid,
+    or None when there is none (or it cannot take this bridge): fork then.
+
+    posix_spawn copies nothing of this process: it sets the process group,
+    the default signal actions and stdio, and the launcher does the rest
+    (the cgroup, the bridge, the rlimits) and reports on ``err_w`` exactly
+    as ``_child`` does.  Its own descriptors are inheritable only for the
+    moment of the spawn, and it closes them (close-on-exec) before bwrap.
+    """
+    launcher = _launcher()
+    spec, fds = "-", []
+    if launcher is not None and bridge is not None:
+        found = bridge.launch_args()
+        if found is None:
+            return None
+        spec, fds = found
+    if launcher is None:
+        return None
+    fds = [err_w] + ([procs_fd] if procs_fd is not None else []) + fds
+    limits = ",".join(f"{res}:{soft}:{hard}" for res, soft, hard in rlimits) or "-"
+    actions = [(os.POSIX_SPAWN_DUP2, fd, target) for target, fd in enumerate(stdio)
+               if fd is not None]
+    for fd in fds:
+        os.set_inheritable(fd, True)
+    try:
+        return os.posix_spawn(launcher, [launcher, str(err_w),
+                                         "-" if procs_fd is None else str(procs_fd),
+                                         limits, spec, "--", *argv],
+                              env, file_actions=actions, setpgroup=0,
+                              setsigdef=_DEFAULT_SIGNALS)
+    except OSError:  # it cannot be run here (a noexec mount): the fork, from now on
+        _LAUNCHER[0] = None
+        return None
+    finally:
+        for fd in fds:
+            os.set_inheritable(fd, False)
 
 
 def _child(argv, env, stdio, rlimits, procs_fd, err_w, setrlimit, bridge=None) -> None:

@@ -385,6 +385,20 @@ class Bridge:
                 self._sock_kind, host, str(port), ",".join(map(str, self.forwards)),
                 str(self.channel.fileno()), *argv]
 
+    def launch_args(self) -> tuple[str, list[int]] | None:
+        """What the native launcher does instead of ``enter`` (sandbox.runner):
+        its BRIDGE argument (native/launch.c) and the descriptors it needs;
+        None when only ``enter`` can (a socket kind it does not make)."""
+        if self._sock_kind not in ("t", "u"):
+            return None
+        host, port = self._address()
+        join = self.member.join if self.member is not None else None
+        user_fd, net_fd = join if join is not None else (-1, -1)
+        channel = self.channel.fileno()
+        spec = ":".join((self._sock_kind, host, str(port), "+".join(map(str, self.forwards)),
+                         str(channel), str(user_fd), str(net_fd)))
+        return spec, [fd for fd in (channel, user_fd, net_fd) if fd >= 0]
+
     def _address(self) -> tuple[str, int]:
         """Where ``_listen``'s socket is bound (for the launcher): this run's port."""
         return PROXY_HOST, self.port
