@@ -22,7 +22,8 @@
  *             NETNS_FD -1 makes a namespace, else it is the session's to enter
  *             (after USERNS_FD unless that is -1)
  * Stdio, the process group and default signal actions come from posix_spawn.
- * Only libc; nothing here allocates.
+ * Every argument is parsed before anything is done.  Only libc; nothing
+ * here allocates.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -32,19 +33,21 @@
 #include <net/if.h>
 #include <netinet/in.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #ifndef SO_ATTACH_REUSEPORT_CBPF
 #define SO_ATTACH_REUSEPORT_CBPF 51
 #endif
 #define MAIN_TAG 255          /* netns.MAIN_TAG */
-#define MAX_SOCKETS 65        /* the main one and two per grant: hostports allows 32 grants */
+#define MAX_GRANTS 32         /* hostports.MAX_GRANTS: two listeners each */
 
 extern char **environ;
 static int err_fd = -1;
@@ -88,12 +91,15 @@ static void cloexec(int fd) {
  * anyone else (or root without CAP_SYS_ADMIN) gets a user namespace that
  * maps only its own ids, setgroups denied first. */
 static void make_namespace(void) {
-    int mapped = getuid() != 0 || unshare(CLONE_NEWNET) != 0;
+    /* the ids before the new user namespace, where they read as unmapped */
+    uid_t uid_now = getuid();
+    gid_t gid_now = getgid();
+    int mapped = uid_now != 0 || unshare(CLONE_NEWNET) != 0;
     if (mapped) {
         if (unshare(CLONE_NEWUSER | CLONE_NEWNET) != 0) bridge_failed(1, errno);
         char uid[40], gid[40];
-        snprintf(uid, sizeof uid, "%u %u 1", getuid(), getuid());
-        snprintf(gid, sizeof gid, "%u %u 1", getgid(), getgid());
+        snprintf(uid, sizeof uid, "%u %u 1", uid_now, uid_now);
+        snprintf(gid, sizeof gid, "%u %u 1", gid_now, gid_now);
         const char *maps[3][2] = {{"/proc/self/setgroups", "deny"},
                                   {"/proc/self/uid_map", uid}, {"/proc/self/gid_map", gid}};
         for (int i = 0; i < 3; i++) {
@@ -156,49 +162,80 @@ static int forward_listeners(long port, int *out) {
     return made;
 }
 
-/* netns.Bridge.enter: the namespace, then the sockets made in it, sent
- * over the channel to the proxy or resolver, which alone keeps them. */
-static void bridge(char *spec) {
-    char *field[7];
+/* What argv asks for, parsed in full before anything is done. */
+struct plan {
+    int procs_fd, limit_count, bridge;
+    struct { int resource; struct rlimit value; } limits[RLIM_NLIMITS];
+    char kind;
+    const char *host;
+    long port;
+    int channel, user_fd, net_fd, grant_count;
+    long grants[MAX_GRANTS];
+};
+
+static void parse_limits(char *text, struct plan *p) {
+    while (text) {
+        char *item = strsep(&text, ","), *end;
+        long res = number(item, &end), soft, hard;
+        if (*end != ':' || res < 0 || res >= RLIM_NLIMITS || p->limit_count >= RLIM_NLIMITS) usage();
+        soft = number(end + 1, &end);
+        if (*end != ':') usage();
+        hard = number(end + 1, &end);
+        if (*end) usage();
+        p->limits[p->limit_count].resource = (int)res;
+        p->limits[p->limit_count].value.rlim_cur = soft < 0 ? RLIM_INFINITY : (rlim_t)soft;
+        p->limits[p->limit_count++].value.rlim_max = hard < 0 ? RLIM_INFINITY : (rlim_t)hard;
+    }
+}
+
+static void parse_bridge(char *spec, struct plan *p) {
+    char *field[7], *end;
     for (int i = 0; i < 7; i++) {
         field[i] = strsep(&spec, ":");
         if (!field[i]) usage();
     }
     if (spec || strlen(field[0]) != 1 || !strchr("tu", field[0][0])) usage();
-    char *end;
-    long port = number(field[2], &end);
-    if (*end || port < 0 || port > 65535) usage();
-    int channel = fd_arg(field[4]), user_fd = -1, net_fd = -1;
-    long u = number(field[5], &end), n;
-    if (*end) usage();
-    n = number(field[6], &end);
-    if (*end || channel < 0) usage();
-    user_fd = (int)u, net_fd = (int)n;
-    cloexec(channel), cloexec(user_fd), cloexec(net_fd);
-    if (net_fd >= 0) {  /* the user namespace first: it owns the network one */
-        if ((user_fd >= 0 && setns(user_fd, CLONE_NEWUSER) != 0) || setns(net_fd, CLONE_NEWNET) != 0)
+    p->bridge = 1, p->kind = field[0][0], p->host = field[1];
+    p->port = number(field[2], &end);
+    if (*end || p->port < 0 || p->port > 65535) usage();
+    for (char *ports = field[3]; ports && *ports;) {
+        long port = number(strsep(&ports, "+"), &end);
+        if (*end || port < 1 || port > 65535 || p->grant_count >= MAX_GRANTS) usage();
+        p->grants[p->grant_count++] = port;
+    }
+    p->channel = fd_arg(field[4]);
+    long user = number(field[5], &end);
+    if (*end || user < -1 || user > 1 << 20) usage();
+    long net = number(field[6], &end);
+    if (*end || net < -1 || net > 1 << 20 || p->channel < 0) usage();
+    p->user_fd = (int)user, p->net_fd = (int)net;
+}
+
+/* netns.Bridge.enter: the namespace, then the sockets made in it, sent
+ * over the channel to the proxy or resolver, which alone keeps them. */
+static void bridge(const struct plan *p) {
+    cloexec(p->channel), cloexec(p->user_fd), cloexec(p->net_fd);
+    if (p->net_fd >= 0) {  /* the user namespace first: it owns the network one */
+        if ((p->user_fd >= 0 && setns(p->user_fd, CLONE_NEWUSER) != 0)
+                || setns(p->net_fd, CLONE_NEWNET) != 0)
             bridge_failed(6, errno);
     } else {
         make_namespace();
     }
-    int fds[MAX_SOCKETS], count = 0, one = 1;
-    unsigned char tags[1 + MAX_SOCKETS];
+    int fds[1 + 2 * MAX_GRANTS], count = 0, one = 1;
+    unsigned char tags[2 + 2 * MAX_GRANTS];
     tags[0] = 'L';
-    int main_fd = socket(AF_INET, (field[0][0] == 'u' ? SOCK_DGRAM : SOCK_STREAM) | SOCK_CLOEXEC, 0);
+    int main_fd = socket(AF_INET, (p->kind == 'u' ? SOCK_DGRAM : SOCK_STREAM) | SOCK_CLOEXEC, 0);
     if (main_fd < 0) bridge_failed(4, errno);
-    if (field[0][0] == 'u' && setsockopt(main_fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0)
+    if (p->kind == 'u' && setsockopt(main_fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0)
         bridge_failed(4, errno);
-    if (bind_to(main_fd, AF_INET, field[1], port) != 0) bridge_failed(4, errno);
-    if (field[0][0] == 't' && listen(main_fd, 1024) != 0) bridge_failed(4, errno);
+    if (bind_to(main_fd, AF_INET, p->host, p->port) != 0) bridge_failed(4, errno);
+    if (p->kind == 't' && listen(main_fd, 1024) != 0) bridge_failed(4, errno);
     fds[count] = main_fd, tags[1 + count++] = MAIN_TAG;
-    char *ports = field[3];
-    for (int grant = 0; *ports; grant++) {
-        long p = number(strsep(&ports, "+"), &end);
-        if (*end || p < 1 || p > 65535 || grant >= MAIN_TAG || count + 2 > MAX_SOCKETS) usage();
-        int made = forward_listeners(p, fds + count);
+    for (int grant = 0; grant < p->grant_count; grant++) {
+        int made = forward_listeners(p->grants[grant], fds + count);
         if (made < 0) bridge_failed(7, errno);
         for (int i = 0; i < made; i++) tags[1 + count++] = (unsigned char)grant;
-        if (!ports) break;
     }
     char control[CMSG_SPACE(sizeof fds)];
     memset(control, 0, sizeof control);
@@ -210,38 +247,47 @@ static void bridge(char *spec) {
     c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)count);
     memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)count);
     /* MSG_NOSIGNAL: a proxy that already died gives EPIPE, not SIGPIPE */
-    if (sendmsg(channel, &msg, MSG_NOSIGNAL) < 0) bridge_failed(5, errno);
+    if (sendmsg(p->channel, &msg, MSG_NOSIGNAL) < 0) bridge_failed(5, errno);
     for (int i = 0; i < count; i++) close(fds[i]);  /* only the proxy may hold them */
-    close(channel);
+    close(p->channel);
+}
+
+/* glibc's posix_spawn leaves its two internal signals (thread cancellation
+ * and set*id, 32 and 33) ignored in the child when the parent has handlers
+ * for them (any Python that started a thread), and an ignored signal stays
+ * ignored across exec: bwrap and the command would start with them
+ * ignored, where the fork's child starts with them at their default.  No
+ * libc call may name them, hence the system call. */
+static void default_internal_signals(void) {
+    struct { void *handler; unsigned long flags; void *restorer; unsigned long mask; } dfl;
+    memset(&dfl, 0, sizeof dfl);  /* SIG_DFL, no flags, nothing blocked */
+    for (int sig = 32; sig < SIGRTMIN; sig++)
+        (void)syscall(SYS_rt_sigaction, sig, &dfl, NULL, sizeof dfl.mask);
 }
 
 int main(int argc, char **argv) {
-    if (argc < 7 || strcmp(argv[5], "--") != 0) usage();
+    if (argc < 2) _exit(127);
     err_fd = fd_arg(argv[1]);
     if (err_fd < 0) _exit(127);
     cloexec(err_fd);  /* end-of-file at the exec tells the runner bwrap runs */
-    int procs_fd = fd_arg(argv[2]);
-    cloexec(procs_fd);
-    if (procs_fd >= 0 && write(procs_fd, "0", 1) != 1)  /* not fatal: the runner warns */
+    if (argc < 7 || strcmp(argv[5], "--") != 0) usage();
+    struct plan p;
+    memset(&p, 0, sizeof p);
+    p.procs_fd = fd_arg(argv[2]), p.user_fd = p.net_fd = p.channel = -1;
+    if (strcmp(argv[3], "-") != 0) parse_limits(argv[3], &p);
+    if (strcmp(argv[4], "-") != 0) parse_bridge(argv[4], &p);
+    cloexec(p.procs_fd);
+    if (p.procs_fd >= 0 && write(p.procs_fd, "0", 1) != 1)  /* not fatal: the runner warns */
         say("C%ld\n", errno, 0);
-    if (strcmp(argv[4], "-") != 0)  /* after the cgroup: the namespace's owner is born limited */
-        bridge(argv[4]);
-    char *limits = strcmp(argv[3], "-") == 0 ? NULL : argv[3];
-    while (limits) {  /* last: RLIMIT_AS may refuse what comes before */
-        char *item = strsep(&limits, ","), *end;
-        long res = number(item, &end), soft, hard;
-        if (*end != ':') usage();
-        soft = number(end + 1, &end);
-        if (*end != ':') usage();
-        hard = number(end + 1, &end);
-        if (*end) usage();
-        struct rlimit r = {soft < 0 ? RLIM_INFINITY : (rlim_t)soft,
-                           hard < 0 ? RLIM_INFINITY : (rlim_t)hard};
-        if (setrlimit((int)res, &r) != 0) {
+    if (p.bridge)  /* after the cgroup: the namespace's owner is born limited */
+        bridge(&p);
+    for (int i = 0; i < p.limit_count; i++) {  /* last: RLIMIT_AS may refuse what comes before */
+        if (setrlimit(p.limits[i].resource, &p.limits[i].value) != 0) {
             say("E%ld\n", errno, 0);
             _exit(127);
         }
     }
+    default_internal_signals();
     execve(argv[6], argv + 6, environ);
     say("E%ld\n", errno, 0);
     _exit(127);

@@ -532,10 +532,12 @@ def _spawn(argv: list[str], env: dict[str, str], keep: list[int], stdio: list[in
     --die-with-parent, the whole sandbox) before the command's own handlers
     have run.
 
-    Without limits this is one ``posix_spawn`` (``subprocess`` would do the
-    same at a higher import cost).  With limits it is fork + exec, so that
-    the child can lower its soft *and hard* rlimits and join its cgroup
-    before it becomes bwrap.  The alternatives both leak:
+    The child must lower its soft *and hard* rlimits and join its cgroup
+    before it becomes bwrap, so something runs between the spawn and bwrap:
+    the native launcher (native/launch.c, from one ``posix_spawn``) where it
+    is installed, else a fork of this process (``_child``).  Without limits,
+    bridge or launcher it is one ``posix_spawn`` of bwrap.  The alternatives
+    to a step before bwrap both leak:
 
     * lowering the limits in the wrapper around ``posix_spawn`` and restoring
       them afterwards works only for root: anyone else cannot raise a hard
@@ -547,9 +549,10 @@ def _spawn(argv: list[str], env: dict[str, str], keep: list[int], stdio: list[in
       init (children keep the limits and cgroup they were born with), and a
       setuid bwrap refuses prlimit from its unprivileged parent.
 
-    The fork costs a few tenths of a millisecond more than posix_spawn.
-    With a network bridge it is fork + exec too: the child enters the
-    bridge's namespace before it becomes bwrap (see ``sandbox.egress.netns``).
+    The fork of a warm wrapper costs 2 to 3 ms before bwrap runs, the
+    launcher a few tenths.  With a network bridge the child (launcher or
+    fork) also enters the bridge's namespace before it becomes bwrap (see
+    ``sandbox.egress.netns``).
     """
     for name in os.listdir(FD_DIR):
         fd = int(name)
@@ -560,7 +563,8 @@ def _spawn(argv: list[str], env: dict[str, str], keep: list[int], stdio: list[in
                 pass
     for fd in keep:
         os.set_inheritable(fd, True)
-    if limits is None and bridge is None:
+    if limits is None and bridge is None and _launcher() is None:
+        # (through the launcher where there is one: see its internal signals)
         actions = [(os.POSIX_SPAWN_DUP2, fd, target) for target, fd in enumerate(stdio)
                    if fd is not None]
         return os.posix_spawn(argv[0], argv, env, file_actions=actions, setpgroup=0,
