@@ -98,7 +98,20 @@ def read(opts, environ: dict[str, str]) -> tuple[str, dict] | None:
         return None
     if not isinstance(plan, dict) or plan.get("format") != FORMAT:
         return None
+    if not _programs_outside_roots(plan):
+        return None  # before anything of it runs: bwrap may start before ``check``
     return path, plan
+
+
+def _programs_outside_roots(plan: dict) -> bool:
+    """What the plan runs on the host (bwrap, and the terminal helper) is
+    outside every root the command can write: checked against these roots
+    when the plan was made, and here again (a few string compares), before
+    bwrap is started from a plan not yet checked."""
+    from sandbox.hostprogs import inside
+
+    programs = (plan["argv"][0], *plan["host_programs"])
+    return not any(inside(p, plan["host_roots"]) for p in programs)
 
 
 def check(path: str, plan: dict) -> dict | None:
@@ -119,12 +132,9 @@ def check(path: str, plan: dict) -> dict | None:
         if deps != plan["deps"]:  # new stamps: the next run need not list them again
             plan["deps"] = deps
             statefile.dump(path, plan)
-    # what the plan runs on the host was checked against these roots when it
-    # was made; the stamps above say nothing moved since; this says the same
-    # plan still agrees (a few string compares)
-    from sandbox.hostprogs import inside
-
-    if any(inside(p, plan["host_roots"]) for p in plan["host_programs"]):
+    # the stamps above say nothing moved since the plan was made; this says
+    # the plan itself still agrees (read() asked already; a plan is data)
+    if not _programs_outside_roots(plan):
         return None
     if plan["host_sockets"] is not None:
         from sandbox import hostsockets

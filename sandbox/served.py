@@ -372,8 +372,9 @@ def _relay_signals(conn: socket.socket, reply: _Reply, main_thread: int,
             signal.pthread_kill(main_thread, signum)
 
 
-def handle(conn: socket.socket, notify_w: int) -> int:
-    """Serve one connection in a child of the server; the child's exit status."""
+def handle(conn: socket.socket, notify_w: int, reader: Reader | None = None) -> int:
+    """Serve one connection in a child of the server; the child's exit status.
+    ``reader``: its reader thread, started ahead (else started here)."""
     try:
         fds, payload = _receive(conn)
     except TooBig:
@@ -419,23 +420,47 @@ def handle(conn: socket.socket, notify_w: int) -> int:
     auditlog.caller_pid = client  # the `sandbox` process its caller started, as in a direct run
     os.write(notify_w, b"S")  # counted in `sandbox server status`
     os.close(notify_w)
-    return _run(conn, args, _signals(blocked))
+    return _run(conn, args, _signals(blocked), reader)
 
 
-def _run(conn: socket.socket, args: list[str], blocked: set[int]) -> int:
-    import threading
+class Reader:
+    """The reader thread (``_relay_signals``), started before its connection
+    comes: a spare starts it while it waits, because starting a thread in
+    the forked child costs about half a millisecond of the run's time.
 
+    It must never take a signal meant for the run: it starts with every
+    signal blocked, so the kernel delivers process signals to the main
+    thread, whose handlers (the runner's) see them.
+    """
+
+    def __init__(self) -> None:
+        import threading
+
+        self._go = threading.Lock()
+        self._go.acquire()
+        self._args: tuple | None = None
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+        try:
+            threading.Thread(target=self._wait, daemon=True).start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+    def _wait(self) -> None:
+        self._go.acquire()
+        if self._args is not None:
+            _relay_signals(*self._args)
+
+    def start(self, conn: socket.socket, reply: "_Reply", blocked: set[int]) -> None:
+        import threading
+
+        self._args = (conn, reply, threading.get_ident(), blocked)
+        self._go.release()
+
+
+def _run(conn: socket.socket, args: list[str], blocked: set[int],
+         reader: Reader | None = None) -> int:
     reply = _Reply(conn)
-    # The reader thread must never take a signal meant for the run: it
-    # starts with every signal blocked, so the kernel delivers process
-    # signals to the main thread, whose handlers (the runner's) see them.
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
-    try:
-        threading.Thread(target=_relay_signals,
-                         args=(conn, reply, threading.get_ident(), blocked),
-                         daemon=True).start()
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+    (reader or Reader()).start(conn, reply, blocked)
     status = _call(args)
     reply.exit_status(status)
     return status & 0xFF

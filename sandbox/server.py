@@ -350,6 +350,7 @@ def _spare(parent: int, listener, notify_r: int, notify_w: int, lock_fd: int) ->
             return
         if os.getppid() != parent:
             return  # the server died before the line above: never accept for it
+        reader = served.Reader()  # its thread started now, not on the run's time
         try:
             conn, _ = listener.accept()
         except OSError:
@@ -357,7 +358,7 @@ def _spare(parent: int, listener, notify_r: int, notify_w: int, lock_fd: int) ->
         os.write(notify_w, b"A")
         listener.close()
         libc.function("prctl")(PR_SET_PDEATHSIG, 0, 0, 0, 0)
-        code = served.handle(conn, notify_w)
+        code = served.handle(conn, notify_w, reader)
     finally:
         os._exit(code)
 

@@ -322,6 +322,9 @@ def test_auto_falls_back_to_bwraps_namespace_when_ours_is_refused(tmp_path):
         def enter(self) -> None:  # as a host that allows user namespaces to bwrap only
             raise netns.StageFailed(3, errno.EPERM)
 
+        def launch_args(self):  # a refusal only the fork's child can stage
+            return None
+
     session = dns.Session({"nsswitch": [str(nss), "/etc/nsswitch.conf"]}, "auto")
     session.bridge = Refusing(session.bridge.channel, "auto", session)
     out = tmp_path / "out"

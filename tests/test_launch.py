@@ -114,6 +114,63 @@ def test_a_taken_port_fails_the_same_either_way(senv, launch_mode, squatted, exp
     test_netsession.test_a_squatted_proxy_port_is_never_used(senv, squatted, expect)
 
 
+class _Member:
+    """A session member whose namespace cannot be entered (not a namespace fd)."""
+
+    joined = True
+    port = 3128
+
+    def __init__(self, join) -> None:
+        self.join = join
+
+    def spawned(self, pid) -> None:
+        pass
+
+    def another_port(self):
+        return None
+
+
+def test_a_namespace_that_cannot_be_entered_fails_the_same_either_way(tmp_path, monkeypatch):
+    """A real failure of the launcher's setns (stage 6), not a stand-in:
+    reported in the same words as the fork's, and nothing ran.  In auto mode
+    the runner then lets bwrap make the namespace, as for the fork."""
+    import socket
+
+    from conftest import BWRAP
+    from sandbox.egress import netns
+    from sandbox.errors import SetupError
+
+    said = {}
+    for mode in MODES:
+        monkeypatch.setattr(runner, "_LAUNCHER", [] if mode == "native" else [None])
+        if mode == "native" and runner._launcher() is None:
+            pytest.skip("no native launcher in this installation")
+        for bridge_mode in ("direct", "auto"):
+            proxy_end, launcher_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            null = os.open("/dev/null", os.O_RDONLY)
+            marker = tmp_path / f"ran-{mode}-{bridge_mode}"
+            bridge = netns.Bridge(socket.socket(fileno=launcher_end.detach()), bridge_mode,
+                                  _Member((-1, null)))
+            argv = [BWRAP, "--unshare-user", "--unshare-pid", "--die-with-parent",
+                    "--ro-bind", "/", "/", "--bind", str(tmp_path), str(tmp_path), "--dev", "/dev",
+                    "--proc", "/proc", "--", "/bin/sh", "-c", f"touch {marker}"]
+            try:
+                if bridge_mode == "direct":
+                    with pytest.raises(SetupError) as info:
+                        runner.run(argv, dict(os.environ), None, False, bridge=bridge)
+                    said[mode] = str(info.value)
+                    assert not marker.exists()
+                else:
+                    outcome = runner.run(argv, dict(os.environ), None, False, bridge=bridge)
+                    assert outcome.bwrap_status == 0 and marker.exists()
+            finally:
+                os.close(null)
+                bridge.close()
+                proxy_end.close()
+    assert said["native"] == said["fork"]
+    assert said["native"].startswith("cannot enter the session's network namespace (setns)")
+
+
 # -- the launcher on its own ---------------------------------------------------------
 
 def _launch_direct(args: list[str], pass_err: bool = True):

@@ -156,6 +156,9 @@ def _bridged_run(tmp_path, mode: str, refuse_direct: bool):
                 raise netns.StageFailed(3, errno.EPERM)
             super().enter()
 
+        def launch_args(self):  # a refusal only the fork's child can stage (test_launch: the launcher's)
+            return None if refuse_direct else super().launch_args()
+
     bridge = Bridge(_socket.socket(fileno=launcher_end.detach()), mode)
     out = tmp_path / "out"
     script = f"cat /proc/net/dev | grep -c : > {out}"
