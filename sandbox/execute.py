@@ -130,45 +130,29 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
             early = egress_mod.Session(egress, bridge, secrets, forwards=forwards)
         except OSError:
             early = None  # tried again below, which refuses the run in words
-    pending = None
-    if audit_spec is not None:
-        from sandbox import gitsnapshot
-        from sandbox import pending as markers
-
-        try:
-            # what git could run from each git dir just before the command
-            # starts (not in the cached plan: a file can change while its
-            # directory's stamp does not); kept in this run's own marker,
-            # locked while the run lives (sandbox.pending)
-            audit_spec = dict(audit_spec, snapshot=gitsnapshot.take(audit_spec))
-            pending = markers.create(audit_spec)  # the next run audits if we are killed
-        except OSError as exc:
-            if early is not None:
-                early.finish()
-            return refuse(opts, SetupError(f"cannot record the pending audit in {audit_spec['state']}: "
-                                         f"{exc.strerror or exc}; the command was not run",
-                                         hint="make the state directory writable "
-                                              "(XDG_CACHE_HOME/sandbox)",
-                                         code="state_dir_invalid"), meta, started, target)
-        except Exception as exc:  # noqa: BLE001 - fail closed, without a traceback
-            if early is not None:
-                early.finish()
-            return refuse(opts, SetupError(f"internal error while taking the pre-run snapshot "
-                                         f"({type(exc).__name__}: {exc}); the command was not run",
-                                         code="internal_error"),
-                        meta, started, target)
     if resolver is not None:  # no network: lookups answered at once (sandbox.egress.dns)
         from sandbox.egress import dns
 
         env = {**dns.offline_env(), **env}
-    watcher = None
-    if watch is not None:  # before bwrap: what the command tries on protected files
-        from sandbox import blocked
-
+    pending = watcher = None
+    if verify is None:
         try:
-            watcher = blocked.Watch(watch)
-        except Exception:  # noqa: BLE001 - no evidence then; nothing else changes
-            watcher = None
+            audit_spec, pending, watcher = _before_the_command(audit_spec, watch)
+        except SetupError as err:
+            if early is not None:
+                early.finish()
+            return refuse(opts, err, meta, started, target)
+    else:
+        # bwrap starts before the plan is checked, and the command waits for
+        # the check: so can these, which run meanwhile (once; a failure
+        # raises in the runner, which kills bwrap first)
+        checked = verify
+
+        def verify() -> None:
+            nonlocal audit_spec, pending, watcher
+            checked()
+            if pending is None and watcher is None:
+                audit_spec, pending, watcher = _before_the_command(audit_spec, watch)
     member = None
     for attempt in range(1 + MOUNT_RETRIES):
         session = None
@@ -247,7 +231,7 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
             # there (sandbox.linux.drift): checked as late as possible
             argv, status_index, seccomp, audit_spec, gone = _drop_vanished(
                 argv, status_index, seccomp, audit_spec)
-            if gone and audit_spec is not None and not _remark(audit_spec, pending):
+            if gone and pending is not None and not _remark(audit_spec, pending):
                 _audit(audit_spec, pending)
                 return refuse(opts, _no_marker(audit_spec), meta, started, target)
             run_argv, run_status, run_seccomp = argv, status_index, seccomp
@@ -475,6 +459,44 @@ def _drop_vanished(argv, status_index, seccomp, audit_spec):
     return new, status_index, seccomp, audit_spec, gone
 
 
+def _before_the_command(audit_spec, watch):
+    """(audit spec, marker, watch): what must exist before the command starts.
+
+    What git could run from each git dir just before the command starts
+    (not in the cached plan: a file can change while its directory's stamp
+    does not), kept in this run's own marker, locked while the run lives
+    (``sandbox.pending``): the next run audits if this one is killed.  And
+    the watch of what the command tries on protected files.  Raises
+    SetupError (the command must not start without the marker).
+    """
+    pending = None
+    if audit_spec is not None:
+        from sandbox import gitsnapshot
+        from sandbox import pending as markers
+
+        try:
+            audit_spec = dict(audit_spec, snapshot=gitsnapshot.take(audit_spec))
+            pending = markers.create(audit_spec)
+        except OSError as exc:
+            raise SetupError(f"cannot record the pending audit in {audit_spec['state']}: "
+                             f"{exc.strerror or exc}; the command was not run",
+                             hint="make the state directory writable (XDG_CACHE_HOME/sandbox)",
+                             code="state_dir_invalid") from None
+        except Exception as exc:  # noqa: BLE001 - fail closed, without a traceback
+            raise SetupError(f"internal error while taking the pre-run snapshot "
+                             f"({type(exc).__name__}: {exc}); the command was not run",
+                             code="internal_error") from None
+    watcher = None
+    if watch is not None:
+        from sandbox import blocked
+
+        try:
+            watcher = blocked.Watch(watch)
+        except Exception:  # noqa: BLE001 - no evidence then; nothing else changes
+            watcher = None
+    return audit_spec, pending, watcher
+
+
 def _remark(audit_spec, marker) -> bool:
     """Record the changed audit in this run's marker, in case this run is killed."""
     try:
@@ -519,7 +541,7 @@ def _audit(spec, marker) -> list:
     not be neutralised (the next run in this workspace audits again before
     it starts) and when another run is live (that run drains at its end).
     """
-    if spec is None:
+    if spec is None or marker is None:  # no marker: the command never started
         return []
     import sys
 
