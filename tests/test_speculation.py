@@ -200,3 +200,30 @@ def test_a_secret_made_after_the_plan_is_hidden_and_the_command_runs_once(senv, 
     again = run(["sh", "-c", "echo twice >> ran.log; cat .env >/dev/null; echo rc=$?"])
     assert again.stderr.count(b"sandbox: weakened:") == 1
     assert (senv.ws / "ran.log").read_text() == "once\ntwice\n"
+
+
+def test_no_pending_marker_means_no_run_from_a_speculated_plan(senv, who):
+    """The pending audit's marker is made while bwrap builds the sandbox; if it
+    cannot be made, the command never starts (the sandbox is killed, the
+    run refused in words), as when it is made first."""
+    report = senv.base / "report.json"
+
+    def run(command):
+        return subprocess.run(who.prefix() + [sandbox_exe(), "run", "--report", str(report),
+                                              "--", *command],
+                              cwd=senv.ws, env=senv.environ(), capture_output=True, timeout=120)
+
+    subprocess.run(["git", "init", "-q", str(senv.ws)], check=True)
+    senv.finish()
+    _cached(senv, run)
+    markers = senv.home / ".cache" / "sandbox" / "pending-audit"
+    assert markers.is_dir()
+    markers.rmdir()
+    markers.write_text("")  # a file where the markers' directory was
+    who.chown(markers)
+    done = run(["touch", "ran"])
+    doc = json.loads(report.read_text())
+    assert done.returncode == 125, done.stderr
+    assert doc["plan_cached"] and doc["error"]["code"] == "state_dir_invalid"
+    assert b"cannot record the pending audit" in done.stderr
+    assert not (senv.ws / "ran").exists()
