@@ -270,6 +270,7 @@ def run(argv, env: dict[str, str], status_fd_arg: int | None, interactive: bool,
     if master is not None:
         old_handlers[signal.SIGWINCH] = signal.signal(signal.SIGWINCH, on_signal)
     relay = None
+    unstarted: list[int] = []  # signals that came while a plan that failed was checked
     try:
         if master is not None:  # raw before the start: keys typed from now on are the command's
             relay = Relay(master, 0 if ttys[0] else None, ttys.index(True), slave)
@@ -286,7 +287,15 @@ def run(argv, env: dict[str, str], status_fd_arg: int | None, interactive: bool,
                 os.close(slave)
         if held is not None:
             opening, held = held, None  # _open_gate closes its write end, whatever happens
-            _open_gate(proc, opening, verify)
+            try:
+                _open_gate(proc, opening, verify)
+            except BaseException:
+                # No command started, so there is nothing to forward them to:
+                # each is raised again below, with the caller's own handler,
+                # as it would have been had the plan been checked before the
+                # start (a SIGTERM must not be lost and the run started anew)
+                unstarted = [s for s in pending if s in FORWARDED]
+                raise
         if gate is not None:
             try:
                 gate[1]()
@@ -312,7 +321,17 @@ def run(argv, env: dict[str, str], status_fd_arg: int | None, interactive: bool,
         os.close(read_fd)
         if master is not None:
             os.close(master)
+        for s in dict.fromkeys(unstarted):
+            if signal.getsignal(s) == signal.SIG_DFL:
+                BEFORE_FATAL_SIGNAL[0](s)
+            signal.raise_signal(s)
 
+
+# Called with the signal's number just before ``run`` raises again, with
+# its default action (death), a signal that came while a plan that failed
+# was checked: a served run reports 128 + n to its client first
+# (sandbox.served), as it does for a signal that comes before the handlers.
+BEFORE_FATAL_SIGNAL = [lambda signum: None]
 
 # F_SETPIPE_SZ / F_GETPIPE_SZ (fcntl.h): not in the os module
 _F_SETPIPE_SZ, _F_GETPIPE_SZ = 1031, 1032

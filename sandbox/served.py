@@ -460,6 +460,10 @@ class Reader:
 def _run(conn: socket.socket, args: list[str], blocked: set[int],
          reader: Reader | None = None) -> int:
     reply = _Reply(conn)
+    from sandbox import runner
+
+    # a signal the runner raises again with its default action (a stale plan's)
+    runner.BEFORE_FATAL_SIGNAL[0] = lambda signum: reply.exit_status(128 + signum)
     (reader or Reader()).start(conn, reply, blocked)
     status = _call(args)
     reply.exit_status(status)
