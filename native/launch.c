@@ -274,8 +274,12 @@ int main(int argc, char **argv) {
     struct plan p;
     memset(&p, 0, sizeof p);
     p.procs_fd = fd_arg(argv[2]), p.user_fd = p.net_fd = p.channel = -1;
-    if (strcmp(argv[3], "-") != 0) parse_limits(argv[3], &p);
-    if (strcmp(argv[4], "-") != 0) parse_bridge(argv[4], &p);
+    /* parsed in copies: strsep cuts what it parses, and ps shows argv */
+    static char limits[1024], spec[1024];
+    if (strlen(argv[3]) >= sizeof limits || strlen(argv[4]) >= sizeof spec) usage();
+    strcpy(limits, argv[3]), strcpy(spec, argv[4]);
+    if (strcmp(limits, "-") != 0) parse_limits(limits, &p);
+    if (strcmp(spec, "-") != 0) parse_bridge(spec, &p);
     cloexec(p.procs_fd);
     if (p.procs_fd >= 0 && write(p.procs_fd, "0", 1) != 1)  /* not fatal: the runner warns */
         say("C%ld\n", errno, 0);
