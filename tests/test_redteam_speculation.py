@@ -47,15 +47,22 @@ def test_the_launcher_maps_the_callers_ids_in_the_namespace_it_makes(senv, who):
     assert b"host refused the direct bridge" not in auto.stderr, auto
 
 
-def _descendant_started(pid: int, timeout: float = 30.0) -> str:
-    """Wait until ``pid`` has started the launcher or bwrap; its argv[0].
-    (A posix_spawn child shows the parent's argv until its exec.)"""
+def _children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as fh:
+        return [int(k) for k in fh.read().split()]
+
+
+def _descendant_started(pid: int, depth: int = 1, timeout: float = 30.0) -> str:
+    """Wait until a process ``depth`` generations below ``pid`` is the
+    launcher or bwrap; its argv[0].  (A posix_spawn child shows the
+    parent's argv until its exec.)"""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            with open(f"/proc/{pid}/task/{pid}/children") as fh:
-                kids = fh.read().split()
-            for kid in kids:
+            level = [pid]
+            for _ in range(depth):
+                level = [kid for parent in level for kid in _children(parent)]
+            for kid in level:
                 with open(f"/proc/{kid}/cmdline", "rb") as fh:
                     program = fh.read().split(b"\0")[0].decode()
                 if program.endswith(("/launch", "/bwrap")):
@@ -63,7 +70,7 @@ def _descendant_started(pid: int, timeout: float = 30.0) -> str:
         except OSError:
             pass
         time.sleep(0.0002)
-    raise AssertionError("the wrapper never started bwrap")
+    raise AssertionError("bwrap was never started")
 
 
 def _stale_slow_plan(senv, env: dict, dirs: int = 30000) -> socket.socket:
@@ -121,27 +128,6 @@ def test_a_sigterm_while_a_stale_plan_is_checked_is_not_lost(senv, who):
     assert again.returncode == 0 and marker.exists(), again
 
 
-def _served_bwrap_started(server_pid: int, timeout: float = 30.0) -> str:
-    """Wait until a run the server serves has started the launcher or bwrap."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with open(f"/proc/{server_pid}/task/{server_pid}/children") as fh:
-                runs = fh.read().split()
-            for run in runs:
-                with open(f"/proc/{run}/task/{run}/children") as fh:
-                    kids = fh.read().split()
-                for kid in kids:
-                    with open(f"/proc/{kid}/cmdline", "rb") as fh:
-                        program = fh.read().split(b"\0")[0].decode()
-                    if program.endswith(("/launch", "/bwrap")):
-                        return program
-        except OSError:
-            pass
-        time.sleep(0.0002)
-    raise AssertionError("no served run started bwrap")
-
-
 def test_a_sigterm_to_the_served_client_while_a_stale_plan_is_checked_is_not_lost(served):
     """The same through the native client: it passes SIGTERM on to the
     served run, whose handler queued it; the stale attempt dropped it and
@@ -158,7 +144,7 @@ def test_a_sigterm_to_the_served_client_while_a_stale_plan_is_checked_is_not_los
                                 cwd=senv.ws, env=served.env, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
-            started = _served_bwrap_started(served.pid)
+            started = _descendant_started(served.pid, depth=2)  # server, its child, bwrap
             proc.send_signal(15)
             out, err = proc.communicate(timeout=120)
         finally:
