@@ -119,15 +119,24 @@ def try_exclusive(state: str, workspace: str) -> int | None:
 
 
 def busy(state: str, workspace: str) -> bool:
-    """Is a run in ``workspace`` active right now?"""
+    """Is a run in ``workspace`` active right now?  (No lock file: no run
+    since this version.)"""
+    return held(lock_path(state, workspace))
+
+
+def held(path: str, shared: bool = False) -> bool:
+    """Does another process hold a lock on ``path``?  Asked with a lock of
+    our own that is dropped at once: exclusive (any holder answers yes), or
+    ``shared`` (only an exclusive holder does, and probes do not disturb
+    each other).  No file, no holder."""
     import fcntl
 
     try:
-        fd = os.open(lock_path(state, workspace), os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
     except OSError:
-        return False  # no lock file: no run since this version
+        return False
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         return False
     except OSError:
         return True

@@ -213,23 +213,18 @@ def run(argv, env: dict[str, str], status_fd_arg: int | None, interactive: bool,
         os.close(write_fd)
         keep = []
     passed = [gate[0]] if gate is not None else []  # inherited, but the caller's to close
-    held = None  # the seccomp filter, held back until ``verify`` has passed
-    if verify is not None and (seccomp is None or gate is not None or plain):
-        verify()  # no filter to hold back (or another gate): check before the start
-        verify = None
-    if seccomp is not None:
-        if verify is not None:
-            held = _filter_gate(seccomp[1])
-        if held is not None:
-            argv[seccomp[0]] = str(held[0])
-            keep.append(held[0])
-        else:
-            if verify is not None:
-                verify()
-                verify = None
-            bpf_fd = os.open(seccomp[1], os.O_RDONLY | os.O_CLOEXEC)
-            argv[seccomp[0]] = str(bpf_fd)
-            keep.append(bpf_fd)
+    # the seccomp filter, held back until ``verify`` has passed
+    held = (_filter_gate(seccomp[1]) if verify is not None and seccomp is not None
+            and gate is None and not plain else None)
+    if verify is not None and held is None:
+        verify()  # nothing can hold the command back (no filter, another gate, no room)
+    if held is not None:
+        argv[seccomp[0]] = str(held[0])
+        keep.append(held[0])
+    elif seccomp is not None:
+        bpf_fd = os.open(seccomp[1], os.O_RDONLY | os.O_CLOEXEC)
+        argv[seccomp[0]] = str(bpf_fd)
+        keep.append(bpf_fd)
     if status_fd_arg is not None:
         status_fd_arg = _long_options_to_fd(argv, status_fd_arg, seccomp, keep)
     # Loader variables reach the command through bwrap's --setenv, never
@@ -665,15 +660,15 @@ def _launch(argv, env, stdio, rlimits, procs_fd, err_w, bridge) -> int | None:
     moment of the spawn, and it closes them (close-on-exec) before bwrap.
     """
     launcher = _launcher()
+    if launcher is None:
+        return None
     spec, fds = "-", []
-    if launcher is not None and bridge is not None:
+    if bridge is not None:
         # a bridge that only Python can enter (a test's stand-in) takes the fork
         found = getattr(bridge, "launch_args", lambda: None)()
         if found is None:
             return None
         spec, fds = found
-    if launcher is None:
-        return None
     fds = [err_w] + ([procs_fd] if procs_fd is not None else []) + fds
     limits = ",".join(f"{res}:{soft}:{hard}" for res, soft, hard in rlimits) or "-"
     actions = [(os.POSIX_SPAWN_DUP2, fd, target) for target, fd in enumerate(stdio)

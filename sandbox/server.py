@@ -85,19 +85,9 @@ def paths(environ) -> tuple[str, str, str, str]:
 
 def _lock_held(lock: str) -> bool:
     """Does a server hold ``lock`` (so one runs for this state dir)?"""
-    import fcntl
+    from sandbox import runlock
 
-    try:
-        fd = os.open(lock, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        return False
-    except OSError:
-        return True
-    finally:
-        os.close(fd)  # also drops our shared lock, if we got it
+    return runlock.held(lock, shared=True)  # the server's own lock is exclusive
 
 
 def _direct_script() -> str | None:

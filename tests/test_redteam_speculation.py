@@ -91,6 +91,24 @@ def _stale_slow_plan(senv, env: dict, dirs: int = 30000) -> socket.socket:
     return server
 
 
+def _sigterm_once_bwrap_runs(senv, prefix: list[str], env: dict, above, depth: int):
+    """Start ``prefix run -- sh -c 'touch ran'``, send it SIGTERM once the
+    launcher or bwrap is ``depth`` below ``above(proc)``; (proc, that
+    program, its stderr)."""
+    proc = subprocess.Popen(senv.who.prefix() + prefix + ["run", "--", "sh", "-c", "touch ran"],
+                            cwd=senv.ws, env=env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        started = _descendant_started(above(proc), depth)
+        proc.send_signal(15)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc, started, err
+
+
 def test_a_sigterm_while_a_stale_plan_is_checked_is_not_lost(senv, who):
     """The wrapper's handlers only queue SIGTERM/SIGINT/SIGHUP/SIGQUIT while
     bwrap sets up, for the command once it runs.  With the speculative start
@@ -107,17 +125,8 @@ def test_a_sigterm_while_a_stale_plan_is_checked_is_not_lost(senv, who):
     marker = senv.ws / "ran"
     try:
         senv.finish()
-        proc = subprocess.Popen(senv.who.prefix() + [direct, "run", "--", "sh", "-c", "touch ran"],
-                                cwd=senv.ws, env=env, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        try:
-            started = _descendant_started(proc.pid)
-            proc.send_signal(15)  # the plan is being checked now: the command has not started
-            out, err = proc.communicate(timeout=120)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+        # the plan is being checked once bwrap appears: the command has not started
+        proc, started, err = _sigterm_once_bwrap_runs(senv, [direct], env, lambda p: p.pid, 1)
         assert started.endswith(("launch", "bwrap")), started
         assert not marker.exists(), (proc.returncode, err)
         assert proc.returncode == -15, (proc.returncode, err)
@@ -139,18 +148,9 @@ def test_a_sigterm_to_the_served_client_while_a_stale_plan_is_checked_is_not_los
     marker = senv.ws / "ran"
     try:
         senv.finish()
-        proc = subprocess.Popen(senv.who.prefix() + [sandbox_exe(), "run", "--", "sh", "-c",
-                                                     "touch ran"],
-                                cwd=senv.ws, env=served.env, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        try:
-            started = _descendant_started(served.pid, depth=2)  # server, its child, bwrap
-            proc.send_signal(15)
-            out, err = proc.communicate(timeout=120)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+        # bwrap is two below the server: the server, its child, bwrap
+        proc, started, err = _sigterm_once_bwrap_runs(senv, [sandbox_exe()], served.env,
+                                                      lambda p: served.pid, 2)
         assert started.endswith(("launch", "bwrap")), started
         assert not marker.exists(), (proc.returncode, err)
         assert proc.returncode in (-15, 128 + 15), (proc.returncode, err)
