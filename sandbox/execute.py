@@ -220,6 +220,7 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
                     argv = fallback.with_proxy_port(argv, port)
         names = None
         network = None
+        outcome = None  # this attempt's
         try:
             applied = None
             if limits is not None:  # sandbox.limits.plan(); this makes the run's cgroup
@@ -278,8 +279,8 @@ def execute(opts, argv, env, status_index, interactive, warnings, meta, bwrap_pa
         finally:  # whatever happened, the proxy (or the resolver) goes with the run
             if session is not None:
                 network = session.finish()
-            elif names is not None:
-                network = names.finish()
+            elif names is not None:  # (a run not started may start again: see finish)
+                network = names.finish(again=outcome is None or not outcome.started)
             if member is not None:
                 member.leave()  # this run's line out of its session's registry
         if outcome.started or outcome.bwrap_status != 1 or attempt == MOUNT_RETRIES:

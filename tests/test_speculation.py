@@ -227,3 +227,44 @@ def test_no_pending_marker_means_no_run_from_a_speculated_plan(senv, who):
     assert doc["plan_cached"] and doc["error"]["code"] == "state_dir_invalid"
     assert b"cannot record the pending audit" in done.stderr
     assert not (senv.ws / "ran").exists()
+
+
+def test_a_run_started_again_in_its_session_has_a_resolver_that_answers(senv, who):
+    """A plan made stale by a host socket bound since it was cached (the fresh
+    plan masks it) is started again from the checked plan, in the same
+    session's namespace.  The first attempt's resolver socket was bound at
+    the run's address there (SO_REUSEPORT): left open, it took some of the
+    next attempt's queries and answered none (EAI_AGAIN after the C
+    library's retries).  It must be closed before the run starts again."""
+    import socket
+
+    from test_netsession import LOOKUP, PY, Server, _free_port
+
+    report = senv.base / "report.json"
+    (senv.ws / "lookup.py").write_text(LOOKUP)
+    server = Server(senv, senv.ws, _free_port(), "A")  # holds the session's namespace
+    late = None
+    try:
+        def run(command):  # not senv.run: it would chown the tree, every stamp new
+            return subprocess.run(who.prefix() + [sandbox_exe(), "run", "--report", str(report),
+                                                  "--", *command],
+                                  cwd=senv.ws, env=senv.environ(), capture_output=True,
+                                  timeout=120)
+
+        _cached(senv, run)
+        svc = senv.base / "opt"
+        svc.mkdir()
+        late = socket.socket(socket.AF_UNIX)
+        late.bind(str(svc / "late.sock"))  # bound since: the checked plan masks it
+        late.listen()
+        if who.uid != os.getuid():
+            os.chown(svc / "late.sock", who.uid, who.gid)
+        results = [run([PY, "lookup.py"]) for _ in range(3)]
+        doc = json.loads(report.read_text())
+    finally:
+        if late is not None:
+            late.close()
+        server.stop()
+    for done in results:
+        assert done.stdout.decode().split() == ["gaierror", str(socket.EAI_NONAME)], done
+    assert doc["session"]["namespace"] == "joined" and doc["plan_cached"]

@@ -442,8 +442,13 @@ class Session:
             self.sock.close()
             self.sock = None
 
-    def finish(self) -> dict:
-        """Stop answering; what the command looked up, for the report."""
+    def finish(self, again: bool = False) -> dict:
+        """Stop answering; what the command looked up, for the report.
+
+        ``again``: the run starts again (its command never started), in a
+        namespace that may be its session's, where this socket holds the
+        run's address in a SO_REUSEPORT group: it is closed before that, or
+        it would take some of the next attempt's queries and answer none."""
         if self.relay is not None:
             # the sandbox is gone: what is left are host-side ends; bounded wait
             self.relay.stop()
@@ -457,7 +462,7 @@ class Session:
             # still run, its socket and pipe stay open (process exit closes
             # them), so no descriptor number is reused under it.
             os.write(self._stop_w, b"x")
-            if self._done.acquire(False):
+            if self._done.acquire(again, 5 if again else -1):
                 self._close_sock()
                 os.close(self._stop_r)
                 os.close(self._stop_w)
